@@ -1,0 +1,42 @@
+# thtb — `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+WANDB_MODE ?= offline
+export WANDB_MODE
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-all select bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0   # the CPU build; pinned so pip never pulls CUDA wheels here
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install thtb with pinned dependencies (CPU torch)
+
+demo: $(STAMP) ## install if needed, then run the pipeline offline on the bundled demo set
+	$(OFFLINE) $(PY) run.py +experiment=demo $(ARGS)
+
+test: $(STAMP) ## run the fast test suite (offline, CPU)
+	$(OFFLINE) $(PY) -m pytest -q $(ARGS)
+
+test-all: $(STAMP) ## run every test, the slow ones included
+	$(OFFLINE) $(PY) -m pytest -q -m "not gpu and not network" $(ARGS)
+
+select: $(STAMP) ## THTB 5% of Alpaca: make select ARGS="scoring=offline data.path=…/alpaca_data.json"
+	$(PY) run.py +experiment=alpaca_5pct $(ARGS)
+
+bench: $(STAMP) ## print speed/memory figures (selection maths, silhouette, full offline cascade)
+	$(OFFLINE) $(PY) benchmarks/bench_selection.py $(ARGS)
+
+clean: ## remove run outputs and caches (keeps .venv)
+	rm -rf outputs multirun .pytest_cache

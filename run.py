@@ -1,0 +1,45 @@
+"""Hydra entry point: compose the config, run the listed stages, nothing else.
+
+    python run.py +experiment=demo
+    python run.py +experiment=alpaca_5pct scoring=offline data.path=../shared/data/alpaca/alpaca_data.json
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("thtb")
+
+STAGES = {"select": "thtb.stages.select:run_select"}
+"""Stage name → ``module:function(cfg: dict, run_dir: Path, tracker) -> dict``."""
+
+
+def _stage(name: str):
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r} in `stages`; available: {sorted(STAGES)}")
+    module, func = STAGES[name].split(":")
+    return getattr(__import__(module, fromlist=[func]), func)
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from thtb.tracking import make_tracker
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    container = OmegaConf.to_container(cfg, resolve=True)
+    run_dir = Path(container["paths"]["run_dir"])
+    stages = [_stage(name) for name in container["stages"]]  # fail before any work on a typo
+    with make_tracker(container.get("logger"), name=container["experiment_name"], config=container,
+                      run_dir=run_dir) as tracker:
+        for name, stage in zip(container["stages"], stages, strict=True):
+            log.info("stage %s", name)
+            stage(container, run_dir, tracker)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""THTB's cascade: quality → intrinsic hardness → extrinsic hardness.
+
+Every stage scores only the survivors of the previous one, and every min–max normalisation is
+taken over the stage's own input. Selection mechanics are the same in all stages
+(:func:`top_k`): ``n_keep = max(1, floor(n * fraction))``, sort by score descending, ties broken by
+the original row order. A sample whose scorer failed is never kept or dropped silently: it is
+recorded in the score card with its error and counted against ``failure_budget``; past the budget
+the run stops with :class:`SelectionError` listing the failed ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from thtb import maths
+from thtb.scorers.base import (
+    BLOOM_LEVELS,
+    BloomScorer,
+    DisciplineTagger,
+    Embedder,
+    QualityScorer,
+    check_result,
+)
+
+log = logging.getLogger(__name__)
+
+STAGES: tuple[str, ...] = ("quality", "intrinsic", "extrinsic")
+STAGE_SCORE = {"quality": "quality_raw", "intrinsic": "ihs", "extrinsic": "ehs"}
+"""The column each stage ranks on (quality ranks on the raw reward so the clip creates no ties)."""
+
+
+class SelectionError(RuntimeError):
+    """The run exceeded its failure budget (or was configured inconsistently)."""
+
+    def __init__(self, message: str, failed_ids: Sequence[str] = ()):
+        super().__init__(message)
+        self.failed_ids = list(failed_ids)
+
+
+def n_keep(n: int, fraction: float) -> int:
+    """``max(1, floor(n · fraction))`` (a tiny epsilon absorbs float error, e.g. 0.29 · 100)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"a stage fraction must be in (0, 1], got {fraction}")
+    if n == 0:
+        return 0
+    return max(1, math.floor(n * fraction + 1e-9))
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest scores, best first; ties keep the input order (stable)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if np.isnan(scores).any():
+        raise ValueError("cannot rank NaN scores; failed samples must be removed first")
+    return np.argsort(-scores, kind="stable")[:k]
+
+
+@dataclass
+class CascadeConfig:
+    """Knobs of :class:`Cascade` (mirrors ``conf/selection/thtb.yaml``)."""
+
+    stages: Sequence[str] = STAGES
+    fractions: dict[str, float] = field(
+        default_factory=lambda: {"quality": 0.2, "intrinsic": 0.5, "extrinsic": 0.5}
+    )
+    budget: float | None = None
+    failure_budget: int = 0
+    fidelity: str = "reference"
+    ic_round: bool = True
+    k: int = 161
+    max_features: int = 100
+    random_state: int = 42
+    singleton_policy: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown or not self.stages:
+            raise ValueError(f"selection.stages must be a non-empty subset of {STAGES}, got {list(self.stages)}")
+        self.stages = [s for s in STAGES if s in self.stages]  # always cascade in THTB's order
+        if self.fidelity not in ("reference", "paper"):
+            raise ValueError(f"fidelity must be 'reference' or 'paper', got {self.fidelity!r}")
+        if self.budget is not None and not 0 < self.budget <= 1:
+            raise ValueError(f"selection.budget must be in (0, 1], got {self.budget}")
+        if self.failure_budget < 0:
+            raise ValueError("selection.failure_budget must be >= 0")
+
+
+@dataclass
+class SelectionResult:
+    """What a cascade run produced."""
+
+    card: pd.DataFrame
+    """One row per input sample: every score, the stage it reached, why it fell, its rank."""
+    selected_ids: list[str]
+    """Ids of the selected samples, best first."""
+    counts: dict[str, int]
+    """``input`` and the number of survivors after each stage."""
+    cutoffs: dict[str, float]
+    """The lowest kept score of each stage (on the stage's ranking column)."""
+    timings: dict[str, float]
+    """Wall seconds per scorer / computation."""
+    failures: dict[str, list[str]]
+    """Failed ids per stage (within the failure budget)."""
+    warnings: list[str]
+
+
+class Cascade:
+    """Run THTB's stages over canonical records (columns ``id``, ``query``, ``response``).
+
+    The scorers are the seams: any :class:`QualityScorer`, :class:`BloomScorer`,
+    :class:`DisciplineTagger` and :class:`Embedder` (offline, LLM judge, reward model) plug in.
+    """
+
+    def __init__(
+        self,
+        config: CascadeConfig,
+        *,
+        quality: QualityScorer | None = None,
+        bloom: BloomScorer | None = None,
+        disciplines: DisciplineTagger | None = None,
+        embedder: Embedder | None = None,
+    ):
+        self.config = config
+        self.quality, self.bloom, self.disciplines, self.embedder = quality, bloom, disciplines, embedder
+        if "quality" in config.stages and quality is None:
+            raise ValueError("the quality stage needs a quality scorer (reward=...)")
+        if "intrinsic" in config.stages and None in (bloom, disciplines, embedder):
+            raise ValueError("the intrinsic stage needs a Bloom scorer, a discipline tagger and an embedder")
+
+    # ------------------------------------------------------------------ driver
+    def run(self, records: pd.DataFrame) -> SelectionResult:
+        cfg = self.config
+        if not records["id"].is_unique:
+            raise ValueError("record ids must be unique (the data layer suffixes duplicates)")
+        card = pd.DataFrame({"id": records["id"].to_numpy(), "row": np.arange(len(records))})
+        card["fell_at"] = None
+        card["why"] = None
+        card["error"] = None
+        self._timings: dict[str, float] = {}
+        self._failures: dict[str, list[str]] = {}
+        self._warnings: list[str] = []
+        counts = {"input": len(records)}
+        cutoffs: dict[str, float] = {}
+        alive = np.arange(len(records))
+        for i, stage in enumerate(cfg.stages):
+            if len(alive) == 0:
+                break
+            last = i == len(cfg.stages) - 1
+            scored = getattr(self, f"_score_{stage}")(records.iloc[alive], card, alive)
+            alive = self._remove_failures(card, alive, scored, stage)
+            keep = self._n_keep(stage, len(alive), counts["input"], last)
+            column = STAGE_SCORE[stage]
+            order = top_k(card.loc[alive, column].to_numpy(), len(alive))  # full ranking, best first
+            card.loc[alive, f"{stage}_rank"] = _ranks(len(alive), order)
+            kept = alive[order[:keep]]
+            cutoffs[stage] = float(card.loc[kept[-1], column]) if len(kept) else math.nan
+            dropped = np.setdiff1d(alive, kept)
+            card.loc[dropped, "fell_at"] = stage
+            card.loc[dropped, "why"] = [
+                f"{column} {card.at[j, column]:.4g} below the cut-off {cutoffs[stage]:.4g} "
+                f"(rank {int(card.at[j, f'{stage}_rank'])} of {len(alive)}, kept {keep})"
+                for j in dropped
+            ]
+            log.info("stage %s: kept %d of %d", stage, len(kept), len(alive))
+            alive = kept
+            counts[stage] = len(alive)
+        card["selected"] = False
+        card.loc[alive, "selected"] = True
+        card.loc[alive, "fell_at"] = "selected"
+        card["rank"] = pd.array([pd.NA] * len(card), dtype="Int64")
+        card.loc[alive, "rank"] = np.arange(1, len(alive) + 1)
+        for stage in cfg.stages:
+            if f"{stage}_rank" in card:
+                card[f"{stage}_rank"] = card[f"{stage}_rank"].astype("Int64")
+        return SelectionResult(
+            card=card,
+            selected_ids=card.loc[alive, "id"].tolist(),
+            counts=counts,
+            cutoffs=cutoffs,
+            timings=self._timings,
+            failures=self._failures,
+            warnings=self._warnings,
+        )
+
+    def _n_keep(self, stage: str, n: int, n_input: int, last: bool) -> int:
+        cfg = self.config
+        if last and cfg.budget is not None:
+            keep = max(1, math.floor(n_input * cfg.budget + 1e-9))
+            if keep > n:
+                raise SelectionError(
+                    f"selection.budget={cfg.budget} asks for {keep} samples but only {n} reach the "
+                    f"{stage} stage; raise the earlier stages' fractions"
+                )
+            return keep
+        return n_keep(n, cfg.fractions[stage])
+
+    def _remove_failures(self, card: pd.DataFrame, alive: np.ndarray, scored: pd.DataFrame, stage: str) -> np.ndarray:
+        """Record failed samples (error set) and stop when the failure budget is exceeded."""
+        failed = scored["error"].notna().to_numpy()
+        if not failed.any():
+            return alive
+        idx = alive[failed]
+        ids = card.loc[idx, "id"].tolist()
+        card.loc[idx, "error"] = scored.loc[failed, "error"].to_numpy()
+        card.loc[idx, "fell_at"] = stage
+        card.loc[idx, "why"] = [f"failed: {e}" for e in scored.loc[failed, "error"]]
+        self._failures.setdefault(stage, []).extend(ids)
+        total = sum(len(v) for v in self._failures.values())
+        if total > self.config.failure_budget:
+            shown = ", ".join(ids[:20]) + (" …" if len(ids) > 20 else "")
+            first = scored.loc[failed, "error"].iloc[0]
+            raise SelectionError(
+                f"{total} sample(s) failed scoring (failure budget {self.config.failure_budget}); "
+                f"stage {stage}: {len(ids)} failed, first error: {first}; ids: {shown}",
+                failed_ids=[i for v in self._failures.values() for i in v],
+            )
+        log.warning("stage %s: %d sample(s) failed and are excluded (within the failure budget)", stage, len(ids))
+        return alive[~failed]
+
+    def _timed(self, name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - start
+        return out
+
+    # ------------------------------------------------------------------ stages
+    def _score_quality(self, recs: pd.DataFrame, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
+        scorer = self.quality
+        out = self._timed(
+            f"quality:{scorer.name}", scorer.score, recs["query"].tolist(), recs["response"].tolist()
+        )
+        out = check_result(out, len(recs), ("quality_raw", "quality_reason"), scorer.name)
+        out = _nan_is_error(out, "quality_raw")
+        ok = out["error"].isna().to_numpy()
+        card.loc[alive, "quality_raw"] = out["quality_raw"].to_numpy(dtype=np.float64)
+        card.loc[alive, "quality_reason"] = out["quality_reason"].to_numpy()
+        norm = np.full(len(out), np.nan)
+        norm[ok] = maths.quality_normalized(out.loc[ok, "quality_raw"].to_numpy(np.float64), method=scorer.normalization)
+        card.loc[alive, "quality"] = norm
+        return out
+
+    def _score_intrinsic(self, recs: pd.DataFrame, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
+        cfg = self.config
+        queries, responses = recs["query"].tolist(), recs["response"].tolist()
+        b = self._timed(f"bloom:{self.bloom.name}", self.bloom.score, queries, responses)
+        b = check_result(b, len(recs), ("bloom_level", "bloom_score", "bloom_reason"), self.bloom.name)
+        d = self._timed(f"disciplines:{self.disciplines.name}", self.disciplines.tag, queries)
+        d = check_result(d, len(recs), ("disciplines",), self.disciplines.name)
+        error = b["error"].where(b["error"].notna(), d["error"])
+        card.loc[alive, "bloom_level"] = b["bloom_level"].to_numpy()
+        card.loc[alive, "bloom_score"] = b["bloom_score"].to_numpy()
+        card.loc[alive, "bloom_reason"] = b["bloom_reason"].to_numpy()
+        if "disciplines" not in card:
+            card["disciplines"] = pd.Series([None] * len(card), dtype=object)
+        disc = pd.Series(list(d["disciplines"]), dtype=object)
+        card.loc[alive, "disciplines"] = disc.to_numpy()
+        ok = error.isna().to_numpy()
+        good = alive[ok]
+        lists = [list(x) for x in disc[ok]]
+        card.loc[alive, "n_disciplines"] = [len(x) if isinstance(x, list | tuple) else np.nan for x in disc]
+        if ok.any():
+            levels = b.loc[ok, "bloom_level"].tolist()
+            level_index = np.array([BLOOM_LEVELS.index(v) + 1 for v in levels])
+            bloom = maths.bloom_normalized(
+                score=b.loc[ok, "bloom_score"].to_numpy(np.float64), level_index=level_index, fidelity=cfg.fidelity
+            )
+            names = sorted({n for x in lists for n in x})
+            descriptions = self._timed("disciplines:describe", self.disciplines.describe, names)
+            vectors = self._timed(
+                f"embed:{self.embedder.name}", self.embedder.encode, [descriptions[n] for n in names]
+            )
+            table = dict(zip(names, vectors, strict=True))
+            ic = self._timed("ic", maths.ic_scores, lists, table, round_multi=cfg.ic_round)
+            card.loc[good, "bloom"] = bloom
+            card.loc[good, "ic"] = ic
+            card.loc[good, "ihs"] = maths.ihs(bloom, ic)
+        return pd.DataFrame({"error": error.to_numpy()})
+
+    def _score_extrinsic(self, recs: pd.DataFrame, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
+        cfg = self.config
+        qlen = recs["query"].str.len().to_numpy()
+        rlen = recs["response"].str.len().to_numpy()
+        card.loc[alive, "query_len"] = qlen
+        card.loc[alive, "response_len"] = rlen
+        irei = self._timed("irei", maths.irei, qlen, rlen, fidelity=cfg.fidelity)
+        sil = self._timed(
+            "silhouette",
+            maths.silhouette_scores,
+            recs["query"].tolist(),
+            cfg.k,
+            fidelity=cfg.fidelity,
+            random_state=cfg.random_state,
+            max_features=cfg.max_features,
+            singleton_policy=cfg.singleton_policy,
+        )
+        self._warnings.extend(sil.warnings)
+        card.loc[alive, "irei"] = irei
+        card.loc[alive, "cluster"] = sil.labels
+        card.loc[alive, "silhouette"] = sil.s
+        card.loc[alive, "sc"] = sil.sc
+        card.loc[alive, "ehs"] = maths.ehs(irei, sil.sc)
+        return pd.DataFrame({"error": [None] * len(recs)}, dtype=object)
+
+
+def _nan_is_error(out: pd.DataFrame, column: str) -> pd.DataFrame:
+    """A scorer that returns NaN without an error message has still failed: say so."""
+    bad = out[column].isna() & out["error"].isna()
+    if bad.any():
+        out = out.copy()
+        out.loc[bad, "error"] = f"scorer returned NaN {column}"
+    return out
+
+
+def _ranks(n: int, order: np.ndarray) -> np.ndarray:
+    """1-based rank of each position given the descending order."""
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = np.arange(1, n + 1)
+    return ranks

@@ -1,0 +1,155 @@
+"""Summaries and plots of a selection run (``selection/summary.json`` and ``selection/*.png``)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from thtb.cascade import STAGE_SCORE, SelectionResult
+from thtb.scorers.base import BLOOM_LEVELS
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS: dict[str, tuple[str, str]] = {
+    # column: (stage it belongs to, human label)
+    "quality_raw": ("quality", "quality (raw reward)"),
+    "quality": ("quality", "quality (normalised)"),
+    "bloom": ("intrinsic", "Bloom (normalised)"),
+    "ic": ("intrinsic", "interdisciplinary complexity IC"),
+    "ihs": ("intrinsic", "IHS = (Bloom + IC) / 2"),
+    "irei": ("extrinsic", "IREI"),
+    "silhouette": ("extrinsic", "silhouette s"),
+    "sc": ("extrinsic", "SC'"),
+    "ehs": ("extrinsic", "EHS = (IREI + SC') / 2"),
+}
+
+
+def score_statistics(card: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """count/mean/std/min/quartiles/max of every score over the samples that have it."""
+    stats = {}
+    for col in SCORE_COLUMNS:
+        if col not in card:
+            continue
+        x = pd.to_numeric(card[col], errors="coerce").dropna().to_numpy(np.float64)
+        if len(x) == 0:
+            continue
+        q = np.quantile(x, [0.25, 0.5, 0.75])
+        stats[col] = {
+            "count": int(len(x)),
+            "mean": float(x.mean()),
+            "std": float(x.std()),
+            "min": float(x.min()),
+            "p25": float(q[0]),
+            "median": float(q[1]),
+            "p75": float(q[2]),
+            "max": float(x.max()),
+        }
+    return stats
+
+
+def bloom_distribution(levels: pd.Series) -> dict[str, int]:
+    counts = Counter(levels.dropna())
+    return {lvl: int(counts.get(lvl, 0)) for lvl in BLOOM_LEVELS}
+
+
+def discipline_distribution(lists: pd.Series, top: int = 30) -> dict[str, int]:
+    counts = Counter(d for x in lists.dropna() for d in x)
+    return dict(counts.most_common(top))
+
+
+def bloom_accuracy(card: pd.DataFrame, labels: pd.Series) -> dict | None:
+    """Accuracy of the predicted Bloom level against a label column (e.g. the demo's ``bloom_level``).
+
+    Counted over the samples that were Bloom-scored and carry a label; also the share within one
+    level (adjacent levels are easily confused, even by human annotators).
+    """
+    if "bloom_level" not in card:
+        return None
+    both = pd.DataFrame({"pred": card["bloom_level"].to_numpy(), "gold": labels.to_numpy()}).dropna()
+    both = both[both["gold"].isin(BLOOM_LEVELS)]
+    if both.empty:
+        return None
+    pred = both["pred"].map(BLOOM_LEVELS.index).to_numpy()
+    gold = both["gold"].map(BLOOM_LEVELS.index).to_numpy()
+    return {
+        "n": int(len(both)),
+        "accuracy": float((pred == gold).mean()),
+        "within_one_level": float((np.abs(pred - gold) <= 1).mean()),
+    }
+
+
+def build_summary(result: SelectionResult, *, fingerprint: str, load_report: dict, labels: pd.Series | None) -> dict:
+    """The run's summary: counts that add up, score statistics, distributions, timings."""
+    card = result.card
+    n_failed = sum(len(v) for v in result.failures.values())
+    dropped = {s: int(((card["fell_at"] == s) & card["error"].isna()).sum()) for s in result.counts if s != "input"}
+    summary = {
+        "fingerprint": fingerprint,
+        "n_input": result.counts["input"],
+        "counts": result.counts,
+        "n_selected": len(result.selected_ids),
+        "n_dropped_per_stage": dropped,
+        "n_failed": n_failed,
+        "failed_ids": result.failures,
+        "cutoffs": {s: {"column": STAGE_SCORE[s], "value": v} for s, v in result.cutoffs.items()},
+        "score_stats": score_statistics(card),
+        "score_stats_selected": score_statistics(card[card["selected"]]),
+        "bloom_levels": {
+            "scored": bloom_distribution(card.get("bloom_level", pd.Series(dtype=object))),
+            "selected": bloom_distribution(card.loc[card["selected"], "bloom_level"])
+            if "bloom_level" in card
+            else {},
+        },
+        "disciplines": {
+            "scored": discipline_distribution(card.get("disciplines", pd.Series(dtype=object))),
+            "selected": discipline_distribution(card.loc[card["selected"], "disciplines"])
+            if "disciplines" in card
+            else {},
+        },
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+        "warnings": result.warnings,
+        "data": load_report,
+    }
+    if labels is not None:
+        summary["bloom_accuracy"] = bloom_accuracy(card, labels)
+    accounted = summary["n_selected"] + sum(dropped.values()) + n_failed
+    if accounted != summary["n_input"]:  # an internal invariant: every sample is somewhere
+        raise AssertionError(f"selection lost samples: {accounted} accounted for, {summary['n_input']} in")
+    return summary
+
+
+def plot_histograms(result: SelectionResult, out_dir: Path) -> list[Path]:
+    """One PNG per score: the distribution over the stage input, the selected samples, the cut-off."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    card, paths = result.card, []
+    for col, (stage, label) in SCORE_COLUMNS.items():
+        if col not in card:
+            continue
+        x = pd.to_numeric(card[col], errors="coerce")
+        if x.notna().sum() == 0:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+        bins = np.histogram_bin_edges(x.dropna(), bins=min(50, max(10, int(np.sqrt(x.notna().sum())))))
+        ax.hist(x.dropna(), bins=bins, color="#9db4d3", label=f"{stage} stage input (n={x.notna().sum():,})")
+        sel = x[card["selected"]].dropna()
+        if len(sel):
+            ax.hist(sel, bins=bins, color="#d1495b", alpha=0.8, label=f"selected (n={len(sel):,})")
+        if STAGE_SCORE.get(stage) == col and stage in result.cutoffs:
+            ax.axvline(result.cutoffs[stage], color="k", ls="--", lw=1.2, label=f"{stage} cut-off")
+        ax.set_xlabel(label)
+        ax.set_ylabel("samples")
+        ax.legend(fontsize=8, frameon=False)
+        fig.tight_layout()
+        path = out_dir / f"hist_{col}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,166 @@
+"""The ``select`` stage: data → THTB cascade → subset, score card, summary, plots (+ W&B).
+
+Outputs, under ``<run_dir>/selection/``:
+
+- ``subset.jsonl``      the selected samples ``{id, query, response}``, best first
+- ``subset_alpaca.json`` / ``subset_messages.jsonl``  the same subset for Alpaca tooling and TRL
+- ``scores.parquet``    one row per input sample: every raw and normalised score, Bloom level,
+  disciplines, cluster, the stage it fell at and why, its rank per stage and overall
+- ``summary.json``      counts per stage (they add up), score statistics, Bloom-level and
+  discipline distributions, per-scorer wall time, the fingerprint
+- ``hist_<score>.png``  each score's distribution with the stage cut-off marked
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from thtb import __version__
+from thtb.cascade import Cascade, CascadeConfig, SelectionResult
+from thtb.data import load_records, write_alpaca_json, write_jsonl, write_messages_jsonl
+from thtb.fingerprint import fingerprint, ids_digest
+from thtb.io import atomic_write_text, atomic_path
+from thtb.report import build_summary, plot_histograms
+from thtb.scorers import build_scorers
+from thtb.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+STAGE_VERSION = 1
+"""Bump when the selection maths change, so fingerprints of old artifacts no longer match."""
+
+DEMO_DATA = "demo"
+LABEL_COLUMN = "bloom_level"
+"""A data column of this name is taken as gold Bloom labels; the summary reports accuracy on it."""
+
+
+def resolve_data_path(path: str) -> str:
+    """``demo`` → the packaged demo set; anything else is returned unchanged (file, dir or hub id)."""
+    if path == DEMO_DATA:
+        return str(resources.files("thtb") / "resources" / "demo.jsonl")
+    return path
+
+
+def cascade_config(cfg: dict[str, Any]) -> CascadeConfig:
+    sel = cfg["selection"]
+    return CascadeConfig(
+        stages=list(sel["stages"]),
+        fractions=dict(sel["fractions"]),
+        budget=sel.get("budget"),
+        failure_budget=int(sel.get("failure_budget", 0)),
+        fidelity=cfg.get("fidelity", "reference"),
+        ic_round=bool(sel["intrinsic"]["ic_round"]),
+        k=int(sel["extrinsic"]["k"]),
+        max_features=int(sel["extrinsic"]["max_features"]),
+        random_state=int(sel["extrinsic"]["random_state"]),
+        singleton_policy=sel["extrinsic"].get("singleton_policy"),
+    )
+
+
+def selection_fingerprint(cfg: dict[str, Any], data_ids: str) -> str:
+    """Hash of everything that determines the subset: data ids, stage config, scorer configs."""
+    stages = cfg["selection"]["stages"]
+    scorer_cfg = {
+        "reward": cfg.get("reward") if "quality" in stages else None,
+        "judge": cfg.get("judge") if "intrinsic" in stages else None,
+        "embedder": cfg.get("embedder") if "intrinsic" in stages else None,
+    }
+    selection = {k: v for k, v in cfg["selection"].items() if k != "plots"}
+    return fingerprint(
+        {"version": STAGE_VERSION, "data": data_ids, "fidelity": cfg.get("fidelity"), "selection": selection, **scorer_cfg}
+    )
+
+
+def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
+    """Run the select stage from a resolved config dict; returns the summary."""
+    tracker = tracker or Tracker()
+    start = time.perf_counter()
+    data = cfg["data"]
+    records, report = load_records(
+        resolve_data_path(str(data["path"])),
+        format=data.get("format"),
+        fidelity=cfg.get("fidelity", "reference"),
+        split=data.get("split", "train"),
+        drop_empty=bool(data.get("drop_empty", False)),
+        limit=data.get("limit"),
+    )
+    load_s = time.perf_counter() - start
+    log.info("loaded %d records from %s in %.1f s", len(records), data["path"], load_s)
+
+    config = cascade_config(cfg)
+    fp = selection_fingerprint(cfg, ids_digest(records["id"]))
+    scorers = build_scorers(cfg, config.stages)
+    cascade = Cascade(
+        config,
+        quality=scorers.quality,
+        bloom=scorers.bloom,
+        disciplines=scorers.disciplines,
+        embedder=scorers.embedder,
+    )
+    result = cascade.run(records)
+    result.timings["load"] = load_s
+
+    out = run_dir / "selection"
+    out.mkdir(parents=True, exist_ok=True)
+    subset = records.set_index("id").loc[result.selected_ids].reset_index()
+    write_jsonl(subset, out / "subset.jsonl")
+    write_alpaca_json(subset, out / "subset_alpaca.json")
+    write_messages_jsonl(subset, out / "subset_messages.jsonl")
+    card = score_card(result, records)
+    with atomic_path(out / "scores.parquet") as tmp:
+        card.to_parquet(tmp, index=False)
+    labels = records[LABEL_COLUMN] if LABEL_COLUMN in records else None
+    summary = build_summary(result, fingerprint=fp, load_report=_jsonable(report), labels=labels)
+    summary["timings_s"]["total"] = round(time.perf_counter() - start, 3)
+    summary["thtb_version"] = __version__
+    plots = plot_histograms(result, out) if cfg["selection"].get("plots", True) else []
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+    _log_to_tracker(tracker, summary, card, plots)
+    log.info(
+        "selected %d of %d (%s) in %.1f s → %s",
+        summary["n_selected"],
+        summary["n_input"],
+        " → ".join(str(v) for v in result.counts.values()),
+        summary["timings_s"]["total"],
+        out,
+    )
+    return summary
+
+
+def score_card(result: SelectionResult, records: pd.DataFrame) -> pd.DataFrame:
+    """The score card with the sample text alongside (for inspection); list columns stay lists."""
+    card = result.card.copy()
+    card.insert(2, "query", records["query"].to_numpy())
+    card.insert(3, "response", records["response"].to_numpy())
+    return card
+
+
+def _log_to_tracker(tracker: Tracker, summary: dict, card: pd.DataFrame, plots: list[Path]) -> None:
+    counts = summary["counts"]
+    tracker.log_metrics({f"count/{k}": v for k, v in counts.items()}, prefix="select/")
+    tracker.log_metrics({f"time/{k}": v for k, v in summary["timings_s"].items()}, prefix="select/")
+    for col in ("quality_raw", "bloom", "ic", "ihs", "irei", "sc", "ehs"):
+        if col in card:
+            tracker.log_histogram(f"select/hist/{col}", card[col].dropna().to_numpy())
+    if plots:
+        tracker.log_images("select/histograms", plots)
+    sample = card[card["selected"]].head(200) if card["selected"].any() else card.head(200)
+    tracker.log_table("select/score_card_sample", sample)
+    tracker.log_summary({"select/n_selected": summary["n_selected"], "select/fingerprint": summary["fingerprint"]})
+    if summary.get("bloom_accuracy"):
+        tracker.log_summary({"select/bloom_accuracy": summary["bloom_accuracy"]["accuracy"]})
+
+
+def _jsonable(obj: Any) -> Any:
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    return obj
