@@ -1,0 +1,92 @@
+"""The select stage end to end through run.py (real Hydra, real MiniLM, real files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_py(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "run.py", *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    proc = run_py("+experiment=demo", "stages=[select]", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "selection"
+
+
+def test_demo_writes_every_output(demo_run):
+    for name in ("subset.jsonl", "subset_alpaca.json", "subset_messages.jsonl", "scores.parquet", "summary.json"):
+        assert (demo_run / name).stat().st_size > 0, name
+    assert {p.name for p in demo_run.glob("hist_*.png")} >= {"hist_quality_raw.png", "hist_ihs.png", "hist_ehs.png"}
+
+
+def test_demo_summary_counts_add_up(demo_run):
+    summary = json.loads((demo_run / "summary.json").read_text())
+    card = pd.read_parquet(demo_run / "scores.parquet")
+    subset = [json.loads(line) for line in (demo_run / "subset.jsonl").read_text().splitlines()]
+    assert summary["n_input"] == len(card) == summary["data"]["n_rows"]
+    counts = summary["counts"]
+    assert list(counts) == ["input", "quality", "intrinsic", "extrinsic"]
+    assert counts["extrinsic"] == summary["n_selected"] == len(subset)
+    assert summary["n_selected"] + sum(summary["n_dropped_per_stage"].values()) + summary["n_failed"] == summary["n_input"]
+    assert card["fell_at"].value_counts().sum() == len(card)
+    # the subset is the card's selected rows, best first
+    selected = card[card["selected"]].sort_values("rank")
+    assert [r["id"] for r in subset] == selected["id"].tolist()
+    assert set(summary["timings_s"]) >= {"load", "total"}
+    assert summary["fingerprint"] and len(summary["fingerprint"]) == 16
+
+
+def test_demo_broken_pairs_fall_at_quality(demo_run):
+    card = pd.read_parquet(demo_run / "scores.parquet")
+    demo = pd.read_json(ROOT / "thtb" / "resources" / "demo.jsonl", lines=True)
+    broken_rows = demo.index[demo["broken"].notna()]
+    assert len(broken_rows) >= 8
+    assert (card.loc[broken_rows, "fell_at"] == "quality").all()
+    # and they are the lowest-ranked of all
+    worst = card["quality_rank"].nlargest(len(broken_rows)).index
+    assert set(worst) == set(broken_rows)
+
+
+def test_demo_reports_bloom_accuracy(demo_run):
+    summary = json.loads((demo_run / "summary.json").read_text())
+    acc = summary["bloom_accuracy"]
+    assert acc["n"] == summary["counts"]["quality"]  # every Bloom-scored sample carries a label
+    assert 0 <= acc["accuracy"] <= acc["within_one_level"] <= 1
+
+
+def test_rerun_gives_byte_identical_subset(demo_run, tmp_path):
+    proc = run_py("+experiment=demo", "stages=[select]", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "selection" / "subset.jsonl").read_bytes() == (demo_run / "subset.jsonl").read_bytes()
+    a = json.loads((tmp_path / "selection" / "summary.json").read_text())
+    b = json.loads((demo_run / "summary.json").read_text())
+    assert a["fingerprint"] == b["fingerprint"]
+
+
+def test_unknown_stage_fails_before_any_work(tmp_path):
+    proc = run_py("+experiment=demo", "stages=[select,train]", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "unknown stage 'train'" in proc.stderr
+    assert not (tmp_path / "selection").exists()
+
+
+def test_missing_data_file_names_the_path(tmp_path):
+    proc = run_py("+experiment=demo", f"data.path={tmp_path}/nope.json", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "nope.json" in proc.stderr

@@ -1,0 +1,91 @@
+"""Errors raised for bad input data, each naming the file, the place in it and the field.
+
+Location conventions (used by every message, and by :attr:`DataError.row`):
+
+* ``row`` is always a **0-based** position in the source, the same number the canonical frame
+  stores in its ``row`` column: the JSON array index, the JSON Lines *physical line* index
+  (blank lines count), the parquet / csv data row, the HF dataset row.
+* JSON Lines sources are addressed by line in messages, **1-based** like an editor:
+  ``row=17`` is printed as ``line 18``.
+* Array and table sources are printed as ``row N`` with the same 0-based ``N`` as ``row``.
+* Errors found before records exist (invalid JSON in an array file, invalid UTF-8) carry
+  ``line`` (1-based) and ``column`` (1-based) or ``byte_offset`` (0-based) instead of ``row``.
+
+Example: ``alpaca_data.json: row 17: field 'output' must be a string, got int``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, Literal
+
+RowUnit = Literal["row", "line"]
+"""How a source addresses its records in messages: ``line`` (JSON Lines) or ``row``."""
+
+
+class DataError(ValueError):
+    """Bad instruction data: the message names the file, the line/row and the field.
+
+    Attributes:
+        path: the file, directory or hub id as the caller gave it.
+        row: 0-based record position in the source (see module docstring), or ``None``.
+        field: the offending field (``"output"``, ``"conversations[2].from"``), or ``None``.
+        line: 1-based line in the file when known (always set for JSON Lines rows).
+        column: 1-based column for JSON syntax errors, else ``None``.
+        byte_offset: 0-based byte offset for encoding errors, else ``None``.
+        detail: the message without the path and location prefix.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        detail: str,
+        *,
+        row: int | None = None,
+        unit: RowUnit = "row",
+        field: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        byte_offset: int | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.row = row
+        self.field = field
+        self.line = row + 1 if (line is None and row is not None and unit == "line") else line
+        self.column = column
+        self.byte_offset = byte_offset
+        self.detail = detail
+        where = _location(row, unit, self.line, column, byte_offset)
+        super().__init__(f"{self.path}: {where}: {detail}" if where else f"{self.path}: {detail}")
+
+
+def _location(
+    row: int | None,
+    unit: RowUnit,
+    line: int | None,
+    column: int | None,
+    byte_offset: int | None,
+) -> str:
+    """Render ``line N`` / ``row N`` plus the optional column or byte offset."""
+    if row is not None and unit == "row":
+        where = f"row {row}"
+    elif line is not None:
+        where = f"line {line}"
+    else:
+        return ""
+    if column is not None:
+        where += f", column {column}"
+    if byte_offset is not None:
+        where += f", byte offset {byte_offset}"
+    return where
+
+
+def type_name(value: Any) -> str:
+    """JSON-flavoured name of a value's type for messages: ``null``, ``int``, ``list``…"""
+    return "null" if value is None else type(value).__name__
+
+
+def not_found(path: str | os.PathLike[str], what: str = "instruction dataset") -> FileNotFoundError:
+    """A :class:`FileNotFoundError` whose message and ``filename`` carry the path."""
+    return FileNotFoundError(errno.ENOENT, f"{what} not found", os.fspath(path))

@@ -1,0 +1,269 @@
+"""Read a source into a column table of plain Python values, with positions for messages.
+
+Source resolution (:func:`read_source`):
+
+* an existing directory → ``datasets.load_from_disk`` (a ``DatasetDict`` gives ``split``);
+* an existing file, by extension: ``.json`` (a JSON array of objects; a file starting with ``{``
+  is read as JSON Lines, which is what ``datasets.Dataset.to_json`` writes), ``.jsonl`` /
+  ``.ndjson`` (JSON Lines), ``.parquet`` / ``.pq``, ``.csv``, ``.tsv``;
+* a string that is not an existing path and looks like a hub id (``name`` or ``owner/name``,
+  no data-file extension) → ``datasets.load_dataset(id, split=split)``;
+* anything else → :class:`FileNotFoundError` naming the path.
+
+Text files must be UTF-8 (a leading BOM is accepted); invalid bytes raise a
+:class:`~thtb.data.errors.DataError` with the line and byte offset. An empty source (0 bytes,
+``[]``, only blank lines, a header-only csv, a 0-row table) raises a ``DataError`` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thtb.data.errors import DataError, RowUnit, not_found, type_name
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+"""Placeholder for a key absent from one JSON record (distinct from ``null``)."""
+
+JSON_SUFFIXES = (".json",)
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".tsv")
+DATA_SUFFIXES = JSON_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES + CSV_SUFFIXES
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass
+class RawTable:
+    """Columns of one source before validation.
+
+    ``columns`` maps every field seen (in order of first appearance) to one value per record,
+    :data:`MISSING` where a JSON record lacks the key. ``positions[i]`` is record i's 0-based
+    position in the source (array index, physical line index, table row).
+    """
+
+    source: str
+    columns: dict[str, list[Any]]
+    positions: list[int]
+    unit: RowUnit
+    sha256: str | None = None
+    split: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def head(self, n: int) -> RawTable:
+        """The first ``n`` records."""
+        return RawTable(
+            self.source,
+            {name: values[:n] for name, values in self.columns.items()},
+            self.positions[:n],
+            self.unit,
+            self.sha256,
+            self.split,
+        )
+
+    def error(self, index: int, detail: str, field: str | None = None) -> DataError:
+        """A :class:`DataError` for record ``index`` (a list index, not a source position)."""
+        return DataError(self.source, detail, row=self.positions[index], unit=self.unit, field=field)
+
+    def fields_present(self, index: int) -> list[str]:
+        """The fields record ``index`` actually has (for 'missing field' messages)."""
+        return [name for name, values in self.columns.items() if values[index] is not MISSING]
+
+
+def looks_like_hub_id(source: str) -> bool:
+    """``name`` or ``owner/name`` without a data-file extension (e.g. ``tatsu-lab/alpaca``)."""
+    return bool(_HUB_ID.match(source)) and not source.lower().endswith(DATA_SUFFIXES)
+
+
+def read_source(source: str | os.PathLike[str], split: str) -> RawTable:
+    """Read ``source`` (file, HF dataset directory or hub id) into a :class:`RawTable`."""
+    label = os.fspath(source)
+    path = Path(label)
+    if path.is_dir():
+        return _read_hf_disk(path, label, split)
+    if path.is_file():
+        return _read_file(path, label)
+    if isinstance(source, str) and looks_like_hub_id(source):
+        return _read_hub(source, split)
+    raise not_found(label)
+
+
+def _read_file(path: Path, label: str) -> RawTable:
+    suffix = path.suffix.lower()
+    if suffix not in DATA_SUFFIXES:
+        raise DataError(
+            label, f"unsupported file type {suffix or '(none)'!r}; expected one of {', '.join(DATA_SUFFIXES)}"
+        )
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if not data:
+        raise DataError(label, "file is empty (0 bytes)")
+    if suffix in PARQUET_SUFFIXES:
+        table = _read_parquet(data, label)
+    else:
+        text = decode_utf8(data, label)
+        if suffix in CSV_SUFFIXES:
+            table = _read_csv(text, label, sep="\t" if suffix == ".tsv" else ",")
+        elif suffix in JSONL_SUFFIXES or text.lstrip().startswith("{"):
+            table = _read_jsonl(text, label)
+        else:
+            table = _read_json_array(text, label)
+    table.sha256 = digest
+    return table
+
+
+def decode_utf8(data: bytes, label: str) -> str:
+    """Decode UTF-8 (a leading BOM dropped); bad bytes → DataError with line and byte offset."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start : exc.end].hex()
+        raise DataError(
+            label, f"not valid UTF-8 (byte 0x{bad}: {exc.reason})", line=line, byte_offset=exc.start
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _read_jsonl(text: str, label: str) -> RawTable:
+    """One JSON object per line; blank lines are skipped but keep their line number."""
+    records: list[dict[str, Any]] = []
+    positions: list[int] = []
+    decode = json.JSONDecoder().decode
+    for index, line in enumerate(text.split("\n")):
+        if not line.strip():
+            continue
+        try:
+            record = decode(line)
+        except json.JSONDecodeError as exc:
+            if index == 0 and not positions:
+                _reject_top_level_object(text, label)
+            raise DataError(
+                label, f"invalid JSON: {exc.msg}", row=index, unit="line", column=exc.colno
+            ) from None
+        if not isinstance(record, dict):
+            raise DataError(label, f"record must be a JSON object, got {type_name(record)}", row=index, unit="line")
+        records.append(record)
+        positions.append(index)
+    if not records:
+        raise DataError(label, "contains no records (only blank lines)")
+    return RawTable(label, _columns(records), positions, "line")
+
+
+def _reject_top_level_object(text: str, label: str) -> None:
+    """A whole-file JSON object is not a dataset: say so instead of blaming line 1."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return
+    keys = ", ".join(map(str, list(value)[:10])) if isinstance(value, dict) else ""
+    raise DataError(
+        label,
+        f"top-level JSON {type_name(value)} (keys: {keys}); expected a JSON array of records or JSON Lines",
+    )
+
+
+def _read_json_array(text: str, label: str) -> RawTable:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(label, f"invalid JSON: {exc.msg}", line=exc.lineno, column=exc.colno) from None
+    if not isinstance(value, list):
+        raise DataError(label, f"expected a JSON array of records, got {type_name(value)}")
+    if not value:
+        raise DataError(label, "contains no records (empty JSON array)")
+    for index, record in enumerate(value):
+        if not isinstance(record, dict):
+            raise DataError(label, f"record must be a JSON object, got {type_name(record)}", row=index)
+    return RawTable(label, _columns(value), list(range(len(value))), "row")
+
+
+def _columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Dict records → columns over the union of keys, :data:`MISSING` where a key is absent."""
+    names: dict[str, None] = {}
+    for record in records:
+        names.update(dict.fromkeys(record))
+    return {name: [record.get(name, MISSING) for record in records] for name in names}
+
+
+def _read_parquet(data: bytes, label: str) -> RawTable:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(label, f"cannot read parquet: {exc}") from None
+    return _from_pydict(table.to_pydict(), label, table.num_rows)
+
+
+def _read_csv(text: str, label: str, sep: str) -> RawTable:
+    """CSV/TSV with a header. Cells are text: an empty cell of a schema text column is ``""``
+    and strings like ``NA``/``nan`` stay literal there; other columns get pandas' usual
+    type inference, with empty cells as missing values."""
+    import pandas as pd
+
+    from thtb.data.formats import TEXT_FIELDS
+
+    try:
+        header = pd.read_csv(io.StringIO(text), sep=sep, nrows=0).columns
+        text_columns = [name for name in header if name in TEXT_FIELDS]
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=sep,
+            dtype={name: str for name in text_columns},
+            keep_default_na=False,
+            na_values={name: [""] for name in header if name not in text_columns},
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise DataError(label, f"cannot parse {'TSV' if sep == chr(9) else 'CSV'}: {exc}") from None
+    return _from_pydict({name: frame[name].tolist() for name in frame.columns}, label, len(frame))
+
+
+def _from_pydict(columns: dict[str, list[Any]], label: str, n_rows: int, split: str | None = None) -> RawTable:
+    if n_rows == 0:
+        raise DataError(label, f"contains no records (0 rows; columns: {', '.join(columns) or 'none'})")
+    return RawTable(label, {str(k): list(v) for k, v in columns.items()}, list(range(n_rows)), "row", split=split)
+
+
+def _read_hf_disk(path: Path, label: str, split: str) -> RawTable:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError as exc:
+        raise DataError(label, f"not a saved Hugging Face dataset directory ({exc})") from None
+    return _from_hf(loaded, label, split)
+
+
+def _read_hub(dataset_id: str, split: str) -> RawTable:
+    from datasets import load_dataset
+
+    try:
+        loaded = load_dataset(dataset_id, split=split)
+    except Exception as exc:  # hub/network/builder errors: re-raise with the id and the fallback tried
+        raise DataError(
+            dataset_id,
+            f"no local file or directory of that name, and loading it as a Hugging Face hub "
+            f"dataset (split {split!r}) failed: {type(exc).__name__}: {exc}",
+        ) from exc
+    return _from_hf(loaded, dataset_id, split)
+
+
+def _from_hf(loaded: Any, label: str, split: str) -> RawTable:
+    """A ``Dataset`` (or ``DatasetDict`` → ``loaded[split]``) → RawTable."""
+    if isinstance(loaded, dict):  # DatasetDict is a dict of splits
+        splits = list(loaded.keys())
+        if split not in splits:
+            raise DataError(label, f"split {split!r} not found; available splits: {', '.join(map(str, splits))}")
+        loaded = loaded[split]
+    return _from_pydict(loaded.to_dict(), label, loaded.num_rows, split=split)
