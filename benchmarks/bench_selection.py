@@ -1,0 +1,280 @@
+"""Benchmarks of the selection maths (figures only, no asserts).
+
+Sections (``--only``):
+
+* ``silhouette`` — exact O(n·k·d) cosine silhouette vs ``sklearn.metrics.silhouette_samples`` on
+  Alpaca query TF-IDF (first n rows, K-Means k=161): seconds each, speedup, max |diff|.
+* ``cascade`` — the full offline cascade on Alpaca 52k through ``run.py`` (wall seconds with model
+  load, peak RSS, byte-identical subsets across runs).
+* ``stage3`` — the stage-3 maths on 1,000,000 synthetic English queries: preprocessing, TF-IDF,
+  K-Means k=161, exact silhouette, IREI + EHS; total time and peak RSS.
+
+Usage::
+
+    python benchmarks/bench_selection.py --only silhouette --sizes 5200,20000
+    python benchmarks/bench_selection.py --only stage3 --n-stage3 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from thtb import maths  # noqa: E402
+
+SHARED = Path(os.environ.get("THTB_SHARED_DATA", REPO.parent / "shared" / "data"))
+ALPACA = Path(os.environ.get("THTB_ALPACA", SHARED / "alpaca" / "alpaca_data.json"))
+
+
+# --------------------------------------------------------------------------- helpers
+def _peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux ``ru_maxrss`` is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _rss_mib() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        return float("nan")
+
+
+class _Timer:
+    """Collects ``name -> seconds`` for consecutive steps."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name, fn, *args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.times[name] = time.perf_counter() - start
+        return out
+
+
+def alpaca_queries(path: Path = ALPACA, n: int | None = None) -> list[str] | None:
+    """Reference-fidelity queries ``instruction + "\\n" + (input or "nan")``; None if the file is absent."""
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8") as fh:
+        rows = json.load(fh)
+    rows = rows if n is None else rows[:n]
+    return [r["instruction"] + "\n" + (r["input"] if r["input"] else "nan") for r in rows]
+
+
+# --------------------------------------------------------------------------- (a) silhouette
+def bench_silhouette(sizes=(5200, 20000), k: int = 161, data: Path = ALPACA) -> list[dict]:
+    """Exact cosine silhouette vs sklearn on Alpaca TF-IDF of the first n queries."""
+    from sklearn.metrics import silhouette_samples
+
+    queries = alpaca_queries(data)
+    if queries is None:
+        print(f"silhouette: skipped, Alpaca data not found at {data} (set THTB_ALPACA)")
+        return []
+    results = []
+    for n in sizes:
+        if n > len(queries):
+            print(f"silhouette n={n}: skipped, only {len(queries)} rows")
+            continue
+        X = maths.tfidf_matrix(queries[:n], max_features=100)
+        labels = maths.kmeans_labels(X, k, random_state=42)
+        n_zero = int((np.diff(X.indptr) == 0).sum())
+        singletons = int((np.bincount(labels) == 1).sum())
+        convention = maths.sklearn_zero_row_self_distance(n)
+        t0 = time.perf_counter()
+        ref = silhouette_samples(X, labels, metric="cosine")
+        t_sk = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ours = maths.silhouette_samples_cosine(X, labels, zero_row_self_distance=convention)
+        t_ex = time.perf_counter() - t0
+        diff = float(np.abs(ours - ref).max())
+        default = maths.silhouette_samples_cosine(X, labels)
+        diff_default = float(np.abs(default - ref).max())
+        print(
+            f"silhouette n={n}: sklearn {t_sk:.2f} s, exact {t_ex:.3f} s, speedup {t_sk / t_ex:.0f}x, "
+            f"max|diff| {diff:.1e}  [k={k}, zero TF-IDF rows {n_zero}, singleton clusters {singletons}, "
+            f"sklearn zero-row self distance {convention:g}; default convention (0) max|diff| {diff_default:.1e}]"
+        )
+        results.append(
+            dict(n=n, sklearn_s=t_sk, exact_s=t_ex, speedup=t_sk / t_ex, max_abs_diff=diff,
+                 zero_rows=n_zero, singleton_clusters=singletons, zero_row_self_distance=convention)
+        )
+    return results
+
+
+# --------------------------------------------------------------------------- (b) stage 3 at 1M
+_COMMON = (
+    "the a an of to and in for on with by from as at is are be this that it its your their can "
+    "how what why which who when where does do should would could will most more best between about"
+).split()
+_TOPIC = (
+    "data model system network energy climate economy market health disease cell protein gene "
+    "water ocean river mountain forest animal plant species history war empire revolution culture "
+    "music art painting novel poem story character language grammar sentence word paragraph essay "
+    "computer program algorithm function variable code database software hardware internet website "
+    "customer product company business strategy marketing sales price cost budget finance tax law "
+    "court policy government election vote citizen education school student teacher university "
+    "research experiment theory hypothesis evidence result analysis method process design problem "
+    "solution equation number triangle circle area volume speed force gravity light sound planet "
+    "star galaxy space rocket travel city country food recipe diet exercise sleep memory emotion "
+    "friend family child team game sport player movie film camera photo color shape time money"
+).split()
+_TASK = (
+    "explain describe write create generate list identify classify summarize compare contrast "
+    "analyze evaluate design suggest rewrite translate calculate find determine predict outline "
+    "propose construct edit convert name give provide develop explore discuss justify"
+).split()
+_ADJ = (
+    "main important different simple complex new old good bad effective efficient creative short "
+    "long detailed clear possible common key major social natural global local digital modern"
+).split()
+
+
+def synthetic_queries(n: int, seed: int = 0, vocab_tail: int = 20000) -> list[str]:
+    """``n`` English-like instructions from a seeded RNG: a task verb, Zipf-distributed words from
+    common/topic/adjective lists plus a long tail of pseudo-words, punctuation, digits and capitals;
+    ~60% end with ``"\\nnan"`` (Alpaca's empty input in reference fidelity), the rest with an input."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    lens = rng.integers(4, 10, size=vocab_tail)
+    codes = rng.integers(0, 26, size=(vocab_tail, 10))
+    tail = ["".join(letters[c[:m]]) for c, m in zip(codes, lens, strict=True)]
+    vocab = np.array(_COMMON + _TOPIC + _ADJ + tail, dtype=object)
+    p = 1.0 / np.arange(1, vocab.size + 1) ** 1.07
+    p /= p.sum()
+    n_words = rng.integers(4, 28, size=n)
+    words = vocab[rng.choice(vocab.size, size=int(n_words.sum()), p=p)]
+    bounds = np.concatenate([[0], np.cumsum(n_words)])
+    tasks = np.array([t.capitalize() for t in _TASK], dtype=object)[rng.integers(0, len(_TASK), size=n)]
+    ends = np.array([".", "?", "!", ":", "."], dtype=object)[rng.integers(0, 5, size=n)]
+    has_input = rng.random(n) < 0.4
+    nums = rng.integers(0, 2000, size=n)
+    out = []
+    for i in range(n):
+        body = " ".join(words[bounds[i] : bounds[i + 1]])
+        q = f"{tasks[i]} {body}{ends[i]}"
+        if has_input[i]:
+            q += f"\nInput: {words[bounds[i]]}, {nums[i]} and ({words[bounds[i + 1] - 1]})."
+        else:
+            q += "\nnan"
+        out.append(q)
+    return out
+
+
+def bench_stage3_1m(
+    n: int = 1_000_000,
+    k: int = 161,
+    seed: int = 0,
+    *,
+    max_iter: int = 300,
+    algorithm: str = "lloyd",
+    fidelity: str = "reference",
+) -> dict:
+    """Stage-3 maths on ``n`` synthetic rows, step by step, with total time and peak RSS."""
+    t0 = time.perf_counter()
+    queries = synthetic_queries(n, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    response_len = np.round(rng.lognormal(mean=5.5, sigma=1.0, size=n)).astype(np.int64)
+    t_gen = time.perf_counter() - t0
+    print(f"stage3 n={n:,}: generated synthetic queries in {t_gen:.1f} s (not counted), RSS {_rss_mib():.0f} MiB")
+
+    timer = _Timer()
+    docs = timer("preprocess", maths.preprocess_queries, queries)
+    X = timer("tfidf", maths.tfidf_matrix, docs, 100, preprocess=False)
+    labels = timer("kmeans", maths.kmeans_labels, X, k, 42, max_iter=max_iter, algorithm=algorithm)
+    s = timer("silhouette", maths.silhouette_samples_cosine, X, labels)
+
+    def _ehs():
+        qlen = np.fromiter((len(q) for q in queries), dtype=np.int64, count=n)
+        r = maths.irei(qlen, response_len, fidelity=fidelity)
+        return maths.ehs(r, maths.silhouette_component(s, fidelity))
+
+    e = timer("irei+ehs", _ehs)
+    total = sum(timer.times.values())
+    sizes = np.bincount(labels, minlength=k)
+    for name, sec in timer.times.items():
+        print(f"stage3 n={n:,}: {name} {sec:.2f} s")
+    print(
+        f"stage3 n={n:,}: total {total:.1f} s (limit 120 s), peak RSS {_peak_rss_mib():.0f} MiB  "
+        f"[KMeans k={k} max_iter={max_iter} algorithm={algorithm}; TF-IDF {X.shape[1]} terms, nnz/row "
+        f"{X.nnz / n:.1f}, zero rows {int((np.diff(X.indptr) == 0).sum())}; "
+        f"cluster sizes {sizes.min()}..{sizes.max()}; "
+        f"mean s {s.mean():.3f}, mean EHS {e.mean():.3f}]"
+    )
+    return dict(n=n, times=timer.times, total_s=total, peak_rss_mib=_peak_rss_mib())
+
+
+# --------------------------------------------------------------------------- CLI
+def bench_cascade(data_path: Path | None = None, runs: int = 1) -> None:
+    """The full offline cascade on Alpaca 52k through run.py: wall seconds (model load included) and
+    peak RSS of the run, plus whether two runs give a byte-identical subset."""
+    data_path = data_path or ALPACA
+    if not data_path.exists():
+        print(f"cascade: skipped ({data_path} not found)")
+        return
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    subsets = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(runs):
+            out = Path(tmp) / f"run{i}"
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "run.py", "+experiment=alpaca_5pct", "scoring=offline",
+                 f"data.path={data_path}", f"hydra.run.dir={out}"],
+                cwd=REPO, env=env, check=True, capture_output=True,
+            )
+            wall = time.perf_counter() - start
+            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            summary = json.loads((out / "selection" / "summary.json").read_text())
+            counts = " → ".join(f"{v:,}" for v in summary["counts"].values())
+            timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items())
+            peak = f"{rss / 1024**2:.2f} GB" if rss > before else "≤ previous run"
+            print(f"cascade alpaca run {i + 1}: {counts} in {wall:.1f} s wall, peak RSS {peak} ({timings})")
+            subsets.append((out / "selection" / "subset.jsonl").read_bytes())
+    if runs > 1:
+        print(f"cascade alpaca: subsets byte-identical across runs: {len(set(subsets)) == 1}")
+
+
+BENCHES = ("silhouette", "stage3", "cascade")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=[*BENCHES, "all"], default="all")
+    parser.add_argument("--sizes", default="5200,20000", help="silhouette: comma-separated n values")
+    parser.add_argument("--k", type=int, default=161, help="K-Means clusters")
+    parser.add_argument("--n-stage3", type=int, default=1_000_000, help="stage3: synthetic rows")
+    parser.add_argument("--max-iter", type=int, default=300, help="stage3: KMeans max_iter (sklearn default 300)")
+    parser.add_argument("--algorithm", default="lloyd", choices=["lloyd", "elkan"], help="stage3: KMeans algorithm")
+    parser.add_argument("--data", type=Path, default=ALPACA, help="Alpaca json (silhouette section)")
+    parser.add_argument("--runs", type=int, default=2, help="cascade: runs (checks byte-identical subsets)")
+    args = parser.parse_args(argv)
+    run = BENCHES if args.only == "all" else (args.only,)
+    if "silhouette" in run:
+        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+        bench_silhouette(sizes, k=args.k, data=args.data)
+    if "stage3" in run:
+        bench_stage3_1m(args.n_stage3, k=args.k, max_iter=args.max_iter, algorithm=args.algorithm)
+    if "cascade" in run:
+        bench_cascade(args.data, runs=args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
