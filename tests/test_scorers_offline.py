@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -180,17 +179,14 @@ def test_quality_counts_chinese_text():
     assert out["quality_raw"].iloc[0] > out["quality_raw"].iloc[1]
 
 
-def test_quality_full_alpaca_pool_fast(shared_data):
+def test_quality_full_alpaca_pool(shared_data):
     path = shared_data / "alpaca" / "alpaca_data.json"
     if not path.exists():
         pytest.skip(f"{path} not found")
     rows = json.loads(path.read_text())
     queries = [r["instruction"] + "\n" + (r["input"] or "nan") for r in rows]
     responses = [r["output"] for r in rows]
-    start = time.perf_counter()
-    out = HeuristicQualityScorer().score(queries, responses)
-    elapsed = time.perf_counter() - start
-    assert elapsed <= 10.0, f"heuristic quality took {elapsed:.1f}s on {len(rows)} rows"
+    out = HeuristicQualityScorer().score(queries, responses)  # speed: benchmarks/bench_selection.py
     raw = out["quality_raw"].to_numpy()
     assert len(raw) == 52002 and np.isfinite(raw).all()
     empty = np.array([not r.strip() for r in responses])

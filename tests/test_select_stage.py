@@ -24,7 +24,7 @@ def run_py(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    proc = run_py("+experiment=demo", "stages=[select]", f"hydra.run.dir={out}")
+    proc = run_py("+experiment=demo", "stages=[select]", "logger=wandb_offline", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "selection"
 
@@ -70,8 +70,16 @@ def test_demo_reports_bloom_accuracy(demo_run):
     assert 0 <= acc["accuracy"] <= acc["within_one_level"] <= 1
 
 
-def test_rerun_gives_byte_identical_subset(demo_run, tmp_path):
-    proc = run_py("+experiment=demo", "stages=[select]", f"hydra.run.dir={tmp_path}")
+def test_demo_logs_an_offline_wandb_run(demo_run):
+    runs = list((demo_run.parent / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    blob = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
+    for key in (b"select/count/quality", b"select/hist/ehs", b"select/score_card_sample", b"select/histograms"):
+        assert key in blob, key
+
+
+def test_rerun_without_wandb_gives_byte_identical_subset(demo_run, tmp_path):
+    proc = run_py("+experiment=demo", "stages=[select]", "logger=none", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "selection" / "subset.jsonl").read_bytes() == (demo_run / "subset.jsonl").read_bytes()
     a = json.loads((tmp_path / "selection" / "summary.json").read_text())
@@ -90,3 +98,17 @@ def test_missing_data_file_names_the_path(tmp_path):
     proc = run_py("+experiment=demo", f"data.path={tmp_path}/nope.json", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
     assert "nope.json" in proc.stderr
+
+
+def test_alpaca_5pct_offline_selects_2600(shared_data, tmp_path):
+    """The issue's acceptance run: 52,002 → 10,400 → 5,200 → 2,600 (about 40 s here)."""
+    path = shared_data / "alpaca" / "alpaca_data.json"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    proc = run_py("+experiment=alpaca_5pct", "scoring=offline", f"data.path={path}", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "selection" / "summary.json").read_text())
+    assert summary["counts"] == {"input": 52002, "quality": 10400, "intrinsic": 5200, "extrinsic": 2600}
+    assert summary["n_failed"] == 0 and summary["data"]["empty_response_rows"]  # reported, kept
+    lines = (tmp_path / "selection" / "subset.jsonl").read_text().splitlines()
+    assert len(lines) == len({json.loads(x)["id"] for x in lines}) == 2600
