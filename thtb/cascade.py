@@ -108,6 +108,19 @@ class SelectionResult:
     failures: dict[str, list[str]]
     """Failed ids per stage (within the failure budget)."""
     warnings: list[str]
+    rank_columns: dict[str, str] = field(default_factory=lambda: dict(STAGE_SCORE))
+    """The column each stage ranked on."""
+
+
+def n_selected(n_input: int, fractions: dict[str, float], stages: Sequence[str] = STAGES,
+               budget: float | None = None) -> int:
+    """How many samples the cascade keeps from ``n_input`` (to size-match baselines to THTB)."""
+    n = n_input
+    stages = [s for s in STAGES if s in stages]
+    for i, stage in enumerate(stages):
+        last = i == len(stages) - 1
+        n = max(1, math.floor(n_input * budget + 1e-9)) if last and budget is not None else n_keep(n, fractions[stage])
+    return n
 
 
 class Cascade:

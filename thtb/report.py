@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thtb.cascade import STAGE_SCORE, SelectionResult
+from thtb.cascade import SelectionResult
 from thtb.scorers.base import BLOOM_LEVELS
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def build_summary(result: SelectionResult, *, fingerprint: str, load_report: dic
         "n_dropped_per_stage": dropped,
         "n_failed": n_failed,
         "failed_ids": result.failures,
-        "cutoffs": {s: {"column": STAGE_SCORE[s], "value": v} for s, v in result.cutoffs.items()},
+        "cutoffs": {s: {"column": result.rank_columns[s], "value": v} for s, v in result.cutoffs.items()},
         "score_stats": score_statistics(card),
         "score_stats_selected": score_statistics(card[card["selected"]]),
         "bloom_levels": {
@@ -142,7 +142,7 @@ def plot_histograms(result: SelectionResult, out_dir: Path) -> list[Path]:
         sel = x[card["selected"]].dropna()
         if len(sel):
             ax.hist(sel, bins=bins, color="#d1495b", alpha=0.8, label=f"selected (n={len(sel):,})")
-        if STAGE_SCORE.get(stage) == col and stage in result.cutoffs:
+        if result.rank_columns.get(stage) == col and stage in result.cutoffs:
             ax.axvline(result.cutoffs[stage], color="k", ls="--", lw=1.2, label=f"{stage} cut-off")
         ax.set_xlabel(label)
         ax.set_ylabel("samples")

@@ -23,7 +23,8 @@ from typing import Any
 import pandas as pd
 
 from thtb import __version__
-from thtb.cascade import Cascade, CascadeConfig, SelectionResult
+from thtb.baselines import select_baseline
+from thtb.cascade import Cascade, CascadeConfig, SelectionResult, n_selected
 from thtb.data import load_records, write_alpaca_json, write_jsonl, write_messages_jsonl
 from thtb.fingerprint import fingerprint, ids_digest
 from thtb.io import atomic_write_text, atomic_path
@@ -66,7 +67,7 @@ def cascade_config(cfg: dict[str, Any]) -> CascadeConfig:
 
 def selection_fingerprint(cfg: dict[str, Any], data_ids: str) -> str:
     """Hash of everything that determines the subset: data ids, stage config, scorer configs."""
-    stages = cfg["selection"]["stages"]
+    stages = cfg["selection"]["stages"] if cfg["selection"].get("method", "thtb") == "thtb" else []
     scorer_cfg = {
         "reward": cfg.get("reward") if "quality" in stages else None,
         "judge": cfg.get("judge") if "intrinsic" in stages else None,
@@ -74,7 +75,8 @@ def selection_fingerprint(cfg: dict[str, Any], data_ids: str) -> str:
     }
     selection = {k: v for k, v in cfg["selection"].items() if k != "plots"}
     return fingerprint(
-        {"version": STAGE_VERSION, "data": data_ids, "fidelity": cfg.get("fidelity"), "selection": selection, **scorer_cfg}
+        {"version": STAGE_VERSION, "data": data_ids, "fidelity": cfg.get("fidelity"), "selection": selection,
+         "seed": cfg.get("seed"), **scorer_cfg}
     )
 
 
@@ -94,17 +96,8 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
     load_s = time.perf_counter() - start
     log.info("loaded %d records from %s in %.1f s", len(records), data["path"], load_s)
 
-    config = cascade_config(cfg)
     fp = selection_fingerprint(cfg, ids_digest(records["id"]))
-    scorers = build_scorers(cfg, config.stages)
-    cascade = Cascade(
-        config,
-        quality=scorers.quality,
-        bloom=scorers.bloom,
-        disciplines=scorers.disciplines,
-        embedder=scorers.embedder,
-    )
-    result = cascade.run(records)
+    result = select(records, cfg)
     result.timings["load"] = load_s
 
     out = run_dir / "selection"
@@ -132,6 +125,27 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
         out,
     )
     return summary
+
+
+def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
+    """THTB's cascade, or a baseline (``selection.method``) size-matched to it."""
+    config = cascade_config(cfg)
+    method = cfg["selection"].get("method", "thtb")
+    if method != "thtb":
+        size = cfg["selection"].get("size") or n_selected(len(records), config.fractions, config.stages, config.budget)
+        start = time.perf_counter()
+        result = select_baseline(records, method, int(size), seed=int(cfg.get("seed", 42)))
+        result.timings[method] = time.perf_counter() - start
+        return result
+    scorers = build_scorers(cfg, config.stages)
+    cascade = Cascade(
+        config,
+        quality=scorers.quality,
+        bloom=scorers.bloom,
+        disciplines=scorers.disciplines,
+        embedder=scorers.embedder,
+    )
+    return cascade.run(records)
 
 
 def score_card(result: SelectionResult, records: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,64 @@
+"""Random and longest-response baselines, size-matched to THTB, through the same select stage."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from thtb.baselines import select_baseline
+from thtb.cascade import n_selected
+from tests.test_select_stage import run_py
+
+
+def records(n: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"id": [f"id{i}" for i in range(n)], "query": ["q"] * n, "response": ["x" * ((i * 7) % 10) for i in range(n)]}
+    )
+
+
+def test_thtb_matched_size():
+    fractions = {"quality": 0.2, "intrinsic": 0.5, "extrinsic": 0.5}
+    assert n_selected(52002, fractions) == 2600
+    assert n_selected(52002, fractions, budget=0.02) == 1040
+    assert n_selected(264, {"quality": 0.5, "intrinsic": 0.5, "extrinsic": 0.5}) == 33
+    assert n_selected(100, fractions, stages=["extrinsic"]) == 50
+
+
+def test_longest_keeps_longest_responses_ties_by_row():
+    recs = records(20)  # lengths 0,7,4,1,8,5,2,9,6,3,0,7,4,...
+    result = select_baseline(recs, "longest", 5)
+    assert result.selected_ids == ["id7", "id17", "id4", "id14", "id1"]
+    card = result.card
+    assert card.set_index("id").loc[result.selected_ids, "rank"].tolist() == [1, 2, 3, 4, 5]
+    assert (card["fell_at"] == "selected").sum() == 5 and (card["fell_at"] == "longest").sum() == 15
+    assert card.loc[~card["selected"], "why"].str.contains("below the cut-off").all()
+
+
+def test_random_is_seeded_and_depends_on_the_seed():
+    recs = records(100)
+    a = select_baseline(recs, "random", 10, seed=42).selected_ids
+    assert a == select_baseline(recs, "random", 10, seed=42).selected_ids
+    assert a != select_baseline(recs, "random", 10, seed=43).selected_ids
+    assert len(set(a)) == 10
+
+
+def test_bad_baseline_requests():
+    with pytest.raises(ValueError, match="unknown baseline"):
+        select_baseline(records(5), "alpagasus", 2)
+    with pytest.raises(ValueError, match="1 <= n <= 5"):
+        select_baseline(records(5), "random", 6)
+
+
+@pytest.mark.parametrize("method", ["random", "longest"])
+def test_baseline_through_run_py_writes_the_thtb_files(method, tmp_path):
+    proc = run_py("+experiment=demo", f"selection={method}", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "selection"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"input": 264, method: 33}  # the demo's THTB size
+    assert summary["n_selected"] + summary["n_dropped_per_stage"][method] == 264
+    card = pd.read_parquet(out / "scores.parquet")
+    subset = [json.loads(x)["id"] for x in (out / "subset.jsonl").read_text().splitlines()]
+    assert subset == card[card["selected"]].sort_values("rank")["id"].tolist()
