@@ -62,3 +62,68 @@ def test_baseline_through_run_py_writes_the_thtb_files(method, tmp_path):
     card = pd.read_parquet(out / "scores.parquet")
     subset = [json.loads(x)["id"] for x in (out / "subset.jsonl").read_text().splitlines()]
     assert subset == card[card["selected"]].sort_values("rank")["id"].tolist()
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    from tests.tiny_models import tiny_llama
+
+    return tiny_llama(tmp_path_factory.mktemp("tiny_lm"), kind="causal")
+
+
+def test_ifd_matches_a_direct_computation(tiny_lm):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from thtb.scorers.ifd import IFDScorer
+
+    queries = ["explain the theory of relativity", "write a poem about the sea", "list three primary colours"]
+    responses = ["the answer is three .", "the sea and the sky", "red blue yellow"]
+    out = IFDScorer(str(tiny_lm), batch_size=2, show_progress=False).score(queries, responses)
+    assert out["error"].isna().all()
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
+
+    def mean_ce(context: list[int], target: list[int]) -> float:
+        ids = torch.tensor([context + target])
+        with torch.inference_mode():
+            logits = model(input_ids=ids).logits[0, len(context) - 1 : -1]
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(target)).item()
+
+    for i, (q, r) in enumerate(zip(queries, responses)):
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        r_ids = tok(r, add_special_tokens=False)["input_ids"]
+        cond, alone = mean_ce(p_ids, r_ids), mean_ce([tok.bos_token_id], r_ids)
+        assert out.at[i, "loss_conditioned"] == pytest.approx(cond, rel=1e-4)
+        assert out.at[i, "loss_response"] == pytest.approx(alone, rel=1e-4)
+        assert out.at[i, "ifd"] == pytest.approx(cond / alone, rel=1e-4)
+
+
+def test_ifd_empty_response_is_a_failure_not_a_score(tiny_lm):
+    from thtb.scorers.ifd import IFDScorer
+
+    scorer = IFDScorer(str(tiny_lm), show_progress=False)
+    recs = pd.DataFrame({"id": ["a", "b", "c"], "query": ["explain it", "list colours", "solve it"],
+                         "response": ["the answer", "", "red blue"]})
+    with pytest.raises(Exception, match="failure budget 0") as info:
+        select_baseline(recs, "ifd", 1, scorer=scorer)
+    assert info.value.failed_ids == ["b"]
+    result = select_baseline(recs, "ifd", 1, scorer=scorer, failure_budget=1)
+    card = result.card.set_index("id")
+    assert card.at["b", "error"].startswith("empty response") and not card.at["b", "selected"]
+    assert len(result.selected_ids) == 1
+
+
+def test_ifd_excludes_misaligned_pairs_and_warns_when_short():
+    class Fixed:
+        def score(self, queries, responses):
+            return pd.DataFrame({"ifd": [0.5, 1.2, 0.9, 0.7], "error": None})
+
+    recs = records(4)
+    result = select_baseline(recs, "ifd", 3, scorer=Fixed())
+    assert result.selected_ids == ["id2", "id3", "id0"]
+    result = select_baseline(recs, "ifd", 4, scorer=Fixed())
+    assert len(result.selected_ids) == 3 and "only 3 pairs" in result.warnings[0]
+    card = result.card.set_index("id")
+    assert card.at["id1", "fell_at"] == "ifd" and "IFD >= 1" in card.at["id1", "why"]

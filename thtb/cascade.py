@@ -216,24 +216,9 @@ class Cascade:
     def _remove_failures(self, card: pd.DataFrame, alive: np.ndarray, scored: pd.DataFrame, stage: str) -> np.ndarray:
         """Record failed samples (error set) and stop when the failure budget is exceeded."""
         failed = scored["error"].notna().to_numpy()
-        if not failed.any():
-            return alive
-        idx = alive[failed]
-        ids = card.loc[idx, "id"].tolist()
-        card.loc[idx, "error"] = scored.loc[failed, "error"].to_numpy()
-        card.loc[idx, "fell_at"] = stage
-        card.loc[idx, "why"] = [f"failed: {e}" for e in scored.loc[failed, "error"]]
-        self._failures.setdefault(stage, []).extend(ids)
-        total = sum(len(v) for v in self._failures.values())
-        if total > self.config.failure_budget:
-            shown = ", ".join(ids[:20]) + (" …" if len(ids) > 20 else "")
-            first = scored.loc[failed, "error"].iloc[0]
-            raise SelectionError(
-                f"{total} sample(s) failed scoring (failure budget {self.config.failure_budget}); "
-                f"stage {stage}: {len(ids)} failed, first error: {first}; ids: {shown}",
-                failed_ids=[i for v in self._failures.values() for i in v],
-            )
-        log.warning("stage %s: %d sample(s) failed and are excluded (within the failure budget)", stage, len(ids))
+        if failed.any():
+            record_failures(card, alive[failed], scored.loc[failed, "error"].tolist(), stage, self._failures,
+                            self.config.failure_budget)
         return alive[~failed]
 
     def _timed(self, name: str, fn, *args, **kwargs):
@@ -319,6 +304,26 @@ class Cascade:
         card.loc[alive, "sc"] = sil.sc
         card.loc[alive, "ehs"] = maths.ehs(irei, sil.sc)
         return pd.DataFrame({"error": [None] * len(recs)}, dtype=object)
+
+
+def record_failures(card: pd.DataFrame, idx: np.ndarray, errors: list[str], stage: str,
+                    failures: dict[str, list[str]], failure_budget: int) -> None:
+    """Mark card rows ``idx`` as failed at ``stage`` with their errors, add their ids to
+    ``failures``, and raise :class:`SelectionError` (listing every failed id) past the budget."""
+    ids = card.loc[idx, "id"].tolist()
+    card.loc[idx, "error"] = errors
+    card.loc[idx, "fell_at"] = stage
+    card.loc[idx, "why"] = [f"failed: {e}" for e in errors]
+    failures.setdefault(stage, []).extend(ids)
+    total = sum(len(v) for v in failures.values())
+    if total > failure_budget:
+        shown = ", ".join(ids[:20]) + (" …" if len(ids) > 20 else "")
+        raise SelectionError(
+            f"{total} sample(s) failed scoring (failure budget {failure_budget}); "
+            f"stage {stage}: {len(ids)} failed, first error: {errors[0]}; ids: {shown}",
+            failed_ids=[i for v in failures.values() for i in v],
+        )
+    log.warning("stage %s: %d sample(s) failed and are excluded (within the failure budget)", stage, len(ids))
 
 
 def _nan_is_error(out: pd.DataFrame, column: str) -> pd.DataFrame:

@@ -133,10 +133,13 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
     method = cfg["selection"].get("method", "thtb")
     if method != "thtb":
         size = cfg["selection"].get("size") or n_selected(len(records), config.fractions, config.stages, config.budget)
-        start = time.perf_counter()
-        result = select_baseline(records, method, int(size), seed=int(cfg.get("seed", 42)))
-        result.timings[method] = time.perf_counter() - start
-        return result
+        scorer = None
+        if method == "ifd":
+            from hydra.utils import instantiate
+
+            scorer = instantiate(cfg["selection"]["ifd"])
+        return select_baseline(records, method, int(size), seed=int(cfg.get("seed", 42)), scorer=scorer,
+                               failure_budget=config.failure_budget)
     scorers = build_scorers(cfg, config.stages)
     cascade = Cascade(
         config,

