@@ -44,6 +44,32 @@ def test_scoring_offline_switches_every_backend():
     assert cfg.embedder.model == "minilm_offline"
 
 
+@pytest.mark.parametrize(
+    ("scoring", "reward", "judge", "embedder"),
+    [
+        ("offline", "HeuristicQualityScorer", "offline", "minilm_offline"),
+        ("served", "HeuristicQualityScorer", "openai", "minilm_offline"),
+        ("paper", "InternLM2Reward", "openai", "BAAI/bge-large-en-v1.5"),
+    ],
+)
+def test_scoring_presets_resolve(scoring, reward, judge, embedder, tmp_path):
+    cfg = compose_cfg(["+experiment=demo", f"scoring={scoring}", f"paths.run_dir={tmp_path}"])
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert container["reward"]["_target_"].endswith(reward)
+    assert container["judge"]["name"] == judge
+    assert container["embedder"]["model"] == embedder
+
+
+def test_http_judge_config_reaches_client_and_cascade(tmp_path):
+    cfg = compose_cfg(["+experiment=demo", "scoring=served", f"paths.run_dir={tmp_path}", "judge.model=m1",
+                       "judge.base_url=http://127.0.0.1:9/v1", "judge.failure_budget=3"])
+    container = OmegaConf.to_container(cfg, resolve=True)
+    client = container["judge"]["client"]
+    assert (client["model"], client["base_url"]) == ("m1", "http://127.0.0.1:9/v1")
+    assert container["selection"]["failure_budget"] == 3
+    assert not any("key" in k and k != "api_key_env" for k in client)  # only the env var's name
+
+
 def test_environment_yml_has_the_pyproject_pins():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])

@@ -110,6 +110,8 @@ class SelectionResult:
     warnings: list[str]
     rank_columns: dict[str, str] = field(default_factory=lambda: dict(STAGE_SCORE))
     """The column each stage ranked on."""
+    scorer_stats: dict[str, dict] = field(default_factory=dict)
+    """Counters of model-backed scorers (judge calls, cache hits, failures, tokens, wall time)."""
 
 
 def n_selected(n_input: int, fractions: dict[str, float], stages: Sequence[str] = STAGES,

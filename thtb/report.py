@@ -111,6 +111,7 @@ def build_summary(result: SelectionResult, *, fingerprint: str, load_report: dic
             else {},
         },
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+        "scorers": result.scorer_stats,
         "warnings": result.warnings,
         "data": load_report,
     }

@@ -148,7 +148,14 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
         disciplines=scorers.disciplines,
         embedder=scorers.embedder,
     )
-    return cascade.run(records)
+    try:
+        result = cascade.run(records)
+        if scorers.judge is not None:
+            result.scorer_stats["judge"] = scorers.judge.stats()
+        return result
+    finally:
+        if scorers.judge is not None:  # also when the run stops on its failure budget
+            log.info("judge: %s", {k: v for k, v in scorers.judge.stats().items() if k != "cache"})
 
 
 def score_card(result: SelectionResult, records: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,418 @@
+"""OpenAIJudge against an in-process fake OpenAI-compatible server used as a fault injector.
+
+The fake (aiohttp, 127.0.0.1, free port, own thread) serves POST /v1/chat/completions from a
+per-test script ``script(n, body) -> (status, text | dict, delay_s)`` and records every request,
+the maximum number in flight and the headers it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+import time
+
+import pytest
+from aiohttp import web
+
+from thtb.judge import (
+    BLOOM,
+    BLOOM_LEVEL,
+    DISCIPLINES,
+    JudgeBloomScorer,
+    JudgeDisciplineTagger,
+    OpenAIJudge,
+    RequestCache,
+)
+
+SECRET = "sk-test-secret"
+
+
+def completion(text: str, ptok: int = 11, ctok: int = 5) -> dict:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": ptok, "completion_tokens": ctok, "total_tokens": ptok + ctok},
+    }
+
+
+def bloom_answer(body: dict) -> str:
+    """A deterministic valid Bloom answer depending on the prompt."""
+    content = body["messages"][-1]["content"]
+    sample = content.split("### Instruction", 1)[-1]
+    if "poem" in sample:
+        return '{"level": "Create", "score": "10+8", "reasoning": "writes something new"}'
+    return '{"level": "Remember", "score": 2, "reasoning": "recall"}'
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.script = lambda n, body: (200, bloom_answer(body), 0.0)
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    @property
+    def count(self) -> int:
+        return len(self.requests)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def _start(self) -> int:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        with self._lock:
+            n = len(self.requests)
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            status, payload, delay = self.script(n, body)
+            if delay:
+                await asyncio.sleep(delay)
+            if isinstance(payload, str) and status == 200:
+                payload = completion(payload)
+            if isinstance(payload, dict):
+                return web.json_response(payload, status=status)
+            return web.Response(text=payload, status=status)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def server():
+    srv = FakeServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+
+
+def make_judge(server, tmp_path, **kw) -> OpenAIJudge:
+    args = dict(model="fake-judge", base_url=server.base_url, cache=RequestCache(tmp_path / "judge.sqlite"),
+                concurrency=4, timeout_s=2.0, max_retries=3, max_attempts=3, backoff_initial_s=0.01,
+                backoff_max_s=0.05, progress=False)
+    args.update(kw)
+    return OpenAIJudge(**args)
+
+
+ITEMS = [
+    {"query": "Name the capital of France.", "response": "Paris."},
+    {"query": "Write a poem about the sea.", "response": "Waves..."},
+    {"query": "List three colours.", "response": "Red, green, blue."},
+]
+
+
+def test_run_order_cache_and_zero_calls_on_rerun(server, tmp_path):
+    judge = make_judge(server, tmp_path)
+    out = judge.run(BLOOM, ITEMS)
+    assert [r.value["level"] for r in out] == ["Remember", "Create", "Remember"]
+    assert out[1].value["score"] == 18 and not any(r.from_cache for r in out)
+    assert server.count == 3
+    assert server.requests[0]["model"] == "fake-judge" and server.requests[0]["temperature"] == 0
+    assert server.headers[0]["Authorization"] == f"Bearer {SECRET}"  # the key does reach the server
+    stats = judge.stats()
+    assert stats["calls"] == 3 and stats["cache_hits"] == 0 and stats["prompt_tokens"] == 33
+    assert stats["completion_tokens"] == 15 and stats["failures"] == 0
+
+    # a fresh judge on the same cache file: zero calls, same values, in order
+    again = make_judge(server, tmp_path)
+    out2 = again.run(BLOOM, list(reversed(ITEMS)))
+    assert server.count == 3
+    assert [r.value for r in out2] == [r.value for r in reversed(out)]
+    assert all(r.from_cache for r in out2) and again.stats()["cache_hits"] == 3 and again.stats()["calls"] == 0
+
+    # duplicates in one run are sent once
+    judge3 = make_judge(server, tmp_path, cache=None)
+    out3 = judge3.run(BLOOM, [ITEMS[0], ITEMS[0], ITEMS[0]])
+    assert server.count == 4 and len(out3) == 3 and all(r.ok for r in out3)
+
+
+def test_reparse_makes_zero_calls(server, tmp_path):
+    server.script = lambda n, body: (200, 'Level: Apply {"level": "Apply", "score": "4+4 = 8"}', 0.0)
+    judge = make_judge(server, tmp_path)
+    assert judge.run(BLOOM, ITEMS[:1])[0].value["score"] == 8
+    assert server.count == 1
+    # the cached raw text is parsed again: no call
+    reparse = make_judge(server, tmp_path, reparse=True)
+    out = reparse.run(BLOOM, ITEMS[:1])
+    assert server.count == 1 and out[0].from_cache and out[0].value["level"] == "Apply"
+    missing = reparse.run(BLOOM, ITEMS[1:2])
+    assert server.count == 1 and missing[0].error.startswith("reparse: request not in cache")
+    assert reparse.stats()["calls"] == 0 and reparse.stats()["reparsed"] == 1
+
+
+def test_reparse_fixes_a_cached_parse_failure(server, tmp_path):
+    server.script = lambda n, body: (200, '{"level": "apply", "score": 8}', 0.0)
+    judge = make_judge(server, tmp_path, max_attempts=1)
+    # a stricter (older) parser would have failed; simulate by caching a parse error row
+    first = judge.run(BLOOM, ITEMS[:1])[0]
+    assert first.ok
+    cache = judge.cache
+    key = judge.key(BLOOM, ITEMS[0])
+    rec = cache.get(key)
+    rec.parsed, rec.error = None, "parse: old parser failed"
+    cache.put(key, rec)
+    assert make_judge(server, tmp_path).run(BLOOM, ITEMS[:1])[0].error == "parse: old parser failed"
+    fixed = make_judge(server, tmp_path, reparse=True).run(BLOOM, ITEMS[:1])[0]
+    assert fixed.ok and fixed.value["level"] == "Apply" and server.count == 1
+    assert cache.get(key).error is None  # the row was updated
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_retries_survive_transient_errors(server, tmp_path, status):
+    def script(n, body):
+        if n < 2:
+            return status, {"error": {"message": "try again"}}, 0.0
+        return 200, bloom_answer(body), 0.0
+
+    server.script = script
+    judge = make_judge(server, tmp_path, concurrency=1)
+    out = judge.run(BLOOM, ITEMS[:1])
+    assert out[0].ok and out[0].attempts == 1 and server.count == 3
+    assert judge.stats()["retries"] == 2 and judge.stats()["calls"] == 3
+
+
+def test_retries_survive_timeouts(server, tmp_path):
+    server.script = lambda n, body: (200, bloom_answer(body), 1.0 if n == 0 else 0.0)
+    judge = make_judge(server, tmp_path, timeout_s=0.3, concurrency=1)
+    out = judge.run(BLOOM, ITEMS[:1])
+    assert out[0].ok and server.count == 2
+
+
+def test_non_retryable_status_fails_fast(server, tmp_path):
+    server.script = lambda n, body: (400, {"error": {"message": "bad request"}}, 0.0)
+    judge = make_judge(server, tmp_path)
+    out = judge.run(BLOOM, ITEMS[:1])
+    assert out[0].error.startswith("transport: HTTP 400") and server.count == 1
+
+
+def test_exhausted_retries_recorded_not_cached_and_retried_later(server, tmp_path):
+    server.script = lambda n, body: (500, {"error": {"message": "down"}}, 0.0)
+    judge = make_judge(server, tmp_path, max_retries=2)
+    out = judge.run(BLOOM, ITEMS[:2])
+    assert all(r.error and r.error.startswith("transport: HTTP 500") for r in out)
+    assert all(r.value is None and r.raw is None for r in out)
+    assert server.count == 6 and len(judge.cache) == 0
+    assert judge.stats()["failures"] == 2 and judge.stats()["transport_failures"] == 2
+    # the server recovers: a resumed run retries both and caches them
+    server.script = lambda n, body: (200, bloom_answer(body), 0.0)
+    again = make_judge(server, tmp_path)
+    out2 = again.run(BLOOM, ITEMS[:2])
+    assert all(r.ok and not r.from_cache for r in out2) and server.count == 8 and len(again.cache) == 2
+
+
+def test_malformed_output_reasked_then_failure_never_default(server, tmp_path):
+    server.script = lambda n, body: (200, "I think this is a fairly hard task, maybe Analyze-ish.", 0.0)
+    judge = make_judge(server, tmp_path, max_attempts=3)
+    out = judge.run(BLOOM, ITEMS[:1])[0]
+    assert out.value is None and out.error.startswith("parse:") and "after 3 answers" in out.error
+    assert out.attempts == 3 and server.count == 3 and out.raw.startswith("I think")
+    # re-asks carry the bad answer and a stricter instruction
+    last = server.requests[-1]["messages"]
+    assert last[-2] == {"role": "assistant", "content": "I think this is a fairly hard task, maybe Analyze-ish."}
+    assert last[-1]["role"] == "user" and "Answer only with one JSON object" in last[-1]["content"]
+    assert len(last) == len(server.requests[0]["messages"]) + 4
+    stats = judge.stats()
+    assert stats["failures"] == 1 and stats["parse_failures"] == 1 and stats["reasks"] == 2
+    # a finished request: cached with its error, a rerun makes no call and still reports the error
+    again = make_judge(server, tmp_path)
+    out2 = again.run(BLOOM, ITEMS[:1])[0]
+    assert server.count == 3 and out2.from_cache and out2.error == out.error and out2.value is None
+
+
+def test_reask_then_success(server, tmp_path):
+    def script(n, body):
+        if n == 0:
+            return 200, '{"level": "Apply", "score": 15}', 0.0  # out of band
+        return 200, '{"level": "Evaluate", "score": 15, "reasoning": "judges"}', 0.0
+
+    server.script = script
+    judge = make_judge(server, tmp_path)
+    out = judge.run(BLOOM, ITEMS[:1])[0]
+    assert out.ok and out.attempts == 2 and out.value["level"] == "Evaluate" and out.prompt_tokens == 22
+    assert "outside the Apply band" in server.requests[1]["messages"][-1]["content"]
+
+
+def test_concurrency_bounded(server, tmp_path):
+    server.script = lambda n, body: (200, bloom_answer(body), 0.15)
+    judge = make_judge(server, tmp_path, concurrency=3, cache=None)
+    items = [{"query": f"Name fact number {i}.", "response": str(i)} for i in range(12)]
+    t0 = time.perf_counter()
+    out = judge.run(BLOOM, items)
+    assert all(r.ok for r in out) and server.count == 12
+    assert server.max_in_flight <= 3 and server.max_in_flight >= 2
+    assert time.perf_counter() - t0 >= 4 * 0.15 * 0.9
+
+
+def test_api_key_never_in_cache_logs_or_repr(server, tmp_path, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    calls = {"n": 0}
+
+    def script(n, body):
+        calls["n"] += 1
+        return (500, {"error": {"message": "x"}}, 0.0) if n == 0 else (200, bloom_answer(body), 0.0)
+
+    server.script = script
+    judge = make_judge(server, tmp_path, progress=True)
+    judge.run(BLOOM, ITEMS)
+    judge.run(DISCIPLINES, [{"query": "q"}])
+    assert SECRET not in repr(judge) and SECRET not in str(judge.stats())
+    assert "HTTP Request" in caplog.text or "Request options" in caplog.text  # logs were captured
+    assert SECRET not in caplog.text
+    captured = capsys.readouterr()
+    assert SECRET not in captured.out and SECRET not in captured.err
+    judge.cache.close()
+    for f in tmp_path.iterdir():
+        assert SECRET.encode() not in f.read_bytes(), f
+    con = sqlite3.connect(str(tmp_path / "judge.sqlite"))
+    dump = "\n".join(con.iterdump())
+    assert SECRET not in dump and "fake-judge" in dump
+
+
+def test_missing_key_env_uses_empty(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    judge = make_judge(server, tmp_path)
+    assert judge.run(BLOOM, ITEMS[:1])[0].ok
+    assert server.headers[0]["Authorization"] == "Bearer EMPTY"
+
+
+def test_extra_body_sent_and_keyed(server, tmp_path):
+    judge = make_judge(server, tmp_path, extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    judge.run(BLOOM, ITEMS[:1])
+    assert server.requests[0]["chat_template_kwargs"] == {"enable_thinking": False}
+    plain = make_judge(server, tmp_path)
+    assert plain.key(BLOOM, ITEMS[0]) != judge.key(BLOOM, ITEMS[0])
+    plain.run(BLOOM, ITEMS[:1])
+    assert server.count == 2
+
+
+def test_run_inside_running_loop(server, tmp_path):
+    judge = make_judge(server, tmp_path)
+
+    async def main():
+        return judge.run(BLOOM, ITEMS[:1])
+
+    assert asyncio.run(main())[0].ok
+
+
+# ------------------------------------------------------------------------------ scorers
+def test_bloom_scorer_reference_and_paper(server, tmp_path):
+    judge = make_judge(server, tmp_path)
+    verbatim = JudgeBloomScorer(judge, embedder=object())  # default: the query as the data layer built it
+    verbatim.score(["List two primes.\nnan"], ["2, 3"])
+    assert "List two primes.\nnan" in server.requests[-1]["messages"][-1]["content"]
+    before = server.count
+    scorer = JudgeBloomScorer(judge, strip_nan=True)
+    queries = ["Name the capital of France.\nnan", "Write a poem about the sea.", "  \nnan"]
+    out = scorer.score(queries, ["Paris.", "Waves...", ""])
+    assert list(out.columns) == ["bloom_level", "bloom_score", "bloom_reason", "error"]
+    assert out["bloom_level"].tolist() == ["Remember", "Create", None]
+    assert out["bloom_score"].tolist() == [2, 18, None]
+    assert out["bloom_reason"].tolist()[:2] == ["recall", "writes something new"]
+    assert out["error"].tolist() == [None, None, "empty query"]
+    assert server.count - before == 2  # the empty query is never sent
+    assert "### Instruction\nName the capital of France.\n\n### Response" in server.requests[before]["messages"][-1]["content"]
+
+    server.script = lambda n, body: (200, '{"level": "Analyze", "reasoning": "compares"}', 0.0)
+    paper = JudgeBloomScorer(judge, fidelity="paper")
+    assert paper.template is BLOOM_LEVEL
+    out = paper.score(["Compare cats and dogs."], ["..."])
+    assert out.loc[0, "bloom_level"] == "Analyze" and out.loc[0, "bloom_score"] == 10 and out.loc[0, "error"] is None
+    with pytest.raises(ValueError):
+        JudgeBloomScorer(judge, fidelity="other")
+
+
+def test_bloom_scorer_failure_sets_error_not_default(server, tmp_path):
+    server.script = lambda n, body: (200, "garbage", 0.0)
+    out = JudgeBloomScorer(make_judge(server, tmp_path, max_attempts=2)).score(["Explain gravity."], ["..."])
+    assert out.loc[0, "bloom_level"] is None and out.loc[0, "bloom_score"] is None
+    assert out.loc[0, "error"].startswith("parse:")
+
+
+def test_discipline_tagger(server, tmp_path):
+    def script(n, body):
+        content = body["messages"][-1]["content"]
+        if "Describe the academic discipline" in content:
+            name = content.split('"')[1]
+            return 200, f"<think>x</think>{name.capitalize()} is a field. It studies things. It has methods.", 0.0
+        if "poem" in content.split("### Question", 1)[-1]:
+            return 200, "Literature, Creative Writing, literature", 0.0
+        return 200, "garbage that is far too long to be the name of any academic discipline at all", 0.0
+
+    server.script = script
+    judge = make_judge(server, tmp_path)
+    tagger = JudgeDisciplineTagger(judge=judge, embedder=None)
+    out = tagger.tag(["Write a poem about the sea.\nnan", "What?", ""])
+    assert out["disciplines"].tolist()[0] == ["literature", "creative_writing"]
+    assert out["disciplines"].tolist()[1:] == [None, None]
+    assert out["error"].tolist()[0] is None and out["error"].tolist()[1].startswith("parse:")
+    assert out["error"].tolist()[2] == "empty query"
+    # the discipline prompt sees the query only
+    assert all("### Response" not in m["content"] for m in server.requests[0]["messages"])
+    before = server.count
+    desc = tagger.describe(["literature", "creative_writing", "literature"])
+    assert list(desc) == ["literature", "creative_writing"]
+    assert desc["creative_writing"].startswith("Creative writing is a field.")
+    assert server.count == before + 2
+    tagger.describe(["creative_writing"])  # cached: no call
+    assert server.count == before + 2
+
+    server.script = lambda n, body: (200, "", 0.0)
+    with pytest.raises(RuntimeError, match="could not describe 1"):
+        tagger.describe(["unknown_field"])
+
+
+def test_judge_from_mapping(server, tmp_path):
+    cfg = {"model": "fake-judge", "base_url": server.base_url, "cache": str(tmp_path / "c.sqlite"), "progress": False}
+    scorer = JudgeBloomScorer(judge=cfg)
+    assert isinstance(scorer.judge, OpenAIJudge) and isinstance(scorer.judge.cache, RequestCache)
+    assert scorer.score(["Name a colour."], ["Red."]).loc[0, "bloom_level"] == "Remember"
+    assert json.loads(json.dumps(scorer.judge.stats()))["calls"] == 1
+
+
+def test_hydra_style_config(server, tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(
+        {"model": "fake-judge", "base_url": server.base_url, "cache": str(tmp_path / "c.sqlite"), "progress": False,
+         "extra_body": {"chat_template_kwargs": {"enable_thinking": False}}, "decoding": {"max_tokens": 64}}
+    )
+    tagger = JudgeDisciplineTagger(judge=cfg, embedder=None)
+    assert tagger.judge.extra_body == {"chat_template_kwargs": {"enable_thinking": False}}
+    server.script = lambda n, body: (200, "physics", 0.0)
+    assert tagger.tag(["Why is the sky blue?"]).loc[0, "disciplines"] == ["physics"]
+    assert server.requests[0]["max_tokens"] == 64 and server.requests[0]["chat_template_kwargs"]["enable_thinking"] is False
+    with pytest.raises(ValueError, match="needs a cache"):
+        OpenAIJudge(model="m", base_url=server.base_url, reparse=True)

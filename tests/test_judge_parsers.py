@@ -1,0 +1,183 @@
+"""Parser unit tests: every accepted and rejected answer form (never a default value)."""
+
+from __future__ import annotations
+
+import pytest
+
+from thtb.judge.parsers import (
+    ParseError,
+    eval_score,
+    find_json_object,
+    parse_bloom,
+    parse_bloom_level,
+    parse_description,
+    parse_disciplines,
+    strip_noise,
+    to_snake_case,
+)
+from thtb.judge.prompts import BLOOM, BLOOM_LEVEL, DISCIPLINE_DESCRIPTION, DISCIPLINES, TEMPLATES
+from thtb.scorers.base import BLOOM_BANDS
+
+
+# ------------------------------------------------------------------------------ noise
+def test_strip_think_and_fences():
+    assert strip_noise("<think>hmm {\"level\": 1}</think>\nanswer") == "answer"
+    assert strip_noise("reasoning here</think>answer") == "answer"
+    assert strip_noise("```json\n{\"a\": 1}\n```") == '{"a": 1}'
+    assert strip_noise("<THINK>x</THINK> ok") == "ok"
+    with pytest.raises(ParseError, match="unterminated"):
+        strip_noise("<think>never closed {\"level\": \"Apply\"}")
+
+
+# ------------------------------------------------------------------------------ scores
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(7, 7), (7.0, 7), ("7", 7), ("3+4", 7), ("3 + 4", 7), ("(2+1)*3", 9), ("14/2", 7), ("2*(3+4)-7", 7),
+     ("3+4 = 7", 7), ("score = 12", 12), ("-1+8", 7), (" 16 ", 16)],
+)
+def test_eval_score_accepts(value, expected):
+    assert eval_score(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, "seven", "7 points", "", "7/2", 7.5, "__import__('os')", "2**3", "3+", "1/0", [7], {"a": 1},
+     "7 = seven", "abs(7)", "1e3"],
+)
+def test_eval_score_rejects(value):
+    with pytest.raises(ParseError):
+        eval_score(value)
+
+
+# ------------------------------------------------------------------------------ JSON + Bloom
+def test_find_json_object_in_prose():
+    assert find_json_object('Sure! Here it is: {"level": "Apply", "score": 8} hope it helps {"x": 1}') == {
+        "level": "Apply",
+        "score": 8,
+    }
+    with pytest.raises(ParseError):
+        find_json_object("no json here")
+    with pytest.raises(ParseError):
+        find_json_object("[1, 2, 3]")
+
+
+@pytest.mark.parametrize(
+    ("text", "level", "score"),
+    [
+        ('{"level": "Apply", "score": 8, "reasoning": "uses a formula"}', "Apply", 8),
+        ('{"level": "apply", "score": "8", "reasoning": "r"}', "Apply", 8),
+        ('{"level": "CREATE", "score": "10+11", "reasoning": "r"}', "Create", 21),
+        ('{"level": "Analyze", "score": "5+6 = 11", "reasoning": "r"}', "Analyze", 11),
+        ('{"level": "Evaluate", "score": 3+10, "reasoning": "unquoted expression"}', "Evaluate", 13),
+        ('<think>Let me think.</think>\n```json\n{"level": "Remember", "score": 1, "reasoning": "r"}\n```', "Remember", 1),
+        ('The task asks to list facts.\n{"level": "Remember", "score": 2, "reasoning": "r"}\nDone.', "Remember", 2),
+        ('{"Level": " Understand ", "Score": 6, "Reasoning": "r"}', "Understand", 6),
+    ],
+)
+def test_parse_bloom_accepts(text, level, score):
+    out = parse_bloom(text)
+    assert out["level"] == level and out["score"] == score
+    assert isinstance(out["reasoning"], str)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"level": "Apply", "score": 12, "reasoning": "r"}', "outside the Apply band"),
+        ('{"level": "Create", "score": 22}', "outside"),
+        ('{"level": "Remember", "score": 0}', "outside"),
+        ('{"level": "Synthesis", "score": 17}', "not one of"),
+        ('{"level": 3, "score": 8}', "not one of"),
+        ('{"score": 8}', "no 'level'"),
+        ('{"level": "Apply"}', "no 'score'"),
+        ('{"level": "Apply", "score": "high"}', "not a number"),
+        ('{"level": "Apply", "score": 7.5}', "whole number"),
+        ("Apply, 8", "no JSON object"),
+        ("", "no JSON object"),
+    ],
+)
+def test_parse_bloom_rejects(text, message):
+    with pytest.raises(ParseError, match=message):
+        parse_bloom(text)
+
+
+def test_parse_bloom_every_band_edge():
+    for level, (lo, hi) in BLOOM_BANDS.items():
+        assert parse_bloom(f'{{"level": "{level}", "score": {lo}}}')["score"] == lo
+        assert parse_bloom(f'{{"level": "{level}", "score": {hi}}}')["score"] == hi
+        for bad in (lo - 1, hi + 1):
+            with pytest.raises(ParseError):
+                parse_bloom(f'{{"level": "{level}", "score": {bad}}}')
+
+
+def test_parse_bloom_level():
+    assert parse_bloom_level('{"level": "analyze", "reasoning": "compare"}') == {"level": "Analyze", "reasoning": "compare"}
+    assert parse_bloom_level("Evaluate.")["level"] == "Evaluate"
+    assert parse_bloom_level("<think>x</think> **Create**")["level"] == "Create"
+    for bad in ("Synthesis", '{"level": "Synthesis"}', "It is probably Apply or Analyze", ""):
+        with pytest.raises(ParseError):
+            parse_bloom_level(bad)
+
+
+# ------------------------------------------------------------------------------ disciplines
+def test_to_snake_case():
+    assert to_snake_case("Computer Science") == "computer_science"
+    assert to_snake_case(" - Molecular-Biology ") == "molecular_biology"
+    assert to_snake_case("1. Law") == "law"
+    assert to_snake_case("  ") == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("biology, chemistry", ["biology", "chemistry"]),
+        ("Computer Science, Mathematics, computer_science", ["computer_science", "mathematics"]),
+        ("physics\nmathematics\n", ["physics", "mathematics"]),
+        ("- physics\n- economics", ["physics", "economics"]),
+        ("1. history\n2. political science", ["history", "political_science"]),
+        ("Disciplines: law, ethics", ["law", "ethics"]),
+        ('["linguistics", "Psychology"]', ["linguistics", "psychology"]),
+        ("<think>hmm</think>music_theory,, ,", ["music_theory"]),
+        ("```\nastronomy; physics\n```", ["astronomy", "physics"]),
+    ],
+)
+def test_parse_disciplines_accepts(text, expected):
+    assert parse_disciplines(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", " , ,\n", "<think>only thinking</think>", "This question is mostly about how the economy of a country grows over time"],
+)
+def test_parse_disciplines_rejects(text):
+    with pytest.raises(ParseError):
+        parse_disciplines(text)
+
+
+def test_parse_description():
+    assert parse_description("<think>plan</think>\n  Physics studies matter.\n It uses maths. ") == (
+        "Physics studies matter. It uses maths."
+    )
+    for bad in ("", "   ", "<think>only</think>"):
+        with pytest.raises(ParseError):
+            parse_description(bad)
+
+
+# ------------------------------------------------------------------------------ prompts
+def test_templates_render_and_mention_contract():
+    item = {"query": "Write a poem about the sea.", "response": "Waves..."}
+    bloom = BLOOM.messages(item)[-1]["content"]
+    for text in ("Remember: 1-3", "Understand: 4-6", "Apply: 7-9", "Analyze: 10-12", "Evaluate: 13-15", "Create: 16-21"):
+        assert text in bloom
+    assert item["query"] in bloom and item["response"] in bloom and '"score"' in bloom
+    level_only = BLOOM_LEVEL.messages(item)[-1]["content"]
+    assert item["response"] in level_only and '"score"' not in level_only
+    disc = DISCIPLINES.messages(item)
+    assert item["query"] in disc[-1]["content"] and item["response"] not in " ".join(m["content"] for m in disc)
+    assert "lower_snake_case" in disc[-1]["content"] and DISCIPLINES.params["temperature"] == 0
+    desc = DISCIPLINE_DESCRIPTION.messages({"discipline": "molecular_biology"})[-1]["content"]
+    assert "molecular biology" in desc and "3 to 5 sentences" in desc
+    assert set(TEMPLATES) == {"bloom", "bloom_level", "disciplines", "discipline_description"}
+    with pytest.raises(KeyError):
+        DISCIPLINES.messages({"text": "x"})
+    assert "{error}" not in BLOOM.followup_message("bad")

@@ -1,0 +1,218 @@
+"""Strict parsers for LLM-judge answers: a parsed value or :class:`ParseError`, never a default.
+
+Every parser first removes reasoning and formatting noise (:func:`strip_noise`):
+
+* ``<think>…</think>`` blocks (and everything before a lone ``</think>``, which is what a Qwen3-style
+  chat template leaves when it opens the block inside the prompt). An unterminated ``<think>`` is a
+  truncated answer and a :class:`ParseError`.
+* Markdown code fences (```` ```json ```` … ```` ``` ````): the fence lines go, their content stays.
+
+Bloom (:func:`parse_bloom`, :func:`parse_bloom_level`)
+    The first JSON object in the text (surrounding prose is tolerated). ``level`` must name a level
+    of :data:`~thtb.scorers.base.BLOOM_LEVELS` (case-insensitive; returned in canonical case).
+    ``score`` may be a number, an arithmetic expression (``"3+4"``, digits, ``+ - * /`` and
+    parentheses only, evaluated with :mod:`ast`, never ``eval``) or a worked form ``"2+5 = 7"``
+    (the part after the last ``=``); an unquoted expression (``"score": 3+4``, which is invalid
+    JSON) is quoted before decoding. The value must be a whole number inside the level's band
+    (Remember 1–3 … Create 16–21). The level-only variant needs ``level`` only (a bare level name
+    as the whole answer is accepted too).
+
+Disciplines (:func:`parse_disciplines`)
+    Split on commas, semicolons and newlines (a JSON list of strings is accepted too); bullets,
+    numbering, quotes and a leading "Disciplines:" label are removed; each item is normalised to
+    ``lower_snake_case``; empties are dropped and duplicates removed keeping first occurrence.
+    Zero items, or an item of more than :data:`MAX_DISCIPLINE_WORDS` words (prose, not a list),
+    is a :class:`ParseError`.
+
+Description (:func:`parse_description`)
+    Non-empty text after :func:`strip_noise`, whitespace collapsed.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import operator
+import re
+from typing import Any
+
+from thtb.scorers.base import BLOOM_BANDS, BLOOM_LEVELS
+
+MAX_DISCIPLINE_WORDS = 6
+"""An item longer than this many words is a sentence, not a discipline name."""
+
+
+class ParseError(ValueError):
+    """The judge's answer does not have the required form (the message says why)."""
+
+
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(r"^\s*```[\w-]*\s*$", re.MULTILINE)
+_LEVELS = {level.lower(): level for level in BLOOM_LEVELS}
+
+
+def strip_noise(text: str) -> str:
+    """Remove ``<think>`` blocks and code-fence lines; raise on an unterminated ``<think>``."""
+    if not isinstance(text, str):
+        raise ParseError(f"expected text, got {type(text).__name__}")
+    out = _THINK.sub("", text)
+    low = out.lower()
+    if "</think>" in low:  # the opening tag was part of the prompt
+        out = out[low.rindex("</think>") + len("</think>"):]
+    if "<think>" in out.lower():
+        raise ParseError("unterminated <think> block (answer truncated?)")
+    out = _FENCE.sub("", out)
+    return out.strip()
+
+
+# --------------------------------------------------------------------------------------- scores
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_UNOPS = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_EXPR_CHARS = re.compile(r"^[\d\s+\-*/().]+$")
+
+
+def _eval_node(node: ast.AST) -> float:
+    if isinstance(node, ast.Expression):
+        return _eval_node(node.body)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        left, right = _eval_node(node.left), _eval_node(node.right)
+        if isinstance(node.op, ast.Div) and right == 0:
+            raise ParseError("division by zero in score expression")
+        return _BINOPS[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS:
+        return _UNOPS[type(node.op)](_eval_node(node.operand))
+    raise ParseError(f"unsupported element {type(node).__name__} in score expression")
+
+
+def eval_score(value: Any) -> int:
+    """A score given as a number, ``"3+4"`` or ``"… = 7"`` → an ``int``; else :class:`ParseError`."""
+    if isinstance(value, bool) or value is None:
+        raise ParseError(f"score must be a number, got {value!r}")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if "=" in text:
+            text = text.rsplit("=", 1)[1].strip()
+        if not text or len(text) > 100 or not _EXPR_CHARS.match(text):
+            raise ParseError(f"score {value!r} is not a number or an arithmetic expression")
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError as exc:
+            raise ParseError(f"score {value!r} is not a valid arithmetic expression") from exc
+        number = float(_eval_node(tree))
+    else:
+        raise ParseError(f"score must be a number, got {type(value).__name__}")
+    if number != number or abs(number - round(number)) > 1e-9:
+        raise ParseError(f"score {value!r} is not a whole number")
+    return int(round(number))
+
+
+# ----------------------------------------------------------------------------------------- JSON
+_UNQUOTED_SCORE = re.compile(r'("score"\s*:\s*)([^",}\n\]]+?)(\s*[,}\n])')
+
+
+def find_json_object(text: str) -> dict:
+    """The first JSON object embedded in ``text`` (prose around it is ignored)."""
+    decoder = json.JSONDecoder()
+    for candidate in (text, _UNQUOTED_SCORE.sub(lambda m: f'{m[1]}"{m[2].strip()}"{m[3]}', text)):
+        for match in re.finditer(r"\{", candidate):
+            try:
+                obj, _ = decoder.raw_decode(candidate, match.start())
+            except json.JSONDecodeError:
+                continue
+            if isinstance(obj, dict):
+                return obj
+    raise ParseError("no JSON object found in the answer")
+
+
+def _get(obj: dict, key: str) -> Any:
+    for k, v in obj.items():
+        if isinstance(k, str) and k.strip().lower() == key:
+            return v
+    raise ParseError(f"JSON answer has no {key!r} field")
+
+
+def _level(value: Any) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in _LEVELS:
+        raise ParseError(f"level {value!r} is not one of {', '.join(BLOOM_LEVELS)}")
+    return _LEVELS[value.strip().lower()]
+
+
+def _reasoning(obj: dict) -> str:
+    try:
+        value = _get(obj, "reasoning")
+    except ParseError:
+        return ""
+    return value.strip() if isinstance(value, str) else json.dumps(value)
+
+
+def parse_bloom(text: str) -> dict:
+    """``{"level", "score", "reasoning"}`` with the score inside the level's band."""
+    obj = find_json_object(strip_noise(text))
+    level = _level(_get(obj, "level"))
+    score = eval_score(_get(obj, "score"))
+    lo, hi = BLOOM_BANDS[level]
+    if not lo <= score <= hi:
+        raise ParseError(f"score {score} is outside the {level} band {lo}-{hi}")
+    return {"level": level, "score": score, "reasoning": _reasoning(obj)}
+
+
+def parse_bloom_level(text: str) -> dict:
+    """``{"level", "reasoning"}`` from a JSON object, or a bare level name as the whole answer."""
+    clean = strip_noise(text)
+    bare = clean.strip(" \t\n.\"'*`")
+    if bare.lower() in _LEVELS:
+        return {"level": _LEVELS[bare.lower()], "reasoning": ""}
+    obj = find_json_object(clean)
+    return {"level": _level(_get(obj, "level")), "reasoning": _reasoning(obj)}
+
+
+# ---------------------------------------------------------------------------------- disciplines
+_LABEL = re.compile(r"^\s*(academic\s+)?disciplines?\s*:\s*", re.IGNORECASE)
+_BULLET = re.compile(r"^\s*(?:[-*•]+|\d+[.)])\s*")
+_NON_WORD = re.compile(r"[^0-9a-z]+")
+
+
+def to_snake_case(name: str) -> str:
+    """``"Computer Science"`` / ``"computer-science"`` → ``"computer_science"`` ("" if nothing left)."""
+    name = _BULLET.sub("", name.strip())
+    return _NON_WORD.sub("_", name.lower()).strip("_")
+
+
+def parse_disciplines(text: str) -> list[str]:
+    """Comma/newline-separated disciplines → de-duplicated ``lower_snake_case`` list, in order."""
+    clean = strip_noise(text)
+    items: list[str] | None = None
+    if clean.startswith("["):
+        try:
+            loaded = json.loads(clean)
+        except json.JSONDecodeError:
+            loaded = None
+        if isinstance(loaded, list) and all(isinstance(x, str) for x in loaded):
+            items = loaded
+    if items is None:
+        items = re.split(r"[,;\n]", _LABEL.sub("", clean))
+    out: list[str] = []
+    for item in items:
+        item = _LABEL.sub("", _BULLET.sub("", item)).strip()
+        key = to_snake_case(item)
+        if not key:
+            continue
+        if len(key.split("_")) > MAX_DISCIPLINE_WORDS:
+            raise ParseError(f"{item[:60]!r} is a sentence, not a discipline name")
+        if key not in out:
+            out.append(key)
+    if not out:
+        raise ParseError("no discipline found in the answer")
+    return out
+
+
+def parse_description(text: str) -> str:
+    """A non-empty description (reasoning blocks and fences removed, whitespace collapsed)."""
+    clean = " ".join(strip_noise(text).split())
+    if not clean:
+        raise ParseError("empty description")
+    return clean

@@ -1,0 +1,218 @@
+"""Versioned prompt templates for the LLM judge (METHOD.md stage 2).
+
+A :class:`PromptTemplate` bundles a name and version (both part of every cache key: bump the
+version whenever the wording, the decoding parameters or the parser change meaning), a messages
+builder, the decoding parameters, the parser of its answers and the stricter follow-up used when
+an answer does not parse.
+
+Templates
+---------
+``bloom`` (:data:`BLOOM`, fidelity ``reference``)
+    The judge sees the query **and** the response and returns
+    ``{"level", "score" 1–21, "reasoning"}`` with the bands Remember 1–3, Understand 4–6,
+    Apply 7–9, Analyze 10–12, Evaluate 13–15, Create 16–21 (written in the spirit of the
+    authors' prompt; the wording is ours).
+``bloom_level`` (:data:`BLOOM_LEVEL`, fidelity ``paper``)
+    Same inputs, level only: ``{"level", "reasoning"}``.
+``disciplines`` (:data:`DISCIPLINES`)
+    The query **only**; a comma-separated list of ``lower_snake_case`` academic disciplines;
+    temperature 0.
+``discipline_description`` (:data:`DISCIPLINE_DESCRIPTION`)
+    One call per unique discipline: a 3–5 sentence description (embedded for IC's distance term).
+
+All templates decode greedily (``temperature = 0``) so a cached answer is what a rerun would get.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from thtb.judge import parsers
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A versioned judge prompt.
+
+    Attributes:
+        name: template id (cache key part).
+        version: bump on any change of wording, parameters or parser semantics.
+        build: ``build(item) -> messages`` (``item`` a mapping of the template's fields).
+        params: decoding parameters passed to ``chat.completions.create``.
+        parser: ``parser(raw_text) -> value``; raises :class:`~thtb.judge.parsers.ParseError`.
+        followup: the stricter instruction appended after an unparsable answer (``{error}`` is
+            replaced by the parse error).
+        fields: the item keys ``build`` needs.
+    """
+
+    name: str
+    version: str
+    build: Callable[[Mapping[str, Any]], Messages]
+    parser: Callable[[str], Any]
+    followup: str
+    fields: tuple[str, ...]
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def messages(self, item: Mapping[str, Any]) -> Messages:
+        missing = [f for f in self.fields if f not in item]
+        if missing:
+            raise KeyError(f"template {self.id} needs field(s) {missing}")
+        return self.build(item)
+
+    def followup_message(self, error: str) -> str:
+        return self.followup.replace("{error}", error)
+
+
+# ------------------------------------------------------------------------------------- Bloom
+_BLOOM_LEVELS_TEXT = """Bloom's revised taxonomy orders the cognitive processes a task demands, from lowest to highest:
+1. Remember - retrieve facts, terms, definitions or lists from memory (name, list, define, recall).
+2. Understand - explain, summarise, paraphrase, classify or give examples of ideas (explain, describe, summarize, translate).
+3. Apply - carry out a known procedure or method in a given situation (calculate, solve, convert, use, implement).
+4. Analyze - break material into parts, find relationships, causes, structure or assumptions (compare, contrast, analyse, debug, infer).
+5. Evaluate - judge or justify a decision against criteria or standards (assess, critique, recommend, argue, prioritise).
+6. Create - put elements together into a new, original whole (design, compose, write a story or poem, plan, invent)."""
+
+_BLOOM_SYSTEM = (
+    "You are an expert in educational assessment. You classify instruction-following tasks by the "
+    "highest level of Bloom's revised taxonomy that answering them well requires. Judge the task "
+    "(the instruction together with the reference response that shows what a full answer involves), "
+    "not the quality of the response. Always answer with a single JSON object and nothing else."
+)
+
+_BLOOM_SCORE_TEXT = """Then give a difficulty score from 1 to 21 inside the band of the chosen level:
+- Remember: 1-3
+- Understand: 4-6
+- Apply: 7-9
+- Analyze: 10-12
+- Evaluate: 13-15
+- Create: 16-21
+Within a band, a higher score means the task is more demanding for that level (more steps, more
+knowledge, more constraints, longer or more original output)."""
+
+
+def _sample_block(item: Mapping[str, Any]) -> str:
+    return f"### Instruction\n{item['query']}\n\n### Response\n{item['response']}"
+
+
+def _bloom_messages(item: Mapping[str, Any]) -> Messages:
+    user = (
+        f"{_BLOOM_LEVELS_TEXT}\n\nDecide which level the following task requires.\n\n{_BLOOM_SCORE_TEXT}\n\n"
+        f"{_sample_block(item)}\n\n"
+        'Answer with exactly one JSON object: {"level": "<Remember|Understand|Apply|Analyze|Evaluate|Create>", '
+        '"score": <integer in the level\'s band>, "reasoning": "<one or two sentences>"}'
+    )
+    return [{"role": "system", "content": _BLOOM_SYSTEM}, {"role": "user", "content": user}]
+
+
+def _bloom_level_messages(item: Mapping[str, Any]) -> Messages:
+    user = (
+        f"{_BLOOM_LEVELS_TEXT}\n\nDecide which level the following task requires.\n\n"
+        f"{_sample_block(item)}\n\n"
+        'Answer with exactly one JSON object: {"level": "<Remember|Understand|Apply|Analyze|Evaluate|Create>", '
+        '"reasoning": "<one or two sentences>"}'
+    )
+    return [{"role": "system", "content": _BLOOM_SYSTEM}, {"role": "user", "content": user}]
+
+
+BLOOM = PromptTemplate(
+    name="bloom",
+    version="1",
+    build=_bloom_messages,
+    parser=parsers.parse_bloom,
+    fields=("query", "response"),
+    params=MappingProxyType({"temperature": 0.0, "max_tokens": 512}),
+    followup=(
+        "Your answer could not be used: {error}. Answer only with one JSON object "
+        '{"level": ..., "score": ..., "reasoning": ...} where level is one of Remember, Understand, '
+        "Apply, Analyze, Evaluate, Create and score is a single integer inside that level's band "
+        "(Remember 1-3, Understand 4-6, Apply 7-9, Analyze 10-12, Evaluate 13-15, Create 16-21). No other text."
+    ),
+)
+"""Reference Bloom prompt: level, score 1–21 in the level's band, reasoning."""
+
+BLOOM_LEVEL = PromptTemplate(
+    name="bloom_level",
+    version="1",
+    build=_bloom_level_messages,
+    parser=parsers.parse_bloom_level,
+    fields=("query", "response"),
+    params=MappingProxyType({"temperature": 0.0, "max_tokens": 384}),
+    followup=(
+        "Your answer could not be used: {error}. Answer only with one JSON object "
+        '{"level": ..., "reasoning": ...} where level is one of Remember, Understand, Apply, Analyze, '
+        "Evaluate, Create. No other text."
+    ),
+)
+"""Paper-fidelity Bloom prompt: the level only."""
+
+# ------------------------------------------------------------------------------- disciplines
+_DISCIPLINE_SYSTEM = (
+    "You are a university librarian who knows the classification of academic disciplines. "
+    "You name the academic disciplines whose knowledge is needed to answer a question."
+)
+
+
+def _discipline_messages(item: Mapping[str, Any]) -> Messages:
+    user = (
+        "List the academic disciplines (fields of study such as physics, molecular_biology, "
+        "computer_science, economics, linguistics, law, music_theory) whose knowledge is needed to "
+        "answer the following question or instruction well. Name each discipline once, most relevant "
+        "first; list several only when the question genuinely draws on several fields.\n\n"
+        f"### Question\n{item['query']}\n\n"
+        "Answer only with a comma-separated list of discipline names in lower_snake_case, "
+        "for example: biology, chemistry"
+    )
+    return [{"role": "system", "content": _DISCIPLINE_SYSTEM}, {"role": "user", "content": user}]
+
+
+DISCIPLINES = PromptTemplate(
+    name="disciplines",
+    version="1",
+    build=_discipline_messages,
+    parser=parsers.parse_disciplines,
+    fields=("query",),
+    params=MappingProxyType({"temperature": 0.0, "max_tokens": 128}),
+    followup=(
+        "Your answer could not be used: {error}. Answer only with a comma-separated list of academic "
+        "discipline names in lower_snake_case (for example: physics, computer_science). No other text."
+    ),
+)
+"""Discipline tags of a query (the query only)."""
+
+
+def _description_messages(item: Mapping[str, Any]) -> Messages:
+    name = str(item["discipline"]).replace("_", " ")
+    user = (
+        f"Describe the academic discipline \"{name}\" in 3 to 5 sentences: what it studies, its central "
+        "concepts and methods, and the kinds of questions it answers. Write plain prose in one paragraph, "
+        "without a title, list or markdown."
+    )
+    return [{"role": "system", "content": _DISCIPLINE_SYSTEM}, {"role": "user", "content": user}]
+
+
+DISCIPLINE_DESCRIPTION = PromptTemplate(
+    name="discipline_description",
+    version="1",
+    build=_description_messages,
+    parser=parsers.parse_description,
+    fields=("discipline",),
+    params=MappingProxyType({"temperature": 0.0, "max_tokens": 320}),
+    followup=(
+        "Your answer could not be used: {error}. Answer only with a 3 to 5 sentence plain-prose "
+        "description of the discipline. No other text."
+    ),
+)
+"""A 3–5 sentence description of one discipline."""
+
+TEMPLATES: Mapping[str, PromptTemplate] = MappingProxyType(
+    {t.name: t for t in (BLOOM, BLOOM_LEVEL, DISCIPLINES, DISCIPLINE_DESCRIPTION)}
+)

@@ -1,0 +1,148 @@
+"""LLM-judge backends of the stage-2 scorer interfaces (METHOD.md stage 2).
+
+:class:`JudgeBloomScorer` (:class:`~thtb.scorers.base.BloomScorer`)
+    ``fidelity="reference"``: the :data:`~thtb.judge.prompts.BLOOM` prompt (query and response);
+    ``bloom_score`` is the judge's 1–21 score (``Bloom = (score − 1) / 20`` downstream).
+    ``fidelity="paper"``: the level-only :data:`~thtb.judge.prompts.BLOOM_LEVEL` prompt; as the
+    contract needs an int 1–21, ``bloom_score`` is the **lower bound** of the level's band
+    (Remember 1, Understand 4, Apply 7, Analyze 10, Evaluate 13, Create 16). It carries no
+    information beyond the level: paper mode normalises by the level index
+    (``(i − min) / (max − min)``, :func:`thtb.maths.bloom_normalized`), not by this score.
+    ``bloom_reason`` is the judge's reasoning.
+
+:class:`JudgeDisciplineTagger` (:class:`~thtb.scorers.base.DisciplineTagger`)
+    :meth:`~JudgeDisciplineTagger.tag` asks the :data:`~thtb.judge.prompts.DISCIPLINES` prompt
+    with the query only; :meth:`~JudgeDisciplineTagger.describe` makes one
+    :data:`~thtb.judge.prompts.DISCIPLINE_DESCRIPTION` call per unique discipline (through the
+    cache, so across runs each discipline is described once) and raises if any fails, since the
+    IC distance term needs every description.
+
+Queries are sent as the data layer built them (METHOD.md: the same query text everywhere), so in
+``reference`` fidelity the judge sees the authors' ``"\\nnan"`` placeholder for an empty Alpaca
+input, as their pipeline did; ``strip_nan=True`` passes queries through
+:func:`~thtb.scorers.embedder.clean_query` instead. A sample the judge could not score gets ``error`` set and ``None`` fields,
+never a default; an empty query is an error without a call.
+
+Both constructors take ``judge`` as an :class:`~thtb.judge.client.OpenAIJudge` or as a mapping of
+its constructor arguments (from Hydra config), and accept and ignore ``embedder=`` (the pipeline
+passes the shared embedder to every judge scorer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from thtb.judge.client import OpenAIJudge
+from thtb.judge.prompts import BLOOM, BLOOM_LEVEL, DISCIPLINE_DESCRIPTION, DISCIPLINES
+from thtb.scorers.base import BLOOM_BANDS, BloomScorer, DisciplineTagger, check_result
+from thtb.scorers.embedder import clean_query
+
+FIDELITIES = ("reference", "paper")
+
+
+def _as_judge(judge: OpenAIJudge | Mapping[str, Any]) -> OpenAIJudge:
+    if isinstance(judge, OpenAIJudge):
+        return judge
+    if isinstance(judge, Mapping):
+        return OpenAIJudge(**dict(judge))
+    raise TypeError(f"judge must be an OpenAIJudge or a mapping of its arguments, got {type(judge).__name__}")
+
+
+def _query(text: Any, strip_nan: bool) -> str:
+    text = "" if text is None else str(text)
+    return clean_query(text) if strip_nan else text.strip()
+
+
+class JudgeBloomScorer(BloomScorer):
+    """Bloom level/score/reason from an LLM judge (see module doc)."""
+
+    name = "judge_bloom"
+
+    def __init__(
+        self,
+        judge: OpenAIJudge | Mapping[str, Any],
+        fidelity: str = "reference",
+        strip_nan: bool = False,
+        embedder: Any = None,  # noqa: ARG002 - accepted and ignored (pipeline convention)
+    ) -> None:
+        if fidelity not in FIDELITIES:
+            raise ValueError(f"fidelity must be one of {FIDELITIES}, got {fidelity!r}")
+        self.judge = _as_judge(judge)
+        self.fidelity = fidelity
+        self.strip_nan = bool(strip_nan)
+        self.template = BLOOM if fidelity == "reference" else BLOOM_LEVEL
+
+    def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
+        if len(queries) != len(responses):
+            raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
+        n = len(queries)
+        level: list[str | None] = [None] * n
+        score: list[int | None] = [None] * n
+        reason: list[str | None] = [None] * n
+        error: list[str | None] = [None] * n
+        texts = [_query(q, self.strip_nan) for q in queries]
+        todo = [i for i, q in enumerate(texts) if q]
+        for i in range(n):
+            if not texts[i]:
+                error[i] = "empty query"
+        items = [{"query": texts[i], "response": "" if responses[i] is None else str(responses[i])} for i in todo]
+        for i, result in zip(todo, self.judge.run(self.template, items), strict=True):
+            if result.error is not None:
+                error[i] = result.error
+                continue
+            level[i] = result.value["level"]
+            score[i] = int(result.value["score"]) if self.fidelity == "reference" else BLOOM_BANDS[level[i]][0]
+            reason[i] = result.value.get("reasoning", "")
+        frame = pd.DataFrame(
+            {
+                "bloom_level": pd.Series(level, dtype=object),
+                "bloom_score": pd.Series(score, dtype=object),
+                "bloom_reason": pd.Series(reason, dtype=object),
+                "error": pd.Series(error, dtype=object),
+            }
+        )
+        return check_result(frame, n, ("bloom_level", "bloom_score", "bloom_reason"), self.name)
+
+
+class JudgeDisciplineTagger(DisciplineTagger):
+    """Academic disciplines of a query and their descriptions from an LLM judge (see module doc)."""
+
+    name = "judge_disciplines"
+
+    def __init__(
+        self,
+        judge: OpenAIJudge | Mapping[str, Any],
+        strip_nan: bool = False,
+        embedder: Any = None,  # noqa: ARG002 - accepted and ignored (pipeline convention)
+    ) -> None:
+        self.judge = _as_judge(judge)
+        self.strip_nan = bool(strip_nan)
+
+    def tag(self, queries: Sequence[str]) -> pd.DataFrame:
+        n = len(queries)
+        disciplines: list[list[str] | None] = [None] * n
+        error: list[str | None] = [None] * n
+        texts = [_query(q, self.strip_nan) for q in queries]
+        todo = [i for i, q in enumerate(texts) if q]
+        for i in range(n):
+            if not texts[i]:
+                error[i] = "empty query"
+        for i, result in zip(todo, self.judge.run(DISCIPLINES, [{"query": texts[i]} for i in todo]), strict=True):
+            if result.error is not None:
+                error[i] = result.error
+            else:
+                disciplines[i] = list(result.value)
+        frame = pd.DataFrame({"disciplines": pd.Series(disciplines, dtype=object), "error": pd.Series(error, dtype=object)})
+        return check_result(frame, n, ("disciplines",), self.name)
+
+    def describe(self, disciplines: Sequence[str]) -> dict[str, str]:
+        names = list(dict.fromkeys(disciplines))
+        results = self.judge.run(DISCIPLINE_DESCRIPTION, [{"discipline": d} for d in names])
+        failed = {d: r.error for d, r in zip(names, results, strict=True) if r.error is not None}
+        if failed:
+            listed = "; ".join(f"{d}: {e}" for d, e in list(failed.items())[:10])
+            raise RuntimeError(f"could not describe {len(failed)} discipline(s): {listed}")
+        return {d: r.value for d, r in zip(names, results, strict=True)}
