@@ -205,3 +205,13 @@ def test_config_validation():
         CascadeConfig(fidelity="exact")
     with pytest.raises(ValueError, match="needs a quality scorer"):
         Cascade(CascadeConfig(stages=["quality"]))
+
+
+def test_every_sample_failing_within_budget_selects_nothing_and_accounts_for_all():
+    from thtb.report import build_summary
+
+    records = make_records(20)
+    result = make_cascade(quality=LengthQuality(fail=set(records["query"])), config={"failure_budget": 20}).run(records)
+    assert result.selected_ids == [] and result.counts == {"input": 20, "quality": 0}
+    summary = build_summary(result, fingerprint="f", load_report={}, labels=None)
+    assert summary["n_failed"] == 20 and summary["n_selected"] == 0

@@ -169,6 +169,9 @@ class Cascade:
             last = i == len(cfg.stages) - 1
             scored = getattr(self, f"_score_{stage}")(records.iloc[alive], card, alive)
             alive = self._remove_failures(card, alive, scored, stage)
+            if len(alive) == 0:  # every sample failed (within the budget): nothing left to rank
+                counts[stage] = 0
+                break
             keep = self._n_keep(stage, len(alive), counts["input"], last)
             column = STAGE_SCORE[stage]
             order = top_k(card.loc[alive, column].to_numpy(), len(alive))  # full ranking, best first

@@ -1,0 +1,298 @@
+"""Benchmarks of the LLM-judge client (figures only, no asserts).
+
+Sections (``--only``):
+
+* ``served`` — requests/s and mean latency through :class:`~thtb.judge.client.OpenAIJudge` against a
+  local ``transformers serve`` SmolLM2-135M-Instruct server: concurrency 1 (the authors' sequential
+  loop) vs concurrency 8, N distinct DISCIPLINES prompts from ``thtb/resources/demo.jsonl``
+  (``max_tokens=32``, one answer per item), a fresh temporary cache per run (no hits). Runs against the
+  default server and one started with ``--continuous-batching`` (two server starts).
+* ``replay`` — a RequestCache filled with 10,000 synthetic finished records, then one ``run()`` over
+  those 10,000 items served entirely from the cache (zero calls). ``--profile`` adds a cProfile of it.
+* ``overhead`` — the client's added latency per request: a minimal in-process aiohttp server on
+  127.0.0.1 answering ``/v1/chat/completions`` instantly with a canned completion; raw ``httpx`` POSTs
+  in a loop vs ``OpenAIJudge.run`` (concurrency 1, no cache); ms per request each and the difference.
+
+Usage::
+
+    python benchmarks/bench_judge.py --only replay --profile
+    python benchmarks/bench_judge.py --only served --n 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import pstats
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+for _k, _v in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("WANDB_MODE", "disabled")):
+    os.environ.setdefault(_k, _v)
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from thtb.judge.cache import CacheRecord, RequestCache  # noqa: E402
+from thtb.judge.client import OpenAIJudge  # noqa: E402
+from thtb.judge.prompts import DISCIPLINES  # noqa: E402
+
+DEMO = REPO / "thtb" / "resources" / "demo.jsonl"
+
+
+# --------------------------------------------------------------------------- helpers
+def demo_items(n: int) -> list[dict]:
+    """The first ``n`` distinct queries (instruction + input) of the packaged demo file."""
+    out, seen = [], set()
+    with open(DEMO, encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            query = row.get("instruction", "").strip()
+            if row.get("input"):
+                query = f"{query}\n\n{row['input'].strip()}"
+            if query and query not in seen:
+                seen.add(query)
+                out.append({"query": query})
+            if len(out) >= n:
+                break
+    return out
+
+
+# --------------------------------------------------------------------------- served
+def bench_served(n: int = 24, concurrencies=(1, 8), max_tokens: int = 32, modes=(False, True)) -> None:
+    from thtb.serve import ServedModel, serving_available
+
+    reason = serving_available()
+    if reason:
+        print(f"served: skipped ({reason})")
+        return
+    items = demo_items(n)
+    for cb in modes:
+        label = "continuous-batching" if cb else "default"
+        try:
+            server = ServedModel("smollm2", continuous_batching=cb).start()
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            print(f"served {label}: skipped, server did not start ({type(exc).__name__}: {str(exc)[:200]})")
+            continue
+        try:
+            print(f"served {label}: server healthy in {server.startup_s:.1f} s (model {server.model})")
+            # One warm-up request (first-call compile/allocation), not counted.
+            with tempfile.TemporaryDirectory() as tmp:
+                OpenAIJudge(
+                    server.model, server.base_url, concurrency=1, cache=Path(tmp) / "warm.sqlite",
+                    decoding={"max_tokens": max_tokens}, max_attempts=1, max_retries=0, progress=False,
+                    timeout_s=300,
+                ).run(DISCIPLINES, [{"query": "Warm-up: what is 2 + 2?"}])
+            for conc in concurrencies:
+                with tempfile.TemporaryDirectory() as tmp:
+                    judge = OpenAIJudge(
+                        server.model, server.base_url, concurrency=conc, cache=Path(tmp) / "cache.sqlite",
+                        decoding={"max_tokens": max_tokens}, max_attempts=1, max_retries=0, progress=False,
+                        timeout_s=300,
+                    )
+                    t0 = time.perf_counter()
+                    results = judge.run(DISCIPLINES, items)
+                    wall = time.perf_counter() - t0
+                    judge.cache.close()
+                st = judge.stats()
+                lat = [r.latency_s for r in results if r.latency_s > 0]
+                mean_lat = sum(lat) / len(lat) if lat else float("nan")
+                ok = sum(r.ok for r in results)
+                print(
+                    f"served {label} concurrency={conc}: {len(items)} req in {wall:.2f} s = "
+                    f"{len(items) / wall:.2f} req/s, mean latency {mean_lat * 1000:.0f} ms "
+                    f"(calls {st['calls']}, cache_hits {st['cache_hits']}, parsed {ok}/{len(items)}, "
+                    f"transport_failures {st['transport_failures']}, completion_tokens {st['completion_tokens']})"
+                )
+        finally:
+            server.stop()
+
+
+# --------------------------------------------------------------------------- replay
+def bench_replay(n: int = 10_000, profile: bool = False, top: int = 25) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = RequestCache(Path(tmp) / "replay.sqlite")
+        judge = OpenAIJudge(
+            "synthetic-model", "http://127.0.0.1:9/v1", concurrency=8, cache=cache, progress=False,
+        )
+        items = [{"query": f"Synthetic question number {i}: explain topic {i % 97} in detail."} for i in range(n)]
+        t0 = time.perf_counter()
+        for i, item in enumerate(items):
+            cache.put(
+                judge.key(DISCIPLINES, item),
+                CacheRecord(
+                    raw="physics, mathematics", parsed=["physics", "mathematics"], latency_s=0.5,
+                    prompt_tokens=100, completion_tokens=5, model=judge.model, template=DISCIPLINES.id,
+                ),
+            )
+        fill = time.perf_counter() - t0
+        print(f"replay: filled {len(cache):,} records in {fill:.2f} s (one commit per put, not counted)")
+
+        prof = cProfile.Profile() if profile else None
+        t0 = time.perf_counter()
+        if prof is not None:
+            prof.enable()
+        results = judge.run(DISCIPLINES, items)
+        if prof is not None:
+            prof.disable()
+        wall = time.perf_counter() - t0
+        st = judge.stats()
+        hits = sum(r.from_cache for r in results)
+        print(
+            f"replay: run() over {n:,} cached items in {wall:.2f} s ({wall / n * 1e6:.0f} us/item; "
+            f"calls {st['calls']}, cache_hits {st['cache_hits']}, from_cache {hits}/{n})"
+            + (" [under cProfile]" if profile else "")
+        )
+        # Break-down without the event loop: key computation and cache lookups alone.
+        t0 = time.perf_counter()
+        keys = [judge.key(DISCIPLINES, it) for it in items]
+        t_keys = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for k in keys:
+            cache.get(k)
+        t_get = time.perf_counter() - t0
+        print(f"replay: keys alone {t_keys:.2f} s, cache.get alone {t_get:.2f} s ({t_get / n * 1e6:.0f} us/get)")
+        if prof is not None:
+            s = io.StringIO()
+            pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(top)
+            print("replay profile (cumulative):")
+            print(s.getvalue())
+            s = io.StringIO()
+            pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(top)
+            print("replay profile (tottime):")
+            print(s.getvalue())
+        cache.close()
+
+
+# --------------------------------------------------------------------------- overhead
+_CANNED = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "canned",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "physics, mathematics"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+}
+
+
+class _CannedServer:
+    """aiohttp app on 127.0.0.1 (own thread + loop) answering chat completions instantly."""
+
+    def __init__(self) -> None:
+        self.port: int | None = None
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._runner = None
+
+    def _serve(self) -> None:
+        from aiohttp import web
+
+        body = json.dumps(_CANNED).encode()
+
+        async def completions(request):
+            await request.read()
+            return web.Response(body=body, content_type="application/json")
+
+        async def start():
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", completions)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]
+            self._ready.set()
+
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(start())
+        self._loop.run_forever()
+
+    def __enter__(self) -> _CannedServer:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        fut.result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+def bench_overhead(n: int = 500, repeats: int = 3) -> None:
+    import httpx
+
+    items = [{"query": f"Overhead probe {i}: what field studies topic {i}?"} for i in range(n)]
+    with _CannedServer() as srv:
+        url = f"{srv.base_url}/chat/completions"
+        judge0 = OpenAIJudge("canned", srv.base_url, concurrency=1, cache=None, progress=False)
+        payloads = [
+            {"model": "canned", "messages": DISCIPLINES.messages(it), **judge0.params(DISCIPLINES)} for it in items
+        ]
+        raw_ms, judge_ms = [], []
+        for _ in range(repeats):
+            with httpx.Client(timeout=30) as client:
+                client.post(url, json=payloads[0]).raise_for_status()  # connect, not counted
+                t0 = time.perf_counter()
+                for p in payloads:
+                    r = client.post(url, json=p)
+                    r.raise_for_status()
+                    r.json()
+                raw_ms.append((time.perf_counter() - t0) / n * 1000)
+            judge = OpenAIJudge("canned", srv.base_url, concurrency=1, cache=None, progress=False, max_attempts=1)
+            t0 = time.perf_counter()
+            results = judge.run(DISCIPLINES, items)
+            judge_ms.append((time.perf_counter() - t0) / n * 1000)
+        st = judge.stats()
+        ok = sum(r.ok for r in results)
+        raw, jm = min(raw_ms), min(judge_ms)
+        print(f"overhead: raw httpx POST loop {raw:.2f} ms/request (best of {repeats} x {n}; all {', '.join(f'{x:.2f}' for x in raw_ms)})")
+        print(
+            f"overhead: OpenAIJudge.run concurrency=1 no cache {jm:.2f} ms/request (best of {repeats} x {n}; "
+            f"all {', '.join(f'{x:.2f}' for x in judge_ms)}; calls {st['calls']}, parsed {ok}/{n})"
+        )
+        print(f"overhead: client adds {jm - raw:.2f} ms/request over raw httpx")
+
+
+BENCHES = {"served": bench_served, "replay": bench_replay, "overhead": bench_overhead}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=[*BENCHES, "all"], default="all")
+    parser.add_argument("--n", type=int, default=24, help="served: distinct prompts")
+    parser.add_argument("--max-tokens", type=int, default=32, help="served: max_tokens override")
+    parser.add_argument("--modes", default="default,continuous-batching", help="served: server modes to run")
+    parser.add_argument("--n-replay", type=int, default=10_000, help="replay: cached records")
+    parser.add_argument("--profile", action="store_true", help="replay: cProfile the run() and print the top")
+    parser.add_argument("--n-overhead", type=int, default=500, help="overhead: requests per repeat")
+    args = parser.parse_args(argv)
+    todo = list(BENCHES) if args.only == "all" else [args.only]
+    for name in todo:
+        if name == "served":
+            modes = tuple(m.strip() == "continuous-batching" for m in args.modes.split(",") if m.strip())
+            bench_served(n=args.n, max_tokens=args.max_tokens, modes=modes)
+        elif name == "replay":
+            bench_replay(n=args.n_replay, profile=args.profile)
+        elif name == "overhead":
+            bench_overhead(n=args.n_overhead)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""`scoring=served`: the select stage with the HTTP judge against a real `transformers serve`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_select_stage import run_py
+
+SECRET = "sk-served-run-secret"
+
+
+@pytest.fixture(scope="module")
+def served_args(smollm2_server, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("judge_cache") / "judge.sqlite"
+    return [
+        "+experiment=demo",
+        "scoring=served",
+        f"judge.base_url={smollm2_server.base_url}",
+        f"judge.model={smollm2_server.model}",
+        f"judge.cache={cache}",
+        "judge.max_attempts=1",             # SmolLM2-135M is slow on 2 CPU cores (~4 s per answer):
+        "judge.decoding={max_tokens:48}",   # short answers, no re-asks (tests/test_judge_served.py has those),
+        "data.limit=8",                     # 8 → 4 → 2 through the stages that use the judge
+        "selection.stages=[quality,intrinsic]",
+    ]
+
+
+@pytest.fixture(scope="module")
+def first_run(served_args, tmp_path_factory, monkeypatch_module):
+    out = tmp_path_factory.mktemp("served1")
+    monkeypatch_module.setenv("OPENAI_API_KEY", SECRET)
+    proc = run_py(*served_args, "judge.failure_budget=1000", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "selection" / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_served_run_completes_and_reports_judge_stats(first_run):
+    out, summary = first_run
+    judge = summary["scorers"]["judge"]
+    assert summary["counts"]["input"] == 8 and summary["counts"]["quality"] == 4
+    assert judge["calls"] > 0 and judge["cache_hits"] == 0
+    # failures within the budget are listed by id, never scored
+    failed = [i for ids in summary["failed_ids"].values() for i in ids]
+    assert summary["n_failed"] == len(failed)
+
+
+def test_rerun_repeats_no_finished_request(first_run, served_args, tmp_path):
+    _, first = first_run
+    proc = run_py(*served_args, "judge.failure_budget=1000", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((tmp_path / "selection" / "summary.json").read_text())
+    assert again["scorers"]["judge"]["calls"] == 0
+    assert again["scorers"]["judge"]["cache_hits"] == first["scorers"]["judge"]["items"]
+    assert (tmp_path / "selection" / "subset.jsonl").read_bytes() == (first_run[0] / "selection" / "subset.jsonl").read_bytes()
+
+
+def test_failure_budget_stops_with_the_failed_ids(first_run, served_args, tmp_path):
+    _, first = first_run
+    failed = [i for ids in first["failed_ids"].values() for i in ids]
+    proc = run_py(*served_args, "judge.failure_budget=0", f"hydra.run.dir={tmp_path}")
+    if not failed:  # SmolLM2 answered every row: a zero budget is enough
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return
+    assert proc.returncode != 0
+    assert "failure budget 0" in proc.stderr and failed[0] in proc.stderr
+
+
+def test_no_api_key_in_any_written_file(first_run, served_args):
+    out, _ = first_run
+    cache = next(a.split("=", 1)[1] for a in served_args if a.startswith("judge.cache="))
+    files = [p for p in out.rglob("*") if p.is_file()] + [p for p in Path(cache).parent.glob("*") if p.is_file()]
+    assert any(p.name == "config.yaml" for p in files)  # Hydra's dump is among them
+    for path in files:
+        assert SECRET.encode() not in path.read_bytes(), path
