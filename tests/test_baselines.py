@@ -46,7 +46,7 @@ def test_random_is_seeded_and_depends_on_the_seed():
 
 def test_bad_baseline_requests():
     with pytest.raises(ValueError, match="unknown baseline"):
-        select_baseline(records(5), "alpagasus", 2)
+        select_baseline(records(5), "bogus", 2)
     with pytest.raises(ValueError, match="1 <= n <= 5"):
         select_baseline(records(5), "random", 6)
 

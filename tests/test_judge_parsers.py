@@ -8,6 +8,7 @@ from thtb.judge.parsers import (
     ParseError,
     eval_score,
     find_json_object,
+    parse_alpagasus,
     parse_bloom,
     parse_bloom_level,
     parse_description,
@@ -15,7 +16,7 @@ from thtb.judge.parsers import (
     strip_noise,
     to_snake_case,
 )
-from thtb.judge.prompts import BLOOM, BLOOM_LEVEL, DISCIPLINE_DESCRIPTION, DISCIPLINES, TEMPLATES
+from thtb.judge.prompts import ALPAGASUS, BLOOM, BLOOM_LEVEL, DISCIPLINE_DESCRIPTION, DISCIPLINES, TEMPLATES
 from thtb.scorers.base import BLOOM_BANDS
 
 
@@ -177,7 +178,60 @@ def test_templates_render_and_mention_contract():
     assert "lower_snake_case" in disc[-1]["content"] and DISCIPLINES.params["temperature"] == 0
     desc = DISCIPLINE_DESCRIPTION.messages({"discipline": "molecular_biology"})[-1]["content"]
     assert "molecular biology" in desc and "3 to 5 sentences" in desc
-    assert set(TEMPLATES) == {"bloom", "bloom_level", "disciplines", "discipline_description"}
+    assert set(TEMPLATES) == {"bloom", "bloom_level", "disciplines", "discipline_description", "alpagasus"}
     with pytest.raises(KeyError):
         DISCIPLINES.messages({"text": "x"})
     assert "{error}" not in BLOOM.followup_message("bad")
+
+
+# ------------------------------------------------------------------------------ AlpaGasus
+@pytest.mark.parametrize(
+    ("text", "score", "reason"),
+    [
+        ("4.5\nThe response is accurate.", 4.5, "The response is accurate."),
+        ("5", 5.0, ""),
+        ("0\nWrong answer.", 0.0, "Wrong answer."),
+        ("Score: 4.5\nGood.", 4.5, "Good."),
+        ("score: 3", 3.0, ""),
+        ("Accuracy score: 2.5\nPartly right.\nMisses one step.", 2.5, "Partly right. Misses one step."),
+        ("4.5/5\nok", 4.5, "ok"),
+        ("4 / 5", 4.0, ""),
+        ("Score: 4.5 out of 5.\nok", 4.5, "ok"),
+        ("**4.5**\nok", 4.5, "ok"),
+        ("**Score:** 4\nok", 4.0, "ok"),
+        ("Rating - 3.5", 3.5, ""),
+        ("\n\n  4.0  \n\nfine", 4.0, "fine"),
+        ("<think>The answer is right, maybe 6?</think>\n5\nCorrect.", 5.0, "Correct."),
+        ("```\n4.5\nok\n```", 4.5, "ok"),
+    ],
+)
+def test_parse_alpagasus_accepts(text, score, reason):
+    assert parse_alpagasus(text) == {"score": score, "reason": reason}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "", "   \n ", "<think>only thinking</think>", "<think>never closed 4.5",
+        "5.5", "6\nexcellent", "-1", "Score: 7", "4/10", "8 out of 10",
+        "4 or 5", "4, 5", "4 5", "The response is accurate. 4.5", "Score:\n4.5", "nan", "four", "4,5",
+        "Explanation first.\n4.5",
+    ],
+)
+def test_parse_alpagasus_rejects(text):
+    with pytest.raises(ParseError):
+        parse_alpagasus(text)
+
+
+def test_alpagasus_template_is_the_authors_prompt():
+    item = {"query": "Give three tips for staying healthy.", "response": "Eat well, sleep, exercise."}
+    msgs = ALPAGASUS.messages(item)
+    assert msgs[0] == {"role": "system", "content": "We would like to request your feedback on the performance of "
+                       "AI assistant in response to the instruction and the given input displayed following."}
+    user = msgs[1]["content"]
+    assert item["query"] in user and item["response"] in user
+    assert user.index(item["query"]) < user.index(item["response"]) < user.index("Please rate according")
+    assert "a score on a scale of 0 to 5" in user and "avoiding any potential bias." in user
+    assert ALPAGASUS.id == "alpagasus@1" and ALPAGASUS.params["temperature"] == 0
+    assert ALPAGASUS.fields == ("query", "response")
+    assert "{error}" not in ALPAGASUS.followup_message("bad")

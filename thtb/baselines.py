@@ -1,4 +1,4 @@
-"""Single-score baselines, size-matched to the THTB subset: random, longest response, IFD.
+"""Single-score baselines, size-matched to the THTB subset: random, longest response, IFD, AlpaGasus.
 
 Each returns a :class:`~thtb.cascade.SelectionResult`, so it writes the same subset, score card and
 summary files as the cascade. Ranking follows the cascade's rules (score descending, ties by row
@@ -12,6 +12,12 @@ order); a sample whose score failed is recorded and counted against the failure 
   among the pairs with IFD < 1; pairs with IFD ≥ 1 (the instruction does not help predict the
   response) are excluded as misaligned, as in Cherry LLM. If fewer than ``n`` remain, all of them
   are kept and the summary warns that the subset is smaller than THTB's.
+- **alpagasus** — an LLM judge rates each pair's accuracy 0–5 with AlpaGasus's prompt (Chen et al.,
+  2024, "AlpaGasus: Training a Better Alpaca with Fewer Data"; :class:`~thtb.judge.JudgeAlpaGasusScorer`);
+  the pairs rated ``>= threshold`` (4.5, the authors' cut) pass, and, as the authors did to compare
+  at equal size, the ``n`` longest responses among them are kept (ties by row order). Pairs below
+  the threshold fall at ``alpagasus``; unscorable pairs are failures. If fewer than ``n`` pass, all
+  of them are kept and the summary warns.
 """
 
 from __future__ import annotations
@@ -26,13 +32,16 @@ from thtb.cascade import SelectionResult, _ranks, record_failures, top_k
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("random", "longest", "ifd")
+BASELINES = ("random", "longest", "ifd", "alpagasus")
+ALPAGASUS_THRESHOLD = 4.5
+"""AlpaGasus keeps the pairs its judge rates at least 4.5 of 5."""
 
 
 def select_baseline(records: pd.DataFrame, method: str, n: int, *, seed: int = 42, scorer=None,
-                    failure_budget: int = 0) -> SelectionResult:
-    """Keep ``n`` of ``records`` by ``method`` (``random`` | ``longest`` | ``ifd``; ``ifd`` needs
-    ``scorer``, an :class:`~thtb.scorers.ifd.IFDScorer`)."""
+                    failure_budget: int = 0, threshold: float = ALPAGASUS_THRESHOLD) -> SelectionResult:
+    """Keep ``n`` of ``records`` by ``method`` (``random`` | ``longest`` | ``ifd`` | ``alpagasus``;
+    ``ifd`` needs ``scorer``, an :class:`~thtb.scorers.ifd.IFDScorer`; ``alpagasus`` a
+    :class:`~thtb.judge.JudgeAlpaGasusScorer` and uses ``threshold``, the lowest rating kept)."""
     if method not in BASELINES:
         raise ValueError(f"unknown baseline {method!r}; choose one of {BASELINES}")
     if not 1 <= n <= len(records):
@@ -46,6 +55,31 @@ def select_baseline(records: pd.DataFrame, method: str, n: int, *, seed: int = 4
         column, scores = "random_draw", np.random.default_rng(seed).random(len(records))
     elif method == "longest":
         column, scores = "response_len", records["response"].str.len().to_numpy(np.float64)
+    elif method == "alpagasus":
+        if scorer is None:
+            raise ValueError("the alpagasus baseline needs an AlpaGasus judge scorer (selection.alpagasus)")
+        if not 0 <= threshold <= 5:
+            raise ValueError(f"the alpagasus threshold must lie in [0, 5], got {threshold}")
+        out = scorer.score(records["query"].tolist(), records["response"].tolist())
+        rating = pd.to_numeric(out["alpagasus_score"], errors="coerce").to_numpy(np.float64)
+        errors = np.array(out["error"].tolist(), dtype=object)
+        unexplained = np.isnan(rating) & pd.isna(errors)  # no score and no error is still a failure
+        errors[unexplained] = "scorer returned no alpagasus_score"
+        card["alpagasus_score"] = rating
+        if "alpagasus_reason" in out:
+            card["alpagasus_reason"] = out["alpagasus_reason"].to_numpy()
+        failed = ~pd.isna(errors)
+        if failed.any():
+            record_failures(card, alive[failed], list(errors[failed]), method, failures, failure_budget)
+        below = ~failed & (rating < threshold)
+        card.loc[below, "why"] = [f"alpagasus score {v:g} below the threshold {threshold:g}" for v in rating[below]]
+        alive = alive[~failed & ~below]
+        column, scores = "response_len", records["response"].str.len().to_numpy(np.float64)
+        if len(alive) < n:
+            warnings.append(f"alpagasus: only {len(alive)} pairs score >= {threshold:g}; "
+                            f"the subset has {len(alive)} samples, not {n}")
+            log.warning(warnings[-1])
+            n = len(alive)
     else:
         if scorer is None:
             raise ValueError("the ifd baseline needs an IFD scorer (selection.ifd)")

@@ -25,6 +25,7 @@ SCORE_COLUMNS: dict[str, tuple[str, str]] = {
     "silhouette": ("extrinsic", "silhouette s"),
     "sc": ("extrinsic", "SC'"),
     "ehs": ("extrinsic", "EHS = (IREI + SC') / 2"),
+    "alpagasus_score": ("alpagasus", "AlpaGasus accuracy rating (0-5)"),
 }
 
 

@@ -26,6 +26,13 @@ Disciplines (:func:`parse_disciplines`)
 
 Description (:func:`parse_description`)
     Non-empty text after :func:`strip_noise`, whitespace collapsed.
+
+AlpaGasus rating (:func:`parse_alpagasus`)
+    The first non-empty line holds the score, alone: a number (``4``, ``4.5``), optionally after a
+    short label (``Score: 4.5``, ``Rating - 4``), optionally over 5 (``4.5/5``, ``4.5 out of 5``),
+    optionally in markdown emphasis (``**4.5**``) or followed by a full stop. The score must lie in
+    ``[0, 5]``. Any other first line (prose, two numbers, another denominator) is a
+    :class:`ParseError`, never a default score. The following lines are the explanation.
 """
 
 from __future__ import annotations
@@ -216,3 +223,31 @@ def parse_description(text: str) -> str:
     if not clean:
         raise ParseError("empty description")
     return clean
+
+
+# ------------------------------------------------------------------------------------ AlpaGasus
+ALPAGASUS_MAX = 5.0
+"""AlpaGasus rates on a 0–5 scale."""
+
+_RATING_LABEL = re.compile(r"^[A-Za-z][A-Za-z ]{0,30}?\s*[:=\-]\s*")
+_RATING = re.compile(
+    r"^([+-]?\d+(?:\.\d+)?|[+-]?\.\d+)\s*(?:(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?\s*[.!]?$", re.IGNORECASE
+)
+
+
+def parse_alpagasus(text: str) -> dict:
+    """``{"score": float in [0, 5], "reason": str}`` from an AlpaGasus rating (see module doc)."""
+    lines = [line.strip() for line in strip_noise(text).splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise ParseError("empty answer")
+    first = lines[0].replace("*", "").replace("`", "").lstrip("#").strip()
+    match = _RATING.match(first) or _RATING.match(_RATING_LABEL.sub("", first, count=1))
+    if match is None:
+        raise ParseError(f"first line {lines[0][:80]!r} is not a single score")
+    if match[2] is not None and float(match[2]) != ALPAGASUS_MAX:
+        raise ParseError(f"score {first!r} is not on the 0-5 scale")
+    score = float(match[1])
+    if not 0.0 <= score <= ALPAGASUS_MAX:
+        raise ParseError(f"score {score:g} is outside 0-5")
+    return {"score": score, "reason": " ".join(" ".join(lines[1:]).split())}

@@ -19,6 +19,10 @@ Templates
     temperature 0.
 ``discipline_description`` (:data:`DISCIPLINE_DESCRIPTION`)
     One call per unique discipline: a 3–5 sentence description (embedded for IC's distance term).
+``alpagasus`` (:data:`ALPAGASUS`, the AlpaGasus baseline)
+    The rating prompt of Chen et al. (2024), "AlpaGasus: Training a Better Alpaca with Fewer
+    Data": the query (instruction and input, as the data layer joined them) and the response;
+    an accuracy score 0–5 on the first line, then an explanation (:func:`~thtb.judge.parsers.parse_alpagasus`).
 
 All templates decode greedily (``temperature = 0``) so a cached answer is what a rerun would get.
 """
@@ -213,6 +217,40 @@ DISCIPLINE_DESCRIPTION = PromptTemplate(
 )
 """A 3–5 sentence description of one discipline."""
 
+# --------------------------------------------------------------------------------- AlpaGasus
+_ALPAGASUS_SYSTEM = (
+    "We would like to request your feedback on the performance of AI assistant in response to the "
+    "instruction and the given input displayed following."
+)
+
+_ALPAGASUS_RATE = (
+    "Please rate according to the accuracy of the response to the instruction and the input. Each "
+    "assistant receives a score on a scale of 0 to 5, where a higher score indicates higher level of the "
+    "accuracy. Please first output a single line containing the value indicating the scores. In the "
+    "subsequent line, please provide a comprehensive explanation of your evaluation, avoiding any "
+    "potential bias."
+)
+
+
+def _alpagasus_messages(item: Mapping[str, Any]) -> Messages:
+    user = f"### Instruction:\n{item['query']}\n\n### Response:\n{item['response']}\n\n{_ALPAGASUS_RATE}"
+    return [{"role": "system", "content": _ALPAGASUS_SYSTEM}, {"role": "user", "content": user}]
+
+
+ALPAGASUS = PromptTemplate(
+    name="alpagasus",
+    version="1",
+    build=_alpagasus_messages,
+    parser=parsers.parse_alpagasus,
+    fields=("query", "response"),
+    params=MappingProxyType({"temperature": 0.0, "max_tokens": 512}),
+    followup=(
+        "Your answer could not be used: {error}. Output on the first line only the score, a single "
+        "number from 0 to 5 (for example: 4.5). On the next line, give your explanation."
+    ),
+)
+"""AlpaGasus's accuracy rating (0–5) of a response to its instruction (the AlpaGasus baseline)."""
+
 TEMPLATES: Mapping[str, PromptTemplate] = MappingProxyType(
-    {t.name: t for t in (BLOOM, BLOOM_LEVEL, DISCIPLINES, DISCIPLINE_DESCRIPTION)}
+    {t.name: t for t in (BLOOM, BLOOM_LEVEL, DISCIPLINES, DISCIPLINE_DESCRIPTION, ALPAGASUS)}
 )

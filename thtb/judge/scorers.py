@@ -17,13 +17,17 @@
     cache, so across runs each discipline is described once) and raises if any fails, since the
     IC distance term needs every description.
 
+:class:`JudgeAlpaGasusScorer` (the AlpaGasus baseline, :mod:`thtb.baselines`)
+    :meth:`~JudgeAlpaGasusScorer.score` asks the :data:`~thtb.judge.prompts.ALPAGASUS` prompt with
+    the query and the response: ``alpagasus_score`` (float, 0–5) and ``alpagasus_reason``.
+
 Queries are sent as the data layer built them (METHOD.md: the same query text everywhere), so in
 ``reference`` fidelity the judge sees the authors' ``"\\nnan"`` placeholder for an empty Alpaca
 input, as their pipeline did; ``strip_nan=True`` passes queries through
 :func:`~thtb.scorers.embedder.clean_query` instead. A sample the judge could not score gets ``error`` set and ``None`` fields,
 never a default; an empty query is an error without a call.
 
-Both constructors take ``judge`` as an :class:`~thtb.judge.client.OpenAIJudge` or as a mapping of
+Every constructor takes ``judge`` as an :class:`~thtb.judge.client.OpenAIJudge` or as a mapping of
 its constructor arguments (from Hydra config), and accept and ignore ``embedder=`` (the pipeline
 passes the shared embedder to every judge scorer).
 """
@@ -36,7 +40,7 @@ from typing import Any
 import pandas as pd
 
 from thtb.judge.client import OpenAIJudge
-from thtb.judge.prompts import BLOOM, BLOOM_LEVEL, DISCIPLINE_DESCRIPTION, DISCIPLINES
+from thtb.judge.prompts import ALPAGASUS, BLOOM, BLOOM_LEVEL, DISCIPLINE_DESCRIPTION, DISCIPLINES
 from thtb.scorers.base import BLOOM_BANDS, BloomScorer, DisciplineTagger, check_result
 from thtb.scorers.embedder import clean_query
 
@@ -146,3 +150,46 @@ class JudgeDisciplineTagger(DisciplineTagger):
             listed = "; ".join(f"{d}: {e}" for d, e in list(failed.items())[:10])
             raise RuntimeError(f"could not describe {len(failed)} discipline(s): {listed}")
         return {d: r.value for d, r in zip(names, results, strict=True)}
+
+
+class JudgeAlpaGasusScorer:
+    """AlpaGasus's 0–5 accuracy rating of each (query, response) pair from an LLM judge (see module doc)."""
+
+    name = "judge_alpagasus"
+
+    def __init__(
+        self,
+        judge: OpenAIJudge | Mapping[str, Any],
+        strip_nan: bool = False,
+        embedder: Any = None,  # noqa: ARG002 - accepted and ignored (pipeline convention)
+    ) -> None:
+        self.judge = _as_judge(judge)
+        self.strip_nan = bool(strip_nan)
+
+    def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
+        if len(queries) != len(responses):
+            raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
+        n = len(queries)
+        score: list[float] = [float("nan")] * n
+        reason: list[str | None] = [None] * n
+        error: list[str | None] = [None] * n
+        texts = [_query(q, self.strip_nan) for q in queries]
+        todo = [i for i, q in enumerate(texts) if q]
+        for i in range(n):
+            if not texts[i]:
+                error[i] = "empty query"
+        items = [{"query": texts[i], "response": "" if responses[i] is None else str(responses[i])} for i in todo]
+        for i, result in zip(todo, self.judge.run(ALPAGASUS, items), strict=True):
+            if result.error is not None:
+                error[i] = result.error
+                continue
+            score[i] = float(result.value["score"])
+            reason[i] = result.value.get("reason", "")
+        frame = pd.DataFrame(
+            {
+                "alpagasus_score": pd.Series(score, dtype="float64"),
+                "alpagasus_reason": pd.Series(reason, dtype=object),
+                "error": pd.Series(error, dtype=object),
+            }
+        )
+        return check_result(frame, n, ("alpagasus_score", "alpagasus_reason"), self.name)

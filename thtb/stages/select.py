@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from thtb import __version__
-from thtb.baselines import select_baseline
+from thtb.baselines import ALPAGASUS_THRESHOLD, select_baseline
 from thtb.cascade import Cascade, CascadeConfig, SelectionResult, n_selected
 from thtb.data import load_records, write_alpaca_json, write_jsonl, write_messages_jsonl
 from thtb.fingerprint import fingerprint, ids_digest
@@ -133,13 +133,23 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
     method = cfg["selection"].get("method", "thtb")
     if method != "thtb":
         size = cfg["selection"].get("size") or n_selected(len(records), config.fractions, config.stages, config.budget)
-        scorer = None
-        if method == "ifd":
+        scorer, extra = None, {}
+        if method in ("ifd", "alpagasus"):  # model-scored baselines: selection.<method> builds the scorer
             from hydra.utils import instantiate
 
-            scorer = instantiate(cfg["selection"]["ifd"])
-        return select_baseline(records, method, int(size), seed=int(cfg.get("seed", 42)), scorer=scorer,
-                               failure_budget=config.failure_budget)
+            scorer = instantiate(cfg["selection"][method])
+        if method == "alpagasus":
+            extra["threshold"] = float(cfg["selection"].get("threshold", ALPAGASUS_THRESHOLD))
+        judge = getattr(scorer, "judge", None)
+        try:
+            result = select_baseline(records, method, int(size), seed=int(cfg.get("seed", 42)), scorer=scorer,
+                                     failure_budget=config.failure_budget, **extra)
+        finally:
+            if judge is not None:  # also when the run stops on its failure budget
+                log.info("judge: %s", {k: v for k, v in judge.stats().items() if k != "cache"})
+        if judge is not None:
+            result.scorer_stats["judge"] = judge.stats()
+        return result
     scorers = build_scorers(cfg, config.stages)
     cascade = Cascade(
         config,
