@@ -60,6 +60,30 @@ def _query(text: Any, strip_nan: bool) -> str:
     return clean_query(text) if strip_nan else text.strip()
 
 
+def _judge_queries(judge: OpenAIJudge, template, queries: Sequence[str], strip_nan: bool,
+                   responses: Sequence[str] | None = None) -> tuple[list[Any], list[str | None]]:
+    """Run ``template`` on every non-empty query (with its response when given), in input order.
+
+    Returns the parsed values (``None`` where the judge failed) and the errors; an empty query is the
+    error ``"empty query"`` without a call.
+    """
+    if responses is not None and len(queries) != len(responses):
+        raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
+    texts = [_query(q, strip_nan) for q in queries]
+    values: list[Any] = [None] * len(texts)
+    errors: list[str | None] = [None if t else "empty query" for t in texts]
+    todo = [i for i, t in enumerate(texts) if t]
+    items = [{"query": texts[i]} for i in todo]
+    if responses is not None:
+        for item, i in zip(items, todo, strict=True):
+            item["response"] = "" if responses[i] is None else str(responses[i])
+    for i, result in zip(todo, judge.run(template, items), strict=True):
+        if result.error is None:
+            values[i] = result.value
+        errors[i] = result.error
+    return values, errors
+
+
 class JudgeBloomScorer(BloomScorer):
     """Bloom level/score/reason from an LLM judge (see module doc)."""
 
@@ -80,26 +104,14 @@ class JudgeBloomScorer(BloomScorer):
         self.template = BLOOM if fidelity == "reference" else BLOOM_LEVEL
 
     def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
-        if len(queries) != len(responses):
-            raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
-        n = len(queries)
-        level: list[str | None] = [None] * n
-        score: list[int | None] = [None] * n
-        reason: list[str | None] = [None] * n
-        error: list[str | None] = [None] * n
-        texts = [_query(q, self.strip_nan) for q in queries]
-        todo = [i for i, q in enumerate(texts) if q]
-        for i in range(n):
-            if not texts[i]:
-                error[i] = "empty query"
-        items = [{"query": texts[i], "response": "" if responses[i] is None else str(responses[i])} for i in todo]
-        for i, result in zip(todo, self.judge.run(self.template, items), strict=True):
-            if result.error is not None:
-                error[i] = result.error
-                continue
-            level[i] = result.value["level"]
-            score[i] = int(result.value["score"]) if self.fidelity == "reference" else BLOOM_BANDS[level[i]][0]
-            reason[i] = result.value.get("reasoning", "")
+        values, error = _judge_queries(self.judge, self.template, queries, self.strip_nan, responses)
+        n = len(values)
+        level = [v["level"] if v is not None else None for v in values]
+        if self.fidelity == "reference":
+            score = [int(v["score"]) if v is not None else None for v in values]
+        else:
+            score = [BLOOM_BANDS[v["level"]][0] if v is not None else None for v in values]
+        reason = [v.get("reasoning", "") if v is not None else None for v in values]
         frame = pd.DataFrame(
             {
                 "bloom_level": pd.Series(level, dtype=object),
@@ -126,19 +138,9 @@ class JudgeDisciplineTagger(DisciplineTagger):
         self.strip_nan = bool(strip_nan)
 
     def tag(self, queries: Sequence[str]) -> pd.DataFrame:
-        n = len(queries)
-        disciplines: list[list[str] | None] = [None] * n
-        error: list[str | None] = [None] * n
-        texts = [_query(q, self.strip_nan) for q in queries]
-        todo = [i for i, q in enumerate(texts) if q]
-        for i in range(n):
-            if not texts[i]:
-                error[i] = "empty query"
-        for i, result in zip(todo, self.judge.run(DISCIPLINES, [{"query": texts[i]} for i in todo]), strict=True):
-            if result.error is not None:
-                error[i] = result.error
-            else:
-                disciplines[i] = list(result.value)
+        values, error = _judge_queries(self.judge, DISCIPLINES, queries, self.strip_nan)
+        n = len(values)
+        disciplines = [list(v) if v is not None else None for v in values]
         frame = pd.DataFrame({"disciplines": pd.Series(disciplines, dtype=object), "error": pd.Series(error, dtype=object)})
         return check_result(frame, n, ("disciplines",), self.name)
 
@@ -167,24 +169,10 @@ class JudgeAlpaGasusScorer:
         self.strip_nan = bool(strip_nan)
 
     def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
-        if len(queries) != len(responses):
-            raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
-        n = len(queries)
-        score: list[float] = [float("nan")] * n
-        reason: list[str | None] = [None] * n
-        error: list[str | None] = [None] * n
-        texts = [_query(q, self.strip_nan) for q in queries]
-        todo = [i for i, q in enumerate(texts) if q]
-        for i in range(n):
-            if not texts[i]:
-                error[i] = "empty query"
-        items = [{"query": texts[i], "response": "" if responses[i] is None else str(responses[i])} for i in todo]
-        for i, result in zip(todo, self.judge.run(ALPAGASUS, items), strict=True):
-            if result.error is not None:
-                error[i] = result.error
-                continue
-            score[i] = float(result.value["score"])
-            reason[i] = result.value.get("reason", "")
+        values, error = _judge_queries(self.judge, ALPAGASUS, queries, self.strip_nan, responses)
+        n = len(values)
+        score = [float(v["score"]) if v is not None else float("nan") for v in values]
+        reason = [v.get("reason", "") if v is not None else None for v in values]
         frame = pd.DataFrame(
             {
                 "alpagasus_score": pd.Series(score, dtype="float64"),
