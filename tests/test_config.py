@@ -37,13 +37,6 @@ def test_experiment_composes_and_resolves(experiment, tmp_path):
         get_class(container["judge"][key]["_target_"])
 
 
-def test_scoring_offline_switches_every_backend():
-    cfg = compose_cfg(["+experiment=alpaca_5pct", "scoring=offline"])
-    assert cfg.reward._target_.endswith("HeuristicQualityScorer")
-    assert cfg.judge.name == "offline"
-    assert cfg.embedder.model == "minilm_offline"
-
-
 @pytest.mark.parametrize(
     ("scoring", "reward", "judge", "embedder"),
     [

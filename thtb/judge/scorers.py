@@ -60,31 +60,45 @@ def _query(text: Any, strip_nan: bool) -> str:
     return clean_query(text) if strip_nan else text.strip()
 
 
-def _judge_queries(judge: OpenAIJudge, template, queries: Sequence[str], strip_nan: bool,
-                   responses: Sequence[str] | None = None) -> tuple[list[Any], list[str | None]]:
-    """Run ``template`` on every non-empty query (with its response when given), in input order.
+class _JudgeBacked:
+    """What every judge-backed scorer shares: the judge client, the ``strip_nan`` switch, and running one
+    template over the non-empty queries. Accepts and ignores ``embedder=`` (the pipeline passes the shared
+    embedder to every judge scorer)."""
 
-    Returns the parsed values (``None`` where the judge failed) and the errors; an empty query is the
-    error ``"empty query"`` without a call.
-    """
-    if responses is not None and len(queries) != len(responses):
-        raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
-    texts = [_query(q, strip_nan) for q in queries]
-    values: list[Any] = [None] * len(texts)
-    errors: list[str | None] = [None if t else "empty query" for t in texts]
-    todo = [i for i, t in enumerate(texts) if t]
-    items = [{"query": texts[i]} for i in todo]
-    if responses is not None:
-        for item, i in zip(items, todo, strict=True):
-            item["response"] = "" if responses[i] is None else str(responses[i])
-    for i, result in zip(todo, judge.run(template, items), strict=True):
-        if result.error is None:
-            values[i] = result.value
-        errors[i] = result.error
-    return values, errors
+    def __init__(
+        self,
+        judge: OpenAIJudge | Mapping[str, Any],
+        strip_nan: bool = False,
+        embedder: Any = None,  # noqa: ARG002 - accepted and ignored (pipeline convention)
+    ) -> None:
+        self.judge = _as_judge(judge)
+        self.strip_nan = bool(strip_nan)
+
+    def _run(self, template, queries: Sequence[str],
+             responses: Sequence[str] | None = None) -> tuple[list[Any], list[str | None]]:
+        """Run ``template`` on every non-empty query (with its response when given), in input order.
+
+        Returns the parsed values (``None`` where the judge failed) and the errors; an empty query is
+        the error ``"empty query"`` without a call.
+        """
+        if responses is not None and len(queries) != len(responses):
+            raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
+        texts = [_query(q, self.strip_nan) for q in queries]
+        values: list[Any] = [None] * len(texts)
+        errors: list[str | None] = [None if t else "empty query" for t in texts]
+        todo = [i for i, t in enumerate(texts) if t]
+        items = [{"query": texts[i]} for i in todo]
+        if responses is not None:
+            for item, i in zip(items, todo, strict=True):
+                item["response"] = "" if responses[i] is None else str(responses[i])
+        for i, result in zip(todo, self.judge.run(template, items), strict=True):
+            if result.error is None:
+                values[i] = result.value
+            errors[i] = result.error
+        return values, errors
 
 
-class JudgeBloomScorer(BloomScorer):
+class JudgeBloomScorer(_JudgeBacked, BloomScorer):
     """Bloom level/score/reason from an LLM judge (see module doc)."""
 
     name = "judge_bloom"
@@ -98,13 +112,12 @@ class JudgeBloomScorer(BloomScorer):
     ) -> None:
         if fidelity not in FIDELITIES:
             raise ValueError(f"fidelity must be one of {FIDELITIES}, got {fidelity!r}")
-        self.judge = _as_judge(judge)
+        super().__init__(judge, strip_nan)
         self.fidelity = fidelity
-        self.strip_nan = bool(strip_nan)
         self.template = BLOOM if fidelity == "reference" else BLOOM_LEVEL
 
     def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
-        values, error = _judge_queries(self.judge, self.template, queries, self.strip_nan, responses)
+        values, error = self._run(self.template, queries, responses)
         n = len(values)
         level = [v["level"] if v is not None else None for v in values]
         if self.fidelity == "reference":
@@ -123,22 +136,13 @@ class JudgeBloomScorer(BloomScorer):
         return check_result(frame, n, ("bloom_level", "bloom_score", "bloom_reason"), self.name)
 
 
-class JudgeDisciplineTagger(DisciplineTagger):
+class JudgeDisciplineTagger(_JudgeBacked, DisciplineTagger):
     """Academic disciplines of a query and their descriptions from an LLM judge (see module doc)."""
 
     name = "judge_disciplines"
 
-    def __init__(
-        self,
-        judge: OpenAIJudge | Mapping[str, Any],
-        strip_nan: bool = False,
-        embedder: Any = None,  # noqa: ARG002 - accepted and ignored (pipeline convention)
-    ) -> None:
-        self.judge = _as_judge(judge)
-        self.strip_nan = bool(strip_nan)
-
     def tag(self, queries: Sequence[str]) -> pd.DataFrame:
-        values, error = _judge_queries(self.judge, DISCIPLINES, queries, self.strip_nan)
+        values, error = self._run(DISCIPLINES, queries)
         n = len(values)
         disciplines = [list(v) if v is not None else None for v in values]
         frame = pd.DataFrame({"disciplines": pd.Series(disciplines, dtype=object), "error": pd.Series(error, dtype=object)})
@@ -154,22 +158,13 @@ class JudgeDisciplineTagger(DisciplineTagger):
         return {d: r.value for d, r in zip(names, results, strict=True)}
 
 
-class JudgeAlpaGasusScorer:
+class JudgeAlpaGasusScorer(_JudgeBacked):
     """AlpaGasus's 0–5 accuracy rating of each (query, response) pair from an LLM judge (see module doc)."""
 
     name = "judge_alpagasus"
 
-    def __init__(
-        self,
-        judge: OpenAIJudge | Mapping[str, Any],
-        strip_nan: bool = False,
-        embedder: Any = None,  # noqa: ARG002 - accepted and ignored (pipeline convention)
-    ) -> None:
-        self.judge = _as_judge(judge)
-        self.strip_nan = bool(strip_nan)
-
     def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
-        values, error = _judge_queries(self.judge, ALPAGASUS, queries, self.strip_nan, responses)
+        values, error = self._run(ALPAGASUS, queries, responses)
         n = len(values)
         score = [float(v["score"]) if v is not None else float("nan") for v in values]
         reason = [v.get("reason", "") if v is not None else None for v in values]
