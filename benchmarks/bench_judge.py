@@ -7,6 +7,9 @@ Sections (``--only``):
   loop) vs concurrency 8, N distinct DISCIPLINES prompts from ``thtb/resources/demo.jsonl``
   (``max_tokens=32``, one answer per item), a fresh temporary cache per run (no hits). Runs against the
   default server and one started with ``--continuous-batching`` (two server starts).
+* ``hf`` — requests/s through the in-process :class:`~thtb.judge.local.HFJudge` (transformers' batched
+  ``generate``; SmolLM2-135M-Instruct offline by default, ``--model``/``--device`` for others) with
+  batch size 1 vs 8 on the same N DISCIPLINES prompts (``max_tokens=32``, no cache).
 * ``replay`` — a RequestCache filled with 10,000 synthetic finished records, then one ``run()`` over
   those 10,000 items served entirely from the cache (zero calls). ``--profile`` adds a cProfile of it.
 * ``overhead`` — the client's added latency per request: a minimal in-process aiohttp server on
@@ -17,6 +20,7 @@ Usage::
 
     python benchmarks/bench_judge.py --only replay --profile
     python benchmarks/bench_judge.py --only served --n 24
+    python benchmarks/bench_judge.py --only hf --n 32 --device cuda
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ if str(REPO) not in sys.path:
 
 from thtb.judge.cache import CacheRecord, RequestCache  # noqa: E402
 from thtb.judge.client import OpenAIJudge  # noqa: E402
+from thtb.judge.local import HFJudge  # noqa: E402
 from thtb.judge.prompts import DISCIPLINES  # noqa: E402
 
 DEMO = REPO / "thtb" / "resources" / "demo.jsonl"
@@ -114,6 +119,29 @@ def bench_served(n: int = 24, concurrencies=(1, 8), max_tokens: int = 32, modes=
                 )
         finally:
             server.stop()
+
+
+# --------------------------------------------------------------------------- hf (in-process)
+def bench_hf(n: int = 24, batch_sizes=(1, 8), max_tokens: int = 32, model: str = "smollm2",
+             device: str = "auto") -> None:
+    items = demo_items(n)
+    judge = HFJudge(model, device=device, batch_size=1, decoding={"max_tokens": max_tokens}, max_attempts=1,
+                    progress=False)
+    t0 = time.perf_counter()
+    _, loaded = judge._load()
+    print(f"hf: {model} loaded on {loaded.device} ({loaded.dtype}) in {time.perf_counter() - t0:.1f} s")
+    judge.run(DISCIPLINES, [{"query": "Warm-up: what is 2 + 2?"}])
+    for bs in batch_sizes:
+        judge.batch_size = bs
+        before = judge.stats()
+        t0 = time.perf_counter()
+        results = judge.run(DISCIPLINES, items)
+        wall = time.perf_counter() - t0
+        st = judge.stats()
+        ctok = st["completion_tokens"] - before["completion_tokens"]
+        ok = sum(r.ok for r in results)
+        print(f"hf batch_size={bs}: {len(items)} req in {wall:.2f} s = {len(items) / wall:.2f} req/s, "
+              f"{ctok / wall:.0f} generated tok/s (parsed {ok}/{len(items)})")
 
 
 # --------------------------------------------------------------------------- replay
@@ -269,7 +297,7 @@ def bench_overhead(n: int = 500, repeats: int = 3) -> None:
         print(f"overhead: client adds {jm - raw:.2f} ms/request over raw httpx")
 
 
-BENCHES = {"served": bench_served, "replay": bench_replay, "overhead": bench_overhead}
+BENCHES = {"served": bench_served, "hf": bench_hf, "replay": bench_replay, "overhead": bench_overhead}
 
 
 def main(argv=None) -> int:
@@ -278,6 +306,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=24, help="served: distinct prompts")
     parser.add_argument("--max-tokens", type=int, default=32, help="served: max_tokens override")
     parser.add_argument("--modes", default="default,continuous-batching", help="served: server modes to run")
+    parser.add_argument("--model", default="smollm2", help="hf: model id, folder or smollm2")
+    parser.add_argument("--device", default="auto", help="hf: auto | cpu | cuda")
     parser.add_argument("--n-replay", type=int, default=10_000, help="replay: cached records")
     parser.add_argument("--profile", action="store_true", help="replay: cProfile the run() and print the top")
     parser.add_argument("--n-overhead", type=int, default=500, help="overhead: requests per repeat")
@@ -287,6 +317,8 @@ def main(argv=None) -> int:
         if name == "served":
             modes = tuple(m.strip() == "continuous-batching" for m in args.modes.split(",") if m.strip())
             bench_served(n=args.n, max_tokens=args.max_tokens, modes=modes)
+        elif name == "hf":
+            bench_hf(n=args.n, max_tokens=args.max_tokens, model=args.model, device=args.device)
         elif name == "replay":
             bench_replay(n=args.n_replay, profile=args.profile)
         elif name == "overhead":

@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 
 from thtb.cascade import Cascade, CascadeConfig, SelectionError, n_keep, top_k
-from thtb.scorers.base import BLOOM_LEVELS, BloomScorer, DisciplineTagger, Embedder, QualityScorer
+from thtb.scorers.base import (
+    BLOOM_LEVELS,
+    BloomScorer,
+    DescriptionError,
+    DisciplineTagger,
+    Embedder,
+    QualityScorer,
+)
 
 
 class LengthQuality(QualityScorer):
@@ -80,6 +87,16 @@ def make_records(n: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+class UndescribableTagger(FixedTagger):
+    """``economics`` cannot be described (as when the judge keeps answering garbage)."""
+
+    def describe(self, disciplines):
+        described = {d: f"the study of {d}" for d in disciplines if d != "economics"}
+        if "economics" in disciplines:
+            raise DescriptionError({"economics": "parse: no prose (after 3 answers)"}, described)
+        return described
+
+
 def make_cascade(**overrides) -> Cascade:
     params = dict(fractions={"quality": 0.5, "intrinsic": 0.5, "extrinsic": 0.5}, k=3)
     params.update(overrides.pop("config", {}))
@@ -87,7 +104,7 @@ def make_cascade(**overrides) -> Cascade:
         CascadeConfig(**params),
         quality=overrides.get("quality", LengthQuality()),
         bloom=overrides.get("bloom", KeywordBloom()),
-        disciplines=FixedTagger(),
+        disciplines=overrides.get("disciplines", FixedTagger()),
         embedder=AxisEmbedder(),
     )
 
@@ -176,6 +193,25 @@ def test_failures_over_budget_stop_the_run_with_ids():
         make_cascade(quality=LengthQuality(fail=failing), config={"failure_budget": 1}).run(records)
     assert info.value.failed_ids == ["id0003", "id0007"]
     assert "id0003" in str(info.value)
+
+
+def test_undescribed_discipline_fails_its_samples_against_the_budget():
+    records = make_records(60)  # every 5th query mentions the market → tagged physics + economics
+    cascade = make_cascade(disciplines=UndescribableTagger(), config={"failure_budget": 60})
+    result = cascade.run(records)
+    card = result.card
+    failed = card[card["error"].notna()]
+    assert len(failed) > 0 and (failed["fell_at"] == "intrinsic").all()
+    assert failed["error"].str.startswith("discipline description failed: economics (parse:").all()
+    assert all("economics" in tags for tags in failed["disciplines"])
+    # the samples without economics were scored as usual; the failed ones carry no IHS
+    reached = card[card["bloom_level"].notna() & card["error"].isna()]
+    assert reached["ihs"].notna().all() and failed["ihs"].isna().all()
+    assert sorted(result.failures["intrinsic"]) == failed["id"].tolist() and list(result.failures) == ["intrinsic"]
+    # with the default budget (0) the run stops and lists them
+    with pytest.raises(SelectionError, match="discipline description failed: economics") as info:
+        make_cascade(disciplines=UndescribableTagger()).run(records)
+    assert sorted(info.value.failed_ids) == failed["id"].tolist()
 
 
 def test_nan_without_error_counts_as_failure():

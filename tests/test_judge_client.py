@@ -26,6 +26,7 @@ from thtb.judge import (
     OpenAIJudge,
     RequestCache,
 )
+from thtb.scorers.base import DescriptionError
 
 SECRET = "sk-test-secret"
 
@@ -390,8 +391,10 @@ def test_discipline_tagger(server, tmp_path):
     assert server.count == before + 2
 
     server.script = lambda n, body: (200, "", 0.0)
-    with pytest.raises(RuntimeError, match="could not describe 1"):
-        tagger.describe(["unknown_field"])
+    with pytest.raises(DescriptionError, match="could not describe 1") as info:
+        tagger.describe(["unknown_field", "literature"])
+    assert list(info.value.errors) == ["unknown_field"] and info.value.errors["unknown_field"].startswith("parse:")
+    assert info.value.described["literature"].startswith("Literature")
 
 
 def test_judge_from_mapping(server, tmp_path):

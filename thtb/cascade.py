@@ -23,6 +23,7 @@ from thtb import maths
 from thtb.scorers.base import (
     BLOOM_LEVELS,
     BloomScorer,
+    DescriptionError,
     DisciplineTagger,
     Embedder,
     QualityScorer,
@@ -263,10 +264,13 @@ class Cascade:
             card["disciplines"] = pd.Series([None] * len(card), dtype=object)
         disc = pd.Series(list(d["disciplines"]), dtype=object)
         card.loc[alive, "disciplines"] = disc.to_numpy()
+        card.loc[alive, "n_disciplines"] = [len(x) if isinstance(x, list | tuple) else np.nan for x in disc]
+        ok = error.isna().to_numpy()
+        names = sorted({n for x in disc[ok] for n in x})
+        descriptions = self._describe(names, disc, error) if names else {}
         ok = error.isna().to_numpy()
         good = alive[ok]
         lists = [list(x) for x in disc[ok]]
-        card.loc[alive, "n_disciplines"] = [len(x) if isinstance(x, list | tuple) else np.nan for x in disc]
         if ok.any():
             levels = b.loc[ok, "bloom_level"].tolist()
             level_index = np.array([BLOOM_LEVELS.index(v) + 1 for v in levels])
@@ -274,7 +278,6 @@ class Cascade:
                 score=b.loc[ok, "bloom_score"].to_numpy(np.float64), level_index=level_index, fidelity=cfg.fidelity
             )
             names = sorted({n for x in lists for n in x})
-            descriptions = self._timed("disciplines:describe", self.disciplines.describe, names)
             vectors = self._timed(
                 f"embed:{self.embedder.name}", self.embedder.encode, [descriptions[n] for n in names]
             )
@@ -284,6 +287,20 @@ class Cascade:
             card.loc[good, "ic"] = ic
             card.loc[good, "ihs"] = maths.ihs(bloom, ic)
         return pd.DataFrame({"error": error.to_numpy()})
+
+    def _describe(self, names: list[str], disc: pd.Series, error: pd.Series) -> dict[str, str]:
+        """Descriptions of ``names``; a sample tagged with a discipline that could not be described gets an
+        error (in ``error``, in place), so it fails against the budget instead of stopping the run."""
+        try:
+            return self._timed("disciplines:describe", self.disciplines.describe, names)
+        except DescriptionError as exc:
+            log.warning("%s; the samples tagged with them fail", exc)
+            for i, tags in disc.items():
+                if pd.isna(error[i]):
+                    missing = [t for t in tags if t in exc.errors]
+                    if missing:
+                        error[i] = f"discipline description failed: {missing[0]} ({exc.errors[missing[0]]})"
+            return exc.described
 
     def _score_extrinsic(self, recs: pd.DataFrame, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
         cfg = self.config

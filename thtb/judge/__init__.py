@@ -1,8 +1,11 @@
-"""LLM judge for THTB stage 2: versioned prompts, strict parsers, a cached OpenAI-compatible client,
+"""LLM judge for THTB stage 2: versioned prompts, strict parsers, a persistent request cache, three
+backends behind one interface (OpenAI-compatible HTTP, in-process transformers, in-process vLLM),
 the judge backends of the Bloom and discipline scorer interfaces and the AlpaGasus rater."""
 
 from thtb.judge.cache import CacheRecord, RequestCache, make_key
-from thtb.judge.client import JudgeResult, OpenAIJudge
+from thtb.judge.base import JudgeBackend, JudgeResult
+from thtb.judge.client import OpenAIJudge
+from thtb.judge.local import HFJudge, VLLMJudge
 from thtb.judge.parsers import ParseError
 from thtb.judge.prompts import (
     ALPAGASUS,
@@ -23,6 +26,8 @@ __all__ = [
     "DISCIPLINE_DESCRIPTION",
     "TEMPLATES",
     "CacheRecord",
+    "HFJudge",
+    "JudgeBackend",
     "JudgeAlpaGasusScorer",
     "JudgeBloomScorer",
     "JudgeDisciplineTagger",
@@ -31,5 +36,6 @@ __all__ = [
     "ParseError",
     "PromptTemplate",
     "RequestCache",
+    "VLLMJudge",
     "make_key",
 ]

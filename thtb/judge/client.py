@@ -33,7 +33,6 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,40 +40,15 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm.auto import tqdm
 
-from thtb.judge.cache import CacheRecord, RequestCache, make_key
-from thtb.judge.parsers import ParseError
+from thtb.judge.base import JudgeBackend, JudgeResult, Messages
+from thtb.judge.cache import RequestCache
 from thtb.judge.prompts import PromptTemplate
+
+__all__ = ["JudgeResult", "NoChoicesError", "OpenAIJudge", "is_transient"]
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = frozenset({408, 409, 429})
-
-
-@dataclass
-class JudgeResult:
-    """The outcome of one item: ``value`` when parsed, else ``error`` (never both)."""
-
-    value: Any = None
-    error: str | None = None
-    raw: str | None = None
-    from_cache: bool = False
-    attempts: int = 0
-    latency_s: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def _plain(obj: Any) -> Any:
-    """Mappings/sequences (e.g. OmegaConf containers from Hydra) → plain dicts/lists, recursively."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, Sequence) and not isinstance(obj, str | bytes):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 class NoChoicesError(RuntimeError):
@@ -96,7 +70,7 @@ def _describe_exc(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-class OpenAIJudge:
+class OpenAIJudge(JudgeBackend):
     """Judge over an OpenAI-compatible chat-completions endpoint (see module doc).
 
     Args:
@@ -115,6 +89,8 @@ class OpenAIJudge:
         backoff_initial_s, backoff_max_s: exponential backoff bounds of transport retries.
         progress: show a tqdm progress bar.
     """
+
+    backend = "openai"
 
     def __init__(
         self,
@@ -135,32 +111,18 @@ class OpenAIJudge:
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        self.model = str(model)
+        super().__init__(model, max_attempts=max_attempts, cache=cache, reparse=reparse, decoding=decoding,
+                         extra_body=extra_body, progress=progress)
         self.base_url = str(base_url)
         self.api_key_env = api_key_env
         self.__api_key = os.environ.get(api_key_env) or "EMPTY"
         self.concurrency = int(concurrency)
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
-        self.max_attempts = int(max_attempts)
-        self.extra_body = _plain(extra_body) if extra_body else None
-        self.cache = RequestCache(cache) if isinstance(cache, str | Path) else cache
-        self.reparse = bool(reparse)
-        if self.reparse and self.cache is None:
-            raise ValueError("reparse mode needs a cache")
-        self.decoding = _plain(decoding) if decoding else {}
         self.backoff_initial_s = float(backoff_initial_s)
         self.backoff_max_s = float(backoff_max_s)
-        self.progress = bool(progress)
-        self._counters = {
-            "calls": 0, "retries": 0, "reasks": 0, "cache_hits": 0, "reparsed": 0, "failures": 0,
-            "parse_failures": 0, "transport_failures": 0, "items": 0,
-            "prompt_tokens": 0, "completion_tokens": 0, "wall_s": 0.0,
-        }
 
     def __repr__(self) -> str:
         return (
@@ -169,16 +131,6 @@ class OpenAIJudge:
         )
 
     # ------------------------------------------------------------------------------- public
-    def params(self, template: PromptTemplate) -> dict[str, Any]:
-        """The decoding parameters of ``template`` as sent (and keyed): overrides, extra_body."""
-        params = {**dict(template.params), **self.decoding}
-        if self.extra_body:
-            params["extra_body"] = self.extra_body
-        return params
-
-    def key(self, template: PromptTemplate, item: Mapping[str, Any]) -> str:
-        return make_key(self.model, template.name, template.version, template.messages(item), self.params(template))
-
     def run(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> list[JudgeResult]:
         """Judge every item (sync wrapper over :meth:`arun`); results in input order."""
         try:
@@ -202,13 +154,7 @@ class OpenAIJudge:
 
     async def arun(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> list[JudgeResult]:
         start = time.perf_counter()
-        groups: dict[str, list[int]] = {}
-        messages: dict[str, list[dict[str, str]]] = {}
-        for i, item in enumerate(items):
-            msgs = template.messages(item)
-            k = make_key(self.model, template.name, template.version, msgs, self.params(template))
-            groups.setdefault(k, []).append(i)
-            messages[k] = msgs
+        groups, messages = self._group(template, items)
         results: list[JudgeResult | None] = [None] * len(items)
         client = None
         if not self.reparse:
@@ -230,20 +176,7 @@ class OpenAIJudge:
             bar.close()
             if client is not None:
                 await client.close()
-        c = self._counters
-        c["items"] += len(items)
-        c["failures"] += sum(1 for r in results if r is not None and r.error is not None)
-        c["wall_s"] += time.perf_counter() - start
-        return [r for r in results if r is not None]
-
-    def stats(self) -> dict[str, Any]:
-        """Counters for summary.json: calls (HTTP requests), retries, re-asks, cache hits, failures
-        (items returned with an error), tokens, wall time; plus the model and cache file."""
-        out: dict[str, Any] = dict(self._counters)
-        out["wall_s"] = round(out["wall_s"], 3)
-        out["model"] = self.model
-        out["cache"] = str(self.cache.path) if self.cache is not None else None
-        return out
+        return self._tally(results, len(items), start)
 
     # ----------------------------------------------------------------------------- internals
     async def _one(
@@ -252,79 +185,31 @@ class OpenAIJudge:
         semaphore: asyncio.Semaphore,
         template: PromptTemplate,
         key: str,
-        msgs: list[dict[str, str]],
+        msgs: Messages,
     ) -> JudgeResult:
-        cached = self.cache.get(key) if self.cache is not None else None
-        if self.reparse:
-            if cached is None:
-                return JudgeResult(error="reparse: request not in cache")
-            return self._reparse(template, key, cached)
-        if cached is not None:
-            self._counters["cache_hits"] += 1
-            return JudgeResult(
-                value=cached.parsed if cached.error is None else None, error=cached.error, raw=cached.raw,
-                from_cache=True, attempts=cached.attempts, latency_s=cached.latency_s,
-                prompt_tokens=cached.prompt_tokens, completion_tokens=cached.completion_tokens,
-            )
+        hit = self._lookup(template, key)
+        if hit is not None:
+            return hit
         assert client is not None
         conversation = list(msgs)
         result = JudgeResult()
         async with semaphore:
-            for attempt in range(1, self.max_attempts + 1):
-                result.attempts = attempt
+            while True:
                 try:
                     raw, ptok, ctok, latency = await self._call(client, template, conversation)
                 except Exception as exc:  # noqa: BLE001 - every transport failure is recorded
                     self._counters["transport_failures"] += 1
                     log.warning("judge %s: request failed after retries: %s", template.name, _describe_exc(exc))
+                    result.attempts += 1
                     result.error = f"transport: {_describe_exc(exc)} after {self.max_retries + 1} tries"
                     return result  # not finished: not cached
-                result.raw = raw
-                result.latency_s += latency
-                result.prompt_tokens += ptok
-                result.completion_tokens += ctok
-                try:
-                    result.value, result.error = template.parser(raw), None
+                if self._take_answer(template, result, raw, ptok, ctok, latency) or result.attempts >= self.max_attempts:
                     break
-                except ParseError as exc:
-                    result.value, result.error = None, f"parse: {exc}"
-                    if attempt < self.max_attempts:
-                        self._counters["reasks"] += 1
-                        conversation = [
-                            *conversation,
-                            {"role": "assistant", "content": raw},
-                            {"role": "user", "content": template.followup_message(str(exc))},
-                        ]
-        if result.error is not None:
-            self._counters["parse_failures"] += 1
-            result.error = f"{result.error} (after {result.attempts} answers)"
-        if self.cache is not None:
-            self.cache.put(
-                key,
-                CacheRecord(
-                    raw=result.raw or "", parsed=result.value, error=result.error, latency_s=result.latency_s,
-                    prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                    attempts=result.attempts, model=self.model, template=template.id,
-                ),
-            )
-        return result
-
-    def _reparse(self, template: PromptTemplate, key: str, cached: CacheRecord) -> JudgeResult:
-        self._counters["reparsed"] += 1
-        try:
-            value, error = template.parser(cached.raw), None
-        except ParseError as exc:
-            value, error = None, f"parse: {exc} (reparse)"
-        if self.cache is not None and (error != cached.error or value != cached.parsed):
-            cached.parsed, cached.error = value, error
-            self.cache.put(key, cached)
-        return JudgeResult(
-            value=value, error=error, raw=cached.raw, from_cache=True, attempts=cached.attempts,
-            latency_s=cached.latency_s, prompt_tokens=cached.prompt_tokens, completion_tokens=cached.completion_tokens,
-        )
+                conversation = self._reask(template, conversation, result)
+        return self._finish(template, key, result)
 
     async def _call(
-        self, client: openai.AsyncOpenAI, template: PromptTemplate, conversation: list[dict[str, str]]
+        self, client: openai.AsyncOpenAI, template: PromptTemplate, conversation: Messages
     ) -> tuple[str, int, int, float]:
         """One answer (with transport retries): raw text, prompt/completion tokens, latency."""
         params = {**dict(template.params), **self.decoding}

@@ -52,6 +52,8 @@ class PromptTemplate:
         followup: the stricter instruction appended after an unparsable answer (``{error}`` is
             replaced by the parse error).
         fields: the item keys ``build`` needs.
+        json_schema: the JSON schema of a valid answer, for backends with guided decoding (vLLM);
+            ``None`` for free-text answers.
     """
 
     name: str
@@ -61,6 +63,7 @@ class PromptTemplate:
     followup: str
     fields: tuple[str, ...]
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    json_schema: Mapping[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -103,6 +106,20 @@ Within a band, a higher score means the task is more demanding for that level (m
 knowledge, more constraints, longer or more original output)."""
 
 
+_LEVEL_SCHEMA = {"type": "string", "enum": ["Remember", "Understand", "Apply", "Analyze", "Evaluate", "Create"]}
+_BLOOM_SCHEMA = {
+    "type": "object",
+    "properties": {"level": _LEVEL_SCHEMA, "score": {"type": "integer", "minimum": 1, "maximum": 21},
+                   "reasoning": {"type": "string"}},
+    "required": ["level", "score", "reasoning"],
+}
+_BLOOM_LEVEL_SCHEMA = {
+    "type": "object",
+    "properties": {"level": _LEVEL_SCHEMA, "reasoning": {"type": "string"}},
+    "required": ["level", "reasoning"],
+}
+
+
 def _sample_block(item: Mapping[str, Any]) -> str:
     return f"### Instruction\n{item['query']}\n\n### Response\n{item['response']}"
 
@@ -134,6 +151,7 @@ BLOOM = PromptTemplate(
     parser=parsers.parse_bloom,
     fields=("query", "response"),
     params=MappingProxyType({"temperature": 0.0, "max_tokens": 512}),
+    json_schema=_BLOOM_SCHEMA,
     followup=(
         "Your answer could not be used: {error}. Answer only with one JSON object "
         '{"level": ..., "score": ..., "reasoning": ...} where level is one of Remember, Understand, '
@@ -150,6 +168,7 @@ BLOOM_LEVEL = PromptTemplate(
     parser=parsers.parse_bloom_level,
     fields=("query", "response"),
     params=MappingProxyType({"temperature": 0.0, "max_tokens": 384}),
+    json_schema=_BLOOM_LEVEL_SCHEMA,
     followup=(
         "Your answer could not be used: {error}. Answer only with one JSON object "
         '{"level": ..., "reasoning": ...} where level is one of Remember, Understand, Apply, Analyze, '

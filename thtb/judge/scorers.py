@@ -14,8 +14,9 @@
     :meth:`~JudgeDisciplineTagger.tag` asks the :data:`~thtb.judge.prompts.DISCIPLINES` prompt
     with the query only; :meth:`~JudgeDisciplineTagger.describe` makes one
     :data:`~thtb.judge.prompts.DISCIPLINE_DESCRIPTION` call per unique discipline (through the
-    cache, so across runs each discipline is described once) and raises if any fails, since the
-    IC distance term needs every description.
+    cache, so across runs each discipline is described once) and raises
+    :class:`~thtb.scorers.base.DescriptionError` (with the descriptions it got) if any fails: the
+    cascade then fails the samples tagged with an undescribed discipline, against the failure budget.
 
 :class:`JudgeAlpaGasusScorer` (the AlpaGasus baseline, :mod:`thtb.baselines`)
     :meth:`~JudgeAlpaGasusScorer.score` asks the :data:`~thtb.judge.prompts.ALPAGASUS` prompt with
@@ -27,8 +28,9 @@ input, as their pipeline did; ``strip_nan=True`` passes queries through
 :func:`~thtb.scorers.embedder.clean_query` instead. A sample the judge could not score gets ``error`` set and ``None`` fields,
 never a default; an empty query is an error without a call.
 
-Every constructor takes ``judge`` as an :class:`~thtb.judge.client.OpenAIJudge` or as a mapping of
-its constructor arguments (from Hydra config), and accept and ignore ``embedder=`` (the pipeline
+Every constructor takes ``judge`` as any judge backend (:class:`~thtb.judge.client.OpenAIJudge`,
+:class:`~thtb.judge.local.HFJudge`, :class:`~thtb.judge.local.VLLMJudge`) or as a mapping of
+OpenAIJudge's constructor arguments, and accept and ignore ``embedder=`` (the pipeline
 passes the shared embedder to every judge scorer).
 """
 
@@ -39,20 +41,24 @@ from typing import Any
 
 import pandas as pd
 
+from thtb.judge.base import JudgeBackend
 from thtb.judge.client import OpenAIJudge
 from thtb.judge.prompts import ALPAGASUS, BLOOM, BLOOM_LEVEL, DISCIPLINE_DESCRIPTION, DISCIPLINES
-from thtb.scorers.base import BLOOM_BANDS, BloomScorer, DisciplineTagger, check_result
+from thtb.scorers.base import BLOOM_BANDS, BloomScorer, DescriptionError, DisciplineTagger, check_result
 from thtb.scorers.embedder import clean_query
 
 FIDELITIES = ("reference", "paper")
 
 
-def _as_judge(judge: OpenAIJudge | Mapping[str, Any]) -> OpenAIJudge:
-    if isinstance(judge, OpenAIJudge):
+def _as_judge(judge: JudgeBackend | Mapping[str, Any]) -> JudgeBackend:
+    if isinstance(judge, JudgeBackend):
         return judge
     if isinstance(judge, Mapping):
         return OpenAIJudge(**dict(judge))
-    raise TypeError(f"judge must be an OpenAIJudge or a mapping of its arguments, got {type(judge).__name__}")
+    raise TypeError(
+        "judge must be a judge backend (OpenAIJudge, HFJudge, VLLMJudge) or a mapping of OpenAIJudge "
+        f"arguments, got {type(judge).__name__}"
+    )
 
 
 def _query(text: Any, strip_nan: bool) -> str:
@@ -67,7 +73,7 @@ class _JudgeBacked:
 
     def __init__(
         self,
-        judge: OpenAIJudge | Mapping[str, Any],
+        judge: JudgeBackend | Mapping[str, Any],
         strip_nan: bool = False,
         embedder: Any = None,  # noqa: ARG002 - accepted and ignored (pipeline convention)
     ) -> None:
@@ -105,7 +111,7 @@ class JudgeBloomScorer(_JudgeBacked, BloomScorer):
 
     def __init__(
         self,
-        judge: OpenAIJudge | Mapping[str, Any],
+        judge: JudgeBackend | Mapping[str, Any],
         fidelity: str = "reference",
         strip_nan: bool = False,
         embedder: Any = None,  # noqa: ARG002 - accepted and ignored (pipeline convention)
@@ -152,10 +158,10 @@ class JudgeDisciplineTagger(_JudgeBacked, DisciplineTagger):
         names = list(dict.fromkeys(disciplines))
         results = self.judge.run(DISCIPLINE_DESCRIPTION, [{"discipline": d} for d in names])
         failed = {d: r.error for d, r in zip(names, results, strict=True) if r.error is not None}
+        described = {d: r.value for d, r in zip(names, results, strict=True) if r.error is None}
         if failed:
-            listed = "; ".join(f"{d}: {e}" for d, e in list(failed.items())[:10])
-            raise RuntimeError(f"could not describe {len(failed)} discipline(s): {listed}")
-        return {d: r.value for d, r in zip(names, results, strict=True)}
+            raise DescriptionError(failed, described)
+        return described
 
 
 class JudgeAlpaGasusScorer(_JudgeBacked):

@@ -84,7 +84,22 @@ class DisciplineTagger(ABC):
 
     @abstractmethod
     def describe(self, disciplines: Sequence[str]) -> dict[str, str]:
-        """A 3–5 sentence description of each discipline (embedded for the IC distance term)."""
+        """A 3–5 sentence description of each discipline (embedded for the IC distance term).
+
+        Raises :class:`DescriptionError` (carrying the descriptions it did get) when some could not be
+        made; the cascade then fails the samples tagged with those disciplines, against the failure budget.
+        """
+
+
+class DescriptionError(RuntimeError):
+    """Some disciplines could not be described: ``errors`` maps each to its error; ``described`` holds the
+    descriptions that were made."""
+
+    def __init__(self, errors: dict[str, str], described: dict[str, str]) -> None:
+        listed = "; ".join(f"{d}: {e}" for d, e in list(errors.items())[:10])
+        super().__init__(f"could not describe {len(errors)} discipline(s): {listed}")
+        self.errors = dict(errors)
+        self.described = dict(described)
 
 
 def check_result(frame: pd.DataFrame, n: int, columns: Sequence[str], scorer: str) -> pd.DataFrame:

@@ -1,0 +1,216 @@
+"""What every LLM-judge backend shares: cache keys, cache hits, reparse, re-asks, counters.
+
+A backend turns ``(template, items)`` into one :class:`JudgeResult` per item, in input order. The
+HTTP backend (:class:`~thtb.judge.client.OpenAIJudge`) and the in-process ones
+(:class:`~thtb.judge.local.HFJudge`, :class:`~thtb.judge.local.VLLMJudge`) differ only in how an
+answer is produced; the rules around it live here, once:
+
+- **key** (:func:`~thtb.judge.cache.make_key`): backend model id, template name + version, rendered
+  messages, decoding parameters. Items with the same key in one run are asked once.
+- **finished request** = an answer came back (parsed or not after ``max_attempts`` answers): cached
+  and committed at once, never asked again. A transport/backend failure is returned as an error and
+  **not** cached, so a resumed run retries it.
+- **parse failures** are re-asked with the template's stricter follow-up appended to the
+  conversation; the last failure is recorded as an error — never replaced by a default.
+- **reparse**: the template's parser is re-applied to cached raw text; no answer is ever generated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thtb.judge.cache import CacheRecord, RequestCache, make_key
+from thtb.judge.parsers import ParseError
+from thtb.judge.prompts import PromptTemplate
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class JudgeResult:
+    """The outcome of one item: ``value`` when parsed, else ``error`` (never both)."""
+
+    value: Any = None
+    error: str | None = None
+    raw: str | None = None
+    from_cache: bool = False
+    attempts: int = 0
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def plain(obj: Any) -> Any:
+    """Mappings/sequences (e.g. OmegaConf containers from Hydra) → plain dicts/lists, recursively."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, Sequence) and not isinstance(obj, str | bytes):
+        return [plain(v) for v in obj]
+    return obj
+
+
+class JudgeBackend:
+    """Base of the judge backends (see module doc). Subclasses implement :meth:`run`.
+
+    Args:
+        model: the model id (part of every cache key).
+        max_attempts: answers asked per item when answers do not parse (1 = no re-ask).
+        cache: a :class:`RequestCache`, a path to one, or ``None`` (no cache).
+        reparse: re-apply parsers to cached raw text; never generate.
+        decoding: overrides of the templates' decoding parameters (e.g. ``max_tokens``).
+        extra_body: backend-specific extra parameters (part of the cache key).
+        progress: show a progress bar.
+    """
+
+    backend = "base"
+
+    def __init__(
+        self,
+        model: str,
+        max_attempts: int = 3,
+        cache: RequestCache | str | Path | None = None,
+        reparse: bool = False,
+        decoding: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        progress: bool = True,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.model = str(model)
+        self.max_attempts = int(max_attempts)
+        self.cache = RequestCache(cache) if isinstance(cache, str | Path) else cache
+        self.reparse = bool(reparse)
+        if self.reparse and self.cache is None:
+            raise ValueError("reparse mode needs a cache")
+        self.decoding = plain(decoding) if decoding else {}
+        self.extra_body = plain(extra_body) if extra_body else None
+        self.progress = bool(progress)
+        self._counters: dict[str, Any] = {
+            "calls": 0, "retries": 0, "reasks": 0, "cache_hits": 0, "reparsed": 0, "failures": 0,
+            "parse_failures": 0, "transport_failures": 0, "items": 0,
+            "prompt_tokens": 0, "completion_tokens": 0, "wall_s": 0.0,
+        }
+
+    # ------------------------------------------------------------------------------- public
+    def run(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> list[JudgeResult]:
+        """Judge every item; results in input order."""
+        raise NotImplementedError
+
+    def params(self, template: PromptTemplate) -> dict[str, Any]:
+        """The decoding parameters of ``template`` as used (and keyed): overrides, extra_body."""
+        params = {**dict(template.params), **self.decoding}
+        if self.extra_body:
+            params["extra_body"] = self.extra_body
+        return params
+
+    def key(self, template: PromptTemplate, item: Mapping[str, Any]) -> str:
+        return make_key(self.model, template.name, template.version, template.messages(item), self.params(template))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for summary.json: calls (answers generated / HTTP requests), retries, re-asks, cache
+        hits, failures (items returned with an error), tokens, wall time; plus backend, model, cache."""
+        out: dict[str, Any] = dict(self._counters)
+        out["wall_s"] = round(out["wall_s"], 3)
+        out["backend"] = self.backend
+        out["model"] = self.model
+        out["cache"] = str(self.cache.path) if self.cache is not None else None
+        return out
+
+    # ----------------------------------------------------------------------------- helpers
+    def _group(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[int]], dict[str, Messages]]:
+        """Cache key → item positions, and key → rendered messages (duplicates asked once)."""
+        groups: dict[str, list[int]] = {}
+        messages: dict[str, Messages] = {}
+        params = self.params(template)
+        for i, item in enumerate(items):
+            msgs = template.messages(item)
+            k = make_key(self.model, template.name, template.version, msgs, params)
+            groups.setdefault(k, []).append(i)
+            messages[k] = msgs
+        return groups, messages
+
+    def _lookup(self, template: PromptTemplate, key: str) -> JudgeResult | None:
+        """The cached result of ``key`` (reparsed in reparse mode), or ``None`` when it must be asked."""
+        cached = self.cache.get(key) if self.cache is not None else None
+        if self.reparse:
+            if cached is None:
+                return JudgeResult(error="reparse: request not in cache")
+            return self._reparse(template, key, cached)
+        if cached is None:
+            return None
+        self._counters["cache_hits"] += 1
+        return JudgeResult(
+            value=cached.parsed if cached.error is None else None, error=cached.error, raw=cached.raw,
+            from_cache=True, attempts=cached.attempts, latency_s=cached.latency_s,
+            prompt_tokens=cached.prompt_tokens, completion_tokens=cached.completion_tokens,
+        )
+
+    def _reparse(self, template: PromptTemplate, key: str, cached: CacheRecord) -> JudgeResult:
+        self._counters["reparsed"] += 1
+        try:
+            value, error = template.parser(cached.raw), None
+        except ParseError as exc:
+            value, error = None, f"parse: {exc} (reparse)"
+        if self.cache is not None and (error != cached.error or value != cached.parsed):
+            cached.parsed, cached.error = value, error
+            self.cache.put(key, cached)
+        return JudgeResult(
+            value=value, error=error, raw=cached.raw, from_cache=True, attempts=cached.attempts,
+            latency_s=cached.latency_s, prompt_tokens=cached.prompt_tokens, completion_tokens=cached.completion_tokens,
+        )
+
+    def _take_answer(self, template: PromptTemplate, result: JudgeResult, raw: str, ptok: int, ctok: int,
+                     latency: float) -> bool:
+        """Fold one answer into ``result``; ``True`` when it parsed (the request is done)."""
+        result.attempts += 1
+        result.raw = raw
+        result.latency_s += latency
+        result.prompt_tokens += ptok
+        result.completion_tokens += ctok
+        try:
+            result.value, result.error = template.parser(raw), None
+            return True
+        except ParseError as exc:
+            result.value, result.error = None, f"parse: {exc}"
+            return False
+
+    def _reask(self, template: PromptTemplate, conversation: Messages, result: JudgeResult) -> Messages:
+        """The conversation extended by the unparsable answer and the template's stricter follow-up."""
+        self._counters["reasks"] += 1
+        detail = (result.error or "").removeprefix("parse: ")
+        return [
+            *conversation,
+            {"role": "assistant", "content": result.raw or ""},
+            {"role": "user", "content": template.followup_message(detail)},
+        ]
+
+    def _finish(self, template: PromptTemplate, key: str, result: JudgeResult) -> JudgeResult:
+        """A request that got its last answer: mark an unparsed one, cache it (committed at once)."""
+        if result.error is not None:
+            self._counters["parse_failures"] += 1
+            result.error = f"{result.error} (after {result.attempts} answers)"
+        if self.cache is not None:
+            self.cache.put(
+                key,
+                CacheRecord(
+                    raw=result.raw or "", parsed=result.value, error=result.error, latency_s=result.latency_s,
+                    prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                    attempts=result.attempts, model=self.model, template=template.id,
+                ),
+            )
+        return result
+
+    def _tally(self, results: Sequence[JudgeResult | None], n_items: int, start: float) -> list[JudgeResult]:
+        c = self._counters
+        c["items"] += n_items
+        c["failures"] += sum(1 for r in results if r is not None and r.error is not None)
+        c["wall_s"] += time.perf_counter() - start
+        return [r for r in results if r is not None]

@@ -1,0 +1,363 @@
+"""In-process judge backends: batched generation with transformers (:class:`HFJudge`) or vLLM
+(:class:`VLLMJudge`), under the same cache/re-ask/failure rules as the HTTP judge
+(:mod:`thtb.judge.base`).
+
+How a run goes (:meth:`LocalJudge.run`)
+    1. Items are keyed and looked up in the cache; hits (and, in ``reparse`` mode, every item) need
+       no model — the model is loaded lazily, at the first answer actually generated.
+    2. The remaining requests are answered in chunks of ``batch_size`` conversations (sorted by
+       length, so padding stays small); each chunk's finished requests are committed to the cache
+       before the next chunk starts, so a killed run loses at most one chunk of work.
+    3. Unparsable answers are re-asked (the template's stricter follow-up appended) in later rounds,
+       up to ``max_attempts`` answers; then recorded as parse failures.
+    4. A chunk whose generation raises (out of memory, a CUDA error, …) returns that error for each of
+       its requests — counted as failures, not cached, so a rerun retries them — and the run goes on.
+
+``extra_body`` carries backend options that change the answers (so they are part of the cache key):
+``chat_template_kwargs`` (e.g. ``{enable_thinking: false}`` for Qwen3) is passed to the chat template
+by both backends.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from thtb.judge.base import JudgeBackend, JudgeResult, Messages
+from thtb.judge.cache import RequestCache
+from thtb.judge.prompts import PromptTemplate
+
+log = logging.getLogger(__name__)
+
+Generation = tuple[str, int, int]
+"""One answer: text, prompt tokens, completion tokens."""
+
+
+class LocalJudge(JudgeBackend):
+    """Batched, synchronous judge over an in-process model (see module doc). Subclasses implement
+    :meth:`_generate` for one chunk of conversations."""
+
+    backend = "local"
+
+    def __init__(self, model: str, batch_size: int = 16, **kwargs: Any) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(model, **kwargs)
+        self.batch_size = int(batch_size)
+
+    def _generate(self, conversations: Sequence[Messages], params: Mapping[str, Any],
+                  template: PromptTemplate) -> list[Generation]:
+        raise NotImplementedError
+
+    def run(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> list[JudgeResult]:
+        start = time.perf_counter()
+        groups, messages = self._group(template, items)
+        results: list[JudgeResult | None] = [None] * len(items)
+        done: dict[str, JudgeResult] = {}
+        pending: dict[str, tuple[Messages, JudgeResult]] = {}
+        for k, msgs in messages.items():
+            hit = self._lookup(template, k)
+            if hit is not None:
+                done[k] = hit
+            else:
+                pending[k] = (list(msgs), JudgeResult())
+        params = self.params(template)
+        bar = tqdm(total=len(items), desc=f"judge:{template.name}", disable=not self.progress, leave=False)
+        bar.update(sum(len(groups[k]) for k in done))
+        try:
+            while pending:
+                keys = sorted(pending, key=lambda k: sum(len(m["content"]) for m in pending[k][0]))
+                for lo in range(0, len(keys), self.batch_size):
+                    chunk = keys[lo: lo + self.batch_size]
+                    for k, result in self._answer_chunk(template, params, chunk, pending).items():
+                        done[k] = result
+                        bar.update(len(groups[k]))
+        finally:
+            bar.close()
+        for k, positions in groups.items():
+            for i in positions:
+                results[i] = done[k]
+        return self._tally(results, len(items), start)
+
+    def _answer_chunk(self, template: PromptTemplate, params: Mapping[str, Any], chunk: list[str],
+                      pending: dict[str, tuple[Messages, JudgeResult]]) -> dict[str, JudgeResult]:
+        """Generate one answer for each request in ``chunk``; return those that are finished (or failed)
+        and leave the ones to re-ask in ``pending`` with their extended conversation."""
+        finished: dict[str, JudgeResult] = {}
+        t0 = time.perf_counter()
+        try:
+            answers = self._generate([pending[k][0] for k in chunk], params, template)
+            if len(answers) != len(chunk):
+                raise RuntimeError(f"backend returned {len(answers)} answers for {len(chunk)} requests")
+        except Exception as exc:  # noqa: BLE001 - a failed chunk is recorded per request, the run goes on
+            message = f"{type(exc).__name__}: {str(exc)[:200]}"
+            log.warning("judge %s: generation failed for %d request(s): %s", template.name, len(chunk), message)
+            for k in chunk:
+                _, result = pending.pop(k)
+                result.attempts += 1
+                result.error = f"backend: {message}"
+                self._counters["transport_failures"] += 1
+                finished[k] = result  # not finished in the cache's sense: not cached, retried by a rerun
+            return finished
+        latency = (time.perf_counter() - t0) / len(chunk)  # amortised over the batch
+        self._counters["calls"] += len(chunk)
+        for k, (raw, ptok, ctok) in zip(chunk, answers, strict=True):
+            conversation, result = pending[k]
+            self._counters["prompt_tokens"] += ptok
+            self._counters["completion_tokens"] += ctok
+            if self._take_answer(template, result, raw, ptok, ctok, latency) or result.attempts >= self.max_attempts:
+                del pending[k]
+                finished[k] = self._finish(template, k, result)
+            else:
+                pending[k] = (self._reask(template, conversation, result), result)
+        return finished
+
+    def _chat_template_kwargs(self) -> dict[str, Any]:
+        return dict((self.extra_body or {}).get("chat_template_kwargs") or {})
+
+
+def resolve_model_path(model: str) -> str:
+    """``smollm2`` → the offline SmolLM2-135M-Instruct folder (:func:`thtb.models.smollm2_path`);
+    anything else (a hub id or a local folder) unchanged."""
+    if model == "smollm2":
+        from thtb.models import smollm2_path
+
+        return str(smollm2_path())
+    return model
+
+
+class HFJudge(LocalJudge):
+    """In-process judge with transformers' batched ``generate`` (left padding, greedy at temperature 0).
+
+    Args:
+        model: hub id, local folder, or ``smollm2`` (offline SmolLM2-135M-Instruct). Also the cache
+            key's model id.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:1`` …
+        dtype: ``auto`` (bf16 on a bf16-capable GPU, else fp32), ``float32``, ``bfloat16``, ``float16``.
+        batch_size: conversations per ``generate`` call.
+        trust_remote_code: passed to ``from_pretrained``.
+        seed: torch seed set before sampling (only used when a template samples, temperature > 0).
+        Others: see :class:`~thtb.judge.base.JudgeBackend`.
+    """
+
+    backend = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        trust_remote_code: bool = False,
+        seed: int = 0,
+        max_attempts: int = 3,
+        cache: RequestCache | str | Path | None = None,
+        reparse: bool = False,
+        decoding: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__(model, batch_size=batch_size, max_attempts=max_attempts, cache=cache, reparse=reparse,
+                         decoding=decoding, extra_body=extra_body, progress=progress)
+        self.device = device
+        self.dtype = dtype
+        self.trust_remote_code = bool(trust_remote_code)
+        self.seed = int(seed)
+        self._model = None
+        self._tokenizer = None
+
+    def __repr__(self) -> str:
+        return f"HFJudge(model={self.model!r}, device={self.device!r}, batch_size={self.batch_size}, cache={self.cache!r})"
+
+    def _load(self):
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            device = self.device
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            dtype = self.dtype
+            if dtype == "auto":
+                dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+            path = resolve_model_path(self.model)
+            log.info("judge: loading %s on %s (%s)", self.model, device, dtype)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=getattr(torch, dtype), trust_remote_code=self.trust_remote_code
+            ).to(device)
+            model.eval()
+            self._tokenizer, self._model = tokenizer, model
+        return self._tokenizer, self._model
+
+    def _generate(self, conversations: Sequence[Messages], params: Mapping[str, Any],
+                  template: PromptTemplate) -> list[Generation]:
+        import torch
+
+        tokenizer, model = self._load()
+        texts = [
+            tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False,
+                                          **self._chat_template_kwargs())
+            for conv in conversations
+        ]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        temperature = float(params.get("temperature", 0.0) or 0.0)
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": int(params.get("max_tokens", 512)),
+            "pad_token_id": tokenizer.pad_token_id,
+            "do_sample": temperature > 0,
+        }
+        if temperature > 0:
+            gen_kwargs["temperature"] = temperature
+            if params.get("top_p") is not None:
+                gen_kwargs["top_p"] = float(params["top_p"])
+            torch.manual_seed(self.seed)
+        else:  # greedy: silence sampling defaults a model's generation_config may carry
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            out = model.generate(**enc, **gen_kwargs)
+        new = out[:, enc["input_ids"].shape[1]:]
+        stop = {tokenizer.eos_token_id, *(_as_list(model.generation_config.eos_token_id))} - {None}
+        answers: list[Generation] = []
+        for row, prompt_len in zip(new.tolist(), enc["attention_mask"].sum(dim=1).tolist(), strict=True):
+            n = next((j + 1 for j, t in enumerate(row) if t in stop), len(row))
+            answers.append((tokenizer.decode(row[:n], skip_special_tokens=True), int(prompt_len), n))
+        return answers
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+VLLM_MISSING = (
+    "judge=vllm needs vLLM, which is not installed. On a Linux GPU machine: `pip install vllm` "
+    "(it brings its own CUDA torch; use a separate environment from this CPU install), "
+    "or serve the model with `vllm serve MODEL` and use judge=openai judge.base_url=http://HOST:8000/v1."
+)
+
+
+def import_vllm():
+    """The ``vllm`` module, or an :class:`ImportError` that says how to get it."""
+    try:
+        return importlib.import_module("vllm")
+    except ImportError as exc:
+        raise ImportError(VLLM_MISSING) from exc
+
+
+class VLLMJudge(LocalJudge):
+    """In-process judge with ``vllm.LLM.chat`` over chunks of conversations; JSON-guided decoding for the
+    templates that declare a schema (Bloom) when ``guided_json`` (vLLM's structured outputs).
+
+    Args:
+        model: hub id or local folder (also the cache key's model id).
+        tensor_parallel_size, gpu_memory_utilization, max_model_len, dtype, seed, enforce_eager,
+        trust_remote_code: passed to ``vllm.LLM``; ``llm_kwargs`` any other ``LLM`` argument.
+        batch_size: conversations per ``chat`` call — vLLM schedules them itself; the chunk only bounds
+            what a killed run loses (each chunk is committed to the cache).
+        guided_json: constrain answers to the template's JSON schema where it has one (part of the key).
+        Others: see :class:`~thtb.judge.base.JudgeBackend`.
+    """
+
+    backend = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        seed: int = 0,
+        enforce_eager: bool = False,
+        trust_remote_code: bool = False,
+        llm_kwargs: Mapping[str, Any] | None = None,
+        batch_size: int = 512,
+        guided_json: bool = True,
+        max_attempts: int = 3,
+        cache: RequestCache | str | Path | None = None,
+        reparse: bool = False,
+        decoding: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__(model, batch_size=batch_size, max_attempts=max_attempts, cache=cache, reparse=reparse,
+                         decoding=decoding, extra_body=extra_body, progress=progress)
+        if not self.reparse:
+            import_vllm()  # fail at construction, before any work, with the install hint
+        self.llm_args: dict[str, Any] = {
+            "model": model, "tensor_parallel_size": int(tensor_parallel_size),
+            "gpu_memory_utilization": float(gpu_memory_utilization), "max_model_len": max_model_len,
+            "dtype": dtype, "seed": int(seed), "enforce_eager": bool(enforce_eager),
+            "trust_remote_code": bool(trust_remote_code), **dict(llm_kwargs or {}),
+        }
+        self.guided_json = bool(guided_json)
+        self._llm = None
+
+    def __repr__(self) -> str:
+        return f"VLLMJudge(model={self.model!r}, batch_size={self.batch_size}, guided_json={self.guided_json}, cache={self.cache!r})"
+
+    def params(self, template: PromptTemplate) -> dict[str, Any]:
+        params = super().params(template)
+        if self.guided_json and template.json_schema is not None:
+            params["guided_json"] = dict(template.json_schema)
+        return params
+
+    def _load(self):
+        if self._llm is None:
+            vllm = import_vllm()
+            args = {k: v for k, v in self.llm_args.items() if v is not None}
+            log.info("judge: starting vLLM for %s", self.model)
+            self._llm = vllm.LLM(**args)
+        return self._llm
+
+    def sampling_params(self, params: Mapping[str, Any]):
+        """``vllm.SamplingParams`` for the template's decoding params (+ the JSON schema when guided)."""
+        vllm = import_vllm()
+        kwargs: dict[str, Any] = {
+            "temperature": float(params.get("temperature", 0.0) or 0.0),
+            "max_tokens": int(params.get("max_tokens", 512)),
+            "seed": self.llm_args["seed"],
+        }
+        if params.get("top_p") is not None:
+            kwargs["top_p"] = float(params["top_p"])
+        schema = params.get("guided_json")
+        if schema is not None:
+            kwargs.update(_structured_outputs(schema))
+        return vllm.SamplingParams(**kwargs)
+
+    def _generate(self, conversations: Sequence[Messages], params: Mapping[str, Any],
+                  template: PromptTemplate) -> list[Generation]:
+        llm = self._load()
+        outputs = llm.chat(
+            [list(c) for c in conversations], self.sampling_params(params), use_tqdm=False,
+            chat_template_kwargs=self._chat_template_kwargs() or None,
+        )
+        answers: list[Generation] = []
+        for out in outputs:
+            completion = out.outputs[0]
+            answers.append((completion.text, len(out.prompt_token_ids or []), len(completion.token_ids or [])))
+        return answers
+
+
+def _structured_outputs(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``SamplingParams`` argument that constrains output to ``schema``, across vLLM versions:
+    ``structured_outputs=StructuredOutputsParams(json=…)`` (vLLM ≥ 0.10.2), else
+    ``guided_decoding=GuidedDecodingParams(json=…)``."""
+    sampling = importlib.import_module("vllm.sampling_params")
+    if hasattr(sampling, "StructuredOutputsParams"):
+        return {"structured_outputs": sampling.StructuredOutputsParams(json=dict(schema))}
+    if hasattr(sampling, "GuidedDecodingParams"):
+        return {"guided_decoding": sampling.GuidedDecodingParams(json=dict(schema))}
+    log.warning("this vLLM has no structured-output API; answers are not JSON-guided")
+    return {}
