@@ -13,10 +13,21 @@ from thtb.judge.parsers import (
     parse_bloom_level,
     parse_description,
     parse_disciplines,
+    parse_pairwise,
+    parse_text,
     strip_noise,
     to_snake_case,
 )
-from thtb.judge.prompts import ALPAGASUS, BLOOM, BLOOM_LEVEL, DISCIPLINE_DESCRIPTION, DISCIPLINES, TEMPLATES
+from thtb.judge.prompts import (
+    ALPAGASUS,
+    BLOOM,
+    BLOOM_LEVEL,
+    DISCIPLINE_DESCRIPTION,
+    DISCIPLINES,
+    PAIRWISE,
+    RESPOND,
+    TEMPLATES,
+)
 from thtb.scorers.base import BLOOM_BANDS
 
 
@@ -178,7 +189,8 @@ def test_templates_render_and_mention_contract():
     assert "lower_snake_case" in disc[-1]["content"] and DISCIPLINES.params["temperature"] == 0
     desc = DISCIPLINE_DESCRIPTION.messages({"discipline": "molecular_biology"})[-1]["content"]
     assert "molecular biology" in desc and "3 to 5 sentences" in desc
-    assert set(TEMPLATES) == {"bloom", "bloom_level", "disciplines", "discipline_description", "alpagasus"}
+    assert set(TEMPLATES) == {"bloom", "bloom_level", "disciplines", "discipline_description", "alpagasus",
+                              "pairwise", "respond"}
     with pytest.raises(KeyError):
         DISCIPLINES.messages({"text": "x"})
     assert "{error}" not in BLOOM.followup_message("bad")
@@ -235,3 +247,38 @@ def test_alpagasus_template_is_the_authors_prompt():
     assert ALPAGASUS.id == "alpagasus@1" and ALPAGASUS.params["temperature"] == 0
     assert ALPAGASUS.fields == ("query", "response")
     assert "{error}" not in ALPAGASUS.followup_message("bad")
+
+
+@pytest.mark.parametrize(
+    ("text", "winner"),
+    [
+        ('{"reasoning": "a is clearer", "winner": "a"}', "a"),
+        ('```json\n{"winner": "Output (b)", "reasoning": "more complete"}\n```', "b"),
+        ('<think>hmm</think>{"reasoning": "same", "winner": "TIE"}', "tie"),
+        ("Output (a)", "a"),
+        ("(b)", "b"),
+        ("B", "b"),
+        ("tie.", "tie"),
+    ],
+)
+def test_parse_pairwise_accepts(text, winner):
+    assert parse_pairwise(text)["winner"] == winner
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "Both outputs are good.", '{"reasoning": "x"}', '{"winner": "c"}', '{"winner": "a and b"}',
+     "Output (a) is better than output (b)", "<think>unfinished"],
+)
+def test_parse_pairwise_rejects(text):
+    with pytest.raises(ParseError):
+        parse_pairwise(text)
+
+
+def test_pairwise_and_respond_templates():
+    msgs = PAIRWISE.messages({"instruction": "Name a colour.", "output_a": "Red.", "output_b": "Blue."})
+    user = msgs[-1]["content"]
+    assert user.index("Name a colour.") < user.index("## Output (a)\nRed.") < user.index("## Output (b)\nBlue.")
+    assert PAIRWISE.params["temperature"] == 0 and PAIRWISE.json_schema["properties"]["winner"]["enum"] == ["a", "b", "tie"]
+    assert RESPOND.messages({"instruction": "Hi?"}) == [{"role": "user", "content": "Hi?"}]
+    assert parse_text("<think>plan</think>\n Hello ") == "Hello" and parse_text("") == ""

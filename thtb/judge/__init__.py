@@ -13,6 +13,8 @@ from thtb.judge.prompts import (
     BLOOM_LEVEL,
     DISCIPLINE_DESCRIPTION,
     DISCIPLINES,
+    PAIRWISE,
+    RESPOND,
     TEMPLATES,
     PromptTemplate,
 )
@@ -24,6 +26,8 @@ __all__ = [
     "BLOOM_LEVEL",
     "DISCIPLINES",
     "DISCIPLINE_DESCRIPTION",
+    "PAIRWISE",
+    "RESPOND",
     "TEMPLATES",
     "CacheRecord",
     "HFJudge",

@@ -68,6 +68,8 @@ class JudgeBackend:
         decoding: overrides of the templates' decoding parameters (e.g. ``max_tokens``).
         extra_body: backend-specific extra parameters (part of the cache key).
         progress: show a progress bar.
+        model_id: the model's id in cache keys when ``model`` is not a stable name (e.g. a local
+            folder of a trained model: pass its content fingerprint); default ``model``.
     """
 
     backend = "base"
@@ -81,10 +83,12 @@ class JudgeBackend:
         decoding: Mapping[str, Any] | None = None,
         extra_body: Mapping[str, Any] | None = None,
         progress: bool = True,
+        model_id: str | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.model = str(model)
+        self.model_id = str(model_id or model)
         self.max_attempts = int(max_attempts)
         self.cache = RequestCache(cache) if isinstance(cache, str | Path) else cache
         self.reparse = bool(reparse)
@@ -112,7 +116,7 @@ class JudgeBackend:
         return params
 
     def key(self, template: PromptTemplate, item: Mapping[str, Any]) -> str:
-        return make_key(self.model, template.name, template.version, template.messages(item), self.params(template))
+        return make_key(self.model_id, template.name, template.version, template.messages(item), self.params(template))
 
     def stats(self) -> dict[str, Any]:
         """Counters for summary.json: calls (answers generated / HTTP requests), retries, re-asks, cache
@@ -121,6 +125,8 @@ class JudgeBackend:
         out["wall_s"] = round(out["wall_s"], 3)
         out["backend"] = self.backend
         out["model"] = self.model
+        if self.model_id != self.model:
+            out["model_id"] = self.model_id
         out["cache"] = str(self.cache.path) if self.cache is not None else None
         return out
 
@@ -132,7 +138,7 @@ class JudgeBackend:
         params = self.params(template)
         for i, item in enumerate(items):
             msgs = template.messages(item)
-            k = make_key(self.model, template.name, template.version, msgs, params)
+            k = make_key(self.model_id, template.name, template.version, msgs, params)
             groups.setdefault(k, []).append(i)
             messages[k] = msgs
         return groups, messages
@@ -203,7 +209,7 @@ class JudgeBackend:
                 CacheRecord(
                     raw=result.raw or "", parsed=result.value, error=result.error, latency_s=result.latency_s,
                     prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                    attempts=result.attempts, model=self.model, template=template.id,
+                    attempts=result.attempts, model=self.model_id, template=template.id,
                 ),
             )
         return result

@@ -162,9 +162,10 @@ class HFJudge(LocalJudge):
         decoding: Mapping[str, Any] | None = None,
         extra_body: Mapping[str, Any] | None = None,
         progress: bool = True,
+        model_id: str | None = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size, max_attempts=max_attempts, cache=cache, reparse=reparse,
-                         decoding=decoding, extra_body=extra_body, progress=progress)
+                         decoding=decoding, extra_body=extra_body, progress=progress, model_id=model_id)
         self.device = device
         self.dtype = dtype
         self.trust_remote_code = bool(trust_remote_code)
@@ -290,9 +291,10 @@ class VLLMJudge(LocalJudge):
         decoding: Mapping[str, Any] | None = None,
         extra_body: Mapping[str, Any] | None = None,
         progress: bool = True,
+        model_id: str | None = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size, max_attempts=max_attempts, cache=cache, reparse=reparse,
-                         decoding=decoding, extra_body=extra_body, progress=progress)
+                         decoding=decoding, extra_body=extra_body, progress=progress, model_id=model_id)
         if not self.reparse:
             import_vllm()  # fail at construction, before any work, with the install hint
         self.llm_args: dict[str, Any] = {

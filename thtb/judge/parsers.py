@@ -33,6 +33,14 @@ AlpaGasus rating (:func:`parse_alpagasus`)
     optionally in markdown emphasis (``**4.5**``) or followed by a full stop. The score must lie in
     ``[0, 5]``. Any other first line (prose, two numbers, another denominator) is a
     :class:`ParseError`, never a default score. The following lines are the explanation.
+
+Pairwise verdict (:func:`parse_pairwise`)
+    ``{"winner": "a" | "b" | "tie", "reasoning": str}``: a JSON object with ``winner`` (``a``, ``b``,
+    ``tie``; also ``Output (a)``, ``(b)``, ``A``), or, as the whole answer, a bare verdict in those forms.
+    Anything else — prose naming no verdict, a verdict naming both outputs — is a :class:`ParseError`.
+
+Free text (:func:`parse_text`)
+    The answer itself, stripped (a model's response to an evaluation prompt; empty is a valid answer).
 """
 
 from __future__ import annotations
@@ -251,3 +259,37 @@ def parse_alpagasus(text: str) -> dict:
     if not 0.0 <= score <= ALPAGASUS_MAX:
         raise ParseError(f"score {score:g} is outside 0-5")
     return {"score": score, "reason": " ".join(" ".join(lines[1:]).split())}
+
+
+_VERDICT = re.compile(r"^\W*(?:output|response|assistant)?\s*\(?\s*([ab]|tie)\s*\)?\W*$", re.IGNORECASE)
+
+
+def _verdict(value: Any) -> str:
+    if isinstance(value, str):
+        match = _VERDICT.match(value.strip())
+        if match:
+            return match[1].lower()
+    raise ParseError(f"winner {value!r} is not one of a, b, tie")
+
+
+def parse_pairwise(text: str) -> dict:
+    """``{"winner": "a"|"b"|"tie", "reasoning": str}`` from a pairwise comparison (see module doc)."""
+    clean = strip_noise(text).strip()
+    if not clean:
+        raise ParseError("empty answer")
+    if "{" in clean:
+        obj = find_json_object(clean)
+        return {"winner": _verdict(_get(obj, "winner")), "reasoning": _reasoning(obj)}
+    return {"winner": _verdict(clean), "reasoning": ""}
+
+
+def parse_text(text: str) -> str:
+    """The answer itself without complete ``<think>`` blocks, stripped (see module doc); never fails on
+    a string, since any text — even empty — is a response."""
+    if not isinstance(text, str):
+        raise ParseError(f"expected text, got {type(text).__name__}")
+    out = _THINK.sub("", text)
+    low = out.lower()
+    if "</think>" in low:
+        out = out[low.rindex("</think>") + len("</think>"):]
+    return out.strip()

@@ -23,6 +23,10 @@ Templates
     The rating prompt of Chen et al. (2024), "AlpaGasus: Training a Better Alpaca with Fewer
     Data": the query (instruction and input, as the data layer joined them) and the response;
     an accuracy score 0–5 on the first line, then an explanation (:func:`~thtb.judge.parsers.parse_alpagasus`).
+``pairwise`` (:data:`PAIRWISE`, AlpacaEval-style evaluation)
+    An instruction and two outputs shown as (a) and (b); ``{"reasoning", "winner": a|b|tie}``.
+``respond`` (:data:`RESPOND`)
+    The instruction as the only user turn: a model's own response (free text), for evaluation.
 
 All templates decode greedily (``temperature = 0``) so a cached answer is what a rerun would get.
 """
@@ -270,6 +274,63 @@ ALPAGASUS = PromptTemplate(
 )
 """AlpaGasus's accuracy rating (0–5) of a response to its instruction (the AlpaGasus baseline)."""
 
+# ---------------------------------------------------------------------------------- pairwise
+_PAIRWISE_SYSTEM = (
+    "You are a careful, impartial judge of AI assistants. You compare two outputs to the same instruction "
+    "and decide which one a thoughtful human would prefer: the one that follows the instruction better and "
+    "is more helpful, accurate, complete and clear. Length is not a merit in itself; do not let the order in "
+    "which the outputs are shown influence you. Always answer with a single JSON object and nothing else."
+)
+
+
+def _pairwise_messages(item: Mapping[str, Any]) -> Messages:
+    user = (
+        f"## Instruction\n{item['instruction']}\n\n"
+        f"## Output (a)\n{item['output_a']}\n\n"
+        f"## Output (b)\n{item['output_b']}\n\n"
+        "Which output is better? Answer with exactly one JSON object: "
+        '{"reasoning": "<one or two sentences>", "winner": "<a|b|tie>"}. Use "tie" only if the two '
+        "outputs are equally good (or equally bad)."
+    )
+    return [{"role": "system", "content": _PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
+
+
+PAIRWISE = PromptTemplate(
+    name="pairwise",
+    version="1",
+    build=_pairwise_messages,
+    parser=parsers.parse_pairwise,
+    fields=("instruction", "output_a", "output_b"),
+    params=MappingProxyType({"temperature": 0.0, "max_tokens": 256}),
+    json_schema={
+        "type": "object",
+        "properties": {"reasoning": {"type": "string"}, "winner": {"type": "string", "enum": ["a", "b", "tie"]}},
+        "required": ["reasoning", "winner"],
+    },
+    followup=(
+        "Your answer could not be used: {error}. Answer only with one JSON object "
+        '{"reasoning": ..., "winner": ...} where winner is "a", "b" or "tie". No other text.'
+    ),
+)
+"""AlpacaEval-style pairwise comparison of two outputs to one instruction (wording ours)."""
+
+
+def _respond_messages(item: Mapping[str, Any]) -> Messages:
+    return [{"role": "user", "content": str(item["instruction"])}]
+
+
+RESPOND = PromptTemplate(
+    name="respond",
+    version="1",
+    build=_respond_messages,
+    parser=parsers.parse_text,
+    fields=("instruction",),
+    params=MappingProxyType({"temperature": 0.0, "max_tokens": 1024}),
+    followup="{error}",
+)
+"""A model's own greedy response to an evaluation prompt (user turn only, no system prompt); used to
+generate — and cache — the outputs that the pairwise judge compares."""
+
 TEMPLATES: Mapping[str, PromptTemplate] = MappingProxyType(
-    {t.name: t for t in (BLOOM, BLOOM_LEVEL, DISCIPLINES, DISCIPLINE_DESCRIPTION, ALPAGASUS)}
+    {t.name: t for t in (BLOOM, BLOOM_LEVEL, DISCIPLINES, DISCIPLINE_DESCRIPTION, ALPAGASUS, PAIRWISE, RESPOND)}
 )
