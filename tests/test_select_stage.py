@@ -88,9 +88,9 @@ def test_rerun_without_wandb_gives_byte_identical_subset(demo_run, tmp_path):
 
 
 def test_unknown_stage_fails_before_any_work(tmp_path):
-    proc = run_py("+experiment=demo", "stages=[select,train]", f"hydra.run.dir={tmp_path}")
+    proc = run_py("+experiment=demo", "stages=[select,evaluate]", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
-    assert "unknown stage 'train'" in proc.stderr
+    assert "unknown stage 'evaluate'" in proc.stderr
     assert not (tmp_path / "selection").exists()
 
 
@@ -105,7 +105,8 @@ def test_alpaca_5pct_offline_selects_2600(shared_data, tmp_path):
     path = shared_data / "alpaca" / "alpaca_data.json"
     if not path.exists():
         pytest.skip(f"{path} not found")
-    proc = run_py("+experiment=alpaca_5pct", "scoring=offline", f"data.path={path}", f"hydra.run.dir={tmp_path}")
+    proc = run_py("+experiment=alpaca_5pct", "stages=[select]", "scoring=offline", f"data.path={path}",
+                  f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "selection" / "summary.json").read_text())
     assert summary["counts"] == {"input": 52002, "quality": 10400, "intrinsic": 5200, "extrinsic": 2600}

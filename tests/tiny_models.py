@@ -1,59 +1,10 @@
-"""Tiny randomly initialised models with a locally trained tokenizer (built in seconds, no download)."""
+"""Tiny randomly initialised models with a locally trained tokenizer (built in seconds, no download).
+
+The builders live in :mod:`thtb.models.tiny` (also the ``tiny_random`` base model); re-exported for tests.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from thtb.models.tiny import CHAT_TEMPLATE, CORPUS, SPECIAL, tiny_llama, tiny_random_path, tiny_tokenizer
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
-CORPUS = (
-    "explain the theory of relativity in simple terms . write a poem about the sea and the sky . "
-    "compare the economic policies of two countries . list three primary colours : red blue yellow . "
-    "design a research plan for measuring air quality in cities . what is the capital of france ? paris . "
-    "solve the equation x plus two equals five . the answer is three . evaluate the argument carefully . "
-)
-
-
-def tiny_tokenizer(path: str | Path):
-    """A word-level tokenizer trained on a small in-memory corpus, with a chat template."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([CORPUS] * 3, trainers.WordLevelTrainer(special_tokens=SPECIAL, vocab_size=400))
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(path)
-    return fast
-
-
-def tiny_llama(path: str | Path, *, kind: str = "causal", seed: int = 0) -> Path:
-    """Save a 2-layer, 32-wide Llama (``causal`` LM or ``reward`` sequence classifier) to ``path``."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
-
-    path = Path(path)
-    tok = tiny_tokenizer(path)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        num_labels=1,
-    )
-    torch.manual_seed(seed)
-    cls = LlamaForCausalLM if kind == "causal" else LlamaForSequenceClassification
-    cls(config).save_pretrained(path)
-    return path
+__all__ = ["CHAT_TEMPLATE", "CORPUS", "SPECIAL", "tiny_llama", "tiny_random_path", "tiny_tokenizer"]

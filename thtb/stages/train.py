@@ -1,0 +1,291 @@
+"""The ``train`` stage: LoRA SFT of a base model on the selected subset (or any dataset) with TRL + PEFT.
+
+Outputs, under ``<run_dir>/train/`` (links into the content-addressed artifact
+``<paths.cache_dir>/artifacts/train/<fingerprint>/``, so an identical training is never repeated):
+
+- ``adapter/``      the LoRA adapter (PEFT) and the tokenizer with the chat template used
+- ``merged/``       base + adapter merged (``merge_and_unload``): a plain model folder for lm-eval / vLLM
+- ``summary.json``  train/eval loss, steps, tokens seen, tokens/s, wall time, effective batch, trainable
+  parameters, the subset fingerprint, whether the artifact was reused and where it is
+
+Every check that can fail (dataset, model, sizes, batch arithmetic, lengths) runs before any weight is loaded.
+An interrupted run resumes from the last ``checkpoint-*`` of its partial artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thtb import __version__
+from thtb.io import atomic_write_text
+from thtb.tracking import Tracker
+from thtb.training.args import (
+    gradient_accumulation,
+    lora_config,
+    pick_options,
+    pick_precision,
+    sft_config,
+    world_size,
+)
+from thtb.training.artifacts import ArtifactStore, link_outputs, record_artifact, train_fingerprint
+from thtb.training.data import (
+    TrainData,
+    conversations,
+    eval_split,
+    fit_to_length,
+    load_train_data,
+    pick_loss_mask,
+    to_example,
+    token_lengths,
+)
+from thtb.training.models import load_model, load_tokenizer, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+def method_name(cfg: dict[str, Any], using_subset: bool | None = None) -> str:
+    """The data-selection method a trained model stands for: ``train.method`` if set, else the selection
+    method when training on the selected subset, else ``data`` (a dataset given directly with
+    ``train.dataset``)."""
+    train = cfg.get("train") or {}
+    if train.get("method"):
+        return str(train["method"])
+    if using_subset is None:
+        using_subset = not train.get("dataset")
+    return (cfg.get("selection") or {}).get("name", "select") if using_subset else "data"
+
+
+def run_name(cfg: dict[str, Any], using_subset: bool | None = None) -> str:
+    """``{experiment}-{method}-{model size}-s{seed}``, e.g. ``alpaca_5pct-thtb-1b-s42`` (W&B run name)."""
+    size = (cfg.get("model") or {}).get("size") or (cfg.get("model") or {}).get("name", "model")
+    return f"{cfg.get('experiment_name', 'run')}-{method_name(cfg, using_subset)}-{size}-s{cfg.get('seed', 42)}"
+
+
+@dataclass
+class TrainingPlan:
+    """Everything decided before any weights load: data, model, examples, split, batch arithmetic, identity."""
+
+    data: TrainData
+    model_path: str
+    tokenizer: Any
+    precision: str
+    world: int
+    accum: int
+    mask: str
+    train_examples: list[dict]
+    eval_examples: list[dict]
+    lengths: dict
+    key: str
+    name: str
+
+    def meta(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        train, model_cfg = cfg["train"], cfg["model"]
+        return {
+            "fingerprint": self.key,
+            "subset_fingerprint": self.data.digest,
+            "selection_fingerprint": self.data.selection_fingerprint,
+            "dataset": self.data.source,
+            "n_rows": len(self.data.records),
+            "n_train": len(self.train_examples),
+            "n_eval": len(self.eval_examples),
+            "lengths": self.lengths,
+            "model": {"name": model_cfg.get("name"), "path": self.model_path, "size": model_cfg.get("size")},
+            "loss_mask": self.mask,
+            "precision": self.precision,
+            "seed": int(cfg.get("seed", 42)),
+            "effective_batch_size": int(train["effective_batch_size"]),
+            "per_device_batch_size": int(train["per_device_batch_size"]),
+            "gradient_accumulation_steps": self.accum,
+            "world_size": self.world,
+            "train_config": dict(train),
+            "thtb_version": __version__,
+        }
+
+
+def plan_training(cfg: dict[str, Any], run_dir: Path) -> TrainingPlan:
+    """Every check that can fail, before any weight loads: dataset, model, batch arithmetic, lengths."""
+    train, model_cfg = dict(cfg["train"]), cfg.get("model")
+    seed = int(cfg.get("seed", 42))
+    data = load_train_data(cfg, Path(run_dir))
+    model_path = resolve_model(model_cfg, Path(cfg["paths"]["cache_dir"]))
+    precision = pick_precision(train.get("precision", "auto"))
+    world = world_size()
+    accum = gradient_accumulation(int(train["effective_batch_size"]), int(train["per_device_batch_size"]), world)
+    tokenizer = load_tokenizer(model_path, model_cfg)
+    mask = pick_loss_mask(train.get("loss_mask", "auto"), tokenizer.chat_template)
+    convs = conversations(data.records, train.get("system_prompt"))
+    full, prompt = token_lengths(tokenizer, convs)
+    keep, lengths = fit_to_length(convs, full, prompt, int(train["max_length"]))
+    train_idx, eval_idx = eval_split(len(keep), float(train.get("eval_fraction", 0.0)), seed)
+    examples = [to_example(convs[i], mask) for i in keep]
+    key = train_fingerprint(data_digest=data.digest, model=dict(model_cfg), train=train, seed=seed,
+                            precision=precision, loss_mask=mask, n_train=len(train_idx))
+    return TrainingPlan(data=data, model_path=model_path, tokenizer=tokenizer, precision=precision, world=world,
+                        accum=accum, mask=mask, train_examples=[examples[i] for i in train_idx],
+                        eval_examples=[examples[i] for i in eval_idx], lengths=lengths, key=key,
+                        name=run_name(cfg, not train.get("dataset")))
+
+
+def run_train(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None, *,
+              callbacks: list | None = None) -> dict[str, Any]:
+    """Run the train stage from a resolved config dict; returns the run's training summary.
+
+    ``callbacks``: extra ``transformers.TrainerCallback`` instances (tests, custom monitoring).
+    """
+    from accelerate import PartialState
+
+    tracker = tracker or Tracker()
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    train = cfg["train"]
+    plan = plan_training(cfg, run_dir)
+    log.info("train: %d examples from %s (%d held out), model %s, loss mask %s, %s, effective batch %d = %d × %d × %d",
+             len(plan.train_examples), plan.data.source, len(plan.eval_examples), plan.model_path, plan.mask,
+             plan.precision, int(train["effective_batch_size"]), int(train["per_device_batch_size"]), plan.accum,
+             plan.world)
+    store = ArtifactStore(cfg["paths"]["cache_dir"], plan.key)
+    state = PartialState()
+    reused = store.is_complete()
+    if reused:
+        log.info("train: reusing finished artifact %s", store.final)
+    else:
+        _train(cfg, store, plan, callbacks=callbacks)
+    state.wait_for_everyone()
+
+    summary = json.loads((store.final / ArtifactStore.SUMMARY).read_text())
+    summary.update({"reused": reused, "artifact": str(store.final), "run_name": plan.name,
+                    "stage_wall_time_s": round(time.perf_counter() - start, 3)})
+    if state.is_main_process:
+        out = run_dir / "train"
+        link_outputs(store.final, out)
+        record_artifact(cfg["paths"]["cache_dir"], {
+            "fingerprint": plan.key, "experiment": cfg.get("experiment_name"), "method": method_name(cfg),
+            "model": (cfg.get("model") or {}).get("name"), "seed": int(cfg.get("seed", 42)),
+            "train": train.get("name"), "run_dir": str(run_dir), "reused": reused,
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+        _log_to_tracker(tracker, summary, plan.name)
+    log.info("train: %s (%s) → %s", "reused" if reused else "trained", plan.key, run_dir / "train")
+    return summary
+
+
+def build_trainer(cfg: dict[str, Any], plan: TrainingPlan, output_dir: str | Path, *,
+                  train_examples: list[dict] | None = None, callbacks: list | None = None):
+    """The ``SFTTrainer`` (LoRA via ``peft_config``) for a plan; returns ``(trainer, options)``."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    train, model_cfg = cfg["train"], cfg["model"]
+    options = pick_options(train)
+    wandb = (cfg.get("logger") or {}).get("backend") == "wandb"
+    examples = plan.train_examples if train_examples is None else train_examples
+    args = sft_config(train, output_dir=str(output_dir), seed=int(cfg.get("seed", 42)), precision=plan.precision,
+                      options=options, assistant_only=plan.mask == "assistant", world=plan.world,
+                      report_to=["wandb"] if wandb else "none", run_name=plan.name, has_eval=bool(plan.eval_examples))
+    model = load_model(plan.model_path, model_cfg, precision=plan.precision,
+                       attn_implementation=options.attn_implementation)
+    if options.gradient_checkpointing and not getattr(model, "supports_gradient_checkpointing", False):
+        options.notes.append(f"gradient_checkpointing: {type(model).__name__} does not support it; off")
+        log.warning("train option unavailable — %s", options.notes[-1])
+        args.activation_checkpointing = args.gradient_checkpointing = False
+        options.gradient_checkpointing = False
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(examples),
+        eval_dataset=Dataset.from_list(plan.eval_examples) if plan.eval_examples else None,
+        processing_class=plan.tokenizer,
+        peft_config=lora_config(train),
+        callbacks=callbacks,
+    )
+    return trainer, options
+
+
+def _train(cfg: dict[str, Any], store: ArtifactStore, plan: TrainingPlan, *, callbacks: list | None = None) -> None:
+    """Train into the store's partial folder (resuming from its last checkpoint) and commit it."""
+    from accelerate import PartialState
+
+    train, model_cfg = cfg["train"], cfg["model"]
+    state = PartialState()
+    partial = store.start()
+    trainer, options = build_trainer(cfg, plan, store.checkpoints, callbacks=callbacks)
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    resume = store.last_checkpoint()
+    if resume:
+        log.info("train: resuming from %s", resume)
+    tokens_before = _tokens_in_checkpoint(resume)
+    wall = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.perf_counter() - wall
+    eval_metrics = trainer.evaluate() if plan.eval_examples else {}
+    adapter = partial / "adapter"
+    trainer.save_model(str(adapter))
+    if state.is_main_process:
+        plan.tokenizer.save_pretrained(str(adapter))
+        if train.get("merge", True):
+            merge_adapter(plan.model_path, model_cfg, adapter, partial / "merged", precision=plan.precision,
+                          tokenizer=plan.tokenizer)
+        tokens = int(trainer.state.num_input_tokens_seen or 0)
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        summary = {
+            **plan.meta(cfg),
+            "train_loss": result.training_loss,
+            "train_loss_first_logged": losses[0] if losses else None,
+            "train_loss_last_logged": losses[-1] if losses else None,
+            "eval_loss": eval_metrics.get("eval_loss"),
+            "steps": int(trainer.state.global_step),
+            "epochs": float(trainer.state.epoch or 0.0),
+            "tokens_seen": tokens,
+            "tokens_per_s": round((tokens - tokens_before) / wall, 2) if wall > 0 else None,
+            "train_wall_time_s": round(wall, 3),
+            "resumed_from": str(resume) if resume else None,
+            "trainable_parameters": int(trainable),
+            "total_parameters": int(total),
+            "options": {"gradient_checkpointing": options.gradient_checkpointing, "packing": options.packing,
+                        "liger": options.liger, "attn_implementation": options.attn_implementation,
+                        "unavailable": options.notes},
+            "log_history": trainer.state.log_history,
+        }
+        atomic_write_text(partial / ArtifactStore.SUMMARY, json.dumps(summary, indent=2, default=str) + "\n")
+        store.commit(keep_checkpoints=bool(train.get("keep_checkpoints", False)))
+
+
+def merge_adapter(base_path: str, model_cfg: dict, adapter: Path, out: Path, *, precision: str, tokenizer) -> Path:
+    """Base model + LoRA adapter → ``merge_and_unload`` → a plain model folder (with the tokenizer)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, "auto")
+    base = AutoModelForCausalLM.from_pretrained(base_path, revision=model_cfg.get("revision"), dtype=dtype,
+                                                trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def _tokens_in_checkpoint(checkpoint: Path | None) -> int:
+    if checkpoint is None or not (checkpoint / "trainer_state.json").is_file():
+        return 0
+    return int(json.loads((checkpoint / "trainer_state.json").read_text()).get("num_input_tokens_seen") or 0)
+
+
+def _log_to_tracker(tracker: Tracker, summary: dict, name: str) -> None:
+    keys = ("train_loss", "eval_loss", "steps", "tokens_seen", "tokens_per_s", "train_wall_time_s",
+            "effective_batch_size", "gradient_accumulation_steps", "world_size", "trainable_parameters", "reused")
+    tracker.log_summary({f"train/{k}": summary.get(k) for k in keys if summary.get(k) is not None})
+    tracker.log_summary({"train/fingerprint": summary["fingerprint"], "train/run_name": name,
+                         "train/subset_fingerprint": summary["subset_fingerprint"]})
+    run = getattr(tracker, "run", None)
+    if run is not None:  # W&B: name the run after experiment, method, model size and seed
+        try:
+            run.name = name
+        except Exception:  # noqa: BLE001 — naming is cosmetic, never fail a finished training on it
+            log.debug("could not rename the W&B run", exc_info=True)

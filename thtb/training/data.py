@@ -1,0 +1,180 @@
+"""Training data: the selection stage's subset (or any dataset) → conversational examples for TRL.
+
+Each record becomes ``[system?, user: query, assistant: response]`` (a ``messages`` source keeps its whole
+conversation). Two example layouts, both with loss on assistant tokens only:
+
+* ``assistant`` — ``{"messages": [...]}`` with ``assistant_only_loss``: needs a chat template with
+  ``{% generation %}`` markers (TRL masks everything outside them);
+* ``completion`` — ``{"prompt": [...turns before the last assistant turn], "completion": [last assistant turn]}``
+  with ``completion_only_loss``: works with any template (the fallback, e.g. SmolLM2, Llama 3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from thtb.fingerprint import ids_digest
+
+log = logging.getLogger(__name__)
+
+SUBSET_FILE = Path("selection") / "subset.jsonl"
+LOSS_MASKS = ("auto", "assistant", "completion")
+
+
+@dataclass
+class TrainData:
+    """The training set as records, with where it came from and its identity."""
+
+    records: pd.DataFrame
+    source: str
+    digest: str
+    """``ids_digest`` of the ordered sample ids: the identity of the subset."""
+    selection_fingerprint: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def dataset_source(cfg: dict[str, Any], run_dir: Path) -> str:
+    """``train.dataset`` (file, dir, hub id, or ``demo``), or this run's ``selection/subset.jsonl``."""
+    from thtb.stages.select import resolve_data_path
+
+    dataset = cfg["train"].get("dataset")
+    if dataset:
+        return resolve_data_path(str(dataset))
+    subset = Path(run_dir) / SUBSET_FILE
+    if not subset.is_file():
+        raise FileNotFoundError(
+            f"train: no training data: {subset} does not exist. Run the select stage first "
+            "(stages=[select,train]) or point train.dataset at a file, a dataset folder or a hub id"
+        )
+    return str(subset)
+
+
+def load_train_data(cfg: dict[str, Any], run_dir: Path) -> TrainData:
+    """Load the training records; a clear error for a missing dataset or one with 0 rows."""
+    from thtb.data import load_records
+
+    train = cfg["train"]
+    source = dataset_source(cfg, run_dir)
+    path = Path(source)
+    if path.is_file() and not path.read_text(encoding="utf-8", errors="replace").strip():
+        raise ValueError(f"train: the training set {source} has 0 rows (the selection kept nothing?)")
+    try:
+        records, report = load_records(
+            source,
+            format=train.get("dataset_format"),
+            fidelity=cfg.get("fidelity", "reference"),
+            split=train.get("dataset_split", "train"),
+            limit=train.get("limit"),
+        )
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"train: dataset not found (train.dataset={source!r}): {err}") from err
+    if len(records) == 0:
+        raise ValueError(f"train: the training set {source} has 0 rows")
+    selection_fp = None
+    if not train.get("dataset"):
+        summary = Path(run_dir) / "selection" / "summary.json"
+        if summary.is_file():
+            selection_fp = json.loads(summary.read_text()).get("fingerprint")
+    return TrainData(records, source, ids_digest(records["id"]), selection_fp, {"n_rows": len(records)})
+
+
+def conversations(records: pd.DataFrame, system_prompt: str | None = None) -> list[list[dict[str, str]]]:
+    """One conversation per record: its ``messages`` if it has them, else ``[user: query, assistant: response]``;
+    a configured system prompt goes first (unless the conversation has its own)."""
+    out = []
+    has_messages = "messages" in records.columns
+    for row in records.itertuples(index=False):
+        turns = getattr(row, "messages", None) if has_messages else None
+        if isinstance(turns, (list, tuple, np.ndarray)) and len(turns):
+            conv = [{"role": str(t["role"]), "content": str(t["content"])} for t in turns]
+        else:
+            conv = [{"role": "user", "content": str(row.query)}, {"role": "assistant", "content": str(row.response)}]
+        if system_prompt and conv[0]["role"] != "system":
+            conv.insert(0, {"role": "system", "content": str(system_prompt)})
+        while conv and conv[-1]["role"] != "assistant":  # nothing to learn after the last assistant turn
+            conv.pop()
+        out.append(conv)
+    return out
+
+
+def has_generation_markers(template: Any) -> bool:
+    from trl.chat_template_utils import has_generation_markers as trl_has_markers
+
+    return bool(template) and trl_has_markers(template)
+
+
+def pick_loss_mask(requested: str, chat_template: Any) -> str:
+    """``auto`` → ``assistant`` when the template has ``{% generation %}`` markers, else ``completion``."""
+    if requested not in LOSS_MASKS:
+        raise ValueError(f"train.loss_mask must be one of {LOSS_MASKS}, got {requested!r}")
+    if not chat_template:
+        raise ValueError("train: the tokenizer has no chat template; set model.chat_template")
+    markers = has_generation_markers(chat_template)
+    if requested == "assistant" and not markers:
+        raise ValueError("train.loss_mask=assistant needs a chat template with {% generation %} markers; use auto")
+    if requested == "auto":
+        return "assistant" if markers else "completion"
+    return requested
+
+
+def to_example(conv: list[dict[str, str]], mask: str) -> dict[str, Any]:
+    if mask == "assistant":
+        return {"messages": conv}
+    return {"prompt": conv[:-1], "completion": conv[-1:]}
+
+
+def token_lengths(tokenizer, convs: list[list[dict[str, str]]]) -> tuple[np.ndarray, np.ndarray]:
+    """(full length, prompt length incl. the generation prompt) in tokens, per conversation."""
+    full, prompt = [], []
+    for conv in convs:
+        full.append(len(_ids(tokenizer, conv, add_generation_prompt=False)))
+        prompt.append(len(_ids(tokenizer, conv[:-1], add_generation_prompt=True)))
+    return np.asarray(full, dtype=int), np.asarray(prompt, dtype=int)
+
+
+def _ids(tokenizer, conv, *, add_generation_prompt: bool) -> list[int]:
+    out = tokenizer.apply_chat_template(conv, tokenize=True, add_generation_prompt=add_generation_prompt,
+                                        return_dict=True)
+    return list(out["input_ids"])
+
+
+def fit_to_length(convs: list, full: np.ndarray, prompt: np.ndarray, max_length: int) -> tuple[list[int], dict]:
+    """Indices of the conversations to train on, and counts. Over-long ones are truncated by TRL (keep start);
+    one whose prompt alone fills ``max_length`` would keep no assistant token and is dropped. A ValueError when
+    every example is longer than ``max_length``."""
+    if len(convs) and (full > max_length).all():
+        raise ValueError(
+            f"train.max_length={max_length} is too small for every example: the shortest needs {int(full.min())} "
+            f"tokens (median {int(np.median(full))}); raise train.max_length"
+        )
+    keep = [i for i in range(len(convs)) if prompt[i] < max_length]
+    counts = {
+        "n_truncated": int(((full > max_length) & (prompt < max_length)).sum()),
+        "n_dropped_prompt_too_long": int(len(convs) - len(keep)),
+        "tokens_min": int(full.min()) if len(full) else 0,
+        "tokens_median": float(np.median(full)) if len(full) else 0.0,
+        "tokens_max": int(full.max()) if len(full) else 0,
+    }
+    if counts["n_truncated"] or counts["n_dropped_prompt_too_long"]:
+        log.warning("max_length=%d: %d examples truncated, %d dropped (prompt alone too long)", max_length,
+                    counts["n_truncated"], counts["n_dropped_prompt_too_long"])
+    return keep, counts
+
+
+def eval_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded held-out split: ``ceil(fraction·n)`` eval rows (at least 1 when ``fraction > 0`` and ``n ≥ 2``, at
+    most ``n − 1``); train keeps the original order (the trainer shuffles)."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"train.eval_fraction must be in [0, 1), got {fraction}")
+    n_eval = min(max(1, math.ceil(fraction * n)), n - 1) if fraction > 0 and n >= 2 else 0
+    perm = np.random.default_rng(seed).permutation(n)
+    held = set(perm[:n_eval].tolist())
+    return [i for i in range(n) if i not in held], sorted(held)
