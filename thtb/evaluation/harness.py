@@ -1,0 +1,223 @@
+"""Shared plumbing for the lm-eval based evaluations: model arguments, the ``simple_evaluate`` call, fingerprints
+of the model and data, and atomic output files.
+
+Everything goes through lm-eval's public API (``lm_eval.simple_evaluate`` with a ``TaskManager`` built on our
+task folder ``eval/tasks/``); nothing here re-implements prompting, generation or scoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from thtb.fingerprint import fingerprint
+from thtb.io import atomic_path, atomic_write_text
+
+BACKENDS = ("hf", "vllm")
+TASKS_DIR_ENV = "THTB_EVAL_TASKS_DIR"
+FULL_HASH_LIMIT = 512 * 2**20  # files above this get a sampled digest (size + 4 chunks), see file_digest
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+_META_FILES = (
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
+
+
+def tasks_dir() -> Path:
+    """The project's lm-eval task folder (``eval/tasks`` at the repository root, or ``$THTB_EVAL_TASKS_DIR``)."""
+    env = os.environ.get(TASKS_DIR_ENV)
+    root = Path(env) if env else Path(__file__).resolve().parents[2] / "eval" / "tasks"
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"lm-eval task folder not found at {root}; run from a source checkout of thtb or set ${TASKS_DIR_ENV}"
+        )
+    return root
+
+
+def lm_eval_version() -> str:
+    from importlib.metadata import version
+
+    return version("lm_eval")
+
+
+def file_digest(path: str | os.PathLike, *, full_limit: int = FULL_HASH_LIMIT) -> str:
+    """sha256 of a file's bytes; for files above ``full_limit`` bytes, of its size and four 1 MiB chunks
+    (start, 1/3, 2/3, end) prefixed ``sampled:`` — cheap for multi-GB weights, still changes when they do."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if size <= full_limit:
+            for block in iter(lambda: fh.read(2**20), b""):
+                h.update(block)
+            return h.hexdigest()
+        h.update(str(size).encode())
+        for offset in (0, size // 3, 2 * size // 3, max(size - 2**20, 0)):
+            fh.seek(offset)
+            h.update(fh.read(2**20))
+    return "sampled:" + h.hexdigest()
+
+
+def describe_model_dir(path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """Identity of a model or adapter: for a local folder its resolved path and the digest and size of its
+    config, tokenizer and weight files; for anything else (a hub id) just the id."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if not p.exists():
+        return {"hub_id": str(path)}
+    if p.is_file():
+        return {"path": str(p.resolve()), "files": {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)}}}
+    files = {}
+    for f in sorted(p.iterdir()):
+        if f.is_file() and (f.name in _META_FILES or f.name.endswith(_WEIGHT_SUFFIXES)):
+            files[f.name] = {"size": f.stat().st_size, "sha256": file_digest(f)}
+    return {"path": str(p.resolve()), "files": files}
+
+
+def model_fingerprint(model_path: str | os.PathLike, adapter: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``{"model": ..., "adapter": ..., "fingerprint": <16 hex>}``; the fingerprint ignores local paths, so the
+    same weights moved elsewhere keep it."""
+    model = describe_model_dir(model_path)
+    adapter_info = describe_model_dir(adapter)
+
+    def content(info):
+        if info is None:
+            return None
+        return info.get("files") or info.get("hub_id")
+
+    return {"model": model, "adapter": adapter_info, "fingerprint": fingerprint([content(model), content(adapter_info)])}
+
+
+def model_args(
+    backend: str,
+    model_path: str | os.PathLike,
+    *,
+    adapter: str | os.PathLike | None = None,
+    dtype: str = "auto",
+    tensor_parallel_size: int = 1,
+    data_parallel_size: int = 1,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """lm-eval ``model_args`` for ``backend``: HF (``pretrained`` + ``peft`` for an adapter) or vLLM
+    (``pretrained`` + ``lora_local_path``, tensor/data parallel). ``extra`` is merged last (e.g.
+    ``max_length``, ``enable_thinking``, ``gpu_memory_utilization``)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    args: dict[str, Any] = {"pretrained": str(model_path), "dtype": dtype}
+    if backend == "hf":
+        if adapter is not None:
+            args["peft"] = str(adapter)
+        if tensor_parallel_size != 1 or data_parallel_size != 1:
+            raise ValueError(
+                "tensor/data parallelism is a vLLM option here; for HF use `accelerate launch` (data parallel) "
+                "or extra model_args parallelize=True"
+            )
+    else:
+        if importlib.util.find_spec("vllm") is None:
+            raise ImportError(
+                "backend='vllm' needs the vLLM package, which is not installed; install it (pip install "
+                "'lm-eval[vllm]') on a GPU machine, or use backend='hf'"
+            )
+        args["tensor_parallel_size"] = int(tensor_parallel_size)
+        args["data_parallel_size"] = int(data_parallel_size)
+        if adapter is not None:
+            args["lora_local_path"] = str(adapter)
+    args.update(dict(extra or {}))
+    return args
+
+
+def run_lm_eval(
+    *,
+    backend: Any,
+    model_args: Mapping[str, Any],
+    tasks: list[str],
+    include_path: str | os.PathLike | None,
+    include_defaults: bool,
+    task_metadata: Mapping[str, Any] | None = None,
+    num_fewshot: int | None = None,
+    limit: int | None = None,
+    batch_size: int | str = 1,
+    device: str | None = None,
+    max_gen_toks: int | None = None,
+    apply_chat_template: bool = False,
+    fewshot_as_multiturn: bool = True,
+    system_instruction: str | None = None,
+) -> dict[str, Any]:
+    """One ``lm_eval.simple_evaluate`` call with sample logging on; returns its result dict.
+
+    ``backend`` is an lm-eval model name (``"hf"``, ``"vllm"``) built from ``model_args``, or a ready
+    ``lm_eval.api.model.LM`` instance (``model_args`` then ignored). Tasks are looked up in ``include_path``
+    (and lm-eval's own tasks when ``include_defaults``); ``task_metadata`` reaches each task's
+    ``custom_dataset`` hook. ``limit`` is per task; ``max_gen_toks`` overrides the tasks' generation length.
+    """
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(
+        include_path=str(include_path) if include_path is not None else None,
+        include_defaults=include_defaults,
+        metadata=dict(task_metadata or {}),
+    )
+    results = lm_eval.simple_evaluate(
+        model=backend,
+        model_args=dict(model_args),
+        tasks=tasks,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        batch_size=batch_size,
+        device=device,
+        log_samples=True,
+        apply_chat_template=apply_chat_template,
+        fewshot_as_multiturn=fewshot_as_multiturn if apply_chat_template else False,
+        system_instruction=system_instruction,
+        gen_kwargs={"max_gen_toks": int(max_gen_toks)} if max_gen_toks is not None else None,
+        task_manager=manager,
+        bootstrap_iters=0,
+    )
+    if results is None:  # non-zero rank in a distributed run
+        raise RuntimeError("lm-eval returned no results on this rank")
+    return results
+
+
+def raw_response(sample: Mapping[str, Any]) -> str:
+    """The model's generated text for one logged lm-eval sample (first request, first repeat)."""
+    resps = sample.get("resps") or [[""]]
+    first = resps[0]
+    return str(first[0] if isinstance(first, list) and first else first)
+
+
+def filtered_response(sample: Mapping[str, Any]) -> str:
+    filt = sample.get("filtered_resps") or [""]
+    first = filt[0]
+    return str(first[0] if isinstance(first, list) and first else first)
+
+
+def truncate_middle(text: str, max_chars: int | None) -> str:
+    """Keep the head and the tail of ``text`` (where an answer usually is) within ``max_chars``."""
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    marker = f" …[{len(text) - max_chars} chars cut]… "
+    keep = max(max_chars - len(marker), 0)
+    head = keep * 2 // 3
+    return text[:head] + marker + text[len(text) - (keep - head) :] if keep else text[:max_chars]
+
+
+def write_outputs(out_dir: str | os.PathLike, json_name: str, summary: Mapping, jsonl_name: str, rows: Iterable) -> Path:
+    """Write the summary JSON and the per-sample jsonl atomically; return the JSON's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / jsonl_name) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    return atomic_write_text(out / json_name, json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
