@@ -9,7 +9,7 @@ export WANDB_MODE
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all select bench clean
+.PHONY: help install demo test test-all select train tables bench bench-train clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,10 +36,19 @@ test-all: $(STAMP) ## run every test, the slow ones included
 	$(OFFLINE) $(PY) -m pytest -q -m "not gpu and not network" $(ARGS)
 
 select: $(STAMP) ## THTB 5% of Alpaca: make select ARGS="scoring=offline data.path=…/alpaca_data.json"
-	$(PY) run.py +experiment=alpaca_5pct $(ARGS)
+	$(PY) run.py +experiment=alpaca_5pct stages=[select] $(ARGS)
+
+train: $(STAMP) ## select + LoRA SFT: make train ARGS="+experiment=demo model=smollm2_135m train=cpu_smoke"
+	$(OFFLINE) $(PY) run.py stages=[select,train] $(ARGS)
 
 bench: $(STAMP) ## print speed/memory figures (selection maths, silhouette, full offline cascade)
 	$(OFFLINE) $(PY) benchmarks/bench_selection.py $(ARGS)
+
+tables: $(STAMP) ## regenerate the paper's Tables 1–3 (ours / published / Δ) from results/runs/*.jsonl → results/tables/
+	$(OFFLINE) $(PY) run.py +experiment=paper_tables $(ARGS)
+
+bench-train: $(STAMP) ## training tokens/s, peak memory (CPU; ARGS="--device cuda" for MFU on a GPU)
+	$(OFFLINE) $(PY) benchmarks/bench_train.py $(ARGS)
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -15,7 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("thtb")
 
-STAGES = {"select": "thtb.stages.select:run_select"}
+STAGES = {
+    "select": "thtb.stages.select:run_select",
+    "train": "thtb.stages.train:run_train",
+    "tables": "thtb.stages.tables:run_tables",
+}
 """Stage name → ``module:function(cfg: dict, run_dir: Path, tracker) -> dict``."""
 
 

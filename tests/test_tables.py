@@ -1,0 +1,321 @@
+"""Paper tables: the published numbers as transcribed, and the tables stage on fixture run lines."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.test_select_stage import ROOT, run_py
+from thtb.stages.tables import run_tables
+from thtb.tables import (
+    ALPACAEVAL_SUBSETS,
+    MISSING,
+    MMLU_PRO_CATEGORIES,
+    TABLES,
+    RunLineError,
+    cell_text,
+    line_from_wandb,
+    read_published,
+    read_run_files,
+)
+
+PAPER = ROOT / "results" / "paper"
+MMLU_N = {"business": 789, "law": 1101, "psychology": 798, "biology": 717, "chemistry": 1132, "history": 381,
+          "health": 818, "economics": 844, "math": 1351, "physics": 1299, "philosophy": 499, "engineering": 969,
+          "computer science": 410, "other": 924}
+ALPACA_N = {"helpful_base": 129, "koala": 156, "selfinstruct": 252, "oasst": 188, "vicuna": 80}
+# docs/METHOD.md "Published numbers": the overall columns, transcribed a second time
+OVERALL = {
+    "table1_mmlu_pro": {"1B": (18.46, 19.58, 17.95, 20.65), "3B": (29.38, 31.24, 33.25, 34.56),
+                        "8B": (32.76, 37.01, 39.81, 40.40)},
+    "table2_alpacaeval": {"1B": (None, 63.98, 73.54, 75.03), "3B": (None, 73.42, 78.39, 81.86),
+                          "8B": (None, 73.17, 83.26, 85.34)},
+}
+
+
+# ------------------------------------------------------------------------------------ published numbers
+def published(table: str) -> pd.DataFrame:
+    return read_published(PAPER, table)
+
+
+def value(frame, method, size, column) -> float:
+    row = frame[(frame.method == method) & (frame.model_size == size) & (frame.column == column)]
+    assert len(row) == 1, (method, size, column)
+    return float(row["value"].iloc[0])
+
+
+def test_published_values_as_printed():
+    t1, t2, t3 = published("table1_mmlu_pro"), published("table2_alpacaeval"), published("table3_tcm")
+    assert value(t1, "thtb", "1B", "business") == 20.41
+    assert value(t1, "random", "3B", "history") == 30.97
+    assert value(t1, "full", "8B", "psychology") == 48.99  # the typo stays, noted
+    assert value(t2, "thtb", "8B", "vicuna") == 95.00
+    assert value(t2, "alpagasus", "8B", "overall") == 83.26
+    assert value(t3, "tcm_hard", "8B", "exam") == 61.82 and value(t3, "tcm_hard", "8B", "thtb_score") == 0.5518
+    assert value(t3, "vanilla", "8B", "exam") == 55.15 and math.isnan(value(t3, "vanilla", "8B", "thtb_score"))
+    assert set(t1.groupby(["method", "model_size"]).size()) == {15}
+    assert list(t1["column"].unique()) == [*MMLU_PRO_CATEGORIES, "overall"]
+    assert list(t2["column"].unique()) == [*ALPACAEVAL_SUBSETS, "overall"]
+    assert "full" not in set(t2["method"])  # Full is Table 2's baseline
+
+
+@pytest.mark.parametrize("table", sorted(OVERALL))
+def test_each_published_overall_matches(table):
+    frame = published(table)
+    for size, values in OVERALL[table].items():
+        for method, expected in zip(("full", "random", "alpagasus", "thtb"), values, strict=True):
+            if expected is not None:
+                assert value(frame, method, size, "overall") == expected, (method, size)
+
+
+@pytest.mark.parametrize(("table", "sizes"), [("table1_mmlu_pro", MMLU_N), ("table2_alpacaeval", ALPACA_N)])
+def test_published_overall_is_the_weighted_mean_except_noted_typos(table, sizes):
+    """Each cell is k/n; the question-weighted mean of the cells gives the overall, except the noted typos."""
+    frame = published(table)
+    typos = frame[frame["note"].str.startswith("typo")]
+    assert len(typos) == 2
+    for (method, size), rows in frame.groupby(["method", "model_size"]):
+        cells = rows.set_index("column")["value"]
+        counts = {c: round(cells[c] * n / 100) for c, n in sizes.items()}
+        weighted = 100 * sum(counts.values()) / sum(sizes.values())
+        exact = all(abs(100 * counts[c] / n - cells[c]) < 0.006 for c, n in sizes.items())
+        noted = (typos["method"].eq(method) & typos["model_size"].eq(size)).any()
+        if noted:
+            assert not exact or abs(weighted - cells["overall"]) > 0.006, (method, size)
+        else:
+            assert exact and abs(weighted - cells["overall"]) < 0.006, (method, size)
+
+
+# ------------------------------------------------------------------------------------------ fixture runs
+def line(method, size, seed, *, mmlu=None, categories=None, limit=None, n=12032, pairwise=None, exam=None,
+         finished="2026-11-24T22:00:00Z", data="alpaca", **extra):
+    metrics = {}
+    if mmlu is not None:
+        metrics["mmlu_pro"] = {"overall": mmlu, "n": n, "limit": limit,
+                               "categories": {c: {"accuracy": v, "n": MMLU_N[c]}
+                                              for c, v in (categories or {}).items()}}
+    if pairwise is not None:
+        metrics["pairwise"] = pairwise
+    if exam is not None:
+        metrics["exam"] = {"accuracy": exam, "n": 165, "correct": round(exam * 1.65)}
+        metrics["thtb_score"] = 0.5
+    return {"experiment": f"x_{method}", "method": method, "data": data, "model": "m", "model_size": size,
+            "seed": seed, "finished_at": finished, "thtb_version": "0.1.0", "metrics": metrics, **extra}
+
+
+FIXTURE = [
+    # two seeds for Ours-1B: overall 20.0 and 21.0 → 20.50 ± 0.71 (n=2); business only in seed 42
+    line("thtb", "1B", 42, mmlu=20.0, categories={"business": 20.41},
+         pairwise={"baseline": "full", "judge": "j", "n_prompts": 805,
+                   "overall": {"win_rate": 75.0, "win_rate_ci95": [72.1, 78.0], "win_rate_tie_half": 76.0, "n": 805},
+                   "subsets": {"koala": {"win_rate": 80.0, "win_rate_ci95": [73.0, 86.0], "n": 156}}}),
+    line("thtb", "1B", 43, mmlu=21.0),
+    # an older line for the same cell and seed: the latest wins
+    line("thtb", "1B", 43, mmlu=99.0, finished="2026-01-01T00:00:00Z"),
+    # a smoke slice
+    line("random", "1B", 42, mmlu=30.0, n=100, limit=100),
+    # a method the paper lacks
+    line("longest", "3b", 42, mmlu=31.0),
+    # Table 3
+    line("tcm_hard", "8B", 42, exam=60.0, data="tcm"),
+]
+
+
+def write_lines(path: Path, lines) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def cfg_for(runs: Path, out: Path, **tables) -> dict:
+    import yaml
+
+    conf = yaml.safe_load((ROOT / "conf" / "tables" / "default.yaml").read_text())
+    conf.update(runs_dir=str(runs), out_dir=str(out), paper_dir=str(PAPER), **tables)
+    return {"tables": conf, "experiment_name": "paper_tables"}
+
+
+def md_row(md: str, label: str) -> list[str]:
+    row = next(r for r in md.splitlines() if r.startswith(f"| {label} |"))
+    return [c.strip() for c in row.strip().strip("|").split("|")][1:]
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tables")
+    write_lines(tmp / "runs" / "alpaca.jsonl", FIXTURE[:4])
+    write_lines(tmp / "runs" / "more.jsonl", FIXTURE[4:])
+    summary = run_tables(cfg_for(tmp / "runs", tmp / "out"), tmp / "run")
+    return tmp / "out", summary
+
+
+def test_stage_writes_every_file(tables):
+    out, summary = tables
+    for name in TABLES:
+        for ext in ("md", "tex", "csv", "png"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0, (name, ext)
+    assert summary["n_run_lines"] == len(FIXTURE)
+    assert summary["tables"]["table1_mmlu_pro"]["smoke_cells"] == 1
+
+
+def test_cell_shows_ours_published_and_delta(tables):
+    out, _ = tables
+    md = (out / "table1_mmlu_pro.md").read_text()
+    cells = md_row(md, "Ours-1B")
+    assert cells[0] == "20.41 / 20.41 (+0.00)"  # business, one seed
+    assert cells[-1] == "20.50 ± 0.71 (n=2) / 20.65 (-0.15)"  # overall: two seeds averaged, the stale line ignored
+    assert md_row(md, "AlpaGasus-1B")[-1] == f"{MISSING} / 17.95"  # not run: missing, never filled
+    assert md_row(md, "Ours-1B")[1] == f"{MISSING} / 16.35"
+    assert md_row(md, "Full-8B")[2] == f"{MISSING} / 48.99‡"  # the published typo is marked and footnoted
+    assert "391/798 = 49.00" in md
+    tex = (out / "table1_mmlu_pro.tex").read_text()
+    assert r"20.50 $\pm$ 0.71 (n=2) / 20.65 (-0.15)" in tex and r"\begin{tabular}" in tex
+
+
+def test_seeds_are_averaged_in_the_csv(tables):
+    out, _ = tables
+    csv = pd.read_csv(out / "table1_mmlu_pro.csv", dtype={"seeds": str})
+    cell = csv[(csv.method == "thtb") & (csv.model_size == "1B") & (csv.column == "overall")].iloc[0]
+    assert (cell.ours, cell.n_seeds, cell.seeds, cell.published) == (20.5, 2, "42,43", 20.65)
+    assert cell.ours_std == pytest.approx(math.sqrt(0.5)) and cell.delta == pytest.approx(-0.15)
+    assert not cell.smoke
+    missing = csv[(csv.method == "alpagasus") & (csv.model_size == "1B") & (csv.column == "overall")].iloc[0]
+    assert math.isnan(missing.ours) and missing.n_seeds == 0 and missing.published == 17.95
+
+
+def test_smoke_cell_is_flagged(tables):
+    out, _ = tables
+    md = (out / "table1_mmlu_pro.md").read_text()
+    assert md_row(md, "Random Sampling-1B")[-1] == "30.00† / 19.58 (+10.42)"
+    assert "† Random Sampling-1B: smoke slice (limit=100), not comparable to the paper." in md
+    csv = pd.read_csv(out / "table1_mmlu_pro.csv")
+    smoke = csv[csv.smoke]
+    assert list(zip(smoke.method, smoke.column, strict=True)) == [("random", "overall")]
+    assert smoke.smoke_reason.iloc[0] == "limit=100"
+
+
+def test_ours_only_methods_are_appended_under_their_block(tables):
+    out, _ = tables
+    md = (out / "table1_mmlu_pro.md").read_text()
+    labels = [r.split("|")[1].strip() for r in md.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    assert labels.index("Longest-3B") == labels.index("Ours-3B") + 1
+    assert md_row(md, "Longest-3B")[-1] == f"31.00 / {MISSING}"
+
+
+def test_pairwise_ci_and_table3(tables):
+    out, _ = tables
+    md2 = (out / "table2_alpacaeval.md").read_text()
+    assert md_row(md2, "Ours-1B")[-1] == "75.00 [72.10, 78.00] / 75.03 (-0.03)"
+    assert md_row(md2, "Ours-1B")[1] == "80.00 [73.00, 86.00] / 79.49 (+0.51)"
+    assert "| Full-1B |" not in md2
+    md3 = (out / "table3_tcm.md").read_text()
+    assert md_row(md3, "Hard Instruction Dataset (200, THTB-guided)") == ["60.00 / 61.82 (-1.82)",
+                                                                           "0.5000 / 0.5518 (-0.0518)"]
+    assert md_row(md3, "Vanilla (Qwen3-8B, no SFT)") == [f"{MISSING} / 55.15", f"{MISSING} / {MISSING}"]
+    assert "tcm_hard" not in (out / "table1_mmlu_pro.csv").read_text()
+
+
+def test_no_run_lines_still_gives_the_published_tables(tmp_path):
+    summary = run_tables(cfg_for(tmp_path / "absent", tmp_path / "out"), tmp_path / "run")
+    assert summary["n_run_lines"] == 0
+    for name, info in summary["tables"].items():
+        csv = pd.read_csv(tmp_path / "out" / f"{name}.csv")
+        assert csv["ours"].isna().all() and info["ours_cells"] == 0
+        assert info["published_cells"] == published(name)["value"].notna().sum() > 0
+    md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
+    assert md_row(md, "Ours-8B")[-1] == f"{MISSING} / 40.40"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [('{"method": "thtb", "model_size": "1B"}\n{"method": "thtb", "model_size": \n', r"bad\.jsonl:2: invalid JSON"),
+     ('\n{"model_size": "1B", "metrics": {}}\n', r"bad\.jsonl:2: missing required field\(s\) method"),
+     ('{"method": "thtb", "model_size": "1B", "metrics": []}\n', r"bad\.jsonl:1: `metrics` must be an object")],
+)
+def test_bad_run_line_names_file_and_line(tmp_path, text, message):
+    (tmp_path / "bad.jsonl").write_text(text)
+    with pytest.raises(RunLineError, match=message):
+        read_run_files(tmp_path)
+
+
+def test_non_numeric_metric_names_the_line(tmp_path):
+    write_lines(tmp_path / "runs" / "r.jsonl", [line("thtb", "1B", 42, mmlu="20.1")])
+    with pytest.raises(RunLineError, match=r"r\.jsonl:1: mmlu_pro/overall must be a number"):
+        run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
+
+
+def test_cell_text_with_nothing_on_either_side():
+    rec = {"ours": math.nan, "n_seeds": 0, "ours_std": math.nan, "ours_ci_low": math.nan, "ours_ci_high": math.nan,
+           "smoke": False, "published": math.nan, "published_note": "", "delta": math.nan}
+    assert cell_text(rec) == f"{MISSING} / {MISSING}"
+
+
+def test_wandb_run_becomes_a_run_line():
+    config = {"experiment_name": "alpaca_5pct", "seed": 42, "selection": {"name": "thtb"},
+              "model": {"name": "llama32_1b", "size": "1b"}, "data": {"name": "alpaca"}}
+    summary = {"eval/mmlu_pro/overall": 20.65, "eval/mmlu_pro/n": 12032, "eval/mmlu_pro/categories/law/accuracy": 16.35,
+               "pairwise/overall/win_rate": 75.03, "train/loss": 1.2}
+    got = line_from_wandb(config, summary, created_at="2026-11-24T22:00:00Z")
+    assert (got["method"], got["model_size"], got["seed"], got["experiment"]) == ("thtb", "1b", 42, "alpaca_5pct")
+    assert got["metrics"] == {"mmlu_pro": {"overall": 20.65, "n": 12032, "categories": {"law": {"accuracy": 16.35}}},
+                              "pairwise": {"overall": {"win_rate": 75.03}}}
+    whole = {"method": "random", "model_size": "3B", "metrics": {}}
+    assert line_from_wandb(config, {"run_line": whole}) == whole
+
+
+def test_wandb_source_reads_through_the_api(tmp_path):
+    from thtb.tables import read_wandb_lines
+
+    class Run:
+        path = ["me", "thtb", "abc123"]
+        created_at = "2026-11-24T22:00:00Z"
+        config = {"experiment_name": "e", "seed": 1, "selection": {"name": "thtb"}, "model": {"size": "1b"}}
+        summary_metrics = {"metrics": {"mmlu_pro": {"overall": 20.0, "n": 12032, "limit": None}}}
+
+    class SelectOnly(Run):
+        summary_metrics = {"select/n_selected": 2600}
+
+    class Api:
+        def runs(self, path, filters):
+            assert (path, filters) == ("me/thtb", {"state": "finished"})
+            return [Run(), SelectOnly()]
+
+    lines = read_wandb_lines("thtb", entity="me", filters={"state": "finished"}, api=Api())
+    assert [(x["method"], x["model_size"], x["_where"]) for x in lines] == [("thtb", "1B", "wandb:me/thtb/abc123")]
+
+
+# --------------------------------------------------------------------------------------------- run.py
+def run_paper_tables(*overrides: str) -> subprocess.CompletedProcess:
+    """``python run.py +experiment=paper_tables …``; registers the stage first if run.py does not know it yet."""
+    import run
+
+    if "tables" in run.STAGES:
+        return run_py("+experiment=paper_tables", *overrides)
+    code = ("import sys, run; run.STAGES.setdefault('tables', 'thtb.stages.tables:run_tables'); "
+            "run.main.__wrapped__.__module__ = '__main__'; "  # so Hydra finds conf/ beside run.py
+            "sys.argv = ['run.py', *sys.argv[1:]]; run.main()")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-c", code, "+experiment=paper_tables", *overrides], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_run_py_paper_tables_end_to_end(tmp_path):
+    write_lines(tmp_path / "runs" / "a.jsonl", FIXTURE)
+    proc = run_paper_tables(f"tables.runs_dir={tmp_path / 'runs'}", f"tables.out_dir={tmp_path / 'out'}",
+                            f"hydra.run.dir={tmp_path / 'run'}", "logger=wandb_offline")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
+    assert md_row(md, "Ours-1B")[-1] == "20.50 ± 0.71 (n=2) / 20.65 (-0.15)"
+    assert {p.suffix for p in (tmp_path / "out").iterdir()} == {".md", ".tex", ".csv", ".png"}
+    summary = json.loads((tmp_path / "run" / "tables" / "summary.json").read_text())
+    assert summary["n_run_lines"] == len(FIXTURE)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    blob = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
+    assert b"tables/table1_mmlu_pro" in blob and b"tables/charts" in blob
