@@ -18,6 +18,7 @@ log = logging.getLogger("thtb")
 STAGES = {
     "select": "thtb.stages.select:run_select",
     "train": "thtb.stages.train:run_train",
+    "eval": "thtb.stages.eval:run_eval",
     "tables": "thtb.stages.tables:run_tables",
 }
 """Stage name → ``module:function(cfg: dict, run_dir: Path, tracker) -> dict``."""

@@ -37,7 +37,8 @@ def _side(conv, tag):
 
 def longer_wins(conv):
     a, b = _side(conv, "a"), _side(conv, "b")
-    return json.dumps({"reasoning": "more detail", "winner": "a" if len(a) > len(b) else "b" if len(b) > len(a) else "tie"})
+    verdict = "Output (a)" if len(a) > len(b) else "Output (b)" if len(b) > len(a) else "Tie"
+    return f"{verdict}\nIt has more detail."
 
 
 def outputs(name, texts):
@@ -76,7 +77,7 @@ def test_ties_count_zero_and_half_and_identical_outputs_need_no_call():
 
 
 def test_both_orders_expose_position_bias():
-    always_a = ScriptedJudge(lambda conv: '{"reasoning": "first is best", "winner": "a"}')
+    always_a = ScriptedJudge(lambda conv: "Output (a) is better.")
     frame = judge_pairs(always_a, INSTR[:10], ["m"] * 10, ["b"] * 10, order="both")
     assert always_a.stats()["calls"] == 20
     assert (frame["outcome"] == "tie").all() and not frame["consistent"].any()
@@ -187,7 +188,7 @@ def test_pairwise_through_a_real_served_judge(smollm2_server, shared_data, tmp_p
     for failure in summary["failed"]:  # SmolLM2 often rambles: recorded as failures, never as a verdict
         assert failure["error"].startswith("judge: parse:")
     assert summary["mean_length"]["baseline"] > summary["mean_length"]["model"]  # GPT-4-turbo is verbose
-    assert summary["judge"]["template"] == "pairwise@1"
+    assert summary["judge"]["template"] == "pairwise@2"
     again = judge()
     rerun = run_pairwise(prompts, davinci, gpt4, again, out_dir=tmp_path / "b", failure_budget=10)
     assert again.stats()["calls"] == 0 and rerun["overall"] == overall

@@ -259,6 +259,9 @@ def test_alpagasus_template_is_the_authors_prompt():
         ("(b)", "b"),
         ("B", "b"),
         ("tie.", "tie"),
+        ("Output (a) is better.\nOutput (b) is not equally good", "a"),
+        ("Output (b) is indeed better than Output (a).", "b"),
+        ("**Output (b)**\nIt answers the question.", "b"),
     ],
 )
 def test_parse_pairwise_accepts(text, winner):
@@ -268,7 +271,8 @@ def test_parse_pairwise_accepts(text, winner):
 @pytest.mark.parametrize(
     "text",
     ["", "Both outputs are good.", '{"reasoning": "x"}', '{"winner": "c"}', '{"winner": "a and b"}',
-     "Output (a) is better than output (b)", "<think>unfinished"],
+     "The output is better.", "Output (c) is better.", "Your answer is correct.",
+     "Output (a) is better and output (b) is good too", "<think>unfinished"],
 )
 def test_parse_pairwise_rejects(text):
     with pytest.raises(ParseError):
@@ -279,6 +283,7 @@ def test_pairwise_and_respond_templates():
     msgs = PAIRWISE.messages({"instruction": "Name a colour.", "output_a": "Red.", "output_b": "Blue."})
     user = msgs[-1]["content"]
     assert user.index("Name a colour.") < user.index("## Output (a)\nRed.") < user.index("## Output (b)\nBlue.")
-    assert PAIRWISE.params["temperature"] == 0 and PAIRWISE.json_schema["properties"]["winner"]["enum"] == ["a", "b", "tie"]
+    assert PAIRWISE.params["temperature"] == 0 and '"Output (a)" or "Output (b)"' in user
+    assert parse_pairwise("Output (b)\nMore complete.") == {"winner": "b", "reasoning": "More complete."}
     assert RESPOND.messages({"instruction": "Hi?"}) == [{"role": "user", "content": "Hi?"}]
     assert parse_text("<think>plan</think>\n Hello ") == "Hello" and parse_text("") == ""

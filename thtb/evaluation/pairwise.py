@@ -62,6 +62,26 @@ class EvaluationError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------ inputs
+DEMO_PROMPTS = "demo"
+HUB_PREFIX = "hf://datasets/"
+
+
+def resolve_prompts(spec: str) -> str:
+    """``demo`` → the packaged ``demo_eval.jsonl`` (10 prompts written for the project, 2 per subset);
+    ``hf://datasets/<owner>/<repo>/<file>`` → that file downloaded from the Hugging Face hub (cached by
+    ``huggingface_hub``; e.g. ``hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json``); a path unchanged."""
+    if spec == DEMO_PROMPTS:
+        from importlib import resources
+
+        return str(resources.files("thtb") / "resources" / "demo_eval.jsonl")
+    if spec.startswith(HUB_PREFIX):
+        from huggingface_hub import hf_hub_download
+
+        owner, repo, filename = spec[len(HUB_PREFIX):].split("/", 2)
+        return hf_hub_download(f"{owner}/{repo}", filename, repo_type="dataset")
+    return spec
+
+
 def load_eval_set(path: str | os.PathLike[str], *, subsets: Sequence[str] | None = None,
                   limit: int | None = None) -> pd.DataFrame:
     """AlpacaEval prompts: columns ``instruction``, ``dataset`` (``"default"`` when absent) and

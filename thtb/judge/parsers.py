@@ -35,9 +35,11 @@ AlpaGasus rating (:func:`parse_alpagasus`)
     :class:`ParseError`, never a default score. The following lines are the explanation.
 
 Pairwise verdict (:func:`parse_pairwise`)
-    ``{"winner": "a" | "b" | "tie", "reasoning": str}``: a JSON object with ``winner`` (``a``, ``b``,
-    ``tie``; also ``Output (a)``, ``(b)``, ``A``), or, as the whole answer, a bare verdict in those forms.
-    Anything else — prose naming no verdict, a verdict naming both outputs — is a :class:`ParseError`.
+    ``{"winner": "a" | "b" | "tie", "reasoning": str}`` from the first line: a bare verdict (``Output (a)``,
+    ``(b)``, ``A``, ``Tie``), or a verdict sentence that starts with it (``Output (a) is better.``,
+    ``Output (b) is clearly the better one``); the following lines are the reasoning. A JSON object with a
+    ``winner`` field is accepted too. Anything else — prose naming no verdict ("The output is better."),
+    a first line naming both outputs as better — is a :class:`ParseError`.
 
 Free text (:func:`parse_text`)
     The answer itself, stripped (a model's response to an evaluation prompt; empty is a valid answer).
@@ -262,6 +264,10 @@ def parse_alpagasus(text: str) -> dict:
 
 
 _VERDICT = re.compile(r"^\W*(?:output|response|assistant)?\s*\(?\s*([ab]|tie)\s*\)?\W*$", re.IGNORECASE)
+_VERDICT_SENTENCE = re.compile(
+    r"^\W*(?:output|response|assistant)\s*\(?\s*([ab])\s*\)?\s+is\s+(?:\w+\s+){0,2}better\b", re.IGNORECASE
+)
+_BOTH = re.compile(r"(?:output|response)\s*\(?\s*([ab])\s*\)?", re.IGNORECASE)
 
 
 def _verdict(value: Any) -> str:
@@ -277,10 +283,21 @@ def parse_pairwise(text: str) -> dict:
     clean = strip_noise(text).strip()
     if not clean:
         raise ParseError("empty answer")
-    if "{" in clean:
+    if clean.startswith("{"):
         obj = find_json_object(clean)
         return {"winner": _verdict(_get(obj, "winner")), "reasoning": _reasoning(obj)}
-    return {"winner": _verdict(clean), "reasoning": ""}
+    first, _, rest = clean.partition("\n")
+    first = first.replace("*", "").strip()
+    reasoning = " ".join(rest.split())
+    if _VERDICT.match(first):
+        return {"winner": _verdict(first), "reasoning": reasoning}
+    sentence = _VERDICT_SENTENCE.match(first)
+    if sentence:
+        named = {m.lower() for m in _BOTH.findall(first.split(".")[0])}
+        if len(named) > 1 and "than" not in first.lower():  # "Output (a) is better and output (b) …"
+            raise ParseError(f"first line {first[:80]!r} names both outputs")
+        return {"winner": sentence[1].lower(), "reasoning": " ".join(f"{first} {reasoning}".split())}
+    raise ParseError(f"first line {first[:80]!r} is not a verdict (Output (a), Output (b) or Tie)")
 
 
 def parse_text(text: str) -> str:

@@ -24,7 +24,9 @@ Templates
     Data": the query (instruction and input, as the data layer joined them) and the response;
     an accuracy score 0–5 on the first line, then an explanation (:func:`~thtb.judge.parsers.parse_alpagasus`).
 ``pairwise`` (:data:`PAIRWISE`, AlpacaEval-style evaluation)
-    An instruction and two outputs shown as (a) and (b); ``{"reasoning", "winner": a|b|tie}``.
+    An instruction and two outputs shown as (a) and (b); the verdict ``Output (a)`` / ``Output (b)`` /
+    ``Tie`` on the first line, a one-sentence reason on the next (AlpacaEval's classic answer form, which
+    small judges follow too): ``{"winner": a|b|tie, "reasoning"}``.
 ``respond`` (:data:`RESPOND`)
     The instruction as the only user turn: a model's own response (free text), for evaluation.
 
@@ -288,28 +290,22 @@ def _pairwise_messages(item: Mapping[str, Any]) -> Messages:
         f"## Instruction\n{item['instruction']}\n\n"
         f"## Output (a)\n{item['output_a']}\n\n"
         f"## Output (b)\n{item['output_b']}\n\n"
-        "Which output is better? Answer with exactly one JSON object: "
-        '{"reasoning": "<one or two sentences>", "winner": "<a|b|tie>"}. Use "tie" only if the two '
-        "outputs are equally good (or equally bad)."
+        'Which output is better? On the first line write only "Output (a)" or "Output (b)" — or "Tie" if they '
+        "are equally good (or equally bad). On the second line, give one short sentence saying why."
     )
     return [{"role": "system", "content": _PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
 
 
 PAIRWISE = PromptTemplate(
     name="pairwise",
-    version="1",
+    version="2",
     build=_pairwise_messages,
     parser=parsers.parse_pairwise,
     fields=("instruction", "output_a", "output_b"),
-    params=MappingProxyType({"temperature": 0.0, "max_tokens": 256}),
-    json_schema={
-        "type": "object",
-        "properties": {"reasoning": {"type": "string"}, "winner": {"type": "string", "enum": ["a", "b", "tie"]}},
-        "required": ["reasoning", "winner"],
-    },
+    params=MappingProxyType({"temperature": 0.0, "max_tokens": 96}),
     followup=(
-        "Your answer could not be used: {error}. Answer only with one JSON object "
-        '{"reasoning": ..., "winner": ...} where winner is "a", "b" or "tie". No other text.'
+        "Your answer could not be used: {error}. Answer with exactly \"Output (a)\", \"Output (b)\" or "
+        "\"Tie\" on the first line. No other text on that line."
     ),
 )
 """AlpacaEval-style pairwise comparison of two outputs to one instruction (wording ours)."""

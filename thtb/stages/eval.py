@@ -1,0 +1,342 @@
+"""The ``eval`` stage: MMLU-Pro, the pairwise (AlpacaEval-style) win rate and the exam, for the trained model.
+
+Outputs, under ``<run_dir>/eval/``:
+
+- ``sanity.json``         how the model was checked to differ from its base (the stage refuses otherwise)
+- ``mmlu_pro.json`` / ``mmlu_pro_samples.jsonl``   per-category and question-weighted accuracy, parse failures,
+  model and data fingerprints, lm-eval version / one row per question
+- ``pairwise.json`` / ``pairwise_samples.jsonl``   win rate (tie 0 and tie ½) with bootstrap CIs per subset and
+  overall, position consistency, mean lengths, judge and prompt version, failures / one row per prompt
+- ``exam.json`` / ``exam_samples.jsonl``           exam accuracy overall and per question type
+- ``summary.json``        the run line below, plus where everything is; ``mmlu_pro_categories.png`` a bar chart
+
+and one JSON line appended to ``<eval.results_dir>/<experiment>.jsonl`` (the run line the paper tables read:
+experiment, method, model, size, seed, subset fingerprint, metrics in percent). Everything is also logged to
+W&B (metrics, the bar chart, per-question tables) when a logger is on.
+
+Which model: ``eval.model=trained`` (default) is the train stage's merged model of this run; ``base`` is the
+untrained base model (a "vanilla" row); a folder evaluates that folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from thtb import __version__
+from thtb.io import atomic_write_text
+from thtb.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+TASKS = ("mmlu_pro", "pairwise", "exam")
+BASELINE_KINDS = ("run", "base", "model", "outputs")
+
+
+class EvalConfigError(ValueError):
+    """The eval config cannot work (checked before any model loads)."""
+
+
+# --------------------------------------------------------------------------------------- models
+def base_model_path(cfg: dict[str, Any]) -> str:
+    from thtb.training.models import resolve_model
+
+    return resolve_model(cfg.get("model"), Path(cfg["paths"]["cache_dir"]))
+
+
+def evaluated_model(cfg: dict[str, Any], run_dir: Path) -> tuple[str, bool]:
+    """``(model folder or id, is_trained)`` for ``eval.model``."""
+    choice = str(cfg["eval"].get("model", "trained"))
+    if choice == "trained":
+        merged = run_dir / "train" / "merged"
+        if not (merged / "config.json").is_file():
+            raise EvalConfigError(
+                f"eval.model=trained but {merged} holds no model: run the train stage first "
+                "(stages=[select,train,eval]) or set eval.model=base or eval.model=<model folder>"
+            )
+        return str(merged.resolve()), True
+    if choice == "base":
+        return base_model_path(cfg), False
+    if not (Path(choice) / "config.json").is_file():
+        raise EvalConfigError(f"eval.model={choice}: not a model folder (no config.json), nor 'trained' or 'base'")
+    return choice, True
+
+
+def baseline_model(cfg: dict[str, Any]) -> tuple[str, str]:
+    """``(kind, model folder or outputs file)`` of the pairwise baseline (see conf/eval/paper.yaml)."""
+    spec = cfg["eval"]["pairwise"]["baseline"]
+    kind = spec.get("kind")
+    if kind not in BASELINE_KINDS:
+        raise EvalConfigError(f"eval.pairwise.baseline.kind must be one of {BASELINE_KINDS}, got {kind!r}")
+    if kind == "base":
+        return kind, base_model_path(cfg)
+    if kind in ("model", "outputs"):
+        path = spec.get("path")
+        if not path or not Path(path).exists():
+            raise EvalConfigError(f"eval.pairwise.baseline.path={path!r} does not exist (baseline kind {kind})")
+        return kind, str(path)
+    from thtb.training.artifacts import find_artifact
+
+    experiment = spec.get("experiment")
+    model_name, seed = (cfg.get("model") or {}).get("name"), int(cfg.get("seed", 42))
+    found = find_artifact(cfg["paths"]["cache_dir"], experiment=experiment, model=model_name, seed=seed)
+    if found is None:
+        raise EvalConfigError(
+            f"no finished training of experiment {experiment!r} for model {model_name!r} and seed {seed} in "
+            f"{Path(cfg['paths']['cache_dir']) / 'artifacts' / 'train'}: train the baseline first "
+            f"(python run.py +experiment={experiment} model={model_name} seed={seed}), or set "
+            "eval.pairwise.baseline to {kind: base} / {kind: model, path: …} / {kind: outputs, path: …}"
+        )
+    return kind, str(found / "merged")
+
+
+def check_config(cfg: dict[str, Any]) -> list[str]:
+    """The tasks to run; every config mistake that can be seen without a model raises here."""
+    ev = cfg["eval"]
+    tasks = list(ev.get("tasks") or [])
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise EvalConfigError(f"eval.tasks must be a non-empty subset of {list(TASKS)}, got {tasks}")
+    if "pairwise" in tasks and not ev["pairwise"].get("judge"):
+        raise EvalConfigError(
+            "eval.pairwise needs an LLM judge: judge=openai (judge.base_url=…, judge.model=…), judge=hf or "
+            "judge=vllm, or set eval.pairwise.judge to a judge backend config"
+        )
+    if "exam" in tasks:
+        path = ev["exam"].get("path")
+        if not path or not Path(path).is_file():
+            raise EvalConfigError(f"eval.exam.path={path!r} is not a file (the multiple-choice exam to score)")
+    if "mmlu_pro" in tasks and ev["mmlu_pro"].get("data_dir"):
+        from thtb.evaluation.mmlu_pro import data_fingerprint
+
+        data_fingerprint(ev["mmlu_pro"]["data_dir"])  # a missing parquet fails now, naming the path
+    return tasks
+
+
+# ---------------------------------------------------------------------------------------- tasks
+def _device(ev: dict[str, Any]) -> str:
+    """``eval.device``, or CUDA when available, else CPU (lm-eval's own default is CUDA)."""
+    if ev.get("device"):
+        return str(ev["device"])
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _mmlu_pro(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
+    from thtb.evaluation import run_mmlu_pro
+
+    ev, mp = cfg["eval"], cfg["eval"]["mmlu_pro"]
+    return run_mmlu_pro(
+        model, data_dir=mp.get("data_dir"), builtin=not mp.get("data_dir"), out_dir=out, limit=mp.get("limit"),
+        backend=ev.get("backend", "hf"), batch_size=ev.get("batch_size", "auto"), max_gen_toks=mp.get("max_gen_toks"),
+        device=_device(ev), dtype=ev.get("dtype", "auto"), tensor_parallel_size=int(ev.get("tensor_parallel_size", 1)),
+        data_parallel_size=int(ev.get("data_parallel_size", 1)), fewshot=int(mp.get("fewshot", 5)),
+        apply_chat_template=bool(mp.get("apply_chat_template", False)),
+    )
+
+
+def _pairwise(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
+    from hydra.utils import instantiate
+
+    from thtb.evaluation.pairwise import (
+        generate_outputs,
+        load_eval_set,
+        model_generator,
+        outputs_from_file,
+        resolve_prompts,
+        run_pairwise,
+    )
+    from thtb.judge.cache import RequestCache
+
+    ev, pw = cfg["eval"], cfg["eval"]["pairwise"]
+    prompts = load_eval_set(resolve_prompts(pw["prompts"]), subsets=pw.get("subsets"), limit=pw.get("limit"))
+    instructions = prompts["instruction"].tolist()
+    cache = RequestCache(Path(cfg["paths"]["cache_dir"]) / "generations.sqlite")
+    gen_kw = {"backend": ev.get("backend", "hf"), "cache": cache, "decoding": {"max_tokens": int(pw["max_new_tokens"])}}
+    if gen_kw["backend"] == "hf":
+        gen_kw["batch_size"] = int(pw.get("batch_size", 8))
+    mine = generate_outputs(model_generator(model, **gen_kw), instructions, name=cfg.get("experiment_name"))
+    kind, where = baseline_model(cfg)
+    name = pw["baseline"].get("name") or kind
+    if kind == "outputs":
+        theirs = outputs_from_file(where, instructions, name=name)
+    else:
+        theirs = generate_outputs(model_generator(where, **gen_kw), instructions, name=name)
+    judge = instantiate(pw["judge"])
+    summary = run_pairwise(prompts, mine, theirs, judge, out_dir=out, order=pw.get("order", "random"),
+                           seed=int(pw.get("seed", 42)), failure_budget=int(pw.get("failure_budget", 0)),
+                           n_boot=int(pw.get("bootstrap", 2000)))
+    summary["baseline"]["kind"] = kind
+    summary["generation_stats"] = {"model": mine.stats, "baseline": theirs.stats}
+    atomic_write_text(out / "pairwise.json", json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    return summary
+
+
+def _exam(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
+    from thtb.evaluation import run_exam
+
+    ev, ex = cfg["eval"], cfg["eval"]["exam"]
+    return run_exam(
+        model, exam_path=ex["path"], out_dir=out, backend=ev.get("backend", "hf"), batch_size=ev.get("batch_size", 1),
+        max_gen_toks=ex.get("max_gen_toks"), device=_device(ev), dtype=ev.get("dtype", "auto"),
+        tensor_parallel_size=int(ev.get("tensor_parallel_size", 1)), data_parallel_size=int(ev.get("data_parallel_size", 1)),
+        prompt_language=ex.get("prompt_language", "auto"), limit=ex.get("limit"),
+    )
+
+
+# ------------------------------------------------------------------------------------- run line
+def _pct(x: float | None) -> float | None:
+    return None if x is None else round(100.0 * float(x), 2)
+
+
+def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> dict[str, Any]:
+    """The one-line record of this evaluation that the paper tables read (results/README.md)."""
+    from thtb.stages.train import method_name
+
+    metrics: dict[str, Any] = {}
+    if "mmlu_pro" in results:
+        r = results["mmlu_pro"]
+        metrics["mmlu_pro"] = {
+            "overall": _pct(r["overall"]["accuracy"]), "n": r["overall"]["n"],
+            "parse_failures": r["overall"]["parse_failures"], "limit": cfg["eval"]["mmlu_pro"].get("limit"),
+            "categories": {c: {"accuracy": _pct(v["accuracy"]), "n": v["n"]} for c, v in r["per_category"].items()},
+        }
+    if "pairwise" in results:
+        r = results["pairwise"]
+        keep = ("win_rate", "win_rate_ci95", "win_rate_tie_half", "n", "n_failed")
+        metrics["pairwise"] = {
+            "baseline": r["baseline"]["name"], "judge": r["judge"]["model"], "n_prompts": r["n_prompts"],
+            "limit": cfg["eval"]["pairwise"].get("limit"), "order": r["order"],
+            "overall": {k: r["overall"][k] for k in keep},
+            "subsets": {s: {k: v[k] for k in keep} for s, v in r["subsets"].items()},
+            "position_consistency": r["position_consistency"],
+        }
+    if "exam" in results:
+        r = results["exam"]
+        overall = r.get("overall", r)
+        metrics["exam"] = {"accuracy": _pct(overall.get("accuracy")), "n": overall.get("n"),
+                           "correct": overall.get("correct"), "limit": cfg["eval"]["exam"].get("limit"),
+                           "by_type": {t: {"accuracy": _pct(v.get("accuracy")), "n": v.get("n")}
+                                       for t, v in (r.get("per_type") or {}).items()}}
+    train_summary = run_dir / "train" / "summary.json"
+    trained = json.loads(train_summary.read_text()) if train_summary.is_file() else {}
+    model_cfg = cfg.get("model") or {}
+    return {
+        "experiment": cfg.get("experiment_name"),
+        "method": method_name(cfg) if cfg["eval"].get("model", "trained") != "base" else "vanilla",
+        "data": (cfg.get("data") or {}).get("name"),
+        "model": model_cfg.get("name"),
+        "model_size": model_cfg.get("size"),
+        "seed": int(cfg.get("seed", 42)),
+        "subset_fingerprint": trained.get("subset_fingerprint"),
+        "train_fingerprint": trained.get("fingerprint"),
+        "n_train": trained.get("n_train"),
+        "run_dir": str(run_dir),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "thtb_version": __version__,
+        "metrics": metrics,
+    }
+
+
+def append_run_line(results_dir: str | Path, line: dict[str, Any]) -> Path:
+    path = Path(results_dir) / f"{line['experiment']}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
+    return path
+
+
+def _plot_categories(summary: dict[str, Any], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    cats = summary["per_category"]
+    names = sorted(cats, key=lambda c: -(cats[c]["accuracy"] or 0))
+    fig = Figure(figsize=(8, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.bar(names, [100 * (cats[c]["accuracy"] or 0) for c in names], color="#4C72B0")
+    ax.axhline(100 * (summary["overall"]["accuracy"] or 0), color="#C44E52", ls="--",
+               label=f"overall {100 * (summary['overall']['accuracy'] or 0):.1f}%")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"MMLU-Pro (n={summary['overall']['n']})")
+    ax.tick_params(axis="x", labelrotation=60)
+    ax.legend()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ run
+def run_eval(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
+    """Run the eval stage from a resolved config dict; returns the run line (also appended to results)."""
+    tracker = tracker or Tracker()
+    run_dir = Path(run_dir)
+    out = run_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = check_config(cfg)
+    if "pairwise" in tasks:
+        baseline_model(cfg)  # a missing baseline fails before any model loads
+    model, trained = evaluated_model(cfg, run_dir)
+    sanity = {"checked": False}
+    if trained and cfg["eval"]["sanity"].get("enabled", True):
+        from thtb.evaluation.sanity import check_trained
+
+        sanity = {"checked": True, **check_trained(model, base_model_path(cfg), method=cfg["eval"]["sanity"].get("method", "auto"))}
+    atomic_write_text(out / "sanity.json", json.dumps(sanity, indent=2) + "\n")
+    results: dict[str, dict] = {}
+    timings: dict[str, float] = {}
+    runners = {"mmlu_pro": _mmlu_pro, "pairwise": _pairwise, "exam": _exam}
+    for task in tasks:
+        log.info("eval: %s on %s", task, model)
+        start = time.perf_counter()
+        results[task] = runners[task](cfg, model, out)
+        timings[task] = round(time.perf_counter() - start, 2)
+        log.info("eval: %s done in %.1f s", task, timings[task])
+    line = run_line(cfg, run_dir, results)
+    where = append_run_line(cfg["eval"]["results_dir"], line)
+    summary = {**line, "model_path": model, "sanity": sanity, "timings_s": timings, "run_line_file": str(where)}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    _log(tracker, line, results, out)
+    log.info("eval: %s", _headline(line))
+    return line
+
+
+def _headline(line: dict[str, Any]) -> str:
+    m = line["metrics"]
+    parts = []
+    if "mmlu_pro" in m:
+        parts.append(f"MMLU-Pro {m['mmlu_pro']['overall']}% (n={m['mmlu_pro']['n']})")
+    if "pairwise" in m:
+        o = m["pairwise"]["overall"]
+        parts.append(f"win rate vs {m['pairwise']['baseline']} {o['win_rate']}% (n={o['n']}, failed {o['n_failed']})")
+    if "exam" in m:
+        parts.append(f"exam {m['exam']['accuracy']}% (n={m['exam']['n']})")
+    return "; ".join(parts)
+
+
+def _log(tracker: Tracker, line: dict[str, Any], results: dict[str, dict], out: Path) -> None:
+    m = line["metrics"]
+    flat: dict[str, Any] = {}
+    if "mmlu_pro" in m:
+        flat["eval/mmlu_pro/overall"] = m["mmlu_pro"]["overall"]
+        for c, v in m["mmlu_pro"]["categories"].items():
+            flat[f"eval/mmlu_pro/{c}"] = v["accuracy"]
+        png = _plot_categories(results["mmlu_pro"], out / "mmlu_pro_categories.png")
+        tracker.log_images("eval/mmlu_pro_categories", [png])
+        rows = [json.loads(x) for x in (out / "mmlu_pro_samples.jsonl").read_text().splitlines() if x.strip()]
+        tracker.log_table("eval/mmlu_pro_samples", pd.DataFrame(rows))
+    if "pairwise" in m:
+        flat["eval/pairwise/win_rate"] = m["pairwise"]["overall"]["win_rate"]
+        flat["eval/pairwise/win_rate_tie_half"] = m["pairwise"]["overall"]["win_rate_tie_half"]
+        for s, v in m["pairwise"]["subsets"].items():
+            flat[f"eval/pairwise/{s}"] = v["win_rate"]
+        rows = [json.loads(x) for x in (out / "pairwise_samples.jsonl").read_text().splitlines() if x.strip()]
+        tracker.log_table("eval/pairwise_samples", pd.DataFrame(rows).astype({"verdicts": str, "reasoning": str}))
+    if "exam" in m:
+        flat["eval/exam/accuracy"] = m["exam"]["accuracy"]
+    tracker.log_summary({k: v for k, v in flat.items() if v is not None})
+    tracker.log_summary({"run_line": line})  # the paper tables read it back with tables.source=wandb
