@@ -29,7 +29,7 @@ def paper(tmp_path):
 def test_alpaca_5pct_is_the_papers_recipe(paper):
     """docs/METHOD.md "Training", value by value."""
     train = paper["train"]
-    assert paper["stages"] == ["select", "train"] and paper["seed"] == 42
+    assert paper["stages"] == ["select", "train", "eval"] and paper["seed"] == 42
     assert paper["model"]["path"] == "meta-llama/Llama-3.2-1B-Instruct" and paper["model"]["size"] == "1b"
     assert train["lora"] == {"r": 8, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear", "bias": "none"}
     expected = {
@@ -111,7 +111,9 @@ def test_wandb_logger_reports_with_an_identifying_run_name(tmp_path):
                        f"paths.run_dir={tmp_path}"])
     assert run_name(cfg, using_subset=True) == "alpaca_5pct-thtb-3b-s7"
     cfg["train"]["dataset"] = "tatsu-lab/alpaca"
-    assert run_name(cfg, using_subset=False) == "alpaca_5pct-data-3b-s7"
+    assert run_name(cfg) == "alpaca_5pct-thtb-3b-s7"  # the experiment names its method explicitly
+    cfg["train"]["method"] = None
+    assert run_name(cfg) == "alpaca_5pct-data-3b-s7"  # else: a dataset given directly is "data"
     args = sft_config(cfg["train"], output_dir=str(tmp_path), seed=7, precision="fp32",
                       options=pick_options(cfg["train"]), assistant_only=True, world=1, report_to=["wandb"],
                       run_name="alpaca_5pct-thtb-3b-s7")

@@ -2,6 +2,9 @@
 
 Source resolution (:func:`read_source`):
 
+* an ``http://`` / ``https://`` URL → downloaded once (:func:`fetch_url`) into
+  ``$THTB_CACHE_DIR/downloads/<sha256 of the URL>/<file name>`` (``~/.cache/thtb`` when the variable
+  is unset), then read like a local file of that name; messages name the URL;
 * an existing directory → ``datasets.load_from_disk`` (a ``DatasetDict`` gives ``split``);
 * an existing file, by extension: ``.json`` (a JSON array of objects; a file starting with ``{``
   is read as JSON Lines, which is what ``datasets.Dataset.to_json`` writes), ``.jsonl`` /
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from thtb.data.errors import DataError, RowUnit, not_found, type_name
+from thtb.io import atomic_path
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 """Placeholder for a key absent from one JSON record (distinct from ``null``)."""
@@ -38,6 +42,10 @@ CSV_SUFFIXES = (".csv", ".tsv")
 DATA_SUFFIXES = JSON_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES + CSV_SUFFIXES
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+URL_SCHEMES = ("http://", "https://")
+DOWNLOAD_TIMEOUT_S = 60.0
+"""Connect/read timeout of a URL download (seconds without progress, not the total time)."""
 
 
 @dataclass
@@ -84,9 +92,70 @@ def looks_like_hub_id(source: str) -> bool:
     return bool(_HUB_ID.match(source)) and not source.lower().endswith(DATA_SUFFIXES)
 
 
+def is_url(source: str | os.PathLike[str]) -> bool:
+    """``source`` is an ``http://`` or ``https://`` URL."""
+    return isinstance(source, str) and source.lower().startswith(URL_SCHEMES)
+
+
+def download_root() -> Path:
+    """``$THTB_CACHE_DIR/downloads`` if the variable is set, else ``~/.cache/thtb/downloads``."""
+    env = os.environ.get("THTB_CACHE_DIR")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "thtb") / "downloads"
+
+
+def url_cache_path(url: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Where :func:`fetch_url` keeps ``url``: ``<root>/<sha256 of the URL>/<last path segment>``
+    (``data`` when the URL path has no file name); the query string is not part of the name."""
+    from urllib.parse import unquote, urlsplit
+
+    name = Path(unquote(urlsplit(url).path)).name or "data"
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()
+    return Path(root if root is not None else download_root()) / digest / name
+
+
+def fetch_url(url: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Download ``url`` once and return the local copy (:func:`url_cache_path`).
+
+    A cached copy is returned without any request. A download streams into a temporary file
+    beside the target that is renamed onto it only when complete, so an interrupted download never
+    leaves a file that looks whole. ``httpx`` does the HTTP (redirects followed, proxies from the
+    environment honoured). Any failure (no network, DNS, timeout, an HTTP error status) raises a
+    :class:`~thtb.data.errors.DataError` naming the URL.
+    """
+    target = url_cache_path(url, root)
+    if target.is_file():
+        return target
+    import httpx
+
+    try:
+        with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+            with httpx.stream("GET", url, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                response.raise_for_status()
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+    except httpx.HTTPError as exc:
+        if isinstance(exc, httpx.HTTPStatusError):
+            why = f"HTTP {exc.response.status_code} {exc.response.reason_phrase}"
+        else:
+            why = f"{type(exc).__name__}: {exc}"
+        raise DataError(
+            url,
+            f"download failed ({why}); a URL dataset needs internet access the first "
+            f"time (it is then cached under {target.parent}) — or download the file yourself and pass its "
+            "local path",
+        ) from exc
+    return target
+
+
 def read_source(source: str | os.PathLike[str], split: str) -> RawTable:
-    """Read ``source`` (file, HF dataset directory or hub id) into a :class:`RawTable`."""
+    """Read ``source`` (URL, file, HF dataset directory or hub id) into a :class:`RawTable`."""
     label = os.fspath(source)
+    if is_url(label):
+        suffix = url_cache_path(label, "").suffix.lower()
+        if suffix not in DATA_SUFFIXES:  # say so before downloading anything
+            raise DataError(label, f"unsupported file type {suffix or '(none)'!r} in the URL's file name; "
+                                   f"expected one of {', '.join(DATA_SUFFIXES)}")
+        return _read_file(fetch_url(label), label)
     path = Path(label)
     if path.is_dir():
         return _read_hf_disk(path, label, split)
