@@ -26,8 +26,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install thtb with pinned dependencies (CPU torch)
 
-demo: $(STAMP) ## install if needed, then run the pipeline offline on the bundled demo set
+demo: $(STAMP) ## install if needed, then the whole pipeline offline on CPU (random + THTB → LoRA → eval → table)
+	$(OFFLINE) $(PY) run.py +experiment=demo_random $(ARGS)
 	$(OFFLINE) $(PY) run.py +experiment=demo $(ARGS)
+	$(OFFLINE) $(PY) run.py +experiment=demo_table
 
 test: $(STAMP) ## run the fast test suite (offline, CPU)
 	$(OFFLINE) $(PY) -m pytest -q $(ARGS)

@@ -234,7 +234,7 @@ def bench_cascade(data_path: Path | None = None, runs: int = 1) -> None:
             out = Path(tmp) / f"run{i}"
             start = time.perf_counter()
             subprocess.run(
-                [sys.executable, "run.py", "+experiment=alpaca_5pct", "stages=[select]", "scoring=offline",
+                [sys.executable, "run.py", "+experiment=alpaca_5pct", "stages=[select]", "scoring=offline", "reuse=false",
                  f"data.path={data_path}", f"hydra.run.dir={out}"],
                 cwd=REPO, env=env, check=True, capture_output=True,
             )

@@ -53,7 +53,7 @@ def test_bad_baseline_requests():
 
 @pytest.mark.parametrize("method", ["random", "longest"])
 def test_baseline_through_run_py_writes_the_thtb_files(method, tmp_path):
-    proc = run_py("+experiment=demo", f"selection={method}", f"hydra.run.dir={tmp_path}")
+    proc = run_py("+experiment=demo", "stages=[select]", "logger=none", f"selection={method}", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "selection"
     summary = json.loads((out / "summary.json").read_text())

@@ -27,7 +27,8 @@ def pipeline(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("eval_stage")
     args = ["+experiment=demo", "stages=[select,train,eval]", "model=tiny_random", "train=cpu_smoke", "eval=smoke",
             f"eval.mmlu_pro.data_dir={shared_data / 'mmlu_pro'}", f"paths.cache_dir={root / 'cache'}",
-            f"eval.results_dir={root / 'results'}", "logger=wandb_offline"]
+            f"eval.results_dir={root / 'results'}", "logger=wandb_offline",
+            "eval.pairwise.baseline={kind: base, name: base}"]
     first = run_py(*args, f"hydra.run.dir={root / 'a'}")
     assert first.returncode == 0, first.stderr[-4000:]
     return root, args

@@ -255,7 +255,7 @@ def test_select_stage_with_the_in_process_hf_judge(tiny_path, tmp_path):
     the judge fails — counted within the budget, listed by id — and a rerun makes no call."""
     args = ["+experiment=demo", "judge=hf", f"judge.model={tiny_path}", f"judge.cache={tmp_path / 'j.sqlite'}",
             "judge.max_attempts=1", "judge.decoding={max_tokens:8}", "data.limit=8",
-            "selection.stages=[quality,intrinsic]", "judge.failure_budget=8"]
+            "selection.stages=[quality,intrinsic]", "judge.failure_budget=8", "stages=[select]", "reuse=false"]
     proc = run_py(*args, f"hydra.run.dir={tmp_path / 'a'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "a" / "selection" / "summary.json").read_text())

@@ -25,6 +25,8 @@ def served_args(smollm2_server, tmp_path_factory):
         "judge.decoding={max_tokens:48}",   # short answers, no re-asks (tests/test_judge_served.py has those),
         "data.limit=8",                     # 8 → 4 → 2 through the stages that use the judge
         "selection.stages=[quality,intrinsic]",
+        "stages=[select]",
+        "reuse=false",                      # every run selects (and asks the judge cache) again
     ]
 
 

@@ -8,14 +8,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import tempfile
+
 import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SESSION_CACHE = Path(tempfile.mkdtemp(prefix="thtb-test-cache-"))
+"""Stage artifacts of this test session: tests never reuse (or leave) artifacts in the repository's .cache."""
 
 
 def run_py(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python run.py *overrides`` offline; stage artifacts go to a per-session cache unless the test names one
+    (``paths.cache_dir=…``), so tests that compare two runs see reuse only when they ask for it."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
+    if not any(o.startswith("paths.cache_dir=") for o in overrides):
+        overrides = (*overrides, f"paths.cache_dir={SESSION_CACHE}")
     return subprocess.run(
         [sys.executable, "run.py", *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -79,12 +87,26 @@ def test_demo_logs_an_offline_wandb_run(demo_run):
 
 
 def test_rerun_without_wandb_gives_byte_identical_subset(demo_run, tmp_path):
-    proc = run_py("+experiment=demo", "stages=[select]", "logger=none", f"hydra.run.dir={tmp_path}")
+    proc = run_py("+experiment=demo", "stages=[select]", "logger=none", "reuse=false", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "selection" / "subset.jsonl").read_bytes() == (demo_run / "subset.jsonl").read_bytes()
     a = json.loads((tmp_path / "selection" / "summary.json").read_text())
     b = json.loads((demo_run / "summary.json").read_text())
     assert a["fingerprint"] == b["fingerprint"]
+
+
+def test_rerun_reuses_the_finished_selection(demo_run, tmp_path):
+    proc = run_py("+experiment=demo", "stages=[select]", "logger=none", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "selection" / "summary.json").read_text())
+    assert summary["reused"] is True and "select reused" in proc.stdout + proc.stderr
+    assert (tmp_path / "selection" / "subset.jsonl").read_bytes() == (demo_run / "subset.jsonl").read_bytes()
+    assert (tmp_path / "selection" / "scores.parquet").is_file()
+    # another selection config is another artifact
+    other = run_py("+experiment=demo", "stages=[select]", "logger=none", "selection.fractions.quality=0.4",
+                   f"hydra.run.dir={tmp_path / 'o'}")
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert json.loads((tmp_path / "o" / "selection" / "summary.json").read_text())["reused"] is False
 
 
 def test_unknown_stage_fails_before_any_work(tmp_path):

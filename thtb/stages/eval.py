@@ -190,6 +190,56 @@ def _exam(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
     )
 
 
+# ------------------------------------------------------------------------------ result reuse
+CACHED_TASKS = {"mmlu_pro": ("mmlu_pro.json", "mmlu_pro_samples.jsonl"), "exam": ("exam.json", "exam_samples.jsonl")}
+EVAL_VERSION = 1
+"""Bump when a task's scoring changes, so stored results no longer match."""
+
+
+def model_identity(model: str) -> str:
+    """A trained model is identified by its training artifact's fingerprint; any other by its content."""
+    from thtb.fingerprint import model_fingerprint
+
+    path = Path(model)
+    if path.name == "merged" and path.parent.parent.name == "train" and path.parent.parent.parent.name == "artifacts":
+        return f"train:{path.parent.name}"
+    return model_fingerprint(model)
+
+
+def task_fingerprint(cfg: dict[str, Any], task: str, model: str) -> str:
+    """Everything that determines a task's result: the model, the task's config, the shared eval settings,
+    the data files, lm-eval's version."""
+    from thtb.evaluation import harness
+    from thtb.fingerprint import fingerprint
+
+    ev = cfg["eval"]
+    data: Any = None
+    if task == "mmlu_pro" and ev["mmlu_pro"].get("data_dir"):
+        from thtb.evaluation.mmlu_pro import data_fingerprint
+
+        data = data_fingerprint(ev["mmlu_pro"]["data_dir"])
+    elif task == "exam":
+        data = harness.file_digest(ev["exam"]["path"])
+    shared = {k: ev.get(k) for k in ("backend", "dtype", "tensor_parallel_size", "data_parallel_size")}
+    return fingerprint({"version": EVAL_VERSION, "task": task, "model": model_identity(model), "config": ev[task],
+                        "shared": shared, "data": data, "lm_eval": harness.lm_eval_version()})
+
+
+def _cached(cfg: dict[str, Any], task: str, model: str, out: Path, runner) -> tuple[dict[str, Any], bool]:
+    """Run ``task`` or restore its stored result (``<cache>/artifacts/eval/<fingerprint>/``)."""
+    from thtb.artifacts import StageArtifact
+
+    artifact = StageArtifact(cfg["paths"]["cache_dir"], "eval", task_fingerprint(cfg, task, model))
+    summary_name = CACHED_TASKS[task][0]
+    if cfg.get("reuse", True) and artifact.is_complete():
+        artifact.restore(out)
+        log.info("eval: reusing the finished %s result %s", task, artifact.key)
+        return json.loads((out / summary_name).read_text(encoding="utf-8")), True
+    result = runner(cfg, model, out)
+    artifact.publish(out, {"task": task, "model": model_identity(model)}, files=list(CACHED_TASKS[task]))
+    return result, False
+
+
 # ------------------------------------------------------------------------------------- run line
 def _pct(x: float | None) -> float | None:
     return None if x is None else round(100.0 * float(x), 2)
@@ -224,6 +274,9 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> di
                            "correct": overall.get("correct"), "limit": cfg["eval"]["exam"].get("limit"),
                            "by_type": {t: {"accuracy": _pct(v.get("accuracy")), "n": v.get("n")}
                                        for t, v in (r.get("per_type") or {}).items()}}
+    score_summary = run_dir / "score" / "summary.json"
+    if score_summary.is_file():  # the score stage ran: the training data's THTB score (Table 3)
+        metrics["thtb_score"] = json.loads(score_summary.read_text())["thtb_score"]
     train_summary = run_dir / "train" / "summary.json"
     trained = json.loads(train_summary.read_text()) if train_summary.is_file() else {}
     model_cfg = cfg.get("model") or {}
@@ -290,19 +343,25 @@ def run_eval(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None)
     results: dict[str, dict] = {}
     timings: dict[str, float] = {}
     runners = {"mmlu_pro": _mmlu_pro, "pairwise": _pairwise, "exam": _exam}
+    reused: dict[str, bool] = {}
     for task in tasks:
         log.info("eval: %s on %s", task, model)
         start = time.perf_counter()
-        results[task] = runners[task](cfg, model, out)
+        if task in CACHED_TASKS:
+            results[task], reused[task] = _cached(cfg, task, model, out, runners[task])
+        else:  # pairwise: every generation and judgement is cached per request already
+            results[task] = runners[task](cfg, model, out)
         timings[task] = round(time.perf_counter() - start, 2)
-        log.info("eval: %s done in %.1f s", task, timings[task])
+        log.info("eval: %s %s in %.1f s", task, "reused" if reused.get(task) else "done", timings[task])
     line = run_line(cfg, run_dir, results)
     where = append_run_line(cfg["eval"]["results_dir"], line)
-    summary = {**line, "model_path": model, "sanity": sanity, "timings_s": timings, "run_line_file": str(where)}
+    summary = {**line, "model_path": model, "sanity": sanity, "timings_s": timings, "reused_tasks": reused,
+               "run_line_file": str(where)}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     _log(tracker, line, results, out)
     log.info("eval: %s", _headline(line))
-    return line
+    return {**line, "reused": bool(reused) and all(reused.values()) and "pairwise" not in tasks,
+            "reused_tasks": reused}
 
 
 def _headline(line: dict[str, Any]) -> str:

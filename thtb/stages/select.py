@@ -9,6 +9,10 @@ Outputs, under ``<run_dir>/selection/``:
 - ``summary.json``      counts per stage (they add up), score statistics, Bloom-level and
   discipline distributions, per-scorer wall time, the fingerprint
 - ``hist_<score>.png``  each score's distribution with the stage cut-off marked
+
+The folder is also published as a content-addressed artifact (``<cache>/artifacts/select/<fingerprint>/``,
+the fingerprint of the data ids and every config that shapes the subset): a rerun or a sweep job with the
+same fingerprint restores it instead of selecting again (``reuse=false`` forces a fresh selection).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from thtb import __version__
+from thtb.artifacts import StageArtifact
 from thtb.baselines import ALPAGASUS_THRESHOLD, select_baseline
 from thtb.cascade import Cascade, CascadeConfig, SelectionResult, n_selected
 from thtb.data import load_records, write_alpaca_json, write_jsonl, write_messages_jsonl
@@ -97,10 +102,21 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
     log.info("loaded %d records from %s in %.1f s", len(records), data["path"], load_s)
 
     fp = selection_fingerprint(cfg, ids_digest(records["id"]))
+    out = run_dir / "selection"
+    artifact = StageArtifact(cfg["paths"]["cache_dir"], "select", fp)
+    if cfg.get("reuse", True) and artifact.is_complete():
+        artifact.restore(out)
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        summary.update(reused=True, artifact=str(artifact.path))
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+        tracker.log_summary({"select/n_selected": summary["n_selected"], "select/fingerprint": fp,
+                             "select/reused": True})
+        log.info("select: reusing finished selection %s (%d of %d) → %s", fp, summary["n_selected"],
+                 summary["n_input"], out)
+        return summary
     result = select(records, cfg)
     result.timings["load"] = load_s
 
-    out = run_dir / "selection"
     out.mkdir(parents=True, exist_ok=True)
     subset = records.set_index("id").loc[result.selected_ids].reset_index()
     write_jsonl(subset, out / "subset.jsonl")
@@ -114,7 +130,10 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
     summary["timings_s"]["total"] = round(time.perf_counter() - start, 3)
     summary["thtb_version"] = __version__
     plots = plot_histograms(result, out) if cfg["selection"].get("plots", True) else []
+    summary.update(reused=False, artifact=str(artifact.path))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+    artifact.publish(out, {"n_input": summary["n_input"], "n_selected": summary["n_selected"],
+                           "method": cfg["selection"].get("method", "thtb"), "thtb_version": __version__})
     _log_to_tracker(tracker, summary, card, plots)
     log.info(
         "selected %d of %d (%s) in %.1f s → %s",

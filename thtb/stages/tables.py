@@ -37,11 +37,45 @@ def read_lines(tables: dict[str, Any]) -> tuple[list[dict], str]:
     raise ValueError(f"unknown tables.source {source!r}: use files or wandb")
 
 
+def summary_table(lines: list[dict], experiments: list[str]) -> str:
+    """A compact markdown table of the latest run line of each listed experiment (the demo's last word)."""
+    latest: dict[str, dict] = {}
+    for line in lines:
+        if line.get("experiment") in experiments:
+            latest[line["experiment"]] = line  # files are read in order: the last line wins
+    rows = ["| experiment | method | model | MMLU-Pro (n) | win rate vs baseline, ties 0 / ½ (n, failed) | "
+            "position consistency |", "|---|---|---|---|---|---|"]
+    for name in experiments:
+        line = latest.get(name)
+        if line is None:
+            rows.append(f"| {name} | — | — | — | — | — |")
+            continue
+        m = line.get("metrics", {})
+        mp = m.get("mmlu_pro")
+        pw = m.get("pairwise")
+        mmlu = f"{mp['overall']:.2f}% ({mp['n']})" if mp else "—"
+        if pw:
+            o = pw["overall"]
+            rate = "—" if o["win_rate"] is None else f"{o['win_rate']:.1f}% / {o['win_rate_tie_half']:.1f}%"
+            win = f"{rate} vs {pw['baseline']} ({o['n']}, {o['n_failed']})"
+            cons = "—" if pw.get("position_consistency") is None else f"{pw['position_consistency']:.2f}"
+        else:
+            win = cons = "—"
+        rows.append(f"| {name} | {line.get('method')} | {line.get('model')} | {mmlu} | {win} | {cons} |")
+    return "\n".join(rows) + "\n"
+
+
 def run_tables(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
     """Run the tables stage from a resolved config dict; returns the summary."""
     tracker = tracker or Tracker()
     tables = cfg["tables"]
     lines, source = read_lines(tables)
+    if tables.get("summary_of"):  # a compact table of the named experiments, printed (the demo)
+        text = summary_table(lines, list(tables["summary_of"]))
+        note = tables.get("note") or ""
+        out = Path(tables["out_dir"]) / "summary_table.md"
+        atomic_write_text(out, text + (f"\n{note}\n" if note else ""))
+        print(f"\n{text}\n{note}\n(also in {out})\n", flush=True)
     result = write_tables(lines, tables["paper_dir"], tables["out_dir"], plots=bool(tables.get("plots", True)),
                           filters=tables.get("filters"), baseline=str(tables.get("pairwise_baseline", "full")))
     summary = {
