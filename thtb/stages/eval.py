@@ -351,6 +351,9 @@ def run_eval(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None)
             results[task], reused[task] = _cached(cfg, task, model, out, runners[task])
         else:  # pairwise: every generation and judgement is cached per request already
             results[task] = runners[task](cfg, model, out)
+            calls = [results[task]["judge_stats"].get("calls", 0),
+                     *(s.get("calls", 0) for s in results[task]["generation_stats"].values())]
+            reused[task] = not any(calls)  # everything came from the request caches
         timings[task] = round(time.perf_counter() - start, 2)
         log.info("eval: %s %s in %.1f s", task, "reused" if reused.get(task) else "done", timings[task])
     line = run_line(cfg, run_dir, results)
@@ -360,8 +363,7 @@ def run_eval(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     _log(tracker, line, results, out)
     log.info("eval: %s", _headline(line))
-    return {**line, "reused": bool(reused) and all(reused.values()) and "pairwise" not in tasks,
-            "reused_tasks": reused}
+    return {**line, "reused": bool(reused) and all(reused.values()), "reused_tasks": reused}
 
 
 def _headline(line: dict[str, Any]) -> str:
