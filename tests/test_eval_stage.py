@@ -45,8 +45,8 @@ def test_eval_writes_every_output_and_a_run_line(pipeline):
     assert line["method"] == "thtb" and line["model"] == "tiny_random" and line["seed"] == 42
     assert line["subset_fingerprint"] and line["train_fingerprint"]
     mmlu = line["metrics"]["mmlu_pro"]
-    assert mmlu["n"] == 14 and len(mmlu["categories"]) == 14 and mmlu["limit"] == 1
-    assert all(v["n"] == 1 for v in mmlu["categories"].values())
+    assert mmlu["n"] == 28 and len(mmlu["categories"]) == 14 and mmlu["limit"] == 2  # the demo's slice
+    assert all(v["n"] == 2 for v in mmlu["categories"].values())
     assert 0.0 <= mmlu["overall"] <= 100.0
     pw = line["metrics"]["pairwise"]
     assert pw["baseline"] == "base" and pw["order"] == "both"

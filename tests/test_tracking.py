@@ -34,7 +34,11 @@ def test_wandb_offline_run_is_written_and_closed_on_error(tmp_path, monkeypatch)
     with pytest.raises(RuntimeError, match="stage failed"):
         with make_tracker(cfg, name="t", config={"judge": {"api_key": "sk-live-123"}}, run_dir=tmp_path) as tracker:
             tracker.log_metrics({"count/input": 10}, prefix="select/")
-            tracker.log_table("select/card", pd.DataFrame({"id": ["a"], "disciplines": [["physics", "law"]]}))
+            tracker.log_table("select/card", pd.DataFrame({
+                "id": ["a", "b"], "disciplines": [["physics", "law"], None],
+                "rank": pd.array([1, None], dtype="Int64"),  # nullable ints (ranks of failed samples) are NA
+                "error": [None, pd.NA],
+            }))
             tracker.log_histogram("select/hist/q", [0.1, 0.5, 0.9])
             raise RuntimeError("stage failed")
     runs = list((tmp_path / "wandb").glob("offline-run-*"))

@@ -43,7 +43,7 @@ def make_cfg(tmp_path: Path, *overrides: str) -> dict:
         cfg = compose("config", overrides=[
             "+experiment=demo", "stages=[select,train]", "model=tiny_random", "train=cpu_smoke",
             f"paths.run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
-            "train.max_length=64", "train.eval_fraction=0.1", *overrides,
+            "train.max_length=64", "train.eval_fraction=0.1", "train.max_steps=4", "logger=none", *overrides,
         ])
     return OmegaConf.to_container(cfg, resolve=True)
 

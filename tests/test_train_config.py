@@ -92,7 +92,7 @@ def test_hub_ids_are_the_papers_models(tmp_path):
 
 
 def test_cpu_smoke_keeps_the_recipe_but_runs_a_few_steps(tmp_path):
-    cfg = compose_cfg(["+experiment=demo", "train=cpu_smoke", f"paths.run_dir={tmp_path}"])
+    cfg = compose_cfg(["train=cpu_smoke", f"paths.run_dir={tmp_path}"])
     train = cfg["train"]
     assert train["name"] == "cpu_smoke" and 0 < train["max_steps"] <= 8 and train["max_length"] <= 512
     assert train["lora"]["r"] == 8 and train["weight_decay"] == 0.1 and train["eval_fraction"] == 0.02

@@ -87,9 +87,11 @@ class WandbTracker(Tracker):
 
     def log_table(self, name, frame):
         frame = frame.copy()
-        for col in frame.columns:  # W&B tables want plain scalars
+        for col in frame.columns:  # W&B tables want plain scalars: lists joined, pandas' NA/NaT → None
             if frame[col].dtype == object:
                 frame[col] = frame[col].map(lambda v: ", ".join(v) if isinstance(v, list | tuple) else v)
+            if isinstance(frame[col].dtype, pd.api.extensions.ExtensionDtype) or frame[col].dtype == object:
+                frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
         self.run.log({name: self._wandb.Table(dataframe=frame)})
 
     def log_histogram(self, name, values):
