@@ -159,6 +159,7 @@ def test_judge_scorer_accepts_a_mapping(server, tmp_path):
 # ------------------------------------------------------------------------------ config and stage
 def served_cfg(tmp_path, base_url: str = "http://127.0.0.1:9/v1", *extra: str) -> dict:
     cfg = compose_cfg(["+experiment=demo", "selection=alpagasus", "scoring=served", f"paths.run_dir={tmp_path}",
+                       f"paths.cache_dir={tmp_path / 'cache'}",
                        f"judge.base_url={base_url}", f"judge.cache={tmp_path / 'judge.sqlite'}", *extra])
     return OmegaConf.to_container(cfg, resolve=True)
 
