@@ -41,7 +41,8 @@ import pandas as pd
 from thtb.data.errors import DataError
 from thtb.data.formats import text_column
 from thtb.data.readers import read_source
-from thtb.fingerprint import ids_digest, model_fingerprint
+from thtb.evaluation.harness import model_fingerprint
+from thtb.fingerprint import ids_digest
 from thtb.io import atomic_write_text
 from thtb.judge.base import JudgeBackend
 from thtb.judge.prompts import PAIRWISE, RESPOND
@@ -155,13 +156,14 @@ def generate_outputs(generator: JudgeBackend, instructions: Sequence[str], *, na
 
 def model_generator(model: str, *, backend: str = "hf", adapter: str | None = None, **kwargs: Any) -> JudgeBackend:
     """An in-process generator (``hf`` or ``vllm``) for ``model`` whose cache id is its content fingerprint
-    (:func:`~thtb.fingerprint.model_fingerprint`), with one answer per prompt (no re-asks)."""
+    (:func:`~thtb.evaluation.harness.model_fingerprint`), with one answer per prompt (no re-asks)."""
     from thtb.judge.local import HFJudge, VLLMJudge
 
     if adapter is not None:
         raise ValueError("generate from a merged model folder (the train stage writes train/merged/)")
     kwargs = {"max_attempts": 1, **kwargs}
-    model_id = f"model@{model_fingerprint(model)}"  # content, not path: a moved or copied model stays cached
+    # content, not path: a moved or copied model stays cached
+    model_id = f"model@{model_fingerprint(model)['fingerprint']}"
     if backend == "hf":
         return HFJudge(model, model_id=model_id, **kwargs)
     if backend == "vllm":
@@ -276,9 +278,10 @@ def run_pairwise(
     seed: int = 42,
     failure_budget: int = 0,
     n_boot: int = 2000,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Judge ``model`` against ``baseline`` on ``prompts`` and write ``pairwise.json`` and
-    ``pairwise_samples.jsonl`` under ``out_dir``; return the summary (see module doc)."""
+    """Judge ``model`` against ``baseline`` on ``prompts`` and write ``pairwise.json`` (with ``extra`` fields
+    added) and ``pairwise_samples.jsonl`` under ``out_dir``; return the summary (see module doc)."""
     frame = judge_pairs(judge, prompts["instruction"].tolist(), model.text, baseline.text, order=order, seed=seed)
     frame.insert(0, "dataset", prompts["dataset"].to_numpy())
     for side, outputs in (("model", model), ("baseline", baseline)):  # generation errors say which side
@@ -304,6 +307,7 @@ def run_pairwise(
         "failed": [{"index": int(i), "error": frame.loc[i, "error"]} for i in failed],
         "judge_stats": judge.stats(),
         "tie_convention": "win_rate counts a tie as 0 (the paper); win_rate_tie_half counts it as 0.5",
+        **(extra or {}),
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,13 +24,11 @@ import importlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from thtb.judge.base import JudgeBackend, JudgeResult, Messages
-from thtb.judge.cache import RequestCache
 from thtb.judge.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -143,7 +141,8 @@ class HFJudge(LocalJudge):
         batch_size: conversations per ``generate`` call.
         trust_remote_code: passed to ``from_pretrained``.
         seed: torch seed set before sampling (only used when a template samples, temperature > 0).
-        Others: see :class:`~thtb.judge.base.JudgeBackend`.
+        backend: ``max_attempts``, ``cache``, ``reparse``, ``decoding``, ``extra_body``, ``progress``,
+            ``model_id`` — see :class:`~thtb.judge.base.JudgeBackend`.
     """
 
     backend = "hf"
@@ -156,16 +155,9 @@ class HFJudge(LocalJudge):
         batch_size: int = 8,
         trust_remote_code: bool = False,
         seed: int = 0,
-        max_attempts: int = 3,
-        cache: RequestCache | str | Path | None = None,
-        reparse: bool = False,
-        decoding: Mapping[str, Any] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        progress: bool = True,
-        model_id: str | None = None,
+        **backend: Any,
     ) -> None:
-        super().__init__(model, batch_size=batch_size, max_attempts=max_attempts, cache=cache, reparse=reparse,
-                         decoding=decoding, extra_body=extra_body, progress=progress, model_id=model_id)
+        super().__init__(model, batch_size=batch_size, **backend)
         self.device = device
         self.dtype = dtype
         self.trust_remote_code = bool(trust_remote_code)
@@ -267,7 +259,7 @@ class VLLMJudge(LocalJudge):
         batch_size: conversations per ``chat`` call — vLLM schedules them itself; the chunk only bounds
             what a killed run loses (each chunk is committed to the cache).
         guided_json: constrain answers to the template's JSON schema where it has one (part of the key).
-        Others: see :class:`~thtb.judge.base.JudgeBackend`.
+        backend: as for :class:`HFJudge` (see :class:`~thtb.judge.base.JudgeBackend`).
     """
 
     backend = "vllm"
@@ -285,16 +277,9 @@ class VLLMJudge(LocalJudge):
         llm_kwargs: Mapping[str, Any] | None = None,
         batch_size: int = 512,
         guided_json: bool = True,
-        max_attempts: int = 3,
-        cache: RequestCache | str | Path | None = None,
-        reparse: bool = False,
-        decoding: Mapping[str, Any] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        progress: bool = True,
-        model_id: str | None = None,
+        **backend: Any,
     ) -> None:
-        super().__init__(model, batch_size=batch_size, max_attempts=max_attempts, cache=cache, reparse=reparse,
-                         decoding=decoding, extra_body=extra_body, progress=progress, model_id=model_id)
+        super().__init__(model, batch_size=batch_size, **backend)
         if not self.reparse:
             import_vllm()  # fail at construction, before any work, with the install hint
         self.llm_args: dict[str, Any] = {

@@ -169,13 +169,11 @@ def _pairwise(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
     else:
         theirs = generate_outputs(model_generator(where, **gen_kw), instructions, name=name)
     judge = instantiate(pw["judge"])
-    summary = run_pairwise(prompts, mine, theirs, judge, out_dir=out, order=pw.get("order", "random"),
-                           seed=int(pw.get("seed", 42)), failure_budget=int(pw.get("failure_budget", 0)),
-                           n_boot=int(pw.get("bootstrap", 2000)))
-    summary["baseline"]["kind"] = kind
-    summary["generation_stats"] = {"model": mine.stats, "baseline": theirs.stats}
-    atomic_write_text(out / "pairwise.json", json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-    return summary
+    return run_pairwise(prompts, mine, theirs, judge, out_dir=out, order=pw.get("order", "random"),
+                        seed=int(pw.get("seed", 42)), failure_budget=int(pw.get("failure_budget", 0)),
+                        n_boot=int(pw.get("bootstrap", 2000)),
+                        extra={"baseline_kind": kind,
+                               "generation_stats": {"model": mine.stats, "baseline": theirs.stats}})
 
 
 def _exam(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
@@ -198,12 +196,12 @@ EVAL_VERSION = 1
 
 def model_identity(model: str) -> str:
     """A trained model is identified by its training artifact's fingerprint; any other by its content."""
-    from thtb.fingerprint import model_fingerprint
+    from thtb.evaluation.harness import model_fingerprint
 
     path = Path(model)
     if path.name == "merged" and path.parent.parent.name == "train" and path.parent.parent.parent.name == "artifacts":
         return f"train:{path.parent.name}"
-    return model_fingerprint(model)
+    return model_fingerprint(model)["fingerprint"]
 
 
 def task_fingerprint(cfg: dict[str, Any], task: str, model: str) -> str:
