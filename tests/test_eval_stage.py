@@ -59,6 +59,34 @@ def test_eval_writes_every_output_and_a_run_line(pipeline):
     assert list((root / "a" / "wandb").glob("offline-run-*"))
 
 
+def test_every_result_says_what_produced_it(pipeline):
+    """Selection summary, train summary, eval JSONs, run line and W&B carry the provenance fields."""
+    root, _ = pipeline
+    run = root / "a"
+    select = json.loads((run / "selection" / "summary.json").read_text())["provenance"]
+    sel = select["selection"]
+    assert (sel["method"], sel["fidelity"], sel["scorer_setup"]) == ("thtb", "reference", "offline")
+    assert sel["scorers"]["reward"]["backend"] == "HeuristicQualityScorer"
+    assert sel["scorers"]["embedder"]["model"] == "minilm_offline" and sel["scorers"]["judge"]["model"] is None
+    assert sel["fingerprint"] == json.loads((run / "selection" / "summary.json").read_text())["fingerprint"]
+    for prov in (select,):
+        assert prov["thtb"]["version"] and {"torch", "transformers", "scikit-learn", "lm_eval"} <= set(prov["packages"])
+    train = json.loads((run / "train" / "summary.json").read_text())["provenance"]
+    assert train["selection"] == sel
+    assert (train["training"]["recipe"], train["training"]["model"]) == ("cpu_smoke", "tiny_random")
+    mmlu = json.loads((run / "eval" / "mmlu_pro.json").read_text())["provenance"]
+    assert mmlu["protocol"]["protocol"] == "lm-eval" and mmlu["protocol"]["fewshot"] == 1
+    assert "strict regex" in mmlu["protocol"]["extraction"] and mmlu["packages"]["lm_eval"]
+    pairwise = json.loads((run / "eval" / "pairwise.json").read_text())["provenance"]
+    assert pairwise["protocol"]["prompt"] == "pairwise@2" and pairwise["protocol"]["judge"] == "smollm2"
+    (line, *_) = [json.loads(x) for x in (root / "results" / "demo.jsonl").read_text().splitlines()]
+    prov = line["provenance"]
+    assert prov["selection"] == sel and prov["training"]["recipe"] == "cpu_smoke"
+    assert set(prov["eval"]) >= {"mmlu_pro", "pairwise"} and prov["thtb"]["commit"] == select["thtb"]["commit"]
+    blob = b"".join(p.read_bytes() for p in next((run / "wandb").glob("offline-run-*")).rglob("*") if p.is_file())
+    assert b"scorer_setup" in blob and b"provenance" in blob and b"lm_eval" in blob  # W&B config and summary
+
+
 def test_rerun_reuses_training_and_generations(pipeline):
     root, args = pipeline
     again = run_py(*args, f"hydra.run.dir={root / 'b'}")

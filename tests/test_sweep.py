@@ -23,6 +23,7 @@ def sweep(tmp_path_factory, shared_data):
         pytest.skip("../shared/data (alpaca, mmlu_pro) not found")
     root = tmp_path_factory.mktemp("sweep")
     args = ["-m", "+experiment=alpaca_5pct,alpaca_random", "model=tiny_random", "train=cpu_smoke", "eval=smoke",
+            "scoring=offline",
             f"data.path={alpaca}", "data.limit=2000", f"eval.mmlu_pro.data_dir={shared_data / 'mmlu_pro'}",
             f"paths.cache_dir={root / 'cache'}", f"eval.results_dir={root / 'results'}",
             "eval.pairwise.judge.max_attempts=1"]

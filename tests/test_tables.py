@@ -94,8 +94,28 @@ def test_published_overall_is_the_weighted_mean_except_noted_typos(table, sizes)
 
 
 # ------------------------------------------------------------------------------------------ fixture runs
+PAPER_SCORERS = {"reward": {"backend": "InternLM2Reward", "model": "internlm/internlm2-7b-reward"},
+                 "judge": {"backend": "openai", "model": "Qwen/Qwen3-32B", "prompts": {"bloom": "bloom@1"}},
+                 "embedder": {"backend": "SentenceTransformerEmbedder", "model": "BAAI/bge-large-en-v1.5"}}
+OFFLINE_SCORERS = {"reward": {"backend": "HeuristicQualityScorer", "model": None},
+                   "judge": {"backend": "offline", "model": None, "prompts": None},
+                   "embedder": {"backend": "SentenceTransformerEmbedder", "model": "minilm_offline"}}
+
+
+def provenance(method, *, setup="paper", fidelity="reference", recipe="lora_paper", mmlu_protocol="tiger",
+               judge="Qwen/Qwen3-32B"):
+    """A run line's provenance block; the defaults are the paper's setup."""
+    scored = method.startswith("thtb")
+    scorers = (PAPER_SCORERS if setup == "paper" else OFFLINE_SCORERS) if scored else {}
+    return {"selection": {"method": method, "fidelity": fidelity, "scorers": scorers,
+                          "scorer_setup": setup if scored else "none"},
+            "training": {"recipe": recipe, "model": "m"},
+            "eval": {"mmlu_pro": {"protocol": mmlu_protocol}, "pairwise": {"judge": judge}},
+            "thtb": {"version": "0.1.0", "commit": "abc", "dirty": False}, "packages": {"torch": "2.13.0"}}
+
+
 def line(method, size, seed, *, mmlu=None, categories=None, limit=None, n=12032, pairwise=None, exam=None,
-         finished="2026-11-24T22:00:00Z", data="alpaca", **extra):
+         finished="2026-11-24T22:00:00Z", data="alpaca", prov=None, **extra):
     metrics = {}
     if mmlu is not None:
         metrics["mmlu_pro"] = {"overall": mmlu, "n": n, "limit": limit,
@@ -107,7 +127,8 @@ def line(method, size, seed, *, mmlu=None, categories=None, limit=None, n=12032,
         metrics["exam"] = {"accuracy": exam, "n": 165, "correct": round(exam * 1.65)}
         metrics["thtb_score"] = 0.5
     return {"experiment": f"x_{method}", "method": method, "data": data, "model": "m", "model_size": size,
-            "seed": seed, "finished_at": finished, "thtb_version": "0.1.0", "metrics": metrics, **extra}
+            "seed": seed, "finished_at": finished, "thtb_version": "0.1.0", "metrics": metrics,
+            "provenance": prov or provenance(method), **extra}
 
 
 FIXTURE = [
@@ -249,6 +270,40 @@ def test_non_numeric_metric_names_the_line(tmp_path):
     write_lines(tmp_path / "runs" / "r.jsonl", [line("thtb", "1B", 42, mmlu="20.1")])
     with pytest.raises(RunLineError, match=r"r\.jsonl:1: mmlu_pro/overall must be a number"):
         run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
+
+
+def test_runs_of_different_provenance_never_share_a_cell(tmp_path):
+    """One method and size, four provenances: the paper's scorers, offline scorers, fidelity=paper and a line
+    without provenance. Each is its own row; only the paper-made run stands beside the published number."""
+    lines = [line("thtb", "1B", 42, mmlu=20.0),
+             line("thtb", "1B", 42, mmlu=17.0, prov=provenance("thtb", setup="offline")),
+             line("thtb", "1B", 43, mmlu=18.0, prov=provenance("thtb", setup="offline")),
+             line("thtb", "1B", 42, mmlu=19.0, prov=provenance("thtb", fidelity="paper")),
+             {k: v for k, v in line("thtb", "1B", 44, mmlu=30.0).items() if k != "provenance"}]
+    write_lines(tmp_path / "runs" / "r.jsonl", lines)
+    run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
+    md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
+    assert md_row(md, "Ours-1B")[-1] == "20.00 / 20.65 (-0.65)"
+    assert md_row(md, "Ours-1B · offline scorers")[-1] == f"17.50 ± 0.71 (n=2) / {MISSING}"  # two seeds, one cell
+    assert md_row(md, "Ours-1B · fidelity=paper")[-1] == f"19.00 / {MISSING}"
+    assert md_row(md, "Ours-1B · provenance unknown")[-1] == f"30.00 / {MISSING}"
+    csv = pd.read_csv(tmp_path / "out" / "table1_mmlu_pro.csv", keep_default_na=False, na_values={"ours": [""]})
+    overall = csv[(csv.method == "thtb") & (csv.model_size == "1B") & (csv.column == "overall")]
+    assert sorted(overall["variant"]) == ["", "fidelity=paper", "offline scorers", "provenance unknown"]
+    assert "differs from the paper's setup" in md
+
+
+def test_another_eval_protocol_is_marked_beside_the_published_number(tmp_path):
+    lines = [line("thtb", "1B", 42, mmlu=21.0, prov=provenance("thtb", mmlu_protocol="lm-eval")),
+             line("random", "1B", 42, mmlu=19.0)]
+    write_lines(tmp_path / "runs" / "r.jsonl", lines)
+    run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
+    md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
+    assert md_row(md, "Ours-1B · MMLU-Pro via lm-eval")[-1] == "21.00 / 20.65§ (+0.35)"
+    assert "| Ours-1B |" not in md  # the paper's row is the marked one, not a second empty row
+    assert md_row(md, "Random Sampling-1B")[-1] == "19.00 / 19.58 (-0.58)"
+    assert "§ Ours-1B · MMLU-Pro via lm-eval: evaluated differently from the paper (MMLU-Pro via lm-eval)" in md
+    assert "TIGER-AI-Lab's MMLU-Pro script" in md
 
 
 def test_cell_text_with_nothing_on_either_side():

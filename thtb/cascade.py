@@ -73,11 +73,16 @@ class CascadeConfig:
     budget: float | None = None
     failure_budget: int = 0
     fidelity: str = "reference"
-    ic_round: bool = True
+    ic_round: bool | None = None
+    """Round multi-discipline IC to 2 decimals; ``None`` = by fidelity (reference: on, the authors' code;
+    paper: off)."""
     k: int = 161
     max_features: int = 100
     random_state: int = 42
     singleton_policy: str | None = None
+    zero_row_self_distance: float | None = None
+    """Self distance of an all-zero TF-IDF row in the silhouette; ``None`` = by fidelity (reference: 1.0,
+    the authors' batched distances, ``s = −1/|C|``; paper: 0.0, the metric convention, ``s = 0``)."""
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in STAGES]
@@ -90,6 +95,16 @@ class CascadeConfig:
             raise ValueError(f"selection.budget must be in (0, 1], got {self.budget}")
         if self.failure_budget < 0:
             raise ValueError("selection.failure_budget must be >= 0")
+        if self.ic_round is None:
+            self.ic_round = self.fidelity == "reference"
+        if self.zero_row_self_distance is None:
+            self.zero_row_self_distance = 1.0 if self.fidelity == "reference" else 0.0
+        if self.zero_row_self_distance not in (0.0, 1.0):
+            raise ValueError(
+                "selection.extrinsic.zero_row_self_distance must be 0.0, 1.0 or null (by fidelity), "
+                f"got {self.zero_row_self_distance!r}"
+            )
+        self.zero_row_self_distance = float(self.zero_row_self_distance)
 
 
 @dataclass
@@ -318,6 +333,7 @@ class Cascade:
             random_state=cfg.random_state,
             max_features=cfg.max_features,
             singleton_policy=cfg.singleton_policy,
+            zero_row_self_distance=cfg.zero_row_self_distance,
         )
         self._warnings.extend(sil.warnings)
         card.loc[alive, "irei"] = irei

@@ -17,6 +17,11 @@ Aggregation, per table
 Outputs (:func:`write_tables`)
     ``<table>.md`` / ``.tex``: the paper's layout (rows = method–size blocks, columns = categories or
     subsets + Overall), each cell ``ours / published (Δ)``; missing numbers are "—", never filled in.
+    Provenance: each line's ``provenance`` is compared with the paper's setup (:func:`thtb.provenance.deviations`).
+    Runs whose selection or training differs (offline scorers, ``fidelity=paper``, another recipe, unknown
+    provenance) get their own row, labelled with the difference, with no published number beside them; runs
+    evaluated with another protocol stay beside the published number, marked § with a footnote saying what
+    differs. Runs of different provenance never share a cell.
     ``<table>.csv``: tidy, one row per cell (ours, ours_std, n_seeds, CI, smoke flag, published, delta).
     ``<table>.png``: ours vs published overall per method and size.
 """
@@ -36,10 +41,11 @@ import numpy as np
 import pandas as pd
 
 from thtb.io import atomic_path, atomic_write_text
+from thtb.provenance import deviations
 
 log = logging.getLogger(__name__)
 
-MISSING, SMOKE, TYPO = "—", "†", "‡"
+MISSING, SMOKE, TYPO, DIFFERS = "—", "†", "‡", "§"
 REQUIRED = ("method", "model_size")
 MMLU_PRO_CATEGORIES = ("business", "law", "psychology", "biology", "chemistry", "history", "health", "economics",
                        "math", "physics", "philosophy", "engineering", "computer science", "other")
@@ -54,7 +60,7 @@ METHOD_ORDER = ("full", "random", "alpagasus", "thtb", "vanilla", "tcm_simple", 
                 "random_released", "alpagasus_released")
 TIDY_COLUMNS = ("table", "model_size", "method", "label", "column", "header", "ours", "ours_std", "n_seeds", "seeds",
                 "ours_ci_low", "ours_ci_high", "n", "smoke", "smoke_reason", "published", "delta", "published_note",
-                "experiments")
+                "variant", "differs", "experiments")
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,15 @@ TABLES = {
         (("exam", "TCM Exam Test (acc %)"), ("thtb_score", "THTB Score")), chart_column="exam",
         decimals={"thtb_score": 4}, sized_labels=False),
 }
+
+
+PAPER_EVAL = {
+    "table1_mmlu_pro": "TIGER-AI-Lab's MMLU-Pro script (5-shot CoT in one user message, the answer-extraction chain "
+                       "and a seeded random guess)",
+    "table2_alpacaeval": "Qwen3-32B judging against the Full-data model, positions randomly swapped, ties 0",
+    "table3_tcm": "the authors' unreleased TCM exam",
+}
+"""How the paper made each table's numbers (footnotes of cells evaluated otherwise)."""
 
 
 class RunLineError(ValueError):
@@ -266,7 +281,9 @@ def _matches(line: Mapping, rules: Mapping | None) -> bool:
 
 def select_lines(lines: Iterable[Mapping], spec: TableSpec, *, include: Mapping | None = None,
                  exclude: Mapping | None = None, baseline: str = "full") -> dict[tuple, list[dict]]:
-    """The lines a table uses, one per ``(method, model_size, seed)``, grouped by ``(method, model_size)``."""
+    """The lines a table uses, one per ``(method, model_size, variant, seed)``, grouped by
+    ``(method, model_size, variant)``: ``variant`` = ``(row deviations, eval deviations)`` from the paper's setup
+    (:func:`thtb.provenance.deviations`), so runs of different provenance never share a cell."""
     chosen: dict[tuple, tuple] = {}
     for order, line in enumerate(lines):
         if spec.block not in line["metrics"] or (include and not _matches(line, include)) or _matches(line, exclude):
@@ -281,12 +298,14 @@ def select_lines(lines: Iterable[Mapping], spec: TableSpec, *, include: Mapping 
         cells, smoke = extract(line, spec)
         ts = line["_finished"]
         rank = (smoke is None, ts.value if ts is not None else -math.inf, order)
-        key = (line["method"], line["model_size"], json.dumps(line.get("seed")))
+        differs = deviations(line, spec.block)
+        variant = (tuple(differs["row"]), tuple(differs["eval"]))
+        key = (line["method"], line["model_size"], variant, json.dumps(line.get("seed")))
         if key not in chosen or rank > chosen[key][0]:
             chosen[key] = (rank, {"line": line, "cells": cells, "smoke": smoke})
     groups: dict[tuple, list[dict]] = {}
-    for (method, size, _), (_, run) in sorted(chosen.items(), key=lambda kv: kv[0]):
-        groups.setdefault((method, size), []).append(run)
+    for (method, size, variant, _), (_, run) in sorted(chosen.items(), key=lambda kv: kv[0]):
+        groups.setdefault((method, size, variant), []).append(run)
     return groups
 
 
@@ -303,28 +322,38 @@ def _label(spec: TableSpec, method: str, size: str) -> str:
     return f"{name}-{size}" if spec.sized_labels else f"{name} ({size})"
 
 
+def _variant_label(label: str, variant: tuple) -> str:
+    """``Ours-1B`` → ``Ours-1B · offline scorers; lm-eval protocol`` (every difference from the paper)."""
+    parts = [*variant[0], *variant[1]]
+    return f"{label} · {'; '.join(parts)}" if parts else label
+
+
 def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSpec, **select_kw) -> pd.DataFrame:
     """The tidy frame of one table: one row per (row, column) in the paper's order, then ours-only rows."""
     groups = select_lines(lines, spec, **select_kw)
     pub = {(r.method, r.model_size, r.column): r for r in published.itertuples(index=False)}
     labels = dict(((r.method, r.model_size), r.label) for r in published.itertuples(index=False))
     sizes = list(dict.fromkeys(published["model_size"]))
-    sizes += sorted({s for _, s in groups} - set(sizes), key=_size_key)
+    sizes += sorted({s for _, s, _ in groups} - set(sizes), key=_size_key)
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    rows = []
+    none: tuple = ((), ())
+    rows: list[tuple] = []  # (method, size, variant); variant None: a paper row with no comparable run
     for size in sizes:
-        paper_rows = [k for k in labels if k[1] == size]
-        ours_only = sorted((k for k in groups if k[1] == size and k not in labels),
-                           key=lambda k: (order.get(k[0], len(order)), k[0]))
-        rows += paper_rows + ours_only
+        for key in (k for k in labels if k[1] == size):
+            comparable = sorted(v for m, s, v in groups if (m, s) == key and not v[0])
+            rows += [(*key, v) for v in comparable] or [(*key, None)]
+        ours = {(m, s, v) for m, s, v in groups if s == size and (v[0] or (m, s) not in labels)}
+        rows += sorted(ours, key=lambda k: (order.get(k[0], len(order)), k[0], k[2]))
     records = []
-    for method, size in rows:
-        runs = groups.get((method, size), [])
-        label = labels.get((method, size)) or _label(spec, method, size)
+    for method, size, variant in rows:
+        runs = groups.get((method, size, variant), [])
+        base = labels.get((method, size)) or _label(spec, method, size)
+        label = _variant_label(base, variant or none)
+        beside = variant is None or not variant[0]  # the published number only beside runs made the paper's way
         for column, header in spec.columns:
             have = [r for r in runs if column in r["cells"]]
             values = [r["cells"][column]["value"] for r in have]
-            p = pub.get((method, size, column))
+            p = pub.get((method, size, column)) if beside else None
             published_value = float(p.value) if p is not None and not pd.isna(p.value) else math.nan
             ours = float(np.mean(values)) if values else math.nan
             ci = have[0]["cells"][column]["ci"] if len(have) == 1 else None
@@ -339,6 +368,8 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
                 "n": min(ns) if ns else math.nan, "smoke": bool(smoke), "smoke_reason": "; ".join(smoke),
                 "published": published_value, "delta": round(ours - published_value, 6),
                 "published_note": p.note if p is not None else "",
+                "variant": "; ".join([*(variant or none)[0], *(variant or none)[1]]),
+                "differs": "; ".join((variant or none)[1]) if p is not None and values else "",
                 "experiments": ",".join(sorted({str(r["line"].get("experiment")) for r in have})),
             })
     return pd.DataFrame(records, columns=list(TIDY_COLUMNS))
@@ -346,8 +377,8 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
 
 # ------------------------------------------------------------------------------------------- rendering
 _SYMBOLS = {
-    "md": {"missing": MISSING, "pm": "±", "smoke": SMOKE, "typo": TYPO},
-    "tex": {"missing": "---", "pm": r"$\pm$", "smoke": r"$^\dagger$", "typo": r"$^\ddagger$"},
+    "md": {"missing": MISSING, "pm": "±", "smoke": SMOKE, "typo": TYPO, "differs": DIFFERS},
+    "tex": {"missing": "---", "pm": r"$\pm$", "smoke": r"$^\dagger$", "typo": r"$^\ddagger$", "differs": r"$^\S$"},
 }
 
 
@@ -370,6 +401,7 @@ def cell_text(rec: Mapping, digits: int = 2, style: str = "md") -> str:
         ours += sym["smoke"] if rec["smoke"] else ""
     pub = sym["missing"] if pd.isna(rec["published"]) else f"{rec['published']:.{digits}f}"
     pub += sym["typo"] if _is_typo(rec["published_note"]) else ""
+    pub += sym["differs"] if rec.get("differs") else ""
     text = f"{ours} / {pub}"
     return text if pd.isna(rec["delta"]) else f"{text} ({rec['delta']:+.{digits}f})"
 
@@ -389,6 +421,14 @@ def footnotes(frame: pd.DataFrame) -> list[str]:
         notes.append(f"{SMOKE} {rec['label']}: smoke slice ({rec['smoke_reason']}), not comparable to the paper.")
     for rec in frame[frame["published_note"].map(_is_typo)].to_dict("records"):
         notes.append(f"{TYPO} {rec['label']}, {rec['header']}: published {rec['published_note']}.")
+    for rec in frame[frame["differs"].astype(bool)].drop_duplicates(["label", "differs"]).to_dict("records"):
+        notes.append(f"{DIFFERS} {rec['label']}: evaluated differently from the paper ({rec['differs']}); the "
+                     f"published number was made with {PAPER_EVAL[rec['table']]}.")
+    variants = frame[frame["variant"].astype(bool) & frame["ours"].notna()]["label"].unique()
+    if len(variants):
+        notes.append("A label after · says how the run differs from the paper's setup (scorers, fidelity, training "
+                     "recipe, evaluation); runs that differ in selection or training have no published number "
+                     "beside them.")
     return notes
 
 

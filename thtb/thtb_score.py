@@ -86,6 +86,7 @@ def score_all(records: pd.DataFrame, config: CascadeConfig, **scorers: Any) -> S
         max_features=config.max_features,
         random_state=config.random_state,
         singleton_policy=config.singleton_policy,
+        zero_row_self_distance=config.zero_row_self_distance,
     )
     return Cascade(every, **scorers).run(records)
 

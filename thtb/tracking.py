@@ -114,6 +114,9 @@ def make_tracker(cfg: Mapping | None, *, name: str, config: Mapping, run_dir: Pa
     if backend == "none":
         return Tracker()
     if backend == "wandb":
+        from thtb.provenance import environment
+
+        config = {**config, "provenance": environment()}  # the project's commit and the key package versions
         return WandbTracker(
             project=cfg.get("project", "thtb"),
             mode=cfg.get("mode", "online"),

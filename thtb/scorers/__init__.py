@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from thtb.scorers.availability import ScorerUnavailableError, check_scorers_available
 from thtb.scorers.base import BloomScorer, DisciplineTagger, Embedder, QualityScorer
 
 

@@ -190,8 +190,9 @@ def _exam(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ result reuse
 CACHED_TASKS = {"mmlu_pro": ("mmlu_pro.json", "mmlu_pro_samples.jsonl"), "exam": ("exam.json", "exam_samples.jsonl")}
-EVAL_VERSION = 1
-"""Bump when a task's scoring changes, so stored results no longer match."""
+EVAL_VERSION = 2
+"""Part of the fingerprint, with the eval stage's code digest (the lm-eval task files included) and library
+versions (:func:`thtb.provenance.stage_key_inputs`), which change by themselves."""
 
 
 def model_identity(model: str) -> str:
@@ -206,9 +207,10 @@ def model_identity(model: str) -> str:
 
 def task_fingerprint(cfg: dict[str, Any], task: str, model: str) -> str:
     """Everything that determines a task's result: the model, the task's config, the shared eval settings,
-    the data files, lm-eval's version."""
+    the data files, the eval code with the lm-eval task files it reads, and the libraries' versions."""
     from thtb.evaluation import harness
     from thtb.fingerprint import fingerprint
+    from thtb.provenance import stage_key_inputs
 
     ev = cfg["eval"]
     data: Any = None
@@ -220,7 +222,8 @@ def task_fingerprint(cfg: dict[str, Any], task: str, model: str) -> str:
         data = harness.file_digest(ev["exam"]["path"])
     shared = {k: ev.get(k) for k in ("backend", "dtype", "tensor_parallel_size", "data_parallel_size")}
     return fingerprint({"version": EVAL_VERSION, "task": task, "model": model_identity(model), "config": ev[task],
-                        "shared": shared, "data": data, "lm_eval": harness.lm_eval_version()})
+                        "shared": shared, "data": data, "lm_eval": harness.lm_eval_version(),
+                        **stage_key_inputs("eval", extra_files=[harness.tasks_dir()])})
 
 
 def _cached(cfg: dict[str, Any], task: str, model: str, out: Path, runner) -> tuple[dict[str, Any], bool]:
@@ -233,9 +236,19 @@ def _cached(cfg: dict[str, Any], task: str, model: str, out: Path, runner) -> tu
         artifact.restore(out)
         log.info("eval: reusing the finished %s result %s", task, artifact.key)
         return json.loads((out / summary_name).read_text(encoding="utf-8")), True
-    result = runner(cfg, model, out)
-    artifact.publish(out, {"task": task, "model": model_identity(model)}, files=list(CACHED_TASKS[task]))
+    result = stamp_provenance(out / summary_name, runner(cfg, model, out), cfg, task)
+    artifact.publish(out, {"task": task, "model": model_identity(model), "provenance": result["provenance"]},
+                     files=list(CACHED_TASKS[task]))
     return result, False
+
+
+def stamp_provenance(path: Path, result: dict[str, Any], cfg: dict[str, Any], task: str) -> dict[str, Any]:
+    """Add ``provenance`` (the task's protocol, the environment) to a task's result and its JSON file."""
+    from thtb.provenance import environment, eval_provenance
+
+    result = {**result, "provenance": {"protocol": eval_provenance(cfg, [task])[task], **environment()}}
+    atomic_write_text(path, json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
+    return result
 
 
 # ------------------------------------------------------------------------------------- run line
@@ -291,8 +304,22 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> di
         "run_dir": str(run_dir),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "thtb_version": __version__,
+        "provenance": _provenance(cfg, run_dir, trained, results),
         "metrics": metrics,
     }
+
+
+def _provenance(cfg: dict[str, Any], run_dir: Path, trained: dict[str, Any], results: dict[str, dict]) -> dict:
+    """What produced the evaluated model (selection, training: from the train stage's summary) and how it was
+    evaluated (protocol per task), with the environment."""
+    from thtb.provenance import environment, eval_provenance, training_provenance
+
+    base = cfg["eval"].get("model", "trained") == "base"
+    made = trained.get("provenance") or {}
+    selection = None if base else made.get("selection")
+    training = None if base else (made.get("training") or (training_provenance(cfg, trained) if trained else None))
+    return {"selection": selection, "training": training, "eval": eval_provenance(cfg, list(results)),
+            **environment()}
 
 
 def append_run_line(results_dir: str | Path, line: dict[str, Any]) -> Path:
@@ -348,7 +375,7 @@ def run_eval(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None)
         if task in CACHED_TASKS:
             results[task], reused[task] = _cached(cfg, task, model, out, runners[task])
         else:  # pairwise: every generation and judgement is cached per request already
-            results[task] = runners[task](cfg, model, out)
+            results[task] = stamp_provenance(out / f"{task}.json", runners[task](cfg, model, out), cfg, task)
             calls = [results[task]["judge_stats"].get("calls", 0),
                      *(s.get("calls", 0) for s in results[task]["generation_stats"].values())]
             reused[task] = not any(calls)  # everything came from the request caches

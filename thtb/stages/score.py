@@ -101,7 +101,7 @@ def run_score(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
     scorer_cfg = {"reward": cfg.get("reward"), "judge": cfg.get("judge"), "embedder": cfg.get("embedder")}
     cascade = {"fidelity": config.fidelity, "k": config.k, "max_features": config.max_features,
                "random_state": config.random_state, "ic_round": config.ic_round,
-               "singleton_policy": config.singleton_policy, "failure_budget": config.failure_budget}
+               "singleton_policy": config.singleton_policy, "zero_row_self_distance": config.zero_row_self_distance, "failure_budget": config.failure_budget}
     summary = {
         "thtb_score": main["thtb_score"],
         "means": main["means"],

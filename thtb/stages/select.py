@@ -33,14 +33,15 @@ from thtb.cascade import Cascade, CascadeConfig, SelectionResult, n_selected
 from thtb.data import load_records, write_alpaca_json, write_jsonl, write_messages_jsonl
 from thtb.fingerprint import fingerprint, ids_digest
 from thtb.io import atomic_write_text, atomic_path
+from thtb.provenance import environment, selection_provenance, stage_key_inputs
 from thtb.report import build_summary, plot_histograms
-from thtb.scorers import build_scorers
+from thtb.scorers import build_scorers, check_scorers_available
 from thtb.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-STAGE_VERSION = 1
-"""Bump when the selection maths change, so fingerprints of old artifacts no longer match."""
+STAGE_VERSION = 2
+"""Part of the fingerprint (with the stage's code digest, which changes on any code edit by itself)."""
 
 DEMO_DATA = "demo"
 LABEL_COLUMN = "bloom_level"
@@ -62,26 +63,30 @@ def cascade_config(cfg: dict[str, Any]) -> CascadeConfig:
         budget=sel.get("budget"),
         failure_budget=int(sel.get("failure_budget", 0)),
         fidelity=cfg.get("fidelity", "reference"),
-        ic_round=bool(sel["intrinsic"]["ic_round"]),
+        ic_round=sel["intrinsic"].get("ic_round"),
         k=int(sel["extrinsic"]["k"]),
         max_features=int(sel["extrinsic"]["max_features"]),
         random_state=int(sel["extrinsic"]["random_state"]),
         singleton_policy=sel["extrinsic"].get("singleton_policy"),
+        zero_row_self_distance=sel["extrinsic"].get("zero_row_self_distance"),
     )
 
 
 def selection_fingerprint(cfg: dict[str, Any], data_ids: str) -> str:
-    """Hash of everything that determines the subset: data ids, stage config, scorer configs."""
-    stages = cfg["selection"]["stages"] if cfg["selection"].get("method", "thtb") == "thtb" else []
+    """Hash of everything that determines the subset: data ids, stage config, scorer configs, and the stage's
+    code, resource files and library versions (:func:`thtb.provenance.stage_key_inputs`)."""
+    method = cfg["selection"].get("method", "thtb")
+    stages = cfg["selection"]["stages"] if method == "thtb" else []
     scorer_cfg = {
         "reward": cfg.get("reward") if "quality" in stages else None,
-        "judge": cfg.get("judge") if "intrinsic" in stages else None,
+        "judge": cfg.get("judge") if "intrinsic" in stages or method == "alpagasus" else None,
         "embedder": cfg.get("embedder") if "intrinsic" in stages else None,
     }
     selection = {k: v for k, v in cfg["selection"].items() if k != "plots"}
     return fingerprint(
         {"version": STAGE_VERSION, "data": data_ids, "fidelity": cfg.get("fidelity"), "selection": selection,
-         "seed": cfg.get("seed"), **scorer_cfg}
+         "seed": cfg.get("seed"), **scorer_cfg,
+         **stage_key_inputs("select", {"selection": selection, **scorer_cfg})}
     )
 
 
@@ -110,10 +115,11 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
         summary.update(reused=True, artifact=str(artifact.path))
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
         tracker.log_summary({"select/n_selected": summary["n_selected"], "select/fingerprint": fp,
-                             "select/reused": True})
+                             "select/reused": True, "select/provenance": summary.get("provenance")})
         log.info("select: reusing finished selection %s (%d of %d) → %s", fp, summary["n_selected"],
                  summary["n_input"], out)
         return summary
+    check_scorers_available(cfg)  # the paper's models (or a judge server) missing: stop before any scoring
     result = select(records, cfg)
     result.timings["load"] = load_s
 
@@ -129,6 +135,7 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
     summary = build_summary(result, fingerprint=fp, load_report=_jsonable(report), labels=labels)
     summary["timings_s"]["total"] = round(time.perf_counter() - start, 3)
     summary["thtb_version"] = __version__
+    summary["provenance"] = {"selection": selection_provenance(cfg, fp), **environment()}
     plots = plot_histograms(result, out) if cfg["selection"].get("plots", True) else []
     summary.update(reused=False, artifact=str(artifact.path))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
@@ -206,7 +213,8 @@ def _log_to_tracker(tracker: Tracker, summary: dict, card: pd.DataFrame, plots: 
         tracker.log_images("select/histograms", plots)
     sample = card[card["selected"]].head(200) if card["selected"].any() else card.head(200)
     tracker.log_table("select/score_card_sample", sample)
-    tracker.log_summary({"select/n_selected": summary["n_selected"], "select/fingerprint": summary["fingerprint"]})
+    tracker.log_summary({"select/n_selected": summary["n_selected"], "select/fingerprint": summary["fingerprint"],
+                         "select/provenance": summary.get("provenance")})
     if summary.get("bloom_accuracy"):
         tracker.log_summary({"select/bloom_accuracy": summary["bloom_accuracy"]["accuracy"]})
 

