@@ -379,6 +379,13 @@ def eval_deviations(block: str, protocol: Mapping | None) -> list[str]:
     return []
 
 
+def score_deviations(score: Mapping | None) -> list[str]:
+    """How a dataset's THTB score (Table 3) was scored differently from the authors."""
+    if not score:
+        return []
+    return [f"THTB score: {d}" for d in selection_deviations(score)]
+
+
 def deviations(line: Mapping, block: str) -> dict[str, list[str]]:
     """``{"row": [...], "eval": [...]}``: how a run line's result for ``block`` differs from the paper's setup.
 
@@ -392,4 +399,7 @@ def deviations(line: Mapping, block: str) -> dict[str, list[str]]:
     recipe = (prov.get("training") or {}).get("recipe")
     if recipe and recipe != PAPER_SETUP["train_recipe"]:
         row.append(f"train={recipe}")
-    return {"row": row, "eval": eval_deviations(block, (prov.get("eval") or {}).get(block))}
+    evals = eval_deviations(block, (prov.get("eval") or {}).get(block))
+    if block == "exam":
+        evals += score_deviations(prov.get("score"))
+    return {"row": row, "eval": evals}

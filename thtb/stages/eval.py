@@ -286,8 +286,10 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> di
                            "by_type": {t: {"accuracy": _pct(v.get("accuracy")), "n": v.get("n")}
                                        for t, v in (r.get("per_type") or {}).items()}}
     score_summary = run_dir / "score" / "summary.json"
+    score = None
     if score_summary.is_file():  # the score stage ran: the training data's THTB score (Table 3)
-        metrics["thtb_score"] = json.loads(score_summary.read_text())["thtb_score"]
+        score = json.loads(score_summary.read_text())
+        metrics["thtb_score"] = score["thtb_score"]
     train_summary = run_dir / "train" / "summary.json"
     trained = json.loads(train_summary.read_text()) if train_summary.is_file() else {}
     model_cfg = cfg.get("model") or {}
@@ -304,7 +306,8 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> di
         "run_dir": str(run_dir),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "thtb_version": __version__,
-        "provenance": _provenance(cfg, run_dir, trained, results),
+        "provenance": {**_provenance(cfg, run_dir, trained, results),
+                       **({"score": (score.get("provenance") or {}).get("selection")} if score else {})},
         "metrics": metrics,
     }
 

@@ -31,6 +31,7 @@ from thtb import __version__
 from thtb.cascade import STAGES
 from thtb.data import load_records
 from thtb.fingerprint import fingerprint, ids_digest
+from thtb.provenance import environment, selection_provenance, stage_key_inputs
 from thtb.io import atomic_path, atomic_write_text
 from thtb.scorers import build_scorers
 from thtb.thtb_score import score_datasets
@@ -101,7 +102,8 @@ def run_score(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
     scorer_cfg = {"reward": cfg.get("reward"), "judge": cfg.get("judge"), "embedder": cfg.get("embedder")}
     cascade = {"fidelity": config.fidelity, "k": config.k, "max_features": config.max_features,
                "random_state": config.random_state, "ic_round": config.ic_round,
-               "singleton_policy": config.singleton_policy, "zero_row_self_distance": config.zero_row_self_distance, "failure_budget": config.failure_budget}
+               "singleton_policy": config.singleton_policy, "zero_row_self_distance": config.zero_row_self_distance,
+               "failure_budget": config.failure_budget}
     summary = {
         "thtb_score": main["thtb_score"],
         "means": main["means"],
@@ -119,10 +121,13 @@ def run_score(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
         "scorers": scorer_cfg,
         "warnings": result.warnings,
         "fingerprint": fingerprint({"version": STAGE_VERSION, "data": [ids_digest(f["id"]) for f in frames],
-                                    "cascade": cascade, "normalize": normalize, **scorer_cfg}),
+                                    "cascade": cascade, "normalize": normalize, **scorer_cfg,
+                                    **stage_key_inputs("score", scorer_cfg)}),
         "timings_s": {"load": round(load_s, 3), **{k: round(v, 3) for k, v in result.timings.items()},
                       "total": round(time.perf_counter() - start, 3)},
         "thtb_version": __version__,
+        "provenance": {"selection": selection_provenance({**cfg, "selection": {"method": "thtb", "stages": list(STAGES)}}),
+                       **environment()},
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
     tracker.log_metrics({"thtb_score": main["thtb_score"], **{f"mean/{k}": v for k, v in main["means"].items()},
