@@ -290,6 +290,9 @@ def test_runs_of_different_provenance_never_share_a_cell(tmp_path):
     csv = pd.read_csv(tmp_path / "out" / "table1_mmlu_pro.csv", keep_default_na=False, na_values={"ours": [""]})
     overall = csv[(csv.method == "thtb") & (csv.model_size == "1B") & (csv.column == "overall")]
     assert sorted(overall["variant"]) == ["", "fidelity=paper", "offline scorers", "provenance unknown"]
+    paper_cell = overall[overall["variant"] == ""].iloc[0]["provenance"]
+    assert "reward internlm2-7b-reward" in paper_cell and "judge Qwen3-32B (bloom@1)" in paper_cell
+    assert "train lora_paper" in paper_cell and "MMLU-Pro tiger" in paper_cell and "@ abc" in paper_cell
     assert "differs from the paper's setup" in md
 
 

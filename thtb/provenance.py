@@ -403,3 +403,32 @@ def deviations(line: Mapping, block: str) -> dict[str, list[str]]:
     if block == "exam":
         evals += score_deviations(prov.get("score"))
     return {"row": row, "eval": evals}
+
+
+def describe(line: Mapping, block: str) -> str:
+    """One line saying what produced a run line's ``block`` result (the tables' ``provenance`` column)."""
+    prov = line.get("provenance")
+    if not isinstance(prov, Mapping):
+        return "provenance unknown"
+    parts = []
+    sel = prov.get("selection") or {}
+    if sel:
+        scorers = ", ".join(f"{role} {_short(s.get('model') or s.get('backend'))}"
+                            + (f" ({', '.join((s.get('prompts') or {}).values())})" if s.get("prompts") else "")
+                            for role, s in sorted((sel.get("scorers") or {}).items()))
+        parts.append(f"selection {sel.get('method')}" + (f" [{scorers}]" if scorers else "")
+                     + (f", fidelity={sel['fidelity']}" if sel.get("fidelity") and scorers else ""))
+    train = prov.get("training") or {}
+    if train:
+        parts.append(f"train {train.get('recipe')} on {train.get('model')}")
+    protocol = (prov.get("eval") or {}).get(block) or {}
+    if block == "mmlu_pro" and protocol:
+        parts.append(f"MMLU-Pro {protocol.get('protocol')}, {protocol.get('fewshot')}-shot"
+                     + (", chat template" if protocol.get("apply_chat_template") else ""))
+    elif block == "pairwise" and protocol:
+        parts.append(f"judge {_short(protocol.get('judge'))} ({protocol.get('prompt')}, order {protocol.get('order')})")
+    thtb = prov.get("thtb") or {}
+    if thtb:
+        commit = (thtb.get("commit") or "")[:10] or "no commit"
+        parts.append(f"thtb {thtb.get('version')} @ {commit}{' (dirty)' if thtb.get('dirty') else ''}")
+    return "; ".join(parts)

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from thtb.io import atomic_path, atomic_write_text
-from thtb.provenance import deviations
+from thtb.provenance import describe, deviations
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ METHOD_ORDER = ("full", "random", "alpagasus", "thtb", "vanilla", "tcm_simple", 
                 "random_released", "alpagasus_released")
 TIDY_COLUMNS = ("table", "model_size", "method", "label", "column", "header", "ours", "ours_std", "n_seeds", "seeds",
                 "ours_ci_low", "ours_ci_high", "n", "smoke", "smoke_reason", "published", "delta", "published_note",
-                "variant", "differs", "experiments")
+                "variant", "differs", "experiments", "provenance")
 
 
 @dataclass(frozen=True)
@@ -371,6 +371,7 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
                 "variant": "; ".join([*(variant or none)[0], *(variant or none)[1]]),
                 "differs": "; ".join((variant or none)[1]) if p is not None and values else "",
                 "experiments": ",".join(sorted({str(r["line"].get("experiment")) for r in have})),
+                "provenance": " | ".join(sorted({describe(r["line"], spec.block) for r in have})),
             })
     return pd.DataFrame(records, columns=list(TIDY_COLUMNS))
 
