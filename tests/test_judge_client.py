@@ -191,6 +191,42 @@ def test_reparse_fixes_a_cached_parse_failure(server, tmp_path):
     assert cache.get(key).error is None  # the row was updated
 
 
+def test_answers_parsed_by_other_parser_code_are_reparsed_on_read(server, tmp_path):
+    """A cached value is only trusted when the parser code that produced it is today's: otherwise the raw text
+    is parsed again (no request), so a changed parser never serves a stale value."""
+    server.script = lambda n, body: (200, '{"level": "apply", "score": 8}', 0.0)
+    judge = make_judge(server, tmp_path, max_attempts=1)
+    key = judge.key(BLOOM, ITEMS[0])
+    assert judge.run(BLOOM, ITEMS[:1])[0].ok
+    assert judge.cache.get(key).parser == judge.parser_digest(BLOOM)
+    assert judge.parser_digest(BLOOM).startswith("thtb.judge.parsers.parse_bloom:")
+    rec = judge.cache.get(key)
+    rec.parsed, rec.error, rec.parser = None, "parse: an older parser failed", "thtb.judge.parsers.parse_bloom:old"
+    judge.cache.put(key, rec)
+    again = make_judge(server, tmp_path)
+    out = again.run(BLOOM, ITEMS[:1])[0]
+    assert out.ok and out.value["score"] == 8 and server.count == 1  # re-parsed, not re-asked
+    assert again.stats()["reparsed"] == 1 and again.stats()["calls"] == 0
+    assert judge.cache.get(key).error is None and judge.cache.get(key).parser == judge.parser_digest(BLOOM)
+
+
+def test_cache_written_before_parser_digests_is_migrated(server, tmp_path):
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE requests (key TEXT PRIMARY KEY, model TEXT, template TEXT, raw TEXT NOT NULL, "
+                "parsed TEXT, error TEXT, latency_s REAL, prompt_tokens INTEGER, completion_tokens INTEGER, "
+                "attempts INTEGER, created REAL NOT NULL)")
+    judge = make_judge(server, tmp_path, cache=None)
+    key = judge.key(BLOOM, ITEMS[0])
+    con.execute("INSERT INTO requests VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (key, "fake-judge", "bloom@1", '{"level": "Apply", "score": 8}', '{"level": "Apply", "score": 7}',
+                 None, 0.1, 1, 1, 1, 0.0))
+    con.commit()
+    con.close()
+    out = make_judge(server, tmp_path, cache=RequestCache(path)).run(BLOOM, ITEMS[:1])[0]
+    assert out.value["score"] == 8 and server.count == 0  # the stale parsed 7 was not served
+
+
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_retries_survive_transient_errors(server, tmp_path, status):
     def script(n, body):

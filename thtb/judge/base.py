@@ -13,6 +13,8 @@ answer is produced; the rules around it live here, once:
 - **parse failures** are re-asked with the template's stricter follow-up appended to the
   conversation; the last failure is recorded as an error — never replaced by a default.
 - **reparse**: the template's parser is re-applied to cached raw text; no answer is ever generated.
+  A cached answer parsed by other parser code (its stored parser digest differs) is re-parsed the same
+  way on every read, so a parser change never serves a stale parsed value.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class JudgeBackend:
         self.decoding = plain(decoding) if decoding else {}
         self.extra_body = plain(extra_body) if extra_body else None
         self.progress = bool(progress)
+        self._parser_digests: dict[str, str] = {}
         self._counters: dict[str, Any] = {
             "calls": 0, "retries": 0, "reasks": 0, "cache_hits": 0, "reparsed": 0, "failures": 0,
             "parse_failures": 0, "transport_failures": 0, "items": 0,
@@ -131,6 +134,18 @@ class JudgeBackend:
         return out
 
     # ----------------------------------------------------------------------------- helpers
+    def parser_digest(self, template: PromptTemplate) -> str:
+        """Digest of the code that parses ``template``'s answers (its module and what that imports), stored with
+        every cached answer: an answer parsed by other code is re-parsed from its raw text when read."""
+        digest = self._parser_digests.get(template.id)
+        if digest is None:
+            from thtb.provenance import code_digest
+
+            digest = f"{template.parser.__module__}.{template.parser.__qualname__}:" + code_digest(
+                [template.parser.__module__])
+            self._parser_digests[template.id] = digest
+        return digest
+
     def _group(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[int]], dict[str, Messages]]:
         """Cache key → item positions, and key → rendered messages (duplicates asked once)."""
         groups: dict[str, list[int]] = {}
@@ -153,6 +168,8 @@ class JudgeBackend:
         if cached is None:
             return None
         self._counters["cache_hits"] += 1
+        if cached.parser != self.parser_digest(template):  # parsed by other parser code: parse the raw text again
+            return self._reparse(template, key, cached)
         return JudgeResult(
             value=cached.parsed if cached.error is None else None, error=cached.error, raw=cached.raw,
             from_cache=True, attempts=cached.attempts, latency_s=cached.latency_s,
@@ -165,8 +182,9 @@ class JudgeBackend:
             value, error = template.parser(cached.raw), None
         except ParseError as exc:
             value, error = None, f"parse: {exc} (reparse)"
-        if self.cache is not None and (error != cached.error or value != cached.parsed):
-            cached.parsed, cached.error = value, error
+        digest = self.parser_digest(template)
+        if self.cache is not None and (error != cached.error or value != cached.parsed or cached.parser != digest):
+            cached.parsed, cached.error, cached.parser = value, error, digest
             self.cache.put(key, cached)
         return JudgeResult(
             value=value, error=error, raw=cached.raw, from_cache=True, attempts=cached.attempts,
@@ -210,6 +228,7 @@ class JudgeBackend:
                     raw=result.raw or "", parsed=result.value, error=result.error, latency_s=result.latency_s,
                     prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
                     attempts=result.attempts, model=self.model_id, template=template.id,
+                    parser=self.parser_digest(template),
                 ),
             )
         return result

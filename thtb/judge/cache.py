@@ -11,7 +11,10 @@ The API key, base URL and other transport settings are not part of the key and n
 
 A row holds the raw answer text (the last attempt's, after any re-asks), the parsed value (JSON),
 the parse error (``None`` when parsed), latency in seconds, prompt/completion tokens summed over
-the attempts, the number of attempts and the creation time (Unix seconds).
+the attempts, the number of attempts, the creation time (Unix seconds) and the digest of the parser
+code that produced the parsed value (``parser``): a row whose parser digest differs from today's is
+re-parsed from its raw text when read (no request is sent), so a changed parser never serves a stale
+parsed value. Databases written before the column existed get it added (``NULL``: re-parsed on read).
 
 Thread safety: one connection shared under a :class:`threading.Lock` (``check_same_thread=False``);
 several :class:`RequestCache` objects (or processes) may open the same file — WAL lets readers
@@ -42,7 +45,8 @@ CREATE TABLE IF NOT EXISTS requests (
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
     attempts INTEGER,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    parser TEXT
 )
 """
 
@@ -79,6 +83,7 @@ class CacheRecord:
     model: str = ""
     template: str = ""
     created: float = field(default_factory=time.time)
+    parser: str | None = None
 
 
 class RequestCache:
@@ -97,6 +102,9 @@ class RequestCache:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(requests)")}
+            if "parser" not in columns:  # a database from before parser digests: its rows get re-parsed on read
+                self._conn.execute("ALTER TABLE requests ADD COLUMN parser TEXT")
             self._conn.commit()
 
     def __repr__(self) -> str:
@@ -110,12 +118,12 @@ class RequestCache:
         with self._lock:
             row = self._conn.execute(
                 "SELECT raw, parsed, error, latency_s, prompt_tokens, completion_tokens, attempts, model, "
-                "template, created FROM requests WHERE key = ?",
+                "template, created, parser FROM requests WHERE key = ?",
                 (key,),
             ).fetchone()
         if row is None:
             return None
-        raw, parsed, error, latency, ptok, ctok, attempts, model, template, created = row
+        raw, parsed, error, latency, ptok, ctok, attempts, model, template, created, parser = row
         return CacheRecord(
             raw=raw,
             parsed=None if parsed is None else json.loads(parsed),
@@ -127,6 +135,7 @@ class RequestCache:
             model=model or "",
             template=template or "",
             created=created,
+            parser=parser,
         )
 
     def put(self, key: str, record: CacheRecord) -> None:
@@ -138,11 +147,11 @@ class RequestCache:
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO requests (key, model, template, raw, parsed, error, latency_s, "
-                "prompt_tokens, completion_tokens, attempts, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "prompt_tokens, completion_tokens, attempts, created, parser) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     key, record.model, record.template, record.raw, parsed, record.error,
                     float(record.latency_s), int(record.prompt_tokens), int(record.completion_tokens),
-                    int(record.attempts), float(record.created),
+                    int(record.attempts), float(record.created), record.parser,
                 ),
             )
             self._conn.commit()
