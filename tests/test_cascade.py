@@ -143,6 +143,21 @@ def test_cascade_counts_ranks_and_stage_inputs():
     assert card["quality"].notna().sum() == 80 and card["ihs"].notna().sum() == 40 and card["ehs"].notna().sum() == 20
 
 
+def test_fractional_judge_scores_flow_through_the_intrinsic_stage():
+    """A judge answering "7.5" (accepted as the authors' parser reads it) gives Bloom = (7.5 − 1) / 20."""
+
+    class HalfBloom(KeywordBloom):
+        def score(self, queries, responses):
+            out = super().score(queries, responses)
+            out["bloom_score"] = out["bloom_score"] + 0.5  # 2.5, 5.5, … stay inside each level's band
+            return out
+
+    result = make_cascade(quality=LengthQuality(), bloom=HalfBloom()).run(make_records(80))
+    scored = result.card[result.card["bloom"].notna()]
+    assert len(scored) == 40 and (scored["bloom_score"] % 1 == 0.5).all()
+    assert scored["bloom"].to_numpy() == pytest.approx(((scored["bloom_score"] - 1) / 20).to_numpy())
+
+
 def test_cascade_is_deterministic():
     records = make_records(60)
     a = make_cascade().run(records)

@@ -45,19 +45,38 @@ def test_strip_think_and_fences():
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(7, 7), (7.0, 7), ("7", 7), ("3+4", 7), ("3 + 4", 7), ("(2+1)*3", 9), ("14/2", 7), ("2*(3+4)-7", 7),
-     ("3+4 = 7", 7), ("score = 12", 12), ("-1+8", 7), (" 16 ", 16)],
+     ("3+4 = 7", 7), ("score = 12", 12), ("-1+8", 7), (" 16 ", 16),
+     # fractional scores, as the authors keep them
+     (7.5, 7.5), ("7.5", 7.5), ("7/2", 3.5), ("7.", 7),
+     # a text naming exactly one number
+     ("7 points", 7), ("about 9", 9), ("score: 8", 8), ("~9", 9), ("Score: 8.5.", 8.5), ("(8)", 8),
+     ("2+5 = 7 points", 7), ("＋7", 7), ("１２", 12), ("abs(7)", 7)],
 )
 def test_eval_score_accepts(value, expected):
-    assert eval_score(value) == expected
+    out = eval_score(value)
+    assert out == expected
+    assert type(out) is (float if expected % 1 else int)  # whole numbers come back as int
 
 
 @pytest.mark.parametrize(
-    "value",
-    [None, True, "seven", "7 points", "", "7/2", 7.5, "__import__('os')", "2**3", "3+", "1/0", [7], {"a": 1},
-     "7 = seven", "abs(7)", "1e3"],
+    ("value", "message"),
+    [
+        (None, "must be a number"), (True, "must be a number"), (False, "must be a number"),
+        ([7], "must be a number"), ({"a": 1}, "must be a number"),
+        (float("nan"), "finite"), (float("inf"), "finite"), (10**400, "overflows"),
+        ("seven", "not a number"), ("high", "not a number"), ("", "not a number"), ("   ", "not a number"),
+        ("nan", "not a number"), ("inf", "not a number"), ("__import__('os')", "not a number"),
+        ("7 = seven", "not a number"),
+        # two or more numbers that are not one expression: ambiguous
+        ("7 or 8", "ambiguous"), ("between 7 and 9", "ambiguous"), ("7-8 points", "ambiguous"),
+        ("7–8", "ambiguous"), ("8 out of 21", "ambiguous"), ("Level 3, score 8", "ambiguous"),
+        ("1e3", "ambiguous"), ("= 7 or 8", "ambiguous"),
+        ("2**3", "unsupported"), ("3+", "not a valid"), ("1/0", "division by zero"),
+        ("9" * 101, "longer than"),
+    ],
 )
-def test_eval_score_rejects(value):
-    with pytest.raises(ParseError):
+def test_eval_score_rejects(value, message):
+    with pytest.raises(ParseError, match=message):
         eval_score(value)
 
 
@@ -81,6 +100,10 @@ def test_find_json_object_in_prose():
         ('{"level": "CREATE", "score": "10+11", "reasoning": "r"}', "Create", 21),
         ('{"level": "Analyze", "score": "5+6 = 11", "reasoning": "r"}', "Analyze", 11),
         ('{"level": "Evaluate", "score": 3+10, "reasoning": "unquoted expression"}', "Evaluate", 13),
+        ('{"level": "Apply", "score": 7.5, "reasoning": "r"}', "Apply", 7.5),
+        ('{"level": "Apply", "score": "7 points", "reasoning": "r"}', "Apply", 7),
+        ('{"level": "Create", "score": about 19, "reasoning": "unquoted words"}', "Create", 19),
+        ('{"level": "Analyze", "score": "~11", "reasoning": "r"}', "Analyze", 11),
         ('<think>Let me think.</think>\n```json\n{"level": "Remember", "score": 1, "reasoning": "r"}\n```', "Remember", 1),
         ('The task asks to list facts.\n{"level": "Remember", "score": 2, "reasoning": "r"}\nDone.', "Remember", 2),
         ('{"Level": " Understand ", "Score": 6, "Reasoning": "r"}', "Understand", 6),
@@ -103,7 +126,13 @@ def test_parse_bloom_accepts(text, level, score):
         ('{"score": 8}', "no 'level'"),
         ('{"level": "Apply"}', "no 'score'"),
         ('{"level": "Apply", "score": "high"}', "not a number"),
-        ('{"level": "Apply", "score": 7.5}', "whole number"),
+        ('{"level": "Apply", "score": 9.5}', "outside the Apply band"),
+        ('{"level": "Understand", "score": 6.5}', "outside the Understand band"),
+        ('{"level": "Apply", "score": "7 or 8"}', "ambiguous"),
+        ('{"level": "Apply", "score": "between 7 and 9"}', "ambiguous"),
+        ('{"level": "Apply", "score": NaN}', "finite"),
+        ('{"level": "Apply", "score": true}', "must be a number"),
+        ('{"level": "Apply", "score": [8]}', "must be a number"),
         ("Apply, 8", "no JSON object"),
         ("", "no JSON object"),
     ],
@@ -120,6 +149,27 @@ def test_parse_bloom_every_band_edge():
         for bad in (lo - 1, hi + 1):
             with pytest.raises(ParseError):
                 parse_bloom(f'{{"level": "{level}", "score": {bad}}}')
+
+
+def test_judge_bloom_scorer_keeps_fractional_scores():
+    """A fractional judge score flows through JudgeBloomScorer as the authors keep it (7.5), whole
+    scores stay int, an ambiguous one is an error (after the re-asks), never a default."""
+    from tests.test_judge_local import ScriptedJudge
+    from thtb.judge.scorers import JudgeBloomScorer
+
+    answers = {
+        "q1": '{"level": "Apply", "score": 7.5, "reasoning": "r"}',
+        "q2": '{"level": "Apply", "score": "about 9", "reasoning": "r"}',
+        "q3": '{"level": "Apply", "score": "7 or 8", "reasoning": "r"}',
+    }
+
+    def answer(conversation):
+        text = conversation[1]["content"]
+        return next(a for q, a in answers.items() if q in text)
+
+    out = JudgeBloomScorer(ScriptedJudge(answer, max_attempts=2)).score(list(answers), ["x"] * 3)
+    assert out["bloom_score"].tolist()[:2] == [7.5, 9] and type(out["bloom_score"][1]) is int
+    assert out["bloom_score"][2] is None and "ambiguous" in out["error"][2]
 
 
 def test_parse_bloom_level():

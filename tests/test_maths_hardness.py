@@ -44,6 +44,46 @@ def test_ic_scores_count_term_and_rounding():
     assert rounded[1] == 1 / 3  # n = 1 is not rounded
 
 
+def test_ic_rounding_is_reference_only():
+    """2-dp IC rounding is the authors' code: on under fidelity=reference, off under paper, both as
+    resolved by CascadeConfig and as run by the cascade's intrinsic stage."""
+    import pandas as pd
+
+    from thtb.cascade import Cascade, CascadeConfig
+    from thtb.scorers.base import BloomScorer, DisciplineTagger, Embedder
+
+    assert CascadeConfig(fidelity="reference").ic_round is True
+    assert CascadeConfig(fidelity="paper").ic_round is False
+    assert CascadeConfig(fidelity="paper", ic_round=True).ic_round is True  # explicit override wins
+
+    lists = [["math"], ["math", "chemistry"], ["math", "physics", "chemistry"], ["physics", "chemistry"]]
+
+    class Bloom(BloomScorer):
+        def score(self, queries, responses):
+            return pd.DataFrame({"bloom_level": "Apply", "bloom_score": 8, "bloom_reason": "", "error": None},
+                                index=range(len(queries)))
+
+    class Tagger(DisciplineTagger):
+        def tag(self, queries):
+            return pd.DataFrame({"disciplines": [lists[int(q)] for q in queries], "error": None})
+
+        def describe(self, disciplines):
+            return {d: d for d in disciplines}
+
+    class Table(Embedder):
+        def encode(self, texts):
+            return np.stack([TABLE[t] for t in texts]).astype(np.float64)
+
+    records = pd.DataFrame({"id": [f"r{i}" for i in range(4)], "query": ["0", "1", "2", "3"], "response": "x"})
+    unrounded = maths.ic_scores(lists, TABLE, round_multi=False)
+    rounded = maths.ic_scores(lists, TABLE, round_multi=True)
+    assert (unrounded[1:] != rounded[1:]).all()  # every multi-discipline IC has more than 2 decimals
+    for fidelity, expected in (("paper", unrounded), ("reference", rounded)):
+        cfg = CascadeConfig(stages=["intrinsic"], fidelity=fidelity, fractions={"intrinsic": 1.0})
+        card = Cascade(cfg, bloom=Bloom(), disciplines=Tagger(), embedder=Table()).run(records).card
+        np.testing.assert_array_equal(card["ic"].to_numpy(np.float64), expected)
+
+
 def test_ic_scores_all_counts_equal_gives_half():
     lists = [["math", "physics"], ["math", "art"], ["physics", "chemistry"]]
     out = maths.ic_scores(lists, TABLE, round_multi=False)

@@ -51,9 +51,11 @@ def test_bloom_reference_score():
     np.testing.assert_allclose(maths.bloom_normalized(score=[1, 4, 11, 21]), [0.0, 0.15, 0.5, 1.0])
     # floats holding integers are accepted (pandas gives float64 columns)
     np.testing.assert_allclose(maths.bloom_normalized(score=np.array([16.0]), fidelity="reference"), [0.75])
+    # a fractional judge score counts as the authors' extract_final_score reads it: (7.5 − 1) / 20
+    np.testing.assert_allclose(maths.bloom_normalized(score=[7.5], fidelity="reference"), [0.325])
 
 
-@pytest.mark.parametrize("bad", [[0], [22], [3.5], [np.nan]])
+@pytest.mark.parametrize("bad", [[0], [22], [0.5], [21.5], [np.nan]])
 def test_bloom_reference_rejects_out_of_band(bad):
     with pytest.raises(ValueError, match="score"):
         maths.bloom_normalized(score=bad, fidelity="reference")

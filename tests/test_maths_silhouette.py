@@ -1,5 +1,6 @@
 """thtb.maths.text / silhouette: preprocessing, TF-IDF, K-Means and the exact cosine silhouette."""
 
+import re
 import warnings
 
 import numpy as np
@@ -122,19 +123,67 @@ def test_exact_silhouette_rejects_other_conventions():
 
 
 # --------------------------------------------------------------------------- preprocessing, TF-IDF
+def authors_rule(text: str) -> str:
+    """METHOD.md's statement of the authors' ``preprocess_text``, written out plainly."""
+    ascii_chars = sum(1 for c in text if ord(c) < 128)
+    if text and ascii_chars > len(text) * 0.8:
+        text = re.sub(r"[^\w\s]|[\d]", " ", text.lower())
+        return re.sub(r"\s+", " ", text).strip()
+    import jieba
+
+    return " ".join(jieba.cut(text))
+
+
+TRICKY = [
+    "snake_case_name and __dunder__",  # `_` is a word character: it survives
+    "Explain “quoted” and ‘single’ text — please…",  # non-ASCII punctuation → space
+    "Add ٣ and ３ apples 2 times",  # Unicode digits → space
+    "abcd中",  # exactly 80% ASCII: not *more* than 80% → jieba
+    "abcdefghi中",  # 90% ASCII → English path, 中 kept
+    "",  # empty → jieba path → ""
+    "   \t\n ",  # whitespace only → English path → ""
+    "Café naïve résumé, déjà vu!",
+    "tab\tnew\nline\x0bvt\x1cfs\x00nul\x07bell",  # ASCII controls: \x1c is whitespace, \x00 is not
+    "non\u00a0breaking\u3000ideographic\u2028space",
+    "İstanbul ǅemal ß ﬁne",  # lower() changes the length
+    "e\u0301 combining mark",  # U+0301 is not \w: becomes a space
+    "Explain X.\nnan",
+    "我爱北京天安门，请解释一下。",
+    "Translate 'hola' into English: 你好",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_preprocess_matches_authors_rule(text):
+    assert maths.preprocess_query(text) == authors_rule(text)
+    assert maths.preprocess_queries([text]) == [authors_rule(text)]
+
+
+def test_preprocess_every_character():
+    """Every BMP character, 4 to a text padded with ASCII letters (English path), and every ASCII
+    character alone (the fast path's translate table): same as the plain statement."""
+    chars = [chr(c) for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF]
+    texts = ["abcdefghijklmnopqrst" + "".join(chars[i : i + 4]) for i in range(0, len(chars), 4)]
+    texts += [f"a{chr(c)}b {chr(c)}" for c in range(128)]
+    assert maths.preprocess_queries(texts) == [authors_rule(t) for t in texts]
+
+
 def test_preprocess_ascii():
-    assert maths.preprocess_query("Add 2+3, then DIVIDE!\n\tby_7   (now)") == "add then divide by now"
+    assert maths.preprocess_query("Add 2+3, then DIVIDE!\n\tby_7   (now)") == "add then divide by_ now"
     assert maths.preprocess_query("Explain X.\nnan") == "explain x nan"
+    assert maths.preprocess_query("snake_case_name") == "snake_case_name"
     assert maths.preprocess_query("  ") == ""
     assert maths.preprocess_query("") == ""
 
 
-def test_preprocess_mostly_ascii_keeps_non_ascii_chars():
-    text = "Café “quoted” text"  # 15 of 18 characters ASCII (0.83)
+def test_preprocess_mostly_ascii_drops_non_ascii_punctuation_and_digits():
+    text = "Café “quoted” text here ３"  # 21 of 25 characters ASCII (0.84)
     assert maths.is_ascii_text(text)
-    assert maths.preprocess_query(text) == "café “quoted” text"
+    assert maths.preprocess_query(text) == "café quoted text here"
     assert maths.ascii_ratio("abcd中") == pytest.approx(0.8)
-    assert maths.is_ascii_text("abcd中")  # ≥ 80% is the ASCII path
+    assert not maths.is_ascii_text("abcd中")  # exactly 80%: the jieba path (strictly more is needed)
+    assert maths.is_ascii_text("abcdefghi中")
+    assert not maths.is_ascii_text("") and maths.ascii_ratio("") == 0.0
 
 
 def test_preprocess_chinese_uses_jieba():
@@ -142,9 +191,10 @@ def test_preprocess_chinese_uses_jieba():
 
     text = "我爱北京天安门，请解释一下。"
     assert not maths.is_ascii_text(text)
-    assert maths.preprocess_query(text) == " ".join(jieba.lcut(text))
+    assert maths.preprocess_query(text) == " ".join(jieba.cut(text))
     assert maths.preprocess_query("我爱北京天安门") == "我 爱 北京 天安门"
-    assert maths.preprocess_query("abc中文") == " ".join(jieba.lcut("abc中文"))  # 60% ASCII
+    assert maths.preprocess_query("abc中文") == " ".join(jieba.cut("abc中文"))  # 60% ASCII
+    assert maths.preprocess_query("abcd中") == " ".join(jieba.cut("abcd中"))  # 80% ASCII
 
 
 def test_preprocess_queries_batch_equals_single():
@@ -249,3 +299,25 @@ def test_silhouette_scores_errors():
     with pytest.raises(ValueError, match="distinct cluster"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         maths.silhouette_scores(["same text here"] * 10, 3)
+
+
+def test_silhouette_scores_zero_rows_by_fidelity():
+    """Queries with no vocabulary term (all-zero TF-IDF rows): reference −1/|C| (the authors'
+    self distance 1), paper 0 (the metric convention, = sklearn on one block); other rows agree."""
+    texts = corpus() + ["12345 !!!", "?? 42 ::"]  # both preprocess to "": all-zero rows
+    zero = np.zeros(len(texts), dtype=bool)
+    zero[-2:] = True
+    ref = maths.silhouette_scores(texts, 4, fidelity="reference")
+    pap = maths.silhouette_scores(texts, 4, fidelity="paper")
+    assert ref.n_zero_rows == pap.n_zero_rows == 2
+    assert ref.labels.tobytes() == pap.labels.tobytes()
+    size = ref.cluster_sizes[ref.labels]
+    np.testing.assert_allclose(ref.s[zero], -1.0 / size[zero], rtol=0, atol=1e-15)
+    assert np.all(pap.s[zero] == 0.0)
+    np.testing.assert_array_equal(ref.s[~zero], pap.s[~zero])
+    X = maths.tfidf_matrix(texts)
+    assert (np.diff(X.indptr) == 0).tolist() == zero.tolist()
+    np.testing.assert_allclose(pap.s, silhouette_samples(X, pap.labels, metric="cosine"), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ref.s, brute_silhouette(X.toarray(), ref.labels, zero_self=1.0), rtol=0, atol=1e-12)
+    override = maths.silhouette_scores(texts, 4, fidelity="reference", zero_row_self_distance=0.0)
+    np.testing.assert_array_equal(override.s, pap.s)

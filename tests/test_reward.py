@@ -46,13 +46,18 @@ def _text(rng: random.Random, n: int) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_rm(tmp_path_factory) -> Path:
-    """A tiny LlamaForSequenceClassification + a locally trained WordLevel tokenizer, on disk."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """A tiny LlamaForSequenceClassification + a locally trained WordLevel tokenizer, on disk.
+
+    Like InternLM2's tokenizer (``add_bos_token=True``), ``tok(text)`` prepends ``<s>`` (its template
+    writes one too), so ``add_special_tokens`` changes the ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
 
     raw = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     raw.train_from_iterator([" ".join(VOCAB)] * 3, trainers.WordLevelTrainer(special_tokens=SPECIALS))
+    bos = ("<s>", raw.token_to_id("<s>"))
+    raw.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[bos])
     tok = PreTrainedTokenizerFast(
         tokenizer_object=raw, unk_token="[UNK]", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
         additional_special_tokens=["<|user|>", "<|assistant|>", INTERNLM2_REWARD_TOKEN],
@@ -79,11 +84,11 @@ def reference(tiny_rm):
     tok = AutoTokenizer.from_pretrained(tiny_rm)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_rm, dtype=torch.float32).eval()
 
-    def score_one(query: str, response: str, reward_token: bool = False) -> float:
+    def score_one(query: str, response: str, reward_token: bool = False, add_special_tokens: bool = False) -> float:
         chat = [{"role": "user", "content": query}, {"role": "assistant", "content": response}]
         text = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=False)
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        assert ids.count(tok.bos_token_id) == 1
+        ids = tok(text, add_special_tokens=add_special_tokens)["input_ids"]
+        assert ids.count(tok.bos_token_id) == (2 if add_special_tokens else 1)
         if reward_token:
             ids = ids + [tok.convert_tokens_to_ids(INTERNLM2_REWARD_TOKEN)]
         with torch.inference_mode():
@@ -232,7 +237,10 @@ def test_internlm2_input_construction(tiny_rm):
     authors = InternLM2Reward(model=str(tiny_rm), last_logit=True)
     authors._tokenizer = tok
     ids2, _ = authors.encode("what is up", "not much")
-    assert ids2 == ids[:-1] and reward_id not in ids2
+    # exactly what the authors' _local_model_inference feeds the model: tok(text) with its defaults
+    conv = [{"role": "user", "content": "what is up"}, {"role": "assistant", "content": "not much"}]
+    assert ids2 == tok(tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=False))["input_ids"]
+    assert ids2 == [tok.bos_token_id, *ids[:-1]] and reward_id not in ids2  # double <s>, no reward token
     # max_length counts the reward token
     short = InternLM2Reward(model=str(tiny_rm), max_length=12)
     short._tokenizer = tok
@@ -259,7 +267,10 @@ def test_internlm2_batched_path_reads_score_at_reward_token(tiny_rm, reference, 
         )
         frame = scorer.score(queries, responses)
         assert frame["error"].isna().all()
-        expected = [reference(q, r, reward_token=not last_logit) for q, r in zip(queries, responses)]
+        expected = [
+            reference(q, r, reward_token=not last_logit, add_special_tokens=last_logit)
+            for q, r in zip(queries, responses)
+        ]
         np.testing.assert_allclose(frame["quality_raw"].to_numpy(), expected, atol=1e-5, rtol=0)
 
 

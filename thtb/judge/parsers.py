@@ -10,12 +10,18 @@ Every parser first removes reasoning and formatting noise (:func:`strip_noise`):
 Bloom (:func:`parse_bloom`, :func:`parse_bloom_level`)
     The first JSON object in the text (surrounding prose is tolerated). ``level`` must name a level
     of :data:`~thtb.scorers.base.BLOOM_LEVELS` (case-insensitive; returned in canonical case).
-    ``score`` may be a number, an arithmetic expression (``"3+4"``, digits, ``+ - * /`` and
-    parentheses only, evaluated with :mod:`ast`, never ``eval``) or a worked form ``"2+5 = 7"``
-    (the part after the last ``=``); an unquoted expression (``"score": 3+4``, which is invalid
-    JSON) is quoted before decoding. The value must be a whole number inside the level's band
-    (Remember 1–3 … Create 16–21). The level-only variant needs ``level`` only (a bare level name
-    as the whole answer is accepted too).
+    ``score`` (:func:`eval_score`) is read as the authors' ``extract_final_score`` reads it, but only
+    where the answer names **one** number unambiguously: a JSON number (``8``, ``7.5``); an
+    arithmetic expression (``"3+4"``, ``"7/2"``: digits, ``+ - * /`` and parentheses only, evaluated
+    with :mod:`ast`, never ``eval``); a worked form ``"2+5 = 7"`` (the part after the last ``=``); or
+    a text with exactly one number in it (``"7 points"``, ``"about 9"``, ``"score: 8"``, ``"~9"``).
+    An unquoted value (``"score": 3+4`` or ``"score": about 9``, invalid JSON) is quoted before
+    decoding. A text naming two or more numbers that is not one expression (``"7 or 8"``, ``"between
+    7 and 9"``, a range ``"7-8 points"``) is ambiguous and rejected — the authors' function would
+    read ``"7 or 8"`` as 78. The score may be fractional (``7.5``, as the authors keep it: ``Bloom =
+    (score − 1) / 20`` stays exact) and must lie inside the level's band ``[lo, hi]`` (Remember 1–3 …
+    Create 16–21; ``9.5`` is in no band). The level-only variant needs ``level`` only (a bare level
+    name as the whole answer is accepted too).
 
 Disciplines (:func:`parse_disciplines`)
     Split on commas, semicolons and newlines (a JSON list of strings is accepted too); bullets,
@@ -49,6 +55,8 @@ from __future__ import annotations
 
 import ast
 import json
+import math
+import numbers
 import operator
 import re
 from typing import Any
@@ -85,7 +93,19 @@ def strip_noise(text: str) -> str:
 # --------------------------------------------------------------------------------------- scores
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 _UNOPS = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-_EXPR_CHARS = re.compile(r"^[\d\s+\-*/().]+$")
+_EXPR_CHARS = re.compile(r"^[0-9\s+\-*/().]+$")
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
+_MAX_EXPRESSION = 100
+_SCORE_CHARS = str.maketrans(
+    {"＋": "+", "－": "-", "−": "-", "×": "*", "÷": "/", "（": "(", "）": ")", "＝": "="}
+)
+"""Full-width operators as the authors' ``_normalize_text`` maps them, plus the minus sign U+2212."""
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _eval_node(node: ast.AST) -> float:
@@ -103,28 +123,65 @@ def _eval_node(node: ast.AST) -> float:
     raise ParseError(f"unsupported element {type(node).__name__} in score expression")
 
 
-def eval_score(value: Any) -> int:
-    """A score given as a number, ``"3+4"`` or ``"… = 7"`` → an ``int``; else :class:`ParseError`."""
+def _eval_expression(text: str, value: Any) -> float:
+    """``text`` (digits, ``+ - * /``, parentheses) evaluated with :mod:`ast`; :class:`ParseError` if invalid."""
+    if len(text) > _MAX_EXPRESSION:
+        raise ParseError(f"score expression {_shown(value)} is longer than {_MAX_EXPRESSION} characters")
+    try:
+        return float(_eval_node(ast.parse(text, mode="eval")))
+    except SyntaxError as exc:
+        raise ParseError(f"score {_shown(value)} is not a valid arithmetic expression") from exc
+    except OverflowError as exc:
+        raise ParseError(f"score {_shown(value)} overflows") from exc
+
+
+def _score_from_text(value: str) -> float:
+    """The one number a textual score names (see :func:`eval_score`)."""
+    text = value.strip().translate(_SCORE_CHARS)
+    if "=" in text:
+        text = text.rsplit("=", 1)[1].strip()
+    if not text:
+        raise ParseError(f"score {_shown(value)} is not a number")
+    if _EXPR_CHARS.match(text):
+        return _eval_expression(text, value)
+    numbers = _NUMBER.findall(text)
+    if not numbers:
+        raise ParseError(f"score {_shown(value)} is not a number or an arithmetic expression")
+    if len(numbers) > 1:
+        shown = ", ".join(numbers[:4])
+        raise ParseError(f"score {_shown(value)} is ambiguous: it names {len(numbers)} numbers ({shown})")
+    return float(numbers[0])
+
+
+def eval_score(value: Any) -> int | float:
+    """The score a judge wrote, as the authors' ``extract_final_score`` reads it, where unambiguous.
+
+    * a number (not a bool): itself;
+    * a string (full-width operators normalised, as the authors do): after the last ``=`` if any
+      (``"3+4 = 7"`` → ``"7"``), either an arithmetic expression — digits, ``+ - * /``, parentheses
+      — evaluated with :mod:`ast` (``"3+4"`` → 7, ``"7.5"`` → 7.5, ``"7/2"`` → 3.5), or a text that
+      names exactly **one** number, which is the score (``"7 points"``, ``"about 9"``, ``"~9"``,
+      ``"score: 8"``).
+
+    Returns an ``int`` when the value is whole, else a ``float``. Raises :class:`ParseError` — never
+    a default — for no number (``"high"``), two or more numbers that are not one expression
+    (``"7 or 8"``, ``"between 7 and 9"``, ``"7-8 points"``: ambiguous), an invalid expression, NaN or
+    ±inf, and any other type (``None``, ``True``, lists, dicts).
+    """
     if isinstance(value, bool) or value is None:
-        raise ParseError(f"score must be a number, got {value!r}")
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if "=" in text:
-            text = text.rsplit("=", 1)[1].strip()
-        if not text or len(text) > 100 or not _EXPR_CHARS.match(text):
-            raise ParseError(f"score {value!r} is not a number or an arithmetic expression")
+        raise ParseError(f"score must be a number, got {_shown(value)}")
+    if isinstance(value, numbers.Real):
         try:
-            tree = ast.parse(text, mode="eval")
-        except SyntaxError as exc:
-            raise ParseError(f"score {value!r} is not a valid arithmetic expression") from exc
-        number = float(_eval_node(tree))
+            number = float(value)
+        except OverflowError as exc:
+            raise ParseError(f"score {_shown(value)} overflows") from exc
+    elif isinstance(value, str):
+        number = _score_from_text(value)
     else:
         raise ParseError(f"score must be a number, got {type(value).__name__}")
-    if number != number or abs(number - round(number)) > 1e-9:
-        raise ParseError(f"score {value!r} is not a whole number")
-    return int(round(number))
+    if not math.isfinite(number):
+        raise ParseError(f"score {_shown(value)} is not a finite number")
+    return int(number) if number.is_integer() else number
 
 
 # ----------------------------------------------------------------------------------------- JSON
@@ -167,7 +224,8 @@ def _reasoning(obj: dict) -> str:
 
 
 def parse_bloom(text: str) -> dict:
-    """``{"level", "score", "reasoning"}`` with the score inside the level's band."""
+    """``{"level", "score", "reasoning"}`` with the score (int, or float if fractional) inside the
+    level's band ``[lo, hi]``."""
     obj = find_json_object(strip_noise(text))
     level = _level(_get(obj, "level"))
     score = eval_score(_get(obj, "score"))

@@ -2,9 +2,11 @@
 
 :class:`JudgeBloomScorer` (:class:`~thtb.scorers.base.BloomScorer`)
     ``fidelity="reference"``: the :data:`~thtb.judge.prompts.BLOOM` prompt (query and response);
-    ``bloom_score`` is the judge's 1–21 score (``Bloom = (score − 1) / 20`` downstream).
+    ``bloom_score`` is the judge's 1–21 score inside its level's band, an ``int`` or, when the judge
+    wrote a fractional score (``7.5``), a ``float`` as the authors kept it (``Bloom = (score − 1) / 20``
+    downstream; :func:`~thtb.judge.parsers.eval_score`).
     ``fidelity="paper"``: the level-only :data:`~thtb.judge.prompts.BLOOM_LEVEL` prompt; as the
-    contract needs an int 1–21, ``bloom_score`` is the **lower bound** of the level's band
+    contract needs a score 1–21, ``bloom_score`` is the **lower bound** of the level's band
     (Remember 1, Understand 4, Apply 7, Analyze 10, Evaluate 13, Create 16). It carries no
     information beyond the level: paper mode normalises by the level index
     (``(i − min) / (max − min)``, :func:`thtb.maths.bloom_normalized`), not by this score.
@@ -127,7 +129,7 @@ class JudgeBloomScorer(_JudgeBacked, BloomScorer):
         n = len(values)
         level = [v["level"] if v is not None else None for v in values]
         if self.fidelity == "reference":
-            score = [int(v["score"]) if v is not None else None for v in values]
+            score = [v["score"] if v is not None else None for v in values]  # int, or float if fractional
         else:
             score = [BLOOM_BANDS[v["level"]][0] if v is not None else None for v in values]
         reason = [v.get("reasoning", "") if v is not None else None for v in values]

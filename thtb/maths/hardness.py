@@ -70,9 +70,13 @@ def interdisciplinary_complexity(counts, mean_distances, *, round_multi: bool = 
     when all ``n`` are equal, see :func:`~thtb.maths.normalize.minmax`), and
     ``D = mean_{i<j} (1 − cos(e_i, e_j))`` must be 0 for samples with ``n ≤ 1``.
 
-    ``round_multi`` (reference): IC is rounded to 2 decimals, with Python's ``round(x, 2)``, for
-    samples with ``n ≥ 2`` (single- and zero-discipline samples are left unrounded, as in the
-    authors' code).
+    ``round_multi``: IC is rounded to 2 decimals, with Python's ``round(x, 2)``, for samples with
+    ``n ≥ 2``; single- and zero-discipline samples are left unrounded. This is the reference
+    behaviour — an artefact of the authors' code (``IC/3_recalculate_subject_distances.py``:
+    ``round(normalized_subject_count + avg_distance, 2)`` for rows with more than one subject,
+    ``normalized_subject_count`` as is otherwise) — and is **off** under ``fidelity="paper"``, whose
+    formula has no rounding (:class:`thtb.cascade.CascadeConfig` ``ic_round=None`` resolves it by
+    fidelity and passes it here).
 
     Parameters
     ----------
@@ -80,6 +84,8 @@ def interdisciplinary_complexity(counts, mean_distances, *, round_multi: bool = 
         Number of disciplines per sample (>= 0).
     mean_distances : array-like of float, shape (n_samples,)
         ``D`` per sample, e.g. from :func:`mean_pairwise_cosine_distance`.
+    round_multi : bool, default True
+        Reference rounding (above); ``False`` for ``fidelity="paper"``.
 
     Returns
     -------
@@ -123,7 +129,8 @@ def ic_scores(
     discipline_lists : sequence of sequences of str, length n_samples
     embeddings : mapping name -> 1-D vector; every name in ``discipline_lists`` must be present.
     round_multi : bool, default True
-        Reference behaviour: round IC to 2 decimals for samples with ``n ≥ 2``.
+        Round IC to 2 decimals for samples with ``n ≥ 2``: the reference (authors' code) behaviour;
+        pass ``False`` for ``fidelity="paper"`` (see :func:`interdisciplinary_complexity`).
 
     Returns
     -------

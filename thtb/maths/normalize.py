@@ -101,8 +101,9 @@ def quality_normalized(raw, method: str = "reward_clip") -> np.ndarray:
 def bloom_normalized(score=None, level_index=None, fidelity: str = "reference") -> np.ndarray:
     """Normalise Bloom judgements to [0, 1].
 
-    * ``reference``: ``Bloom = (score − 1) / 20`` with ``score`` the judge's integer 1..21
-      (bands Remember 1–3, Understand 4–6, Apply 7–9, Analyze 10–12, Evaluate 13–15, Create 16–21).
+    * ``reference``: ``Bloom = (score − 1) / 20`` with ``score`` the judge's score in [1, 21]
+      (bands Remember 1–3, Understand 4–6, Apply 7–9, Analyze 10–12, Evaluate 13–15, Create 16–21);
+      a fractional score ("7.5") is taken as the authors' ``extract_final_score`` reads it.
     * ``paper``: level index ``i ∈ 1..6`` (Remember = 1 … Create = 6),
       ``Bloom = (i − min i) / (max i − min i)`` over the given input (0.5 when all levels are equal).
 
@@ -115,23 +116,25 @@ def bloom_normalized(score=None, level_index=None, fidelity: str = "reference") 
     check_fidelity(fidelity)
     if fidelity == "reference":
         if score is None:
-            raise ValueError("bloom_normalized(fidelity='reference') needs `score` (integers 1..21)")
-        s = _as_int_range(score, "score", *BLOOM_SCORE_RANGE)
+            raise ValueError("bloom_normalized(fidelity='reference') needs `score` (numbers in 1..21)")
+        s = _as_range(score, "score", *BLOOM_SCORE_RANGE, integral=False)
         return (s - 1.0) / 20.0
     if level_index is None:
         raise ValueError("bloom_normalized(fidelity='paper') needs `level_index` (integers 1..6)")
-    i = _as_int_range(level_index, "level_index", 1, BLOOM_N_LEVELS)
+    i = _as_range(level_index, "level_index", 1, BLOOM_N_LEVELS)
     return minmax(i)
 
 
-def _as_int_range(x, name: str, lo: int, hi: int) -> np.ndarray:
-    """1-D float64 array of integral values in ``[lo, hi]``, else :class:`ValueError`."""
+def _as_range(x, name: str, lo: int, hi: int, *, integral: bool = True) -> np.ndarray:
+    """1-D float64 array of values in ``[lo, hi]`` (integral ones when ``integral``), else :class:`ValueError`."""
     arr = as_float_vector(x, name)
-    bad = (arr != np.round(arr)) | (arr < lo) | (arr > hi)
+    bad = (arr < lo) | (arr > hi)
+    if integral:
+        bad |= arr != np.round(arr)
     if bad.any():
         idx = np.flatnonzero(bad)
         raise ValueError(
-            f"{name} must be integers in {lo}..{hi}; {idx.size} invalid value(s), "
+            f"{name} must be {'integers' if integral else 'numbers'} in {lo}..{hi}; {idx.size} invalid value(s), "
             f"e.g. {arr[idx[:5]].tolist()} at {idx[:5].tolist()}"
         )
     return arr

@@ -17,19 +17,29 @@ so all n×k cluster sums come from one (sparse n×d) @ (dense d×k) product. The
 
 Zero rows (a query with none of the TF-IDF terms)
 -------------------------------------------------
-scikit-learn's ``cosine_distances`` gives a zero vector distance 1 to every other vector (its
-similarity is 0). Its distance *to itself* depends on how ``silhouette_samples`` chunks the work:
-when the whole n×n matrix fits in ``working_memory`` (default 1024 MiB, i.e. n ≤ 11,585 in float64)
-it is computed in one block with ``X is Y``, and the diagonal is set to 0; when it is chunked (larger
-n), the self distance of a zero row stays 1. Hence, for a zero row in a cluster ``C``:
+A zero vector has cosine similarity 0, hence distance 1, to every *other* vector. Its distance to
+*itself* is a convention, and the three implementations that matter disagree:
 
-* ``zero_row_self_distance=0.0`` (default, the metric convention d(x, x) = 0, and what the authors'
-  run on the 5,200-row Alpaca stage input got): ``a = 1``, ``b = 1``, so ``s = 0``;
-* ``zero_row_self_distance=1.0`` (sklearn on chunked inputs): ``a = |C| / (|C| − 1)``, ``b = 1``,
-  so ``s = −1/|C|``.
+* **the authors' code** (``calculate_silhouette_all`` in ``silhouette_Coefficient.py``) computes
+  ``pairwise_distances(X_batch, X, metric="cosine")`` batch by batch. ``X_batch`` is a copy, never
+  ``X`` itself, so the diagonal is never zeroed and a zero row is at distance **1** from itself;
+* **the metric convention** ``d(x, x) = 0``;
+* **scikit-learn's** ``silhouette_samples(metric="cosine")`` does either, depending on chunking:
+  when the whole n×n matrix fits in ``working_memory`` (default 1024 MiB, i.e. n ≤ 11,585 in
+  float64) it is computed in one block with ``X is Y`` and the diagonal is set to 0; when it is
+  chunked (larger n), the self distance of a zero row stays 1.
+  :func:`sklearn_zero_row_self_distance` says which one sklearn uses for a given n.
 
-Either way a zero row contributes distance 1 to every other row's cluster means.
-:func:`sklearn_zero_row_self_distance` says which one sklearn uses for a given n.
+Hence, for a zero row in a cluster ``C`` (``|C| ≥ 2``), every other distance being 1:
+
+* ``zero_row_self_distance=1.0`` — ``fidelity="reference"`` (the authors' code, which produced the
+  released data): ``a = |C| / (|C| − 1)``, ``b = 1``, so ``s = −1/|C|``;
+* ``zero_row_self_distance=0.0`` — ``fidelity="paper"`` (the metric convention, and sklearn on one
+  block): ``a = 1``, ``b = 1``, so ``s = 0``.
+
+Either way a zero row contributes distance 1 to every other row's cluster means, so the other rows'
+silhouettes do not depend on the convention. :func:`silhouette_scores` picks the convention by
+fidelity unless told; :func:`silhouette_samples_cosine` defaults to 0.0 (sklearn's one-block result).
 """
 
 from __future__ import annotations
@@ -121,7 +131,8 @@ def silhouette_samples_cosine(
     cluster sums (``Σ_{y∈C} (1 − x̂·ŷ) = |C| − x̂·S_C``, module docstring). Members of singleton
     clusters get 0. Equals ``sklearn.metrics.silhouette_samples(X, labels, metric="cosine")`` to
     ~1e-15 for sparse and dense input, with all-zero rows scored by ``zero_row_self_distance``
-    (0.0: ``s = 0``; 1.0: ``s = −1/|C|``; see the module docstring).
+    (0.0: ``s = 0``, sklearn on one block; 1.0: ``s = −1/|C|``, the authors' batched distances and
+    sklearn when chunked; see the module docstring).
 
     Parameters
     ----------
@@ -130,6 +141,7 @@ def silhouette_samples_cosine(
     labels : array-like of shape (n,)
         Any hashable, sortable labels; ``2 ≤ n_labels ≤ n − 1``.
     zero_row_self_distance : {0.0, 1.0}, default 0.0
+        Distance of an all-zero row to itself (no effect on non-zero rows).
     chunk_rows : int
         Rows per block of the n×k product (memory bound).
 
@@ -221,13 +233,17 @@ def silhouette_scores(
     random_state: int = 42,
     max_features: int = 100,
     singleton_policy: str | None = None,
-    zero_row_self_distance: float = 0.0,
+    zero_row_self_distance: float | None = None,
 ) -> SilhouetteResult:
     """Stage-3 silhouette of each query: preprocess → TF-IDF → K-Means → exact cosine silhouette.
 
     ``X = TfidfVectorizer(max_features).fit_transform(preprocess(texts))``,
     ``labels = KMeans(k, random_state, n_init="auto").fit_predict(X)``,
     ``s = silhouette_samples_cosine(X, labels)``, ``SC' = (s + 1) / 2`` (reference) or ``s`` (paper).
+
+    ``zero_row_self_distance`` is the self distance of an all-zero TF-IDF row (module docstring);
+    ``None`` = by fidelity: reference ``1.0`` (the authors' code: ``s = −1/|C|``), paper ``0.0`` (the
+    metric convention: ``s = 0``).
 
     ``singleton_policy`` (``None`` = by fidelity: reference ``"zero_all"``, paper ``"sklearn"``):
     ``"zero_all"`` sets *every* s to 0 when a cluster has fewer than 2 members (the authors' code),
@@ -246,6 +262,8 @@ def silhouette_scores(
     if singleton_policy not in SINGLETON_POLICIES:
         raise ValueError(f"singleton_policy must be one of {SINGLETON_POLICIES} or None, got {singleton_policy!r}")
     texts = list(texts)
+    if zero_row_self_distance is None:
+        zero_row_self_distance = 1.0 if fidelity == "reference" else 0.0
     k = _check_k(k, len(texts))
     X = tfidf_matrix(texts, max_features=max_features)
     notes: list[str] = []

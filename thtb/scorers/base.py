@@ -13,7 +13,7 @@ scorer                 columns (besides ``error``)
 =====================  =====================================================================
 QualityScorer          ``quality_raw`` (float, higher is better), ``quality_reason`` (str)
 BloomScorer            ``bloom_level`` (one of :data:`BLOOM_LEVELS`), ``bloom_score``
-                       (int 1–21, reference bands), ``bloom_reason`` (str)
+                       (1–21 within the level's band; an LLM judge may answer a fraction such as 7.5), ``bloom_reason`` (str)
 DisciplineTagger       ``disciplines`` (list[str], ``lower_snake_case``, de-duplicated, in order)
 =====================  =====================================================================
 """

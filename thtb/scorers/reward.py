@@ -19,15 +19,18 @@ add_generation_prompt=False`` and the text is then tokenised:
   with the tokenizer's BOS token (Llama-3 templates do; this avoids the double BOS the Skywork
   model cards warn about), otherwise ``add_special_tokens=True``. The model's head reads the
   logit at the rightmost non-pad token (Hugging Face ``*ForSequenceClassification``).
-* InternLM2: ``add_special_tokens=False`` (the template writes ``<s>`` itself), exactly as the
-  remote ``get_score`` / ``get_scores``. Two modes:
+* InternLM2, two modes:
 
-  - ``last_logit=False`` (reference, = ``model.get_scores(tokenizer, chats)``): the reward token
-    ``[UNUSED_TOKEN_130]`` (id 92527) is appended and the remote ``forward`` reads the score at it
-    (the last attended position).
-  - ``last_logit=True`` (the authors' selection script): no reward token; the same forward reads
-    the score at the last template token. Scores differ from the reference; use it only to
-    reproduce the released data.
+  - ``last_logit=False`` (reference, = ``model.get_scores(tokenizer, chats)``): the text is
+    tokenised with ``add_special_tokens=False`` (the template writes ``<s>`` itself), the reward
+    token ``[UNUSED_TOKEN_130]`` (id 92527) is appended, and the remote ``forward`` reads the score
+    at it (the last attended position).
+  - ``last_logit=True`` (the authors' selection script, ``reward_score.py``
+    ``_local_model_inference``): ``tokenizer(text)`` with the tokenizer's defaults, i.e.
+    ``add_special_tokens=True`` — InternLM2's tokenizer (``add_bos_token=True``) therefore puts a
+    second ``<s>`` in front of the template's — and no reward token; the score is
+    ``outputs.logits[0, -1]``, the same forward's score at the last template token. Scores differ
+    from the reference; use it only to reproduce the released data.
 
 Batching
 --------
@@ -410,8 +413,9 @@ class InternLM2Reward(_BatchedRewardScorer):
     Args:
         model: hub id or local path of an InternLM2 reward model.
         last_logit: ``False`` (reference): append ``[UNUSED_TOKEN_130]`` and read the score there,
-            as ``get_scores``; ``True``: reproduce the authors' script (no reward token, score at
-            the last template token).
+            as ``get_scores``; ``True``: reproduce the authors' script (``tokenizer(text)`` with
+            ``add_special_tokens=True``, hence a double ``<s>``; no reward token; score at the last
+            template token).
         batch_size, max_length, device, dtype, truncate, show_progress: as
             :class:`SequenceClassificationReward`. ``max_length`` counts the reward token.
         normalization: ``"reward_clip"`` (reference) or ``"minmax"``.
@@ -464,13 +468,14 @@ class InternLM2Reward(_BatchedRewardScorer):
         return int(token_id)
 
     def _tokenize(self, text: str) -> list[int]:
+        """``last_logit``: the authors' ``tokenizer(text)`` (special tokens added); otherwise
+        ``get_score``'s ``encode(text, add_special_tokens=False)`` + the reward token."""
         tokenizer = self.tokenizer
-        ids = list(tokenizer.encode(text, add_special_tokens=False))
-        if not self.last_logit:
-            if self.reward_token_id is None:
-                self.reward_token_id = self.resolve_reward_token_id(tokenizer)
-            ids.append(self.reward_token_id)
-        return ids
+        if self.last_logit:
+            return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+        if self.reward_token_id is None:
+            self.reward_token_id = self.resolve_reward_token_id(tokenizer)
+        return [*tokenizer.encode(text, add_special_tokens=False), self.reward_token_id]
 
     def _forward(self, input_ids: Any, attention_mask: Any) -> Any:
         out = self._model(input_ids=input_ids, attention_mask=attention_mask)
