@@ -222,6 +222,38 @@ def bench_stage3_1m(
 
 
 # --------------------------------------------------------------------------- CLI
+def check_stage3_silhouette(scores: Path, k: int) -> None:
+    """The score card's stage-3 silhouettes against sklearn on the authors' preprocessing (their regex, written
+    out here): ``silhouette_samples(TfidfVectorizer(max_features=100) of the preprocessed queries, KMeans labels,
+    metric="cosine")``. Rows whose TF-IDF is all zero are listed apart: reference fidelity gives them the
+    authors' ``-1/|C|`` where sklearn (one block, n < 11,586) gives 0."""
+    import re
+
+    import pandas as pd
+    from sklearn.cluster import KMeans
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics import silhouette_samples
+
+    def authors(text: str) -> str:
+        if text and sum(ord(c) < 128 for c in text) > len(text) * 0.8:
+            return re.sub(r"\s+", " ", re.sub(r"[^\w\s]|[\d]", " ", text.lower())).strip()
+        import jieba
+
+        return " ".join(jieba.cut(text))
+
+    card = pd.read_parquet(scores)
+    stage3 = card[card["silhouette"].notna()].sort_values("row")
+    X = TfidfVectorizer(max_features=100).fit_transform([authors(q) for q in stage3["query"]])
+    labels = KMeans(n_clusters=k, random_state=42, n_init="auto").fit_predict(X)
+    same_labels = bool((labels == stage3["cluster"].to_numpy()).all())
+    ref = silhouette_samples(X, labels, metric="cosine")
+    zero = np.asarray(X.sum(axis=1)).ravel() == 0
+    diff = np.abs(stage3["silhouette"].to_numpy() - ref)
+    print(f"stage-3 silhouette vs sklearn on the authors' preprocessing: n={len(stage3):,}, labels identical "
+          f"{same_labels}, max |diff| {diff[~zero].max():.2e} on {int((~zero).sum()):,} rows; "
+          f"{int(zero.sum())} all-zero row(s) (reference: -1/|C|, sklearn: 0)")
+
+
 def bench_cascade(data_path: Path | None = None, runs: int = 1) -> None:
     """The full offline cascade on Alpaca 52k through run.py: wall seconds (model load included) and
     peak RSS of the run, plus whether two runs give a byte-identical subset."""
@@ -246,6 +278,8 @@ def bench_cascade(data_path: Path | None = None, runs: int = 1) -> None:
             timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items())
             print(f"cascade alpaca run {i + 1}: {counts} in {wall:.1f} s wall ({timings})")
             subsets.append((out / "selection" / "subset.jsonl").read_bytes())
+            if i == 0:
+                check_stage3_silhouette(out / "selection" / "scores.parquet", k=161)
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, the largest child so far
     print(f"cascade alpaca: peak RSS {rss / 1024**2:.2f} GB (largest run)")
     if runs > 1:
