@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from thtb.cascade import SelectionResult
+from thtb.data.formats import bloom_label
 from thtb.scorers.base import BLOOM_LEVELS
 
 log = logging.getLogger(__name__)
@@ -65,21 +66,63 @@ def discipline_distribution(lists: pd.Series, top: int = 30) -> dict[str, int]:
 def bloom_accuracy(card: pd.DataFrame, labels: pd.Series) -> dict | None:
     """Accuracy of the predicted Bloom level against a label column (e.g. the demo's ``bloom_level``).
 
-    Counted over the samples that were Bloom-scored and carry a label; also the share within one
-    level (adjacent levels are easily confused, even by human annotators).
+    Counted over the samples that were Bloom-scored and carry a valid label; also the share within
+    one level (adjacent levels are easily confused, even by human annotators). No sample is left
+    out silently, the block partitions them all:
+    ``n + n_unscored + n_unlabelled + n_invalid_labels == n_samples``, where
+
+    * ``n_unscored``: no Bloom prediction (fell before the Bloom stage, or its scoring failed);
+    * ``n_unlabelled``: scored, but the label is empty/missing;
+    * ``n_invalid_labels``: scored, but the label is not a Bloom level (``invalid_label_examples``
+      lists up to 10 distinct ones). Labels are matched case-insensitively, as
+      :func:`thtb.data.formats.bloom_label` does; ``load_records`` already rejects invalid ones.
+
+    ``None`` when there is no prediction column or no sample carries any label. With labels but
+    no valid scored one, ``accuracy`` and ``within_one_level`` are ``None``.
     """
     if "bloom_level" not in card:
         return None
-    both = pd.DataFrame({"pred": card["bloom_level"].to_numpy(), "gold": labels.to_numpy()}).dropna()
-    both = both[both["gold"].isin(BLOOM_LEVELS)]
-    if both.empty:
+    pred = card["bloom_level"].map(lambda x: BLOOM_LEVELS.index(x) if x in BLOOM_LEVELS else None).to_numpy()
+    gold: list[int | None] = []
+    invalid: list[object] = []  # the raw invalid labels, aligned with `gold` (None where valid/empty)
+    for value in labels.to_numpy():
+        try:
+            label = bloom_label(value)
+        except ValueError:
+            gold.append(None)
+            invalid.append(value)
+            continue
+        gold.append(None if label is None else BLOOM_LEVELS.index(label))
+        invalid.append(None)
+    if all(g is None for g in gold) and all(v is None for v in invalid):
         return None
-    pred = both["pred"].map(BLOOM_LEVELS.index).to_numpy()
-    gold = both["gold"].map(BLOOM_LEVELS.index).to_numpy()
+    n = n_unscored = n_unlabelled = 0
+    bad: list[object] = []
+    hits = near = 0
+    for p, g, v in zip(pred, gold, invalid, strict=True):
+        if p is None or (isinstance(p, float) and np.isnan(p)):
+            n_unscored += 1
+        elif v is not None:
+            bad.append(v)
+        elif g is None:
+            n_unlabelled += 1
+        else:
+            n += 1
+            hits += p == g
+            near += abs(p - g) <= 1
+    examples = list(dict.fromkeys(str(v) for v in bad))[:10]
+    if bad:
+        log.warning("bloom accuracy: %d scored samples carry a label that is not a Bloom level (e.g. %s)",
+                    len(bad), ", ".join(map(repr, examples[:3])))
     return {
-        "n": int(len(both)),
-        "accuracy": float((pred == gold).mean()),
-        "within_one_level": float((np.abs(pred - gold) <= 1).mean()),
+        "n": n,
+        "accuracy": float(hits / n) if n else None,
+        "within_one_level": float(near / n) if n else None,
+        "n_samples": len(gold),
+        "n_unscored": n_unscored,
+        "n_unlabelled": n_unlabelled,
+        "n_invalid_labels": len(bad),
+        "invalid_label_examples": examples,
     }
 
 

@@ -14,6 +14,12 @@ a ``save_to_disk`` directory or a hub id. Rules live beside their code:
 * source resolution and file parsing: :mod:`thtb.data.readers`;
 * error locations (``line N`` 1-based for JSON Lines, ``row N`` 0-based otherwise):
   :mod:`thtb.data.errors`;
+* malformed text (lone surrogates, too-deep JSON, a JSON array named ``.jsonl``, short csv rows)
+  and gold ``bloom_level`` labels are DataErrors naming file, line/row and field
+  (:mod:`thtb.data.readers`, :mod:`thtb.data.formats`); so is a dataset whose responses are all
+  empty (:func:`load_records`);
+* exact duplicates are kept and counted, or dropped and listed with ``dedupe=True``
+  (config ``data.dedupe``): :mod:`thtb.data.records`;
 * atomic, byte-deterministic writers: :mod:`thtb.data.writers`.
 
 ``datasets`` and ``pyarrow.parquet`` are imported only when a source needs them.

@@ -25,12 +25,26 @@ one ``assistant``. **That first user→assistant exchange is the (query, respons
 a multi-turn conversation is kept whole in the ``messages`` column (and written whole for SFT),
 and counted in ``LoadReport.n_multi_turn``. System messages never enter the query. A conversation
 stored as a JSON string (e.g. in a csv cell) is parsed.
+
+Checks on every format
+----------------------
+* Text must be Unicode: a string (or a key) holding a lone UTF-16 surrogate, which only a JSON
+  ``\\uD800``-``\\uDFFF`` escape without its other half can produce, is a ``DataError`` naming the
+  record and the field path (``meta.tags[1]``, ``messages[1].content``) (:func:`check_unicode`).
+* Gold Bloom labels: a ``bloom_level`` field (the demo's intended levels, which the selection
+  summary scores the Bloom classifier against) must hold one of :data:`BLOOM_LABELS`, in any case
+  and with surrounding whitespace (``"analyse"`` is accepted for Analyze); it is rewritten to the
+  canonical spelling. An empty, ``null`` or absent label means *unlabelled*: it becomes ``None``
+  and is counted (``LoadReport.n_unlabelled``). Anything else is a ``DataError`` naming the first
+  bad row and counting the others (:func:`check_labels`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +74,17 @@ CONSUMED_FIELDS: dict[str, frozenset[str]] = {
     "messages": frozenset({"messages"}),
 }
 """Source fields that *become* canonical columns instead of being kept beside them."""
+
+BLOOM_LABELS: tuple[str, ...] = ("Remember", "Understand", "Apply", "Analyze", "Evaluate", "Create")
+"""Valid gold labels, lowest to highest; the same tuple as ``thtb.scorers.base.BLOOM_LEVELS`` (a
+test keeps them equal; it is repeated here so the data layer does not import the scorers)."""
+
+LABEL_COLUMN = "bloom_level"
+"""A source field of this name holds gold Bloom labels (checked by :func:`check_labels`)."""
+
+_LABEL_LOOKUP = {level.lower(): level for level in BLOOM_LABELS} | {"analyse": "Analyze"}
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _TURN_KEYS = {"sharegpt": ("from", "value"), "messages": ("role", "content")}
 _ROLES = {
@@ -194,6 +219,10 @@ def normalize_conversation(
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise table.error(index, f"field {column!r} is a string but not JSON: {exc.msg}", field=column) from None
+        except RecursionError:
+            from thtb.data.readers import too_deep
+
+            raise table.error(index, f"field {column!r}: {too_deep(value)}", field=column) from None
     if value is MISSING:
         raise table.error(index, f"field {column!r} is missing", field=column)
     if not isinstance(value, (list, tuple)) or not value:
@@ -256,3 +285,117 @@ def _first(rows: Sequence[int], n: int = 5) -> str:
     """``"1, 4, 9, …"``: the first ``n`` row numbers for a log line."""
     head = ", ".join(map(str, rows[:n]))
     return head + (", …" if len(rows) > n else "")
+
+
+# --------------------------------------------------------------------------- Unicode and labels
+
+
+def check_unicode(table: RawTable, extracted: Extracted, fmt: str) -> None:
+    """DataError at the first record (in source order) with a lone surrogate in a value or key.
+
+    Runs only when the reader flagged an escape that may produce one
+    (:attr:`~thtb.data.readers.RawTable.maybe_lone_surrogates`); a conversation parsed from a
+    JSON string cell is checked through its normalised turns.
+    """
+    if not table.maybe_lone_surrogates:
+        return
+    columns = list(table.columns.items())
+    turn_column = "conversations" if fmt == "sharegpt" else "messages"
+    content_key = _TURN_KEYS.get(fmt, ("", ""))[1]
+    for index in range(len(table)):
+        for name, values in columns:
+            if values[index] is MISSING:
+                continue
+            in_name = _LONE_SURROGATE.search(name)  # the key first: a value's path includes it
+            if in_name:
+                raise _surrogate_error(table, index, name, in_name.group(), in_name.start(), True)
+            found = _find_lone_surrogate(values[index], name)
+            if found:
+                raise _surrogate_error(table, index, *found)
+        if extracted.messages is not None:
+            for position, turn in enumerate(extracted.messages[index]):
+                found = _find_lone_surrogate(turn["content"], f"{turn_column}[{position}].{content_key}")
+                if found:
+                    raise _surrogate_error(table, index, *found)
+
+
+def _find_lone_surrogate(value: Any, path: str) -> tuple[str, str, int, bool] | None:
+    """``(field path, surrogate, character index, in a key)`` of the first lone surrogate in
+    ``value`` (depth-first, in order; iterative, so deep values cannot overflow the stack)."""
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            match = _LONE_SURROGATE.search(item)
+            if match:
+                return where, match.group(), match.start(), False
+        elif isinstance(item, dict):
+            for key in item:
+                match = _LONE_SURROGATE.search(key) if isinstance(key, str) else None
+                if match:
+                    return f"{where}.{key}" if where else key, match.group(), match.start(), True
+            stack.extend((f"{where}.{key}" if where else str(key), sub) for key, sub in reversed(item.items()))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{where}[{i}]", item[i]) for i in range(len(item) - 1, -1, -1))
+    return None
+
+
+def _surrogate_error(table: RawTable, index: int, field: str, char: str, offset: int, in_key: bool) -> DataError:
+    shown = field.encode("utf-8", "backslashreplace").decode("utf-8")
+    what = f"field name '{shown}'" if in_key else f"field '{shown}'"
+    return table.error(
+        index,
+        f"{what} holds a lone UTF-16 surrogate \\u{ord(char):04x} (character {offset}), which is not valid "
+        "Unicode text: a JSON \\uD800-\\uDFFF escape must be one half of a high+low pair; fix or remove it",
+        field=shown,
+    )
+
+
+def bloom_label(value: Any) -> str | None:
+    """The canonical Bloom level of a gold label, ``None`` when unlabelled; ``ValueError`` otherwise.
+
+    >>> bloom_label(" apply "), bloom_label(""), bloom_label(None)
+    ('Apply', None, None)
+    """
+    if value is None or value is MISSING or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        label = _LABEL_LOOKUP.get(value.strip().lower())
+        if label is not None:
+            return label
+    raise ValueError(
+        f"{value!r} is not a Bloom level (expected one of {', '.join(BLOOM_LABELS)}, in any case; "
+        "empty means unlabelled)"
+    )
+
+
+def check_labels(table: RawTable) -> int | None:
+    """Canonicalise the ``bloom_level`` column in place; return how many rows are unlabelled.
+
+    ``None`` when the source has no such field. Invalid labels raise a DataError at the first one,
+    counting and listing (up to 10) all of them: none is dropped from the accuracy silently.
+    """
+    values = table.columns.get(LABEL_COLUMN)
+    if values is None:
+        return None
+    labels: list[str | None] = []
+    invalid: list[tuple[int, str]] = []
+    for index, value in enumerate(values):
+        try:
+            labels.append(bloom_label(value))
+        except ValueError as exc:
+            invalid.append((index, str(exc)))
+            labels.append(None)
+    if invalid:
+        index, detail = invalid[0]
+        if len(invalid) > 1:
+            unit = "lines" if table.unit == "line" else "rows"
+            offset = 1 if table.unit == "line" else 0
+            shown = [str(table.positions[i] + offset) for i, _ in invalid[:10]]
+            more = ", …" if len(invalid) > 10 else ""
+            detail += f"; {len(invalid)} rows have invalid labels ({unit} {', '.join(shown)}{more})"
+        raise table.error(index, f"field {LABEL_COLUMN!r}: {detail}", field=LABEL_COLUMN)
+    table.columns[LABEL_COLUMN] = labels
+    return sum(label is None for label in labels)

@@ -10,7 +10,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thtb.data.formats import CONSUMED_FIELDS, Extracted, check_format, detect_format, extract
+from thtb.data.errors import DataError
+from thtb.data.formats import (
+    CONSUMED_FIELDS,
+    Extracted,
+    check_format,
+    check_labels,
+    check_unicode,
+    detect_format,
+    extract,
+)
 from thtb.data.readers import MISSING, RawTable, read_source
 from thtb.data.records import (
     MAX_GROUPS_REPORTED,
@@ -34,6 +43,7 @@ def load_records(
     split: str = "train",
     drop_empty: bool = False,
     limit: int | None = None,
+    dedupe: bool = False,
 ) -> tuple[pd.DataFrame, LoadReport]:
     """Load an instruction dataset as canonical records.
 
@@ -47,10 +57,17 @@ def load_records(
             input) or ``paper`` (clean query). See :mod:`thtb.data.records`.
         split: split of a ``DatasetDict`` directory or of a hub dataset (ignored for files).
         drop_empty: exclude records whose query or response is empty/whitespace (clean form);
-            by default they are kept and reported with a warning.
+            by default they are kept and reported with a warning. Either way, a dataset in which
+            *every* response (or every query) is empty is a DataError, and so is ``drop_empty``
+            leaving no record.
         limit: keep only the first ``limit`` records: the file is parsed whole (a JSON syntax
             error anywhere still raises), then records past ``limit`` are set aside before
             validation, ids and everything else.
+        dedupe: the exact-duplicates policy (config ``data.dedupe``). ``False`` (default, the
+            authors' pipeline) keeps every copy with a ``-dupK`` id and counts them
+            (``report.n_duplicates``, example ids in ``report.duplicate_ids``); ``True`` drops the
+            later copies, keeping each first occurrence, and lists them
+            (``report.n_dropped_duplicates``, ``report.dropped_duplicate_ids``, in ``n_excluded``).
 
     Returns:
         ``(frame, report)``. ``frame`` has columns ``id`` (unique content id), ``query``,
@@ -64,7 +81,10 @@ def load_records(
 
     Raises:
         FileNotFoundError: ``source`` is neither an existing path nor a plausible hub id.
-        DataError: the data is malformed; the message names the file, line/row and field.
+        DataError: the data is malformed (see :mod:`thtb.data.readers` and
+            :mod:`thtb.data.formats`: bad JSON/UTF-8, lone surrogates, too-deep nesting, short csv
+            rows, invalid ``bloom_level`` labels, …) or every response is empty; the message names
+            the file, line/row and field.
         ValueError: an unknown ``format``/``fidelity`` or a bad ``limit``.
     """
     fidelity_ = check_fidelity(fidelity)
@@ -79,28 +99,52 @@ def load_records(
         table = table.head(limit)
     fmt = format or detect_format(table)
     texts = extract(table, fmt, fidelity_)
+    check_unicode(table, texts, fmt)
+    n_unlabelled = check_labels(table)
+    empty_query_index = empty_positions(texts.clean_queries)
+    empty_response_index = empty_positions(texts.responses)
+    considered = f"all {len(table):,} rows" + (f" (limit={limit})" if len(table) < n_source_rows else "")
+    for what, empty in (("response", empty_response_index), ("query", empty_query_index)):
+        if len(empty) == len(table):
+            raise DataError(
+                table.source,
+                f"{considered} have an empty {what} ({_TEXT_SOURCES[fmt][what]}); nothing to select or "
+                "train on. Check the file and the format/field mapping",
+            )
     ids, groups = assign_ids(texts.clean_queries, texts.responses)
     frame = build_frame(table, fmt, texts, ids)
 
     positions = table.positions
-    empty_query = [positions[i] for i in empty_positions(texts.clean_queries)]
-    empty_response = [positions[i] for i in empty_positions(texts.responses)]
+    empty_query = [positions[i] for i in empty_query_index]
+    empty_response = [positions[i] for i in empty_response_index]
     _warn_rows(table.source, "an empty query", empty_query)
     _warn_rows(table.source, "an empty response", empty_response)
     row_groups = [[positions[i] for i in group] for group in groups]
-    n_duplicates = sum(len(group) - 1 for group in groups)
-    if n_duplicates:
+    repeats = sorted(i for group in groups for i in group[1:])
+    if repeats:
         logger.warning(
-            "%s: %d rows repeat an earlier row exactly (%d groups, e.g. rows %s); ids get -dupK suffixes",
-            table.source, n_duplicates, len(groups), row_groups[0],
+            "%s: %d rows repeat an earlier row exactly (%d groups, e.g. rows %s); ids get -dupK suffixes; %s",
+            table.source, len(repeats), len(groups), row_groups[0],
+            "later copies dropped (data.dedupe=true)" if dedupe else "kept (data.dedupe=false)",
         )
 
-    excluded: list[int] = []
+    dropped_empty: set[int] = set()
     if drop_empty:
-        excluded = sorted(set(empty_query) | set(empty_response))
-        if excluded:
-            frame = frame[~frame["row"].isin(excluded)].reset_index(drop=True)
-            logger.info("%s: excluded %d rows with an empty query or response", table.source, len(excluded))
+        dropped_empty = set(empty_query_index) | set(empty_response_index)
+        if len(dropped_empty) == len(table):
+            raise DataError(
+                table.source,
+                f"{considered} have an empty query or response; drop_empty=True would leave no records",
+            )
+        if dropped_empty:
+            logger.info("%s: excluded %d rows with an empty query or response", table.source, len(dropped_empty))
+    dropped_repeats = [i for i in repeats if i not in dropped_empty] if dedupe else []
+    excluded_index = sorted(dropped_empty.union(dropped_repeats))
+    if excluded_index:
+        keep = np.ones(len(frame), dtype=bool)
+        keep[excluded_index] = False
+        frame = frame[keep].reset_index(drop=True)
+    excluded = [positions[i] for i in excluded_index]
 
     report = LoadReport(
         source=table.source,
@@ -111,20 +155,34 @@ def load_records(
         limit=limit,
         split=table.split,
         sha256=table.sha256,
-        n_duplicates=n_duplicates,
+        n_duplicates=len(repeats),
         n_duplicate_groups=len(groups),
         duplicate_groups=row_groups[:MAX_GROUPS_REPORTED],
+        duplicate_ids=[ids[i] for i in repeats[:MAX_GROUPS_REPORTED]],
+        dedupe=bool(dedupe),
+        n_dropped_duplicates=len(dropped_repeats),
+        dropped_duplicate_ids=[ids[i] for i in dropped_repeats],
         empty_query_rows=empty_query,
         empty_response_rows=empty_response,
         n_excluded=len(excluded),
         excluded_rows=excluded,
         n_multi_turn=texts.n_multi_turn,
+        n_unlabelled=n_unlabelled,
     )
     logger.info(
         "%s: loaded %d records (%s, fidelity=%s, %d excluded)",
         table.source, len(frame), fmt, fidelity_, len(excluded),
     )
     return frame, report
+
+
+_TEXT_SOURCES: dict[str, dict[str, str]] = {
+    "alpaca": {"query": "fields 'instruction' and 'input'", "response": "field 'output'"},
+    "query_response": {"query": "field 'query'", "response": "field 'response'"},
+    "sharegpt": {"query": "first user turn of 'conversations'", "response": "first assistant turn of 'conversations'"},
+    "messages": {"query": "first user turn of 'messages'", "response": "first assistant turn of 'messages'"},
+}
+"""Where each format's query and response come from, for the all-empty message."""
 
 
 def build_frame(table: RawTable, fmt: str, texts: Extracted, ids: Sequence[str]) -> pd.DataFrame:

@@ -16,15 +16,33 @@ Source resolution (:func:`read_source`):
 Text files must be UTF-8 (a leading BOM is accepted); invalid bytes raise a
 :class:`~thtb.data.errors.DataError` with the line and byte offset. An empty source (0 bytes,
 ``[]``, only blank lines, a header-only csv, a 0-row table) raises a ``DataError`` naming it.
+
+Other malformed text, each a ``DataError`` with the file and line/row:
+
+* JSON nested deeper than Python's parser can follow (it would raise ``RecursionError``): the
+  JSON Lines line, or the array row and the line it starts on, with the nesting depth;
+* a ``.jsonl`` / ``.ndjson`` file holding one JSON array (a ``.json`` file misnamed): the message
+  says so and asks for a rename to ``.json``. It is not read as an array: JSON Lines rows are
+  numbered by line and array rows by index, so guessing would silently change every location;
+* a csv/tsv row with fewer cells than the header (a *short row*, e.g. a line broken by an unquoted
+  line break): the row, its line and the missing fields. An explicitly empty cell (``a,,b``) is
+  fine and stays ``""``; blank lines are skipped as before;
+* a JSON ``\\uD800``-``\\uDFFF`` escape that is not half of a surrogate pair decodes to a *lone
+  surrogate*, which is not Unicode text. The readers only flag a file that contains such an escape
+  (:attr:`RawTable.maybe_lone_surrogates`, a fast scan of the raw text); the record and field are
+  then found by :func:`thtb.data.formats.check_unicode`.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +60,16 @@ CSV_SUFFIXES = (".csv", ".tsv")
 DATA_SUFFIXES = JSON_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES + CSV_SUFFIXES
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+"""A JSON ``\\uD800``-``\\uDFFF`` escape (either half of a UTF-16 surrogate pair)."""
+
+_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+"""JSON strings (skipped) and brackets, to measure nesting depth on the error path."""
+
+_JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+logger = logging.getLogger("thtb.data")
 
 URL_SCHEMES = ("http://", "https://")
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -63,6 +91,9 @@ class RawTable:
     unit: RowUnit
     sha256: str | None = None
     split: str | None = None
+    maybe_lone_surrogates: bool = False
+    """The raw text has a JSON escape of an unpaired UTF-16 surrogate (or something that looks
+    like one, e.g. an escaped backslash followed by ``ud800``): records must be checked."""
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -76,6 +107,7 @@ class RawTable:
             self.unit,
             self.sha256,
             self.split,
+            self.maybe_lone_surrogates,
         )
 
     def error(self, index: int, detail: str, field: str | None = None) -> DataError:
@@ -186,8 +218,30 @@ def _read_file(path: Path, label: str) -> RawTable:
             table = _read_jsonl(text, label)
         else:
             table = _read_json_array(text, label)
+        table.maybe_lone_surrogates = has_lone_surrogate_escape(text)
     table.sha256 = digest
     return table
+
+
+def has_lone_surrogate_escape(text: str) -> bool:
+    """Whether ``text`` has a JSON ``\\uDXXX`` escape that is not part of a high+low pair.
+
+    A superset test (an escaped backslash before ``ud800`` also counts); valid pairs such as the
+    emoji ``\\ud83d\\ude00`` do not count, so clean files skip the record scan. Only JSON escapes
+    can produce a lone surrogate: strict UTF-8 decoding never does.
+    """
+    for match in _SURROGATE_ESCAPE.finditer(text):
+        start = match.start()
+        code = int(text[start + 2 : start + 6], 16)
+        if code < 0xDC00:  # high half: needs a low half right after it
+            follower = _SURROGATE_ESCAPE.match(text, start + 6)
+            if not (follower and int(text[start + 8 : start + 12], 16) >= 0xDC00):
+                return True
+        else:  # low half: needs a high half right before it
+            leader = _SURROGATE_ESCAPE.match(text, start - 6) if start >= 6 else None
+            if not (leader and int(text[start - 4 : start], 16) < 0xDC00):
+                return True
+    return False
 
 
 def decode_utf8(data: bytes, label: str) -> str:
@@ -208,18 +262,26 @@ def _read_jsonl(text: str, label: str) -> RawTable:
     records: list[dict[str, Any]] = []
     positions: list[int] = []
     decode = json.JSONDecoder().decode
-    for index, line in enumerate(text.split("\n")):
+    lines = text.split("\n")
+    for index, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             record = decode(line)
         except json.JSONDecodeError as exc:
-            if index == 0 and not positions:
-                _reject_top_level_object(text, label)
+            hint = ""
+            if not positions:  # the first record: maybe the whole file is one JSON value
+                _reject_top_level_value(text, label)
+                if line.lstrip().startswith("["):
+                    hint = " (the file starts like a JSON array, but JSON Lines needs one JSON object per line)"
             raise DataError(
-                label, f"invalid JSON: {exc.msg}", row=index, unit="line", column=exc.colno
+                label, f"invalid JSON: {exc.msg}{hint}", row=index, unit="line", column=exc.colno
             ) from None
+        except RecursionError:
+            raise DataError(label, too_deep(line), row=index, unit="line") from None
         if not isinstance(record, dict):
+            if not positions and isinstance(record, list) and not any(rest.strip() for rest in lines[index + 1 :]):
+                _reject_top_level_value(text, label)  # a one-line JSON array file
             raise DataError(label, f"record must be a JSON object, got {type_name(record)}", row=index, unit="line")
         records.append(record)
         positions.append(index)
@@ -228,12 +290,24 @@ def _read_jsonl(text: str, label: str) -> RawTable:
     return RawTable(label, _columns(records), positions, "line")
 
 
-def _reject_top_level_object(text: str, label: str) -> None:
-    """A whole-file JSON object is not a dataset: say so instead of blaming line 1."""
+def _reject_top_level_value(text: str, label: str) -> None:
+    """A file that is one JSON value is not JSON Lines: say what it is instead of blaming line 1.
+
+    A JSON array gets "rename it to .json"; an object gets its keys listed. Returns (and the
+    caller reports the line) when the whole text is not one JSON value either.
+    """
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return
+    if isinstance(value, list):
+        suffix = (url_cache_path(label, "") if is_url(label) else Path(label)).suffix or ".jsonl"
+        records = f"{len(value):,} record{'' if len(value) == 1 else 's'}"
+        raise DataError(
+            label,
+            f"holds one JSON array of {records}, not one JSON object per line as JSON Lines ({suffix}) "
+            "expects; rename it to .json to read it as a JSON array",
+        )
     keys = ", ".join(map(str, list(value)[:10])) if isinstance(value, dict) else ""
     raise DataError(
         label,
@@ -241,11 +315,64 @@ def _reject_top_level_object(text: str, label: str) -> None:
     )
 
 
+def json_depth(text: str, start: int = 0) -> int:
+    """Deepest array/object nesting of the JSON value starting at ``start`` (error path only)."""
+    depth = deepest = 0
+    for token in _JSON_NESTING.finditer(text, start):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in "]}":
+            depth -= 1
+            if depth <= 0:
+                break
+    return deepest
+
+
+def too_deep(text: str, start: int = 0) -> str:
+    """The message for JSON nested deeper than the parser can follow (it hit ``RecursionError``)."""
+    return (
+        f"JSON nested too deeply to parse ({json_depth(text, start):,} levels of arrays/objects; "
+        f"Python's parser stops near its recursion limit, {sys.getrecursionlimit():,})"
+    )
+
+
+def _deep_array_element(text: str) -> tuple[int, int] | None:
+    """``(row, offset)`` of the first element of a top-level JSON array too deep for the parser."""
+    decoder = json.JSONDecoder()
+    position = _JSON_WHITESPACE.match(text).end()
+    if text[position : position + 1] != "[":
+        return None
+    position = _JSON_WHITESPACE.match(text, position + 1).end()
+    row = 0
+    while position < len(text):
+        try:
+            _, end = decoder.raw_decode(text, position)
+        except RecursionError:
+            return row, position
+        except json.JSONDecodeError:
+            return None
+        position = _JSON_WHITESPACE.match(text, end).end()
+        if text[position : position + 1] != ",":
+            return None
+        position = _JSON_WHITESPACE.match(text, position + 1).end()
+        row += 1
+    return None
+
+
 def _read_json_array(text: str, label: str) -> RawTable:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(label, f"invalid JSON: {exc.msg}", line=exc.lineno, column=exc.colno) from None
+    except RecursionError:
+        found = _deep_array_element(text)
+        if found is None:
+            raise DataError(label, too_deep(text)) from None
+        row, start = found
+        line = text.count("\n", 0, start) + 1
+        raise DataError(label, f"{too_deep(text, start)}; the record starts on line {line}", row=row) from None
     if not isinstance(value, list):
         raise DataError(label, f"expected a JSON array of records, got {type_name(value)}")
     if not value:
@@ -295,7 +422,52 @@ def _read_csv(text: str, label: str, sep: str) -> RawTable:
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise DataError(label, f"cannot parse {'TSV' if sep == chr(9) else 'CSV'}: {exc}") from None
+    _reject_short_rows(text, label, sep, list(map(str, frame.columns)), len(frame))
     return _from_pydict({name: frame[name].tolist() for name in frame.columns}, label, len(frame))
+
+
+def _reject_short_rows(text: str, label: str, sep: str, header: list[str], n_rows: int) -> None:
+    """DataError at the first data row with fewer cells than the header.
+
+    pandas fills the cells missing from a short row exactly like explicitly empty ones, so the
+    cells are counted again with :mod:`csv` (same dialect: ``"`` quoting, doubled quotes). A first
+    pass only counts cells; rows are lined up with pandas' only when some record is short. Records
+    pandas skips (empty lines, unquoted whitespace-only lines) are skipped here too; should the two
+    parsers still disagree on the number of rows, the check is skipped with a warning, never guessed.
+    """
+    width = len(header)
+    try:
+        counts = [len(record) for record in csv.reader(io.StringIO(text, newline=""), delimiter=sep)]
+        if min((count for count in counts if count), default=width) >= width:
+            return
+        lines = io.StringIO(text, newline="").readlines()
+        reader = csv.reader(lines, delimiter=sep)
+        records: list[tuple[int, int]] = []  # (cells, first line) per record, the header first
+        end = 0
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if not record:
+                continue
+            if len(record) == 1 and not record[0].strip() and '"' not in "".join(lines[start - 1 : end]):
+                continue  # an unquoted blank line: pandas skips it
+            records.append((len(record), start))
+    except csv.Error as exc:
+        logger.warning("%s: could not check for short rows (csv: %s)", label, exc)
+        return
+    if len(records) != n_rows + 1:
+        logger.warning("%s: could not check for short rows (%d csv records for %d rows)", label, len(records), n_rows)
+        return
+    for row, (cells, line) in enumerate(records[1:]):
+        if cells < width:
+            missing = header[cells:]
+            names = ", ".join(f"'{name}'" for name in missing)
+            raise DataError(
+                label,
+                f"field(s) {names} missing: the row has {cells} of {width} cells (line {line}); a short row, "
+                "e.g. a line break inside an unquoted cell. An empty cell still needs its separator",
+                row=row,
+                field=missing[0],
+            )
 
 
 def _from_pydict(columns: dict[str, list[Any]], label: str, n_rows: int, split: str | None = None) -> RawTable:

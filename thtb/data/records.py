@@ -23,6 +23,11 @@ query does not depend on fidelity or on the source format, so the same Alpaca sa
 same id from ``alpaca_data.json`` and from the authors' ``{query, response}`` jsonl. Exact
 duplicates (same normalised pair) get ``f"{h}-dup{k}"`` for their k-th repeat (k = 1, 2, …), the
 first occurrence keeping the plain hash: ids are unique and deterministic given the row order.
+
+Duplicates policy (``load_records(dedupe=...)``, config ``data.dedupe``): by default every copy is
+kept, as the authors' pipeline did, and counted (``LoadReport.n_duplicates``, example ids in
+``duplicate_ids``); ``dedupe=True`` drops the later copies, keeping the first occurrence, and
+lists every dropped id (``dropped_duplicate_ids``).
 """
 
 from __future__ import annotations
@@ -124,7 +129,7 @@ def empty_positions(texts: Iterable[str]) -> list[int]:
 
 
 MAX_GROUPS_REPORTED = 20
-"""How many duplicate groups :class:`LoadReport` lists (all are counted)."""
+"""How many duplicate groups, and example duplicate ids, :class:`LoadReport` lists (all are counted)."""
 
 
 @dataclass
@@ -132,8 +137,10 @@ class LoadReport:
     """What :func:`thtb.data.load_records` read and what it found; counts always add up.
 
     ``len(frame) + n_excluded == n_rows``; ``n_rows`` counts the records considered, i.e. after
-    ``limit`` (``n_source_rows`` is the count before it). Row numbers are the frame's 0-based
-    ``row`` values (for JSON Lines: physical line index, 1-based line = row + 1).
+    ``limit`` (``n_source_rows`` is the count before it). ``n_excluded`` is the rows dropped as
+    empty (``drop_empty``) plus ``n_dropped_duplicates`` (``dedupe``); the two never overlap (a copy
+    of an empty row is empty too). Row numbers are the frame's 0-based ``row`` values (for JSON
+    Lines: physical line index, 1-based line = row + 1).
     """
 
     source: str
@@ -150,12 +157,22 @@ class LoadReport:
     n_duplicate_groups: int = 0
     duplicate_groups: list[list[int]] = field(default_factory=list)
     """The first :data:`MAX_GROUPS_REPORTED` groups, each the rows of one repeated content."""
+    duplicate_ids: list[str] = field(default_factory=list)
+    """Ids of the first :data:`MAX_GROUPS_REPORTED` repeats (``<hash>-dupK``), in row order."""
+    dedupe: bool = False
+    """The duplicates policy: ``False`` keeps every copy, ``True`` drops the later ones."""
+    n_dropped_duplicates: int = 0
+    dropped_duplicate_ids: list[str] = field(default_factory=list)
+    """Every repeat dropped by ``dedupe=True`` (all of them, in row order)."""
     empty_query_rows: list[int] = field(default_factory=list)
     empty_response_rows: list[int] = field(default_factory=list)
     n_excluded: int = 0
     excluded_rows: list[int] = field(default_factory=list)
     n_multi_turn: int = 0
     """Conversations with more than one user→assistant exchange (scored on the first one)."""
+    n_unlabelled: int | None = None
+    """Rows whose ``bloom_level`` gold label is empty or absent; ``None`` when the source has no
+    such field (invalid labels are a DataError at load)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (for manifests)."""
