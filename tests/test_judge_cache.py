@@ -1,11 +1,16 @@
-"""RequestCache: round trip, upsert, WAL mode, key stability, multi-thread writes."""
+"""RequestCache: round trip, upsert, WAL mode, key stability, multi-thread writes; leases of requests in flight."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 
-from thtb.judge.cache import CacheRecord, RequestCache, make_key
+from thtb.judge import cache as cache_module
+from thtb.judge.cache import CACHED, CLAIMED, FREE, HELD, CacheRecord, RequestCache, make_key
 
 
 def test_key_is_stable_and_sensitive():
@@ -67,3 +72,106 @@ def test_threads_write_concurrently(tmp_path):
     for th in threads:
         th.join()
     assert len(cache) == 200
+
+
+# ------------------------------------------------------------------------------ leases (requests in flight)
+def _lease_row(cache, key):
+    return cache._conn.execute("SELECT owner, host, pid, started, expires FROM leases WHERE key = ?", (key,)).fetchone()
+
+
+def test_leases_claim_hold_put_release(tmp_path):
+    path = tmp_path / "c.sqlite"
+    a, b = RequestCache(path), RequestCache(path)
+    assert a.owner != b.owner and a.owner.split(":")[1] == str(os.getpid())
+    assert a.claim(["k1", "k2"]) == {"k1": CLAIMED, "k2": CLAIMED} and a.held == {"k1", "k2"}
+    assert a.claim(["k1"]) == {"k1": CLAIMED}  # our own lease: re-entrant
+    assert b.claim(["k1", "k2", "k3"]) == {"k1": HELD, "k2": HELD, "k3": CLAIMED}  # a live owner holds k1, k2
+    assert b.lease_states(["k1", "k3", "k4"]) == {"k1": HELD, "k3": CLAIMED, "k4": FREE}
+    a.put("k1", CacheRecord(raw="x", parsed=1))  # the row and the end of the lease, in one transaction
+    assert _lease_row(a, "k1") is None and a.held == {"k2"}
+    assert b.lease_states(["k1"]) == {"k1": CACHED} and b.claim(["k1"]) == {"k1": CACHED}
+    a.release(["k2"])
+    assert b.lease_states(["k2"]) == {"k2": FREE} and b.claim(["k2"]) == {"k2": CLAIMED}
+    assert b.claim(["k5", "k6", "k7"], limit=1) == {"k5": CLAIMED}  # stops at the limit
+    assert a.claim(["k5"]) == {"k5": HELD} and a.claim(["k5"], force=["k5"]) == {"k5": CLAIMED}
+    b.put("k5", CacheRecord(raw="late"))  # the overtaken owner still writes its row; a's lease stays a's
+    assert _lease_row(a, "k5")[0] == a.owner
+    b.close()  # releases what b holds
+    assert {r[0] for r in a._conn.execute("SELECT key FROM leases")} == {"k5"}
+    a.close()
+
+
+def test_leases_of_dead_processes_and_expired_leases_are_free(tmp_path):
+    cache = RequestCache(tmp_path / "c.sqlite")
+    host = cache_module._HOST  # host name and pid namespace
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)  # exited and reaped
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while not _is_zombie(zombie.pid) and time.monotonic() < deadline:  # exited, not reaped
+        time.sleep(0.01)
+    later = time.time() + 600
+    rows = [
+        ("dead", "o1", host, gone.pid, None, later),
+        ("zombie", "o2", host, zombie.pid, None, later),
+        ("reused", "o3", host, os.getpid(), "1", later),  # our pid, another start time: an earlier process
+        ("expired", "o4", "elsewhere", 1, None, time.time() - 1),
+        ("remote", "o5", "elsewhere", 1, None, later),  # another host: alive until it expires
+        ("live", "o6", host, os.getpid(), None, later),  # this process, another RequestCache
+    ]
+    cache._conn.executemany("INSERT INTO leases VALUES (?,?,?,?,?,?)", rows)
+    cache._conn.commit()
+    states = cache.lease_states([r[0] for r in rows])
+    assert states == {"dead": FREE, "zombie": FREE if sys.platform.startswith("linux") else HELD, "reused": FREE,
+                      "expired": FREE, "remote": HELD, "live": HELD}
+    claimed = cache.claim([r[0] for r in rows])
+    assert {k for k, v in claimed.items() if v == CLAIMED} == {k for k, v in states.items() if v == FREE}
+    zombie.wait(timeout=30)
+    cache.close()
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except OSError:
+        return not sys.platform.startswith("linux")
+
+
+def test_held_leases_are_renewed_then_the_heartbeat_stops(tmp_path):
+    owner = RequestCache(tmp_path / "c.sqlite", lease_ttl_s=0.4)
+    other = RequestCache(tmp_path / "c.sqlite")
+    owner.claim(["k"])
+    first = _lease_row(owner, "k")[4]
+    time.sleep(1.0)  # past the first expiry: renewed every 0.1 s
+    assert _lease_row(owner, "k")[4] > first + 0.5 and other.lease_states(["k"]) == {"k": HELD}
+    owner.put("k", CacheRecord(raw="x"))
+    deadline = time.monotonic() + 5
+    while owner._heartbeat is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert owner._heartbeat is None  # nothing held: the thread ended
+    owner.close()
+    other.close()
+
+
+def test_concurrent_claims_give_each_key_one_owner(tmp_path):
+    keys = [f"k{i}" for i in range(200)]
+    caches = [RequestCache(tmp_path / "c.sqlite") for _ in range(4)]
+    got: dict[int, list[str]] = {}
+
+    def work(i):
+        mine = []
+        for lo in range(0, len(keys), 7):
+            mine += [k for k, v in caches[i].claim(keys[lo: lo + 7]).items() if v == CLAIMED]
+        got[i] = mine
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert sorted(k for mine in got.values() for k in mine) == sorted(keys)
+    for c in caches:
+        c.close()
+    with RequestCache(tmp_path / "c.sqlite") as again:  # every lease ended with its owner
+        assert again._conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0

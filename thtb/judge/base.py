@@ -15,6 +15,13 @@ answer is produced; the rules around it live here, once:
 - **reparse**: the template's parser is re-applied to cached raw text; no answer is ever generated.
   A cached answer parsed by other parser code (its stored parser digest differs) is re-parsed the same
   way on every read, so a parser change never serves a stale parsed value.
+- **shared in flight**: processes on one cache file never ask one request twice at the same time. A
+  request not in the cache is asked only under its lease (:meth:`RequestCache.claim
+  <thtb.judge.cache.RequestCache.claim>`); one whose lease a live owner holds is not asked but waited
+  for — polled with a backoff from ``LEASE_POLL_S[0]`` to ``LEASE_POLL_S[1]`` seconds — and its row is
+  used like a cache hit (counted as ``shared_in_flight``). When the lease becomes free without a row
+  (the owner's request failed, or the owner died) the waiter takes the lease and asks itself. A wait is
+  bounded: after ``lease_wait_s`` the waiter takes the lease even from a live owner and asks.
 """
 
 from __future__ import annotations
@@ -30,6 +37,31 @@ from thtb.judge.parsers import ParseError
 from thtb.judge.prompts import PromptTemplate
 
 Messages = list[dict[str, str]]
+
+LEASE_POLL_S = (0.2, 2.0)
+"""First and longest delay between two looks at a request another process is asking (doubling)."""
+
+
+class LeaseWait:
+    """The bounded wait for requests another process is asking: backoff delays and the give-up time."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.start = time.monotonic()
+        self.limit_s = float(limit_s)
+        self.delay = LEASE_POLL_S[0]
+
+    def expired(self) -> bool:
+        return time.monotonic() - self.start >= self.limit_s
+
+    def next_delay(self) -> float:
+        """The next sleep (doubling up to ``LEASE_POLL_S[1]``, never past the give-up time)."""
+        delay = self.delay
+        self.delay = min(self.delay * 2, LEASE_POLL_S[1])
+        return max(0.0, min(delay, self.limit_s - (time.monotonic() - self.start)))
+
+    def reset(self) -> None:
+        """Short delays again (progress was made), same give-up time."""
+        self.delay = LEASE_POLL_S[0]
 
 
 @dataclass
@@ -72,6 +104,8 @@ class JudgeBackend:
         progress: show a progress bar.
         model_id: the model's id in cache keys when ``model`` is not a stable name (e.g. a local
             folder of a trained model: pass its content fingerprint); default ``model``.
+        lease_wait_s: the longest wait for a request another process is asking (its owner alive and
+            renewing its lease) before asking it here too; default :meth:`default_lease_wait_s`.
     """
 
     backend = "base"
@@ -86,6 +120,7 @@ class JudgeBackend:
         extra_body: Mapping[str, Any] | None = None,
         progress: bool = True,
         model_id: str | None = None,
+        lease_wait_s: float | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
@@ -99,10 +134,13 @@ class JudgeBackend:
         self.decoding = plain(decoding) if decoding else {}
         self.extra_body = plain(extra_body) if extra_body else None
         self.progress = bool(progress)
+        if lease_wait_s is not None and lease_wait_s < 0:
+            raise ValueError(f"lease_wait_s must be >= 0, got {lease_wait_s}")
+        self._lease_wait_s = None if lease_wait_s is None else float(lease_wait_s)
         self._parser_digests: dict[str, str] = {}
         self._counters: dict[str, Any] = {
             "calls": 0, "retries": 0, "reasks": 0, "cache_hits": 0, "reparsed": 0, "failures": 0,
-            "parse_failures": 0, "transport_failures": 0, "items": 0,
+            "parse_failures": 0, "transport_failures": 0, "shared_in_flight": 0, "items": 0,
             "prompt_tokens": 0, "completion_tokens": 0, "wall_s": 0.0,
         }
 
@@ -121,9 +159,18 @@ class JudgeBackend:
     def key(self, template: PromptTemplate, item: Mapping[str, Any]) -> str:
         return make_key(self.model_id, template.name, template.version, template.messages(item), self.params(template))
 
+    @property
+    def lease_wait_s(self) -> float:
+        return self._lease_wait_s if self._lease_wait_s is not None else self.default_lease_wait_s()
+
+    def default_lease_wait_s(self) -> float:
+        """How long to wait for another process's request by default (subclasses bound their own requests)."""
+        return 3600.0
+
     def stats(self) -> dict[str, Any]:
         """Counters for summary.json: calls (answers generated / HTTP requests), retries, re-asks, cache
-        hits, failures (items returned with an error), tokens, wall time; plus backend, model, cache."""
+        hits, shared_in_flight (requests answered by another process while this one waited), failures
+        (items returned with an error), tokens, wall time; plus backend, model, cache."""
         out: dict[str, Any] = dict(self._counters)
         out["wall_s"] = round(out["wall_s"], 3)
         out["backend"] = self.backend
@@ -168,6 +215,17 @@ class JudgeBackend:
         if cached is None:
             return None
         self._counters["cache_hits"] += 1
+        return self._from_row(template, key, cached)
+
+    def _shared(self, template: PromptTemplate, key: str) -> JudgeResult | None:
+        """The row another process wrote for ``key`` while it was in flight there (``None``: no row)."""
+        cached = self.cache.get(key) if self.cache is not None else None
+        if cached is None:
+            return None
+        self._counters["shared_in_flight"] += 1
+        return self._from_row(template, key, cached)
+
+    def _from_row(self, template: PromptTemplate, key: str, cached: CacheRecord) -> JudgeResult:
         if cached.parser != self.parser_digest(template):  # parsed by other parser code: parse the raw text again
             return self._reparse(template, key, cached)
         return JudgeResult(
@@ -205,6 +263,11 @@ class JudgeBackend:
         except ParseError as exc:
             result.value, result.error = None, f"parse: {exc}"
             return False
+
+    def _release(self, keys: Sequence[str]) -> None:
+        """End this run's leases of ``keys`` that are not finished (failed, or the run stops)."""
+        if self.cache is not None and keys:
+            self.cache.release(keys)
 
     def _reask(self, template: PromptTemplate, conversation: Messages, result: JudgeResult) -> Messages:
         """The conversation extended by the unparsable answer and the template's stricter follow-up."""

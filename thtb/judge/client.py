@@ -21,6 +21,13 @@ Per request
    committed at once. A transport failure after all retries is returned as an error and not
    cached, so a resumed run retries it.
 
+Runs in other processes on the same cache file: a request is sent only under its lease, taken when
+it gets a concurrency slot (:mod:`thtb.judge.base`, "shared in flight"). A request another process is
+sending gives its slot back and waits — ``asyncio.sleep`` between looks, so the event loop keeps
+serving the other requests — for the row that process writes, or for the lease to become free (that
+process failed or died: then it is sent here). The wait is bounded by ``lease_wait_s``, by default
+the longest a request can take under this judge's own timeout, retries and re-asks (plus a minute).
+
 The API key comes from the environment variable ``api_key_env`` ("EMPTY" when unset, for local
 servers). It is kept in a private attribute only: never logged, cached or shown in ``repr``.
 """
@@ -40,8 +47,8 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm.auto import tqdm
 
-from thtb.judge.base import JudgeBackend, JudgeResult, Messages
-from thtb.judge.cache import RequestCache
+from thtb.judge.base import JudgeBackend, JudgeResult, LeaseWait, Messages
+from thtb.judge.cache import CACHED, CLAIMED, HELD, RequestCache
 from thtb.judge.prompts import PromptTemplate
 
 __all__ = ["JudgeResult", "NoChoicesError", "OpenAIJudge", "is_transient"]
@@ -88,6 +95,7 @@ class OpenAIJudge(JudgeBackend):
         decoding: overrides of the templates' decoding parameters (e.g. ``max_tokens``).
         backoff_initial_s, backoff_max_s: exponential backoff bounds of transport retries.
         progress: show a tqdm progress bar.
+        lease_wait_s: the longest wait for a request another process is sending (see module doc).
     """
 
     backend = "openai"
@@ -108,13 +116,14 @@ class OpenAIJudge(JudgeBackend):
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 30.0,
         progress: bool = True,
+        lease_wait_s: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         super().__init__(model, max_attempts=max_attempts, cache=cache, reparse=reparse, decoding=decoding,
-                         extra_body=extra_body, progress=progress)
+                         extra_body=extra_body, progress=progress, lease_wait_s=lease_wait_s)
         self.base_url = str(base_url)
         self.api_key_env = api_key_env
         self.__api_key = os.environ.get(api_key_env) or "EMPTY"
@@ -129,6 +138,12 @@ class OpenAIJudge(JudgeBackend):
             f"OpenAIJudge(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
             f"concurrency={self.concurrency}, cache={self.cache!r}, reparse={self.reparse})"
         )
+
+    def default_lease_wait_s(self) -> float:
+        """The longest one request can take here — every try timing out, every backoff at its longest,
+        ``max_attempts`` answers — plus a minute."""
+        backoffs = sum(min(self.backoff_initial_s * 2 ** i, self.backoff_max_s) for i in range(self.max_retries))
+        return ((self.max_retries + 1) * self.timeout_s + backoffs) * self.max_attempts + 60.0
 
     # ------------------------------------------------------------------------------- public
     def run(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> list[JudgeResult]:
@@ -191,21 +206,58 @@ class OpenAIJudge(JudgeBackend):
         if hit is not None:
             return hit
         assert client is not None
+        if self.cache is None:
+            async with semaphore:
+                return await self._ask(client, template, key, msgs)
+        wait: LeaseWait | None = None
+        force = False
+        while True:
+            async with semaphore:
+                state = self.cache.claim([key], force=(key,) if force else ())[key]
+                if state == CACHED:
+                    shared = self._shared(template, key)
+                    if shared is not None:
+                        return shared
+                if state == CLAIMED or force:  # forced: ours, unless a row came and went — asked anyway
+                    try:
+                        return await self._ask(client, template, key, msgs)
+                    finally:  # failed (transport errors are not cached) or interrupted: a waiting process takes
+                        self._release([key])  # it over; a no-op once its row is written
+            # another live process is sending it: wait outside the slot for its row, or for the lease to free up
+            if wait is None:
+                wait = LeaseWait(self.lease_wait_s)
+            wait.reset()
+            while True:
+                if wait.expired():
+                    log.warning("judge %s: waited %.0f s for a request another process is sending; sending it here",
+                                template.name, wait.limit_s)
+                    force = True
+                    break
+                await asyncio.sleep(wait.next_delay())
+                state = self.cache.lease_states([key])[key]
+                if state == CACHED:
+                    shared = self._shared(template, key)
+                    if shared is not None:
+                        return shared
+                if state != HELD:
+                    break
+
+    async def _ask(self, client: openai.AsyncOpenAI, template: PromptTemplate, key: str, msgs: Messages) -> JudgeResult:
+        """Send one request (re-asked while its answers do not parse); cache it once finished."""
         conversation = list(msgs)
         result = JudgeResult()
-        async with semaphore:
-            while True:
-                try:
-                    raw, ptok, ctok, latency = await self._call(client, template, conversation)
-                except Exception as exc:  # noqa: BLE001 - every transport failure is recorded
-                    self._counters["transport_failures"] += 1
-                    log.warning("judge %s: request failed after retries: %s", template.name, _describe_exc(exc))
-                    result.attempts += 1
-                    result.error = f"transport: {_describe_exc(exc)} after {self.max_retries + 1} tries"
-                    return result  # not finished: not cached
-                if self._take_answer(template, result, raw, ptok, ctok, latency) or result.attempts >= self.max_attempts:
-                    break
-                conversation = self._reask(template, conversation, result)
+        while True:
+            try:
+                raw, ptok, ctok, latency = await self._call(client, template, conversation)
+            except Exception as exc:  # noqa: BLE001 - every transport failure is recorded
+                self._counters["transport_failures"] += 1
+                log.warning("judge %s: request failed after retries: %s", template.name, _describe_exc(exc))
+                result.attempts += 1
+                result.error = f"transport: {_describe_exc(exc)} after {self.max_retries + 1} tries"
+                return result  # not finished: not cached
+            if self._take_answer(template, result, raw, ptok, ctok, latency) or result.attempts >= self.max_attempts:
+                break
+            conversation = self._reask(template, conversation, result)
         return self._finish(template, key, result)
 
     async def _call(

@@ -12,6 +12,13 @@ How a run goes (:meth:`LocalJudge.run`)
        up to ``max_attempts`` answers; then recorded as parse failures.
     4. A chunk whose generation raises (out of memory, a CUDA error, …) returns that error for each of
        its requests — counted as failures, not cached, so a rerun retries them — and the run goes on.
+    5. Runs in other processes on the same cache file (:mod:`thtb.judge.base`, "shared in flight"): a
+       chunk is filled with requests whose leases this run holds or takes as it fills it, so concurrent
+       runs split the work chunk by chunk. Requests another process is generating are set aside; after
+       each round they are looked at again (waiting with a backoff when nothing else is left): their rows
+       are used like cache hits, and those whose lease became free (that process failed or died) are
+       generated here. A lease is held until its request is finished, re-asks included; the wait is
+       bounded by ``lease_wait_s`` (default an hour).
 
 ``extra_body`` carries backend options that change the answers (so they are part of the cache key):
 ``chat_template_kwargs`` (e.g. ``{enable_thinking: false}`` for Qwen3) is passed to the chat template
@@ -23,12 +30,14 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from thtb.judge.base import JudgeBackend, JudgeResult, Messages
+from thtb.judge.base import JudgeBackend, JudgeResult, LeaseWait, Messages
+from thtb.judge.cache import CACHED, CLAIMED, HELD
 from thtb.judge.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -68,20 +77,94 @@ class LocalJudge(JudgeBackend):
         params = self.params(template)
         bar = tqdm(total=len(items), desc=f"judge:{template.name}", disable=not self.progress, leave=False)
         bar.update(sum(len(groups[k]) for k in done))
+        waits: dict[str, LeaseWait] = {}  # since when each request another process generated was waited for
+        waiting: set[str] = set()  # the requests another process is generating now
+        force: set[str] = set()  # waited too long: take their leases even from a live owner
+        poll: LeaseWait | None = None  # the backoff of looks when only waiting is left
+
+        def answered(k: str, result: JudgeResult) -> None:
+            done[k] = result
+            bar.update(len(groups[k]))
+
         try:
-            while pending:
-                keys = sorted(pending, key=lambda k: sum(len(m["content"]) for m in pending[k][0]))
-                for lo in range(0, len(keys), self.batch_size):
-                    chunk = keys[lo: lo + self.batch_size]
-                    for k, result in self._answer_chunk(template, params, chunk, pending).items():
-                        done[k] = result
-                        bar.update(len(groups[k]))
+            while pending or waiting:
+                if pending:
+                    keys = deque(sorted(pending, key=lambda k: sum(len(m["content"]) for m in pending[k][0])))
+                    while keys:
+                        chunk = self._fill_chunk(template, keys, pending, waits, waiting, force, answered)
+                        if chunk:
+                            for k, result in self._answer_chunk(template, params, chunk, pending).items():
+                                answered(k, result)
+                if waiting:
+                    if not pending:  # nothing left to generate here: wait (bounded backoff) before looking again
+                        poll = poll or LeaseWait(float("inf"))
+                        left = min(waits[k].limit_s - (time.monotonic() - waits[k].start) for k in waiting)
+                        time.sleep(max(0.0, min(poll.next_delay(), left)))
+                    if self._look_again(template, waits, waiting, pending, force, messages, answered) and poll:
+                        poll.reset()
         finally:
             bar.close()
+            self._release(list(pending))  # interrupted: the leases of unfinished requests end here
         for k, positions in groups.items():
             for i in positions:
                 results[i] = done[k]
         return self._tally(results, len(items), start)
+
+    def _fill_chunk(self, template: PromptTemplate, keys: deque, pending: dict[str, tuple[Messages, JudgeResult]],
+                    waits: dict[str, LeaseWait], waiting: set[str], force: set[str], answered) -> list[str]:
+        """Take up to ``batch_size`` requests off ``keys`` that this run may generate: leases held (re-asks) or
+        taken now. Requests finished meanwhile elsewhere are ``answered``; those another process is generating
+        move from ``pending`` to ``waiting``."""
+        chunk: list[str] = []
+        while keys and len(chunk) < self.batch_size:
+            candidates = [keys.popleft() for _ in range(min(self.batch_size - len(chunk), len(keys)))]
+            if self.cache is None:
+                chunk.extend(candidates)
+                continue
+            held = self.cache.held
+            to_claim = [k for k in candidates if k not in held]
+            states = self.cache.claim(to_claim, force=force.intersection(to_claim)) if to_claim else {}
+            for k in candidates:
+                state = states.get(k, CLAIMED)
+                if state == CACHED:
+                    shared = self._shared(template, k)
+                    if shared is not None:
+                        del pending[k]
+                        answered(k, shared)
+                        continue
+                if state == CLAIMED or k in force:  # forced: ours, unless a row came and went — generated anyway
+                    force.discard(k)
+                    chunk.append(k)
+                    continue
+                del pending[k]  # HELD (or a row that vanished): look again after this round
+                waiting.add(k)
+                waits.setdefault(k, LeaseWait(self.lease_wait_s))  # a request taken away again keeps its first start
+        return chunk
+
+    def _look_again(self, template: PromptTemplate, waits: dict[str, LeaseWait], waiting: set[str],
+                    pending: dict[str, tuple[Messages, JudgeResult]], force: set[str],
+                    messages: Mapping[str, Messages], answered) -> bool:
+        """One look at the requests other processes are generating: rows → answered; free leases (or waits
+        past ``lease_wait_s``) → back to ``pending`` to generate here. ``True`` when anything moved."""
+        moved = False
+        for k, state in self.cache.lease_states(sorted(waiting)).items():
+            if state == CACHED:
+                shared = self._shared(template, k)
+                if shared is not None:
+                    waiting.discard(k)
+                    answered(k, shared)
+                    moved = True
+                    continue
+            if state == HELD and not waits[k].expired():
+                continue
+            if waits[k].expired():
+                log.warning("judge %s: waited %.0f s for a request another process is generating; generating it here",
+                            template.name, waits[k].limit_s)
+                force.add(k)
+            waiting.discard(k)
+            pending[k] = (list(messages[k]), JudgeResult())
+            moved = True
+        return moved
 
     def _answer_chunk(self, template: PromptTemplate, params: Mapping[str, Any], chunk: list[str],
                       pending: dict[str, tuple[Messages, JudgeResult]]) -> dict[str, JudgeResult]:
@@ -96,6 +179,7 @@ class LocalJudge(JudgeBackend):
         except Exception as exc:  # noqa: BLE001 - a failed chunk is recorded per request, the run goes on
             message = f"{type(exc).__name__}: {str(exc)[:200]}"
             log.warning("judge %s: generation failed for %d request(s): %s", template.name, len(chunk), message)
+            self._release(chunk)  # not finished: a waiting process takes them over
             for k in chunk:
                 _, result = pending.pop(k)
                 result.attempts += 1
