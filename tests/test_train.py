@@ -49,6 +49,16 @@ def make_cfg(tmp_path: Path, *overrides: str) -> dict:
 
 
 @pytest.fixture
+def frozen_code_digest(monkeypatch):
+    """The train fingerprint hashes the stage's code: keep it fixed for the test, so that an edit of the tree
+    while the test runs (another checkout's work) cannot turn a rerun into a different artifact."""
+    import thtb.training.artifacts as artifacts
+
+    fixed = artifacts.stage_key_inputs("train")
+    monkeypatch.setattr(artifacts, "stage_key_inputs", lambda stage, *args, **kwargs: fixed)
+
+
+@pytest.fixture
 def run_dir(tmp_path):
     write_subset(tmp_path / "run")
     return tmp_path / "run"
@@ -99,6 +109,7 @@ def test_loss_falls_on_a_repeated_batch(tmp_path, run_dir):
     assert sum(b < a for a, b in zip(losses, losses[1:])) >= 7, losses  # falls (almost) every step
 
 
+@pytest.mark.usefixtures("frozen_code_digest")
 def test_stage_writes_outputs_and_the_merged_model_differs(tmp_path, run_dir):
     from transformers import AutoModelForCausalLM
 
@@ -148,6 +159,7 @@ class Interrupt(RuntimeError):
     pass
 
 
+@pytest.mark.usefixtures("frozen_code_digest")
 def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, run_dir):
     from transformers import TrainerCallback
 

@@ -3,17 +3,32 @@
 The fingerprint hashes what determines the trained weights — the subset's ids digest, the model config, the
 train config without its logging/checkpointing keys, the seed, the precision, the train stage's code and the
 versions of torch, transformers, TRL, PEFT, accelerate and datasets — so a sweep never trains the same thing
-twice, and a changed recipe or library never returns an old model. Training happens in ``<fingerprint>.partial/`` (checkpoints under
-``checkpoints/``, from which an interrupted run resumes); the finished folder is renamed into place, so a
-folder under the final name is always complete.
+twice, and a changed recipe or library never returns an old model. Training happens in ``<fingerprint>.partial/``
+(checkpoints under ``checkpoints/``, from which an interrupted run resumes — from the newest *complete* one: a
+checkpoint cut short by a kill mid-save is set aside as ``incomplete-checkpoint-N``), under ``<fingerprint>.lock``
+so two runs never train one fingerprint at once. The finished folder is published like every stage's artifact
+(:class:`thtb.artifacts.StageArtifact`): a ``manifest.json`` of every file's size and digest, then one rename; a
+reader verifies it before reusing, and a damaged artifact is moved aside and retrained.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no cross-process training lock
+    fcntl = None
+
+log = logging.getLogger(__name__)
 
 from thtb.fingerprint import fingerprint
 from thtb.provenance import stage_key_inputs
@@ -59,15 +74,70 @@ class ArtifactStore:
         self.checkpoints = self.partial / "checkpoints"
 
     def is_complete(self) -> bool:
-        return (self.final / self.SUMMARY).is_file()
+        """A committed artifact whose manifest verifies (a damaged one is moved aside and retrained)."""
+        return (self.final / self.SUMMARY).is_file() and self._stage_artifact().is_complete()
+
+    def _stage_artifact(self):
+        from thtb.artifacts import StageArtifact
+
+        return StageArtifact(self.root.parent.parent, "train", self.key)
+
+    @contextlib.contextmanager
+    def lock(self, enabled: bool = True) -> Iterator[None]:
+        """Hold ``<fingerprint>.lock`` (``flock``; released by the OS if the process dies) while training, so
+        two runs of the same fingerprint never write one partial folder; the second waits, then reuses."""
+        if not enabled or fcntl is None:
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{self.key}.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("train: another run is training %s; waiting for it to finish", self.key)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def last_checkpoint(self) -> Path | None:
-        from transformers.trainer_utils import get_last_checkpoint
+        """The newest *complete* ``checkpoint-N`` (see :func:`checkpoint_problem`), or ``None``; no side effects."""
+        return self.scan_checkpoints()[0]
 
+    def scan_checkpoints(self) -> tuple[Path | None, list[tuple[Path, str]]]:
+        """``(newest complete checkpoint or None, [(incomplete checkpoint, why), …] newest first)``.
+
+        A run killed while the trainer saved ``checkpoint-N`` leaves it empty or half-written; transformers'
+        own ``get_last_checkpoint`` would pick it anyway and every rerun would fail on it."""
         if not self.checkpoints.is_dir():
-            return None
-        found = get_last_checkpoint(str(self.checkpoints))
-        return Path(found) if found else None
+            return None, []
+        found = []
+        for path in self.checkpoints.iterdir():
+            match = CHECKPOINT_RE.match(path.name)
+            if match and path.is_dir():
+                found.append((int(match.group(1)), path))
+        resume, incomplete = None, []
+        for _, path in sorted(found, reverse=True):
+            problem = checkpoint_problem(path)
+            if problem:
+                incomplete.append((path, problem))
+            elif resume is None:
+                resume = path
+        return resume, incomplete
+
+    def set_aside(self, checkpoint: Path) -> Path:
+        """Rename an incomplete ``checkpoint-N`` to ``incomplete-checkpoint-N`` (``.1``, ``.2``… when taken) in
+        the same folder: out of sight of transformers' resume and ``save_total_limit`` rotation (both only see
+        ``checkpoint-<digits>``), kept for inspection, and dropped with the checkpoints at commit unless
+        ``keep_checkpoints``. Returns the new path."""
+        target = checkpoint.with_name(f"{INCOMPLETE_PREFIX}{checkpoint.name}")
+        n = 0
+        while target.exists():
+            n += 1
+            target = checkpoint.with_name(f"{INCOMPLETE_PREFIX}{checkpoint.name}.{n}")
+        os.replace(checkpoint, target)
+        return target
 
     def start(self) -> Path:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -79,11 +149,150 @@ class ArtifactStore:
             raise RuntimeError(f"{self.partial} has no {self.SUMMARY}: not a finished training")
         if not keep_checkpoints:
             shutil.rmtree(self.checkpoints, ignore_errors=True)
-        if self.final.exists():  # a concurrent run finished first: keep theirs
-            shutil.rmtree(self.partial, ignore_errors=True)
-            return self.final
-        os.replace(self.partial, self.final)
-        return self.final
+        summary = json.loads((self.partial / self.SUMMARY).read_text(encoding="utf-8"))
+        # the same store as select and eval: a manifest of every file (size, digest) written last, then one rename;
+        # an intact artifact published first by a concurrent run is kept
+        return self._stage_artifact().publish(self.partial, {
+            "n_train": summary.get("n_train"), "steps": summary.get("steps"), "thtb_version": summary.get("thtb_version"),
+        })
+
+
+def training_space_needed(model_path: str, merge: bool) -> int:
+    """Bytes a training needs in the cache, estimated before it starts: the merged model (about the base model's
+    weight files) when merging, plus 256 MiB for the adapter, checkpoints and logs. A hub id not yet downloaded
+    counts 0 for its weights (its size is unknown here)."""
+    weights = 0
+    folder = Path(model_path)
+    if merge and folder.is_dir():
+        weights = sum(p.stat().st_size for p in folder.iterdir()
+                      if p.is_file() and p.name.endswith((".safetensors", ".bin", ".gguf", ".pt")))
+    return weights + 256 * 2**20
+
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+"""transformers' checkpoint folder name (``PREFIX_CHECKPOINT_DIR``), matched as its ``get_last_checkpoint``
+does."""
+INCOMPLETE_PREFIX = "incomplete-"
+TRAINER_STATE = "trainer_state.json"
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin",
+                "model.safetensors.index.json", "pytorch_model.bin.index.json")
+"""The weight files transformers' ``_load_from_checkpoint`` accepts (a PEFT model's trainer writes the
+adapter ones), in the order checked here."""
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why the trainer cannot resume from checkpoint folder ``path``, or ``None`` when it is complete.
+
+    Complete means every file the trainer writes there is present and whole, checked without loading any
+    tensor: ``trainer_state.json`` (written last by ``Trainer._save_checkpoint``) parses and its
+    ``global_step`` is the folder's N; the weights (``adapter_model.safetensors`` for a LoRA model, or any
+    other layout transformers loads) are non-empty with every byte their header promises; ``optimizer.pt``,
+    ``scheduler.pt`` and ``rng_state*.pth`` are present, non-empty and complete zip archives (``torch.save``'s
+    format, whose directory sits at the end of the file). A DeepSpeed checkpoint (``global_step*/``) is
+    checked for its ``.pt`` files instead of ``optimizer.pt``/``scheduler.pt``; an FSDP one for an
+    ``optimizer*`` entry instead of ``optimizer.pt``."""
+    path = Path(path)
+    match = CHECKPOINT_RE.match(path.name)
+    if not path.is_dir():
+        return "not a folder"
+    state_file = path / TRAINER_STATE
+    if not state_file.is_file():
+        return f"no {TRAINER_STATE} (the trainer writes it last: the save was cut short)"
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{TRAINER_STATE} does not parse ({err})"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return f"{TRAINER_STATE} has no global_step"
+    if match and state["global_step"] != int(match.group(1)):
+        return f"{TRAINER_STATE} says global_step {state['global_step']}, not {match.group(1)}"
+
+    weights = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
+    adapter_dirs = [d for d in path.iterdir() if d.is_dir() and any((d / n).is_file() for n in WEIGHT_FILES[:2])]
+    deepspeed = sorted(d for d in path.glob("global_step*") if d.is_dir())
+    fsdp = [d for d in path.iterdir() if d.name.startswith("pytorch_model_fsdp")]
+    if weights is None and not (adapter_dirs or deepspeed or fsdp):
+        return f"no model or adapter weights ({', '.join(WEIGHT_FILES[:2])}, …)"
+    for file in ([weights] if weights else []) + [d / n for d in adapter_dirs for n in WEIGHT_FILES[:2]
+                                                  if (d / n).is_file()]:
+        problem = _weights_problem(file)
+        if problem:
+            return problem
+
+    if deepspeed:  # the engine's own files hold the optimizer (and its scheduler)
+        parts = [p for d in deepspeed for p in sorted(d.glob("*.pt"))]
+        if not parts:
+            return f"{deepspeed[-1].name}/ holds no .pt files"
+        required = []
+    elif fsdp:  # FSDP saves its optimizer as optimizer_<i>(.bin or a sharded folder)
+        if not any(p.name.startswith("optimizer") for p in path.iterdir()):
+            return "no FSDP optimizer state"
+        parts, required = [], ["scheduler.pt"]
+    else:
+        parts, required = [], ["optimizer.pt", "scheduler.pt"]
+    for name in required:
+        if not (path / name).is_file():
+            return f"no {name}"
+        parts.append(path / name)
+    rng = sorted(path.glob("rng_state*.pth"))
+    if not rng:
+        return "no rng_state.pth"
+    for file in parts + rng + ([path / "scaler.pt"] if (path / "scaler.pt").is_file() else []):
+        problem = _torch_file_problem(file)
+        if problem:
+            return problem
+    return None
+
+
+def _weights_problem(file: Path) -> str | None:
+    if file.name.endswith(".index.json"):
+        try:
+            shards = set(json.loads(file.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            return f"{file.name} does not parse ({err})"
+        for shard in sorted(shards):
+            if not (file.parent / shard).is_file():
+                return f"{file.name} names {shard}, which is missing"
+            problem = _weights_problem(file.parent / shard)
+            if problem:
+                return problem
+        return None
+    if file.suffix == ".safetensors":
+        return _safetensors_problem(file)
+    return _torch_file_problem(file)
+
+
+def _safetensors_problem(file: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensors' bytes: the header
+    must parse and the file must hold every byte up to the largest ``data_offsets`` end."""
+    size = file.stat().st_size
+    if size == 0:
+        return f"{file.name} is empty"
+    try:
+        with open(file, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if size < 8 or n > size - 8:
+                return f"{file.name} is truncated ({size} bytes, header alone needs {n + 8})"
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, IndexError,
+            AttributeError) as err:
+        return f"{file.name} has an unreadable header ({err})"
+    if size < 8 + n + end:
+        return f"{file.name} is truncated ({size} of {8 + n + end} bytes)"
+    return None
+
+
+def _torch_file_problem(file: Path) -> str | None:
+    """``torch.save`` writes a zip archive; a cut file lacks the central directory at its end."""
+    import zipfile
+
+    name = f"{file.parent.name}/{file.name}" if file.parent.name.startswith("global_step") else file.name
+    if file.stat().st_size == 0:
+        return f"{name} is empty"
+    if not zipfile.is_zipfile(file):
+        return f"{name} is truncated (not a complete torch.save archive)"
+    return None
 
 
 def link_outputs(artifact: Path, out_dir: Path, names: tuple[str, ...] = ("adapter", "merged")) -> None:

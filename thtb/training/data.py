@@ -1,7 +1,8 @@
 """Training data: the selection stage's subset (or any dataset) → conversational examples for TRL.
 
-Each record becomes ``[system?, user: query, assistant: response]`` (a ``messages`` source keeps its whole
-conversation). Two example layouts, both with loss on assistant tokens only:
+Each record becomes ``[system?, user: query, assistant: response]``; a ``messages`` source keeps its whole
+conversation, and so does the selected subset (read from ``selection/subset_messages.jsonl``). Two example
+layouts, both with loss on assistant tokens only:
 
 * ``assistant`` — ``{"messages": [...]}`` with ``assistant_only_loss``: needs a chat template with
   ``{% generation %}`` markers (TRL masks everything outside them);
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thtb.fingerprint import ids_digest
+from thtb.fingerprint import ids_digest, records_digest
 
 log = logging.getLogger(__name__)
 
 SUBSET_FILE = Path("selection") / "subset.jsonl"
+"""The select stage's human-readable subset ``{id, query, response}`` (the first exchange of a conversation)."""
+SUBSET_MESSAGES_FILE = Path("selection") / "subset_messages.jsonl"
+"""The same subset, same ids and order, as ``{id, messages}``: whole conversations, system and later turns
+included. What the train stage reads when it is there (older selections without it: ``subset.jsonl``)."""
 LOSS_MASKS = ("auto", "assistant", "completion")
 
 
@@ -39,10 +45,13 @@ class TrainData:
     """``ids_digest`` of the ordered sample ids: the identity of the subset."""
     selection_fingerprint: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    content_digest: str | None = None
+    """``records_digest`` of the records as trained on (every turn's text, the format): keys the training."""
 
 
 def dataset_source(cfg: dict[str, Any], run_dir: Path) -> str:
-    """``train.dataset`` (file, dir, hub id, or ``demo``), or this run's ``selection/subset.jsonl``."""
+    """``train.dataset`` (file, dir, hub id, or ``demo``), or this run's ``selection/subset.jsonl`` (the score
+    stage's input; training reads the subset's whole conversations: :func:`training_source`)."""
     from thtb.stages.select import resolve_data_path
 
     dataset = cfg["train"].get("dataset")
@@ -57,19 +66,36 @@ def dataset_source(cfg: dict[str, Any], run_dir: Path) -> str:
     return str(subset)
 
 
+def training_source(cfg: dict[str, Any], run_dir: Path) -> tuple[str, str | None]:
+    """``(source, format)`` of the training records: ``train.dataset`` with ``train.dataset_format``, else this
+    run's ``selection/subset_messages.jsonl`` (whole conversations) when the select stage wrote it, else its
+    ``selection/subset.jsonl``."""
+    source = dataset_source(cfg, run_dir)
+    if cfg["train"].get("dataset"):
+        return source, cfg["train"].get("dataset_format")
+    messages = Path(run_dir) / SUBSET_MESSAGES_FILE
+    if messages.is_file():
+        return str(messages), "messages"
+    return source, "query_response"
+
+
 def load_train_data(cfg: dict[str, Any], run_dir: Path) -> TrainData:
-    """Load the training records; a clear error for a missing dataset or one with 0 rows."""
+    """Load the training records; a clear error for a missing dataset or one with 0 rows.
+
+    From the selection, the records keep the selection's ids (the ``id`` each line was written with) and must
+    list the same samples, in the same order, as ``subset.jsonl``."""
     from thtb.data import load_records
 
     train = cfg["train"]
-    source = dataset_source(cfg, run_dir)
+    source, fmt = training_source(cfg, run_dir)
+    from_selection = not train.get("dataset")
     path = Path(source)
     if path.is_file() and not path.read_text(encoding="utf-8", errors="replace").strip():
         raise ValueError(f"train: the training set {source} has 0 rows (the selection kept nothing?)")
     try:
         records, report = load_records(
             source,
-            format=train.get("dataset_format"),
+            format=fmt,
             fidelity=cfg.get("fidelity", "reference"),
             split=train.get("dataset_split", "train"),
             limit=train.get("limit"),
@@ -79,11 +105,58 @@ def load_train_data(cfg: dict[str, Any], run_dir: Path) -> TrainData:
     if len(records) == 0:
         raise ValueError(f"train: the training set {source} has 0 rows")
     selection_fp = None
-    if not train.get("dataset"):
+    if from_selection:
+        _check_same_subset(records, path, Path(run_dir) / SUBSET_FILE, train.get("limit"))
+        records = _selection_ids(records, source)
         summary = Path(run_dir) / "selection" / "summary.json"
         if summary.is_file():
             selection_fp = json.loads(summary.read_text()).get("fingerprint")
-    return TrainData(records, source, ids_digest(records["id"]), selection_fp, {"n_rows": len(records)})
+    info = {"n_rows": len(records), "format": report.format, "n_multi_turn": int(report.n_multi_turn)}
+    return TrainData(records, source, ids_digest(records["id"]), selection_fp, info,
+                     content_digest=records_digest(records, report.format))
+
+
+_DUP_SUFFIX = re.compile(r"-dup\d+$")
+
+
+def _selection_ids(records: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The ids the select stage wrote (``orig_id``) in place of the recomputed ones, when they agree up to the
+    ``-dupK`` suffix: exact repeats are numbered in source order when the selection is made, but in subset
+    order when its file is read back (a repeat ranked before its first occurrence would swap ids). Ids that
+    disagree otherwise (a hand-written file) leave the content ids, with a warning."""
+    if "orig_id" not in records.columns:
+        return records
+    written = records["orig_id"].tolist()
+    same = all(isinstance(w, str) and _DUP_SUFFIX.sub("", w) == _DUP_SUFFIX.sub("", r)
+               for w, r in zip(written, records["id"], strict=True))
+    if same and len(set(written)) == len(written):
+        return records.assign(id=written).drop(columns="orig_id")
+    log.warning("train: the ids written in %s are not the content ids of its samples; using content ids", source)
+    return records
+
+
+def _check_same_subset(records: pd.DataFrame, path: Path, subset: Path, limit: int | None = None) -> None:
+    """The ids written in the messages file and in ``subset.jsonl`` must be the same, in the same order (a
+    selection cut short while writing its files would leave one stale); with ``train.limit``, the first rows."""
+    if path.name == subset.name or not subset.is_file():
+        return
+    written = records["orig_id"].tolist() if "orig_id" in records.columns else [None] * len(records)
+    listed = []
+    for line in subset.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                listed.append(json.loads(line).get("id"))
+            except (json.JSONDecodeError, AttributeError):
+                listed.append(None)
+    if limit:
+        listed = listed[:limit]
+    if listed != written:
+        where = next((i for i, (a, b) in enumerate(zip(listed, written)) if a != b), min(len(listed), len(written)))
+        raise ValueError(
+            f"train: {path} and {subset} list different samples ({len(written)} and {len(listed)} rows, first "
+            f"difference at row {where}): the selection's files are out of step; rerun the select stage "
+            "(reuse=false) or delete the run's selection folder"
+        )
 
 
 def conversations(records: pd.DataFrame, system_prompt: str | None = None) -> list[list[dict[str, str]]]:
