@@ -16,6 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("thtb")
 
+# Run directories are unique per process (two runs started in the same second never share one): the default
+# hydra.run.dir ends with microseconds and the pid.
+OmegaConf.register_new_resolver("thtb_run_suffix", lambda: f"{time.time_ns() // 1000 % 10**6:06d}-{os.getpid()}",
+                                use_cache=True, replace=True)
+
 STAGES = {
     "score": "thtb.stages.score:run_score",
     "select": "thtb.stages.select:run_select",

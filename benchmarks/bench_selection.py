@@ -225,8 +225,10 @@ def bench_stage3_1m(
 def check_stage3_silhouette(scores: Path, k: int) -> None:
     """The score card's stage-3 silhouettes against sklearn on the authors' preprocessing (their regex, written
     out here): ``silhouette_samples(TfidfVectorizer(max_features=100) of the preprocessed queries, KMeans labels,
-    metric="cosine")``. Rows whose TF-IDF is all zero are listed apart: reference fidelity gives them the
-    authors' ``-1/|C|`` where sklearn (one block, n < 11,586) gives 0."""
+    metric="cosine")``, ours taken before the singleton policy (with a singleton cluster the authors' rule, the
+    reference default, sets every silhouette of the card to 0; the line says so). Rows whose TF-IDF is all zero
+    are listed apart: reference fidelity gives them the authors' ``-1/|C|`` where sklearn (one block,
+    n < 11,586) gives 0."""
     import re
 
     import pandas as pd
@@ -242,16 +244,24 @@ def check_stage3_silhouette(scores: Path, k: int) -> None:
         return " ".join(jieba.cut(text))
 
     card = pd.read_parquet(scores)
-    stage3 = card[card["silhouette"].notna()].sort_values("row")
+    # the stage-3 input in the cascade's order: the previous stage's survivors, best first (as the authors'
+    # sorted file); K-Means initialisation depends on the row order
+    previous = [c for c in ("intrinsic_rank", "quality_rank") if c in card]
+    stage3 = card[card["silhouette"].notna()].sort_values(previous[0] if previous else "row")
     X = TfidfVectorizer(max_features=100).fit_transform([authors(q) for q in stage3["query"]])
     labels = KMeans(n_clusters=k, random_state=42, n_init="auto").fit_predict(X)
     same_labels = bool((labels == stage3["cluster"].to_numpy()).all())
     ref = silhouette_samples(X, labels, metric="cosine")
+    raw = maths.silhouette_scores(stage3["query"].tolist(), k, singleton_policy="sklearn")  # before the policy
     zero = np.asarray(X.sum(axis=1)).ravel() == 0
-    diff = np.abs(stage3["silhouette"].to_numpy() - ref)
-    print(f"stage-3 silhouette vs sklearn on the authors' preprocessing: n={len(stage3):,}, labels identical "
-          f"{same_labels}, max |diff| {diff[~zero].max():.2e} on {int((~zero).sum()):,} rows; "
-          f"{int(zero.sum())} all-zero row(s) (reference: -1/|C|, sklearn: 0)")
+    diff = np.abs(raw.s - ref)
+    card_s = stage3["silhouette"].to_numpy()
+    singletons = int((np.bincount(labels, minlength=k) == 1).sum())
+    print(f"stage-3 silhouette vs sklearn on the authors' preprocessing: n={len(stage3):,}, k={k}, labels identical "
+          f"{same_labels and bool((raw.labels == labels).all())}, max |diff| {diff[~zero].max():.2e} on "
+          f"{int((~zero).sum()):,} rows; {int(zero.sum())} all-zero row(s) (reference: -1/|C|, sklearn: 0); "
+          f"{singletons} singleton cluster(s): the score card's silhouettes are "
+          f"{'all 0 (the authors rule, singleton_policy=zero_all)' if singletons and not card_s.any() else 'as above'}")
 
 
 def bench_cascade(data_path: Path | None = None, runs: int = 1) -> None:

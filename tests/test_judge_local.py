@@ -252,17 +252,19 @@ def test_vllm_judge_adapter(fake_vllm, tmp_path):
 
 def test_select_stage_with_the_in_process_hf_judge(tiny_path, tmp_path):
     """`judge=hf` end to end through run.py: a tiny judge answers garbage, so every sample that reaches
-    the judge fails — counted within the budget, listed by id — and a rerun makes no call."""
+    the judge fails — counted within the budget, listed by id — the run stops because nothing is left to
+    select (the score card stays for inspection, nothing is stored as a result), and a rerun makes no call."""
     args = ["+experiment=demo", "judge=hf", f"judge.model={tiny_path}", f"judge.cache={tmp_path / 'j.sqlite'}",
             "judge.max_attempts=1", "judge.decoding={max_tokens:8}", "data.limit=8",
             "selection.stages=[quality,intrinsic]", "judge.failure_budget=8", "stages=[select]", "reuse=false"]
     proc = run_py(*args, f"hydra.run.dir={tmp_path / 'a'}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode != 0 and "the selection kept 0 of 8 samples" in proc.stderr, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "a" / "selection" / "summary.json").read_text())
+    assert summary["error"] == "nothing selected" and summary["artifact"] is None
     judge = summary["scorers"]["judge"]
     assert judge["backend"] == "hf" and judge["calls"] == 8 and judge["failures"] == 8  # 4 Bloom + 4 tags
     assert summary["counts"]["quality"] == 4 and len(summary["failed_ids"]["intrinsic"]) == 4
     proc = run_py(*args, f"hydra.run.dir={tmp_path / 'b'}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode != 0, proc.stderr[-3000:]
     again = json.loads((tmp_path / "b" / "selection" / "summary.json").read_text())
     assert again["scorers"]["judge"]["calls"] == 0 and again["scorers"]["judge"]["cache_hits"] == 8

@@ -29,6 +29,27 @@ def fingerprint(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
 
 
+def records_digest(records: Any, fmt: str | None = None) -> str:
+    """Order-sensitive digest of canonical records *as scored*: the source format and, per row, the id, the
+    query and response texts (fidelity-specific: the authors' ``"\\nnan"`` included where it is kept) and the
+    whole conversation when the records carry one (``messages``). Two inputs that differ in anything a scorer
+    or the trainer reads never share a digest, even when their ids (content hashes of the clean text) agree."""
+    h = hashlib.sha256()
+    h.update(f"format:{fmt}\n".encode())
+    columns = ["id", "query", "response"] + (["messages"] if "messages" in records.columns else [])
+    for row in records[columns].itertuples(index=False, name=None):
+        h.update(json.dumps(row, ensure_ascii=False, default=_plain).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+def _plain(obj: Any) -> Any:
+    """JSON for numpy arrays / scalars in record cells (conversations read from parquet)."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
 def ids_digest(ids: Iterable[str]) -> str:
     """Order-sensitive digest of a sequence of sample ids (the identity of a dataset or subset)."""
     h = hashlib.sha256()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -228,7 +229,7 @@ def task_fingerprint(cfg: dict[str, Any], task: str, model: str) -> str:
 
 def _cached(cfg: dict[str, Any], task: str, model: str, out: Path, runner) -> tuple[dict[str, Any], bool]:
     """Run ``task`` or restore its stored result (``<cache>/artifacts/eval/<fingerprint>/``)."""
-    from thtb.artifacts import StageArtifact
+    from thtb.artifacts import StageArtifact, copy_outputs
 
     artifact = StageArtifact(cfg["paths"]["cache_dir"], "eval", task_fingerprint(cfg, task, model))
     summary_name = CACHED_TASKS[task][0]
@@ -236,9 +237,13 @@ def _cached(cfg: dict[str, Any], task: str, model: str, out: Path, runner) -> tu
         artifact.restore(out)
         log.info("eval: reusing the finished %s result %s", task, artifact.key)
         return json.loads((out / summary_name).read_text(encoding="utf-8")), True
-    result = stamp_provenance(out / summary_name, runner(cfg, model, out), cfg, task)
-    artifact.publish(out, {"task": task, "model": model_identity(model), "provenance": result["provenance"]},
-                     files=list(CACHED_TASKS[task]))
+    work = artifact.staging()  # this process's own outputs, published whole, then copied to the run dir
+    try:
+        result = stamp_provenance(work / summary_name, runner(cfg, model, work), cfg, task)
+        copy_outputs(work, out)
+        artifact.publish(work, {"task": task, "model": model_identity(model), "provenance": result["provenance"]})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return result, False
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from importlib import resources
 from pathlib import Path
@@ -27,11 +28,11 @@ from typing import Any
 import pandas as pd
 
 from thtb import __version__
-from thtb.artifacts import StageArtifact
+from thtb.artifacts import StageArtifact, copy_outputs
 from thtb.baselines import ALPAGASUS_THRESHOLD, select_baseline
-from thtb.cascade import Cascade, CascadeConfig, SelectionResult, n_selected
+from thtb.cascade import Cascade, CascadeConfig, SelectionError, SelectionResult, n_selected
 from thtb.data import load_records, write_alpaca_json, write_jsonl, write_messages_jsonl
-from thtb.fingerprint import fingerprint, ids_digest
+from thtb.fingerprint import fingerprint, records_digest
 from thtb.io import atomic_write_text, atomic_path
 from thtb.provenance import environment, selection_provenance, stage_key_inputs
 from thtb.report import build_summary, plot_histograms
@@ -102,12 +103,14 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
         fidelity=cfg.get("fidelity", "reference"),
         split=data.get("split", "train"),
         drop_empty=bool(data.get("drop_empty", False)),
+        dedupe=bool(data.get("dedupe", False)),
         limit=data.get("limit"),
     )
     load_s = time.perf_counter() - start
     log.info("loaded %d records from %s in %.1f s", len(records), data["path"], load_s)
 
-    fp = selection_fingerprint(cfg, ids_digest(records["id"]))
+    data_fp = records_digest(records, report.format)  # the exact text every scorer sees, and the format
+    fp = selection_fingerprint(cfg, data_fp)
     out = run_dir / "selection"
     artifact = StageArtifact(cfg["paths"]["cache_dir"], "select", fp)
     if cfg.get("reuse", True) and artifact.is_complete():
@@ -123,8 +126,43 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
     check_scorers_available(cfg)  # the paper's models (or a judge server) missing: stop before any scoring
     result = select(records, cfg)
     result.timings["load"] = load_s
+    if not result.selected_ids:  # written for inspection (the score card says why), never published as a result
+        summary, _, _ = _write_outputs(out, records, report, result, cfg, fp, start)
+        summary.update(reused=False, artifact=None, error="nothing selected")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+        raise SelectionError(
+            f"the selection kept 0 of {len(records)} samples ({' → '.join(str(v) for v in result.counts.values())}; "
+            f"{sum(len(v) for v in result.failures.values())} failed): nothing to train on. The score card and "
+            f"summary are in {out} (not stored as a result)"
+        )
 
-    out.mkdir(parents=True, exist_ok=True)
+    work = artifact.staging()  # written by this process only, then published whole
+    try:
+        summary, card, plots = _write_outputs(work, records, report, result, cfg, fp, start)
+        summary.update(reused=False, artifact=str(artifact.path))
+        atomic_write_text(work / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+        copy_outputs(work, out)  # the run directory gets exactly what this process computed
+        artifact.publish(work, {"n_input": summary["n_input"], "n_selected": summary["n_selected"],
+                                "method": cfg["selection"].get("method", "thtb"), "thtb_version": __version__,
+                                "data": data_fp})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # gone after a publish; removed after a failure
+    plots = [out / p.name for p in plots]
+    _log_to_tracker(tracker, summary, card, plots)
+    log.info(
+        "selected %d of %d (%s) in %.1f s → %s",
+        summary["n_selected"],
+        summary["n_input"],
+        " → ".join(str(v) for v in result.counts.values()),
+        summary["timings_s"]["total"],
+        out,
+    )
+    return summary
+
+
+def _write_outputs(out: Path, records: pd.DataFrame, report: Any, result: SelectionResult, cfg: dict[str, Any],
+                   fp: str, start: float) -> tuple[dict, pd.DataFrame, list[Path]]:
+    """The subset files, the score card, the plots and the summary, written into ``out``."""
     subset = records.set_index("id").loc[result.selected_ids].reset_index()
     write_jsonl(subset, out / "subset.jsonl")
     write_alpaca_json(subset, out / "subset_alpaca.json")
@@ -138,20 +176,7 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
     summary["thtb_version"] = __version__
     summary["provenance"] = {"selection": selection_provenance(cfg, fp), **environment()}
     plots = plot_histograms(result, out) if cfg["selection"].get("plots", True) else []
-    summary.update(reused=False, artifact=str(artifact.path))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
-    artifact.publish(out, {"n_input": summary["n_input"], "n_selected": summary["n_selected"],
-                           "method": cfg["selection"].get("method", "thtb"), "thtb_version": __version__})
-    _log_to_tracker(tracker, summary, card, plots)
-    log.info(
-        "selected %d of %d (%s) in %.1f s → %s",
-        summary["n_selected"],
-        summary["n_input"],
-        " → ".join(str(v) for v in result.counts.values()),
-        summary["timings_s"]["total"],
-        out,
-    )
-    return summary
+    return summary, card, plots
 
 
 def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:

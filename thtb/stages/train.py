@@ -9,7 +9,8 @@ Outputs, under ``<run_dir>/train/`` (links into the content-addressed artifact
   parameters, the subset fingerprint, whether the artifact was reused and where it is
 
 Every check that can fail (dataset, model, sizes, batch arithmetic, lengths) runs before any weight is loaded.
-An interrupted run resumes from the last ``checkpoint-*`` of its partial artifact.
+An interrupted run resumes from the newest complete ``checkpoint-*`` of its partial artifact; one cut short by a kill
+mid-save is skipped (set aside as ``incomplete-checkpoint-*``, named in the summary's ``skipped_checkpoints``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from thtb.training.args import (
     sft_config,
     world_size,
 )
-from thtb.training.artifacts import ArtifactStore, link_outputs, record_artifact, train_fingerprint
+from thtb.artifacts import check_free_space
+from thtb.training.artifacts import (
+    ArtifactStore,
+    link_outputs,
+    record_artifact,
+    train_fingerprint,
+    training_space_needed,
+)
 from thtb.training.data import (
     TrainData,
     conversations,
@@ -92,6 +100,8 @@ class TrainingPlan:
             "selection_fingerprint": self.data.selection_fingerprint,
             "dataset": self.data.source,
             "n_rows": len(self.data.records),
+            "data_format": self.data.info.get("format"),
+            "n_multi_turn": self.data.info.get("n_multi_turn"),
             "n_train": len(self.train_examples),
             "n_eval": len(self.eval_examples),
             "lengths": self.lengths,
@@ -147,7 +157,7 @@ def plan_training(cfg: dict[str, Any], run_dir: Path) -> TrainingPlan:
     keep, lengths = fit_to_length(convs, full, prompt, int(train["max_length"]))
     train_idx, eval_idx = eval_split(len(keep), float(train.get("eval_fraction", 0.0)), seed)
     examples = [to_example(convs[i], mask) for i in keep]
-    key = train_fingerprint(data_digest=data.digest, model={**model_cfg, "revision": model_revision(model_path)},
+    key = train_fingerprint(data_digest=data.content_digest, model={**model_cfg, "revision": model_revision(model_path)},
                             train=train, seed=seed, precision=precision, loss_mask=mask, n_train=len(train_idx))
     return TrainingPlan(data=data, model_path=model_path, tokenizer=tokenizer, precision=precision, world=world,
                         accum=accum, mask=mask, train_examples=[examples[i] for i in train_idx],
@@ -178,8 +188,16 @@ def run_train(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
     if reused:
         log.info("train: reusing finished artifact %s", store.final)
     else:
-        _train(cfg, store, plan, callbacks=callbacks)
-    state.wait_for_everyone()
+        # one process trains a fingerprint at a time (a concurrent sweep job waits, then reuses its result)
+        with store.lock(enabled=state.is_main_process):
+            state.wait_for_everyone()
+            reused = store.is_complete()
+            if not reused:
+                if state.is_main_process:
+                    check_free_space(store.root, training_space_needed(plan.model_path, bool(train.get("merge", True))),
+                                     f"training {plan.key}")
+                _train(cfg, store, plan, callbacks=callbacks)
+            state.wait_for_everyone()
 
     summary = json.loads((store.final / ArtifactStore.SUMMARY).read_text())
     summary.update({"reused": reused, "artifact": str(store.final), "run_name": plan.name,
@@ -241,9 +259,7 @@ def _train(cfg: dict[str, Any], store: ArtifactStore, plan: TrainingPlan, *, cal
     partial = store.start()
     trainer, options = build_trainer(cfg, plan, store.checkpoints, callbacks=callbacks)
     trainable, total = trainer.model.get_nb_trainable_parameters()
-    resume = store.last_checkpoint()
-    if resume:
-        log.info("train: resuming from %s", resume)
+    resume, skipped = resume_point(store, state)
     tokens_before = _tokens_in_checkpoint(resume)
     wall = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -270,6 +286,7 @@ def _train(cfg: dict[str, Any], store: ArtifactStore, plan: TrainingPlan, *, cal
             "tokens_per_s": round((tokens - tokens_before) / wall, 2) if wall > 0 else None,
             "train_wall_time_s": round(wall, 3),
             "resumed_from": str(resume) if resume else None,
+            "skipped_checkpoints": skipped,
             "trainable_parameters": int(trainable),
             "total_parameters": int(total),
             "options": {"gradient_checkpointing": options.gradient_checkpointing, "packing": options.packing,
@@ -279,6 +296,27 @@ def _train(cfg: dict[str, Any], store: ArtifactStore, plan: TrainingPlan, *, cal
         }
         atomic_write_text(partial / ArtifactStore.SUMMARY, json.dumps(summary, indent=2, default=str) + "\n")
         store.commit(keep_checkpoints=bool(train.get("keep_checkpoints", False)))
+
+
+def resume_point(store: ArtifactStore, state) -> tuple[Path | None, list[dict[str, str]]]:
+    """The newest complete checkpoint to resume from (``None``: a fresh start), and the incomplete ones skipped
+    — each set aside as ``incomplete-checkpoint-N`` (by the main process, after every process has looked) so
+    neither the trainer's resume nor its checkpoint rotation sees it again; ``[{checkpoint, reason, moved_to}]``."""
+    resume, incomplete = store.scan_checkpoints()
+    state.wait_for_everyone()
+    skipped = []
+    if state.is_main_process:
+        for path, reason in incomplete:
+            moved = store.set_aside(path)
+            log.warning("train: checkpoint %s is incomplete (%s): not resuming from it; set aside as %s",
+                        path, reason, moved.name)
+            skipped.append({"checkpoint": str(path), "reason": reason, "moved_to": str(moved)})
+        if resume:
+            log.info("train: resuming from %s", resume)
+        elif incomplete:
+            log.warning("train: no complete checkpoint in %s: training from the start", store.checkpoints)
+    state.wait_for_everyone()
+    return resume, skipped
 
 
 def merge_adapter(base_path: str, model_cfg: dict, adapter: Path, out: Path, *, precision: str, tokenizer) -> Path:
