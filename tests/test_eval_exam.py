@@ -140,6 +140,32 @@ def test_exam_runs_on_tiny_model(exam_file, tmp_path):
     assert on_disk["data"]["types"] == {"single": 2, "multiple": 2}
 
 
+QWEN3_LIKE = (  # the switch as Qwen3's template has it: thinking unless enable_thinking is false
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}<|assistant|>"
+    "{% if enable_thinking is defined and enable_thinking is false %}NOTHINK{% else %}THINK{% endif %}"
+)
+
+
+def test_exam_turns_thinking_off_through_the_chat_template(exam_file, tmp_path):
+    """`eval.exam.enable_thinking: false` (the default) reaches the model's chat template, for every row alike."""
+    from tests.tiny_models import tiny_llama
+    from thtb.stages.eval import exam_model_args
+    from transformers import AutoTokenizer
+
+    model = tiny_llama(tmp_path / "model")
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.chat_template = QWEN3_LIKE
+    tok.save_pretrained(model)
+    assert exam_model_args({"enable_thinking": False}) == {"enable_thinking": False}
+    assert exam_model_args({"enable_thinking": None}) is None
+    for thinking, marker in ((False, "NOTHINK"), (None, "THINK")):
+        out = tmp_path / f"out-{thinking}"
+        exam.run_exam(model, exam_path=exam_file, out_dir=out, max_gen_toks=2, device="cpu", batch_size=4,
+                      extra_model_args=exam_model_args({"enable_thinking": thinking}))
+        rows = [json.loads(x) for x in (out / "exam_samples.jsonl").read_text().splitlines()]
+        assert len(rows) == 4 and all(r["prompt"].endswith(f"<|assistant|>{marker}") for r in rows), rows[0]["prompt"]
+
+
 def test_exam_scoring_with_scripted_answers(exam_file):
     """Known replies through lm-eval's real task, filter and metric: per-type accuracy and parse failures."""
     from lm_eval.api.model import LM

@@ -364,7 +364,7 @@ def pairwise_protocol(pw: Mapping) -> dict[str, Any]:
 
 def exam_protocol(ex: Mapping) -> dict[str, Any]:
     return {"prompt_language": ex.get("prompt_language", "auto"), "max_gen_toks": ex.get("max_gen_toks"),
-            "limit": ex.get("limit")}
+            "enable_thinking": ex.get("enable_thinking"), "limit": ex.get("limit")}
 
 
 def eval_provenance(cfg: Mapping, tasks: Iterable[str]) -> dict[str, Any]:

@@ -272,6 +272,19 @@ def letters_filter(resps, docs):
 # ----------------------------------------------------------------------------------------------- running
 
 
+def _prompt(sample: Mapping[str, Any]) -> str | None:
+    """The model input lm-eval built for a sample (the chat template applied), for auditing."""
+    args = sample.get("arguments")
+    if isinstance(args, Mapping):  # {"gen_args_0": {"arg_0": prompt, "arg_1": gen_kwargs}}
+        first = next(iter(args.values()), None)
+        args = list(first.values()) if isinstance(first, Mapping) else first
+    if isinstance(args, list | tuple) and args:
+        first = args[0]
+        return first[0] if isinstance(first, list | tuple) and first and isinstance(first[0], str) else (
+            first if isinstance(first, str) else None)
+    return None
+
+
 def summarize(results: Mapping[str, Any], *, max_response_chars: int | None = 2000) -> tuple[dict, list[dict]]:
     """Overall and per-type accuracy (exact letter-set match), parse failures, one row per question."""
     samples = [s for s in (results.get("samples") or {}).get(TASK, []) if s.get("filter") == "letters"]
@@ -283,7 +296,8 @@ def summarize(results: Mapping[str, Any], *, max_response_chars: int | None = 20
         ok = parsed and extracted == doc["answer"]
         rows.append({"id": doc["id"], "row": doc["row"], "type": doc["type"], "target": doc["answer"],
                      "extracted": extracted if parsed else None, "correct": ok,
-                     "response": harness.truncate_middle(harness.raw_response(s), max_response_chars)})
+                     "response": harness.truncate_middle(harness.raw_response(s), max_response_chars),
+                     "prompt": _prompt(s)})
         t = by_type.setdefault(doc["type"], {"n": 0, "correct": 0, "parse_failures": 0})
         t["n"] += 1
         t["correct"] += ok
@@ -322,8 +336,8 @@ def run_exam(
 ) -> dict[str, Any]:
     """Evaluate a model on an exam file through lm-eval; writes ``exam.json`` and ``exam_samples.jsonl``.
 
-    ``max_gen_toks`` overrides the task's 64 (raise it for models that think before answering, or pass
-    ``extra_model_args={"enable_thinking": False}`` for Qwen3). ``limit`` = the first N questions. The exam is
+    ``max_gen_toks`` overrides the task's 64. ``extra_model_args={"enable_thinking": False}`` turns a
+    Qwen3-family template's thinking off (``eval.exam.enable_thinking``, off by default for every row alike). ``limit`` = the first N questions. The exam is
     validated (and a bad file reported) before any model is loaded. Other arguments as in
     :func:`thtb.evaluation.mmlu_pro.run_mmlu_pro`.
     """

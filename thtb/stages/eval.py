@@ -186,7 +186,14 @@ def _exam(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
         max_gen_toks=ex.get("max_gen_toks"), device=_device(ev), dtype=ev.get("dtype", "auto"),
         tensor_parallel_size=int(ev.get("tensor_parallel_size", 1)), data_parallel_size=int(ev.get("data_parallel_size", 1)),
         prompt_language=ex.get("prompt_language", "auto"), limit=ex.get("limit"),
+        extra_model_args=exam_model_args(ex),
     )
+
+
+def exam_model_args(ex: dict[str, Any]) -> dict[str, Any] | None:
+    """lm-eval model arguments of the exam: ``enable_thinking`` (Qwen3-family templates), the same for every row."""
+    thinking = ex.get("enable_thinking")
+    return None if thinking is None else {"enable_thinking": bool(thinking)}
 
 
 # ------------------------------------------------------------------------------ result reuse
