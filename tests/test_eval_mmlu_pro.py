@@ -1,16 +1,24 @@
 """MMLU-Pro through lm-eval: the local parquet task runs for real (tiny model, base + adapter), scoring and the
-summary agree with lm-eval, bad inputs fail clearly, and prompts are identical to lm-eval's built-in task."""
+summary agree with lm-eval, bad inputs fail clearly, and prompts are identical to lm-eval's built-in task; the
+``tiger_api`` format runs through the chat template; the three scoring schemes, their confidence intervals,
+offline rescoring (function and command line) and the paired comparison of two runs.
+(TIGER's own code and outputs as oracles: ``tests/test_mmlu_pro_tiger.py``.)"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import random
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 from thtb.evaluation import harness
 from thtb.evaluation import mmlu_pro as mp
+from thtb.evaluation import mmlu_pro_scoring as sc
+from thtb.evaluation import stats
 
 
 def scripted_lm(answer):
@@ -80,6 +88,19 @@ def test_local_task_runs_on_tiny_model(tiny_model, mmlu_dir, tmp_path):
     assert on_disk["data"]["test"]["sha256"] == harness.file_digest(mmlu_dir / "test.parquet")
     assert on_disk["model"]["model"]["files"]["config.json"]["sha256"]
     assert on_disk["lm_eval_version"] == "0.4.13" and on_disk["task"] == "thtb_mmlu_pro"
+    # every scheme side by side; the primary (strict, the function's default) behind overall
+    assert on_disk["primary_scheme"] == "strict" and set(on_disk["schemes"]) == set(sc.SCHEMES)
+    assert on_disk["schemes"]["strict"]["overall"]["correct"] == overall["correct"]
+    for scheme, block in on_disk["schemes"].items():
+        assert block["overall"]["n"] == 28 and len(block["per_category"]) == 14, scheme
+        lo, hi = block["overall"]["ci95"]
+        assert lo <= block["overall"]["accuracy"] <= hi
+    # full responses, token counts, truncation against the 4-token budget
+    assert on_disk["settings"]["max_gen_toks_effective"] == 4 and on_disk["settings"]["max_response_chars"] is None
+    assert all(r["pred_strict"] == r["lm_eval_extracted"] for r in rows)
+    assert all(isinstance(r["n_response_tokens"], int) and r["truncated"] is not None for r in rows)
+    assert overall["truncated"] == sum(r["truncated"] for r in rows)
+    assert on_disk["truncation"]["known"] == 28
 
 
 def test_adapter_loads_through_peft(tiny_model, mmlu_dir, tmp_path):
@@ -95,6 +116,49 @@ def test_adapter_loads_through_peft(tiny_model, mmlu_dir, tmp_path):
     assert summary["settings"]["model_args"]["peft"] == str(adapter)
     assert "adapter_config.json" in summary["model"]["adapter"]["files"]
     assert summary["model"]["fingerprint"] != harness.model_fingerprint(tiny_model)["fingerprint"]
+
+
+def test_tiger_api_runs_through_the_chat_template(tiny_model, mmlu_dir, tmp_path):
+    """The paper's format on the tiny model: one chat user turn holding TIGER's message, lm-eval 0-shot, the
+    budget and the schemes recorded; re-scoring the finished run offline (function and ``python -m``) gives the
+    run's own numbers."""
+    from transformers import AutoTokenizer
+
+    from thtb.evaluation.mmlu_pro_prompts import shots_by_category, tiger_api_message
+
+    out = tmp_path / "out"
+    summary = mp.run_mmlu_pro(tiny_model, data_dir=mmlu_dir, out_dir=out, limit=1, fewshot=1, max_gen_toks=6,
+                              device="cpu", batch_size=4, prompt_format="tiger_api", apply_chat_template=True,
+                              primary_scheme="official_guess", log_prompts=True)
+    assert summary["task"] == mp.TIGER_GROUP and summary["overall"]["n"] == 14
+    settings = summary["settings"]
+    assert settings["prompt_format"] == "tiger_api" and settings["num_fewshot"] == 1
+    assert settings["fewshot_as_multiturn"] is False and settings["chat_template_sha256"]
+    assert settings["generation_kwargs"]["until"] == [] and settings["max_gen_toks_effective"] == 6
+    assert summary["overall"]["scheme"] == "official_guess"
+    rows = _rows(out / "mmlu_pro_samples.jsonl")
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    import pandas as pd
+
+    val = pd.read_parquet(mmlu_dir / "validation.parquet").to_dict("records")
+    test = {r["question_id"]: r for r in pd.read_parquet(mmlu_dir / "test.parquet").to_dict("records")}
+    shots = shots_by_category(val, 1)
+    for r in rows:
+        message = tiger_api_message(test[r["question_id"]], shots[r["category"]])
+        want = tok.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
+                                       add_generation_prompt=True)
+        assert r["prompt"] == want
+        assert r["n_response_tokens"] >= 0 and isinstance(r["truncated"], bool)
+    # offline rescoring: same numbers, budget read from mmlu_pro.json
+    again = sc.rescore(out / "mmlu_pro_samples.jsonl", primary="official_guess")
+    assert again["schemes"] == json.loads(json.dumps(summary["schemes"]))
+    assert again["truncation"]["max_gen_toks"] == 6
+    cli = subprocess.run([sys.executable, "-m", "thtb.evaluation.mmlu_pro", "rescore",
+                          str(out / "mmlu_pro_samples.jsonl"), "--schemes", "strict,official"],
+                         capture_output=True, text=True, check=True)
+    printed = json.loads(cli.stdout)
+    assert set(printed["schemes"]) == {"strict", "official"}
+    assert printed["schemes"]["official"] == again["schemes"]["official"]
 
 
 def test_scoring_with_scripted_answers(mmlu_dir):
@@ -118,6 +182,139 @@ def test_scoring_with_scripted_answers(mmlu_dir):
     assert all(r["extracted"] in ("A", None) for r in rows)
     for cat, c in summary["per_category"].items():
         assert c["accuracy"] == pytest.approx(c["lm_eval_exact_match"]), cat
+
+
+STEP_ANSWERS = ("The answer is (A).", "Final Answer: B", "I would pick C here.", "not sure.")
+
+
+def _step_answer(prompt):
+    """One of four response kinds by prompt length: each step of TIGER's chain, and no letter at all."""
+    return STEP_ANSWERS[len(prompt) % 4]
+
+
+def test_schemes_with_scripted_answers(mmlu_dir):
+    """Responses that stop at each step of the chain: strict reads only the first, official all three, the guess
+    covers the rest; counts, rates and CIs as computed by hand; lm-eval's metric equals strict."""
+    results = harness.run_lm_eval(
+        backend=scripted_lm(_step_answer), model_args={}, tasks=[mp.LOCAL_GROUP],
+        include_path=harness.tasks_dir() / "mmlu_pro_local", include_defaults=False,
+        task_metadata={mp.DATA_DIR_KEY: str(mmlu_dir)}, num_fewshot=1, limit=4,
+    )
+    summary, rows = mp.summarize(results, primary="official_guess", log_prompts=True,
+                                 count_tokens=lambda texts: [len(t.split()) for t in texts], max_gen_toks=4)
+    kind = [len(r["prompt"]) % 4 for r in rows]
+    letter = [("A", "B", "C", None)[k] for k in kind]
+    n = len(rows)
+    assert n == 56 and len(set(kind)) == 4
+    strict_ok = sum(k == 0 and r["target"] == "A" for k, r in zip(kind, rows))
+    official_ok = sum(x is not None and x == r["target"] for x, r in zip(letter, rows))
+    s = {k: v["overall"] for k, v in summary["schemes"].items()}
+    assert s["strict"]["correct"] == strict_ok and s["strict"]["parse_failures"] == sum(k != 0 for k in kind)
+    assert s["official"]["correct"] == official_ok and s["official"]["parse_failures"] == kind.count(3)
+    assert s["official"]["official_steps"] == {"answer_is": kind.count(0), "answer_colon": kind.count(1),
+                                               "last_letter": kind.count(2), "None": kind.count(3)}
+    # the guess: one Random(12345) stream over the no-letter questions, in file order
+    rng = random.Random(sc.GUESS_SEED)
+    guessed_ok = sum(rng.randint(0, r["n_options"] - 1) == r["answer_index"] for k, r in zip(kind, rows) if k == 3)
+    expected = official_ok + sum(1 / r["n_options"] for k, r in zip(kind, rows) if k == 3)
+    g = s["official_guess"]
+    assert g["correct"] == official_ok + guessed_ok and g["guessed"] == kind.count(3)
+    assert g["expected_accuracy"] == pytest.approx(expected / n)
+    assert g["ci95"] == pytest.approx(list(stats.wilson_interval(g["correct"], n)))
+    # the primary scheme behind overall / per_category and the rows' extracted / correct
+    assert summary["overall"]["scheme"] == "official_guess" and summary["overall"]["correct"] == g["correct"]
+    assert summary["overall"]["parse_failures"] == sum(r["extracted"] is None for r in rows) == kind.count(3)
+    assert sum(r["correct"] for r in rows) == g["correct"]
+    for cat, c in summary["per_category"].items():  # lm-eval's own metric is the strict scheme
+        assert summary["schemes"]["strict"]["per_category"][cat]["accuracy"] == pytest.approx(c["lm_eval_exact_match"])
+    # truncation: word counts >= 4 - 1 tokens
+    assert s["strict"]["truncated"] == sum(len(_step_answer(r["prompt"]).split()) >= 3 for r in rows)
+
+
+def _row(qid, category, target, response, n_options=10):
+    return {"question_id": qid, "category": category, "target": target, "answer_index": "ABCDEFGHIJ".index(target),
+            "n_options": n_options, "response": response}
+
+
+def test_score_rows_rules():
+    rows = [_row(1, "math", "A", "The answer is (A)"), _row(2, "math", "B", "**Answer: B**"),
+            _row(3, "law", "C", "nothing", n_options=4), _row(4, "law", "D", "the answer is (C)", n_options=4)]
+    rows[0]["n_response_tokens"], rows[1]["n_response_tokens"] = 100, 99
+    rows[2]["n_response_tokens"], rows[3]["n_response_tokens"] = 12, 98
+    summary, out = sc.score_rows(rows, max_gen_toks=100)
+    assert [r["pred_strict"] for r in out] == ["A", None, None, "C"]
+    assert [r["pred_official"] for r in out] == ["A", "B", None, "C"]
+    assert [r["truncated"] for r in out] == [True, True, False, False]  # slack: 1 token of 100
+    assert summary["schemes"]["official"]["per_category"]["law"]["truncation_rate"] == 0
+    assert summary["schemes"]["official_guess"]["overall"]["expected_correct"] == pytest.approx(2.25)
+    assert list(summary["per_category"]) == ["math", "law"]
+    again, _ = sc.score_rows(rows, max_gen_toks=100)
+    assert again == summary  # the seeded guess is reproducible
+    unknown, _ = sc.score_rows([{k: v for k, v in r.items() if k != "n_response_tokens"} for r in rows])
+    assert unknown["overall"]["truncated"] is None and unknown["overall"]["truncation_rate"] is None
+    with pytest.raises(ValueError, match="subset"):
+        sc.score_rows(rows, schemes=["lenient"])
+    with pytest.raises(ValueError, match="primary"):
+        sc.score_rows(rows, schemes=["strict"], primary="official")
+    with pytest.raises(ValueError, match="n_options"):
+        sc.score_rows([{**rows[2], "n_options": None}], schemes=["official_guess"])
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_compare_two_runs_question_by_question(tmp_path):
+    rng = random.Random(1)
+    cats = ["math", "law", "history"]
+    base = [(q, cats[q % 3], "ABCDEFGHIJ"[rng.randrange(10)]) for q in range(300)]
+    right_a = [rng.random() < 0.6 for _ in base]
+    right_b = [rng.random() < 0.45 for _ in base]
+
+    def response(target, ok):
+        return f"The answer is ({target if ok else ('B' if target == 'A' else 'A')})"
+
+    rows_a = [_row(q, c, t, response(t, ok)) for (q, c, t), ok in zip(base, right_a)]
+    rows_b = [_row(q, c, t, response(t, ok)) for (q, c, t), ok in zip(base, right_b)][5:]  # 5 missing in b
+    rng.shuffle(rows_b)  # matched by question_id, not by position
+    a, b = _write_jsonl(tmp_path / "a.jsonl", rows_a), _write_jsonl(tmp_path / "b.jsonl", rows_b)
+    result = sc.compare(a, b, scheme="strict", n_boot=500, seed=3)
+    assert (result["matched"], result["only_in_a"], result["only_in_b"]) == (295, 5, 0)
+    ref = stats.paired_comparison([float(x) for x in right_a[5:]], [float(x) for x in right_b[5:]], n_boot=500, seed=3)
+    assert result["overall"] == ref
+    assert result["overall"]["p_value"] == pytest.approx(
+        stats.mcnemar_exact(ref["a_only"], ref["b_only"]))
+    assert set(result["per_category"]) == set(cats)
+    assert sum(c["n"] for c in result["per_category"].values()) == 295
+    # the command line writes the same JSON
+    out = tmp_path / "cmp.json"
+    assert sc.main(["compare", str(a), str(b), "--scheme", "strict", "--n-boot", "500", "--seed", "3",
+                    "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["overall"] == json.loads(json.dumps(ref))
+    other_key = _write_jsonl(tmp_path / "other.jsonl", [{**rows_a[0], "target": "J"}, rows_a[1]])
+    revised = sc.compare(a, other_key, n_boot=10)  # another answer key: left out and listed
+    assert (revised["matched"], revised["answer_mismatch"], revised["answer_mismatch_ids"]) == (1, 1, [0])
+
+
+def test_rescoring_an_older_samples_file(mmlu_dir, tmp_path):
+    """Samples written before this change (no option counts, responses cut to 4,000 characters): the option
+    counts come from the parquet files, the cut responses are counted."""
+    import pandas as pd
+
+    test = pd.read_parquet(mmlu_dir / "test.parquet").head(3)
+    long = "Let me think. " * 400 + "The answer is (B)."
+    old = [{"category": c, "question_id": int(q), "doc_id": i, "target": t, "extracted": None, "correct": False,
+            "response": harness.truncate_middle(r, 4000)}
+           for i, (c, q, t, r) in enumerate(zip(test.category, test.question_id, test.answer, [long, "x", "y"]))]
+    path = _write_jsonl(tmp_path / "mmlu_pro_samples.jsonl", old)
+    with pytest.raises(ValueError, match="n_options"):
+        sc.rescore(path)
+    summary = sc.rescore(path, data_dir=mmlu_dir)
+    assert summary["options_filled_from_data"] == 3 and summary["responses_cut"] == 1
+    assert summary["schemes"]["official_guess"]["overall"]["guessed"] == 2
+    assert summary["schemes"]["official_guess"]["overall"]["expected_correct"] == pytest.approx(
+        float(old[0]["target"] == "B") + sum(1 / len([o for o in opts if o != "N/A"]) for opts in test.options[1:]))
 
 
 def test_missing_parquet_fails_before_loading_model(tmp_path):
@@ -239,3 +436,31 @@ def test_smollm2_answers_in_the_expected_format(mmlu_dir, tmp_path):
                               dtype="float32")
     assert summary["overall"]["n"] == 14
     assert summary["overall"]["parse_failures"] < 14 // 2
+
+
+# ------------------------------------------------------------------------------------------------ config
+def test_paper_and_smoke_configs_map_to_run_arguments():
+    """``eval=paper``: TIGER's API prompt through the chat template, all schemes, the chain + guess behind the
+    headline; ``eval=smoke``: the same protocol on a tiny budget. Bad values fail before any model loads."""
+    from omegaconf import OmegaConf
+
+    from tests.test_config import compose_cfg
+
+    def block(*overrides):
+        cfg = OmegaConf.to_container(compose_cfg([*overrides, "paths.run_dir=/tmp/x", "eval.mmlu_pro.data_dir=null"]),
+                                     resolve=True)
+        return cfg["eval"]["mmlu_pro"]
+
+    paper = mp.config_kwargs(block("eval=paper"))
+    assert paper == {"fewshot": 5, "limit": None, "max_gen_toks": None, "prompt_format": "tiger_api",
+                     "apply_chat_template": True, "fewshot_as_multiturn": True, "schemes": sc.SCHEMES,
+                     "primary_scheme": "official_guess"}
+    smoke = mp.config_kwargs(block("eval=smoke"))
+    assert (smoke["prompt_format"], smoke["fewshot"], smoke["limit"], smoke["max_gen_toks"]) == ("tiger_api", 1, 1, 32)
+    assert mp.config_kwargs({}) == {"fewshot": 5, "limit": None, "max_gen_toks": None, "prompt_format": "lm_eval",
+                                    "apply_chat_template": False, "fewshot_as_multiturn": True,
+                                    "schemes": sc.SCHEMES, "primary_scheme": "strict"}
+    for bad in ({"prompt_format": "helm"}, {"scoring": ["lenient"]}, {"scoring": ["strict"], "primary_scheme": "official"},
+                {"fewshot": 6}, {"limit": 0}, {"max_gen_toks": 0}):
+        with pytest.raises(ValueError, match="eval.mmlu_pro"):
+            mp.config_kwargs(bad)

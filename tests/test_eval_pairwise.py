@@ -14,11 +14,13 @@ from thtb.evaluation.pairwise import (
     EvaluationError,
     Outputs,
     generate_outputs,
+    hit_cap,
     judge_pairs,
     load_eval_set,
     load_outputs,
     model_generator,
     outputs_from_file,
+    pairwise_template,
     run_pairwise,
     win_rates,
 )
@@ -68,12 +70,31 @@ def test_ties_count_zero_and_half_and_identical_outputs_need_no_call():
     model = ["same text"] * 10 + ["x" * 30] * 10
     base = ["same text"] * 10 + ["y" * 30] * 10  # equal lengths: the judge says tie
     judge = ScriptedJudge(longer_wins)
-    frame = judge_pairs(judge, INSTR[:20], model, base, order="random")
+    frame = judge_pairs(judge, INSTR[:20], model, base, order="random", template="with_tie")
     assert judge.stats()["calls"] == 10  # identical outputs are ties without a call
     assert frame["identical"].sum() == 10 and (frame["outcome"] == "tie").all()
     frame["dataset"] = "oasst"
     rates = win_rates(frame, ["oasst"])
     assert rates["overall"]["win_rate"] == 0.0 and rates["overall"]["win_rate_tie_half"] == 50.0
+
+
+def test_forced_choice_template_turns_a_tie_answer_into_a_counted_failure():
+    model = ["same text"] * 4 + ["x" * 30] * 4 + ["a much longer answer"] * 2
+    base = ["same text"] * 4 + ["y" * 30] * 4 + ["short"] * 2
+    judge = ScriptedJudge(longer_wins, max_attempts=2)  # answers "Tie" to equal lengths, whatever it is told
+    frame = judge_pairs(judge, INSTR[:10], model, base, order="random")  # template="forced": the paper's default
+    asked = [c for chunk in judge.chunks for c in chunk]
+    assert all("no tie" in c[0]["content"] and '"Tie"' not in c[1]["content"] for c in asked if len(c) == 2)
+    reasks = [c for c in asked if len(c) == 4]  # the tie answer and the stricter follow-up
+    assert len(reasks) == 4 and all(c[2]["content"].startswith("Tie") and "tie is not allowed" in c[3]["content"]
+                                    for c in reasks)
+    assert judge.stats()["calls"] == 6 + 4 and judge.stats()["parse_failures"] == 4
+    outcomes = [o if isinstance(o, str) else None for o in frame["outcome"]]
+    assert outcomes == ["tie"] * 4 + [None] * 4 + ["win"] * 2  # identical: a tie without a call
+    assert all(e.startswith("judge: parse: a tie is not an allowed verdict") for e in frame["error"][4:8])
+    assert pairwise_template("forced").id == "pairwise_forced@1" and pairwise_template("with_tie").id == "pairwise@3"
+    with pytest.raises(ValueError, match="eval.pairwise.template must be one of"):
+        judge_pairs(judge, INSTR[:1], ["a"], ["b"], template="tie_ok")
 
 
 def test_both_orders_expose_position_bias():
@@ -101,6 +122,7 @@ def test_failed_judgements_are_listed_never_scored(tmp_path):
     assert summary["n_failed"] == 1 and summary["failed"][0]["error"].startswith("judge: parse:")
     ok = run_pairwise(prompts, model, base, ScriptedJudge(flaky, max_attempts=2), out_dir=tmp_path, failure_budget=1)
     assert ok["overall"]["n"] == 7 and ok["overall"]["win_rate"] == 100.0 and ok["overall"]["n_failed"] == 1
+    assert ok["length_controlled"]["n"] == 7  # the failed prompt is not in the length GLM either
     rows = [json.loads(line) for line in (tmp_path / "pairwise_samples.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and rows[3]["outcome"] is None and rows[3]["score"] is None
     # a missing generation is a failure of that prompt too, naming the side
@@ -154,6 +176,9 @@ def test_generation_is_cached_by_model_content(tmp_path):
     kw = dict(cache=cache, decoding={"max_tokens": 8}, progress=False)
     first = generate_outputs(model_generator(str(base), **kw), INSTR[:5])
     assert all(t is not None for t in first.text) and first.stats["calls"] == 5
+    # the transformers backend counts each answer's tokens: whether it hit the 8-token cap is known
+    assert first.max_tokens == 8 and all(0 < n <= 8 for n in first.tokens)
+    assert first.truncated == [n == 8 for n in first.tokens]
     again = generate_outputs(model_generator(str(base), **kw), INSTR[:5])
     assert again.text == first.text and again.stats["calls"] == 0 and again.stats["cache_hits"] == 5
     moved = tmp_path / "moved"
@@ -188,7 +213,49 @@ def test_pairwise_through_a_real_served_judge(smollm2_server, shared_data, tmp_p
     for failure in summary["failed"]:  # SmolLM2 often rambles: recorded as failures, never as a verdict
         assert failure["error"].startswith("judge: parse:")
     assert summary["mean_length"]["baseline"] > summary["mean_length"]["model"]  # GPT-4-turbo is verbose
-    assert summary["judge"]["template"] == "pairwise@2"
+    assert summary["judge"]["template"] == "pairwise_forced@1"
+    assert summary["length_controlled"]["n"] == overall["n"] and overall["lc_win_rate"] is not None
+    assert summary["truncation"]["model"]["n_unknown"] == 10  # reference files: no token counts
     again = judge()
     rerun = run_pairwise(prompts, davinci, gpt4, again, out_dir=tmp_path / "b", failure_budget=10)
     assert again.stats()["calls"] == 0 and rerun["overall"] == overall
+
+
+class ScriptedGenerator(ScriptedJudge):
+    """A generator whose "model" writes ``answer(instruction)`` word by word (one token per word, plus a stop
+    token) until it is done or reaches ``max_tokens`` — as a real backend counts its completion tokens."""
+
+    def _generate(self, conversations, params, template):
+        cap = int(params["max_tokens"])
+        out = []
+        for conv in conversations:
+            words = self.answer(conv[-1]["content"]).split()
+            out.append((" ".join(words[:cap]), 5, cap if len(words) >= cap else len(words) + 1))
+        return out
+
+
+def test_outputs_that_hit_the_token_cap_are_flagged_per_side(tmp_path):
+    def verbose(instruction):  # every third prompt rambles past any cap
+        n = int(instruction.split("number ")[1].split(":")[0])
+        return "word " * (50 if n % 3 == 0 else 4)
+
+    cache = RequestCache(tmp_path / "gen.sqlite")
+    model = generate_outputs(ScriptedGenerator(verbose, cache=cache, decoding={"max_tokens": 16}), INSTR[:9], name="m")
+    assert model.max_tokens == 16 and model.tokens == [16, 5, 5] * 3
+    assert model.truncated == [True, False, False] * 3 and len(model.text[0].split()) == 16
+    again = generate_outputs(ScriptedGenerator(lambda c: pytest.fail("cached"), cache=cache,
+                                               decoding={"max_tokens": 16}), INSTR[:9])
+    assert again.truncated == model.truncated and again.stats["cache_hits"] == 9  # token counts are cached too
+    short = generate_outputs(ScriptedGenerator(lambda i: "ok", decoding={"max_tokens": 16}), INSTR[:9], name="b")
+    assert short.truncated == [False] * 9
+    summary = run_pairwise(load_like(INSTR[:9]), model, short, ScriptedJudge(longer_wins), out_dir=tmp_path, n_boot=50)
+    trunc = summary["truncation"]
+    assert trunc["model"] == {"n": 9, "n_truncated": 3, "n_unknown": 0, "rate": 33.33, "max_new_tokens": 16}
+    assert trunc["baseline"]["n_truncated"] == 0 and trunc["baseline"]["rate"] == 0.0
+    assert summary["length_controlled"]["truncation"]["model"]["n_truncated"] == 3
+    rows = [json.loads(line) for line in (tmp_path / "pairwise_samples.jsonl").read_text().splitlines()]
+    assert [r["model_truncated"] for r in rows] == model.truncated and rows[0]["model_tokens"] == 16
+    assert summary["length_ratio"] == round(summary["mean_length"]["model"] / summary["mean_length"]["baseline"], 3)
+    # unknown where the backend reports no count (0 tokens) or there is no cap; a file has no counts at all
+    assert hit_cap(0, 16) is None and hit_cap(16, None) is None and hit_cap(15, 16) is False
+    assert outputs("f", ["x"]).flags() == [None]

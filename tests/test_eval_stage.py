@@ -53,7 +53,7 @@ def test_eval_writes_every_output_and_a_run_line(pipeline):
     assert pw["overall"]["n"] + pw["overall"]["n_failed"] == pw["n_prompts"] == 10
     assert set(pw["subsets"]) <= {"helpful_base", "koala", "selfinstruct", "oasst", "vicuna"}
     full = json.loads((out / "pairwise.json").read_text())
-    assert full["judge"]["backend"] == "hf" and full["judge"]["template"] == "pairwise@2"
+    assert full["judge"]["backend"] == "hf" and full["judge"]["template"] == "pairwise_forced@1"
     assert full["position_consistency"] is not None
     # the same line went to W&B (offline run) for tables.source=wandb
     assert list((root / "a" / "wandb").glob("offline-run-*"))
@@ -75,10 +75,10 @@ def test_every_result_says_what_produced_it(pipeline):
     assert train["selection"] == sel
     assert (train["training"]["recipe"], train["training"]["model"]) == ("cpu_smoke", "tiny_random")
     mmlu = json.loads((run / "eval" / "mmlu_pro.json").read_text())["provenance"]
-    assert mmlu["protocol"]["protocol"] == "lm-eval" and mmlu["protocol"]["fewshot"] == 1
-    assert "strict regex" in mmlu["protocol"]["extraction"] and mmlu["packages"]["lm_eval"]
+    assert mmlu["protocol"]["protocol"] == "tiger" and mmlu["protocol"]["prompt_format"] == "tiger_api"
+    assert "TIGER chain" in mmlu["protocol"]["extraction"] and mmlu["packages"]["lm_eval"]
     pairwise = json.loads((run / "eval" / "pairwise.json").read_text())["provenance"]
-    assert pairwise["protocol"]["prompt"] == "pairwise@2" and pairwise["protocol"]["judge"] == "smollm2"
+    assert pairwise["protocol"]["prompt"] == "pairwise_forced@1" and pairwise["protocol"]["judge"] == "smollm2"
     (line, *_) = [json.loads(x) for x in (root / "results" / "demo.jsonl").read_text().splitlines()]
     prov = line["provenance"]
     assert prov["selection"] == sel and prov["training"]["recipe"] == "cpu_smoke"

@@ -14,6 +14,7 @@ from thtb.judge.parsers import (
     parse_description,
     parse_disciplines,
     parse_pairwise,
+    parse_pairwise_forced,
     parse_text,
     strip_noise,
     to_snake_case,
@@ -25,6 +26,8 @@ from thtb.judge.prompts import (
     DISCIPLINE_DESCRIPTION,
     DISCIPLINES,
     PAIRWISE,
+    PAIRWISE_FORCED,
+    PAIRWISE_TEMPLATES,
     RESPOND,
     TEMPLATES,
 )
@@ -240,7 +243,7 @@ def test_templates_render_and_mention_contract():
     desc = DISCIPLINE_DESCRIPTION.messages({"discipline": "molecular_biology"})[-1]["content"]
     assert "molecular biology" in desc and "3 to 5 sentences" in desc
     assert set(TEMPLATES) == {"bloom", "bloom_level", "disciplines", "discipline_description", "alpagasus",
-                              "pairwise", "respond"}
+                              "pairwise", "pairwise_forced", "respond"}
     with pytest.raises(KeyError):
         DISCIPLINES.messages({"text": "x"})
     assert "{error}" not in BLOOM.followup_message("bad")
@@ -329,11 +332,36 @@ def test_parse_pairwise_rejects(text):
         parse_pairwise(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "winner"),
+    [("Output (a)\nClearer.", "a"), ("**Output (b)**\nIt answers the question.", "b"), ("(b)", "b"),
+     ('{"winner": "a", "reasoning": "x"}', "a"), ("Output (b) is clearly better than Output (a).", "b")],
+)
+def test_parse_pairwise_forced_accepts_a_or_b(text, winner):
+    assert parse_pairwise_forced(text)["winner"] == winner == parse_pairwise(text)["winner"]
+
+
+@pytest.mark.parametrize("text", ["Tie", "tie.\nBoth are fine.", '{"winner": "TIE"}', "**Tie**", "", "Both."])
+def test_parse_pairwise_forced_rejects_a_tie(text):
+    with pytest.raises(ParseError):  # never a default verdict: a tie is re-asked, then counted as a failure
+        parse_pairwise_forced(text)
+
+
 def test_pairwise_and_respond_templates():
-    msgs = PAIRWISE.messages({"instruction": "Name a colour.", "output_a": "Red.", "output_b": "Blue."})
-    user = msgs[-1]["content"]
-    assert user.index("Name a colour.") < user.index("## Output (a)\nRed.") < user.index("## Output (b)\nBlue.")
-    assert PAIRWISE.params["temperature"] == 0 and '"Output (a)" or "Output (b)"' in user
+    item = {"instruction": "Name a colour.", "output_a": "Red.", "output_b": "Blue."}
+    for template in (PAIRWISE, PAIRWISE_FORCED):
+        system, user = (m["content"] for m in template.messages(item))
+        assert user.index("Name a colour.") < user.index("## Output (a)\nRed.") < user.index("## Output (b)\nBlue.")
+        assert template.params["temperature"] == 0 and '"Output (a)" or "Output (b)"' in user
+        # system and user ask for the same answer: a first-line verdict, then a sentence — never JSON
+        assert "JSON" not in system and "first line" in system and "first line" in user
+        assert "first line" in template.followup_message("bad") and "{error}" not in template.followup_message("x")
+    with_tie, forced = (t.messages(item) for t in (PAIRWISE, PAIRWISE_FORCED))
+    assert '"Tie"' in with_tie[1]["content"] and "Tie" in with_tie[0]["content"]
+    assert '"Tie"' not in forced[1]["content"] and "no tie" in forced[0]["content"]
+    assert (PAIRWISE.id, PAIRWISE_FORCED.id) == ("pairwise@3", "pairwise_forced@1")
+    assert PAIRWISE_TEMPLATES == {"forced": PAIRWISE_FORCED, "with_tie": PAIRWISE}
+    assert PAIRWISE.parser is parse_pairwise and PAIRWISE_FORCED.parser is parse_pairwise_forced
     assert parse_pairwise("Output (b)\nMore complete.") == {"winner": "b", "reasoning": "More complete."}
     assert RESPOND.messages({"instruction": "Hi?"}) == [{"role": "user", "content": "Hi?"}]
     assert parse_text("<think>plan</think>\n Hello ") == "Hello" and parse_text("") == ""

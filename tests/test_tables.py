@@ -233,8 +233,9 @@ def test_ours_only_methods_are_appended_under_their_block(tables):
 def test_pairwise_ci_and_table3(tables):
     out, _ = tables
     md2 = (out / "table2_alpacaeval.md").read_text()
-    assert md_row(md2, "Ours-1B")[-1] == "75.00 [72.10, 78.00] / 75.03 (-0.03)"
-    assert md_row(md2, "Ours-1B")[1] == "80.00 [73.00, 86.00] / 79.49 (+0.51)"
+    assert md_row(md2, "Ours-1B")[-1] == "75.00 [72.10, 78.00] / 75.03 (-0.03, ns)"  # inside our CI: not significant
+    assert md_row(md2, "Ours-1B")[1] == "80.00 [73.00, 86.00] / 79.49 (+0.51, ns)"
+    assert "ns: the published number lies inside our 95% CI" in md2
     assert "| Full-1B |" not in md2
     md3 = (out / "table3_tcm.md").read_text()
     assert md_row(md3, "Hard Instruction Dataset (200, THTB-guided)") == ["60.00 / 61.82 (-1.82)",
@@ -296,6 +297,20 @@ def test_runs_of_different_provenance_never_share_a_cell(tmp_path):
     assert "differs from the paper's setup" in md
 
 
+def test_a_difference_outside_the_ci_is_not_marked_ns(tmp_path):
+    pairwise = {"baseline": "full", "judge": "Qwen/Qwen3-32B", "n_prompts": 805,
+                "overall": {"win_rate": 60.0, "win_rate_ci95": [56.6, 63.4], "win_rate_tie_half": 61.0, "n": 805},
+                "subsets": {}}
+    mmlu_ci = line("thtb", "3B", 42, mmlu=30.0, pairwise=pairwise)
+    mmlu_ci["metrics"]["mmlu_pro"]["ci95"] = [29.2, 30.8]
+    write_lines(tmp_path / "runs" / "r.jsonl", [mmlu_ci])
+    run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
+    md2 = (tmp_path / "out" / "table2_alpacaeval.md").read_text()
+    assert md_row(md2, "Ours-3B")[-1] == "60.00 [56.60, 63.40] / 81.86 (-21.86)"  # significant: no ns
+    md1 = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
+    assert md_row(md1, "Ours-3B")[-1] == "30.00 [29.20, 30.80] / 34.56 (-4.56)"  # MMLU-Pro CIs come from the run line
+
+
 def test_another_eval_protocol_is_marked_beside_the_published_number(tmp_path):
     lines = [line("thtb", "1B", 42, mmlu=21.0, prov=provenance("thtb", mmlu_protocol="lm-eval")),
              line("random", "1B", 42, mmlu=19.0)]
@@ -307,6 +322,38 @@ def test_another_eval_protocol_is_marked_beside_the_published_number(tmp_path):
     assert md_row(md, "Random Sampling-1B")[-1] == "19.00 / 19.58 (-0.58)"
     assert "§ Ours-1B · MMLU-Pro via lm-eval: evaluated differently from the paper (MMLU-Pro via lm-eval)" in md
     assert "TIGER-AI-Lab's MMLU-Pro script" in md
+
+
+def _mmlu_samples(run_dir: Path, correct: list[bool]) -> None:
+    rows = [{"question_id": i, "category": "math", "target": "A", "n_options": 10,
+             "response": "The answer is (A)." if ok else "The answer is (B)."} for i, ok in enumerate(correct)]
+    write_lines(run_dir / "eval" / "mmlu_pro_samples.jsonl", rows)
+
+
+def test_paired_comparisons_on_the_same_questions(tmp_path):
+    """THTB vs random on the same 200 questions: 60 questions only THTB gets right, 10 only random does →
+    McNemar significant; vs longest with 5/5 discordant → not significant. Lines without samples are skipped."""
+    runs = {"thtb": [True] * 60 + [False] * 10 + [True] * 50 + [False] * 80,
+            "random": [False] * 60 + [True] * 10 + [True] * 50 + [False] * 80,
+            "longest": [False] * 5 + [True] * 55 + [True] * 5 + [False] * 5 + [True] * 50 + [False] * 80}
+    lines = []
+    for method, correct in runs.items():
+        run_dir = tmp_path / method
+        _mmlu_samples(run_dir, correct)
+        acc = 100 * sum(correct) / len(correct)
+        lines.append(line(method, "1B", 42, mmlu=acc, n=len(correct), run_dir=str(run_dir)))
+        lines[-1]["metrics"]["mmlu_pro"]["scheme"] = "official"
+    lines.append(line("alpagasus", "1B", 42, mmlu=30.0, run_dir=str(tmp_path / "gone")))  # samples deleted
+    write_lines(tmp_path / "runs" / "r.jsonl", lines)
+    summary = run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
+    paired = pd.read_csv(tmp_path / "out" / "paired.csv").set_index("method_b")
+    assert sorted(paired.index) == ["longest", "random"]
+    r, lg = paired.loc["random"], paired.loc["longest"]
+    assert (r.n, r["diff"], r.test) == (200, 25.0, "exact McNemar") and r.p_value < 1e-6 and r.significant
+    assert lg["diff"] == pytest.approx(0.0) and lg.p_value == pytest.approx(1.0) and not lg.significant  # 5 vs 5
+    md = (tmp_path / "out" / "paired.md").read_text()
+    assert "| mmlu_pro | 1B | m | thtb − random | accuracy (official) | 200 | +25.00 [" in md and "(ns)" in md
+    assert len(summary["paired"]["comparisons"]) == 2
 
 
 def test_cell_text_with_nothing_on_either_side():

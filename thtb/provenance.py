@@ -2,9 +2,10 @@
 
 Two jobs, one module:
 
-* **Identity** (:func:`selection_provenance`, :func:`training_provenance`, :func:`eval_provenance`,
-  :func:`environment`): the scorers and models behind a result (backend and model id of the reward model, the
-  judge with its prompt versions, the embedder), the ``fidelity``, the evaluation protocol, the key package
+* **Identity** (:func:`selection_provenance`, :func:`training_provenance`, :func:`environment`; the evaluation
+  protocols are described by :mod:`thtb.evaluation.protocol`): the scorers and models behind a result (backend,
+  model id and revision of the reward model, the judge with its prompt versions, the embedder), the
+  ``fidelity``, the evaluation protocol, the key package
   versions and the project's version / commit. Every artifact summary, run line, W&B run and table cell
   carries them, so a number always says what made it.
 * **Cache keys** (:func:`code_digest`, :func:`stage_key_inputs`): a stage's fingerprint hashes, besides its
@@ -236,14 +237,14 @@ def model_revision(model: str | None) -> str | None:
     return "hub:unresolved"
 
 
-def _short_target(cfg: Mapping | None) -> str | None:
+def short_target(cfg: Mapping | None) -> str | None:
     target = (cfg or {}).get("_target_")
     return target.rpartition(".")[2] if isinstance(target, str) else None
 
 
 def reward_identity(reward: Mapping | None) -> dict[str, Any]:
     reward = reward or {}
-    ident = {"backend": _short_target(reward), "model": reward.get("model"), "revision": model_revision(reward.get("model"))}
+    ident = {"backend": short_target(reward), "model": reward.get("model"), "revision": model_revision(reward.get("model"))}
     for key in ("last_logit", "normalization"):
         if key in reward:
             ident[key] = reward[key]
@@ -257,8 +258,8 @@ def judge_identity(judge: Mapping | None, templates: Iterable[str] = ()) -> dict
     judge = judge or {}
     name = judge.get("name")
     if not judge.get("client"):  # the offline classifiers: no model, no prompt
-        return {"backend": name or _short_target(judge.get("bloom")), "model": None, "prompts": None,
-                "bloom": _short_target(judge.get("bloom")), "disciplines": _short_target(judge.get("disciplines"))}
+        return {"backend": name or short_target(judge.get("bloom")), "model": None, "prompts": None,
+                "bloom": short_target(judge.get("bloom")), "disciplines": short_target(judge.get("disciplines"))}
     prompts = {t: TEMPLATES[t].id for t in templates}
     ident = {"backend": name, "model": judge.get("model"), "prompts": prompts}
     if "base_url" not in judge:  # in-process: the weights are here to identify (a server's are not)
@@ -268,7 +269,7 @@ def judge_identity(judge: Mapping | None, templates: Iterable[str] = ()) -> dict
 
 def embedder_identity(embedder: Mapping | None) -> dict[str, Any]:
     embedder = embedder or {}
-    return {"backend": _short_target(embedder), "model": embedder.get("model"), "pooling": embedder.get("pooling"),
+    return {"backend": short_target(embedder), "model": embedder.get("model"), "pooling": embedder.get("pooling"),
             "revision": model_revision(embedder.get("model"))}
 
 
@@ -315,7 +316,7 @@ def selection_provenance(cfg: Mapping, fingerprint: str | None = None) -> dict[s
         scorers["judge"] = judge_identity(judge_cfg, _selection_templates(method, fidelity))
     elif method == "ifd":
         model = (sel.get("ifd") or {}).get("model")
-        scorers["ifd_model"] = {"backend": _short_target(sel.get("ifd")), "model": model,
+        scorers["ifd_model"] = {"backend": short_target(sel.get("ifd")), "model": model,
                                 "revision": model_revision(str(model) if model else None)}
     else:
         stages = []
@@ -337,47 +338,6 @@ def training_provenance(cfg: Mapping, summary: Mapping | None = None) -> dict[st
             "model_revision": (summary.get("model") or {}).get("revision"),
             "dataset": train.get("dataset") or "selection", "fingerprint": summary.get("fingerprint"),
             "subset_fingerprint": summary.get("subset_fingerprint")}
-
-
-def mmlu_pro_protocol(mp: Mapping, ev: Mapping) -> dict[str, Any]:
-    """How MMLU-Pro was scored (the authors used TIGER-AI-Lab's script: :data:`PAPER_SETUP`)."""
-    return {
-        "protocol": str(mp.get("protocol", "lm-eval")),
-        "task": "thtb_mmlu_pro (local parquet)" if mp.get("data_dir") else "mmlu_pro (lm-eval built-in)",
-        "extraction": "strict regex 'answer is \\(?([A-J])\\)?' (lm-eval), no fallback",
-        "fewshot": int(mp.get("fewshot", 5)),
-        "apply_chat_template": bool(mp.get("apply_chat_template", False)),
-        "max_gen_toks": mp.get("max_gen_toks"),
-        "limit": mp.get("limit"),
-        "backend": ev.get("backend", "hf"),
-    }
-
-
-def pairwise_protocol(pw: Mapping) -> dict[str, Any]:
-    from thtb.judge.prompts import PAIRWISE
-
-    judge = pw.get("judge") or {}
-    return {"judge_backend": _short_target(judge), "judge": judge.get("model"), "prompt": PAIRWISE.id,
-            "order": pw.get("order", "random"), "ties": "count 0 (win_rate) and 1/2 (win_rate_tie_half)",
-            "max_new_tokens": pw.get("max_new_tokens"), "limit": pw.get("limit")}
-
-
-def exam_protocol(ex: Mapping) -> dict[str, Any]:
-    return {"prompt_language": ex.get("prompt_language", "auto"), "max_gen_toks": ex.get("max_gen_toks"),
-            "enable_thinking": ex.get("enable_thinking"), "limit": ex.get("limit")}
-
-
-def eval_provenance(cfg: Mapping, tasks: Iterable[str]) -> dict[str, Any]:
-    ev = cfg.get("eval") or {}
-    out: dict[str, Any] = {"model": ev.get("model", "trained")}
-    for task in tasks:
-        if task == "mmlu_pro":
-            out[task] = mmlu_pro_protocol(ev.get("mmlu_pro") or {}, ev)
-        elif task == "pairwise":
-            out[task] = pairwise_protocol(ev.get("pairwise") or {})
-        elif task == "exam":
-            out[task] = exam_protocol(ev.get("exam") or {})
-    return out
 
 
 # ------------------------------------------------------------------------------------ vs. the paper
@@ -410,8 +370,11 @@ def eval_deviations(block: str, protocol: Mapping | None) -> list[str]:
         return []
     if block == "mmlu_pro" and protocol.get("protocol") != PAPER_SETUP["mmlu_pro_protocol"]:
         return [f"MMLU-Pro via {protocol.get('protocol')}"]
-    if block == "pairwise" and protocol.get("judge") != PAPER_SETUP["pairwise_judge"]:
-        return [f"judge {_short(protocol.get('judge'))}"]
+    if block == "pairwise":
+        out = [f"judge {_short(protocol.get('judge'))}"] if protocol.get("judge") != PAPER_SETUP["pairwise_judge"] else []
+        if protocol.get("template") not in (None, "forced"):
+            out.append(f"judge template {protocol.get('template')} (ties allowed)")
+        return out
     return []
 
 

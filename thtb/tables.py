@@ -60,7 +60,7 @@ METHOD_ORDER = ("full", "random", "alpagasus", "thtb", "vanilla", "tcm_simple", 
                 "random_released", "alpagasus_released")
 TIDY_COLUMNS = ("table", "model_size", "method", "label", "column", "header", "ours", "ours_std", "n_seeds", "seeds",
                 "ours_ci_low", "ours_ci_high", "n", "smoke", "smoke_reason", "published", "delta", "published_note",
-                "variant", "differs", "experiments", "provenance")
+                "variant", "differs", "significant", "experiments", "provenance")
 
 
 @dataclass(frozen=True)
@@ -250,10 +250,10 @@ def extract(line: Mapping, spec: TableSpec) -> tuple[dict[str, dict], str | None
                              else None}
 
     if spec.block == "mmlu_pro":
-        put("overall", block.get("overall"), block.get("n"))
+        put("overall", block.get("overall"), block.get("n"), block.get("ci95"))
         for name, cat in (block.get("categories") or {}).items():
             if isinstance(cat, Mapping):
-                put(name, cat.get("accuracy"), cat.get("n"))
+                put(name, cat.get("accuracy"), cat.get("n"), cat.get("ci95"))
         n = block.get("n")
     elif spec.block == "pairwise":
         overall = block.get("overall") or {}
@@ -370,6 +370,8 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
                 "published_note": p.note if p is not None else "",
                 "variant": "; ".join([*(variant or none)[0], *(variant or none)[1]]),
                 "differs": "; ".join((variant or none)[1]) if p is not None and values else "",
+                "significant": (not ci[0] <= published_value <= ci[1])
+                if ci and not math.isnan(published_value) else None,
                 "experiments": ",".join(sorted({str(r["line"].get("experiment")) for r in have})),
                 "provenance": " | ".join(sorted({describe(r["line"], spec.block) for r in have})),
             })
@@ -404,7 +406,10 @@ def cell_text(rec: Mapping, digits: int = 2, style: str = "md") -> str:
     pub += sym["typo"] if _is_typo(rec["published_note"]) else ""
     pub += sym["differs"] if rec.get("differs") else ""
     text = f"{ours} / {pub}"
-    return text if pd.isna(rec["delta"]) else f"{text} ({rec['delta']:+.{digits}f})"
+    if pd.isna(rec["delta"]):
+        return text
+    ns = ", ns" if rec.get("significant") is False else ""  # the published number lies inside our 95% CI
+    return f"{text} ({rec['delta']:+.{digits}f}{ns})"
 
 
 def _rows(frame: pd.DataFrame) -> list[tuple[str, str, str, list[dict]]]:
@@ -418,6 +423,8 @@ def _rows(frame: pd.DataFrame) -> list[tuple[str, str, str, list[dict]]]:
 def footnotes(frame: pd.DataFrame) -> list[str]:
     notes = ["Each cell: ours / published (Δ = ours − published). Ours is one run, or the mean ± std over n seeds; "
              "[a, b] is a single run's 95% CI. — : not run (ours) or not in the paper (published); never filled in."]
+    if (frame["significant"] == False).any():  # noqa: E712 - a nullable column
+        notes.append("ns: the published number lies inside our 95% CI — the difference is not significant at 5%.")
     for rec in frame[frame["smoke"]].drop_duplicates(["label", "smoke_reason"]).to_dict("records"):
         notes.append(f"{SMOKE} {rec['label']}: smoke slice ({rec['smoke_reason']}), not comparable to the paper.")
     for rec in frame[frame["published_note"].map(_is_typo)].to_dict("records"):
@@ -525,3 +532,79 @@ def write_tables(lines: list[Mapping], paper_dir: str | Path, out_dir: str | Pat
         log.info("%s: %d rows, %d/%d cells of ours → %s", name, result[name]["rows"], result[name]["ours_cells"],
                  len(frame), out / f"{name}.md")
     return result
+
+
+# ------------------------------------------------------------------------------------ paired comparisons
+PAIRED_COLUMNS = ("task", "model_size", "model", "method_a", "method_b", "metric", "n", "diff", "ci_low", "ci_high",
+                  "p_value", "test", "significant", "experiment_a", "experiment_b")
+
+
+def _samples(line: Mapping, name: str) -> Path | None:
+    run_dir = line.get("run_dir")
+    path = Path(run_dir) / "eval" / name if run_dir else None
+    return path if path is not None and path.is_file() else None
+
+
+def paired_comparisons(lines: Iterable[Mapping], reference: str = "thtb", n_boot: int = 2000) -> pd.DataFrame:
+    """Every method against ``reference`` (THTB) on the same questions / prompts, per model size and model, for
+    runs evaluated the same way (same evaluation deviations from the paper) whose per-item samples are still on
+    disk (``<run_dir>/eval/*_samples.jsonl``): MMLU-Pro by the exact McNemar test with a paired-bootstrap CI of
+    the accuracy difference (under the run's primary scoring scheme), the pairwise win rate (vs the same
+    baseline) by a paired bootstrap. The latest line of each (method, size, model) is used."""
+    from thtb.evaluation.length_control import paired_difference
+    from thtb.evaluation.mmlu_pro_scoring import compare
+
+    latest: dict[tuple, Mapping] = {}
+    for line in lines:
+        for block in ("mmlu_pro", "pairwise"):
+            if block in line["metrics"] and _samples(line, f"{block}_samples.jsonl"):
+                key = (block, line["model_size"], line.get("model"), tuple(deviations(line, block)["eval"]),
+                       line["method"])
+                latest[key] = line
+    records = []
+    for (block, size, model, evals, method), line in sorted(latest.items(), key=lambda kv: str(kv[0])):
+        ref = latest.get((block, size, model, evals, reference))
+        if method == reference or ref is None:
+            continue
+        base = {"task": block, "model_size": size, "model": model, "method_a": reference, "method_b": method,
+                "experiment_a": ref.get("experiment"), "experiment_b": line.get("experiment")}
+        if block == "mmlu_pro":
+            scheme = ref["metrics"]["mmlu_pro"].get("scheme", "strict")
+            out = compare(_samples(ref, "mmlu_pro_samples.jsonl"), _samples(line, "mmlu_pro_samples.jsonl"),
+                          scheme=scheme, n_boot=n_boot)["overall"]
+            if not out or out.get("diff") is None:
+                continue
+            records.append({**base, "metric": f"accuracy ({scheme})", "n": out.get("n"),
+                            "diff": 100 * out["diff"], "ci_low": 100 * out["ci"][0], "ci_high": 100 * out["ci"][1],
+                            "p_value": out["p_value"], "test": "exact McNemar", "significant": out["p_value"] < 0.05})
+        else:
+            if ref["metrics"]["pairwise"].get("baseline") != line["metrics"]["pairwise"].get("baseline"):
+                continue
+            try:
+                out = paired_difference(_samples(ref, "pairwise_samples.jsonl"),
+                                        _samples(line, "pairwise_samples.jsonl"), n_boot=n_boot)
+            except ValueError as err:  # no common judged prompt, or other baselines
+                log.warning("paired win rate %s vs %s (%s): %s", reference, method, size, err)
+                continue
+            if out.get("difference") is None:
+                continue
+            ci = out.get("difference_ci95") or [math.nan, math.nan]
+            records.append({**base, "metric": "win rate (ties 0)", "n": out.get("n"), "diff": out["difference"],
+                            "ci_low": ci[0], "ci_high": ci[1], "p_value": out["p_value"],
+                            "test": "paired bootstrap", "significant": out["p_value"] < 0.05})
+    return pd.DataFrame(records, columns=list(PAIRED_COLUMNS))
+
+
+def paired_markdown(frame: pd.DataFrame) -> str:
+    """The paired comparisons as a markdown table (``*`` marks p < 0.05)."""
+    rows = ["### Paired comparisons (same questions / prompts)", "",
+            "| task | size | model | A − B | metric | n | Δ (pp) [95% CI] | p | test |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in frame.to_dict("records"):
+        mark = "*" if r["significant"] else " (ns)"
+        rows.append(f"| {r['task']} | {r['model_size']} | {r['model']} | {r['method_a']} − {r['method_b']} | "
+                    f"{r['metric']} | {r['n']} | {r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]{mark} | "
+                    f"{r['p_value']:.3g} | {r['test']} |")
+    if frame.empty:
+        rows.append("| — | — | — | — | — | — | — | — | — |")
+    return "\n".join(rows + ["", "- ns: not significant at 5%; * p < 0.05. Only runs evaluated the same way, with their "
+                                "per-item samples on disk, are compared."]) + "\n"

@@ -1,30 +1,46 @@
-"""MMLU-Pro through lm-eval: 5-shot chain-of-thought, greedy, ``answer is \\(?([A-J])\\)?`` extraction.
+"""MMLU-Pro through lm-eval: 5-shot chain-of-thought, greedy, scored under several answer-extraction schemes.
 
-Two task sets, identical prompts (``tests/test_eval_mmlu_pro.py`` compares them byte for byte):
+Prompt formats (``prompt_format``; :mod:`thtb.evaluation.mmlu_pro_prompts`):
 
-* ``thtb_mmlu_pro`` (``eval/tasks/mmlu_pro_local/``, the default): reads ``test.parquet`` and
-  ``validation.parquet`` from ``data_dir`` (passed to the task as lm-eval metadata ``mmlu_pro_data_dir``);
-  works offline.
-* ``mmlu_pro`` (lm-eval's built-in task, ``builtin=True``): loads ``TIGER-Lab/MMLU-Pro`` from the hub.
+* ``lm_eval`` (the function's default): lm-eval's built-in ``mmlu_pro`` prompt, two task sets with identical
+  prompts (``tests/test_eval_mmlu_pro.py`` compares them byte for byte): ``thtb_mmlu_pro``
+  (``eval/tasks/mmlu_pro_local/``) reads ``test.parquet`` and ``validation.parquet`` from ``data_dir`` (lm-eval
+  metadata ``mmlu_pro_data_dir``) and works offline; ``mmlu_pro`` (lm-eval's own, ``builtin=True``) loads
+  ``TIGER-Lab/MMLU-Pro`` from the hub. Few-shot examples are the first ``fewshot`` validation questions of the
+  same category (lm-eval's ``first_n`` sampler); 2,048 new tokens, stop at ``Question:``.
+* ``tiger_api`` (``eval=paper``): TIGER-AI-Lab's ``evaluate_from_api.py`` message, the shots and the question in
+  one user turn, "N/A" options dropped, through the chat template, 4,000 new tokens, no stop string
+  (``thtb_mmlu_pro_tiger``, ``eval/tasks/mmlu_pro_tiger/``; the hub dataset when no ``data_dir`` is given).
 
-Few-shot examples are the first ``fewshot`` validation questions of the same category (lm-eval's ``first_n``
-sampler), as in the built-in task. ``limit`` (smoke runs) is a number of questions **per category**: the first
-``limit`` test questions of each category in file order (lm-eval's own ``limit``, deterministic, no sampling).
+``limit`` (smoke runs) is a number of questions **per category**: the first ``limit`` test questions of each
+category in file order (lm-eval's own ``limit``, deterministic, no sampling).
 
-Outputs in ``out_dir``: ``mmlu_pro.json`` (per-category accuracy and n, question-weighted overall, parse
-failures = responses in which the regex found no letter, model/data fingerprints, lm-eval version, settings) and
-``mmlu_pro_samples.jsonl`` (one row per question).
+Scoring (:mod:`thtb.evaluation.mmlu_pro_scoring`): ``strict`` (lm-eval's regex), ``official`` (TIGER's
+extraction chain) and ``official_guess`` (the chain + TIGER's seeded random guess, with its expected value),
+each overall and per category with a 95 % Wilson interval, parse failures and truncations; ``primary_scheme``
+is the one behind ``overall`` / ``per_category`` (and the run line).
+
+Outputs in ``out_dir``: ``mmlu_pro.json`` (the schemes side by side, model/data fingerprints, lm-eval version,
+settings) and ``mmlu_pro_samples.jsonl`` (one row per question, the **full** response included, so that any
+scheme can re-score a finished run offline)::
+
+    python -m thtb.evaluation.mmlu_pro rescore <run>/eval/mmlu_pro_samples.jsonl [--schemes strict,official]
+    python -m thtb.evaluation.mmlu_pro compare <a>/mmlu_pro_samples.jsonl <b>/mmlu_pro_samples.jsonl
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from thtb.evaluation import harness
+from thtb.evaluation import harness, mmlu_pro_prompts, mmlu_pro_scoring
+from thtb.evaluation.mmlu_pro_prompts import DEFAULT_MAX_GEN_TOKS, PROMPT_FORMATS
+from thtb.evaluation.mmlu_pro_scoring import SCHEMES
 
 CATEGORIES = (
     "biology",
@@ -44,7 +60,11 @@ CATEGORIES = (
 )
 LOCAL_GROUP = "thtb_mmlu_pro"
 BUILTIN_GROUP = "mmlu_pro"
+TIGER_GROUP = "thtb_mmlu_pro_tiger"
+TASK_FOLDERS = {LOCAL_GROUP: "mmlu_pro_local", TIGER_GROUP: "mmlu_pro_tiger"}
+HUB_DATASET = "TIGER-Lab/MMLU-Pro"
 DATA_DIR_KEY = "mmlu_pro_data_dir"
+FEWSHOT_KEY = "mmlu_pro_fewshot"  # tiger_api: shots inside the user message (lm-eval itself runs 0-shot)
 DATA_DIR_ENV = "THTB_MMLU_PRO_DIR"
 SPLIT_FILES = {"test": "test.parquet", "validation": "validation.parquet"}
 REQUIRED_COLUMNS = ("question_id", "question", "options", "answer", "cot_content", "category")
@@ -54,9 +74,18 @@ JSON_NAME = "mmlu_pro.json"
 SAMPLES_NAME = "mmlu_pro_samples.jsonl"
 
 
-def task_name(category: str, *, builtin: bool = False) -> str:
+def task_group(*, builtin: bool = False, prompt_format: str = "lm_eval") -> str:
+    """The lm-eval group of a prompt format (``tiger_api`` has one task set, hub or local data alike)."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
+    if prompt_format == "tiger_api":
+        return TIGER_GROUP
+    return BUILTIN_GROUP if builtin else LOCAL_GROUP
+
+
+def task_name(category: str, *, builtin: bool = False, prompt_format: str = "lm_eval") -> str:
     """lm-eval task name of a category (``computer science`` → ``thtb_mmlu_pro_computer_science``)."""
-    return f"{BUILTIN_GROUP if builtin else LOCAL_GROUP}_{category.replace(' ', '_')}"
+    return f"{task_group(builtin=builtin, prompt_format=prompt_format)}_{category.replace(' ', '_')}"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -112,60 +141,151 @@ def _load_cached(key):
     return dd
 
 
-def summarize(results: dict[str, Any], *, builtin: bool = False, max_response_chars: int | None = 4000,
-              log_prompts: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Per-category and question-weighted overall accuracy, plus one row per question, from lm-eval's logged
-    samples (the ``custom-extract`` filter: regex letter or ``[invalid]``)."""
-    per_category: dict[str, dict[str, Any]] = {}
+def load_tiger_dataset(data_dir: str | os.PathLike | None, fewshot: int = 5):
+    """The test split with a ``tiger_prompt`` column: TIGER's ``evaluate_from_api.py`` user message for each
+    question, with the first ``fewshot`` validation questions of its category as shots
+    (:func:`thtb.evaluation.mmlu_pro_prompts.tiger_api_message`). Local parquet files from ``data_dir`` (or
+    ``$THTB_MMLU_PRO_DIR``), else the hub dataset; memoised per data and shot count."""
+    value = data_dir or os.environ.get(DATA_DIR_ENV)
+    if value:
+        files = mmlu_pro_files(value)
+        key: Any = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files.values())
+    else:
+        key = HUB_DATASET
+    return _tiger_cached(key, int(fewshot))
+
+
+@functools.lru_cache(maxsize=4)
+def _tiger_cached(key, fewshot: int):
+    import datasets
+
+    if key == HUB_DATASET:
+        dd = datasets.load_dataset(HUB_DATASET)
+    else:
+        dd = _load_cached(key)
+    shots = mmlu_pro_prompts.shots_by_category(dd["validation"], fewshot)
+    test = dd["test"].map(
+        lambda doc: {"tiger_prompt": mmlu_pro_prompts.tiger_api_message(doc, shots.get(doc["category"], []))},
+        keep_in_memory=True, desc="TIGER prompts",
+    )
+    return datasets.DatasetDict({"test": test})
+
+
+def _row(category: str, s: dict[str, Any], *, log_prompts: bool) -> dict[str, Any]:
+    doc = s["doc"]
+    lm_eval_extracted = harness.filtered_response(s)
+    row = {
+        "category": category,
+        "question_id": doc.get("question_id"),
+        "doc_id": s.get("doc_id"),
+        "target": s.get("target"),
+        "answer_index": doc.get("answer_index"),
+        "n_options": mmlu_pro_scoring.n_real_options(doc.get("options")),
+        "lm_eval_extracted": lm_eval_extracted if lm_eval_extracted != INVALID else None,
+        "lm_eval_correct": bool(s.get("exact_match", 0.0)),
+        "response": harness.raw_response(s),
+    }
+    if log_prompts:
+        row["prompt"] = s["arguments"][0][0]
+    return row
+
+
+def collect_rows(results: dict[str, Any], *, builtin: bool = False, prompt_format: str = "lm_eval",
+                 log_prompts: bool = False) -> list[dict[str, Any]]:
+    """One row per question from lm-eval's logged samples (the ``custom-extract`` filter), categories in
+    :data:`CATEGORIES` order, questions in test order; the full response."""
     rows: list[dict[str, Any]] = []
     samples = results.get("samples") or {}
     for category in CATEGORIES:
-        name = task_name(category, builtin=builtin)
-        if name not in samples:
-            continue
-        cat_samples = [s for s in samples[name] if s.get("filter") == FILTER]
-        correct = failures = 0
-        for s in cat_samples:
-            doc = s["doc"]
-            extracted = harness.filtered_response(s)
-            ok = bool(s.get("exact_match", 0.0))
-            parsed = extracted != INVALID
-            correct += ok
-            failures += not parsed
-            row = {
-                "category": category,
-                "question_id": doc.get("question_id"),
-                "doc_id": s.get("doc_id"),
-                "target": s.get("target"),
-                "extracted": extracted if parsed else None,
-                "correct": ok,
-                "response": harness.truncate_middle(harness.raw_response(s), max_response_chars),
-            }
-            if log_prompts:
-                row["prompt"] = s["arguments"][0][0]
-            rows.append(row)
-        n = len(cat_samples)
-        lm_eval_acc = results.get("results", {}).get(name, {}).get(f"exact_match,{FILTER}")
-        per_category[category] = {
-            "accuracy": correct / n if n else None,
-            "n": n,
-            "correct": correct,
-            "parse_failures": failures,
-            "lm_eval_exact_match": lm_eval_acc,
-        }
-    total = sum(c["n"] for c in per_category.values())
-    n_correct = sum(c["correct"] for c in per_category.values())
-    summary = {
-        "overall": {
-            "accuracy": n_correct / total if total else None,
-            "n": total,
-            "correct": n_correct,
-            "parse_failures": sum(c["parse_failures"] for c in per_category.values()),
-            "weighting": "question-weighted mean over categories (total correct / total questions)",
-        },
-        "per_category": per_category,
-    }
+        name = task_name(category, builtin=builtin, prompt_format=prompt_format)
+        for s in samples.get(name, []):
+            if s.get("filter") == FILTER:
+                rows.append(_row(category, s, log_prompts=log_prompts))
+    return rows
+
+
+def summarize(results: dict[str, Any], *, builtin: bool = False, prompt_format: str = "lm_eval",
+              schemes: Sequence[str] = SCHEMES, primary: str = "strict", max_gen_toks: int | None = None,
+              count_tokens: Callable[[list[str]], list[int]] | None = None,
+              max_response_chars: int | None = None,
+              log_prompts: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Every scheme's per-category and question-weighted overall accuracy, plus one row per question, from
+    lm-eval's logged samples (:func:`thtb.evaluation.mmlu_pro_scoring.score_rows`); ``overall`` /
+    ``per_category`` are the ``primary`` scheme's, each category with lm-eval's own ``exact_match`` (the strict
+    regex) beside it. ``count_tokens`` (texts → token counts) gives ``n_response_tokens`` and, with
+    ``max_gen_toks``, the truncation rates; ``max_response_chars`` cuts stored responses in the middle (None:
+    whole, as rescoring needs)."""
+    rows = collect_rows(results, builtin=builtin, prompt_format=prompt_format, log_prompts=log_prompts)
+    if count_tokens is not None and rows:
+        for row, n in zip(rows, count_tokens([r["response"] for r in rows]), strict=True):
+            row["n_response_tokens"] = int(n)
+    summary, rows = mmlu_pro_scoring.score_rows(rows, schemes=schemes, primary=primary, max_gen_toks=max_gen_toks,
+                                                categories=CATEGORIES)
+    for category, block in summary["per_category"].items():
+        name = task_name(category, builtin=builtin, prompt_format=prompt_format)
+        block["lm_eval_exact_match"] = results.get("results", {}).get(name, {}).get(f"exact_match,{FILTER}")
+    if max_response_chars is not None:
+        for row in rows:
+            row["response"] = harness.truncate_middle(row["response"], max_response_chars)
     return summary, rows
+
+
+def token_counter(model_path: str | os.PathLike, adapter: str | os.PathLike | None = None):
+    """``(count, chat_template_sha256)``: a function counting each text's tokens with the evaluated model's
+    tokenizer (no special tokens added; the adapter's own tokenizer when it ships one), or ``(None, None)``
+    when no tokenizer loads (truncation then reads "unknown")."""
+    try:
+        from transformers import AutoTokenizer
+
+        source = adapter if adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file() else model_path
+        tok = AutoTokenizer.from_pretrained(str(source))
+    except Exception:  # noqa: BLE001 - a missing tokenizer only loses the truncation rate
+        return None, None
+
+    def count(texts: list[str]) -> list[int]:
+        out: list[int] = []
+        for start in range(0, len(texts), 512):
+            out.extend(len(ids) for ids in tok(texts[start:start + 512], add_special_tokens=False)["input_ids"])
+        return out
+
+    template = getattr(tok, "chat_template", None)
+    digest = hashlib.sha256(str(template).encode()).hexdigest() if isinstance(template, str) else None
+    return count, digest
+
+
+def config_kwargs(mp: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`run_mmlu_pro` keyword arguments from an ``eval.mmlu_pro`` config block (``conf/eval/paper.yaml``),
+    checked without loading anything: ``fewshot``, ``limit``, ``max_gen_toks``, ``prompt_format``,
+    ``apply_chat_template``, ``fewshot_as_multiturn``, ``schemes`` (``scoring``) and ``primary_scheme``.
+    Missing keys take the function's defaults (today's lm-eval protocol). Raises ValueError on a bad value."""
+    fmt = str(mp.get("prompt_format") or "lm_eval")
+    if fmt not in PROMPT_FORMATS:
+        raise ValueError(f"eval.mmlu_pro.prompt_format must be one of {list(PROMPT_FORMATS)}, got {fmt!r}")
+    schemes = tuple(mp.get("scoring") or SCHEMES)
+    if any(s not in SCHEMES for s in schemes):
+        raise ValueError(f"eval.mmlu_pro.scoring must be a subset of {list(SCHEMES)}, got {list(schemes)}")
+    primary = str(mp.get("primary_scheme") or ("strict" if "strict" in schemes else schemes[0]))
+    if primary not in schemes:
+        raise ValueError(f"eval.mmlu_pro.primary_scheme={primary!r} is not in eval.mmlu_pro.scoring {list(schemes)}")
+    fewshot = int(mp.get("fewshot", 5))
+    if not 0 <= fewshot <= 5:
+        raise ValueError(f"eval.mmlu_pro.fewshot must be between 0 and 5, got {fewshot}")
+    limit = mp.get("limit")
+    if limit is not None and (int(limit) != limit or limit < 1):
+        raise ValueError(f"eval.mmlu_pro.limit must be a positive integer or null, got {limit!r}")
+    max_gen_toks = mp.get("max_gen_toks")
+    if max_gen_toks is not None and int(max_gen_toks) < 1:
+        raise ValueError(f"eval.mmlu_pro.max_gen_toks must be a positive integer or null, got {max_gen_toks!r}")
+    return {
+        "fewshot": fewshot,
+        "limit": limit,
+        "max_gen_toks": None if max_gen_toks is None else int(max_gen_toks),
+        "prompt_format": fmt,
+        "apply_chat_template": bool(mp.get("apply_chat_template", False)),
+        "fewshot_as_multiturn": bool(mp.get("fewshot_as_multiturn", True)),
+        "schemes": schemes,
+        "primary_scheme": primary,
+    }
 
 
 def run_mmlu_pro(
@@ -183,11 +303,14 @@ def run_mmlu_pro(
     tensor_parallel_size: int = 1,
     data_parallel_size: int = 1,
     fewshot: int = 5,
+    prompt_format: str = "lm_eval",
     apply_chat_template: bool = False,
     fewshot_as_multiturn: bool = True,
+    schemes: Sequence[str] = SCHEMES,
+    primary_scheme: str = "strict",
     builtin: bool = False,
     extra_model_args: dict[str, Any] | None = None,
-    max_response_chars: int | None = 4000,
+    max_response_chars: int | None = None,
     log_prompts: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model on MMLU-Pro with lm-eval and write ``mmlu_pro.json`` + ``mmlu_pro_samples.jsonl``.
@@ -201,14 +324,20 @@ def run_mmlu_pro(
         limit: questions per category (the first ``limit`` in test order); None = all 12,032.
         backend: ``"hf"`` or ``"vllm"`` (imported lazily; tensor/data parallel via the two sizes).
         batch_size: lm-eval batch size (int or ``"auto"``).
-        max_gen_toks: override the task's 2048 generated tokens (smoke runs).
+        max_gen_toks: override the format's generation budget (``lm_eval`` 2,048, ``tiger_api`` 4,000).
         device, dtype: passed to the backend (``device`` to lm-eval, ``dtype`` as a model arg).
-        fewshot: number of chain-of-thought shots (0–5; the paper and the built-in task use 5).
-        apply_chat_template, fewshot_as_multiturn: lm-eval's chat-template options (off by default, as
-            lm-eval's CLI default; shots become turns when on).
-        builtin: use lm-eval's built-in ``mmlu_pro`` (hub download) instead of the local parquet task.
+        fewshot: number of chain-of-thought shots (0–5; the paper and both formats use 5).
+        prompt_format: ``"lm_eval"`` or ``"tiger_api"`` (:mod:`thtb.evaluation.mmlu_pro_prompts`).
+        apply_chat_template: render the prompt through the model's chat template (``tiger_api``: one user
+            message; ``lm_eval``: shots as turns when ``fewshot_as_multiturn``).
+        fewshot_as_multiturn: lm-eval's option (``lm_eval`` format with the chat template only).
+        schemes: the scoring schemes reported (:data:`thtb.evaluation.mmlu_pro_scoring.SCHEMES`).
+        primary_scheme: the scheme behind ``overall`` / ``per_category`` (and the samples' ``correct``).
+        builtin: data from the hub (``lm_eval``: lm-eval's built-in ``mmlu_pro`` task; ``tiger_api``: the hub
+            dataset in our task) instead of the local parquet files.
         extra_model_args: merged into lm-eval's model_args (e.g. ``{"max_length": 8192}``).
-        max_response_chars: raw responses longer than this are cut in the middle in the samples file.
+        max_response_chars: cut stored responses in the middle beyond this (None, the default: store them
+            whole; a cut response can no longer be re-scored faithfully).
         log_prompts: also store each full rendered prompt in the samples file (large).
 
     Returns:
@@ -222,56 +351,73 @@ def run_mmlu_pro(
         raise ValueError(f"limit must be a positive integer (questions per category) or None, got {limit!r}")
     if not 0 <= int(fewshot) <= 5:
         raise ValueError(f"fewshot must be between 0 and 5 (the validation split has 5 per category), got {fewshot}")
+    group = task_group(builtin=builtin, prompt_format=prompt_format)
+    schemes = tuple(schemes)
+    if not schemes or any(s not in SCHEMES for s in schemes) or primary_scheme not in schemes:
+        raise ValueError(f"schemes must be a non-empty subset of {SCHEMES} holding primary_scheme, got "
+                         f"{list(schemes)} / {primary_scheme!r}")
+    tiger = prompt_format == "tiger_api"
+    metadata: dict[str, Any] = {FEWSHOT_KEY: int(fewshot)} if tiger else {}
     if builtin:
-        data_info: dict[str, Any] = {"hub_dataset": "TIGER-Lab/MMLU-Pro"}
-        metadata: dict[str, Any] = {}
+        data_info: dict[str, Any] = {"hub_dataset": HUB_DATASET}
     else:
         root = resolve_data_dir(data_dir)
         data_info = data_fingerprint(root)  # raises on a missing file before the model is loaded
-        metadata = {DATA_DIR_KEY: str(root.resolve())}
+        metadata[DATA_DIR_KEY] = str(root.resolve())
     margs = harness.model_args(
         backend, model_path, adapter=adapter, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
         data_parallel_size=data_parallel_size, extra=extra_model_args,
     )
+    effective_max = int(max_gen_toks) if max_gen_toks is not None else DEFAULT_MAX_GEN_TOKS[prompt_format]
     started = time.time()
     results = harness.run_lm_eval(
         backend=backend,
         model_args=margs,
-        tasks=[BUILTIN_GROUP if builtin else LOCAL_GROUP],
-        include_path=None if builtin else harness.tasks_dir() / "mmlu_pro_local",
-        include_defaults=builtin,
+        tasks=[group],
+        include_path=None if group == BUILTIN_GROUP else harness.tasks_dir() / TASK_FOLDERS[group],
+        include_defaults=group == BUILTIN_GROUP,
         task_metadata=metadata,
-        num_fewshot=int(fewshot),
+        num_fewshot=0 if tiger else int(fewshot),
         limit=int(limit) if limit is not None else None,
         batch_size=batch_size,
         device=device,
         max_gen_toks=max_gen_toks,
         apply_chat_template=apply_chat_template,
-        fewshot_as_multiturn=fewshot_as_multiturn,
+        fewshot_as_multiturn=fewshot_as_multiturn and not tiger,
     )
-    summary, rows = summarize(results, builtin=builtin, max_response_chars=max_response_chars,
-                              log_prompts=log_prompts)
+    count_tokens, template_digest = token_counter(model_path, adapter)
+    summary, rows = summarize(results, builtin=builtin, prompt_format=prompt_format, schemes=schemes,
+                              primary=primary_scheme, max_gen_toks=effective_max, count_tokens=count_tokens,
+                              max_response_chars=max_response_chars, log_prompts=log_prompts)
     any_task = next(iter(results.get("configs", {}).values()), {})
     summary.update(
         {
-            "task": BUILTIN_GROUP if builtin else LOCAL_GROUP,
+            "task": group,
             "task_version": (any_task.get("metadata") or {}).get("version"),
             "model": harness.model_fingerprint(model_path, adapter),
             "data": data_info,
             "settings": {
                 "backend": backend,
                 "model_args": margs,
+                "prompt_format": prompt_format,
                 "num_fewshot": int(fewshot),
-                "fewshot_sampler": "first_n (validation split, same category)",
+                "fewshot_sampler": ("first N validation questions of the category, inside the one user message "
+                                    "(TIGER evaluate_from_api.py)") if tiger
+                else "first_n (validation split, same category)",
                 "limit_per_category": limit,
                 "limit_rule": "first N test questions of each category, in file order" if limit else None,
                 "generation_kwargs": any_task.get("generation_kwargs"),
+                "max_gen_toks_effective": effective_max,
                 "apply_chat_template": apply_chat_template,
-                "fewshot_as_multiturn": fewshot_as_multiturn if apply_chat_template else False,
+                "chat_template_sha256": template_digest if apply_chat_template else None,
+                "fewshot_as_multiturn": bool(fewshot_as_multiturn and apply_chat_template and not tiger),
                 "answer_regex": r"answer is \(?([ABCDEFGHIJ])\)?",
+                "schemes": list(schemes),
+                "primary_scheme": primary_scheme,
                 "batch_size": batch_size,
                 "device": device,
                 "dtype": dtype,
+                "max_response_chars": max_response_chars,
             },
             "lm_eval_version": harness.lm_eval_version(),
             "wall_s": round(time.time() - started, 2),
@@ -279,3 +425,7 @@ def run_mmlu_pro(
     )
     harness.write_outputs(out_dir, JSON_NAME, summary, SAMPLES_NAME, rows)
     return summary
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m thtb.evaluation.mmlu_pro rescore|compare …
+    raise SystemExit(mmlu_pro_scoring.main())

@@ -2,7 +2,7 @@
 
 The paper (METHOD.md, evaluation) compares each model's greedy responses to the 805 AlpacaEval prompts
 with those of the **full-data model of the same size**, judged pairwise by Qwen3-32B, and reports the
-win rate per subset and overall, a tie counting 0.
+win rate per subset and overall, a tie counting 0 (its integer win rates imply the judge could not tie).
 
 Pipeline (:func:`run_pairwise`)
     1. Prompts: :func:`load_eval_set` (AlpacaEval's ``alpaca_eval.jsonl``/``.json``: ``instruction``,
@@ -12,17 +12,29 @@ Pipeline (:func:`run_pairwise`)
        only user turn), cached in the request cache under the model's **content fingerprint** — so a
        model's 805 responses are generated once, whatever runs reuse them — or a reference-outputs file
        (:func:`load_outputs`: text-davinci-003 in ``alpaca_eval.jsonl``, GPT-4-turbo in
-       ``gpt4_turbo_baseline.json``); every prompt must be present in it.
-    3. Judging (:func:`judge_pairs`) with the :data:`~thtb.judge.prompts.PAIRWISE` prompt through any
-       judge backend (cache, retries, re-asks, failure accounting as in selection). ``order="random"``:
+       ``gpt4_turbo_baseline.json``); every prompt must be present in it. An output that **hit the
+       ``max_new_tokens`` cap** is flagged ``truncated``: the generation layer returns no finish reason, so
+       its completion-token count (the stop token included) is compared to the cap — a count at the cap is
+       a truncated output (or, rarely, one whose stop token was exactly the last allowed token); a backend
+       that reports no token count leaves the flag unknown (``None``), as does a reference-outputs file.
+    3. Judging (:func:`judge_pairs`) with a pairwise template through any judge backend (cache, retries,
+       re-asks, failure accounting as in selection): ``template="forced"``
+       (:data:`~thtb.judge.prompts.PAIRWISE_FORCED`, the paper's default: no tie option; a "Tie" answer is a
+       parse failure, re-asked, then counted as a failure) or ``"with_tie"``
+       (:data:`~thtb.judge.prompts.PAIRWISE`). ``order="random"``:
        the model's output is shown as (a) or (b) by a seeded coin per prompt; ``order="both"``: judged in
        both orders, the prompt's outcome is the mean preference (1 win, ½ tie, 0 loss per order: above
        ½ a win, below a loss, exactly ½ a tie) and the *position-consistency rate* is the share of prompts
-       whose two verdicts agree. Identical outputs are a tie without a call.
+       whose two verdicts agree (with the forced template a disagreement is the only judged tie). Identical
+       outputs are a tie without a call.
     4. :func:`win_rates`: per subset and overall, the paper's win rate (ties 0) and the tie-½ variant,
        with percentile-bootstrap 95% intervals (seeded) over prompts; mean output length (characters) of
-       both sides. A prompt whose generation or judgement failed is excluded and listed — never scored;
-       more failures than ``failure_budget`` stop the run (:class:`EvaluationError`, with the indices).
+       both sides and their ratio; per-side truncation rates. Overall, AlpacaEval 2.0's **length-controlled**
+       win rate (:func:`~thtb.evaluation.length_control.length_controlled`: ``lc_win_rate`` with its
+       bootstrap interval, on the tie-½ scale; details under ``length_controlled``) from the per-prompt
+       records written to ``pairwise_samples.jsonl``. A prompt whose generation or judgement failed is
+       excluded and listed — never scored; more failures than ``failure_budget`` stop the run
+       (:class:`EvaluationError`, with the indices).
 """
 
 from __future__ import annotations
@@ -42,16 +54,44 @@ from thtb.data.errors import DataError
 from thtb.data.formats import text_column
 from thtb.data.readers import read_source
 from thtb.evaluation.harness import model_fingerprint
+from thtb.evaluation.length_control import length_controlled, truncation_rates
 from thtb.fingerprint import ids_digest
 from thtb.io import atomic_write_text
 from thtb.judge.base import JudgeBackend
-from thtb.judge.prompts import PAIRWISE, RESPOND
+from thtb.judge.prompts import PAIRWISE_TEMPLATES, RESPOND, PromptTemplate
 
 log = logging.getLogger(__name__)
 
 SUBSETS = ("helpful_base", "koala", "selfinstruct", "oasst", "vicuna")
 """AlpacaEval's five source datasets (its ``dataset`` field), in the paper's order."""
 ORDERS = ("random", "both")
+TEMPLATE_CHOICES = tuple(PAIRWISE_TEMPLATES)
+"""``eval.pairwise.template``: ``forced`` (no tie option, the paper's default) or ``with_tie``."""
+TIE_POLICY = {
+    "forced": ("forced choice: the judge is offered no tie and a 'Tie' answer is a parse failure (re-asked, then "
+               "counted as a failed prompt); identical outputs are a tie without a call; in both-orders mode two "
+               "disagreeing verdicts are a tie. win_rate counts a tie as 0 (the paper), win_rate_tie_half as 0.5"),
+    "with_tie": ("the judge may answer 'Tie'; identical outputs are a tie without a call. win_rate counts a tie as "
+                 "0 (the paper), win_rate_tie_half as 0.5"),
+}
+
+
+def pairwise_template(template: str | PromptTemplate) -> PromptTemplate:
+    """The judge template of an ``eval.pairwise.template`` value (``forced`` | ``with_tie``) or a template."""
+    if isinstance(template, PromptTemplate):
+        return template
+    if template not in PAIRWISE_TEMPLATES:
+        raise ValueError(f"eval.pairwise.template must be one of {TEMPLATE_CHOICES}, got {template!r}")
+    return PAIRWISE_TEMPLATES[template]
+
+
+def tie_policy(template: str | PromptTemplate) -> str:
+    """How ties arise and count under ``template`` (for pairwise.json and provenance)."""
+    t = pairwise_template(template)
+    for choice, known in PAIRWISE_TEMPLATES.items():
+        if t.name == known.name:
+            return TIE_POLICY[choice]
+    return f"custom template {t.id}: ties as its parser allows; win_rate counts a tie as 0, win_rate_tie_half as 0.5"
 
 
 class EvaluationError(RuntimeError):
@@ -132,25 +172,51 @@ def load_outputs(path: str | os.PathLike[str], instructions: Sequence[str]) -> l
 # -------------------------------------------------------------------------------------- generation
 @dataclass
 class Outputs:
-    """One side's outputs: ``text[i]`` is ``None`` where ``error[i]`` says why there is none."""
+    """One side's outputs: ``text[i]`` is ``None`` where ``error[i]`` says why there is none. ``tokens[i]``:
+    completion tokens generated (``None``: not reported); ``truncated[i]``: the output hit the ``max_tokens``
+    cap (``None``: unknown — no token count, or a reference-outputs file)."""
 
     name: str
     text: list[str | None]
     error: list[str | None]
     fingerprint: str
     stats: dict[str, Any]
+    tokens: list[int | None] | None = None
+    truncated: list[bool | None] | None = None
+    max_tokens: int | None = None
+
+    def flags(self) -> list[bool | None]:
+        return list(self.truncated) if self.truncated is not None else [None] * len(self.text)
+
+    def token_counts(self) -> list[int | None]:
+        return list(self.tokens) if self.tokens is not None else [None] * len(self.text)
+
+
+def hit_cap(completion_tokens: int | None, max_tokens: int | None) -> bool | None:
+    """Whether an answer of ``completion_tokens`` tokens (the stop token included, as the backends count) used
+    the whole ``max_tokens`` budget; ``None`` when either is unknown (0 tokens: the backend did not report)."""
+    if not completion_tokens or not max_tokens:
+        return None
+    return int(completion_tokens) >= int(max_tokens)
 
 
 def generate_outputs(generator: JudgeBackend, instructions: Sequence[str], *, name: str | None = None) -> Outputs:
     """Greedy responses of ``generator``'s model to ``instructions`` (the RESPOND template; decoding —
-    e.g. ``max_tokens`` — from the generator's ``decoding``), cached under ``generator.model_id``."""
+    e.g. ``max_tokens`` — from the generator's ``decoding``), cached under ``generator.model_id``; each
+    output's completion-token count and whether it hit the ``max_tokens`` cap (:func:`hit_cap`)."""
     results = generator.run(RESPOND, [{"instruction": text} for text in instructions])
+    cap = generator.params(RESPOND).get("max_tokens")
+    cap = int(cap) if cap is not None else None
+    tokens = [int(r.completion_tokens) if r.ok and r.completion_tokens else None for r in results]
     return Outputs(
         name=name or generator.model,
         text=[r.value if r.ok else None for r in results],
         error=[r.error for r in results],
         fingerprint=generator.model_id,
         stats=generator.stats(),
+        tokens=tokens,
+        truncated=[hit_cap(t, cap) if r.ok else None for t, r in zip(tokens, results, strict=True)],
+        max_tokens=cap,
     )
 
 
@@ -173,9 +239,12 @@ def model_generator(model: str, *, backend: str = "hf", adapter: str | None = No
 
 # ----------------------------------------------------------------------------------------- judging
 def judge_pairs(judge: JudgeBackend, instructions: Sequence[str], model_outputs: Sequence[str | None],
-                baseline_outputs: Sequence[str | None], *, order: str = "random", seed: int = 42) -> pd.DataFrame:
+                baseline_outputs: Sequence[str | None], *, order: str = "random", seed: int = 42,
+                template: str | PromptTemplate = "forced") -> pd.DataFrame:
     """One row per prompt: ``outcome`` (``win``/``tie``/``loss`` for the model, ``None`` on failure),
-    ``score`` (1/½/0), the verdicts per order, ``consistent`` (both-orders mode), ``error``."""
+    ``score`` (1/½/0), the verdicts per order, ``consistent`` (both-orders mode), ``error``; judged with the
+    ``template`` (:func:`pairwise_template`: ``forced`` or ``with_tie``)."""
+    prompt = pairwise_template(template)
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     n = len(instructions)
@@ -200,7 +269,7 @@ def judge_pairs(judge: JudgeBackend, instructions: Sequence[str], model_outputs:
             a, b = (mine, theirs) if a_is_model else (theirs, mine)
             items.append({"instruction": instructions[i], "output_a": a, "output_b": b})
             where.append((i, a_is_model))
-    results = judge.run(PAIRWISE, items) if items else []
+    results = judge.run(prompt, items) if items else []
     for (i, a_is_model), result in zip(where, results, strict=True):
         row = rows[i]
         if not result.ok:
@@ -228,7 +297,7 @@ def judge_pairs(judge: JudgeBackend, instructions: Sequence[str], model_outputs:
 
 # ------------------------------------------------------------------------------------------ scores
 def _bootstrap(values: np.ndarray, rng: np.random.Generator, n_boot: int) -> list[float] | None:
-    if len(values) == 0:
+    if len(values) == 0 or n_boot <= 0:
         return None
     means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
@@ -278,11 +347,15 @@ def run_pairwise(
     seed: int = 42,
     failure_budget: int = 0,
     n_boot: int = 2000,
+    template: str | PromptTemplate = "forced",
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Judge ``model`` against ``baseline`` on ``prompts`` and write ``pairwise.json`` (with ``extra`` fields
-    added) and ``pairwise_samples.jsonl`` under ``out_dir``; return the summary (see module doc)."""
-    frame = judge_pairs(judge, prompts["instruction"].tolist(), model.text, baseline.text, order=order, seed=seed)
+    """Judge ``model`` against ``baseline`` on ``prompts`` with the pairwise ``template`` (``forced`` |
+    ``with_tie``) and write ``pairwise.json`` (with ``extra`` fields added) and ``pairwise_samples.jsonl`` under
+    ``out_dir``; return the summary (see module doc)."""
+    prompt = pairwise_template(template)
+    frame = judge_pairs(judge, prompts["instruction"].tolist(), model.text, baseline.text, order=order, seed=seed,
+                        template=prompt)
     frame.insert(0, "dataset", prompts["dataset"].to_numpy())
     for side, outputs in (("model", model), ("baseline", baseline)):  # generation errors say which side
         for i, err in enumerate(outputs.error):
@@ -292,32 +365,47 @@ def run_pairwise(
     subsets = [s for s in SUBSETS if s in set(prompts["dataset"])] + sorted(set(prompts["dataset"]) - set(SUBSETS))
     lengths = {side: round(float(np.mean([len(t) for t in o.text if t is not None])), 1) if any(t is not None for t in o.text) else None
                for side, o in (("model", model), ("baseline", baseline))}
+    flags = {"model": model.flags(), "baseline": baseline.flags()}
+    tokens = {"model": model.token_counts(), "baseline": baseline.token_counts()}
+    samples = [
+        {"index": i, "dataset": r["dataset"], "instruction": prompts.loc[i, "instruction"],
+         "model_output": model.text[i], "baseline_output": baseline.text[i], "model_first": _scalar(r["model_first"]),
+         "verdicts": r["verdicts"], "outcome": _scalar(r["outcome"]), "score": _scalar(r["score"]),
+         "consistent": _scalar(r["consistent"]), "reasoning": r["reasoning"], "error": _scalar(r["error"]),
+         "model_tokens": tokens["model"][i], "baseline_tokens": tokens["baseline"][i],
+         "model_truncated": flags["model"][i], "baseline_truncated": flags["baseline"][i]}
+        for i, r in frame.iterrows()
+    ]
+    rates = win_rates(frame, subsets, n_boot=n_boot, seed=seed)
+    lc = length_controlled(samples, n_boot=n_boot, seed=seed)
+    rates["overall"].update(lc_win_rate=lc["lc_win_rate"], lc_win_rate_ci95=lc["lc_win_rate_ci95"])
+    truncation = truncation_rates(samples)
+    for side, o in (("model", model), ("baseline", baseline)):
+        truncation[side]["max_new_tokens"] = o.max_tokens
     summary: dict[str, Any] = {
         "model": {"name": model.name, "id": model.fingerprint},
         "baseline": {"name": baseline.name, "id": baseline.fingerprint},
-        "judge": {"backend": judge.backend, "model": judge.model_id, "template": PAIRWISE.id},
+        "judge": {"backend": judge.backend, "model": judge.model_id, "template": prompt.id},
         "order": order,
         "seed": seed,
         "n_prompts": len(prompts),
         "prompts_digest": ids_digest(prompts["instruction"]),
-        **win_rates(frame, subsets, n_boot=n_boot, seed=seed),
+        **rates,
+        "length_controlled": lc,
         "mean_length": lengths,
+        "length_ratio": (round(lengths["model"] / lengths["baseline"], 3)
+                         if lengths["model"] is not None and lengths["baseline"] else None),
+        "truncation": truncation,
         "n_identical": int(frame["identical"].sum()),
         "n_failed": len(failed),
         "failed": [{"index": int(i), "error": frame.loc[i, "error"]} for i in failed],
         "judge_stats": judge.stats(),
         "tie_convention": "win_rate counts a tie as 0 (the paper); win_rate_tie_half counts it as 0.5",
+        "tie_policy": tie_policy(prompt),
         **(extra or {}),
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    samples = [
-        {"index": i, "dataset": r["dataset"], "instruction": prompts.loc[i, "instruction"],
-         "model_output": model.text[i], "baseline_output": baseline.text[i], "model_first": _scalar(r["model_first"]),
-         "verdicts": r["verdicts"], "outcome": _scalar(r["outcome"]), "score": _scalar(r["score"]),
-         "consistent": _scalar(r["consistent"]), "reasoning": r["reasoning"], "error": _scalar(r["error"])}
-        for i, r in frame.iterrows()
-    ]
     atomic_write_text(out / "pairwise_samples.jsonl",
                       "".join(json.dumps(s, ensure_ascii=False, allow_nan=False) + "\n" for s in samples))
     atomic_write_text(out / "pairwise.json", json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n")

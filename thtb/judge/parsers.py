@@ -46,6 +46,8 @@ Pairwise verdict (:func:`parse_pairwise`)
     ``Output (b) is clearly the better one``); the following lines are the reasoning. A JSON object with a
     ``winner`` field is accepted too. Anything else — prose naming no verdict ("The output is better."),
     a first line naming both outputs as better — is a :class:`ParseError`.
+    :func:`parse_pairwise_forced` (the forced-choice template) reads the same way but a ``Tie`` verdict is a
+    :class:`ParseError` too (re-asked with the follow-up, then counted as a failure — never a verdict).
 
 Free text (:func:`parse_text`)
     The answer itself, stripped (a model's response to an evaluation prompt; empty is a valid answer).
@@ -356,6 +358,15 @@ def parse_pairwise(text: str) -> dict:
             raise ParseError(f"first line {first[:80]!r} names both outputs")
         return {"winner": sentence[1].lower(), "reasoning": " ".join(f"{first} {reasoning}".split())}
     raise ParseError(f"first line {first[:80]!r} is not a verdict (Output (a), Output (b) or Tie)")
+
+
+def parse_pairwise_forced(text: str) -> dict:
+    """``{"winner": "a"|"b", "reasoning": str}``: :func:`parse_pairwise` without the tie (a ``Tie`` verdict is a
+    :class:`ParseError`: the forced-choice template offers no tie)."""
+    value = parse_pairwise(text)
+    if value["winner"] == "tie":
+        raise ParseError("a tie is not an allowed verdict: choose Output (a) or Output (b)")
+    return value
 
 
 def parse_text(text: str) -> str:

@@ -103,6 +103,12 @@ def check_config(cfg: dict[str, Any]) -> list[str]:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise EvalConfigError(f"eval.tasks must be a non-empty subset of {list(TASKS)}, got {tasks}")
+    if "pairwise" in tasks:
+        from thtb.evaluation.pairwise import TEMPLATE_CHOICES
+
+        if ev["pairwise"].get("template", "forced") not in TEMPLATE_CHOICES:
+            raise EvalConfigError(f"eval.pairwise.template must be one of {list(TEMPLATE_CHOICES)}, got "
+                                  f"{ev['pairwise'].get('template')!r}")
     if "pairwise" in tasks and not ev["pairwise"].get("judge"):
         raise EvalConfigError(
             "eval.pairwise needs an LLM judge: judge=openai (judge.base_url=…, judge.model=…), judge=hf or "
@@ -116,6 +122,13 @@ def check_config(cfg: dict[str, Any]) -> list[str]:
         from thtb.evaluation.mmlu_pro import data_fingerprint
 
         data_fingerprint(ev["mmlu_pro"]["data_dir"])  # a missing parquet fails now, naming the path
+    if "mmlu_pro" in tasks:
+        from thtb.evaluation.mmlu_pro import config_kwargs
+
+        try:
+            config_kwargs(ev["mmlu_pro"])  # prompt format, schemes, budget: checked before any model loads
+        except ValueError as err:
+            raise EvalConfigError(str(err)) from err
     return tasks
 
 
@@ -131,14 +144,15 @@ def _device(ev: dict[str, Any]) -> str:
 
 def _mmlu_pro(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
     from thtb.evaluation import run_mmlu_pro
+    from thtb.evaluation.mmlu_pro import config_kwargs
 
     ev, mp = cfg["eval"], cfg["eval"]["mmlu_pro"]
     return run_mmlu_pro(
-        model, data_dir=mp.get("data_dir"), builtin=not mp.get("data_dir"), out_dir=out, limit=mp.get("limit"),
-        backend=ev.get("backend", "hf"), batch_size=ev.get("batch_size", "auto"), max_gen_toks=mp.get("max_gen_toks"),
-        device=_device(ev), dtype=ev.get("dtype", "auto"), tensor_parallel_size=int(ev.get("tensor_parallel_size", 1)),
-        data_parallel_size=int(ev.get("data_parallel_size", 1)), fewshot=int(mp.get("fewshot", 5)),
-        apply_chat_template=bool(mp.get("apply_chat_template", False)),
+        model, data_dir=mp.get("data_dir"), builtin=not mp.get("data_dir"), out_dir=out,
+        backend=ev.get("backend", "hf"), batch_size=ev.get("batch_size", "auto"), device=_device(ev),
+        dtype=ev.get("dtype", "auto"), tensor_parallel_size=int(ev.get("tensor_parallel_size", 1)),
+        data_parallel_size=int(ev.get("data_parallel_size", 1)),
+        **config_kwargs(mp),  # fewshot, limit, max_gen_toks, prompt_format, chat template, schemes, primary
     )
 
 
@@ -171,6 +185,7 @@ def _pairwise(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
         theirs = generate_outputs(model_generator(where, **gen_kw), instructions, name=name)
     judge = instantiate(pw["judge"])
     return run_pairwise(prompts, mine, theirs, judge, out_dir=out, order=pw.get("order", "random"),
+                        template=pw.get("template", "forced"),
                         seed=int(pw.get("seed", 42)), failure_budget=int(pw.get("failure_budget", 0)),
                         n_boot=int(pw.get("bootstrap", 2000)),
                         extra={"baseline_kind": kind,
@@ -256,7 +271,8 @@ def _cached(cfg: dict[str, Any], task: str, model: str, out: Path, runner) -> tu
 
 def stamp_provenance(path: Path, result: dict[str, Any], cfg: dict[str, Any], task: str) -> dict[str, Any]:
     """Add ``provenance`` (the task's protocol, the environment) to a task's result and its JSON file."""
-    from thtb.provenance import environment, eval_provenance
+    from thtb.evaluation.protocol import eval_provenance
+    from thtb.provenance import environment
 
     result = {**result, "provenance": {"protocol": eval_provenance(cfg, [task])[task], **environment()}}
     atomic_write_text(path, json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
@@ -275,10 +291,23 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> di
     metrics: dict[str, Any] = {}
     if "mmlu_pro" in results:
         r = results["mmlu_pro"]
+        o = r["overall"]
         metrics["mmlu_pro"] = {
-            "overall": _pct(r["overall"]["accuracy"]), "n": r["overall"]["n"],
-            "parse_failures": r["overall"]["parse_failures"], "limit": cfg["eval"]["mmlu_pro"].get("limit"),
-            "categories": {c: {"accuracy": _pct(v["accuracy"]), "n": v["n"]} for c, v in r["per_category"].items()},
+            "overall": _pct(o["accuracy"]), "n": o["n"],
+            "parse_failures": o["parse_failures"], "limit": cfg["eval"]["mmlu_pro"].get("limit"),
+            "scheme": o.get("scheme", "strict"),
+            "prompt_format": (r.get("settings") or {}).get("prompt_format", "lm_eval"),
+            "ci95": [_pct(x) for x in o["ci95"]] if o.get("ci95") else None,
+            "truncation_rate": _pct(o.get("truncation_rate")),
+            "categories": {c: {"accuracy": _pct(v["accuracy"]), "n": v["n"],
+                               "ci95": [_pct(x) for x in v["ci95"]] if v.get("ci95") else None}
+                           for c, v in r["per_category"].items()},
+            "schemes": {s: {"overall": _pct(b["overall"]["accuracy"]),
+                            "ci95": [_pct(x) for x in b["overall"]["ci95"]] if b["overall"].get("ci95") else None,
+                            "parse_failures": b["overall"]["parse_failures"],
+                            **({"expected": _pct(b["overall"]["expected_accuracy"])}
+                               if "expected_accuracy" in b["overall"] else {})}
+                        for s, b in (r.get("schemes") or {}).items()},
         }
     if "pairwise" in results:
         r = results["pairwise"]
@@ -286,7 +315,10 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> di
         metrics["pairwise"] = {
             "baseline": r["baseline"]["name"], "judge": r["judge"]["model"], "n_prompts": r["n_prompts"],
             "limit": cfg["eval"]["pairwise"].get("limit"), "order": r["order"],
-            "overall": {k: r["overall"][k] for k in keep},
+            "template": r["judge"].get("template"), "length_ratio": r.get("length_ratio"),
+            "truncation": {side: (r.get("truncation") or {}).get(side, {}).get("rate") for side in ("model", "baseline")},
+            "overall": {**{k: r["overall"][k] for k in keep}, "lc_win_rate": r["overall"].get("lc_win_rate"),
+                        "lc_win_rate_ci95": r["overall"].get("lc_win_rate_ci95")},
             "subsets": {s: {k: v[k] for k in keep} for s, v in r["subsets"].items()},
             "position_consistency": r["position_consistency"],
         }
@@ -327,7 +359,8 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> di
 def _provenance(cfg: dict[str, Any], run_dir: Path, trained: dict[str, Any], results: dict[str, dict]) -> dict:
     """What produced the evaluated model (selection, training: from the train stage's summary) and how it was
     evaluated (protocol per task), with the environment."""
-    from thtb.provenance import environment, eval_provenance, training_provenance
+    from thtb.evaluation.protocol import eval_provenance
+    from thtb.provenance import environment, training_provenance
 
     base = cfg["eval"].get("model", "trained") == "base"
     made = trained.get("provenance") or {}
@@ -413,7 +446,8 @@ def _headline(line: dict[str, Any]) -> str:
         parts.append(f"MMLU-Pro {m['mmlu_pro']['overall']}% (n={m['mmlu_pro']['n']})")
     if "pairwise" in m:
         o = m["pairwise"]["overall"]
-        parts.append(f"win rate vs {m['pairwise']['baseline']} {o['win_rate']}% (n={o['n']}, failed {o['n_failed']})")
+        parts.append(f"win rate vs {m['pairwise']['baseline']} {o['win_rate']}% (length-controlled "
+                     f"{o.get('lc_win_rate')}%, n={o['n']}, failed {o['n_failed']})")
     if "exam" in m:
         parts.append(f"exam {m['exam']['accuracy']}% (n={m['exam']['n']})")
     return "; ".join(parts)
@@ -426,6 +460,8 @@ def _log(tracker: Tracker, line: dict[str, Any], results: dict[str, dict], out: 
         flat["eval/mmlu_pro/overall"] = m["mmlu_pro"]["overall"]
         for c, v in m["mmlu_pro"]["categories"].items():
             flat[f"eval/mmlu_pro/{c}"] = v["accuracy"]
+        for s, v in (m["mmlu_pro"].get("schemes") or {}).items():
+            flat[f"eval/mmlu_pro/scheme/{s}"] = v["overall"]
         png = _plot_categories(results["mmlu_pro"], out / "mmlu_pro_categories.png")
         tracker.log_images("eval/mmlu_pro_categories", [png])
         rows = [json.loads(x) for x in (out / "mmlu_pro_samples.jsonl").read_text().splitlines() if x.strip()]
@@ -433,6 +469,7 @@ def _log(tracker: Tracker, line: dict[str, Any], results: dict[str, dict], out: 
     if "pairwise" in m:
         flat["eval/pairwise/win_rate"] = m["pairwise"]["overall"]["win_rate"]
         flat["eval/pairwise/win_rate_tie_half"] = m["pairwise"]["overall"]["win_rate_tie_half"]
+        flat["eval/pairwise/lc_win_rate"] = m["pairwise"]["overall"].get("lc_win_rate")
         for s, v in m["pairwise"]["subsets"].items():
             flat[f"eval/pairwise/{s}"] = v["win_rate"]
         rows = [json.loads(x) for x in (out / "pairwise_samples.jsonl").read_text().splitlines() if x.strip()]

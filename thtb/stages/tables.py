@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from thtb import __version__
-from thtb.io import atomic_write_text
+from thtb.io import atomic_path, atomic_write_text
 from thtb.provenance import deviations
-from thtb.tables import read_run_files, read_wandb_lines, write_tables
+from thtb.tables import paired_comparisons, paired_markdown, read_run_files, read_wandb_lines, write_tables
 from thtb.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,19 @@ def run_tables(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
         print(f"\n{text}\n{note}\n(also in {out})\n", flush=True)
     result = write_tables(lines, tables["paper_dir"], tables["out_dir"], plots=bool(tables.get("plots", True)),
                           filters=tables.get("filters"), baseline=str(tables.get("pairwise_baseline", "full")))
+    paired = paired_comparisons(lines)  # THTB vs every other method on the same items, where samples remain
+    paired_md = atomic_write_text(Path(tables["out_dir"]) / "paired.md", paired_markdown(paired))
+    with atomic_path(Path(tables["out_dir"]) / "paired.csv") as tmp:
+        paired.to_csv(tmp, index=False)
+    if tables.get("summary_of") and not paired.empty:
+        print(paired_markdown(paired), flush=True)
     summary = {
         "source": source,
         "n_run_lines": len(lines),
         "out_dir": str(tables["out_dir"]),
         "tables": {name: {k: [str(f) for f in v] if k == "files" else v for k, v in info.items() if k != "frame"}
                    for name, info in result.items()},
+        "paired": {"file": str(paired_md), "comparisons": paired.to_dict("records")},
         "thtb_version": __version__,
     }
     atomic_write_text(Path(run_dir) / "tables" / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -16,6 +16,8 @@ or, failing that, the ``THTB_MMLU_PRO_DIR`` environment variable. The folder hol
 
 from functools import partial
 
+from thtb.evaluation.mmlu_pro_prompts import category_filters
+
 choices = ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J"]
 
 
@@ -52,24 +54,8 @@ fewshot_to_text = partial(format_cot_example, including_answer=False)
 fewshot_to_target = partial(format_cot_target, including_answer=True)
 
 
-def process_docs(dataset, subject):
-    return dataset.filter(lambda x: x["category"] == subject)
-
-
-process_biology = partial(process_docs, subject="biology")
-process_business = partial(process_docs, subject="business")
-process_chemistry = partial(process_docs, subject="chemistry")
-process_computer_science = partial(process_docs, subject="computer science")
-process_economics = partial(process_docs, subject="economics")
-process_engineering = partial(process_docs, subject="engineering")
-process_health = partial(process_docs, subject="health")
-process_history = partial(process_docs, subject="history")
-process_law = partial(process_docs, subject="law")
-process_math = partial(process_docs, subject="math")
-process_other = partial(process_docs, subject="other")
-process_philosophy = partial(process_docs, subject="philosophy")
-process_physics = partial(process_docs, subject="physics")
-process_psychology = partial(process_docs, subject="psychology")
+# per-category document filters (``process_docs: !function utils.process_<category>`` in the task YAMLs)
+globals().update(category_filters())
 
 
 def load_dataset(**metadata):

@@ -1,0 +1,500 @@
+"""MMLU-Pro answer extraction and scoring schemes, computed from the stored responses alone.
+
+Three schemes, reported side by side (``mmlu_pro.json``'s ``schemes``):
+
+``strict``
+    lm-eval's ``mmlu_pro`` filter: the first match of ``answer is \\(?([A-J])\\)?`` in the raw response; no
+    match = wrong (a parse failure).
+``official``
+    TIGER-AI-Lab's chain (``evaluate_from_api.py``; the MMLU-Pro authors' own script): ``**`` is removed from
+    the response (their ``response.replace('**', '')``), then ``extract_answer`` → ``extract_again`` →
+    ``extract_final``: the first ``answer is \\(?([A-J])\\)?``, else ``.*[aA]nswer:\\s*([A-J])`` (no DOTALL),
+    else the last standalone letter ``\\b[A-J]\\b(?!.*\\b[A-J]\\b)`` (DOTALL). No letter = wrong.
+``official_guess``
+    ``official`` plus TIGER's guess for outputs without a letter (their ``update_result``/``save_res``): a
+    uniformly random option index ``random.randint(0, n_options - 1)`` compared with ``answer_index``, from one
+    ``random.Random(12345)`` stream over the guessed questions in file order (TIGER seeds the global
+    ``random`` with 12345 at import; their exact draws also depend on how often their loop re-scores, so
+    guesses are reproducible here, not draw-for-draw theirs). ``n_options`` counts the options other than
+    ``"N/A"`` (TIGER's ``preprocess`` drops them). Its **expected** value, each guess counted ``1/n_options``,
+    is reported next to the drawn one (``expected_accuracy``).
+
+TIGER's last two regexes are quadratic in the response length (an 8B model's 12,032 outputs take ~6 minutes
+through them; a degenerate, repetitive output alone can take minutes); :func:`extract_official` computes the same
+letters in linear time: the second step is the last ``[aA]nswer:\\s*[A-J]`` that starts on the first line
+holding one (``.`` stops at ``\\n``, so the greedy ``.*`` of the first start position that succeeds — the start
+of that line — backtracks to the line's last occurrence; ``\\s*`` may still run past the line), the third is
+simply the last ``\\b[A-J]\\b`` (a standalone letter followed by no other standalone letter).
+``tests/test_mmlu_pro_tiger.py`` checks both against TIGER's own functions and their released ``pred`` s.
+
+Every count is reported overall (question-weighted) and per category, with the parse-failure rate (no letter)
+and the truncation rate (responses that used up the generation budget: ``n_response_tokens >= max_gen_toks -
+slack``, the response re-tokenised with the model's tokenizer; unknown when no token counts are stored), and a
+95 % Wilson score interval (:func:`thtb.evaluation.stats.wilson_interval`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from thtb.evaluation import stats
+
+SCHEMES = ("strict", "official", "official_guess")
+GUESS_SEED = 12345
+LETTERS = "ABCDEFGHIJ"
+CONFIDENCE = 0.95
+CI_METHOD = "Wilson score interval (95%, no continuity correction)"
+
+STRICT_PATTERN = r"answer is \(?([A-J])\)?"
+AGAIN_PATTERN = r".*[aA]nswer:\s*([A-J])"
+FINAL_PATTERN = r"\b[A-J]\b(?!.*\b[A-J]\b)"
+
+_STRICT = re.compile(STRICT_PATTERN)
+_AGAIN_AT = re.compile(r"(?=[aA]nswer:\s*([A-J]))")  # every start position of the second step's tail
+_STANDALONE = re.compile(r"\b[A-J]\b")
+
+DESCRIPTIONS = {
+    "strict": "lm-eval: first 'answer is \\(?([A-J])\\)?' in the raw response; no letter = wrong",
+    "official": "TIGER evaluate_from_api.py: '**' removed, then 'answer is \\(?([A-J])\\)?' -> "
+                "'.*[aA]nswer:\\s*([A-J])' -> last standalone letter '\\b[A-J]\\b' (DOTALL); no letter = wrong",
+    "official_guess": "TIGER chain as in official, plus TIGER's seeded random guess (random.Random(12345), "
+                      "randint over the non-'N/A' options, in file order) where no letter is found; "
+                      "expected_accuracy counts each guess 1/n_options",
+}
+
+
+# ------------------------------------------------------------------------------------------- extraction
+def extract_strict(text: str | None) -> str | None:
+    """lm-eval's filter (and TIGER's first step): the letter of the first ``answer is (X)``, or None."""
+    m = _STRICT.search(text or "")
+    return m.group(1) if m else None
+
+
+def extract_again(text: str) -> str | None:
+    """TIGER's ``extract_again`` (``re.search(r'.*[aA]nswer:\\s*([A-J])', text)``) in linear time.
+
+    Without DOTALL the leading ``.*`` cannot cross ``\\n``: the search succeeds first at the start of the first
+    line that holds an occurrence of ``[aA]nswer:\\s*[A-J]`` (starting on that line), and greedy backtracking
+    then picks the last occurrence starting on that line."""
+    first = _AGAIN_AT.search(text)
+    if first is None:
+        return None
+    newline = text.find("\n", first.start())
+    line_end = len(text) if newline < 0 else newline
+    letter = first.group(1)
+    for m in _AGAIN_AT.finditer(text, first.start() + 1):
+        if m.start() >= line_end:
+            break
+        letter = m.group(1)
+    return letter
+
+
+def extract_final(text: str) -> str | None:
+    """TIGER's ``extract_final`` (``\\b[A-J]\\b(?!.*\\b[A-J]\\b)``, DOTALL) in linear time: the last standalone
+    letter A–J (a standalone letter right after another is impossible, so "no later standalone letter" is
+    "the last one")."""
+    last = None
+    for last in _STANDALONE.finditer(text):
+        pass
+    return last.group(0) if last else None
+
+
+def extract_official(text: str | None) -> tuple[str | None, str | None]:
+    """TIGER's chain on a response: ``(letter, step)`` with step ``answer_is`` / ``answer_colon`` /
+    ``last_letter``, or ``(None, None)``. ``**`` is removed first, as their API script does."""
+    text = (text or "").replace("**", "")
+    m = _STRICT.search(text)
+    if m:
+        return m.group(1), "answer_is"
+    letter = extract_again(text)
+    if letter is not None:
+        return letter, "answer_colon"
+    letter = extract_final(text)
+    return (letter, "last_letter") if letter is not None else (None, None)
+
+
+def tiger_reference_chain(text: str) -> str | None:
+    """TIGER's three functions verbatim (quadratic; for tests on short texts): ``extract_answer`` →
+    ``extract_again`` → ``extract_final`` on ``text`` (``**`` not removed)."""
+    m = re.search(STRICT_PATTERN, text)
+    if m:
+        return m.group(1)
+    m = re.search(AGAIN_PATTERN, text)
+    if m:
+        return m.group(1)
+    m = re.search(FINAL_PATTERN, text, re.DOTALL)
+    return m.group(0) if m else None
+
+
+# --------------------------------------------------------------------------------------------- rows
+def n_real_options(options: Iterable[str] | None) -> int | None:
+    """Options other than ``"N/A"`` (TIGER's ``preprocess``), the choices a guess is drawn from."""
+    if options is None:
+        return None
+    return sum(1 for o in options if o != "N/A")
+
+
+def truncation_slack(max_gen_toks: int) -> int:
+    """Tokens below ``max_gen_toks`` still counted as "hit the limit": re-tokenising decoded text can merge a
+    few generated tokens, so an exact count is not guaranteed (1 % of the budget, at least 1)."""
+    return max(1, int(max_gen_toks) // 100)
+
+
+def is_truncated(n_tokens: int | None, max_gen_toks: int | None) -> bool | None:
+    if n_tokens is None or not max_gen_toks:
+        return None
+    return int(n_tokens) >= int(max_gen_toks) - truncation_slack(max_gen_toks)
+
+
+def score_row(row: Mapping[str, Any], schemes: Sequence[str] = SCHEMES) -> dict[str, Any]:
+    """Per-scheme predictions of one question (the guess is drawn later, in file order): ``pred_<scheme>``,
+    ``official_step``; ``correct_<scheme>`` for the deterministic schemes."""
+    response = row.get("response") or ""
+    target = row.get("target")
+    out: dict[str, Any] = {}
+    if "strict" in schemes:
+        out["pred_strict"] = extract_strict(response)
+        out["correct_strict"] = out["pred_strict"] is not None and out["pred_strict"] == target
+    if "official" in schemes or "official_guess" in schemes:
+        letter, step = extract_official(response)
+        out["official_step"] = step
+        out["_official_letter"] = letter
+        if "official" in schemes:
+            out["pred_official"] = letter
+            out["correct_official"] = letter is not None and letter == target
+    return out
+
+
+def _answer_index(row: Mapping[str, Any]) -> int | None:
+    idx = row.get("answer_index")
+    if idx is not None:
+        return int(idx)
+    target = row.get("target")
+    return LETTERS.index(target) if isinstance(target, str) and len(target) == 1 and target in LETTERS else None
+
+
+def score_rows(rows: Iterable[Mapping[str, Any]], *, schemes: Sequence[str] = SCHEMES, primary: str | None = None,
+               max_gen_toks: int | None = None, seed: int = GUESS_SEED,
+               categories: Sequence[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score stored responses under each scheme.
+
+    ``rows``: dicts with ``category``, ``target`` (answer letter), ``response`` (the full text), and for the
+    guess ``n_options`` (non-"N/A" options) and ``answer_index`` (derived from ``target`` when absent);
+    optional ``n_response_tokens`` (for truncation). Returns ``(summary, rows)``: the summary has ``schemes``
+    (per scheme: ``overall`` and ``per_category``), and, mirroring the ``primary`` scheme (default: the
+    first), ``overall`` / ``per_category`` with ``accuracy``, ``n``, ``correct``, ``parse_failures``; each row
+    gains ``pred_<scheme>``, ``correct_<scheme>``, ``official_step``, ``guess`` (official_guess: the drawn
+    letter where no letter was found), ``truncated``, and ``extracted`` / ``correct`` of the primary scheme
+    (``extracted``: the letter found in the response, None when none was found, whatever the guess).
+    """
+    schemes = tuple(schemes)
+    unknown = [s for s in schemes if s not in SCHEMES]
+    if unknown or not schemes:
+        raise ValueError(f"scoring schemes must be a non-empty subset of {SCHEMES}, got {list(schemes)}")
+    primary = primary or schemes[0]
+    if primary not in schemes:
+        raise ValueError(f"primary scheme {primary!r} is not among the scored schemes {list(schemes)}")
+    rng = random.Random(seed)
+    out_rows: list[dict[str, Any]] = []
+    for row in rows:
+        r = dict(row)
+        r.update(score_row(r, schemes))
+        if "official_guess" in schemes:
+            letter = r["_official_letter"]
+            r["guess"] = None
+            r["expected_official_guess"] = None
+            if letter is None:
+                n_opt = r.get("n_options")
+                idx = _answer_index(r)
+                if not n_opt or idx is None:
+                    raise ValueError(f"question {r.get('question_id')}: official_guess needs n_options and the "
+                                     "answer index (or letter)")
+                x = rng.randint(0, int(n_opt) - 1)
+                r["guess"] = LETTERS[x]
+                r["pred_official_guess"] = LETTERS[x]
+                r["correct_official_guess"] = x == idx
+                r["expected_official_guess"] = 1.0 / int(n_opt)
+            else:
+                r["pred_official_guess"] = letter
+                r["correct_official_guess"] = letter == r.get("target")
+                r["expected_official_guess"] = float(r["correct_official_guess"])
+        r.pop("_official_letter", None)
+        r["truncated"] = is_truncated(r.get("n_response_tokens"), max_gen_toks)
+        found = {"strict": "pred_strict", "official": "pred_official", "official_guess": None}[primary]
+        if found is None:
+            r["extracted"] = None if r.get("guess") else r["pred_official_guess"]
+        else:
+            r["extracted"] = r[found]
+        r["correct"] = bool(r[f"correct_{primary}"])
+        out_rows.append(r)
+
+    order = list(categories) if categories else []
+    for r in out_rows:
+        if r.get("category") not in order:
+            order.append(r.get("category"))
+    summary_schemes = {}
+    for scheme in schemes:
+        per_category = {}
+        for cat in order:
+            block = _block([r for r in out_rows if r.get("category") == cat], scheme)
+            if block["n"]:
+                per_category[cat] = block
+        summary_schemes[scheme] = {"description": DESCRIPTIONS[scheme], "overall": _block(out_rows, scheme),
+                                   "per_category": per_category}
+    summary: dict[str, Any] = {
+        "primary_scheme": primary,
+        "overall": {**summary_schemes[primary]["overall"], "scheme": primary,
+                    "weighting": "question-weighted mean over categories (total correct / total questions)"},
+        "per_category": {c: dict(v) for c, v in summary_schemes[primary]["per_category"].items()},
+        "schemes": summary_schemes,
+        "ci_method": CI_METHOD,
+        "guess_seed": seed if "official_guess" in schemes else None,
+        "truncation": {
+            "max_gen_toks": max_gen_toks,
+            "rule": (f"n_response_tokens >= max_gen_toks - {truncation_slack(max_gen_toks)} (the response "
+                     "re-tokenised with the model's tokenizer)") if max_gen_toks else None,
+            "known": sum(r["truncated"] is not None for r in out_rows),
+        },
+    }
+    return summary, out_rows
+
+
+def _rate(k: int | None, n: int) -> float | None:
+    return None if k is None or not n else k / n
+
+
+def _block(rows: Sequence[Mapping[str, Any]], scheme: str) -> dict[str, Any]:
+    """Accuracy, Wilson CI, parse failures and truncation of ``rows`` under ``scheme``."""
+    n = len(rows)
+    correct = sum(bool(r[f"correct_{scheme}"]) for r in rows)
+    if scheme == "strict":
+        failures = sum(r["pred_strict"] is None for r in rows)
+    else:
+        failures = sum(r["official_step"] is None for r in rows)
+    known = [r["truncated"] for r in rows if r.get("truncated") is not None]
+    truncated = sum(known) if known and len(known) == n else None
+    block: dict[str, Any] = {
+        "accuracy": correct / n if n else None,
+        "ci95": list(stats.wilson_interval(correct, n, CONFIDENCE)) if n else None,
+        "n": n,
+        "correct": correct,
+        "parse_failures": failures,
+        "parse_failure_rate": _rate(failures, n),
+        "truncated": truncated,
+        "truncation_rate": _rate(truncated, n),
+    }
+    if scheme == "official_guess":
+        expected = sum(float(r["expected_official_guess"]) for r in rows)
+        block["guessed"] = sum(r.get("guess") is not None for r in rows)
+        block["guessed_correct"] = sum(r.get("guess") is not None and bool(r["correct_official_guess"])
+                                       for r in rows)
+        block["expected_correct"] = expected
+        block["expected_accuracy"] = expected / n if n else None
+        block["expected_ci95"] = list(stats.wilson_interval(expected, n, CONFIDENCE)) if n else None
+    if scheme != "strict":
+        steps: dict[str, int] = {}
+        for r in rows:
+            steps[str(r["official_step"])] = steps.get(str(r["official_step"]), 0) + 1
+        block["official_steps"] = steps
+    return block
+
+
+# ---------------------------------------------------------------------------------------- files
+def _tiger_row(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of TIGER's result files (``evaluate_from_*.py`` / their released ``eval_results``)."""
+    response = rec.get("model_outputs", rec.get("generated_text"))
+    return {
+        "category": rec.get("category"),
+        "question_id": rec.get("question_id"),
+        "target": rec.get("answer"),
+        "answer_index": rec.get("answer_index"),
+        "n_options": n_real_options(rec.get("options")),
+        "response": response if isinstance(response, str) else "",
+        "tiger_pred": rec.get("pred"),
+    }
+
+
+def load_samples(path: str | Path) -> list[dict[str, Any]]:
+    """Rows to score: our ``mmlu_pro_samples.jsonl``, or TIGER's result format (a JSON list of questions with
+    ``model_outputs``/``generated_text``; a ``.json`` file or a ``.zip`` of them, read in place)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as fh:
+            for i, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{path}:{i}: not a JSON line ({err})") from err
+        missing = [k for k in ("category", "question_id", "target", "response") if rows and k not in rows[0]]
+        if missing:
+            raise ValueError(f"{path}: rows lack {missing} (an mmlu_pro_samples.jsonl row has category, "
+                             "question_id, target, response)")
+        return rows
+    if path.suffix == ".zip":
+        recs: list[Any] = []
+        with zipfile.ZipFile(path) as zf:
+            for name in sorted(zf.namelist()):
+                if name.endswith(".json"):
+                    recs.extend(json.loads(zf.read(name)))
+        return [_tiger_row(r) for r in recs]
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of TIGER result rows")
+    return [_tiger_row(r) for r in data]
+
+
+_CUT = re.compile(r" …\[\d+ chars cut\]… ")  # harness.truncate_middle's marker (samples of older runs)
+
+
+def fill_options(rows: list[dict[str, Any]], data_dir: str | Path) -> int:
+    """Add ``n_options`` / ``answer_index`` from ``<data_dir>/test.parquet`` (by ``question_id``) to rows that
+    lack them (samples files written before they were stored); returns how many rows were filled."""
+    import pandas as pd
+
+    test = pd.read_parquet(Path(data_dir) / "test.parquet", columns=["question_id", "options", "answer_index"])
+    known = {int(q): (n_real_options(o), int(i)) for q, o, i in zip(test.question_id, test.options, test.answer_index)}
+    filled = 0
+    for r in rows:
+        if r.get("n_options") is None and r.get("question_id") is not None and int(r["question_id"]) in known:
+            r["n_options"], r["answer_index"] = known[int(r["question_id"])]
+            filled += 1
+    return filled
+
+
+def rescore(path: str | Path, *, schemes: Sequence[str] = SCHEMES, primary: str | None = None,
+            max_gen_toks: int | None = None, seed: int = GUESS_SEED,
+            data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Score a finished run's samples file (or TIGER's outputs) under ``schemes``; no generation. The token
+    budget defaults to the one a run recorded in its ``mmlu_pro.json`` beside the samples (``settings``);
+    ``data_dir`` (the MMLU-Pro parquet folder) supplies the option counts the guess needs to samples files that
+    lack them. ``responses_cut`` counts responses stored cut in the middle (older runs kept 4,000 characters):
+    their scores may differ from what the whole response would give."""
+    path = Path(path)
+    if max_gen_toks is None:
+        beside = path.parent / "mmlu_pro.json"
+        if path.suffix == ".jsonl" and beside.is_file():
+            settings = json.loads(beside.read_text(encoding="utf-8")).get("settings") or {}
+            max_gen_toks = settings.get("max_gen_toks_effective")
+    rows = load_samples(path)
+    filled = fill_options(rows, data_dir) if data_dir and any(r.get("n_options") is None for r in rows) else 0
+    summary, _ = score_rows(rows, schemes=schemes, primary=primary, max_gen_toks=max_gen_toks, seed=seed)
+    summary["source"] = str(path)
+    summary["responses_cut"] = sum(bool(_CUT.search(r.get("response") or "")) for r in rows)
+    summary["options_filled_from_data"] = filled
+    return summary
+
+
+def compare(path_a: str | Path, path_b: str | Path, *, scheme: str = "official", n_boot: int = 10_000,
+            seed: int = 0, confidence: float = 0.95, data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Two runs on the same questions, question by question (matched by ``question_id``), under one scheme:
+    overall and per category, ``diff = acc_a − acc_b``, its paired-bootstrap CI, the exact McNemar p-value
+    and the discordant counts (:func:`thtb.evaluation.stats.paired_comparison`). Both files are re-scored
+    from their responses; questions present in only one file, or whose answer key differs between the files (a
+    different dataset revision), are counted and left out. ``data_dir``: as in
+    :func:`rescore` (option counts for ``official_guess`` on older samples files)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    scored = []
+    for path in (path_a, path_b):
+        loaded = load_samples(path)
+        if data_dir and any(r.get("n_options") is None for r in loaded):
+            fill_options(loaded, data_dir)
+        _, rows = score_rows(loaded, schemes=(scheme,))
+        by_id: dict[Any, dict[str, Any]] = {}
+        for r in rows:
+            if r.get("question_id") in by_id:
+                raise ValueError(f"{path}: question_id {r.get('question_id')} appears twice")
+            by_id[r.get("question_id")] = r
+        scored.append(by_id)
+    a, b = scored
+    matched = [q for q in a if q in b]
+    key = f"correct_{scheme}"
+    # the same question_id with another answer key: a different dataset revision (TIGER's two releases differ
+    # on 3 questions); such questions are left out and listed
+    mismatched = [q for q in matched if a[q].get("target") != b[q].get("target")]
+    common = [q for q in matched if q not in set(mismatched)]
+
+    def pair(ids):
+        return stats.paired_comparison([float(a[q][key]) for q in ids], [float(b[q][key]) for q in ids],
+                                       n_boot=n_boot, seed=seed, confidence=confidence)
+
+    categories: dict[str, list] = {}
+    for q in common:
+        categories.setdefault(a[q].get("category"), []).append(q)
+    return {
+        "a": str(path_a),
+        "b": str(path_b),
+        "scheme": scheme,
+        "matched": len(common),
+        "only_in_a": len(a) - len(matched),
+        "only_in_b": len(b) - len(matched),
+        "answer_mismatch": len(mismatched),
+        "answer_mismatch_ids": mismatched[:50],
+        "overall": pair(common) if common else None,
+        "per_category": {c: pair(ids) for c, ids in categories.items()},
+    }
+
+
+# ------------------------------------------------------------------------------------------ command line
+def main(argv: Sequence[str] | None = None) -> int:
+    """``rescore SAMPLES [--schemes …] [--primary …] [--max-gen-toks N] [--out FILE]`` and
+    ``compare A B [--scheme official] [--n-boot N] [--seed S] [--out FILE]``: JSON to ``--out`` or stdout."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m thtb.evaluation.mmlu_pro",
+                                     description="Re-score finished MMLU-Pro runs offline (no generation).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("rescore", help="score a samples file under each scheme")
+    p.add_argument("samples", help="mmlu_pro_samples.jsonl, or TIGER's result .json / .zip")
+    p.add_argument("--schemes", default=",".join(SCHEMES), help=f"comma-separated subset of {','.join(SCHEMES)}")
+    p.add_argument("--primary", default=None, help="the scheme behind 'overall' (default: the first)")
+    p.add_argument("--max-gen-toks", type=int, default=None, help="generation budget (truncation rate)")
+    p.add_argument("--seed", type=int, default=GUESS_SEED, help="official_guess seed (TIGER: 12345)")
+    p.add_argument("--data-dir", default=None,
+                   help="MMLU-Pro parquet folder: option counts for samples files that lack them (older runs)")
+    p.add_argument("--out", default=None, help="write the JSON here (default: stdout)")
+    c = sub.add_parser("compare", help="paired comparison of two runs on the same questions")
+    c.add_argument("a")
+    c.add_argument("b")
+    c.add_argument("--scheme", default="official", choices=SCHEMES)
+    c.add_argument("--n-boot", type=int, default=10_000)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--data-dir", default=None, help="as for rescore")
+    c.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.command == "rescore":
+        schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+        result = rescore(args.samples, schemes=schemes, primary=args.primary, max_gen_toks=args.max_gen_toks,
+                         seed=args.seed, data_dir=args.data_dir)
+    else:
+        result = compare(args.a, args.b, scheme=args.scheme, n_boot=args.n_boot, seed=args.seed,
+                         data_dir=args.data_dir)
+    text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    if args.out:
+        from thtb.io import atomic_write_text
+
+        atomic_write_text(Path(args.out), text)
+        print(_headline(result))
+    else:
+        print(text, end="")
+    return 0
+
+
+def _headline(result: Mapping[str, Any]) -> str:
+    if "schemes" in result:
+        return "; ".join(f"{s} {100 * b['overall']['accuracy']:.2f}%" for s, b in result["schemes"].items())
+    o = result.get("overall") or {}
+    return (f"{result['scheme']}: diff {100 * (o.get('diff') or 0):+.2f} pp, p={o.get('p_value')}, "
+            f"n={o.get('n')}") if o else "no matched questions"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
