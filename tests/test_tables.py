@@ -191,8 +191,8 @@ def test_cell_shows_ours_published_and_delta(tables):
     md = (out / "table1_mmlu_pro.md").read_text()
     cells = md_row(md, "Ours-1B")
     assert cells[0] == "20.41 / 20.41 (+0.00)"  # business, one seed
-    assert cells[-1] == "20.50 ± 0.71 (n=2) / 20.65 (-0.15)"  # overall: two seeds averaged, the stale line ignored
-    assert md_row(md, "AlpaGasus-1B")[-1] == f"{MISSING} / 17.95"  # not run: missing, never filled
+    assert cells[-2] == "20.50 ± 0.71 (n=2) / 20.65 (-0.15)"  # overall: two seeds averaged, the stale line ignored
+    assert md_row(md, "AlpaGasus-1B")[-2] == f"{MISSING} / 17.95"  # not run: missing, never filled
     assert md_row(md, "Ours-1B")[1] == f"{MISSING} / 16.35"
     assert md_row(md, "Full-8B")[2] == f"{MISSING} / 48.99‡"  # the published typo is marked and footnoted
     assert "391/798 = 49.00" in md
@@ -214,7 +214,7 @@ def test_seeds_are_averaged_in_the_csv(tables):
 def test_smoke_cell_is_flagged(tables):
     out, _ = tables
     md = (out / "table1_mmlu_pro.md").read_text()
-    assert md_row(md, "Random Sampling-1B")[-1] == "30.00† / 19.58 (+10.42)"
+    assert md_row(md, "Random Sampling-1B")[-2] == "30.00† / 19.58 (+10.42)"
     assert "† Random Sampling-1B: smoke slice (limit=100), not comparable to the paper." in md
     csv = pd.read_csv(out / "table1_mmlu_pro.csv")
     smoke = csv[csv.smoke]
@@ -227,13 +227,13 @@ def test_ours_only_methods_are_appended_under_their_block(tables):
     md = (out / "table1_mmlu_pro.md").read_text()
     labels = [r.split("|")[1].strip() for r in md.splitlines() if r.startswith("| ") and "---" not in r][1:]
     assert labels.index("Longest-3B") == labels.index("Ours-3B") + 1
-    assert md_row(md, "Longest-3B")[-1] == f"31.00 / {MISSING}"
+    assert md_row(md, "Longest-3B")[-2] == f"31.00 / {MISSING}"
 
 
 def test_pairwise_ci_and_table3(tables):
     out, _ = tables
     md2 = (out / "table2_alpacaeval.md").read_text()
-    assert md_row(md2, "Ours-1B")[-1] == "75.00 [72.10, 78.00] / 75.03 (-0.03, ns)"  # inside our CI: not significant
+    assert md_row(md2, "Ours-1B")[-2] == "75.00 [72.10, 78.00] / 75.03 (-0.03, ns)"  # inside our CI: not significant
     assert md_row(md2, "Ours-1B")[1] == "80.00 [73.00, 86.00] / 79.49 (+0.51, ns)"
     assert "ns: the published number lies inside our 95% CI" in md2
     assert "| Full-1B |" not in md2
@@ -252,7 +252,7 @@ def test_no_run_lines_still_gives_the_published_tables(tmp_path):
         assert csv["ours"].isna().all() and info["ours_cells"] == 0
         assert info["published_cells"] == published(name)["value"].notna().sum() > 0
     md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
-    assert md_row(md, "Ours-8B")[-1] == f"{MISSING} / 40.40"
+    assert md_row(md, "Ours-8B")[-2] == f"{MISSING} / 40.40"
 
 
 @pytest.mark.parametrize(
@@ -284,10 +284,10 @@ def test_runs_of_different_provenance_never_share_a_cell(tmp_path):
     write_lines(tmp_path / "runs" / "r.jsonl", lines)
     run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
     md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
-    assert md_row(md, "Ours-1B")[-1] == "20.00 / 20.65 (-0.65)"
-    assert md_row(md, "Ours-1B · offline scorers")[-1] == f"17.50 ± 0.71 (n=2) / {MISSING}"  # two seeds, one cell
-    assert md_row(md, "Ours-1B · fidelity=paper")[-1] == f"19.00 / {MISSING}"
-    assert md_row(md, "Ours-1B · provenance unknown")[-1] == f"30.00 / {MISSING}"
+    assert md_row(md, "Ours-1B")[-2] == "20.00 / 20.65 (-0.65)"
+    assert md_row(md, "Ours-1B · offline scorers")[-2] == f"17.50 ± 0.71 (n=2) / {MISSING}"  # two seeds, one cell
+    assert md_row(md, "Ours-1B · fidelity=paper")[-2] == f"19.00 / {MISSING}"
+    assert md_row(md, "Ours-1B · provenance unknown")[-2] == f"30.00 / {MISSING}"
     csv = pd.read_csv(tmp_path / "out" / "table1_mmlu_pro.csv", keep_default_na=False, na_values={"ours": [""]})
     overall = csv[(csv.method == "thtb") & (csv.model_size == "1B") & (csv.column == "overall")]
     assert sorted(overall["variant"]) == ["", "fidelity=paper", "offline scorers", "provenance unknown"]
@@ -302,13 +302,17 @@ def test_a_difference_outside_the_ci_is_not_marked_ns(tmp_path):
                 "overall": {"win_rate": 60.0, "win_rate_ci95": [56.6, 63.4], "win_rate_tie_half": 61.0, "n": 805},
                 "subsets": {}}
     mmlu_ci = line("thtb", "3B", 42, mmlu=30.0, pairwise=pairwise)
-    mmlu_ci["metrics"]["mmlu_pro"]["ci95"] = [29.2, 30.8]
+    mmlu_ci["metrics"]["mmlu_pro"].update(ci95=[29.2, 30.8], scheme="official_guess",
+                                          schemes={"strict": {"overall": 28.0, "ci95": [27.2, 28.8]}})
+    mmlu_ci["metrics"]["pairwise"]["overall"].update(lc_win_rate=55.0, lc_win_rate_ci95=[50.0, 60.0])
     write_lines(tmp_path / "runs" / "r.jsonl", [mmlu_ci])
     run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
     md2 = (tmp_path / "out" / "table2_alpacaeval.md").read_text()
-    assert md_row(md2, "Ours-3B")[-1] == "60.00 [56.60, 63.40] / 81.86 (-21.86)"  # significant: no ns
+    assert md_row(md2, "Ours-3B")[-2] == "60.00 [56.60, 63.40] / 81.86 (-21.86)"  # significant: no ns
     md1 = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
-    assert md_row(md1, "Ours-3B")[-1] == "30.00 [29.20, 30.80] / 34.56 (-4.56)"  # MMLU-Pro CIs come from the run line
+    assert md_row(md1, "Ours-3B")[-2] == "30.00 [29.20, 30.80] / 34.56 (-4.56)"  # MMLU-Pro CIs come from the run line
+    assert md_row(md1, "Ours-3B")[-1] == f"28.00 [27.20, 28.80] / {MISSING}"  # the same answers, lm-eval's regex alone
+    assert md_row(md2, "Ours-3B")[-1] == f"55.00 [50.00, 60.00] / {MISSING}"  # length-controlled: not in the paper
 
 
 def test_another_eval_protocol_is_marked_beside_the_published_number(tmp_path):
@@ -317,9 +321,9 @@ def test_another_eval_protocol_is_marked_beside_the_published_number(tmp_path):
     write_lines(tmp_path / "runs" / "r.jsonl", lines)
     run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
     md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
-    assert md_row(md, "Ours-1B · MMLU-Pro via lm-eval")[-1] == "21.00 / 20.65§ (+0.35)"
+    assert md_row(md, "Ours-1B · MMLU-Pro via lm-eval")[-2] == "21.00 / 20.65§ (+0.35)"
     assert "| Ours-1B |" not in md  # the paper's row is the marked one, not a second empty row
-    assert md_row(md, "Random Sampling-1B")[-1] == "19.00 / 19.58 (-0.58)"
+    assert md_row(md, "Random Sampling-1B")[-2] == "19.00 / 19.58 (-0.58)"
     assert "§ Ours-1B · MMLU-Pro via lm-eval: evaluated differently from the paper (MMLU-Pro via lm-eval)" in md
     assert "TIGER-AI-Lab's MMLU-Pro script" in md
 
@@ -417,7 +421,7 @@ def test_run_py_paper_tables_end_to_end(tmp_path):
                             f"hydra.run.dir={tmp_path / 'run'}", "logger=wandb_offline")
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
-    assert md_row(md, "Ours-1B")[-1] == "20.50 ± 0.71 (n=2) / 20.65 (-0.15)"
+    assert md_row(md, "Ours-1B")[-2] == "20.50 ± 0.71 (n=2) / 20.65 (-0.15)"
     assert {p.suffix for p in (tmp_path / "out").iterdir()} == {".md", ".tex", ".csv", ".png"}
     summary = json.loads((tmp_path / "run" / "tables" / "summary.json").read_text())
     assert summary["n_run_lines"] == len(FIXTURE)

@@ -82,11 +82,12 @@ TABLES = {
     "table1_mmlu_pro": TableSpec(
         "table1_mmlu_pro", "Table 1 — MMLU-Pro accuracy (%)", "mmlu_pro",
         tuple((c, "Comp. Sci." if c == "computer science" else c.title()) for c in MMLU_PRO_CATEGORIES)
-        + (("overall", "Overall"),), full_n=12032),
+        + (("overall", "Overall"), ("overall_strict", "Overall, strict regex")), full_n=12032),
     "table2_alpacaeval": TableSpec(
         "table2_alpacaeval", "Table 2 — AlpacaEval win rate (%) vs. the Full-data model of the same size",
         "pairwise", (("helpful_base", "Helpful Base"), ("koala", "Koala"), ("selfinstruct", "Self-instruct"),
-                     ("oasst", "Oasst"), ("vicuna", "Vicuna"), ("overall", "Overall")), full_n=805),
+                     ("oasst", "Oasst"), ("vicuna", "Vicuna"), ("overall", "Overall"),
+                     ("lc_overall", "Overall, length-controlled")), full_n=805),
     "table3_tcm": TableSpec(
         "table3_tcm", "Table 3 — TCM (Qwen3-8B)", "exam",
         (("exam", "TCM Exam Test (acc %)"), ("thtb_score", "THTB Score")), chart_column="exam",
@@ -251,6 +252,9 @@ def extract(line: Mapping, spec: TableSpec) -> tuple[dict[str, dict], str | None
 
     if spec.block == "mmlu_pro":
         put("overall", block.get("overall"), block.get("n"), block.get("ci95"))
+        strict = (block.get("schemes") or {}).get("strict") or {}
+        if block.get("scheme") not in (None, "strict"):  # the protocol's sensitivity: lm-eval's regex alone
+            put("overall_strict", strict.get("overall"), block.get("n"), strict.get("ci95"))
         for name, cat in (block.get("categories") or {}).items():
             if isinstance(cat, Mapping):
                 put(name, cat.get("accuracy"), cat.get("n"), cat.get("ci95"))
@@ -258,6 +262,7 @@ def extract(line: Mapping, spec: TableSpec) -> tuple[dict[str, dict], str | None
     elif spec.block == "pairwise":
         overall = block.get("overall") or {}
         put("overall", overall.get("win_rate"), overall.get("n"), overall.get("win_rate_ci95"))
+        put("lc_overall", overall.get("lc_win_rate"), overall.get("n"), overall.get("lc_win_rate_ci95"))
         for name, sub in (block.get("subsets") or {}).items():
             if isinstance(sub, Mapping):
                 put(name, sub.get("win_rate"), sub.get("n"), sub.get("win_rate_ci95"))
