@@ -15,6 +15,7 @@ import pytest
 from tests.test_select_stage import ROOT, run_py
 from thtb.stages.tables import run_tables
 from thtb.tables import (
+    parse_line,
     ALPACAEVAL_SUBSETS,
     MISSING,
     MMLU_PRO_CATEGORIES,
@@ -428,3 +429,17 @@ def test_run_py_paper_tables_end_to_end(tmp_path):
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     blob = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
     assert b"tables/table1_mmlu_pro" in blob and b"tables/charts" in blob
+
+
+def test_demo_summary_table_says_how_each_number_was_made():
+    from thtb.stages.tables import summary_table
+
+    pairwise = {"baseline": "random", "judge": "smollm2", "n_prompts": 10, "position_consistency": 0.5,
+                "overall": {"win_rate": 40.0, "win_rate_tie_half": 45.0, "n": 10, "n_failed": 0, "lc_win_rate": 47.5}}
+    thtb_line = line("thtb", "135M", 42, mmlu=25.0, n=28, pairwise=pairwise, prov=provenance("thtb", setup="offline"))
+    thtb_line["metrics"]["mmlu_pro"].update(ci95=[12.7, 43.4], scheme="official_guess")
+    text = summary_table([parse_line(thtb_line, "x:1")], ["x_thtb", "x_random"])
+    row = next(r for r in text.splitlines() if r.startswith("| x_thtb |"))
+    assert "offline, fidelity=reference" in row and "25.00% [12.7, 43.4] (28, official_guess)" in row
+    assert "40.0% / 45.0%, length-controlled 47.5% vs random" in row
+    assert "| x_random | — |" in text

@@ -44,7 +44,7 @@ def summary_table(lines: list[dict], experiments: list[str]) -> str:
     for line in lines:
         if line.get("experiment") in experiments:
             latest[line["experiment"]] = line  # files are read in order: the last line wins
-    rows = ["| experiment | method | model | selection scorers | MMLU-Pro (n) | "
+    rows = ["| experiment | method | model | selection scorers | MMLU-Pro [95% CI] (n, scheme) | "
             "win rate vs baseline, ties 0 / ½ (n, failed) | position consistency |", "|---|---|---|---|---|---|---|"]
     for name in experiments:
         line = latest.get(name)
@@ -54,10 +54,15 @@ def summary_table(lines: list[dict], experiments: list[str]) -> str:
         m = line.get("metrics", {})
         mp = m.get("mmlu_pro")
         pw = m.get("pairwise")
-        mmlu = f"{mp['overall']:.2f}% ({mp['n']})" if mp else "—"
+        mmlu = "—"
+        if mp:
+            ci = f" [{mp['ci95'][0]:.1f}, {mp['ci95'][1]:.1f}]" if mp.get("ci95") else ""
+            mmlu = f"{mp['overall']:.2f}%{ci} ({mp['n']}{', ' + mp['scheme'] if mp.get('scheme') else ''})"
         if pw:
             o = pw["overall"]
             rate = "—" if o["win_rate"] is None else f"{o['win_rate']:.1f}% / {o['win_rate_tie_half']:.1f}%"
+            if o.get("lc_win_rate") is not None:
+                rate += f", length-controlled {o['lc_win_rate']:.1f}%"
             win = f"{rate} vs {pw['baseline']} ({o['n']}, {o['n_failed']})"
             cons = "—" if pw.get("position_consistency") is None else f"{pw['position_consistency']:.2f}"
         else:
