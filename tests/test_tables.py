@@ -15,7 +15,6 @@ import pytest
 from tests.test_select_stage import ROOT, run_py
 from thtb.stages.tables import run_tables
 from thtb.tables import (
-    parse_line,
     ALPACAEVAL_SUBSETS,
     MISSING,
     MMLU_PRO_CATEGORIES,
@@ -23,6 +22,7 @@ from thtb.tables import (
     RunLineError,
     cell_text,
     line_from_wandb,
+    parse_line,
     read_published,
     read_run_files,
 )
