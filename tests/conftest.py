@@ -21,3 +21,12 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared reference data not found at {root}")
     return root
+
+
+@pytest.fixture(scope="module")
+def mmlu_dir(shared_data):
+    """``../shared/data/mmlu_pro`` (test and validation parquet); tests using it skip when it is absent."""
+    root = shared_data / "mmlu_pro"
+    if not (root / "test.parquet").is_file():
+        pytest.skip(f"MMLU-Pro parquet not found in {root}")
+    return root

@@ -207,3 +207,25 @@ def test_a_run_killed_mid_selection_leaves_nothing_that_looks_whole(tmp_path):
     assert (tmp_path / "again" / "selection" / "subset.jsonl").read_bytes() == (
         tmp_path / "clean" / "selection" / "subset.jsonl").read_bytes()
     assert not list((cache / "artifacts" / "select").glob("*.staging-*"))  # the dead runs' staging was removed
+
+
+def test_a_full_disk_while_writing_a_result_file_names_it(tmp_path):
+    """pyarrow reports ENOSPC as "[Errno 28] Error writing bytes to file" with no path: the error names the file,
+    and nothing half-written is left under its name."""
+    from thtb.io import atomic_path
+
+    target = tmp_path / "selection" / "scores.parquet"
+    with pytest.raises(OSError) as err, atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "Error writing bytes to file")
+    assert err.value.errno == errno.ENOSPC and str(target) in str(err.value) and "disk is full" in str(err.value)
+    assert not target.exists() and not list(target.parent.glob(".scores.parquet.*"))
+
+
+def test_a_bad_jsonl_line_is_named(tmp_path):
+    from thtb.evaluation.mmlu_pro_scoring import load_samples
+
+    path = tmp_path / "mmlu_pro_samples.jsonl"
+    path.write_text('{"question_id": 1, "category": "math", "target": "A", "response": "x"}\n{"question_id": 2,\n')
+    with pytest.raises(ValueError, match=r"mmlu_pro_samples\.jsonl: line 2: not valid JSON"):
+        load_samples(path)

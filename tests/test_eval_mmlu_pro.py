@@ -46,14 +46,6 @@ def tiny_model(tmp_path_factory):
     return tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
 
 
-@pytest.fixture(scope="module")
-def mmlu_dir(shared_data):
-    root = shared_data / "mmlu_pro"
-    if not (root / "test.parquet").is_file():
-        pytest.skip(f"MMLU-Pro parquet not found in {root}")
-    return root
-
-
 def _rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 

@@ -72,14 +72,6 @@ def tiger():
     return module
 
 
-@pytest.fixture(scope="module")
-def mmlu_dir(shared_data):
-    root = shared_data / "mmlu_pro"
-    if not (root / "test.parquet").is_file():
-        pytest.skip(f"MMLU-Pro parquet not found in {root}")
-    return root
-
-
 def _records(path):
     import pandas as pd
 

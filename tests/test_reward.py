@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import types
 from pathlib import Path
 
 import numpy as np
@@ -310,3 +311,33 @@ def test_bge_embedder_config_instantiates_lazily():
     assert (emb.model_name, emb.pooling, emb.max_seq_length, emb.batch_size, emb.device) == (
         "BAAI/bge-large-en-v1.5", "cls", 512, 64, None,
     )
+
+
+def test_last_logit_feeds_the_model_what_the_authors_script_feeds_it(tiny_rm):
+    """Oracle: the authors' own ``_local_model_inference`` (../shared/reference/thtb_authors/reward_score/
+    reward_score.py, run unchanged with a recording stand-in for the 7B model) sees exactly our input ids."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoTokenizer
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "reference" / "thtb_authors" / "reward_score" / "reward_score.py"
+    if not path.is_file():
+        pytest.skip(f"the authors' reward script is not at {path}")
+    spec = importlib.util.spec_from_file_location("thtb_authors_reward_score", path)
+    authors_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(authors_module)
+
+    class Recorder:  # the model: records its input, returns a known last logit
+        def __call__(self, **inputs):
+            self.ids = inputs["input_ids"][0].tolist()
+            return types.SimpleNamespace(logits=torch.full((1, len(self.ids)), 2.5))
+
+    tok = AutoTokenizer.from_pretrained(tiny_rm)
+    ours = InternLM2Reward(model=str(tiny_rm), last_logit=True)
+    ours._tokenizer = tok
+    for query, response in [("what is up", "not much"), ("say hi\nnan", "hi there friend")]:
+        model = Recorder()
+        raw, normalized = authors_module._local_model_inference(query, response, model, tok, 0)
+        assert model.ids == ours.encode(query, response)[0]
+        assert (float(raw), normalized) == (2.5, 0.75)  # clip((r + 5) / 10, 0, 1)

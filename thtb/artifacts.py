@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from thtb.fingerprint import file_digest
+from thtb.io import io_error
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,6 @@ def remove_stale_staging(root: Path) -> list[Path]:
     if removed:
         log.warning("removed %d stale staging folder(s) of finished processes under %s", len(removed), root)
     return removed
-
-
-def _io_error(exc: OSError, action: str, path: Path) -> OSError:
-    """The same error, saying what was being done to which path (an ``ENOSPC`` says the disk is full)."""
-    hint = " (the disk is full: free space or set paths.cache_dir elsewhere)" if exc.errno == errno.ENOSPC else ""
-    return OSError(exc.errno, f"{action} {path}: {exc.strerror or exc}{hint}", str(path))
 
 
 class StageArtifact:
@@ -173,7 +168,7 @@ class StageArtifact:
                 shutil.rmtree(staging, ignore_errors=True)
                 return self.path
             shutil.rmtree(staging, ignore_errors=True)
-            raise _io_error(exc, f"publishing the {self.stage} artifact", self.path) from exc
+            raise io_error(exc, f"publishing the {self.stage} artifact", self.path) from exc
         return self.path
 
     def publish_files(self, src: str | os.PathLike, manifest: dict[str, Any], files: list[str]) -> Path:
@@ -194,7 +189,7 @@ def copy_file(src: Path, dst: Path) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
     except OSError as exc:
-        raise _io_error(exc, f"copying {src} to", dst) from exc
+        raise io_error(exc, f"copying {src} to", dst) from exc
 
 
 def copy_outputs(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -210,7 +205,7 @@ def copy_outputs(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
             try:
                 shutil.copytree(item, target)
             except OSError as exc:
-                raise _io_error(exc, f"copying {item} to", target) from exc
+                raise io_error(exc, f"copying {item} to", target) from exc
         else:
             copy_file(item, target)
     return dst

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from thtb.evaluation import harness
+from thtb.io import read_jsonl
 
 LETTERS = "ABCDEFGHIJ"
 TASK = "thtb_exam_mcq"
@@ -70,15 +71,7 @@ class ExamFormatError(ValueError):
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ExamFormatError(f"{path}: line {i}: not valid JSON ({err.msg})") from None
-        return rows
+        return read_jsonl(path, ExamFormatError)
     if suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, list):

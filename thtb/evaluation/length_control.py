@@ -51,10 +51,11 @@ import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from thtb.io import read_jsonl
 
 GLM_NAME = "length_controlled_minimal"
 """The AlpacaEval GLM reproduced here (``alpaca_eval.metrics.glm_winrate.GLM_INFO``)."""
@@ -210,8 +211,7 @@ def length_controlled_win_rate(preference: Sequence[float], model_len: Sequence[
 def read_samples(source: str | os.PathLike[str] | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The per-prompt records of a run: a ``pairwise_samples.jsonl`` path, or the records themselves."""
     if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return read_jsonl(source)
     return [dict(r) for r in source]
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from thtb.evaluation import stats
+from thtb.io import read_jsonl
 
 SCHEMES = ("strict", "official", "official_guess")
 GUESS_SEED = 12345
@@ -325,14 +326,7 @@ def load_samples(path: str | Path) -> list[dict[str, Any]]:
     ``model_outputs``/``generated_text``; a ``.json`` file or a ``.zip`` of them, read in place)."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{i}: not a JSON line ({err})") from err
+        rows = read_jsonl(path)
         missing = [k for k in ("category", "question_id", "target", "response") if rows and k not in rows[0]]
         if missing:
             raise ValueError(f"{path}: rows lack {missing} (an mmlu_pro_samples.jsonl row has category, "

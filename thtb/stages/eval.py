@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from thtb import __version__
-from thtb.io import atomic_write_text
+from thtb.io import atomic_write_text, read_jsonl
 from thtb.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -464,7 +464,7 @@ def _log(tracker: Tracker, line: dict[str, Any], results: dict[str, dict], out: 
             flat[f"eval/mmlu_pro/scheme/{s}"] = v["overall"]
         png = _plot_categories(results["mmlu_pro"], out / "mmlu_pro_categories.png")
         tracker.log_images("eval/mmlu_pro_categories", [png])
-        rows = [json.loads(x) for x in (out / "mmlu_pro_samples.jsonl").read_text().splitlines() if x.strip()]
+        rows = read_jsonl(out / "mmlu_pro_samples.jsonl")
         tracker.log_table("eval/mmlu_pro_samples", pd.DataFrame(rows))
     if "pairwise" in m:
         flat["eval/pairwise/win_rate"] = m["pairwise"]["overall"]["win_rate"]
@@ -472,7 +472,7 @@ def _log(tracker: Tracker, line: dict[str, Any], results: dict[str, dict], out: 
         flat["eval/pairwise/lc_win_rate"] = m["pairwise"]["overall"].get("lc_win_rate")
         for s, v in m["pairwise"]["subsets"].items():
             flat[f"eval/pairwise/{s}"] = v["win_rate"]
-        rows = [json.loads(x) for x in (out / "pairwise_samples.jsonl").read_text().splitlines() if x.strip()]
+        rows = read_jsonl(out / "pairwise_samples.jsonl")
         tracker.log_table("eval/pairwise_samples", pd.DataFrame(rows).astype({"verdicts": str, "reasoning": str}))
     if "exam" in m:
         flat["eval/exam/accuracy"] = m["exam"]["accuracy"]
