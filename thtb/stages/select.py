@@ -117,7 +117,7 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
         artifact.restore(out)
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         summary.update(reused=True, artifact=str(artifact.path))
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+        _write_summary(out / "summary.json", summary)
         tracker.log_summary({"select/n_selected": summary["n_selected"], "select/fingerprint": fp,
                              "select/reused": True, "select/provenance": summary.get("provenance")})
         log.info("select: reusing finished selection %s (%d of %d) → %s", fp, summary["n_selected"],
@@ -129,7 +129,7 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
     if not result.selected_ids:  # written for inspection (the score card says why), never published as a result
         summary, _, _ = _write_outputs(out, records, report, result, cfg, fp, start)
         summary.update(reused=False, artifact=None, error="nothing selected")
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+        _write_summary(out / "summary.json", summary)
         raise SelectionError(
             f"the selection kept 0 of {len(records)} samples ({' → '.join(str(v) for v in result.counts.values())}; "
             f"{sum(len(v) for v in result.failures.values())} failed): nothing to train on. The score card and "
@@ -140,7 +140,7 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
     try:
         summary, card, plots = _write_outputs(work, records, report, result, cfg, fp, start)
         summary.update(reused=False, artifact=str(artifact.path))
-        atomic_write_text(work / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+        _write_summary(work / "summary.json", summary)
         copy_outputs(work, out)  # the run directory gets exactly what this process computed
         artifact.publish(work, {"n_input": summary["n_input"], "n_selected": summary["n_selected"],
                                 "method": cfg["selection"].get("method", "thtb"), "thtb_version": __version__,
@@ -158,6 +158,10 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
         out,
     )
     return summary
+
+
+def _write_summary(path: Path, summary: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def _write_outputs(out: Path, records: pd.DataFrame, report: Any, result: SelectionResult, cfg: dict[str, Any],
