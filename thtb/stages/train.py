@@ -236,7 +236,7 @@ def build_trainer(cfg: dict[str, Any], plan: TrainingPlan, output_dir: str | Pat
     if options.gradient_checkpointing and not getattr(model, "supports_gradient_checkpointing", False):
         options.notes.append(f"gradient_checkpointing: {type(model).__name__} does not support it; off")
         log.warning("train option unavailable — %s", options.notes[-1])
-        args.activation_checkpointing = args.gradient_checkpointing = False
+        args.gradient_checkpointing = False
         options.gradient_checkpointing = False
     trainer = SFTTrainer(
         model=model,

@@ -145,7 +145,7 @@ def sft_config(train: dict[str, Any], *, output_dir: str, seed: int, precision: 
         gradient_accumulation_steps=accum,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        activation_checkpointing=options.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
+        gradient_checkpointing=options.gradient_checkpointing,
         use_liger_kernel=options.liger,
         max_length=int(train["max_length"]),
         packing=options.packing,
