@@ -43,6 +43,8 @@ def main(cfg: DictConfig) -> None:
     from thtb.tracking import make_tracker
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for noisy in ("httpx", "httpx2"):  # the openai client's HTTP layer logs every request at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     container = OmegaConf.to_container(cfg, resolve=True)
     run_dir = Path(container["paths"]["run_dir"])
     stages = [_stage(name) for name in container["stages"]]  # fail before any work on a typo

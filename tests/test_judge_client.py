@@ -58,6 +58,10 @@ class FakeServer:
         self.headers: list[dict] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.in_flight_log: list[int] = []  # requests in flight as each request arrived
+        self.disconnected = 0  # requests whose client closed the connection before the answer
+        self.context_len: int | None = None  # reported by GET /v1/models as vLLM does (max_model_len)
+        self.model_name = "fake-judge"
         self._lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -75,6 +79,7 @@ class FakeServer:
     async def _start(self) -> int:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -89,10 +94,16 @@ class FakeServer:
             self.headers.append(dict(request.headers))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.in_flight_log.append(self.in_flight)
         try:
             status, payload, delay = self.script(n, body)
-            if delay:
-                await asyncio.sleep(delay)
+            end = time.monotonic() + delay
+            while time.monotonic() < end:  # "generating": notice a client that went away, as vLLM does
+                await asyncio.sleep(min(0.02, max(0.0, end - time.monotonic())))
+                if request.transport is None or request.transport.is_closing():
+                    with self._lock:
+                        self.disconnected += 1
+                    return web.Response(status=499)
             if isinstance(payload, str) and status == 200:
                 payload = completion(payload)
             if isinstance(payload, dict):
@@ -101,6 +112,12 @@ class FakeServer:
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    async def _models(self, request: web.Request) -> web.Response:
+        entry = {"id": self.model_name, "object": "model", "owned_by": "test"}
+        if self.context_len is not None:
+            entry["max_model_len"] = self.context_len
+        return web.json_response({"object": "list", "data": [entry]})
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
@@ -122,8 +139,8 @@ def api_key(monkeypatch):
 
 def make_judge(server, tmp_path, **kw) -> OpenAIJudge:
     args = dict(model="fake-judge", base_url=server.base_url, cache=RequestCache(tmp_path / "judge.sqlite"),
-                concurrency=4, timeout_s=2.0, max_retries=3, max_attempts=3, backoff_initial_s=0.01,
-                backoff_max_s=0.05, progress=False)
+                concurrency=4, timeout_s=2.0, timeout_per_token_s=0.0, max_retries=3, max_attempts=3,
+                backoff_initial_s=0.01, backoff_max_s=0.05, progress=False)
     args.update(kw)
     return OpenAIJudge(**args)
 
@@ -455,3 +472,159 @@ def test_hydra_style_config(server, tmp_path):
     assert server.requests[0]["max_tokens"] == 64 and server.requests[0]["chat_template_kwargs"]["enable_thinking"] is False
     with pytest.raises(ValueError, match="needs a cache"):
         OpenAIJudge(model="m", base_url=server.base_url, reparse=True)
+
+
+# ------------------------------------------------------------------ a slow or loaded server (flow control)
+VLLM_400 = {"error": {"message": "This model's maximum context length is 2048 tokens. However, you requested 2600 "
+                                 "tokens (2088 in the messages, 512 in the completion). Please reduce the length of "
+                                 "the messages or completion.", "type": "BadRequestError", "param": None, "code": 400}}
+
+
+def test_http_error_says_the_servers_reason(server, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    server.script = lambda n, body: (400, VLLM_400, 0.0)
+    out = make_judge(server, tmp_path).run(BLOOM, ITEMS[:1])[0]
+    assert out.error.startswith("transport: HTTP 400: This model's maximum context length is 2048 tokens")
+    assert "2088 in the messages" in out.error and server.count == 1  # a definite refusal: not retried
+    assert "HTTP 400: This model's maximum context length is 2048 tokens" in caplog.text
+    server.script = lambda n, body: (422, "plain text reason", 0.0)
+    out = make_judge(server, tmp_path).run(BLOOM, ITEMS[1:2])[0]
+    assert out.error.startswith("transport: HTTP 422: plain text reason")
+
+
+def test_send_timeout_scales_with_max_tokens(server, tmp_path):
+    judge = make_judge(server, tmp_path, timeout_s=10.0, timeout_per_token_s=0.5)
+    assert judge.send_timeout_s({"max_tokens": 100}) == 60.0 and judge.send_timeout_s({}) == 10.0
+    # 0.8 s of "generation": a flat 0.3 s timeout cuts it, 0.3 s + 0.01 s × 128 tokens does not
+    server.script = lambda n, body: (200, bloom_answer(body), 0.8)
+    flat = make_judge(server, tmp_path, timeout_s=0.3, max_retries=0, decoding={"max_tokens": 128}, cache=None)
+    assert flat.run(BLOOM, ITEMS[:1])[0].error == "transport: timeout after 1 tries"
+    scaled = make_judge(server, tmp_path, timeout_s=0.3, timeout_per_token_s=0.01, max_retries=0,
+                        decoding={"max_tokens": 128}, cache=None)
+    assert scaled.run(BLOOM, ITEMS[:1])[0].ok
+
+
+def test_a_timed_out_request_is_cancelled_not_duplicated(server, tmp_path):
+    """The timed-out send's connection is closed (the server stops generating it) before its retry goes out:
+    at no moment are two copies of one request in flight."""
+    server.script = lambda n, body: (200, bloom_answer(body), 1.5 if n == 0 else 0.0)
+    judge = make_judge(server, tmp_path, timeout_s=0.3, concurrency=1, backoff_initial_s=0.2, backoff_max_s=0.2)
+    assert judge.run(BLOOM, ITEMS[:1])[0].ok
+    assert server.count == 2 and server.disconnected == 1 and server.in_flight_log == [1, 1]
+    assert judge.stats()["timeouts"] == 1
+
+
+def test_concurrency_backs_off_on_overload_and_grows_back(server, tmp_path):
+    def script(n, body):
+        if n < 8:
+            return 503, {"error": {"message": "overloaded"}}, 0.05
+        return 200, bloom_answer(body), 0.05
+
+    server.script = script
+    judge = make_judge(server, tmp_path, concurrency=8, max_retries=6, cache=None)
+    items = [{"query": f"Name fact number {i}.", "response": str(i)} for i in range(40)]
+    out = judge.run(BLOOM, items)
+    assert all(r.ok for r in out)
+    stats = judge.stats()
+    assert stats["concurrency_decreases"] >= 1 and stats["concurrency_lowest"] <= 4, stats
+    assert max(server.in_flight_log[8:16]) < 8  # the retries and the next requests went out at a lower limit
+    assert max(server.in_flight_log[-8:]) > stats["concurrency_lowest"]  # healthy again: the limit grew
+
+
+def test_adaptive_limit_rules():
+    from thtb.judge.flow import AdaptiveLimit
+
+    async def go() -> AdaptiveLimit:
+        limit = AdaptiveLimit(8, min_limit=2)
+        tokens = [await limit.acquire() for _ in range(8)]
+        for t in tokens:  # one round of overload: halved once, not eight times
+            limit.feedback(t, "overload")
+            limit.release()
+        assert limit.limit == 4 and limit.decreases == 1
+        t = await limit.acquire()
+        limit.feedback(t, "overload")  # a new round: halved again, never below the floor
+        limit.release()
+        t = await limit.acquire()
+        limit.feedback(t, "overload")
+        limit.release()
+        assert limit.limit == 2 and limit.lowest == 2
+        for _ in range(2 + 3):  # `limit` answers in a row: one more slot
+            t = await limit.acquire()
+            limit.feedback(t, "ok")
+            limit.release()
+        assert limit.limit == 4
+        return limit
+
+    asyncio.run(go())
+
+
+def test_send_budget_bounds_the_sends_under_timeouts(server, tmp_path):
+    """Every send times out: max_retries would allow 11 sends per request, the run's budget allows
+    distinct × max_attempts in all. Fast refusals (HTTP 500) stay bounded by max_retries alone."""
+    server.script = lambda n, body: (200, bloom_answer(body), 5.0)
+    judge = make_judge(server, tmp_path, max_retries=10, max_attempts=2, concurrency=2, timeout_s=0.2)
+    out = judge.run(BLOOM, ITEMS)
+    assert all(r.error and r.error.startswith("transport: timeout") for r in out)
+    assert server.count == len(ITEMS) * 2 and judge.stats()["sends_refused"] >= 1
+    assert any("send budget is spent" in r.error for r in out) and len(judge.cache) == 0
+    server.script = lambda n, body: (500, {"error": {"message": "broken"}}, 0.0)
+    sent = server.count
+    judge = make_judge(server, tmp_path, max_retries=3, max_attempts=1, concurrency=2)
+    out = judge.run(BLOOM, ITEMS)
+    assert all(r.error == "transport: HTTP 500: broken after 4 tries" for r in out)
+    assert server.count - sent == len(ITEMS) * 4
+
+
+def test_server_slower_than_the_timeout_stops_clearly_with_bounded_requests(server, tmp_path):
+    """The fault test: every answer takes 30 s, the send timeout is 0.4 s. The run sends at most
+    distinct × max_attempts requests, cancels each timed-out one, and stops with a clear message well before
+    the retries would run out; a rerun against a healthy server resumes and sends only what is missing."""
+    from thtb.judge.flow import JudgeStalledError
+
+    server.script = lambda n, body: (200, bloom_answer(body), 0.0 if "capital of France" in str(body) else 30.0)
+    items = ITEMS[:1] + [{"query": f"Explain topic {i} in depth.", "response": str(i)} for i in range(12)]
+    judge = make_judge(server, tmp_path, concurrency=4, timeout_s=0.4, max_retries=5, max_attempts=3,
+                       stall_timeout_s=2.0, backoff_initial_s=0.05, backoff_max_s=0.1)
+    t0 = time.monotonic()
+    with pytest.raises(JudgeStalledError) as info:
+        judge.run(BLOOM, items)
+    took = time.monotonic() - t0
+    message = str(info.value)
+    assert "made no progress" in message and "rerun the same command to resume" in message
+    assert "timed out" in message and str(judge.cache.path) in message
+    assert server.count <= len(items) * 3, server.count  # no storm: ≤ distinct × max_attempts
+    time.sleep(0.3)
+    assert server.in_flight == 0 and server.disconnected == server.count - 1  # every slow send was cancelled
+    assert took < 15, took
+    print(f"\nslow server: {server.count} requests for {len(items)} distinct (cap {len(items) * 3}), "
+          f"{server.disconnected} cancelled, stopped after {took:.1f} s")
+    stats = judge.stats()
+    assert stats["timeouts"] >= 1 and stats["concurrency_lowest"] == 1 and stats["stalled"] == 1
+    # the one fast request finished and is cached; a rerun against a healthy server sends only the rest
+    assert len(judge.cache) == 1
+    sent = server.count
+    server.script = lambda n, body: (200, bloom_answer(body), 0.0)
+    again = make_judge(server, tmp_path, concurrency=4)
+    out = again.run(BLOOM, items)
+    assert all(r.ok for r in out) and server.count - sent == len(items) - 1
+    assert again.stats()["cache_hits"] == 1
+
+
+def test_prompt_beyond_the_context_is_not_sent(server, tmp_path, smollm2_model_path):
+    """With the judge's tokenizer known (SmolLM2's, local) and its context from /v1/models (vLLM's max_model_len),
+    a prompt that cannot fit is that sample's failure, with the reason — no request is sent for it."""
+    server.model_name = "smollm2"
+    server.context_len = 700
+    long_item = {"query": "Explain this. " + "word " * 600, "response": "ok"}
+    judge = make_judge(server, tmp_path, model="smollm2", decoding={"max_tokens": 128})
+    out = judge.run(BLOOM, [ITEMS[0], long_item])
+    assert out[0].ok
+    assert out[1].error.startswith("context: the prompt has ") and "> the judge's context of 700 tokens" in out[1].error
+    assert server.count == 1 and judge.stats()["context_overflows"] == 1 and len(judge.cache) == 1
+    # context_len given: no /v1/models needed; 0 switches the check off (the server then decides)
+    server.context_len = None
+    assert make_judge(server, tmp_path, model="smollm2", context_len=700, cache=None,
+                      decoding={"max_tokens": 128}).run(BLOOM, [long_item])[0].error.startswith("context:")
+    assert server.count == 1
+    off = make_judge(server, tmp_path, model="smollm2", context_len=0, cache=None, decoding={"max_tokens": 128})
+    assert off.run(BLOOM, [long_item])[0].ok and server.count == 2

@@ -1,4 +1,4 @@
-"""OpenAI-compatible LLM judge with a persistent cache, bounded concurrency and retries.
+"""OpenAI-compatible LLM judge with a persistent cache, adaptive concurrency and bounded retries.
 
 :class:`OpenAIJudge` sends a :class:`~thtb.judge.prompts.PromptTemplate` rendered for each item to
 ``POST {base_url}/chat/completions`` through the official :class:`openai.AsyncOpenAI` client (its
@@ -12,14 +12,27 @@ Per request
 2. Cache hit (a finished request): its stored value/error is returned (``from_cache=True``, no
    call). In ``reparse`` mode the template's parser is re-applied to the cached raw text, the row
    is updated and **no** call is ever made (a key missing from the cache is an error).
-3. Otherwise, at most ``concurrency`` requests are in flight (an :class:`asyncio.Semaphore`).
-   Transport errors — timeouts, connection errors, HTTP 408/409/429/5xx — are retried with
-   exponential backoff (:mod:`tenacity`, ``max_retries`` retries). A parse failure is re-asked:
-   the bad answer and the template's stricter follow-up are appended to the conversation, up to
-   ``max_attempts`` answers in all.
-4. The request is *finished* once an answer came back: it is cached (value or parse error) and
+3. A prompt that cannot fit the judge's context — prompt tokens (the model's tokenizer and chat
+   template, where known: ``tokenizer``) + ``max_tokens`` > ``context_len`` (asked from the server's
+   ``/v1/models`` when not given; vLLM reports ``max_model_len``) — is not sent: that item fails with
+   the reason (``context: …``), not cached.
+4. Otherwise it waits for a slot of the :class:`~thtb.judge.flow.AdaptiveLimit` (at most
+   ``concurrency`` in flight, halved when the server shows overload, grown back when healthy). Each
+   send has a timeout of ``timeout_s + timeout_per_token_s × max_tokens``; a timed-out request is
+   cancelled — its connection closed, which makes vLLM abort the generation — never left running
+   while a duplicate queues behind it. Timeouts, connection errors, HTTP 408/409/429/5xx are retried
+   with exponential backoff (:mod:`tenacity`, ``max_retries`` retries); first sends, re-asks and retries
+   after a timeout draw on the run's :class:`~thtb.judge.flow.SendBudget` (``distinct requests ×
+   max_attempts`` in all), so a slow server never gets a storm of duplicates. A parse
+   failure is re-asked: the bad answer and the template's stricter follow-up are appended to the
+   conversation, up to ``max_attempts`` answers in all. Other HTTP errors fail at once, with the
+   server's reason (``HTTP 400: … maximum context length …``).
+5. The request is *finished* once an answer came back: it is cached (value or parse error) and
    committed at once. A transport failure after all retries is returned as an error and not
    cached, so a resumed run retries it.
+6. When the server makes no progress (no answer, no definite refusal) for ``stall_timeout_s`` while
+   requests are out, the run stops with :class:`~thtb.judge.flow.JudgeStalledError` saying what was
+   sent and what timed out; everything finished is in the cache, so the same command resumes.
 
 Runs in other processes on the same cache file: a request is sent only under its lease, taken when
 it gets a concurrency slot (:mod:`thtb.judge.base`, "shared in flight"). A request another process is
@@ -49,17 +62,45 @@ from tqdm.auto import tqdm
 
 from thtb.judge.base import JudgeBackend, JudgeResult, LeaseWait, Messages
 from thtb.judge.cache import CACHED, CLAIMED, HELD, RequestCache
+from thtb.judge.flow import AdaptiveLimit, JudgeStalledError, SendBudget, StallWatch
 from thtb.judge.prompts import PromptTemplate
 
-__all__ = ["JudgeResult", "NoChoicesError", "OpenAIJudge", "is_transient"]
+__all__ = ["JudgeResult", "JudgeStalledError", "NoChoicesError", "OpenAIJudge", "describe_exc", "is_transient"]
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = frozenset({408, 409, 429})
+_DETAIL_CHARS = 400
 
 
 class NoChoicesError(RuntimeError):
     """A 200 answer without choices (recorded like a transport failure: not cached, not retried)."""
+
+
+class SendBudgetSpent(RuntimeError):
+    """The run's send budget is spent: the request is not sent again (not cached; a rerun retries it)."""
+
+
+class _Slot:
+    """One request's hold on a slot of the :class:`~thtb.judge.flow.AdaptiveLimit`: taken for a send, given
+    back after it (so backoff sleeps and re-ask preparation hold none)."""
+
+    def __init__(self, limit: AdaptiveLimit) -> None:
+        self.limit = limit
+        self.token: int | None = None
+
+    async def take(self) -> None:
+        if self.token is None:
+            self.token = await self.limit.acquire()
+
+    def feedback(self, outcome: str) -> None:
+        if self.token is not None:
+            self.limit.feedback(self.token, outcome)
+
+    def give(self) -> None:
+        if self.token is not None:
+            self.token = None
+            self.limit.release()
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -71,10 +112,55 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def _describe_exc(exc: BaseException) -> str:
+def _timed_out(exc: BaseException | None) -> bool:
+    return isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError)
+
+
+def _overload(exc: BaseException) -> bool:
+    """A sign that the server has more than it can do (the concurrency limit halves)."""
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}"
-    return type(exc).__name__
+        return exc.status_code in _RETRY_STATUS or exc.status_code >= 500
+    return isinstance(exc, openai.APITimeoutError | openai.APIConnectionError | asyncio.TimeoutError)
+
+
+def _server_detail(exc: openai.APIStatusError) -> str:
+    """The server's own reason from an error response (``{"error": {"message": …}}``, ``{"message": …}``,
+    ``{"detail": …}`` or plain text), on one line and at most ``_DETAIL_CHARS`` characters."""
+    body: Any = exc.body
+    detail: Any = None
+    if isinstance(body, Mapping):
+        inner = body.get("error")
+        if isinstance(inner, Mapping):
+            detail = inner.get("message")
+        elif isinstance(inner, str):
+            detail = inner
+        detail = detail or body.get("message") or body.get("detail")
+    elif isinstance(body, str):
+        detail = body
+    if not detail:
+        try:
+            detail = exc.response.text
+        except Exception:  # noqa: BLE001 - a body that cannot be read leaves only the status
+            detail = ""
+    text = " ".join(str(detail).split())
+    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
+
+
+def describe_exc(exc: BaseException) -> str:
+    """A failure as the judge log and the sample's error say it: ``HTTP 400: <the server's reason>``,
+    ``timeout``, ``connection error: …``."""
+    if isinstance(exc, SendBudgetSpent):
+        return str(exc)
+    if isinstance(exc, openai.APIStatusError):
+        detail = _server_detail(exc)
+        return f"HTTP {exc.status_code}: {detail}" if detail else f"HTTP {exc.status_code}"
+    if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        return f"connection error: {type(cause).__name__}" if cause is not None else "connection error"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class OpenAIJudge(JudgeBackend):
@@ -84,10 +170,22 @@ class OpenAIJudge(JudgeBackend):
         model: the served model id (part of every cache key).
         base_url: e.g. ``http://127.0.0.1:8000/v1``.
         api_key_env: environment variable holding the API key ("EMPTY" when unset).
-        concurrency: most requests in flight.
-        timeout_s: per-request timeout.
-        max_retries: transport retries per answer (so ``max_retries + 1`` tries).
-        max_attempts: answers asked per item when answers do not parse (1 = no re-ask).
+        concurrency: most requests in flight (the adaptive limit starts here and never exceeds it).
+        min_concurrency: the adaptive limit's floor.
+        timeout_s: per-send timeout before generation (connection, queueing, the prompt); each send
+            gets ``timeout_s + timeout_per_token_s × max_tokens``.
+        timeout_per_token_s: seconds allowed per requested completion token.
+        stall_timeout_s: stop the run when the server made no progress for this long while requests
+            are out (never shorter than two send timeouts).
+        max_retries: transport retries per answer (so ``max_retries + 1`` tries), within the send budget.
+        max_attempts: answers asked per item when answers do not parse (1 = no re-ask); also the
+            run's budget of sends per distinct request that the server may have worked on (first sends,
+            re-asks, retries after a timeout).
+        context_len: the judge's context in tokens; ``None``: ask the server (``/v1/models``,
+            ``max_model_len``); ``0``: do not check.
+        tokenizer: the tokenizer that counts prompt tokens for that check: ``"auto"`` (the model's, when
+            it is available locally — a folder, ``smollm2``, the Hugging Face cache), a hub id or
+            folder, or ``None`` (do not check).
         extra_body: extra JSON fields for the server (e.g. ``{"chat_template_kwargs":
             {"enable_thinking": False}}``); part of the cache key.
         cache: a :class:`RequestCache`, a path to one, or ``None`` (no cache).
@@ -117,21 +215,39 @@ class OpenAIJudge(JudgeBackend):
         backoff_max_s: float = 30.0,
         progress: bool = True,
         lease_wait_s: float | None = None,
+        min_concurrency: int = 1,
+        timeout_per_token_s: float = 0.1,
+        stall_timeout_s: float = 600.0,
+        context_len: int | None = None,
+        tokenizer: str | None = "auto",
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if concurrency < 1 or not 1 <= min_concurrency <= concurrency:
+            raise ValueError(f"need 1 <= min_concurrency <= concurrency, got {min_concurrency} and {concurrency}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if timeout_s <= 0 or timeout_per_token_s < 0 or stall_timeout_s <= 0:
+            raise ValueError("timeout_s and stall_timeout_s must be > 0 and timeout_per_token_s >= 0, got "
+                             f"{timeout_s}, {stall_timeout_s} and {timeout_per_token_s}")
         super().__init__(model, max_attempts=max_attempts, cache=cache, reparse=reparse, decoding=decoding,
                          extra_body=extra_body, progress=progress, lease_wait_s=lease_wait_s)
         self.base_url = str(base_url)
         self.api_key_env = api_key_env
         self.__api_key = os.environ.get(api_key_env) or "EMPTY"
         self.concurrency = int(concurrency)
+        self.min_concurrency = int(min_concurrency)
         self.timeout_s = float(timeout_s)
+        self.timeout_per_token_s = float(timeout_per_token_s)
+        self.stall_timeout_s = float(stall_timeout_s)
         self.max_retries = int(max_retries)
         self.backoff_initial_s = float(backoff_initial_s)
         self.backoff_max_s = float(backoff_max_s)
+        self.context_len = None if context_len is None else int(context_len)
+        self.tokenizer = tokenizer
+        self._context: tuple[Any, int] | None = None  # (tokenizer, context length), looked up once
+        self._context_known = False
+        self._context_lock: asyncio.Lock | None = None
+        self._counters.update({"timeouts": 0, "context_overflows": 0, "sends_refused": 0,
+                               "concurrency_lowest": self.concurrency, "concurrency_decreases": 0})
 
     def __repr__(self) -> str:
         return (
@@ -139,11 +255,22 @@ class OpenAIJudge(JudgeBackend):
             f"concurrency={self.concurrency}, cache={self.cache!r}, reparse={self.reparse})"
         )
 
+    def send_timeout_s(self, params: Mapping[str, Any]) -> float:
+        """The timeout of one send with these decoding parameters: ``timeout_s + timeout_per_token_s × max_tokens``."""
+        max_tokens = params.get("max_tokens") or params.get("max_completion_tokens") or 0
+        return self.timeout_s + self.timeout_per_token_s * float(max_tokens)
+
+    def _template_timeout_s(self, template: PromptTemplate) -> float:
+        return self.send_timeout_s({**dict(template.params), **self.decoding})
+
     def default_lease_wait_s(self) -> float:
         """The longest one request can take here — every try timing out, every backoff at its longest,
-        ``max_attempts`` answers — plus a minute."""
+        ``max_attempts`` answers — plus a minute (with the longest send timeout of the known templates)."""
+        from thtb.judge.prompts import TEMPLATES
+
+        timeout = max([self.timeout_s] + [self._template_timeout_s(t) for t in TEMPLATES.values()])
         backoffs = sum(min(self.backoff_initial_s * 2 ** i, self.backoff_max_s) for i in range(self.max_retries))
-        return ((self.max_retries + 1) * self.timeout_s + backoffs) * self.max_attempts + 60.0
+        return ((self.max_retries + 1) * timeout + backoffs) * self.max_attempts + 60.0
 
     # ------------------------------------------------------------------------------- public
     def run(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> list[JudgeResult]:
@@ -176,28 +303,64 @@ class OpenAIJudge(JudgeBackend):
             client = openai.AsyncOpenAI(
                 api_key=self.__api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s
             )
-        semaphore = asyncio.Semaphore(self.concurrency)
+        limit = AdaptiveLimit(self.concurrency, self.min_concurrency)
+        budget = SendBudget(self.max_attempts)
+        stall_s = max(self.stall_timeout_s, 2 * self._template_timeout_s(template))
+        watch = StallWatch(stall_s)
         bar = tqdm(total=len(items), desc=f"judge:{template.name}", disable=not self.progress, leave=False)
 
         async def one(k: str) -> None:
-            result = await self._one(client, semaphore, template, k, messages[k])
+            result = await self._one(client, limit, budget, watch, template, k, messages[k])
             for i in groups[k]:
                 results[i] = result
+            if result.ok or result.raw is not None:
+                watch.progress()  # answered (now, earlier, or by another process); a failure is no progress
             bar.update(len(groups[k]))
 
+        tasks = [asyncio.create_task(one(k)) for k in groups]
         try:
-            await asyncio.gather(*(one(k) for k in groups))
+            pending: set[asyncio.Task] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=min(5.0, stall_s / 4),
+                                                   return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()  # an unexpected error: raised (the others are cancelled below)
+                if pending and watch.stalled():
+                    self._counters["stalled"] = 1
+                    raise JudgeStalledError(self._stall_message(template, watch, budget, len(groups) - len(pending),
+                                                                len(groups)))
         finally:
+            for task in tasks:
+                task.cancel()  # a cancelled send closes its connection: the server aborts that generation
+            await asyncio.gather(*tasks, return_exceptions=True)
             bar.close()
+            self._counters["concurrency_lowest"] = min(self._counters["concurrency_lowest"], limit.lowest)
+            self._counters["concurrency_decreases"] += limit.decreases
             if client is not None:
                 await client.close()
         return self._tally(results, len(items), start)
 
     # ----------------------------------------------------------------------------- internals
+    def _stall_message(self, template: PromptTemplate, watch: StallWatch, budget: SendBudget, finished: int,
+                       total: int) -> str:
+        c = self._counters
+        where = f"cached in {self.cache.path}" if self.cache is not None else "not cached (no judge.cache)"
+        return (
+            f"judge {template.name}: the server at {self.base_url} (model {self.model}) made no progress for "
+            f"{watch.idle_s():.0f} s (stall_timeout_s={self.stall_timeout_s:g}); stopped. This run sent "
+            f"{budget.sent} requests for {budget.requests} distinct ones: {c['timeouts']} timed out (send timeout "
+            f"{self._template_timeout_s(template):.0f} s), {c['transport_failures']} failed after retries. "
+            f"{finished}/{total} distinct requests are finished and {where}: rerun the same command to resume. "
+            "The server is overloaded or stuck: check its log (vLLM: /metrics), lower judge.concurrency, or raise "
+            "judge.timeout_s / judge.timeout_per_token_s."
+        )
+
     async def _one(
         self,
         client: openai.AsyncOpenAI | None,
-        semaphore: asyncio.Semaphore,
+        limit: AdaptiveLimit,
+        budget: SendBudget,
+        watch: StallWatch,
         template: PromptTemplate,
         key: str,
         msgs: Messages,
@@ -206,13 +369,14 @@ class OpenAIJudge(JudgeBackend):
         if hit is not None:
             return hit
         assert client is not None
-        if self.cache is None:
-            async with semaphore:
-                return await self._ask(client, template, key, msgs)
         wait: LeaseWait | None = None
         force = False
         while True:
-            async with semaphore:
+            slot = _Slot(limit)
+            await slot.take()  # the lease is taken with a slot: a run claims only what it can send now
+            try:
+                if self.cache is None:
+                    return await self._ask(client, slot, budget, watch, template, msgs, key)
                 state = self.cache.claim([key], force=(key,) if force else ())[key]
                 if state == CACHED:
                     shared = self._shared(template, key)
@@ -220,9 +384,11 @@ class OpenAIJudge(JudgeBackend):
                         return shared
                 if state == CLAIMED or force:  # forced: ours, unless a row came and went — asked anyway
                     try:
-                        return await self._ask(client, template, key, msgs)
+                        return await self._ask(client, slot, budget, watch, template, msgs, key)
                     finally:  # failed (transport errors are not cached) or interrupted: a waiting process takes
                         self._release([key])  # it over; a no-op once its row is written
+            finally:
+                slot.give()
             # another live process is sending it: wait outside the slot for its row, or for the lease to free up
             if wait is None:
                 wait = LeaseWait(self.lease_wait_s)
@@ -242,47 +408,90 @@ class OpenAIJudge(JudgeBackend):
                 if state != HELD:
                     break
 
-    async def _ask(self, client: openai.AsyncOpenAI, template: PromptTemplate, key: str, msgs: Messages) -> JudgeResult:
+    async def _ask(self, client: openai.AsyncOpenAI, slot: _Slot, budget: SendBudget, watch: StallWatch,
+                   template: PromptTemplate, msgs: Messages, key: str) -> JudgeResult:
         """Send one request (re-asked while its answers do not parse); cache it once finished."""
         conversation = list(msgs)
         result = JudgeResult()
-        while True:
-            try:
-                raw, ptok, ctok, latency = await self._call(client, template, conversation)
-            except Exception as exc:  # noqa: BLE001 - every transport failure is recorded
-                self._counters["transport_failures"] += 1
-                log.warning("judge %s: request failed after retries: %s", template.name, _describe_exc(exc))
-                result.attempts += 1
-                result.error = f"transport: {_describe_exc(exc)} after {self.max_retries + 1} tries"
-                return result  # not finished: not cached
-            if self._take_answer(template, result, raw, ptok, ctok, latency) or result.attempts >= self.max_attempts:
-                break
-            conversation = self._reask(template, conversation, result)
-        return self._finish(template, key, result)
+        budget.register()
+        watch.active += 1
+        try:
+            while True:
+                too_long = await self._too_long(client, template, conversation)
+                if too_long:
+                    self._counters["context_overflows"] += 1
+                    log.warning("judge %s: not sent: %s", template.name, too_long)
+                    result.error = f"context: {too_long}"
+                    return result  # not an answer: not cached
+                try:
+                    raw, ptok, ctok, latency = await self._call(client, slot, budget, watch, template, conversation)
+                except Exception as exc:  # noqa: BLE001 - every transport failure is recorded
+                    self._counters["transport_failures"] += 1
+                    tries = "" if isinstance(exc, SendBudgetSpent) else f" after {self.max_retries + 1} tries"
+                    log.warning("judge %s: request failed%s: %s", template.name, tries, describe_exc(exc))
+                    result.attempts += 1
+                    result.error = f"transport: {describe_exc(exc)}{tries}"
+                    return result  # not finished: not cached
+                if (self._take_answer(template, result, raw, ptok, ctok, latency)
+                        or result.attempts >= self.max_attempts):
+                    break
+                conversation = self._reask(template, conversation, result)
+            return self._finish(template, key, result)
+        finally:
+            watch.active -= 1
 
-    async def _call(
-        self, client: openai.AsyncOpenAI, template: PromptTemplate, conversation: Messages
-    ) -> tuple[str, int, int, float]:
-        """One answer (with transport retries): raw text, prompt/completion tokens, latency."""
+    async def _call(self, client: openai.AsyncOpenAI, slot: _Slot, budget: SendBudget, watch: StallWatch,
+                    template: PromptTemplate, conversation: Messages) -> tuple[str, int, int, float]:
+        """One answer (with transport retries, each send in a slot of the adaptive limit; backoff outside it):
+        raw text, prompt/completion tokens, latency."""
         params = {**dict(template.params), **self.decoding}
+        timeout = self.send_timeout_s(params)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=wait_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
             retry=retry_if_exception(is_transient),
             reraise=True,
         )
+        last: BaseException | None = None
         async for attempt in retrying:
             with attempt:
-                if attempt.retry_state.attempt_number > 1:
+                retry = attempt.retry_state.attempt_number > 1
+                if not budget.take(exempt=retry and not _timed_out(last)):
+                    self._counters["sends_refused"] += 1
+                    raise SendBudgetSpent(
+                        f"{describe_exc(last) + '; not sent again' if last else 'not sent'}: the run's send budget "
+                        f"is spent ({budget.sent} sends for {budget.requests} requests × max_attempts "
+                        f"{self.max_attempts})")
+                if retry:
                     self._counters["retries"] += 1
-                self._counters["calls"] += 1
-                t0 = time.perf_counter()
-                response = await client.chat.completions.create(
-                    model=self.model, messages=conversation, extra_body=self.extra_body, **params
-                )
-                latency = time.perf_counter() - t0
-                if not response.choices:
-                    raise NoChoicesError("the server returned no choices")
+                await slot.take()
+                try:
+                    self._counters["calls"] += 1
+                    t0 = time.perf_counter()
+                    try:
+                        response = await client.chat.completions.create(
+                            model=self.model, messages=conversation, extra_body=self.extra_body, timeout=timeout,
+                            **params,
+                        )
+                    except Exception as exc:
+                        last = exc
+                        if _timed_out(exc):
+                            self._counters["timeouts"] += 1
+                        if _overload(exc):
+                            slot.feedback("overload")
+                        else:
+                            slot.feedback("neutral")
+                            if isinstance(exc, openai.APIStatusError):
+                                watch.progress()  # a definite answer (e.g. HTTP 400): the server is working
+                        raise
+                    latency = time.perf_counter() - t0
+                    watch.progress()
+                    if not response.choices:
+                        slot.feedback("neutral")
+                        raise NoChoicesError("the server returned no choices")
+                    slot.feedback("ok")
+                finally:
+                    slot.give()
                 content = response.choices[0].message.content
                 usage = response.usage
                 ptok = int(getattr(usage, "prompt_tokens", 0) or 0)
@@ -291,3 +500,92 @@ class OpenAIJudge(JudgeBackend):
                 self._counters["completion_tokens"] += ctok
                 return (content or "", ptok, ctok, latency)
         raise AssertionError("unreachable")
+
+    # --------------------------------------------------------------------- context length check
+    async def _too_long(self, client: openai.AsyncOpenAI, template: PromptTemplate, conversation: Messages) -> str | None:
+        """Why ``conversation`` cannot fit the judge's context (``None``: it fits, or it cannot be told)."""
+        if not self._context_known:
+            if self._context_lock is None:
+                self._context_lock = asyncio.Lock()
+            async with self._context_lock:  # looked up once; the other requests wait for it
+                if not self._context_known:
+                    self._context = await self._lookup_context(client)
+                    self._context_known = True
+        if self._context is None:
+            return None
+        tokenizer, context_len = self._context
+        params = {**dict(template.params), **self.decoding}
+        max_tokens = int(params.get("max_tokens") or params.get("max_completion_tokens") or 0)
+        kwargs = dict((self.extra_body or {}).get("chat_template_kwargs") or {})
+        n_prompt = _count_chat_tokens(tokenizer, conversation, kwargs)
+        if n_prompt + max_tokens > context_len:
+            return (f"the prompt has {n_prompt} tokens; with max_tokens {max_tokens} that is "
+                    f"{n_prompt + max_tokens} > the judge's context of {context_len} tokens")
+        return None
+
+    async def _lookup_context(self, client: openai.AsyncOpenAI) -> tuple[Any, int] | None:
+        """(tokenizer, context length) for the prompt check, or ``None`` when either is unknown."""
+        if self.context_len == 0 or self.tokenizer is None:
+            return None
+        tokenizer = await asyncio.to_thread(self._load_tokenizer)
+        if tokenizer is None:
+            return None
+        context_len = self.context_len
+        if context_len is None:
+            try:
+                page = await client.models.list()
+                for entry in page.data:
+                    if entry.id == self.model:
+                        extra = getattr(entry, "model_extra", None) or {}
+                        context_len = extra.get("max_model_len") or getattr(entry, "max_model_len", None)
+            except Exception as exc:  # noqa: BLE001 - servers without /models: no check, said once
+                log.info("judge: %s/models did not say the context length (%s); prompts are not checked",
+                         self.base_url, describe_exc(exc))
+        if not context_len:
+            return None
+        return tokenizer, int(context_len)
+
+    def _load_tokenizer(self) -> Any:
+        """The tokenizer named by ``tokenizer`` (``"auto"``: the model's, only when available locally)."""
+        auto = self.tokenizer == "auto"
+        name = self.model if auto else str(self.tokenizer)
+        if auto and not _available_locally(name):
+            log.info("judge: no local tokenizer for %r; prompts are not checked against the context", name)
+            return None
+        from transformers import AutoTokenizer
+
+        from thtb.judge.local import resolve_model_path
+
+        try:
+            path = resolve_model_path(name)
+            return AutoTokenizer.from_pretrained(path, **({"local_files_only": True} if auto else {}))
+        except Exception as exc:  # noqa: BLE001 - auto: not available here → no check
+            if not auto:
+                raise ValueError(f"judge.tokenizer={name!r} could not be loaded: {exc}") from exc
+            log.info("judge: no local tokenizer for %r (%s); prompts are not checked against the context",
+                     name, type(exc).__name__)
+            return None
+
+
+def _available_locally(name: str) -> bool:
+    """Whether ``name``'s tokenizer can be loaded without a download: ``smollm2``, a folder, or a hub id in the
+    Hugging Face cache (checked without importing transformers)."""
+    if name.lower() in ("smollm2", "smollm2-135m-instruct") or Path(name).is_dir():
+        return True
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "tokenizer_config.json"), str)
+    except Exception:  # noqa: BLE001 - not a valid repo id
+        return False
+
+
+def _count_chat_tokens(tokenizer: Any, conversation: Messages, kwargs: Mapping[str, Any]) -> int:
+    """Prompt tokens of ``conversation`` under the tokenizer's chat template (generation prompt included)."""
+    try:
+        out = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, **kwargs)
+    except Exception:  # noqa: BLE001 - no chat template: count the plain text
+        return len(tokenizer("\n".join(m["content"] for m in conversation))["input_ids"])
+    if isinstance(out, Mapping) or hasattr(out, "input_ids"):
+        out = out["input_ids"]
+    return len(out)

@@ -1,0 +1,141 @@
+"""Flow control of the HTTP judge: how much it sends, how fast, and when it gives up.
+
+:class:`AdaptiveLimit`
+    The number of requests in flight, adapted to the server (AIMD, as TCP and Netflix's
+    concurrency-limits do): halved on a sign of overload (a timeout, HTTP 429 or 5xx, a dropped
+    connection) — at most once per round of requests that were already in flight when it came —
+    and grown by one after a round of ``limit`` answers, never past the configured ``concurrency``
+    nor below ``min_concurrency``. A loaded server thus gets fewer requests, not retries on top of
+    requests it is still generating.
+
+:class:`SendBudget`
+    The run's cap on the sends a server may have worked on: each distinct request that needs the server
+    brings ``max_attempts`` sends into a shared pool; first sends, re-asks of unparsable answers and
+    retries after a timeout each take one. However slow the server, a run sends at most ``distinct
+    requests × max_attempts`` of them. Retries after an answer that did no work (HTTP 429/5xx, a refused
+    connection) are outside the pool, bounded by ``max_retries`` per answer.
+
+:class:`StallWatch`
+    The time since the server last made progress (an answer or a definite refusal). Past
+    ``stall_timeout_s`` with requests out (sent, in backoff, or waiting for a slot) the judge stops the run with :class:`JudgeStalledError`: finished requests
+    are already cached, so rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+__all__ = ["AdaptiveLimit", "JudgeStalledError", "SendBudget", "StallWatch"]
+
+
+class JudgeStalledError(RuntimeError):
+    """The judge's server made no progress for ``stall_timeout_s``; the run stopped (resumable)."""
+
+
+class AdaptiveLimit:
+    """An AIMD limit on sends in flight (see module doc): ``token = await acquire()`` before a send,
+    :meth:`feedback` with its outcome, :meth:`release` after it (backoff sleeps hold no slot)."""
+
+    def __init__(self, max_limit: int, min_limit: int = 1) -> None:
+        if max_limit < 1 or not 1 <= min_limit <= max_limit:
+            raise ValueError(f"need 1 <= min_concurrency <= concurrency, got {min_limit} and {max_limit}")
+        self.max_limit = int(max_limit)
+        self.min_limit = int(min_limit)
+        self.limit = int(max_limit)
+        self.in_flight = 0
+        self.lowest = self.limit
+        self.decreases = 0
+        self._epoch = 0  # bumped at each decrease: overload seen by sends made before it is not counted again
+        self._good = 0
+        self._waiters: deque[asyncio.Future] = deque()
+
+    async def acquire(self) -> int:
+        while self.in_flight >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                self._wake()  # a wake-up meant for this one goes to the next
+                raise
+        self.in_flight += 1
+        return self._epoch
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def feedback(self, token: int, outcome: str) -> None:
+        """One send's lesson: ``"ok"`` (an answer), ``"overload"`` (timeout, 429, 5xx, dropped connection)
+        or anything else (neutral: a definite refusal such as HTTP 400). ``token``: what :meth:`acquire` gave."""
+        if outcome == "overload":
+            self._good = 0
+            if token == self._epoch:  # the first overload of this round: halve (later ones of the round: no)
+                self._epoch += 1
+                if self.limit > self.min_limit:
+                    self.limit = max(self.min_limit, self.limit // 2)
+                    self.lowest = min(self.lowest, self.limit)
+                    self.decreases += 1
+        elif outcome == "ok":
+            self._good += 1
+            if self._good >= self.limit and self.limit < self.max_limit:
+                self.limit += 1
+                self._good = 0
+                self._wake()
+
+    def _wake(self) -> None:
+        free = self.limit - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+
+class SendBudget:
+    """The run's pool of HTTP sends (see module doc)."""
+
+    def __init__(self, per_request: int) -> None:
+        self.per_request = int(per_request)
+        self.pool = 0
+        self.sent = 0
+        self.requests = 0
+        self.refused = 0
+
+    def register(self) -> None:
+        """A distinct request is about to be sent for the first time."""
+        self.requests += 1
+        self.pool += self.per_request
+
+    def take(self, exempt: bool = False) -> bool:
+        """One send (``exempt``: a retry after an answer that did no work, outside the pool); ``False`` when the
+        pool is spent."""
+        if not exempt and self.sent >= self.pool:
+            self.refused += 1
+            return False
+        if not exempt:
+            self.sent += 1
+        return True
+
+
+class StallWatch:
+    """Seconds since the last sign of progress; :meth:`stalled` past ``limit_s``."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = float(limit_s)
+        self.last = time.monotonic()
+        self.active = 0  # requests between their first send and their end: only they can stall
+
+
+    def progress(self) -> None:
+        self.last = time.monotonic()
+
+    def idle_s(self) -> float:
+        return time.monotonic() - self.last
+
+    def stalled(self) -> bool:
+        return self.active > 0 and self.idle_s() >= self.limit_s
