@@ -124,7 +124,7 @@ def test_exact_silhouette_rejects_other_conventions():
 
 # --------------------------------------------------------------------------- preprocessing, TF-IDF
 def authors_rule(text: str) -> str:
-    """METHOD.md's statement of the authors' ``preprocess_text``, written out plainly."""
+    """docs/METHOD.md "Preprocessing the queries": the authors' ``preprocess_text``, written out plainly."""
     ascii_chars = sum(1 for c in text if ord(c) < 128)
     if text and ascii_chars > len(text) * 0.8:
         text = re.sub(r"[^\w\s]|[\d]", " ", text.lower())

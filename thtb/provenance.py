@@ -65,7 +65,7 @@ PAPER_SETUP: dict[str, Any] = {
     "mmlu_pro_protocol": "tiger",
     "pairwise_judge": "Qwen/Qwen3-32B",
 }
-"""The authors' setup (METHOD.md): their scorers, their training recipe, their evaluation protocol."""
+"""The authors' setup (docs/METHOD.md): their scorers, their training recipe, their evaluation protocol."""
 
 SCORED_METHODS = ("thtb", "alpagasus", "ifd")
 """Selection methods whose subset depends on model scorers (the others: random, longest, full, released)."""

@@ -1,7 +1,7 @@
 """Canonical record rules: query text per fidelity, stable content ids, the load report.
 
-Query text (METHOD.md, "Input text")
-------------------------------------
+Query text (docs/METHOD.md "Input text")
+----------------------------------------
 Alpaca rows become ``query = instruction + "\\n" + input``.
 
 * ``fidelity="reference"`` (default) reproduces the authors' artefact: an empty input (``""``)

@@ -1,4 +1,4 @@
-"""LLM-judge backends of the stage-2 scorer interfaces (METHOD.md stage 2).
+"""LLM-judge backends of the stage-2 scorer interfaces (docs/METHOD.md "Stage 2 — intrinsic hardness").
 
 :class:`JudgeBloomScorer` (:class:`~thtb.scorers.base.BloomScorer`)
     ``fidelity="reference"``: the :data:`~thtb.judge.prompts.BLOOM` prompt (query and response);
@@ -24,7 +24,7 @@
     :meth:`~JudgeAlpaGasusScorer.score` asks the :data:`~thtb.judge.prompts.ALPAGASUS` prompt with
     the query and the response: ``alpagasus_score`` (float, 0–5) and ``alpagasus_reason``.
 
-Queries are sent as the data layer built them (METHOD.md: the same query text everywhere), so in
+Queries are sent as the data layer built them (docs/METHOD.md "Input text": the same query text everywhere), so in
 ``reference`` fidelity the judge sees the authors' ``"\\nnan"`` placeholder for an empty Alpaca
 input, as their pipeline did; ``strip_nan=True`` passes queries through
 :func:`~thtb.scorers.embedder.clean_query` instead. A sample the judge could not score gets ``error`` set and ``None`` fields,

@@ -7,7 +7,7 @@
 * :mod:`~thtb.maths.text` — query preprocessing and TF-IDF;
 * :mod:`~thtb.maths.silhouette` — K-Means labels and the exact O(n·k·d) cosine silhouette.
 
-Where METHOD.md gives two readings, ``fidelity="reference"`` (default) reproduces the authors' code
+Where two readings differ (docs/METHOD.md "Two readings: fidelity"), ``fidelity="reference"`` (default) reproduces the authors' code
 and ``fidelity="paper"`` the paper's text.
 """
 

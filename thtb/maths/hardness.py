@@ -2,7 +2,7 @@
 
 All functions are pure and vectorised, take 1-D arrays aligned on the stage's samples, and take
 their min–max normalisations over the arrays they are given (the stage's own input). Formulas are in
-each docstring; where METHOD.md defines two readings, ``fidelity="reference"`` reproduces the
+each docstring; where two readings differ (docs/METHOD.md "Two readings: fidelity"), ``fidelity="reference"`` reproduces the
 authors' code and ``fidelity="paper"`` the paper's text.
 """
 

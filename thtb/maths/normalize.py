@@ -3,10 +3,10 @@
 Conventions, used everywhere in :mod:`thtb.maths`:
 
 * every normalisation is taken over the array it is given — the caller passes the stage's own input
-  (METHOD.md: "all min–max normalisations are taken over the stage's own input");
+  (docs/METHOD.md "Selection mechanics": every min–max is taken over the stage's own input);
 * a constant array min–max normalises to **0.5** everywhere (no sample is better than another, and
-  0.5 is the midpoint of the [0, 1] range; METHOD.md uses 0.5 for the IC count term when all ``n``
-  are equal, and the same rule is applied to every min–max);
+  0.5 is the midpoint of the [0, 1] range; the authors' IC count term uses 0.5 when all ``n`` are
+  equal, and the same rule is applied to every min–max: docs/METHOD.md "Selection mechanics");
 * NaN/inf inputs are rejected with :class:`ValueError`: a failed score must be removed (and counted)
   by the caller, never normalised into a number.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 FIDELITIES: tuple[str, ...] = ("reference", "paper")
 """``reference`` reproduces the authors' code (released data, published numbers); ``paper`` follows the
-paper's text. See docs/METHOD.md."""
+paper's text. See docs/METHOD.md "Two readings: fidelity"."""
 
 QUALITY_METHODS: tuple[str, ...] = ("reward_clip", "minmax")
 

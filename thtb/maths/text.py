@@ -1,7 +1,7 @@
 """Query-text preprocessing and TF-IDF for the stage-3 silhouette.
 
 Preprocessing is the authors' ``preprocess_text`` (``silhouette/silhouette_Coefficient.py``),
-character for character (METHOD.md, stage 3). With ``a`` the number of ASCII characters
+character for character (docs/METHOD.md "Preprocessing the queries"). With ``a`` the number of ASCII characters
 (``ord(c) < 128``) of a text of ``len(text)`` characters:
 
 * **English path**, when the text is non-empty and ``a > 0.8 · len(text)`` (*strictly* more than

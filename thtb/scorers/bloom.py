@@ -1,6 +1,6 @@
 """Offline Bloom-level classifier: action-verb lexicon + MiniLM similarity to level descriptions.
 
-:class:`LexiconBloomClassifier` is the interpretable offline default of METHOD.md stage 2 (Bloom).
+:class:`LexiconBloomClassifier` is the interpretable offline default of docs/METHOD.md "Bloom level".
 It returns the LLM judge's fields: ``bloom_level``, ``bloom_score`` (1–21, reference bands) and a
 short ``bloom_reason``.
 

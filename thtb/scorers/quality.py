@@ -1,6 +1,6 @@
 """Offline stage-1 quality: a cheap, interpretable heuristic standing in for the reward model.
 
-:class:`HeuristicQualityScorer` is the documented offline default of METHOD.md stage 1. It uses no
+:class:`HeuristicQualityScorer` is the offline default of docs/METHOD.md "Stage 1 — quality". It uses no
 neural model (the full 52,002-row Alpaca pool scores in a few seconds on two CPU cores) and is
 built so that **obviously broken pairs rank last**.
 

@@ -1,4 +1,4 @@
-"""Stage-1 quality from a neural reward model (METHOD.md "Stage 1 — quality").
+"""Stage-1 quality from a neural reward model (docs/METHOD.md "Stage 1 — quality").
 
 Two backends share one batching engine (:class:`_BatchedRewardScorer`):
 
