@@ -628,3 +628,17 @@ def test_prompt_beyond_the_context_is_not_sent(server, tmp_path, smollm2_model_p
     assert server.count == 1
     off = make_judge(server, tmp_path, model="smollm2", context_len=0, cache=None, decoding={"max_tokens": 128})
     assert off.run(BLOOM, [long_item])[0].ok and server.count == 2
+
+
+def test_guided_json_sends_the_templates_schema_and_keys_it(server, tmp_path):
+    judge = make_judge(server, tmp_path, guided_json=True)
+    assert judge.run(BLOOM, ITEMS[:1])[0].ok and judge.run(DISCIPLINES, ITEMS[:1])
+    bloom_body, tags_body = server.requests
+    fmt = bloom_body["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "bloom"
+    assert fmt["json_schema"]["schema"]["required"] == ["level", "score", "reasoning"]
+    assert tags_body["response_format"]["json_schema"]["schema"]["type"] == "array"
+    plain_judge = make_judge(server, tmp_path)  # unconstrained answers are other requests: not served from cache
+    assert plain_judge.key(BLOOM, ITEMS[0]) != judge.key(BLOOM, ITEMS[0])
+    plain_judge.run(BLOOM, ITEMS[:1])
+    assert server.count == 3 and "response_format" not in server.requests[-1]

@@ -96,3 +96,17 @@ def test_a_timed_out_send_is_aborted_on_the_server(vllm_server, tmp_path):
     assert generated < stats["calls"] * 1500 / 2, generated  # each aborted long before its 1,500 tokens
     print(f"\nvLLM: {stats['calls']} timed-out sends for {len(essay)} distinct, {generated:.0f} tokens generated "
           f"in all before the aborts")
+
+
+def test_guided_json_through_vllm_gives_answers_in_the_schema(vllm_server, tmp_path):
+    """response_format json_schema (vLLM's structured outputs): every Bloom answer is a JSON object with the
+    schema's fields and every disciplines answer a JSON list — the parsers accept them or name the rule they
+    break (a score outside its level's band), never a missing JSON object."""
+    judge = judge_for(vllm_server, tmp_path, guided_json=True, max_attempts=1, decoding=None)
+    bloom = judge.run(BLOOM, ITEMS)
+    tags = judge.run(DISCIPLINES, ITEMS)
+    for r in bloom:
+        assert r.ok or "outside the" in r.error, r.error
+        assert r.raw.lstrip().startswith("{") and '"level"' in r.raw
+    for r in tags:
+        assert r.ok and r.raw.lstrip().startswith("["), (r.raw, r.error)

@@ -60,7 +60,7 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm.auto import tqdm
 
-from thtb.judge.base import JudgeBackend, JudgeResult, LeaseWait, Messages
+from thtb.judge.base import JudgeBackend, JudgeResult, LeaseWait, Messages, plain
 from thtb.judge.cache import CACHED, CLAIMED, HELD, RequestCache
 from thtb.judge.flow import AdaptiveLimit, JudgeStalledError, SendBudget, StallWatch
 from thtb.judge.prompts import PromptTemplate
@@ -183,6 +183,9 @@ class OpenAIJudge(JudgeBackend):
             re-asks, retries after a timeout).
         context_len: the judge's context in tokens; ``None``: ask the server (``/v1/models``,
             ``max_model_len``); ``0``: do not check.
+        guided_json: constrain answers to the template's JSON schema where it has one (Bloom, disciplines) with
+            ``response_format`` (structured outputs); part of the cache key. Off by default: the authors'
+            judge answered unconstrained.
         tokenizer: the tokenizer that counts prompt tokens for that check: ``"auto"`` (the model's, when
             it is available locally — a folder, ``smollm2``, the Hugging Face cache), a hub id or
             folder, or ``None`` (do not check).
@@ -220,6 +223,7 @@ class OpenAIJudge(JudgeBackend):
         stall_timeout_s: float = 600.0,
         context_len: int | None = None,
         tokenizer: str | None = "auto",
+        guided_json: bool = False,
     ) -> None:
         if concurrency < 1 or not 1 <= min_concurrency <= concurrency:
             raise ValueError(f"need 1 <= min_concurrency <= concurrency, got {min_concurrency} and {concurrency}")
@@ -243,6 +247,7 @@ class OpenAIJudge(JudgeBackend):
         self.backoff_max_s = float(backoff_max_s)
         self.context_len = None if context_len is None else int(context_len)
         self.tokenizer = tokenizer
+        self.guided_json = bool(guided_json)
         self._context: tuple[Any, int] | None = None  # (tokenizer, context length), looked up once
         self._context_known = False
         self._context_lock: asyncio.Lock | None = None
@@ -254,6 +259,20 @@ class OpenAIJudge(JudgeBackend):
             f"OpenAIJudge(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
             f"concurrency={self.concurrency}, cache={self.cache!r}, reparse={self.reparse})"
         )
+
+    def params(self, template: PromptTemplate) -> dict[str, Any]:
+        """The decoding parameters as keyed: the base ones, plus the JSON schema when ``guided_json``."""
+        params = super().params(template)
+        params.update(self._guided(template))
+        return params
+
+    def _guided(self, template: PromptTemplate) -> dict[str, Any]:
+        """``response_format`` constraining the answer to the template's JSON schema (OpenAI's structured
+        outputs; vLLM, SGLang and hosted APIs accept it) when ``guided_json`` and the template has one."""
+        if not self.guided_json or template.json_schema is None:
+            return {}
+        schema = plain(template.json_schema)
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": template.name, "schema": schema}}}
 
     def send_timeout_s(self, params: Mapping[str, Any]) -> float:
         """The timeout of one send with these decoding parameters: ``timeout_s + timeout_per_token_s × max_tokens``."""
@@ -444,7 +463,7 @@ class OpenAIJudge(JudgeBackend):
                     template: PromptTemplate, conversation: Messages) -> tuple[str, int, int, float]:
         """One answer (with transport retries, each send in a slot of the adaptive limit; backoff outside it):
         raw text, prompt/completion tokens, latency."""
-        params = {**dict(template.params), **self.decoding}
+        params = {**dict(template.params), **self.decoding, **self._guided(template)}
         timeout = self.send_timeout_s(params)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),

@@ -1,4 +1,4 @@
-"""Versioned prompt templates for the LLM judge (METHOD.md stage 2).
+"""Versioned prompt templates for the LLM judge (docs/METHOD.md "Stage 2 — intrinsic hardness").
 
 A :class:`PromptTemplate` bundles a name and version (both part of every cache key: bump the
 version whenever the wording, the decoding parameters or the parser change meaning), a messages
@@ -118,15 +118,16 @@ knowledge, more constraints, longer or more original output)."""
 
 
 _LEVEL_SCHEMA = {"type": "string", "enum": ["Remember", "Understand", "Apply", "Analyze", "Evaluate", "Create"]}
+_REASONING_SCHEMA = {"type": "string", "maxLength": 400}  # bounded: a guided answer closes its JSON within max_tokens
 _BLOOM_SCHEMA = {
     "type": "object",
     "properties": {"level": _LEVEL_SCHEMA, "score": {"type": "integer", "minimum": 1, "maximum": 21},
-                   "reasoning": {"type": "string"}},
+                   "reasoning": _REASONING_SCHEMA},
     "required": ["level", "score", "reasoning"],
 }
 _BLOOM_LEVEL_SCHEMA = {
     "type": "object",
-    "properties": {"level": _LEVEL_SCHEMA, "reasoning": {"type": "string"}},
+    "properties": {"level": _LEVEL_SCHEMA, "reasoning": _REASONING_SCHEMA},
     "required": ["level", "reasoning"],
 }
 
@@ -208,6 +209,13 @@ def _discipline_messages(item: Mapping[str, Any]) -> Messages:
     return [{"role": "system", "content": _DISCIPLINE_SYSTEM}, {"role": "user", "content": user}]
 
 
+_DISCIPLINES_SCHEMA = {  # a JSON list of names: parse_disciplines reads it like the comma-separated answer
+    "type": "array",
+    "items": {"type": "string", "pattern": f"^[a-z]+(_[a-z]+){{0,{parsers.MAX_DISCIPLINE_WORDS - 1}}}$"},  # a name
+    "minItems": 1,
+    "maxItems": 6,
+}
+
 DISCIPLINES = PromptTemplate(
     name="disciplines",
     version="1",
@@ -215,6 +223,7 @@ DISCIPLINES = PromptTemplate(
     parser=parsers.parse_disciplines,
     fields=("query",),
     params=MappingProxyType({"temperature": 0.0, "max_tokens": 128}),
+    json_schema=_DISCIPLINES_SCHEMA,
     followup=(
         "Your answer could not be used: {error}. Answer only with a comma-separated list of academic "
         "discipline names in lower_snake_case (for example: physics, computer_science). No other text."
