@@ -2,6 +2,11 @@
 
 Sections (``--only``):
 
+* ``vllm`` — the judge client against a real vLLM server (``thtb.serve``, SmolLM2-135M-Instruct): its
+  requests/s vs the server's own ceiling on the same prompts (a raw async loop at its best concurrency),
+  and, with every send timing out, how many requests a run sends (≤ distinct × max_attempts) and whether
+  vLLM is still generating cancelled ones (see :func:`bench_vllm`).
+
 * ``served`` — requests/s and mean latency through :class:`~thtb.judge.client.OpenAIJudge` against a
   local ``transformers serve`` SmolLM2-135M-Instruct server: concurrency 1 (the authors' sequential
   loop) vs concurrency 8, N distinct DISCIPLINES prompts from ``thtb/resources/demo.jsonl``
@@ -75,7 +80,7 @@ def demo_items(n: int) -> list[dict]:
 def bench_served(n: int = 24, concurrencies=(1, 8), max_tokens: int = 32, modes=(False, True)) -> None:
     from thtb.serve import ServedModel, serving_available
 
-    reason = serving_available()
+    reason = serving_available("transformers")
     if reason:
         print(f"served: skipped ({reason})")
         return
@@ -83,7 +88,7 @@ def bench_served(n: int = 24, concurrencies=(1, 8), max_tokens: int = 32, modes=
     for cb in modes:
         label = "continuous-batching" if cb else "default"
         try:
-            server = ServedModel("smollm2", continuous_batching=cb).start()
+            server = ServedModel("smollm2", engine="transformers", continuous_batching=cb).start()
         except Exception as exc:  # noqa: BLE001 - report and go on
             print(f"served {label}: skipped, server did not start ({type(exc).__name__}: {str(exc)[:200]})")
             continue
@@ -119,6 +124,102 @@ def bench_served(n: int = 24, concurrencies=(1, 8), max_tokens: int = 32, modes=
                 )
         finally:
             server.stop()
+
+
+# --------------------------------------------------------------------------- vllm (served)
+def _raw_loop(base_url: str, model: str, convs: list, params: dict, concurrency: int) -> tuple[float, int]:
+    """The server's ceiling: a bare AsyncOpenAI loop (no cache, no parsing) at ``concurrency``; (wall s, tokens)."""
+    import openai
+
+    async def go() -> tuple[float, int]:
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=600)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(messages) -> int:
+            async with sem:
+                r = await client.chat.completions.create(model=model, messages=messages, **params)
+                return r.usage.completion_tokens
+
+        t0 = time.perf_counter()
+        tokens = await asyncio.gather(*(one(c) for c in convs))
+        wall = time.perf_counter() - t0
+        await client.close()
+        return wall, sum(tokens)
+
+    return asyncio.run(go())
+
+
+def bench_vllm(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8, 16, 32), storm_n: int = 12) -> None:
+    """OpenAIJudge vs the vLLM server's own ceiling on the same prompts, and the request count under timeouts.
+
+    One vLLM server (``thtb.serve``, SmolLM2, prefix caching off so repeated prompts cost the same each round).
+    Ceiling: the best of a raw async loop over ``concurrencies``; then the judge (no cache, one answer per item)
+    at that concurrency, then the raw loop again — the ratio is judge / mean(raw best, raw again). Storm: BLOOM
+    prompts at max_tokens 512 with a 1 s send timeout (every send times out), max_attempts 3: requests sent vs
+    distinct × 3, and vLLM's running requests 2 s after the stop (cancelled sends are aborted)."""
+    from thtb.judge.flow import JudgeStalledError
+    from thtb.judge.prompts import BLOOM
+    from thtb.serve import ServedModel, serving_available
+
+    reason = serving_available("vllm")
+    if reason:
+        print(f"vllm: skipped ({reason})")
+        return
+    items = demo_items(n)
+    params = {**dict(DISCIPLINES.params), "max_tokens": max_tokens}
+    convs = [DISCIPLINES.messages(it) for it in items]
+    with ServedModel("smollm2", engine="vllm", max_model_len=2048, dtype="bfloat16",
+                     extra_args=["--no-enable-prefix-caching"]) as server:
+        print(f"vllm: server healthy in {server.startup_s:.1f} s (model {server.model}, max_model_len "
+              f"{server.max_model_len})")
+        _raw_loop(server.base_url, server.model, convs[:8], params, 8)  # warm-up, not counted
+        best = (0.0, None)
+        for conc in concurrencies:
+            wall, toks = _raw_loop(server.base_url, server.model, convs, params, conc)
+            print(f"vllm raw loop concurrency={conc}: {n / wall:.2f} req/s, {toks / wall:.0f} generated tok/s")
+            if n / wall > best[0]:
+                best = (n / wall, conc)
+        conc = best[1]
+        judge = OpenAIJudge(server.model, server.base_url, concurrency=conc, cache=None, decoding={"max_tokens": max_tokens},
+                            max_attempts=1, progress=False)
+        t0 = time.perf_counter()  # one-time set-up, like the raw loop's warm-up: the context check's tokenizer
+        judge.run(DISCIPLINES, [{"query": "Warm-up: what is 2 + 2?"}])  # and /v1/models, looked up once per judge
+        print(f"vllm judge set-up (tokenizer + /v1/models + one request): {time.perf_counter() - t0:.2f} s")
+        calls0, toks0 = judge.stats()["calls"], judge.stats()["completion_tokens"]
+        t0 = time.perf_counter()
+        results = judge.run(DISCIPLINES, items)
+        jwall = time.perf_counter() - t0
+        st = judge.stats()
+        st["calls"] -= calls0
+        st["completion_tokens"] -= toks0
+        again, _ = _raw_loop(server.base_url, server.model, convs, params, conc)
+        ceiling = (best[0] + n / again) / 2
+        print(f"vllm judge concurrency={conc}: {n / jwall:.2f} req/s ({st['completion_tokens'] / jwall:.0f} tok/s, "
+              f"calls {st['calls']}, parsed {sum(r.ok for r in results)}/{n}, lowest limit {st['concurrency_lowest']}) "
+              f"vs ceiling {ceiling:.2f} req/s (raw best {best[0]:.2f}, raw again {n / again:.2f}): "
+              f"**{100 * n / jwall / ceiling:.0f}%** (target ≥ 90%)")
+        # storm: every send times out
+        storm = [{"query": f"Write a long, detailed essay about topic {i}.", "response": "…"} for i in range(storm_n)]
+        with tempfile.TemporaryDirectory() as tmp:
+            judge = OpenAIJudge(server.model, server.base_url, concurrency=8, timeout_s=1.0, timeout_per_token_s=0.0,
+                                stall_timeout_s=20.0, max_retries=5, max_attempts=3, backoff_initial_s=0.5,
+                                cache=Path(tmp) / "storm.sqlite", decoding={"max_tokens": 512, "temperature": 0.0},
+                                context_len=0, progress=False)
+            t0 = time.perf_counter()
+            outcome = "finished"
+            try:
+                out = judge.run(BLOOM, storm)
+                outcome = f"finished ({sum(r.ok for r in out)} answered)"
+            except JudgeStalledError:
+                outcome = "stopped: no progress (JudgeStalledError)"
+            took = time.perf_counter() - t0
+            judge.cache.close()
+        st = judge.stats()
+        time.sleep(2.0)
+        running = server.metrics().get("num_requests_running", float("nan"))
+        print(f"vllm storm: {st['calls']} requests sent for {storm_n} distinct (cap {storm_n * 3}), "
+              f"{st['timeouts']} timed out, lowest limit {st['concurrency_lowest']}, {outcome} after {took:.1f} s; "
+              f"vLLM running 2 s later: {running:.0f}")
 
 
 # --------------------------------------------------------------------------- hf (in-process)
@@ -297,13 +398,14 @@ def bench_overhead(n: int = 500, repeats: int = 3) -> None:
         print(f"overhead: client adds {jm - raw:.2f} ms/request over raw httpx")
 
 
-BENCHES = {"served": bench_served, "hf": bench_hf, "replay": bench_replay, "overhead": bench_overhead}
+BENCHES = {"vllm": bench_vllm, "served": bench_served, "hf": bench_hf, "replay": bench_replay, "overhead": bench_overhead}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=[*BENCHES, "all"], default="all")
     parser.add_argument("--n", type=int, default=24, help="served: distinct prompts")
+    parser.add_argument("--n-vllm", type=int, default=64, help="vllm: distinct prompts")
     parser.add_argument("--max-tokens", type=int, default=32, help="served: max_tokens override")
     parser.add_argument("--modes", default="default,continuous-batching", help="served: server modes to run")
     parser.add_argument("--model", default="smollm2", help="hf: model id, folder or smollm2")
@@ -314,7 +416,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     todo = list(BENCHES) if args.only == "all" else [args.only]
     for name in todo:
-        if name == "served":
+        if name == "vllm":
+            bench_vllm(n=args.n_vllm)
+        elif name == "served":
             modes = tuple(m.strip() == "continuous-batching" for m in args.modes.split(",") if m.strip())
             bench_served(n=args.n, max_tokens=args.max_tokens, modes=modes)
         elif name == "hf":

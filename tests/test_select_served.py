@@ -92,3 +92,26 @@ def test_no_api_key_in_any_written_file(first_run, served_args):
     assert any(p.name == "config.yaml" for p in files)  # Hydra's dump is among them
     for path in files:
         assert SECRET.encode() not in path.read_bytes(), path
+
+
+# ------------------------------------------------------------------ the served demo against vLLM (thtb.serve)
+@pytest.mark.vllm
+def test_served_demo_against_vllm_completes_then_reruns_with_zero_requests(vllm_server, tmp_path):
+    """`+experiment=demo scoring=served` against the project's vLLM server (SmolLM2, JSON-guided answers): the
+    whole cascade runs and selects; an identical rerun asks the server nothing and selects the same ids."""
+    args = ["+experiment=demo", "scoring=served", f"judge.base_url={vllm_server.base_url}",
+            f"judge.model={vllm_server.model}", f"judge.cache={tmp_path / 'judge.sqlite'}", "judge.failure_budget=1000",
+            "data.limit=40", "stages=[select]", "reuse=false"]
+    first = run_py(*args, f"hydra.run.dir={tmp_path / 'a'}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    a = json.loads((tmp_path / "a" / "selection" / "summary.json").read_text())
+    judge = a["scorers"]["judge"]
+    assert a["counts"]["quality"] == 20 and a["n_selected"] > 0
+    assert judge["calls"] > 0 and judge["transport_failures"] == 0 and judge["timeouts"] == 0
+    assert judge["failures"] < judge["items"] // 2, judge  # guided answers parse (SmolLM2 unguided: none do)
+    again = run_py(*args, f"hydra.run.dir={tmp_path / 'b'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    b = json.loads((tmp_path / "b" / "selection" / "summary.json").read_text())
+    assert b["scorers"]["judge"]["calls"] == 0 and b["scorers"]["judge"]["cache_hits"] == judge["items"]
+    assert (tmp_path / "b" / "selection" / "subset.jsonl").read_bytes() == (
+        tmp_path / "a" / "selection" / "subset.jsonl").read_bytes()
