@@ -38,6 +38,16 @@ def shared_data() -> Path:
     return root
 
 
+@pytest.fixture
+def frozen_code_digest(monkeypatch):
+    """The train fingerprint hashes the stage's code: keep it fixed for the test, so that an edit of the tree
+    while the test runs (another checkout's work) cannot turn a rerun into a different artifact."""
+    import thtb.training.artifacts as artifacts
+
+    fixed = artifacts.stage_key_inputs("train")
+    monkeypatch.setattr(artifacts, "stage_key_inputs", lambda stage, *args, **kwargs: fixed)
+
+
 @pytest.fixture(scope="module")
 def mmlu_dir(shared_data):
     """``../shared/data/mmlu_pro`` (test and validation parquet); tests using it skip when it is absent."""

@@ -1,7 +1,7 @@
 """The AlpaGasus baseline: judge rating ≥ threshold, then the longest responses, size-matched to THTB.
 
 The baseline is tested with a fixed fake scorer; the judge scorer and the select stage go through the
-in-process fake OpenAI-compatible server of ``tests/test_judge_client.py``.
+in-process fake OpenAI-compatible server of ``tests/helpers.py``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import pytest
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from tests.test_config import compose_cfg
-from tests.test_judge_client import FakeServer, make_judge
+from tests.helpers import FakeServer, compose_cfg, make_judge
 from thtb.baselines import select_baseline
 from thtb.cascade import SelectionError
 from thtb.judge import ALPAGASUS, JudgeAlpaGasusScorer, OpenAIJudge

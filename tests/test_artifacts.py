@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.test_select_stage import ROOT
+from tests.helpers import ROOT
 from thtb.artifacts import MANIFEST, StageArtifact, check_free_space, remove_stale_staging
 from thtb.data import load_records
 from thtb.fingerprint import ids_digest, records_digest

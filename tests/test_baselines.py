@@ -9,7 +9,7 @@ import pytest
 
 from thtb.baselines import select_baseline
 from thtb.cascade import n_selected
-from tests.test_select_stage import run_py
+from tests.helpers import run_py
 
 
 def records(n: int) -> pd.DataFrame:

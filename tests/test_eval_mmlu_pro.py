@@ -532,7 +532,7 @@ def test_paper_and_smoke_configs_map_to_run_arguments():
     headline; ``eval=smoke``: the same protocol on a tiny budget. Bad values fail before any model loads."""
     from omegaconf import OmegaConf
 
-    from tests.test_config import compose_cfg
+    from tests.helpers import compose_cfg
 
     def block(*overrides):
         cfg = OmegaConf.to_container(compose_cfg([*overrides, "paths.run_dir=/tmp/x", "eval.mmlu_pro.data_dir=null"]),

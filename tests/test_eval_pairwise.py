@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.test_judge_local import ScriptedJudge
+from tests.helpers import ScriptedJudge, longer_wins, outputs
 from tests.tiny_models import tiny_llama
 from thtb.data.errors import DataError
 from thtb.evaluation.pairwise import (
@@ -27,24 +27,6 @@ from thtb.evaluation.pairwise import (
 from thtb.judge import OpenAIJudge, RequestCache
 
 INSTR = [f"Instruction number {i}: say something useful." for i in range(40)]
-
-
-def _side(conv, tag):
-    """The output shown as (a) or (b) in a pairwise prompt."""
-    text = conv[1]["content"]
-    a = text.split("## Output (a)\n", 1)[1].split("\n\n## Output (b)", 1)[0]
-    b = text.split("## Output (b)\n", 1)[1].split("\n\nWhich output", 1)[0]
-    return a if tag == "a" else b
-
-
-def longer_wins(conv):
-    a, b = _side(conv, "a"), _side(conv, "b")
-    verdict = "Output (a)" if len(a) > len(b) else "Output (b)" if len(b) > len(a) else "Tie"
-    return f"{verdict}\nIt has more detail."
-
-
-def outputs(name, texts):
-    return Outputs(name=name, text=list(texts), error=[None] * len(texts), fingerprint=name, stats={})
 
 
 def test_random_order_counts_wins_and_is_seeded():

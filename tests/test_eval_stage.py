@@ -9,8 +9,7 @@ import shutil
 import pytest
 from omegaconf import OmegaConf
 
-from tests.test_config import compose_cfg
-from tests.test_select_stage import run_py
+from tests.helpers import compose_cfg, run_py
 from thtb.evaluation.sanity import NotTrainedError
 from thtb.models import SmolLM2NotInstalled, smollm2_path
 from thtb.stages.eval import EvalConfigError, run_eval

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.test_config import EXPERIMENTS, compose_cfg
+from tests.helpers import CONF, EXPERIMENTS, ROOT, compose_cfg
 from thtb.data import DataError, load_records
 from thtb.data.readers import url_cache_path
 from thtb.stages.train import method_name
@@ -35,8 +35,6 @@ EXPECTED = {
     "tcm_2pct": ("tcm_hard", "qwen3_8b", ["score", "train", "eval"], ["exam"]),
     "tcm_full": ("tcm_simple", "qwen3_8b", ["score", "train", "eval"], ["exam"]),
 }
-METHODS = {"full", "random", "alpagasus", "thtb", "longest", "ifd", "random_released", "alpagasus_released",
-           "thtb_no_quality", "thtb_no_ihs", "thtb_no_ehs", "thtb_2pct", "tcm_hard", "tcm_simple"}
 SELECTION = {"alpaca_random": "random", "alpaca_longest": "longest", "alpaca_ifd": "ifd",
              "alpaca_alpagasus": "alpagasus"}
 ABLATION_STAGES = {"alpaca_no_quality": ["intrinsic", "extrinsic"], "alpaca_no_ihs": ["quality", "extrinsic"],
@@ -48,9 +46,27 @@ def resolved(experiment: str, tmp_path: Path, *overrides: str) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def test_every_experiment_is_listed():
-    assert set(EXPECTED) <= set(EXPERIMENTS)
-    assert {m for m, *_ in EXPECTED.values()} == METHODS
+def test_experiments_are_all_listed_and_land_in_every_published_row(tmp_path):
+    """Against what conf/ composes to: every experiment that fine-tunes (the demo's aside) is in EXPECTED, so the
+    checks here reach it; no two write run lines under one method (they would share the tables' cells); and every
+    published row that fine-tunes a model (all but Vanilla, results/paper/) has an experiment with its method and
+    a conf/model/ of its size (a plain ``model=`` override)."""
+    import pandas as pd
+
+    trained = {}  # experiment -> the run line's method
+    for experiment in EXPERIMENTS:
+        c = resolved(experiment, tmp_path)
+        if "train" in c["stages"] and c["data"]["name"] != "demo":
+            trained[experiment] = method_name(c)
+    assert sorted(trained) == sorted(EXPECTED)
+    by_method = {m: sorted(e for e in trained if trained[e] == m) for m in set(trained.values())}
+    shared = {m: e for m, e in by_method.items() if len(e) > 1}
+    assert not shared, f"experiments sharing a method: {shared}"
+    sizes = {str(OmegaConf.load(p)["size"]).upper() for p in (CONF / "model").glob("*.yaml")}
+    published = pd.concat([pd.read_csv(p) for p in sorted((ROOT / "results" / "paper").glob("table*.csv"))])
+    rows = set(zip(published["method"], published["model_size"])) - {("vanilla", "8B")}  # no SFT: no experiment
+    unreachable = sorted((m, s) for m, s in rows if m not in by_method or s not in sizes)
+    assert rows and not unreachable, f"published rows no experiment reaches: {unreachable}"
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPECTED))

@@ -1,7 +1,7 @@
 """Judge requests in flight are shared across processes on one cache file (leases, :mod:`thtb.judge.cache`).
 
 Worker processes (``python -c``, this module's :func:`worker_main`) run a judge on a shared cache file
-against the counting fake OpenAI-compatible server of ``tests/test_judge_client.py`` (127.0.0.1, in the
+against the counting fake OpenAI-compatible server of ``tests/helpers.py`` (127.0.0.1, in the
 test process) or, for the in-process backends, a scripted :class:`LocalJudge` that logs each answer it
 generates to a file. Every wait here is bounded in count and time.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_judge_client import FakeServer
+from tests.helpers import FakeServer
 from thtb.judge import BLOOM, DISCIPLINES, OpenAIJudge, RequestCache
 from thtb.judge.cache import CACHED, CLAIMED, HELD
 from thtb.judge.local import LocalJudge

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from tests.test_select_stage import run_py
+from tests.helpers import ScriptedJudge, run_py
 from tests.tiny_models import tiny_llama
 from thtb.judge import BLOOM, DISCIPLINE_DESCRIPTION, DISCIPLINES, HFJudge, JudgeDisciplineTagger, RequestCache, VLLMJudge
-from thtb.judge.local import VLLM_MISSING, LocalJudge, ModelLoadError
+from thtb.judge.local import VLLM_MISSING, ModelLoadError
 from thtb.models import SmolLM2NotInstalled
 
 QUERIES = [
@@ -22,22 +22,6 @@ QUERIES = [
     "Design a research plan for measuring air quality in cities.",
     "Solve the equation x + 2 = 5.",
 ]
-
-
-class ScriptedJudge(LocalJudge):
-    """A LocalJudge whose "model" answers from a script: ``answer(conversation) -> text`` (or raises)."""
-
-    backend = "scripted"
-
-    def __init__(self, answer, **kwargs):
-        kwargs.setdefault("progress", False)
-        super().__init__("scripted-model", **kwargs)
-        self.answer = answer
-        self.chunks: list[list[list[dict]]] = []
-
-    def _generate(self, conversations, params, template):
-        self.chunks.append([list(c) for c in conversations])
-        return [(self.answer(c), 10, 3) for c in conversations]
 
 
 def _query_of(conversation) -> str:

@@ -157,7 +157,7 @@ def test_parse_bloom_every_band_edge():
 def test_judge_bloom_scorer_keeps_fractional_scores():
     """A fractional judge score flows through JudgeBloomScorer as the authors keep it (7.5), whole
     scores stay int, an ambiguous one is an error (after the re-asks), never a default."""
-    from tests.test_judge_local import ScriptedJudge
+    from tests.helpers import ScriptedJudge
     from thtb.judge.scorers import JudgeBloomScorer
 
     answers = {

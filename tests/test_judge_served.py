@@ -35,7 +35,7 @@ from thtb.judge import (
     RequestCache,
 )
 from thtb.scorers.base import BLOOM_BANDS, BLOOM_LEVELS
-from tests.test_judge_client import completion
+from tests.helpers import completion
 
 SECRET = "sk-served-secret"
 SNAKE = re.compile(r"^[0-9a-z]+(?:_[0-9a-z]+)*$")

@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 import sklearn
 
-from tests.test_eval_pairwise import longer_wins, outputs
-from tests.test_judge_local import ScriptedJudge
+from tests.helpers import ScriptedJudge, longer_wins, outputs
 from thtb.evaluation.length_control import (
     GLM_FORMULA,
     annotations,

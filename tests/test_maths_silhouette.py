@@ -10,6 +10,7 @@ import sklearn
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import silhouette_samples
 
+from tests.helpers import TRICKY
 from thtb import maths
 
 
@@ -132,25 +133,6 @@ def authors_rule(text: str) -> str:
     import jieba
 
     return " ".join(jieba.cut(text))
-
-
-TRICKY = [
-    "snake_case_name and __dunder__",  # `_` is a word character: it survives
-    "Explain “quoted” and ‘single’ text — please…",  # non-ASCII punctuation → space
-    "Add ٣ and ３ apples 2 times",  # Unicode digits → space
-    "abcd中",  # exactly 80% ASCII: not *more* than 80% → jieba
-    "abcdefghi中",  # 90% ASCII → English path, 中 kept
-    "",  # empty → jieba path → ""
-    "   \t\n ",  # whitespace only → English path → ""
-    "Café naïve résumé, déjà vu!",
-    "tab\tnew\nline\x0bvt\x1cfs\x00nul\x07bell",  # ASCII controls: \x1c is whitespace, \x00 is not
-    "non\u00a0breaking\u3000ideographic\u2028space",
-    "İstanbul ǅemal ß ﬁne",  # lower() changes the length
-    "e\u0301 combining mark",  # U+0301 is not \w: becomes a space
-    "Explain X.\nnan",
-    "我爱北京天安门，请解释一下。",
-    "Translate 'hola' into English: 你好",
-]
 
 
 @pytest.mark.parametrize("text", TRICKY)

@@ -28,7 +28,7 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import silhouette_samples
 
-from tests.test_maths_silhouette import TRICKY
+from tests.helpers import TRICKY
 from thtb import maths
 from thtb.cascade import Cascade, CascadeConfig, n_keep, top_k
 from thtb.judge.parsers import ParseError, eval_score
@@ -146,7 +146,7 @@ def _timed(label: str, fn, *args, **kwargs):
 
 
 def test_preprocess_tricky_equals_authors(authors_silhouette):
-    """The fixtures of test_maths_silhouette.py (underscores, curly quotes, Unicode digits, exactly 80%
+    """The edge cases of ``tests.helpers.TRICKY`` (underscores, curly quotes, Unicode digits, exactly 80%
     ASCII, empty text, control and Unicode whitespace…) against the authors' function itself."""
     assert maths.preprocess_queries(TRICKY) == [authors_silhouette.preprocess_text(t) for t in TRICKY]
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.test_config import compose_cfg
-from tests.test_select_stage import ROOT
+from tests.helpers import ROOT, compose_cfg
 from thtb import provenance
 from thtb.scorers.availability import ScorerUnavailableError, check_scorers_available
 

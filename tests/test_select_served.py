@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_select_stage import run_py
+from tests.helpers import run_py
 
 SECRET = "sk-served-run-secret"
 

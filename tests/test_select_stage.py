@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import tempfile
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SESSION_CACHE = Path(tempfile.mkdtemp(prefix="thtb-test-cache-"))
-"""Stage artifacts of this test session: tests never reuse (or leave) artifacts in the repository's .cache."""
-
-
-def run_py(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python run.py *overrides`` offline; stage artifacts go to a per-session cache unless the test names one
-    (``paths.cache_dir=…``), so tests that compare two runs see reuse only when they ask for it."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
-    if not any(o.startswith("paths.cache_dir=") for o in overrides):
-        overrides = (*overrides, f"paths.cache_dir={SESSION_CACHE}")
-    return subprocess.run(
-        [sys.executable, "run.py", *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+from tests.helpers import ROOT, run_py
 
 
 @pytest.fixture(scope="module")

@@ -35,10 +35,49 @@ def _port_is_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_free_port_is_bindable():
-    port = free_port()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", port))
+_FAKE_OPENAI = """
+import http.server, json, sys
+port, models = int(sys.argv[1]), sys.argv[2].encode()
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = {"/health": b"", "/v1/models": models}.get(self.path)
+        self.send_response(404 if body is None else 200)
+        self.end_headers()
+        self.wfile.write(body or b"")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+def test_start_takes_a_free_port_and_waits_for_the_served_name(monkeypatch, tmp_path):
+    """``start()`` without a port picks a free one and puts it on the server's command line; it returns once
+    ``/health`` answers and ``/v1/models`` lists the served name (``max_model_len`` read from there), and refuses
+    a server on the port that lists another model; either way nothing is left running. A stand-in for vLLM
+    (``http.server`` answering the two endpoints), so no model is needed."""
+    from thtb import serve
+
+    monkeypatch.setattr(serve, "serving_available", lambda engine: None)
+
+    def fake(*listed: dict) -> ServedModel:
+        server = ServedModel("/models/x", engine="vllm", served_name="judge", log_path=tmp_path / "fake.log",
+                             startup_timeout=30, grace_period=2)
+        models = json.dumps({"object": "list", "data": list(listed)})
+        server.command = lambda: [sys.executable, "-c", _FAKE_OPENAI, str(server.port), models]
+        return server
+
+    with fake({"id": "judge", "max_model_len": 4096}) as server:
+        assert isinstance(server.port, int) and not _port_is_free(server.port)
+        assert server.max_model_len == 4096 and server.startup_s is not None
+        assert server.info()["base_url"] == f"http://127.0.0.1:{server.port}/v1" == server.base_url
+        tree, port = _tree(server.pid), server.port
+    assert server.process is None
+    _assert_all_gone(tree, pgid=tree[0].pid, port=port, within=5)
+
+    other = fake({"id": "someone-else", "max_model_len": 4096})
+    with pytest.raises(serve.ServerStartError, match=r"lists models \['someone-else'\], not 'judge' \(another server"):
+        other.start()
+    assert other.process is None and other.max_model_len is None and _port_is_free(other.port)
 
 
 def test_server_urls(smollm2_server):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_select_stage import run_py
+from tests.helpers import run_py
 
 
 def _jobs(sweep_dir: Path) -> list[Path]:

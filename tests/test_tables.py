@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.test_select_stage import ROOT, run_py
+from tests.helpers import ROOT, run_py
 from thtb.stages.tables import run_tables
 from thtb.tables import (
     ALPACAEVAL_SUBSETS,

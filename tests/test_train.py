@@ -3,59 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
+from tests.helpers import ROOT, ROWS, make_cfg, write_subset
 from tests.tiny_models import CHAT_TEMPLATE
 from thtb.stages.train import build_trainer, plan_training, run_train
-
-ROOT = Path(__file__).resolve().parents[1]
-ROWS = [
-    ("explain the theory of relativity in simple terms .", "the answer is three ."),
-    ("write a poem about the sea and the sky .", "red blue yellow . the sea and the sky ."),
-    ("compare the economic policies of two countries .", "evaluate the argument carefully ."),
-    ("what is the capital of france ?", "paris ."),
-    ("solve the equation x plus two equals five .", "the answer is three ."),
-    ("list three primary colours :", "red blue yellow ."),
-    ("design a research plan for measuring air quality in cities .", "measuring air quality in cities ."),
-    ("evaluate the argument carefully .", "the theory is simple ."),
-    ("explain the sea in simple terms .", "the sea and the sky ."),
-    ("write a plan for two cities .", "design a research plan ."),
-]
-
-
-def write_subset(run_dir: Path, rows=ROWS) -> Path:
-    path = run_dir / "selection" / "subset.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"id": f"s{i}", "query": q, "response": r}) + "\n"
-                            for i, (q, r) in enumerate(rows)))
-    return path
-
-
-def make_cfg(tmp_path: Path, *overrides: str) -> dict:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            "+experiment=demo", "stages=[select,train]", "model=tiny_random", "train=cpu_smoke",
-            f"paths.run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
-            "train.max_length=64", "train.eval_fraction=0.1", "train.max_steps=4", "logger=none", *overrides,
-        ])
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-@pytest.fixture
-def frozen_code_digest(monkeypatch):
-    """The train fingerprint hashes the stage's code: keep it fixed for the test, so that an edit of the tree
-    while the test runs (another checkout's work) cannot turn a rerun into a different artifact."""
-    import thtb.training.artifacts as artifacts
-
-    fixed = artifacts.stage_key_inputs("train")
-    monkeypatch.setattr(artifacts, "stage_key_inputs", lambda stage, *args, **kwargs: fixed)
 
 
 @pytest.fixture

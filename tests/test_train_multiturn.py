@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train import make_cfg
+from tests.helpers import make_cfg
 from tests.tiny_models import CHAT_TEMPLATE
 from thtb.data import load_records, write_jsonl, write_messages_jsonl
 from thtb.fingerprint import ids_digest

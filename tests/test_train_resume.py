@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train import frozen_code_digest, make_cfg, write_subset  # noqa: F401 (a fixture)
+from tests.helpers import make_cfg, write_subset
 from thtb.stages.train import build_trainer, plan_training, run_train
 from thtb.training.artifacts import ArtifactStore, checkpoint_problem
 

@@ -51,7 +51,7 @@ def smollm2(smollm2_model_path) -> str:
 
 # ------------------------------------------------------------ without the module's engine (run first)
 def test_the_vllm_judge_config_builds_the_engine_arguments(vllm_available, tmp_path):
-    from tests.test_config import compose_cfg
+    from tests.helpers import compose_cfg
 
     cfg = compose_cfg(["judge=vllm", "judge.model=smollm2", "judge.max_model_len=2048", "judge.dtype=bfloat16",
                        "+judge.llm_kwargs.max_num_seqs=8", f"paths.cache_dir={tmp_path}", f"paths.run_dir={tmp_path}"])
