@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from tests.helpers import CONF, EXPERIMENTS, ROOT, compose_cfg
 from thtb.data import DataError, load_records
 from thtb.data.readers import url_cache_path
-from thtb.stages.train import method_name
+from thtb.training.args import method_name
 
 RELEASED = "https://raw.githubusercontent.com/DYJG-research/THTB/main/datasets/"
 

@@ -105,7 +105,7 @@ def test_unknown_model_lists_the_choices():
 
 
 def test_wandb_logger_reports_with_an_identifying_run_name(tmp_path):
-    from thtb.stages.train import run_name
+    from thtb.training.args import run_name
 
     cfg = compose_cfg(["+experiment=alpaca_5pct", "model=llama32_3b", "logger=wandb_offline", "seed=7",
                        f"paths.run_dir={tmp_path}"])

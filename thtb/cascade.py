@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -378,3 +379,21 @@ def _ranks(n: int, order: np.ndarray) -> np.ndarray:
     ranks = np.empty(n, dtype=np.int64)
     ranks[order] = np.arange(1, n + 1)
     return ranks
+
+
+def cascade_config(cfg: dict[str, Any]) -> CascadeConfig:
+    """The :class:`CascadeConfig` of a composed run config (``selection.*`` and ``fidelity``)."""
+    sel = cfg["selection"]
+    return CascadeConfig(
+        stages=list(sel["stages"]),
+        fractions=dict(sel["fractions"]),
+        budget=sel.get("budget"),
+        failure_budget=int(sel.get("failure_budget", 0)),
+        fidelity=cfg.get("fidelity", "reference"),
+        ic_round=sel["intrinsic"].get("ic_round"),
+        k=int(sel["extrinsic"]["k"]),
+        max_features=int(sel["extrinsic"]["max_features"]),
+        random_state=int(sel["extrinsic"]["random_state"]),
+        singleton_policy=sel["extrinsic"].get("singleton_policy"),
+        zero_row_self_distance=sel["extrinsic"].get("zero_row_self_distance"),
+    )

@@ -27,11 +27,13 @@ a ``save_to_disk`` directory or a hub id. Rules live beside their code:
 
 from thtb.data.errors import DataError
 from thtb.data.formats import FORMATS
-from thtb.data.loaders import load_records
+from thtb.data.loaders import DEMO_DATA, load_records, resolve_data_path
 from thtb.data.records import FIDELITIES, LoadReport, alpaca_query, record_id, strip_nan_artifact
 from thtb.data.writers import write_alpaca_json, write_jsonl, write_messages_jsonl
 
 __all__ = [
+    "DEMO_DATA",
+    "resolve_data_path",
     "DataError",
     "FIDELITIES",
     "FORMATS",

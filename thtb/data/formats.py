@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thtb.data.errors import DataError, type_name
-from thtb.data.readers import MISSING, RawTable
+from thtb.data.readers import MISSING, TEXT_FIELDS, RawTable
 from thtb.data.records import Fidelity, alpaca_query, strip_nan_artifact
 
 logger = logging.getLogger("thtb.data")
@@ -64,8 +64,6 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "messages": ("messages",),
 }
 
-TEXT_FIELDS = frozenset({"instruction", "input", "output", "query", "response"})
-"""Fields read as text (csv cells of these columns are never turned into missing values)."""
 
 CONSUMED_FIELDS: dict[str, frozenset[str]] = {
     "alpaca": frozenset(),

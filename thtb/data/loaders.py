@@ -29,6 +29,18 @@ from thtb.data.records import (
     empty_positions,
 )
 
+DEMO_DATA = "demo"
+"""The name of the packaged demo set (264 hand-written pairs, ``thtb/resources/demo.jsonl``) in ``data.path``."""
+
+
+def resolve_data_path(path: str) -> str:
+    """``demo`` → the packaged demo set; anything else is returned unchanged (file, dir or hub id)."""
+    if path == DEMO_DATA:
+        from importlib import resources
+
+        return str(resources.files("thtb") / "resources" / "demo.jsonl")
+    return path
+
 logger = logging.getLogger("thtb.data")
 
 CANONICAL_COLUMNS: tuple[str, ...] = ("id", "query", "response", "row")

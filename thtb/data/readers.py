@@ -50,6 +50,9 @@ from typing import Any
 from thtb.data.errors import DataError, RowUnit, not_found, type_name
 from thtb.io import atomic_path
 
+TEXT_FIELDS = frozenset({"instruction", "input", "output", "query", "response"})
+"""Fields read as text (csv cells of these columns are never turned into missing values)."""
+
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 """Placeholder for a key absent from one JSON record (distinct from ``null``)."""
 
@@ -407,8 +410,6 @@ def _read_csv(text: str, label: str, sep: str) -> RawTable:
     and strings like ``NA``/``nan`` stay literal there; other columns get pandas' usual
     type inference, with empty cells as missing values."""
     import pandas as pd
-
-    from thtb.data.formats import TEXT_FIELDS
 
     try:
         header = pd.read_csv(io.StringIO(text), sep=sep, nrows=0).columns

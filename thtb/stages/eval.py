@@ -286,7 +286,7 @@ def _pct(x: float | None) -> float | None:
 
 def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> dict[str, Any]:
     """The one-line record of this evaluation that the paper tables read (results/README.md)."""
-    from thtb.stages.train import method_name
+    from thtb.training.args import method_name
 
     metrics: dict[str, Any] = {}
     if "mmlu_pro" in results:

@@ -44,7 +44,7 @@ STAGE_VERSION = 1
 
 def score_sources(cfg: dict[str, Any], run_dir: Path) -> list[str]:
     """The scored dataset first (``score.dataset`` / ``train.dataset`` / the run's subset), then ``score.with``."""
-    from thtb.stages.select import resolve_data_path
+    from thtb.data import resolve_data_path
     from thtb.training.data import dataset_source
 
     sc = cfg.get("score") or {}
@@ -54,7 +54,7 @@ def score_sources(cfg: dict[str, Any], run_dir: Path) -> list[str]:
 
 def run_score(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
     """Run the score stage from a resolved config dict; returns the summary."""
-    from thtb.stages.select import cascade_config
+    from thtb.cascade import cascade_config
 
     tracker = tracker or Tracker()
     start = time.perf_counter()

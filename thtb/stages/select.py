@@ -21,7 +21,6 @@ import json
 import logging
 import shutil
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,8 @@ import pandas as pd
 from thtb import __version__
 from thtb.artifacts import StageArtifact, copy_outputs
 from thtb.baselines import ALPAGASUS_THRESHOLD, select_baseline
-from thtb.cascade import Cascade, CascadeConfig, SelectionError, SelectionResult, n_selected
-from thtb.data import load_records, write_alpaca_json, write_jsonl, write_messages_jsonl
+from thtb.cascade import Cascade, SelectionError, SelectionResult, cascade_config, n_selected
+from thtb.data import load_records, resolve_data_path, write_alpaca_json, write_jsonl, write_messages_jsonl
 from thtb.fingerprint import fingerprint, records_digest
 from thtb.io import atomic_write_text, atomic_path
 from thtb.provenance import environment, selection_provenance, stage_key_inputs
@@ -44,33 +43,8 @@ log = logging.getLogger(__name__)
 STAGE_VERSION = 2
 """Part of the fingerprint (with the stage's code digest, which changes on any code edit by itself)."""
 
-DEMO_DATA = "demo"
 LABEL_COLUMN = "bloom_level"
 """A data column of this name is taken as gold Bloom labels; the summary reports accuracy on it."""
-
-
-def resolve_data_path(path: str) -> str:
-    """``demo`` → the packaged demo set; anything else is returned unchanged (file, dir or hub id)."""
-    if path == DEMO_DATA:
-        return str(resources.files("thtb") / "resources" / "demo.jsonl")
-    return path
-
-
-def cascade_config(cfg: dict[str, Any]) -> CascadeConfig:
-    sel = cfg["selection"]
-    return CascadeConfig(
-        stages=list(sel["stages"]),
-        fractions=dict(sel["fractions"]),
-        budget=sel.get("budget"),
-        failure_budget=int(sel.get("failure_budget", 0)),
-        fidelity=cfg.get("fidelity", "reference"),
-        ic_round=sel["intrinsic"].get("ic_round"),
-        k=int(sel["extrinsic"]["k"]),
-        max_features=int(sel["extrinsic"]["max_features"]),
-        random_state=int(sel["extrinsic"]["random_state"]),
-        singleton_policy=sel["extrinsic"].get("singleton_policy"),
-        zero_row_self_distance=sel["extrinsic"].get("zero_row_self_distance"),
-    )
 
 
 def selection_fingerprint(cfg: dict[str, Any], data_ids: str) -> str:

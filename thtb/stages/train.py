@@ -29,8 +29,10 @@ from thtb.tracking import Tracker
 from thtb.training.args import (
     gradient_accumulation,
     lora_config,
+    method_name,
     pick_options,
     pick_precision,
+    run_name,
     sft_config,
     world_size,
 )
@@ -55,24 +57,6 @@ from thtb.training.data import (
 from thtb.training.models import load_model, load_tokenizer, resolve_model
 
 log = logging.getLogger(__name__)
-
-
-def method_name(cfg: dict[str, Any], using_subset: bool | None = None) -> str:
-    """The data-selection method a trained model stands for: ``train.method`` if set, else the selection
-    method when training on the selected subset, else ``data`` (a dataset given directly with
-    ``train.dataset``)."""
-    train = cfg.get("train") or {}
-    if train.get("method"):
-        return str(train["method"])
-    if using_subset is None:
-        using_subset = not train.get("dataset")
-    return (cfg.get("selection") or {}).get("name", "select") if using_subset else "data"
-
-
-def run_name(cfg: dict[str, Any], using_subset: bool | None = None) -> str:
-    """``{experiment}-{method}-{model size}-s{seed}``, e.g. ``alpaca_5pct-thtb-1b-s42`` (W&B run name)."""
-    size = (cfg.get("model") or {}).get("size") or (cfg.get("model") or {}).get("name", "model")
-    return f"{cfg.get('experiment_name', 'run')}-{method_name(cfg, using_subset)}-{size}-s{cfg.get('seed', 42)}"
 
 
 @dataclass

@@ -165,3 +165,21 @@ def sft_config(train: dict[str, Any], *, output_dir: str, seed: int, precision: 
         disable_tqdm=True,
         **kwargs,
     )
+
+
+def method_name(cfg: dict[str, Any], using_subset: bool | None = None) -> str:
+    """The data-selection method a trained model stands for: ``train.method`` if set, else the selection
+    method when training on the selected subset, else ``data`` (a dataset given directly with
+    ``train.dataset``)."""
+    train = cfg.get("train") or {}
+    if train.get("method"):
+        return str(train["method"])
+    if using_subset is None:
+        using_subset = not train.get("dataset")
+    return (cfg.get("selection") or {}).get("name", "select") if using_subset else "data"
+
+
+def run_name(cfg: dict[str, Any], using_subset: bool | None = None) -> str:
+    """``{experiment}-{method}-{model size}-s{seed}``, e.g. ``alpaca_5pct-thtb-1b-s42`` (W&B run name)."""
+    size = (cfg.get("model") or {}).get("size") or (cfg.get("model") or {}).get("name", "model")
+    return f"{cfg.get('experiment_name', 'run')}-{method_name(cfg, using_subset)}-{size}-s{cfg.get('seed', 42)}"

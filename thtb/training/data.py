@@ -52,7 +52,7 @@ class TrainData:
 def dataset_source(cfg: dict[str, Any], run_dir: Path) -> str:
     """``train.dataset`` (file, dir, hub id, or ``demo``), or this run's ``selection/subset.jsonl`` (the score
     stage's input; training reads the subset's whole conversations: :func:`training_source`)."""
-    from thtb.stages.select import resolve_data_path
+    from thtb.data import resolve_data_path
 
     dataset = cfg["train"].get("dataset")
     if dataset:
