@@ -219,12 +219,23 @@ versions (:func:`thtb.provenance.stage_key_inputs`), which change by themselves.
 
 
 def model_identity(model: str) -> str:
-    """A trained model is identified by its training artifact's fingerprint; any other by its content."""
+    """A trained model is identified by its training artifact's fingerprint, read from the artifact's manifest
+    (``manifest.json`` beside the model folder, ``stage: train``, listing the model's files) wherever the folder
+    lies; any other model by its content."""
+    from thtb.artifacts import MANIFEST
     from thtb.evaluation.harness import model_fingerprint
 
     path = Path(model)
-    if path.name == "merged" and path.parent.parent.name == "train" and path.parent.parent.parent.name == "artifacts":
-        return f"train:{path.parent.name}"
+    manifest = path.parent / MANIFEST
+    if manifest.is_file():
+        try:
+            body = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            body = {}
+        files = body.get("files") or {}
+        if body.get("stage") == "train" and body.get("fingerprint") and any(
+                f.startswith(f"{path.name}/") for f in files):
+            return f"train:{body['fingerprint']}"
     return model_fingerprint(model)["fingerprint"]
 
 
