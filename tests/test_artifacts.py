@@ -229,3 +229,24 @@ def test_a_bad_jsonl_line_is_named(tmp_path):
     path.write_text('{"question_id": 1, "category": "math", "target": "A", "response": "x"}\n{"question_id": 2,\n')
     with pytest.raises(ValueError, match=r"mmlu_pro_samples\.jsonl: line 2: not valid JSON"):
         load_samples(path)
+
+
+def test_a_trained_models_identity_comes_from_its_manifest_wherever_it_lies(tmp_path):
+    """eval keys a trained model by its training artifact's fingerprint (read from the manifest), in the store or
+    copied elsewhere; a folder without a train manifest is keyed by its content."""
+    import shutil
+
+    from thtb.artifacts import StageArtifact
+    from thtb.stages.eval import model_identity
+
+    art = StageArtifact(tmp_path / "cache", "train", "fp42")
+    staging = art.staging()
+    (staging / "merged").mkdir()
+    (staging / "merged" / "config.json").write_text("{}")
+    art.publish(staging, {})
+    assert model_identity(str(art.path / "merged")) == "train:fp42"
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(art.path, moved)
+    assert model_identity(str(moved / "merged")) == "train:fp42"
+    (moved / "manifest.json").unlink()  # no manifest: the folder's content decides
+    assert not model_identity(str(moved / "merged")).startswith("train:")
