@@ -181,7 +181,9 @@ def test_pairwise_through_a_real_served_judge(smollm2_server, shared_data, tmp_p
     cache = tmp_path / "judge.sqlite"
 
     def judge():
-        return OpenAIJudge(smollm2_server.model, smollm2_server.base_url, cache=cache, concurrency=4,
+        # concurrency 1: `transformers serve` answers one request at a time, and with max_attempts=1 a send that
+        # timed out while queued behind the others would not be sent again (the run's send budget)
+        return OpenAIJudge(smollm2_server.model, smollm2_server.base_url, cache=cache, concurrency=1,
                            timeout_s=180, max_retries=2, max_attempts=1, decoding={"max_tokens": 64}, progress=False)
 
     first = judge()

@@ -58,7 +58,9 @@ def demo_rows(n: int, max_query: int = 220, max_response: int = 450) -> pd.DataF
 
 def make_judge(base_url: str, model: str, cache, **kw) -> OpenAIJudge:
     args = dict(
-        model=model, base_url=base_url, cache=cache, concurrency=8, timeout_s=120.0, max_retries=2,
+        # concurrency 1: `transformers serve` answers one request at a time; queued sends would spend their timeout
+        # waiting, and with max_attempts=1 a timed-out send is not sent again (the run's send budget)
+        model=model, base_url=base_url, cache=cache, concurrency=1, timeout_s=120.0, max_retries=2,
         max_attempts=2, backoff_initial_s=0.05, backoff_max_s=0.2, progress=False,
     )
     args.update(kw)
