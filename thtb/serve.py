@@ -78,9 +78,6 @@ _LAUNCH = "import sys; from transformers.cli.transformers import main; sys.argv[
 # The supervisor between the owner and the server (see `_supervise`).
 _SUPERVISOR = "from thtb.serve import _supervise; _supervise()"
 
-# Names that resolve to a packaged local model (see thtb.models).
-_ALIASES = {"smollm2", "smollm2-135m-instruct"}
-
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 # The signal the supervisor gets when its parent thread/process exits; it then checks getppid().
@@ -120,12 +117,10 @@ def serving_available(engine: str = "transformers") -> str | None:
 
 
 def resolve_model(model: str | os.PathLike) -> str:
-    """``"smollm2"`` -> the converted local folder (see :func:`thtb.models.smollm2_path`); else unchanged."""
-    if str(model).lower() in _ALIASES:
-        from thtb.models import smollm2_path
+    """``"smollm2"`` -> the converted local folder (see :func:`thtb.models.resolve_model_name`); else unchanged."""
+    from thtb.models import resolve_model_name
 
-        return str(smollm2_path())
-    return str(model)
+    return resolve_model_name(model)
 
 
 def _no_gpu() -> bool:
@@ -262,7 +257,9 @@ class ServedModel:
         self.grace_period = grace_period
         self.process: subprocess.Popen | None = None
         if self.engine == "vllm":
-            alias = self.requested.lower() in _ALIASES
+            from thtb.models import is_smollm2_alias
+
+            alias = is_smollm2_alias(self.requested)
             self.model: str = served_name or ("smollm2" if alias else self.requested)
         else:
             self.model = self.model_path

@@ -589,7 +589,9 @@ class OpenAIJudge(JudgeBackend):
 def _available_locally(name: str) -> bool:
     """Whether ``name``'s tokenizer can be loaded without a download: ``smollm2``, a folder, or a hub id in the
     Hugging Face cache (checked without importing transformers)."""
-    if name.lower() in ("smollm2", "smollm2-135m-instruct") or Path(name).is_dir():
+    from thtb.models import is_smollm2_alias
+
+    if is_smollm2_alias(name) or Path(name).is_dir():
         return True
     try:
         from huggingface_hub import try_to_load_from_cache

@@ -225,13 +225,11 @@ class LocalJudge(JudgeBackend):
 
 
 def resolve_model_path(model: str) -> str:
-    """``smollm2`` → the offline SmolLM2-135M-Instruct folder (:func:`thtb.models.smollm2_path`);
+    """``smollm2`` → the offline SmolLM2-135M-Instruct folder (:func:`thtb.models.resolve_model_name`);
     anything else (a hub id or a local folder) unchanged."""
-    if model == "smollm2":
-        from thtb.models import smollm2_path
+    from thtb.models import resolve_model_name
 
-        return str(smollm2_path())
-    return model
+    return resolve_model_name(model)
 
 
 class HFJudge(LocalJudge):

@@ -146,3 +146,17 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None, *, force: bool = Fa
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+SMOLLM2_ALIASES = frozenset({"smollm2", "smollm2-135m-instruct"})
+"""Names (any case) that stand for the packaged SmolLM2-135M-Instruct wherever a model is named."""
+
+
+def is_smollm2_alias(model: str | os.PathLike) -> bool:
+    return str(model).lower() in SMOLLM2_ALIASES
+
+
+def resolve_model_name(model: str | os.PathLike) -> str:
+    """A SmolLM2 alias → the converted local folder (:func:`smollm2_path`); anything else (hub id, folder)
+    unchanged."""
+    return str(smollm2_path()) if is_smollm2_alias(model) else str(model)
