@@ -535,6 +535,7 @@ def test_guided_json_sends_the_templates_schema_and_keys_it(server, tmp_path):
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "bloom"
     assert [alt["required"] for alt in fmt["json_schema"]["schema"]["anyOf"]] == [["level", "score", "reasoning"]] * 6
     assert tags_body["response_format"]["json_schema"]["schema"]["type"] == "array"
+    assert judge.stats()["guided_json"] is True  # the summary says how answers were produced
     plain_judge = make_judge(server, tmp_path)  # unconstrained answers are other requests: not served from cache
     assert plain_judge.key(BLOOM, ITEMS[0]) != judge.key(BLOOM, ITEMS[0])
     plain_judge.run(BLOOM, ITEMS[:1])

@@ -274,6 +274,12 @@ class OpenAIJudge(JudgeBackend):
         schema = plain(template.json_schema)
         return {"response_format": {"type": "json_schema", "json_schema": {"name": template.name, "schema": schema}}}
 
+    def stats(self) -> dict[str, Any]:
+        """The base counters, plus whether answers were constrained to the templates' JSON schemas."""
+        out = super().stats()
+        out["guided_json"] = self.guided_json
+        return out
+
     def send_timeout_s(self, params: Mapping[str, Any]) -> float:
         """The timeout of one send with these decoding parameters: ``timeout_s + timeout_per_token_s × max_tokens``."""
         max_tokens = params.get("max_tokens") or params.get("max_completion_tokens") or 0
