@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from thtb.scorers.base import BLOOM_BANDS, BLOOM_LEVELS, check_result
-from thtb.scorers.bloom import LexiconBloomClassifier, lemma_candidates, load_bloom_lexicon
+from thtb.scorers.bloom import LexiconBloomClassifier, load_bloom_lexicon
 from thtb.scorers.disciplines import CatalogueDisciplineTagger, load_catalogue, split_sentences
 from thtb.scorers.embedder import SentenceTransformerEmbedder, clean_query, resolve_model_path
-from thtb.scorers.quality import HeuristicQualityScorer
+from thtb.scorers.quality import HeuristicQualityScorer, stemmed_tokens
+from thtb.scorers.stemming import stem
 
 for _var, _val in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}.items():
     os.environ.setdefault(_var, _val)
@@ -179,6 +180,16 @@ def test_quality_counts_chinese_text():
     assert out["quality_raw"].iloc[0] > out["quality_raw"].iloc[1]
 
 
+def test_quality_relevance_uses_the_shared_stemmer():
+    assert stemmed_tokens("dogs and cats, summarised: 中医") == ["dog", "and", "cat", stem("summarise"), "中", "医"]
+    assert stem("summarise") == stem("summarizing")
+    # "dogs"/"dog" and "cats"/"cat" meet on their stems: the pair has lexical overlap
+    cosine, n_terms = HeuristicQualityScorer()._relevance(
+        ["Describe dogs and cats.", "Name a colour."], ["A dog is loyal and a cat is independent.", "Red."]
+    )
+    assert cosine[0] > 0 and n_terms[0] == 2
+
+
 def test_quality_full_alpaca_pool(shared_data):
     path = shared_data / "alpaca" / "alpaca_data.json"
     if not path.exists():
@@ -267,15 +278,26 @@ def test_bloom_score_mapping(bloom):
 
 
 def test_bloom_lemmatiser_and_lexicon(bloom):
+    for token in ("compose", "composing", "composes", "composed"):
+        assert bloom.lemma(token) == "compose", token
+    for token in ("analyse", "analyze", "analysed", "analyzing", "analyses"):
+        assert bloom.lemma(token) == "analyze", token
+    assert bloom.lemma("summarises") == bloom.lemma("summarizing") == "summarize"
     assert bloom.lemma("listing") == "list"
-    assert bloom.lemma("summarises") == "summarize"
-    assert bloom.lemma("analysed") == "analyze"
     assert bloom.lemma("classified") == "classify"
     assert bloom.lemma("planning") == "plan"
     assert bloom.lemma("writes") == "write"
+    assert bloom.lemma("devised") == bloom.lemma("devising") == "devise"
     assert bloom.lemma("banana") is None
-    assert "compose" in lemma_candidates("composing")
+    # Snowball stems "improve" like "improvise" and "valid" like "validate": the prefix check rejects them
+    assert stem("improve") == stem("improvise") and bloom.lemma("improve") is None
+    assert bloom.lemma("improvised") == "improvise"
+    assert bloom.lemma("valid") is None and bloom.lemma("critical") is None
+    assert bloom._lemmas("coming up with a name".split()) == ["come_up", None, None, None, "name"]
+    assert bloom._lemmas("summing up the plot".split())[0] == "sum_up"
+    assert bloom._lemmas("break it down".split())[0] is None  # a phrasal verb's particle must follow the verb
     lexicon = load_bloom_lexicon()
+    assert not lexicon.collisions and len(lexicon.stems) == len(lexicon.verbs)  # one stem per lemma
     assert set(lexicon.descriptions) == set(BLOOM_LEVELS)
     assert all(2 <= len(d) <= 4 for d in lexicon.descriptions.values())
     # ambiguous verbs are listed at several levels, with their usual reading strongest
@@ -289,6 +311,20 @@ def test_bloom_lemmatiser_and_lexicon(bloom):
     assert BLOOM_LEVELS[int(np.argmax(lex))] == "Analyze"
     lex, _ = bloom.lexical_evidence("以秋夜为主题创作一首现代诗。")
     assert BLOOM_LEVELS[int(np.argmax(lex))] == "Create"
+
+
+def test_bloom_lexicon_stem_collision_keeps_the_first_lemma(tmp_path, caplog):
+    import yaml
+
+    data = yaml.safe_load((RESOURCES / "bloom.yaml").read_text(encoding="utf-8"))
+    data["levels"]["Evaluate"]["verbs"]["analyse"] = 1.0  # British spelling: the stem of "analyze"
+    path = tmp_path / "bloom.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="thtb.scorers.bloom"):
+        lexicon = load_bloom_lexicon(path)
+    assert lexicon.collisions == {stem("analyze"): ("analyse",)}
+    assert lexicon.stems[stem("analyze")] == "analyze"  # Analyze comes before Evaluate
+    assert "analyse" in caplog.text
 
 
 # ------------------------------------------------------------------------------------ disciplines

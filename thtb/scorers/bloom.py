@@ -15,9 +15,19 @@ Rules (weights are constructor arguments; defaults in brackets)
 Text: :func:`~thtb.scorers.embedder.clean_query` (strips the reference ``"\\nnan"``); the
 lexicon reads the **instruction** (first line), the embedding the whole cleaned query.
 
-1. *Lemmas*: lowercase word tokens; a token matches a lexicon lemma directly or after stripping
-   -s/-es/-ies/-ed/-ied/-ing (with a restored -e or an undoubled consonant) and with British
-   -ise/-yse spellings; "make up", "break down"… match the phrasal lemmas ``make_up``….
+1. *Lemmas*: lowercase word tokens; a token matches the lexicon lemma with the same stem
+   (:func:`thtb.scorers.stemming.stem`: nltk's Snowball stemmer, British -ise/-yse respelled
+   -ize/-yze first) provided the (respelled) token starts with the lemma less its last letter,
+   so "composing", "composes" and "composed" all match ``compose``, "classified" ``classify``
+   and "analyse" ``analyze``; "make up", "break down"… (the verb's stem, then the particle)
+   match the phrasal lemmas ``make_up``…. Each lexicon lemma is stemmed once, when the lexicon
+   loads. The prefix check drops what Snowball over-conflates with a longer lemma: "improve"
+   (stem ``improv``) is not ``improvise``, "valid" not ``validate``, "critical" not
+   ``criticize``. Derived words that start with the whole lemma still match ("computer" →
+   ``compute``, "expression" → ``express``); they are rarely the leading verb, so they weigh in
+   at ``other_weight``. "adding"/"added" miss ``add`` (Snowball stems them ``ad``). Two lemmas
+   with one stem would collide: the first in lexicon order (levels Remember → Create, verbs in
+   file order) keeps the stem and the load logs a warning; the packaged lexicon has none.
 2. *Leading verb*: the first token of the main clause, after politeness ("please", "can you") and
    after a leading "Given …," / "Using …," clause. Its level vector × ``lead_weight`` [1.5].
 3. *Other verbs*: every other distinct lexicon lemma in the instruction × ``other_weight`` [0.3].
@@ -56,6 +66,7 @@ import yaml
 
 from thtb.scorers.base import BLOOM_BANDS, BLOOM_LEVELS, BloomScorer, Embedder, check_result
 from thtb.scorers.embedder import clean_query
+from thtb.scorers.stemming import respell, stem
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +83,23 @@ _PARTICLES = frozenset({"up", "down", "out", "in"})
 
 @dataclass(frozen=True)
 class BloomLexicon:
-    """The parsed ``bloom.yaml``: verb and phrase level vectors and the level descriptions."""
+    """The parsed ``bloom.yaml``: verb and phrase level vectors, the level descriptions and the stem
+    index of the verbs (``stems``: :func:`stem_key` → lemma; ``heads``: lemma → the prefix a
+    matching token must start with, its respelled verb less the last letter; ``collisions``: stem
+    key → the lemmas that lost it to the first one)."""
 
     verbs: dict[str, np.ndarray]
     phrases: tuple[tuple[re.Pattern[str], np.ndarray], ...]
     descriptions: dict[str, tuple[str, ...]]
+    stems: dict[str, str]
+    heads: dict[str, str]
+    collisions: dict[str, tuple[str, ...]]
+
+
+def stem_key(words: Sequence[str]) -> str:
+    """The lookup key of a (phrasal) verb: its words' stems joined by ``_`` (``["coming", "up"]`` →
+    ``come_up``, ``["analyse"]`` → ``analyz``)."""
+    return "_".join(stem(w) for w in words)
 
 
 def _vector(weights: dict[str, float], where: str) -> np.ndarray:
@@ -109,32 +132,24 @@ def load_bloom_lexicon(path: str | Path | None = None) -> BloomLexicon:
         (re.compile(item["pattern"], re.IGNORECASE), _vector(item["weights"], item["pattern"]))
         for item in data.get("phrases", [])
     )
+    stems: dict[str, str] = {}
+    collisions: dict[str, tuple[str, ...]] = {}
+    for verb in verbs:  # lexicon order: the first lemma keeps a shared stem
+        key = stem_key(verb.split("_"))
+        if key in stems:
+            collisions[key] = (*collisions.get(key, ()), verb)
+        else:
+            stems[key] = verb
+    for key, lost in collisions.items():
+        log.warning("bloom lexicon: %s share the stem %r with %r, which keeps it", lost, key, stems[key])
     return BloomLexicon(
-        verbs={v: _vector(w, v) for v, w in verbs.items()}, phrases=phrases, descriptions=descriptions
+        verbs={v: _vector(w, v) for v, w in verbs.items()},
+        phrases=phrases,
+        descriptions=descriptions,
+        stems=stems,
+        heads={v: respell(v.split("_")[0])[:-1] for v in verbs},
+        collisions=collisions,
     )
-
-
-def lemma_candidates(token: str) -> list[str]:
-    """Base forms to try for a lowercase token: itself, then -s/-es/-ies/-ed/-ied/-ing strips."""
-    out = [token]
-    if token.endswith("ies"):
-        out.append(token[:-3] + "y")
-    if token.endswith("ied"):
-        out.append(token[:-3] + "y")
-    if token.endswith("es"):
-        out.append(token[:-2])
-    if token.endswith("s") and not token.endswith("ss"):
-        out.append(token[:-1])
-    if token.endswith("ed"):
-        out += [token[:-2], token[:-1]]
-        if len(token) > 4 and token[-3] == token[-4]:
-            out.append(token[:-3])
-    if token.endswith("ing") and len(token) > 4:
-        out += [token[:-3], token[:-3] + "e"]
-        if token[-4] == token[-5]:
-            out.append(token[:-4])
-    british = [re.sub(r"([iy])s(e|es|ed|ing)?$", r"\1z\2", c) for c in out]
-    return out + [b for b in british if b not in out]
 
 
 class LexiconBloomClassifier(BloomScorer):
@@ -167,24 +182,23 @@ class LexiconBloomClassifier(BloomScorer):
         self._desc_level: np.ndarray | None = None
 
     # ------------------------------------------------------------------ lexicon
+    def _match(self, key: str, token: str) -> str | None:
+        """The lemma indexed under stem ``key`` if ``token`` passes its prefix check (rule 1)."""
+        lemma = self.lexicon.stems.get(key)
+        if lemma is None or not respell(token).startswith(self.lexicon.heads[lemma]):
+            return None
+        return lemma
+
     def lemma(self, token: str) -> str | None:
-        """The lexicon lemma a token inflects, or ``None``."""
-        for cand in lemma_candidates(token):
-            if cand in self.lexicon.verbs:
-                return cand
-        return None
+        """The lexicon lemma a lowercase token inflects (rule 1), or ``None``."""
+        return self._match(stem(token), token)
 
     def _lemmas(self, tokens: list[str]) -> list[str | None]:
         """Lemma per token, joining phrasal verbs ("come up" → ``come_up``) onto the verb."""
         out: list[str | None] = []
         for i, tok in enumerate(tokens):
             nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
-            phrasal = None
-            if nxt in _PARTICLES:
-                for cand in lemma_candidates(tok):
-                    if f"{cand}_{nxt}" in self.lexicon.verbs:
-                        phrasal = f"{cand}_{nxt}"
-                        break
+            phrasal = self._match(f"{stem(tok)}_{stem(nxt)}", tok) if nxt in _PARTICLES else None
             out.append(phrasal or (self.lemma(tok) if tok not in _PARTICLES else None))
         return out
 
