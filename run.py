@@ -24,9 +24,9 @@ OmegaConf.register_new_resolver("thtb_run_suffix", lambda: f"{time.time_ns() // 
 STAGES = {
     "score": "thtb.stages.score:run_score",
     "select": "thtb.stages.select:run_select",
-    "train": "thtb.stages.train:run_train",
-    "eval": "thtb.stages.eval:run_eval",
-    "tables": "thtb.stages.tables:run_tables",
+    "train": "thtb.train.stage:run_train",
+    "eval": "thtb.eval.stage:run_eval",
+    "tables": "thtb.eval.tables_stage:run_tables",
 }
 """Stage name → ``module:function(cfg: dict, run_dir: Path, tracker) -> dict``."""
 
@@ -40,12 +40,16 @@ def _stage(name: str):
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from thtb.deprecated import deprecation_message, pop_deprecated
     from thtb.tracking import make_tracker
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for noisy in ("httpx", "httpx2"):  # the openai client's HTTP layer logs every request at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
     container = OmegaConf.to_container(cfg, resolve=True)
+    renamed = pop_deprecated(container)
+    if renamed:
+        log.warning("renamed config choices:\n%s", deprecation_message(renamed))
     run_dir = Path(container["paths"]["run_dir"])
     stages = [_stage(name) for name in container["stages"]]  # fail before any work on a typo
     report = []

@@ -42,7 +42,7 @@ def shared_data() -> Path:
 def frozen_code_digest(monkeypatch):
     """The train fingerprint hashes the stage's code: keep it fixed for the test, so that an edit of the tree
     while the test runs (another checkout's work) cannot turn a rerun into a different artifact."""
-    import thtb.training.artifacts as artifacts
+    import thtb.train.artifacts as artifacts
 
     fixed = artifacts.stage_key_inputs("train")
     monkeypatch.setattr(artifacts, "stage_key_inputs", lambda stage, *args, **kwargs: fixed)

@@ -250,8 +250,8 @@ def longer_wins(conv):
 
 
 def outputs(name, texts):
-    """A model's pairwise :class:`~thtb.evaluation.pairwise.Outputs` (no errors; fingerprint = name)."""
-    from thtb.evaluation.pairwise import Outputs
+    """A model's pairwise :class:`~thtb.eval.pairwise.Outputs` (no errors; fingerprint = name)."""
+    from thtb.eval.pairwise import Outputs
 
     return Outputs(name=name, text=list(texts), error=[None] * len(texts), fingerprint=name, stats={})
 

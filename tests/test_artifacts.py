@@ -223,7 +223,7 @@ def test_a_full_disk_while_writing_a_result_file_names_it(tmp_path):
 
 
 def test_a_bad_jsonl_line_is_named(tmp_path):
-    from thtb.evaluation.mmlu_pro_scoring import load_samples
+    from thtb.eval.mmlu_pro_scoring import load_samples
 
     path = tmp_path / "mmlu_pro_samples.jsonl"
     path.write_text('{"question_id": 1, "category": "math", "target": "A", "response": "x"}\n{"question_id": 2,\n')
@@ -237,7 +237,7 @@ def test_a_trained_models_identity_comes_from_its_manifest_wherever_it_lies(tmp_
     import shutil
 
     from thtb.artifacts import StageArtifact
-    from thtb.stages.eval import model_identity
+    from thtb.eval.stage import model_identity
 
     art = StageArtifact(tmp_path / "cache", "train", "fp42")
     staging = art.staging()

@@ -29,9 +29,9 @@ def test_experiment_composes_and_resolves(experiment, tmp_path):
 @pytest.mark.parametrize(
     ("scoring", "reward", "judge", "embedder"),
     [
-        ("offline", "HeuristicQualityScorer", "offline", "minilm_offline"),
+        ("offline", "HeuristicQualityScorer", "proxy", "minilm_offline"),
         ("served", "HeuristicQualityScorer", "openai", "minilm_offline"),
-        ("paper", "InternLM2Reward", "openai", "BAAI/bge-large-en-v1.5"),
+        ("authors", "InternLM2Reward", "openai", "BAAI/bge-large-en-v1.5"),
     ],
 )
 def test_scoring_presets_resolve(scoring, reward, judge, embedder, tmp_path):
@@ -40,6 +40,37 @@ def test_scoring_presets_resolve(scoring, reward, judge, embedder, tmp_path):
     assert container["reward"]["_target_"].endswith(reward)
     assert container["judge"]["name"] == judge
     assert container["embedder"]["model"] == embedder
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (["judge=offline"], ["judge=proxy"]),
+    (["reward=heuristic"], ["reward=proxy"]),
+    (["scoring=paper"], ["scoring=authors"]),
+    (["scoring=served", "reward=heuristic", "judge=offline"], ["scoring=served", "reward=proxy", "judge=proxy"]),
+])
+def test_renamed_choices_compose_to_the_new_ones_and_say_so(old, new, tmp_path):
+    """0.1's names still run (one release), compute exactly what the new names do, and are reported by name."""
+    from thtb.deprecated import deprecation_message, pop_deprecated
+
+    def composed(overrides):
+        cfg = compose_cfg(["+experiment=alpaca_5pct", *overrides, f"paths.run_dir={tmp_path}"])
+        return OmegaConf.to_container(cfg, resolve=True)
+
+    with_old, with_new = composed(old), composed(new)
+    renamed = pop_deprecated(with_old)
+    assert renamed == {o: n for o, n in zip(old, new, strict=True) if o != n}
+    assert pop_deprecated(with_new) == {}
+    assert with_old == with_new  # same config → same fingerprints, same caches
+    message = deprecation_message(renamed)
+    assert all(f"{o} is now {n}" in message for o, n in renamed.items())
+
+
+def test_renamed_choice_is_announced_by_run_py(tmp_path):
+    from tests.helpers import run_py
+
+    proc = run_py("+experiment=demo", "stages=[select]", "judge=offline", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "judge=offline is now judge=proxy" in proc.stdout + proc.stderr
 
 
 def test_http_judge_config_reaches_client_and_cascade(tmp_path):

@@ -3,8 +3,8 @@
 * README's config table lists every config folder under ``conf/`` and, in each row, exactly its choices (the
   ``*.yaml`` files); its experiment list is exactly ``conf/experiment/*.yaml``, each with the ``stages`` the file
   sets.
-* Every path README's layout tree names exists, and the tree names every top-level entry git tracks and every
-  folder of ``thtb/``.
+* Every path README's layout tree names exists, and the tree names every top-level entry git tracks, every
+  folder of ``thtb/``, ``train/`` and ``eval/`` and every module of the two stage packages.
 * Every reference to a section of ``docs/METHOD.md`` — in code, configs, tests and docs — names a heading that
   exists there. A reference names its section in quotes right after the file name (``docs/METHOD.md "Training"``),
   as ``METHOD.md stage N`` (a heading that starts with "Stage N"), or as a link anchor (``docs/METHOD.md#training``).
@@ -227,8 +227,13 @@ def test_layout_tree_covers_the_repository():
     entries = set(layout_entries())
     top = {f.split("/")[0] + ("/" if "/" in f else "") for f in files}
     top = {t for t in top if not t.startswith(".") and t != "README.md"}
-    thtb_dirs = {"thtb/" + f.split("/")[1] + "/" for f in files if f.startswith("thtb/") and f.count("/") >= 2}
-    missing = sorted((top | thtb_dirs) - entries)
+    package_dirs = {"/".join(f.split("/")[:2]) + "/" for f in files
+                    if f.split("/")[0] in ("thtb", "train", "eval") and f.count("/") >= 2}
+    stage_modules = {f for f in files if f.split("/")[0] in ("train", "eval") and f.count("/") == 1
+                     and f.endswith(".py") and not f.endswith("__init__.py")}
+    text = "\n".join(fenced_block(section(README.read_text(encoding="utf-8"), "Layout")))
+    missing = sorted((top | package_dirs) - entries) + sorted(
+        f for f in stage_modules if f not in entries and Path(f).name not in text)  # or named on another's line
     assert not missing, f"README's layout does not name {missing}"
 
 

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from thtb.evaluation import exam, harness
-from thtb.evaluation.exam import ExamFormatError, extract_letters, load_exam
+from thtb.eval import exam, harness
+from thtb.eval.exam import ExamFormatError, extract_letters, load_exam
 
 ROWS = [
     {"question": "what is the capital of france ?", "options": ["paris", "red", "blue", "sky"], "answer": "A"},
@@ -149,7 +149,7 @@ QWEN3_LIKE = (  # the switch as Qwen3's template has it: thinking unless enable_
 def test_exam_turns_thinking_off_through_the_chat_template(exam_file, tmp_path):
     """`eval.exam.enable_thinking: false` (the default) reaches the model's chat template, for every row alike."""
     from tests.tiny_models import tiny_llama
-    from thtb.stages.eval import exam_model_args
+    from thtb.eval.stage import exam_model_args
     from transformers import AutoTokenizer
 
     model = tiny_llama(tmp_path / "model")

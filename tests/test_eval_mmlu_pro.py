@@ -16,10 +16,10 @@ import sys
 import pytest
 import yaml
 
-from thtb.evaluation import harness
-from thtb.evaluation import mmlu_pro as mp
-from thtb.evaluation import mmlu_pro_scoring as sc
-from thtb.evaluation import stats
+from thtb.eval import harness
+from thtb.eval import mmlu_pro as mp
+from thtb.eval import mmlu_pro_scoring as sc
+from thtb.eval import stats
 
 
 def scripted_lm(answer):
@@ -117,7 +117,7 @@ def test_tiger_api_runs_through_the_chat_template(tiny_model, mmlu_dir, tmp_path
     run's own numbers."""
     from transformers import AutoTokenizer
 
-    from thtb.evaluation.mmlu_pro_prompts import shots_by_category, tiger_api_message
+    from thtb.eval.mmlu_pro_prompts import shots_by_category, tiger_api_message
 
     out = tmp_path / "out"
     summary = mp.run_mmlu_pro(tiny_model, data_dir=mmlu_dir, out_dir=out, limit=1, fewshot=1, max_gen_toks=6,
@@ -146,7 +146,7 @@ def test_tiger_api_runs_through_the_chat_template(tiny_model, mmlu_dir, tmp_path
     again = sc.rescore(out / "mmlu_pro_samples.jsonl", primary="official_guess")
     assert again["schemes"] == json.loads(json.dumps(summary["schemes"]))
     assert again["truncation"]["max_gen_toks"] == 6
-    cli = subprocess.run([sys.executable, "-m", "thtb.evaluation.mmlu_pro", "rescore",
+    cli = subprocess.run([sys.executable, "-m", "thtb.eval.mmlu_pro", "rescore",
                           str(out / "mmlu_pro_samples.jsonl"), "--schemes", "strict,official"],
                          capture_output=True, text=True, check=True)
     printed = json.loads(cli.stdout)

@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import ScriptedJudge, longer_wins, outputs
 from tests.tiny_models import tiny_llama
 from thtb.data.errors import DataError
-from thtb.evaluation.pairwise import (
+from thtb.eval.pairwise import (
     EvaluationError,
     Outputs,
     generate_outputs,

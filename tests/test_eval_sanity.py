@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.tiny_models import tiny_llama
-from thtb.evaluation.sanity import NotTrainedError, check_trained, outputs_differ
+from thtb.eval.sanity import NotTrainedError, check_trained, outputs_differ
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.helpers import compose_cfg, run_py
-from thtb.evaluation.sanity import NotTrainedError
+from thtb.eval.sanity import NotTrainedError
 from thtb.models import SmolLM2NotInstalled, smollm2_path
-from thtb.stages.eval import EvalConfigError, run_eval
+from thtb.eval.stage import EvalConfigError, run_eval
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_config_mistakes_fail_before_any_model_loads(tmp_path):
 
 def test_base_model_passed_off_as_trained_is_refused(tmp_path):
     cfg = _cfg(tmp_path, "eval=smoke", "model=tiny_random", "eval.tasks=[mmlu_pro]")
-    from thtb.stages.eval import base_model_path
+    from thtb.eval.stage import base_model_path
 
     fake = tmp_path / "not_trained"
     shutil.copytree(base_model_path(cfg), fake)

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from tests.helpers import CONF, EXPERIMENTS, ROOT, compose_cfg
 from thtb.data import DataError, load_records
 from thtb.data.readers import url_cache_path
-from thtb.training.args import method_name
+from thtb.train.args import method_name
 
 RELEASED = "https://raw.githubusercontent.com/DYJG-research/THTB/main/datasets/"
 
@@ -108,7 +108,7 @@ def test_full_trains_on_the_data(tmp_path):
 def test_alpagasus_uses_an_http_judge_and_accepts_scoring_paper(tmp_path):
     c = resolved("alpaca_alpagasus", tmp_path)
     assert c["judge"]["name"] == "openai" and c["selection"]["alpagasus"]["judge"]["_target_"]
-    c = resolved("alpaca_alpagasus", tmp_path, "scoring=paper")
+    c = resolved("alpaca_alpagasus", tmp_path, "scoring=authors")
     assert c["reward"]["_target_"].endswith("InternLM2Reward")
 
 

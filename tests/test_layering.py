@@ -1,4 +1,5 @@
-"""Dependencies point down: library code (``thtb/`` outside ``thtb/stages/``) never imports a stage, and the data
+"""Dependencies point down: the selection library (``thtb/`` outside ``thtb/stages/``) never imports a stage or the
+training/evaluation packages, ``train/`` (``thtb.train``) never imports ``eval/`` (``thtb.eval``), and the data
 layer's modules import each other one way only. Checked on the source (every import, module-level or inside a
 function), so a new upward import fails here rather than in a review."""
 
@@ -32,12 +33,32 @@ def library_files() -> list[Path]:
     return [p for p in LIBRARY.rglob("*.py") if "stages" not in p.relative_to(LIBRARY).parts]
 
 
+def _under(mod: str, packages: tuple[str, ...]) -> bool:
+    return any(mod == p or mod.startswith(p + ".") for p in packages)
+
+
 def test_library_code_imports_no_stage():
     files = library_files()
     assert len(files) > 30  # the scan sees the library
     upward = [f"{p.relative_to(ROOT)}:{line} imports {mod}" for p in files for line, mod in imports(p)
-              if mod == "thtb.stages" or mod.startswith("thtb.stages.")]
-    assert not upward, "library code must not import a stage:\n" + "\n".join(upward)
+              if _under(mod, ("thtb.stages", "thtb.train", "thtb.eval"))]
+    assert not upward, "library code must not import a stage, thtb.train or thtb.eval:\n" + "\n".join(upward)
+
+
+def test_selection_side_stages_import_no_training_or_evaluation():
+    files = list(LIBRARY.rglob("*.py"))
+    upward = [f"{p.relative_to(ROOT)}:{line} imports {mod}" for p in files for line, mod in imports(p)
+              if _under(mod, ("thtb.train", "thtb.eval"))]
+    assert not upward, "thtb/ (select and score stages included) must not import thtb.train or thtb.eval:\n" + \
+        "\n".join(upward)
+
+
+def test_training_does_not_import_evaluation():
+    files = list((ROOT / "train").rglob("*.py"))
+    assert len(files) >= 5
+    upward = [f"{p.relative_to(ROOT)}:{line} imports {mod}" for p in files for line, mod in imports(p)
+              if _under(mod, ("thtb.eval",))]
+    assert not upward, "train/ must not import eval/:\n" + "\n".join(upward)
 
 
 def test_the_data_layer_has_no_import_cycle():

@@ -14,7 +14,7 @@ import pytest
 import sklearn
 
 from tests.helpers import ScriptedJudge, longer_wins, outputs
-from thtb.evaluation.length_control import (
+from thtb.eval.length_control import (
     GLM_FORMULA,
     annotations,
     fit_length_glm,
@@ -22,7 +22,7 @@ from thtb.evaluation.length_control import (
     main,
     paired_difference,
 )
-from thtb.evaluation.pairwise import run_pairwise
+from thtb.eval.pairwise import run_pairwise
 
 N = 400
 N_LONGER = 320  # the model's output is the longer one on 4 prompts in 5

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from thtb.evaluation import harness
-from thtb.evaluation import mmlu_pro as mp
-from thtb.evaluation import mmlu_pro_scoring as sc
-from thtb.evaluation.mmlu_pro_prompts import shots_by_category, tiger_api_message
+from thtb.eval import harness
+from thtb.eval import mmlu_pro as mp
+from thtb.eval import mmlu_pro_scoring as sc
+from thtb.eval.mmlu_pro_prompts import shots_by_category, tiger_api_message
 
 TIGER = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mmlu_pro_tiger"
 RESULTS = TIGER / "eval_results"

@@ -23,7 +23,7 @@ from thtb.scorers.availability import ScorerUnavailableError, check_scorers_avai
 
 def _copy_project(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("thtb", "conf", "eval"):
+    for name in ("thtb", "conf", "train", "eval"):
         shutil.copytree(ROOT / name, dest / name, ignore=ignore)
     shutil.copy2(ROOT / "run.py", dest / "run.py")
     return dest
@@ -45,7 +45,7 @@ def test_stage_closure_follows_imports_and_config_targets():
     for module in ("thtb.stages.select", "thtb.cascade", "thtb.maths.silhouette", "thtb.maths.text", "thtb.data.readers"):
         assert module in select, module
     assert select["thtb.maths.text"] == ROOT / "thtb" / "maths" / "text.py"
-    assert "thtb.evaluation.mmlu_pro" not in select  # selection does not depend on the eval code
+    assert "thtb.eval.mmlu_pro" not in select  # selection does not depend on the eval code
     cfg = {"reward": {"_target_": "thtb.scorers.quality.HeuristicQualityScorer"},
            "judge": {"bloom": {"_target_": "thtb.judge.JudgeBloomScorer"}}}
     assert provenance.config_targets(cfg) == ["thtb.scorers.quality", "thtb.judge"]
@@ -60,10 +60,10 @@ def test_extra_files_change_the_digest(tmp_path):
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "t.yaml").write_text("task: x\n")
-    before = provenance.code_digest(["thtb.stages.eval"], extra_files=[tasks])
-    assert provenance.code_digest(["thtb.stages.eval"], extra_files=[tasks]) == before  # deterministic
+    before = provenance.code_digest(["thtb.eval.stage"], extra_files=[tasks])
+    assert provenance.code_digest(["thtb.eval.stage"], extra_files=[tasks]) == before  # deterministic
     _append(tasks / "t.yaml", "# edited\n")
-    assert provenance.code_digest(["thtb.stages.eval"], extra_files=[tasks]) != before
+    assert provenance.code_digest(["thtb.eval.stage"], extra_files=[tasks]) != before
 
 
 def test_environment_names_the_commit_and_packages():
@@ -99,7 +99,7 @@ import json, sys
 from omegaconf import OmegaConf
 from hydra import compose, initialize_config_dir
 from thtb.stages.select import selection_fingerprint
-from thtb.stages.eval import task_fingerprint
+from thtb.eval.stage import task_fingerprint
 with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
     cfg = OmegaConf.to_container(compose("config", overrides=["+experiment=demo", "scoring=served",
                                  "paths.run_dir=/tmp/x", "eval.mmlu_pro.data_dir=null"]), resolve=True)
@@ -134,7 +134,7 @@ def _resolved(*overrides: str, tmp_path: Path) -> dict:
 def test_paper_experiments_select_with_the_papers_scorers(experiment, tmp_path):
     cfg = _resolved(f"+experiment={experiment}", tmp_path=tmp_path)
     prov = provenance.selection_provenance(cfg)
-    assert prov["scorer_setup"] == "paper", prov
+    assert prov["scorer_setup"] == "authors", prov
     offline = provenance.selection_provenance(_resolved(f"+experiment={experiment}", "scoring=offline",
                                                         tmp_path=tmp_path))
     assert offline["scorer_setup"] == "offline"

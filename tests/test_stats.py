@@ -1,4 +1,4 @@
-"""thtb.evaluation.stats against scipy and direct reference computations."""
+"""thtb.eval.stats against scipy and direct reference computations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom, binomtest, norm
 
-from thtb.evaluation import stats
+from thtb.eval import stats
 
 
 @pytest.mark.parametrize("x,n", [(0, 1), (1, 1), (0, 10), (3, 10), (10, 10), (5217, 12032), (1, 1000), (37, 40)])

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from tests.helpers import ROOT, run_py
-from thtb.stages.tables import run_tables
-from thtb.tables import (
+from thtb.eval.tables_stage import run_tables
+from thtb.eval.tables import (
     ALPACAEVAL_SUBSETS,
     MISSING,
     MMLU_PRO_CATEGORIES,
@@ -103,11 +103,11 @@ OFFLINE_SCORERS = {"reward": {"backend": "HeuristicQualityScorer", "model": None
                    "embedder": {"backend": "SentenceTransformerEmbedder", "model": "minilm_offline"}}
 
 
-def provenance(method, *, setup="paper", fidelity="reference", recipe="lora_paper", mmlu_protocol="tiger",
+def provenance(method, *, setup="authors", fidelity="reference", recipe="lora_paper", mmlu_protocol="tiger",
                judge="Qwen/Qwen3-32B"):
     """A run line's provenance block; the defaults are the paper's setup."""
     scored = method.startswith("thtb")
-    scorers = (PAPER_SCORERS if setup == "paper" else OFFLINE_SCORERS) if scored else {}
+    scorers = (PAPER_SCORERS if setup == "authors" else OFFLINE_SCORERS) if scored else {}
     return {"selection": {"method": method, "fidelity": fidelity, "scorers": scorers,
                           "scorer_setup": setup if scored else "none"},
             "training": {"recipe": recipe, "model": "m"},
@@ -381,7 +381,7 @@ def test_wandb_run_becomes_a_run_line():
 
 
 def test_wandb_source_reads_through_the_api(tmp_path):
-    from thtb.tables import read_wandb_lines
+    from thtb.eval.tables import read_wandb_lines
 
     class Run:
         path = ["me", "thtb", "abc123"]
@@ -408,7 +408,7 @@ def run_paper_tables(*overrides: str) -> subprocess.CompletedProcess:
 
     if "tables" in run.STAGES:
         return run_py("+experiment=paper_tables", *overrides)
-    code = ("import sys, run; run.STAGES.setdefault('tables', 'thtb.stages.tables:run_tables'); "
+    code = ("import sys, run; run.STAGES.setdefault('tables', 'thtb.eval.tables_stage:run_tables'); "
             "run.main.__wrapped__.__module__ = '__main__'; "  # so Hydra finds conf/ beside run.py
             "sys.argv = ['run.py', *sys.argv[1:]]; run.main()")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
@@ -432,7 +432,7 @@ def test_run_py_paper_tables_end_to_end(tmp_path):
 
 
 def test_demo_summary_table_says_how_each_number_was_made():
-    from thtb.stages.tables import summary_table
+    from thtb.eval.tables_stage import summary_table
 
     pairwise = {"baseline": "random", "judge": "smollm2", "n_prompts": 10, "position_consistency": 0.5,
                 "overall": {"win_rate": 40.0, "win_rate_tie_half": 45.0, "n": 10, "n_failed": 0, "lc_win_rate": 47.5}}

@@ -9,7 +9,7 @@ import torch
 
 from tests.helpers import ROOT, ROWS, make_cfg, write_subset
 from tests.tiny_models import CHAT_TEMPLATE
-from thtb.stages.train import build_trainer, plan_training, run_train
+from thtb.train.stage import build_trainer, plan_training, run_train
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def no_model_load(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a model was loaded before the config was checked")
 
-    monkeypatch.setattr("thtb.stages.train.load_model", boom)
+    monkeypatch.setattr("thtb.train.stage.load_model", boom)
 
 
 def test_missing_dataset_fails_early(tmp_path, run_dir, no_model_load):

@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from thtb.training.args import gradient_accumulation, lora_config, pick_options, pick_precision, sft_config
-from thtb.training.models import model_choices, resolve_model
+from thtb.train.args import gradient_accumulation, lora_config, pick_options, pick_precision, sft_config
+from thtb.train.models import model_choices, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ def test_unknown_model_lists_the_choices():
 
 
 def test_wandb_logger_reports_with_an_identifying_run_name(tmp_path):
-    from thtb.training.args import run_name
+    from thtb.train.args import run_name
 
     cfg = compose_cfg(["+experiment=alpaca_5pct", "model=llama32_3b", "logger=wandb_offline", "seed=7",
                        f"paths.run_dir={tmp_path}"])

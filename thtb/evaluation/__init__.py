@@ -1,8 +1,5 @@
-"""Benchmark evaluation through lm-eval: MMLU-Pro (local parquet task or lm-eval's built-in) and a user-supplied
-multiple-choice exam. Task YAMLs live in ``eval/tasks/``; see ``eval/README.md``."""
+"""Moved to :mod:`thtb.eval` (the repository's ``eval/``); this alias goes in 0.3."""
 
-from thtb.evaluation.exam import ExamFormatError, load_exam, run_exam
-from thtb.evaluation.mmlu_pro import CATEGORIES as MMLU_PRO_CATEGORIES
-from thtb.evaluation.mmlu_pro import run_mmlu_pro
+from thtb.deprecated import alias
 
-__all__ = ["MMLU_PRO_CATEGORIES", "ExamFormatError", "load_exam", "run_exam", "run_mmlu_pro"]
+alias(__name__, "thtb.eval")

@@ -5,7 +5,7 @@ THTB's three stages (quality, IHS, EHS) score the training dataset (``score.data
 together with the datasets of ``score.with``, through the same scorers (``reward=``, ``judge=``,
 ``embedder=``, ``scoring=``) and the same :class:`~thtb.cascade.Cascade` as the select stage, with every
 stage fraction set to 1. ``thtb_score`` = the mean over samples of the mean of the three normalised stage
-scores, each min–max normalised to [0, 1] **over the pooled scored set** (:mod:`thtb.thtb_score` states
+scores, each min–max normalised to [0, 1] **over the pooled scored set** (:mod:`thtb.dataset_score` states
 the reading: the paper says only "mean of its normalised stage scores"). Scores are therefore comparable
 only between datasets scored in the same run: ``score.with`` pools the other datasets for the
 normalisation and the summary reports each one's score — how Table 3's two numbers are reproduced.
@@ -34,7 +34,7 @@ from thtb.fingerprint import fingerprint, ids_digest
 from thtb.provenance import environment, selection_provenance, stage_key_inputs
 from thtb.io import atomic_path, atomic_write_text
 from thtb.scorers import build_scorers
-from thtb.thtb_score import score_datasets
+from thtb.dataset_score import score_datasets
 from thtb.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ STAGE_VERSION = 1
 def score_sources(cfg: dict[str, Any], run_dir: Path) -> list[str]:
     """The scored dataset first (``score.dataset`` / ``train.dataset`` / the run's subset), then ``score.with``."""
     from thtb.data import resolve_data_path
-    from thtb.training.data import dataset_source
+    from thtb.data.loaders import dataset_source
 
     sc = cfg.get("score") or {}
     main = resolve_data_path(str(sc["dataset"])) if sc.get("dataset") else dataset_source(cfg, run_dir)
@@ -114,8 +114,8 @@ def run_score(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
         "n_pooled": len(card),
         "normalize": normalize,
         "definition": "mean over samples of (q̂ + îhs + êhs) / 3, each stage score min-max normalised over the "
-                      "pooled scored set (thtb.thtb_score)" if normalize == "minmax" else
-                      "mean over samples of (quality + ihs + ehs) / 3, the cascade's values (thtb.thtb_score)",
+                      "pooled scored set (thtb.dataset_score)" if normalize == "minmax" else
+                      "mean over samples of (quality + ihs + ehs) / 3, the cascade's values (thtb.dataset_score)",
         "datasets": datasets,
         "cascade": cascade,
         "scorers": scorer_cfg,

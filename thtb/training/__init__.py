@@ -1,6 +1,5 @@
-"""LoRA SFT helpers for the ``train`` stage (:mod:`thtb.stages.train`): data → conversational examples
-(:mod:`~thtb.training.data`), base-model resolution (:mod:`~thtb.training.models`), config → TRL/PEFT configs
-(:mod:`~thtb.training.args`), the content-addressed artifact store (:mod:`~thtb.training.artifacts`).
+"""Moved to :mod:`thtb.train` (the repository's ``train/``); this alias goes in 0.3."""
 
-Heavy libraries (torch, transformers, trl, peft) are imported inside the functions that need them.
-"""
+from thtb.deprecated import alias
+
+alias(__name__, "thtb.train")

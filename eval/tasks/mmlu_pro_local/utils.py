@@ -16,7 +16,7 @@ or, failing that, the ``THTB_MMLU_PRO_DIR`` environment variable. The folder hol
 
 from functools import partial
 
-from thtb.evaluation.mmlu_pro_prompts import category_filters
+from thtb.eval.mmlu_pro_prompts import category_filters
 
 choices = ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J"]
 
@@ -64,6 +64,6 @@ def load_dataset(**metadata):
     lm-eval calls it with the task's metadata as keyword arguments; the folder comes from
     ``mmlu_pro_data_dir`` there, else from ``$THTB_MMLU_PRO_DIR``.
     """
-    from thtb.evaluation.mmlu_pro import load_mmlu_pro_dataset, resolve_data_dir
+    from thtb.eval.mmlu_pro import load_mmlu_pro_dataset, resolve_data_dir
 
     return load_mmlu_pro_dataset(resolve_data_dir(metadata.get("mmlu_pro_data_dir")))

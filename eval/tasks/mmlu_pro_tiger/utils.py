@@ -1,7 +1,7 @@
 """Helpers for the ``thtb_mmlu_pro_tiger`` tasks: MMLU-Pro with TIGER-AI-Lab's ``evaluate_from_api.py`` prompt.
 
 The whole user message (instruction, shots, question) is built once per question when the data is loaded
-(:func:`thtb.evaluation.mmlu_pro.load_tiger_dataset`, column ``tiger_prompt``) and returned as the task's
+(:func:`thtb.eval.mmlu_pro.load_tiger_dataset`, column ``tiger_prompt``) and returned as the task's
 context. The number of shots and the data folder come from lm-eval's task metadata::
 
     TaskManager(include_path="eval/tasks/mmlu_pro_tiger",
@@ -10,12 +10,12 @@ context. The number of shots and the data folder come from lm-eval's task metada
 A missing ``mmlu_pro_data_dir`` (and no ``$THTB_MMLU_PRO_DIR``) loads ``TIGER-Lab/MMLU-Pro`` from the hub.
 """
 
-from thtb.evaluation.mmlu_pro_prompts import category_filters
+from thtb.eval.mmlu_pro_prompts import category_filters
 
 
 def load_dataset(**metadata):
     """``custom_dataset`` hook: ``{"test": …}`` with the ``tiger_prompt`` column (see the module docstring)."""
-    from thtb.evaluation.mmlu_pro import FEWSHOT_KEY, load_tiger_dataset
+    from thtb.eval.mmlu_pro import FEWSHOT_KEY, load_tiger_dataset
 
     return load_tiger_dataset(metadata.get("mmlu_pro_data_dir"), int(metadata.get(FEWSHOT_KEY, 5)))
 

@@ -30,7 +30,7 @@ simply the last ``\\b[A-J]\\b`` (a standalone letter followed by no other standa
 Every count is reported overall (question-weighted) and per category, with the parse-failure rate (no letter)
 and the truncation rate (responses that used up the generation budget: ``n_response_tokens >= max_gen_toks -
 slack``, the response re-tokenised with the model's tokenizer; unknown when no token counts are stored), and a
-95 % Wilson score interval (:func:`thtb.evaluation.stats.wilson_interval`).
+95 % Wilson score interval (:func:`thtb.eval.stats.wilson_interval`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from thtb.evaluation import stats
+from thtb.eval import stats
 from thtb.io import read_jsonl
 
 SCHEMES = ("strict", "official", "official_guess")
@@ -390,7 +390,7 @@ def compare(path_a: str | Path, path_b: str | Path, *, scheme: str = "official",
             seed: int = 0, confidence: float = 0.95, data_dir: str | Path | None = None) -> dict[str, Any]:
     """Two runs on the same questions, question by question (matched by ``question_id``), under one scheme:
     overall and per category, ``diff = acc_a − acc_b``, its paired-bootstrap CI, the exact McNemar p-value
-    and the discordant counts (:func:`thtb.evaluation.stats.paired_comparison`). Both files are re-scored
+    and the discordant counts (:func:`thtb.eval.stats.paired_comparison`). Both files are re-scored
     from their responses; questions present in only one file, or whose answer key differs between the files (a
     different dataset revision), are counted and left out. ``data_dir``: as in
     :func:`rescore` (option counts for ``official_guess`` on older samples files)."""
@@ -443,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``compare A B [--scheme official] [--n-boot N] [--seed S] [--out FILE]``: JSON to ``--out`` or stdout."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m thtb.evaluation.mmlu_pro",
+    parser = argparse.ArgumentParser(prog="python -m thtb.eval.mmlu_pro",
                                      description="Re-score finished MMLU-Pro runs offline (no generation).")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("rescore", help="score a samples file under each scheme")

@@ -23,15 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from thtb.data.loaders import SUBSET_FILE, SUBSET_MESSAGES_FILE, dataset_source
 from thtb.fingerprint import ids_digest, records_digest
 
 log = logging.getLogger(__name__)
 
-SUBSET_FILE = Path("selection") / "subset.jsonl"
-"""The select stage's human-readable subset ``{id, query, response}`` (the first exchange of a conversation)."""
-SUBSET_MESSAGES_FILE = Path("selection") / "subset_messages.jsonl"
-"""The same subset, same ids and order, as ``{id, messages}``: whole conversations, system and later turns
-included. What the train stage reads when it is there (older selections without it: ``subset.jsonl``)."""
 LOSS_MASKS = ("auto", "assistant", "completion")
 
 
@@ -47,23 +43,6 @@ class TrainData:
     info: dict[str, Any] = field(default_factory=dict)
     content_digest: str | None = None
     """``records_digest`` of the records as trained on (every turn's text, the format): keys the training."""
-
-
-def dataset_source(cfg: dict[str, Any], run_dir: Path) -> str:
-    """``train.dataset`` (file, dir, hub id, or ``demo``), or this run's ``selection/subset.jsonl`` (the score
-    stage's input; training reads the subset's whole conversations: :func:`training_source`)."""
-    from thtb.data import resolve_data_path
-
-    dataset = cfg["train"].get("dataset")
-    if dataset:
-        return resolve_data_path(str(dataset))
-    subset = Path(run_dir) / SUBSET_FILE
-    if not subset.is_file():
-        raise FileNotFoundError(
-            f"train: no training data: {subset} does not exist. Run the select stage first "
-            "(stages=[select,train]) or point train.dataset at a file, a dataset folder or a hub id"
-        )
-    return str(subset)
 
 
 def training_source(cfg: dict[str, Any], run_dir: Path) -> tuple[str, str | None]:

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from thtb.evaluation import harness
+from thtb.eval import harness
 from thtb.io import read_jsonl
 
 LETTERS = "ABCDEFGHIJ"
@@ -332,7 +332,7 @@ def run_exam(
     ``max_gen_toks`` overrides the task's 64. ``extra_model_args={"enable_thinking": False}`` turns a
     Qwen3-family template's thinking off (``eval.exam.enable_thinking``, off by default for every row alike). ``limit`` = the first N questions. The exam is
     validated (and a bad file reported) before any model is loaded. Other arguments as in
-    :func:`thtb.evaluation.mmlu_pro.run_mmlu_pro`.
+    :func:`thtb.eval.mmlu_pro.run_mmlu_pro`.
     """
     if prompt_language not in ("auto", "zh", "en"):
         raise ValueError(f"prompt_language must be 'auto', 'zh' or 'en', got {prompt_language!r}")
@@ -342,6 +342,8 @@ def run_exam(
         data_parallel_size=data_parallel_size, extra=extra_model_args,
     )
     exam = Path(exam_path).expanduser().resolve()
+    if backend == "hf":
+        device = harness.resolve_device(device)  # lm-eval's hf default is CUDA, even on a CPU box
     started = time.time()
     results = harness.run_lm_eval(
         backend=backend,

@@ -45,7 +45,7 @@ class EvalConfigError(ValueError):
 
 # --------------------------------------------------------------------------------------- models
 def base_model_path(cfg: dict[str, Any]) -> str:
-    from thtb.training.models import resolve_model
+    from thtb.train.models import resolve_model
 
     return resolve_model(cfg.get("model"), Path(cfg["paths"]["cache_dir"]))
 
@@ -81,7 +81,7 @@ def baseline_model(cfg: dict[str, Any]) -> tuple[str, str]:
         if not path or not Path(path).exists():
             raise EvalConfigError(f"eval.pairwise.baseline.path={path!r} does not exist (baseline kind {kind})")
         return kind, str(path)
-    from thtb.training.artifacts import find_artifact
+    from thtb.train.artifacts import find_artifact
 
     experiment = spec.get("experiment")
     model_name, seed = (cfg.get("model") or {}).get("name"), int(cfg.get("seed", 42))
@@ -104,7 +104,7 @@ def check_config(cfg: dict[str, Any]) -> list[str]:
     if unknown or not tasks:
         raise EvalConfigError(f"eval.tasks must be a non-empty subset of {list(TASKS)}, got {tasks}")
     if "pairwise" in tasks:
-        from thtb.evaluation.pairwise import TEMPLATE_CHOICES
+        from thtb.eval.pairwise import TEMPLATE_CHOICES
 
         if ev["pairwise"].get("template", "forced") not in TEMPLATE_CHOICES:
             raise EvalConfigError(f"eval.pairwise.template must be one of {list(TEMPLATE_CHOICES)}, got "
@@ -119,11 +119,11 @@ def check_config(cfg: dict[str, Any]) -> list[str]:
         if not path or not Path(path).is_file():
             raise EvalConfigError(f"eval.exam.path={path!r} is not a file (the multiple-choice exam to score)")
     if "mmlu_pro" in tasks and ev["mmlu_pro"].get("data_dir"):
-        from thtb.evaluation.mmlu_pro import data_fingerprint
+        from thtb.eval.mmlu_pro import data_fingerprint
 
         data_fingerprint(ev["mmlu_pro"]["data_dir"])  # a missing parquet fails now, naming the path
     if "mmlu_pro" in tasks:
-        from thtb.evaluation.mmlu_pro import config_kwargs
+        from thtb.eval.mmlu_pro import config_kwargs
 
         try:
             config_kwargs(ev["mmlu_pro"])  # prompt format, schemes, budget: checked before any model loads
@@ -134,17 +134,15 @@ def check_config(cfg: dict[str, Any]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- tasks
 def _device(ev: dict[str, Any]) -> str:
-    """``eval.device``, or CUDA when available, else CPU (lm-eval's own default is CUDA)."""
-    if ev.get("device"):
-        return str(ev["device"])
-    import torch
+    """``eval.device``, or CUDA when available, else CPU."""
+    from thtb.eval import harness
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return harness.resolve_device(ev.get("device"))
 
 
 def _mmlu_pro(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
-    from thtb.evaluation import run_mmlu_pro
-    from thtb.evaluation.mmlu_pro import config_kwargs
+    from thtb.eval import run_mmlu_pro
+    from thtb.eval.mmlu_pro import config_kwargs
 
     ev, mp = cfg["eval"], cfg["eval"]["mmlu_pro"]
     return run_mmlu_pro(
@@ -159,7 +157,7 @@ def _mmlu_pro(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
 def _pairwise(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
     from hydra.utils import instantiate
 
-    from thtb.evaluation.pairwise import (
+    from thtb.eval.pairwise import (
         generate_outputs,
         load_eval_set,
         model_generator,
@@ -193,7 +191,7 @@ def _pairwise(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
 
 
 def _exam(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
-    from thtb.evaluation import run_exam
+    from thtb.eval import run_exam
 
     ev, ex = cfg["eval"], cfg["eval"]["exam"]
     return run_exam(
@@ -223,7 +221,7 @@ def model_identity(model: str) -> str:
     (``manifest.json`` beside the model folder, ``stage: train``, listing the model's files) wherever the folder
     lies; any other model by its content."""
     from thtb.artifacts import MANIFEST
-    from thtb.evaluation.harness import model_fingerprint
+    from thtb.eval.harness import model_fingerprint
 
     path = Path(model)
     manifest = path.parent / MANIFEST
@@ -242,14 +240,14 @@ def model_identity(model: str) -> str:
 def task_fingerprint(cfg: dict[str, Any], task: str, model: str) -> str:
     """Everything that determines a task's result: the model, the task's config, the shared eval settings,
     the data files, the eval code with the lm-eval task files it reads, and the libraries' versions."""
-    from thtb.evaluation import harness
+    from thtb.eval import harness
     from thtb.fingerprint import fingerprint
     from thtb.provenance import stage_key_inputs
 
     ev = cfg["eval"]
     data: Any = None
     if task == "mmlu_pro" and ev["mmlu_pro"].get("data_dir"):
-        from thtb.evaluation.mmlu_pro import data_fingerprint
+        from thtb.eval.mmlu_pro import data_fingerprint
 
         data = data_fingerprint(ev["mmlu_pro"]["data_dir"])
     elif task == "exam":
@@ -282,7 +280,7 @@ def _cached(cfg: dict[str, Any], task: str, model: str, out: Path, runner) -> tu
 
 def stamp_provenance(path: Path, result: dict[str, Any], cfg: dict[str, Any], task: str) -> dict[str, Any]:
     """Add ``provenance`` (the task's protocol, the environment) to a task's result and its JSON file."""
-    from thtb.evaluation.protocol import eval_provenance
+    from thtb.eval.protocol import eval_provenance
     from thtb.provenance import environment
 
     result = {**result, "provenance": {"protocol": eval_provenance(cfg, [task])[task], **environment()}}
@@ -297,7 +295,7 @@ def _pct(x: float | None) -> float | None:
 
 def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> dict[str, Any]:
     """The one-line record of this evaluation that the paper tables read (results/README.md)."""
-    from thtb.training.args import method_name
+    from thtb.train.args import method_name
 
     metrics: dict[str, Any] = {}
     if "mmlu_pro" in results:
@@ -370,7 +368,7 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> di
 def _provenance(cfg: dict[str, Any], run_dir: Path, trained: dict[str, Any], results: dict[str, dict]) -> dict:
     """What produced the evaluated model (selection, training: from the train stage's summary) and how it was
     evaluated (protocol per task), with the environment."""
-    from thtb.evaluation.protocol import eval_provenance
+    from thtb.eval.protocol import eval_provenance
     from thtb.provenance import environment, training_provenance
 
     base = cfg["eval"].get("model", "trained") == "base"
@@ -420,7 +418,7 @@ def run_eval(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None)
     model, trained = evaluated_model(cfg, run_dir)
     sanity = {"checked": False}
     if trained and cfg["eval"]["sanity"].get("enabled", True):
-        from thtb.evaluation.sanity import check_trained
+        from thtb.eval.sanity import check_trained
 
         sanity = {"checked": True, **check_trained(model, base_model_path(cfg), method=cfg["eval"]["sanity"].get("method", "auto"))}
     atomic_write_text(out / "sanity.json", json.dumps(sanity, indent=2) + "\n")

@@ -4,7 +4,7 @@
 (``tables.source=files``: ``<tables.runs_dir>/*.jsonl``; ``tables.source=wandb``: the W&B public API) and the
 published numbers (``<tables.paper_dir>/<table>.csv``) and writes, under ``tables.out_dir``:
 
-- ``table1_mmlu_pro.{md,tex,csv,png}``, ``table2_alpacaeval.*``, ``table3_tcm.*`` (see :mod:`thtb.tables`)
+- ``table1_mmlu_pro.{md,tex,csv,png}``, ``table2_alpacaeval.*``, ``table3_tcm.*`` (see :mod:`thtb.eval.tables`)
 
 and ``<run_dir>/tables/summary.json`` (counts per table, where the lines came from). With no run line at all
 the tables still carry every published number, and every "ours" cell is "—".
@@ -20,7 +20,7 @@ from typing import Any
 from thtb import __version__
 from thtb.io import atomic_path, atomic_write_text
 from thtb.provenance import deviations
-from thtb.tables import paired_comparisons, paired_markdown, read_run_files, read_wandb_lines, write_tables
+from thtb.eval.tables import paired_comparisons, paired_markdown, read_run_files, read_wandb_lines, write_tables
 from thtb.tracking import Tracker
 
 log = logging.getLogger(__name__)

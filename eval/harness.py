@@ -30,13 +30,22 @@ BACKENDS = ("hf", "vllm")
 TASKS_DIR_ENV = "THTB_EVAL_TASKS_DIR"
 
 
+def resolve_device(device: str | None) -> str:
+    """``device``, or CUDA when available, else CPU (lm-eval's own default is CUDA, which fails on a CPU box)."""
+    if device:
+        return str(device)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def tasks_dir() -> Path:
-    """The project's lm-eval task folder (``eval/tasks`` at the repository root, or ``$THTB_EVAL_TASKS_DIR``)."""
+    """The project's lm-eval task folder (``eval/tasks``, shipped inside ``thtb.eval``; or ``$THTB_EVAL_TASKS_DIR``)."""
     env = os.environ.get(TASKS_DIR_ENV)
-    root = Path(env) if env else Path(__file__).resolve().parents[2] / "eval" / "tasks"
+    root = Path(env) if env else Path(__file__).resolve().parent / "tasks"
     if not root.is_dir():
         raise FileNotFoundError(
-            f"lm-eval task folder not found at {root}; run from a source checkout of thtb or set ${TASKS_DIR_ENV}"
+            f"lm-eval task folder not found at {root}; reinstall thtb (the tasks ship as package data of thtb.eval) or set ${TASKS_DIR_ENV}"
         )
     return root
 

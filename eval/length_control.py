@@ -32,7 +32,7 @@ Length-controlled (LC) win rate — :func:`fit_length_glm`, :func:`length_contro
     length coefficient runs to its bound and the model term is ill-determined, so the LC rate need not be near
     50. AlpacaEval's own code does the same in both cases (``tests/test_length_control.py``).
 
-    Command line: ``python -m thtb.evaluation.length_control RUN/pairwise_samples.jsonl [OTHER/pairwise_samples.jsonl]``
+    Command line: ``python -m thtb.eval.length_control RUN/pairwise_samples.jsonl [OTHER/pairwise_samples.jsonl]``
     prints the LC summary of one run, or the paired differences (every metric) of two.
 
 Paired comparison — :func:`paired_difference`
@@ -372,7 +372,7 @@ def paired_difference(samples_a: str | os.PathLike[str] | Iterable[Mapping[str, 
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m thtb.evaluation.length_control",
+    parser = argparse.ArgumentParser(prog="python -m thtb.eval.length_control",
                                      description="LC win rate of one pairwise run, or paired differences of two")
     parser.add_argument("samples", nargs="+", help="pairwise_samples.jsonl of one run (or of two runs: A B)")
     parser.add_argument("--bootstrap", type=int, default=2000)

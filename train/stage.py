@@ -26,7 +26,7 @@ from thtb import __version__
 from thtb.io import atomic_write_text
 from thtb.provenance import model_revision
 from thtb.tracking import Tracker
-from thtb.training.args import (
+from thtb.train.args import (
     gradient_accumulation,
     lora_config,
     method_name,
@@ -37,14 +37,14 @@ from thtb.training.args import (
     world_size,
 )
 from thtb.artifacts import check_free_space
-from thtb.training.artifacts import (
-    ArtifactStore,
+from thtb.train.artifacts import (
+    TrainingWorkspace,
     link_outputs,
     record_artifact,
     train_fingerprint,
     training_space_needed,
 )
-from thtb.training.data import (
+from thtb.train.data import (
     TrainData,
     conversations,
     eval_split,
@@ -54,7 +54,7 @@ from thtb.training.data import (
     to_example,
     token_lengths,
 )
-from thtb.training.models import load_model, load_tokenizer, resolve_model
+from thtb.train.models import load_model, load_tokenizer, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def run_train(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
              len(plan.train_examples), plan.data.source, len(plan.eval_examples), plan.model_path, plan.mask,
              plan.precision, int(train["effective_batch_size"]), int(train["per_device_batch_size"]), plan.accum,
              plan.world)
-    store = ArtifactStore(cfg["paths"]["cache_dir"], plan.key)
+    store = TrainingWorkspace(cfg["paths"]["cache_dir"], plan.key)
     state = PartialState()
     reused = store.is_complete()
     if reused:
@@ -183,7 +183,7 @@ def run_train(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
                 _train(cfg, store, plan, callbacks=callbacks)
             state.wait_for_everyone()
 
-    summary = json.loads((store.final / ArtifactStore.SUMMARY).read_text())
+    summary = json.loads((store.final / TrainingWorkspace.SUMMARY).read_text())
     summary.update({"reused": reused, "artifact": str(store.final), "run_name": plan.name,
                     "stage_wall_time_s": round(time.perf_counter() - start, 3),
                     "provenance": run_provenance(cfg, run_dir, summary)})
@@ -234,7 +234,7 @@ def build_trainer(cfg: dict[str, Any], plan: TrainingPlan, output_dir: str | Pat
     return trainer, options
 
 
-def _train(cfg: dict[str, Any], store: ArtifactStore, plan: TrainingPlan, *, callbacks: list | None = None) -> None:
+def _train(cfg: dict[str, Any], store: TrainingWorkspace, plan: TrainingPlan, *, callbacks: list | None = None) -> None:
     """Train into the store's partial folder (resuming from its last checkpoint) and commit it."""
     from accelerate import PartialState
 
@@ -278,11 +278,11 @@ def _train(cfg: dict[str, Any], store: ArtifactStore, plan: TrainingPlan, *, cal
                         "unavailable": options.notes},
             "log_history": trainer.state.log_history,
         }
-        atomic_write_text(partial / ArtifactStore.SUMMARY, json.dumps(summary, indent=2, default=str) + "\n")
+        atomic_write_text(partial / TrainingWorkspace.SUMMARY, json.dumps(summary, indent=2, default=str) + "\n")
         store.commit(keep_checkpoints=bool(train.get("keep_checkpoints", False)))
 
 
-def resume_point(store: ArtifactStore, state) -> tuple[Path | None, list[dict[str, str]]]:
+def resume_point(store: TrainingWorkspace, state) -> tuple[Path | None, list[dict[str, str]]]:
     """The newest complete checkpoint to resume from (``None``: a fresh start), and the incomplete ones skipped
     — each set aside as ``incomplete-checkpoint-N`` (by the main process, after every process has looked) so
     neither the trainer's resume nor its checkpoint rotation sees it again; ``[{checkpoint, reason, moved_to}]``."""

