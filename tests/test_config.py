@@ -29,8 +29,8 @@ def test_experiment_composes_and_resolves(experiment, tmp_path):
 @pytest.mark.parametrize(
     ("scoring", "reward", "judge", "embedder"),
     [
-        ("offline", "HeuristicQualityScorer", "proxy", "minilm_offline"),
-        ("served", "HeuristicQualityScorer", "openai", "minilm_offline"),
+        ("offline", "ProxyQualityScorer", "proxy", "minilm_offline"),
+        ("served", "ProxyQualityScorer", "openai", "minilm_offline"),
         ("authors", "InternLM2Reward", "openai", "BAAI/bge-large-en-v1.5"),
     ],
 )
@@ -43,10 +43,10 @@ def test_scoring_presets_resolve(scoring, reward, judge, embedder, tmp_path):
 
 
 @pytest.mark.parametrize(("old", "new"), [
-    (["judge=offline"], ["judge=proxy"]),
-    (["reward=heuristic"], ["reward=proxy"]),
+    (["judge=offline"], ["judge=rules"]),
+    (["reward=heuristic"], ["reward=rules"]),
     (["scoring=paper"], ["scoring=authors"]),
-    (["scoring=served", "reward=heuristic", "judge=offline"], ["scoring=served", "reward=proxy", "judge=proxy"]),
+    (["scoring=served", "reward=heuristic", "judge=offline"], ["scoring=served", "reward=rules", "judge=rules"]),
 ])
 def test_renamed_choices_compose_to_the_new_ones_and_say_so(old, new, tmp_path):
     """0.1's names still run (one release), compute exactly what the new names do, and are reported by name."""
@@ -70,7 +70,7 @@ def test_renamed_choice_is_announced_by_run_py(tmp_path):
 
     proc = run_py("+experiment=demo", "stages=[select]", "judge=offline", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "judge=offline is now judge=proxy" in proc.stdout + proc.stderr
+    assert "judge=offline is now judge=rules" in proc.stdout + proc.stderr
 
 
 def test_http_judge_config_reaches_client_and_cascade(tmp_path):

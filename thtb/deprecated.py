@@ -1,9 +1,10 @@
 """Old names kept for one release (removed in 0.3): import paths of modules that moved, and config choices that
 were renamed.
 
-**Config choices.** 0.2 renamed choices whose names misled: ``judge=offline`` → ``judge=proxy`` (no judge is
-involved), ``reward=heuristic`` → ``reward=proxy`` (not a reward model), ``scoring=paper`` → ``scoring=authors``
-(the authors' models; "paper" also names the paper's text, ``fidelity=paper``). Each old choice is still a file
+**Config choices.** 0.2 renamed choices whose names misled: ``judge=offline`` → ``judge=rules`` (the hand-built
+classifiers: no judge is involved), ``reward=heuristic`` → ``reward=rules`` (the hand-built heuristic: not a reward
+model), ``scoring=paper`` → ``scoring=authors`` (the authors' models; "paper" also names the paper's text,
+``fidelity=paper``). The offline defaults became ``judge=proxy`` / ``reward=proxy``, fitted on ``calibration/``. Each old choice is still a file
 in its group that includes the new one and adds ``_deprecated_: {old: new}``; :func:`pop_deprecated` takes those
 entries out of a composed config (so the old name computes and caches exactly what the new one does) and returns
 them for ``run.py`` to print.
@@ -55,5 +56,5 @@ def pop_deprecated(cfg: Any) -> dict[str, str]:
 
 
 def deprecation_message(found: dict[str, str]) -> str:
-    """One line per renamed choice: ``judge=offline is now judge=proxy (the old name goes in 0.3)``."""
+    """One line per renamed choice: ``judge=offline is now judge=rules (the old name goes in 0.3)``."""
     return "\n".join(f"{old} is now {new} (the old name goes in 0.3)" for old, new in sorted(found.items()))

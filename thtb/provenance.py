@@ -290,12 +290,24 @@ def scorer_setup(scorers: Mapping[str, Mapping]) -> str:
     paper = {"reward": PAPER_SETUP["reward"], "judge": PAPER_SETUP["judge"], "embedder": PAPER_SETUP["embedder"]}
     if all(s.get("model") == paper.get(role) for role, s in scorers.items()):
         return "authors"
-    offline = {"reward": lambda s: s.get("backend") == "HeuristicQualityScorer",
+    offline = {"reward": lambda s: s.get("backend") in ("ProxyQualityScorer", "HeuristicQualityScorer"),
                "judge": lambda s: s.get("model") is None,
                "embedder": lambda s: s.get("model") == "minilm_offline"}
     if all(role in offline and offline[role](s) for role, s in scorers.items()):
         return "offline"
     return "custom"
+
+
+def _budget(sel: Mapping) -> float | None:
+    from thtb.cascade import effective_budget
+
+    return effective_budget(dict(sel))
+
+
+def _variant(sel: Mapping) -> str:
+    from thtb.cascade import variant_name
+
+    return variant_name(dict(sel))
 
 
 def selection_provenance(cfg: Mapping, fingerprint: str | None = None) -> dict[str, Any]:
@@ -324,7 +336,8 @@ def selection_provenance(cfg: Mapping, fingerprint: str | None = None) -> dict[s
         "method": method,
         "fidelity": fidelity,
         "stages": list(sel.get("stages") or []) if method == "thtb" else [],
-        "budget": sel.get("budget"),
+        "budget": _budget(sel) if method == "thtb" else sel.get("budget"),
+        "variant": _variant(sel) if method == "thtb" else method,
         "fingerprint": fingerprint,
         "scorers": scorers,
         "scorer_setup": "custom" if method == "ifd" else scorer_setup(scorers),

@@ -163,6 +163,13 @@ class LexiconBloomClassifier(BloomScorer):
 
     name = "lexicon_bloom"
 
+    @property
+    def calibration(self) -> dict | None:
+        """Held-out agreement with the labels read in ``calibration/`` (measured beside the fitted proxy)."""
+        from thtb.scorers.proxy import hand_built_calibration
+
+        return hand_built_calibration("bloom", self.name)
+
     def __init__(
         self,
         embedder: Embedder,

@@ -84,6 +84,13 @@ class CatalogueDisciplineTagger(DisciplineTagger):
 
     name = "catalogue_disciplines"
 
+    @property
+    def calibration(self) -> dict | None:
+        """Held-out agreement with the labels read in ``calibration/`` (measured beside the fitted proxy)."""
+        from thtb.scorers.proxy import hand_built_calibration
+
+        return hand_built_calibration("disciplines", self.name)
+
     def __init__(
         self,
         embedder: Embedder,

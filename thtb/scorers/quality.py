@@ -84,7 +84,7 @@ _BOILERPLATE = (
     "eight nine ten noinput nan tip thing idea please answer question response"
 ).split()
 
-_REFUSAL = re.compile(
+REFUSAL = re.compile(
     r"""^\W*(?:
         (?:i'?m\s+sorry|i\s+am\s+sorry|sorry|unfortunately|apologies)\b[^\n]{0,120}?
             \b(?:can\s?not|can't|unable|not\s+able|not\s+possible|won't|will\s+not)
@@ -111,7 +111,7 @@ _DANGLING = frozenset(
     "the a an and or but nor of because their his its my your our whose which is are was were "
     "than if such these those".split()
 )
-_CREATIVE = re.compile(
+CREATIVE = re.compile(
     r"^\W*(?:please\s+)?(?:write|compose|create|generate|invent|imagine|design|brainstorm|come\s+up|"
     r"tell|construct|produce|develop|make\s+up|draft|describe|simulate|pretend|role-?play)\b"
     r"|\b(?:story|stories|poem|poetry|song|lyrics|haiku|limerick|dialogue|conversation|tweet|slogan|joke|"
@@ -180,6 +180,13 @@ class HeuristicQualityScorer(QualityScorer):
     """
 
     name = "heuristic_quality"
+
+    @property
+    def calibration(self) -> dict | None:
+        """Held-out agreement with the labels read in ``calibration/`` (measured beside the fitted proxy)."""
+        from thtb.scorers.proxy import hand_built_calibration
+
+        return hand_built_calibration("quality", self.name)
     normalization = "reward_clip"
 
     def __init__(
@@ -248,7 +255,7 @@ class HeuristicQualityScorer(QualityScorer):
         mild: list[str] = []
         penalty = 0.0
         head = response[:300]
-        if _REFUSAL.match(head):
+        if REFUSAL.match(head):
             broken.append("refusal")
         elif _DISCLAIMER.search(response):
             mild.append("ai-disclaimer")
@@ -274,7 +281,7 @@ class HeuristicQualityScorer(QualityScorer):
             cosine == 0.0
             and n_words >= self.offtopic_min_words
             and q_terms >= self.offtopic_min_terms
-            and not _CREATIVE.match(query)
+            and not CREATIVE.match(query)
         ):
             broken.append("off-topic")
 

@@ -1,0 +1,313 @@
+"""Offline proxies fitted on the calibration set: small trained heads over named features.
+
+The hand-built offline scorers (:mod:`~thtb.scorers.bloom`, :mod:`~thtb.scorers.disciplines`,
+:mod:`~thtb.scorers.quality`) were written from reading; these heads are fitted to what readers said about 1,002
+Alpaca pairs (``calibration/``, the ``train`` split; the 538 ``test`` pairs are held out) and stay CPU-fast and
+download-free. Each one's parameters are a versioned JSON resource (``thtb/resources/proxies/*.json``: weights,
+feature names, the hyper-parameters cross-validation chose, the digest of the training labels and the held-out
+agreement), so the selection cache keys cover them like any resource, and :attr:`calibration` puts the
+agreement figures into every selection summary next to the scorer's name. Fitting: :mod:`thtb.calibration`
+(``python -m thtb.calibration fit``).
+
+* :class:`ProxyBloomScorer` — multinomial logistic regression over 17 named features: the Bloom lexicon's logits
+  for the six levels (:meth:`LexiconBloomClassifier.lexical_evidence`, rules 1–4 there), the query's best cosine
+  to each level's descriptions (rule 5), log word counts of query and response, and whether the query has an
+  input. ``bloom_level`` = the most probable level; ``bloom_score`` = the probability-weighted mean of the
+  levels' mean labelled scores, clipped into the chosen level's band. The reason names the lexicon evidence and
+  the level's probability.
+* :class:`ProxyDisciplineTagger` — one logistic head per discipline the annotators named at least
+  ``min_count`` times in the train split, over the query's MiniLM embedding (the same vector the Bloom features
+  use); keeps the most probable discipline and every other one with probability ≥ ``threshold``, at most
+  ``max_disciplines``. Descriptions come from the discipline catalogue (``disciplines.yaml``), or, for the few
+  names the annotators used that it lacks (``business``, ``engineering``…), from the resource itself.
+* :class:`ProxyQualityScorer` — ridge regression over 15 named features of the pair (the hand-built heuristic's
+  raw score, lengths, digit shares, truncation / refusal / repetition flags, whether the query is creative or
+  asks for a computation); ``quality_raw`` is the predicted 1–10 rating, normalised by min–max over the stage
+  input. The reason names the two largest contributions. Pairs the hand-built rules call broken (empty, refusal,
+  truncated, off-topic, degenerate repetition: 0.35% of Alpaca, too rare in the calibration sample to fit) keep
+  the rules' broken-tier value in [−5, −2.5], below every predicted rating, as the rubric's 1–3 would put them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from thtb.scorers.base import (
+    BLOOM_BANDS,
+    BLOOM_LEVELS,
+    BloomScorer,
+    DisciplineTagger,
+    Embedder,
+    QualityScorer,
+    check_result,
+)
+from thtb.scorers.bloom import LexiconBloomClassifier
+from thtb.scorers.disciplines import load_catalogue
+from thtb.scorers.embedder import clean_query
+
+FORMAT = "thtb-proxy/1"
+"""Version of the resource layout below (a change of features or model bumps it)."""
+
+BLOOM_FEATURES = (*(f"lexicon_{lv.lower()}" for lv in BLOOM_LEVELS),
+                  *(f"similarity_{lv.lower()}" for lv in BLOOM_LEVELS),
+                  "log_query_words", "log_response_words", "has_input")
+QUALITY_FEATURES = ("heuristic_raw", "log_response_words", "log_query_words", "query_has_input",
+                    "response_digit_share", "query_digit_share", "response_lines", "truncated", "no_final_punct",
+                    "repetition", "refusal", "creative_query", "empty_response", "computation_query",
+                    "query_has_numbers")
+_COMPUTATION = re.compile(r"\b(?:calculate|compute|solve|convert|how many|what is the (?:sum|product|value|"
+                          r"result)|find the)\b", re.IGNORECASE)
+_NUMBERS = re.compile(r"[=+*/^]|\d")
+
+
+def proxy_path(name: str) -> Path:
+    """The packaged parameters of proxy ``name`` (``bloom``, ``disciplines``, ``quality``)."""
+    return Path(str(resources.files("thtb") / "resources" / "proxies" / f"{name}.json"))
+
+
+def load_params(path: str | Path, kind: str) -> dict[str, Any]:
+    """A proxy's parameters, checked for its format and kind (a clear error naming the file otherwise)."""
+    path = Path(path)
+    try:
+        params = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{path}: no fitted {kind} proxy; fit one with `python -m thtb.calibration fit`") \
+            from exc
+    if params.get("format") != FORMAT or params.get("kind") != kind:
+        raise ValueError(f"{path}: expected a {FORMAT} {kind!r} proxy, got format={params.get('format')!r} "
+                         f"kind={params.get('kind')!r}")
+    return params
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def split_query(query: str) -> tuple[str, bool]:
+    """The cleaned query and whether it carries an input (a second line after the instruction)."""
+    text = clean_query("" if query is None else str(query))
+    return text, "\n" in text.strip()
+
+
+class _Calibrated:
+    """Shared by the proxies: the parameters and the figures a summary shows."""
+
+    params: dict[str, Any]
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        """What the selection summary records beside the scorer's name (the select stage reads any scorer's
+        ``calibration`` attribute, so it imports none of them): the fit's provenance (model type and
+        chosen hyper-parameters, not the weights) and its held-out agreement."""
+        keys = ("kind", "fitted_on", "n_train", "train_labels_sha256", "held_out")
+        model = {k: v for k, v in self.params["model"].items() if k not in ("coef", "intercept")}
+        cv = self.params.get("cv") or {}
+        return {**{k: self.params.get(k) for k in keys}, "model": model,
+                "cv": {k: cv.get(k) for k in ("folds", "seed", "choose")}}
+
+
+# --------------------------------------------------------------------------------------------------- Bloom
+def bloom_features(lexicon: LexiconBloomClassifier, queries: Sequence[str], responses: Sequence[str]
+                   ) -> np.ndarray:
+    """``(n, 17)`` features in :data:`BLOOM_FEATURES` order for non-empty cleaned queries."""
+    texts = [split_query(q) for q in queries]
+    sims = lexicon.level_similarity(lexicon.embedder.encode([t for t, _ in texts]))
+    lex = np.array([lexicon.lexical_evidence(t.split("\n", 1)[0])[0] for t, _ in texts]).reshape(len(texts), 6)
+    extra = np.array([[np.log1p(_words(t)), np.log1p(_words(str(r or ""))), float(has_input)]
+                      for (t, has_input), r in zip(texts, responses, strict=True)]).reshape(len(texts), 3)
+    return np.hstack([lex, sims, extra])
+
+
+class ProxyBloomScorer(_Calibrated, BloomScorer):
+    """Bloom level and 1–21 score from a logistic head fitted on the calibration set (module doc)."""
+
+    name = "proxy_bloom"
+
+    def __init__(self, embedder: Embedder, params_path: str | Path | None = None) -> None:
+        self.params = load_params(params_path or proxy_path("bloom"), "bloom")
+        if tuple(self.params["features"]) != BLOOM_FEATURES:
+            raise ValueError(f"bloom proxy features {self.params['features']} are not {list(BLOOM_FEATURES)}")
+        self.lexicon = LexiconBloomClassifier(embedder)
+        self.embedder = embedder
+        self.mean = np.asarray(self.params["scaler"]["mean"])
+        self.scale = np.asarray(self.params["scaler"]["scale"])
+        self.coef = np.asarray(self.params["model"]["coef"])
+        self.intercept = np.asarray(self.params["model"]["intercept"])
+        self.level_scores = np.asarray(self.params["level_mean_scores"])
+
+    def predict_proba(self, queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        x = (bloom_features(self.lexicon, queries, responses) - self.mean) / self.scale
+        logits = x @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        return probs / probs.sum(axis=1, keepdims=True)
+
+    def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
+        if len(queries) != len(responses):
+            raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
+        n = len(queries)
+        ok = [i for i, q in enumerate(queries) if split_query(q)[0]]
+        levels: list[str | None] = [None] * n
+        scores: list[float | None] = [None] * n
+        reasons: list[str | None] = [None] * n
+        errors: list[str | None] = ["empty query"] * n
+        if ok:
+            probs = self.predict_proba([queries[i] for i in ok], [responses[i] for i in ok])
+            for row, i in enumerate(ok):
+                k = int(np.argmax(probs[row]))
+                level = BLOOM_LEVELS[k]
+                lo, hi = BLOOM_BANDS[level]
+                expected = float(probs[row] @ self.level_scores)
+                levels[i], errors[i] = level, None
+                scores[i] = round(min(max(expected, lo), hi), 3)
+                _, fired = self.lexicon.lexical_evidence(split_query(queries[i])[0].split("\n", 1)[0])
+                evidence = "; ".join(fired[:2]) if fired else "no lexicon cue"
+                reasons[i] = f"{level} p={probs[row][k]:.2f} (calibrated head; {evidence})"
+        frame = pd.DataFrame({"bloom_level": levels, "bloom_score": scores, "bloom_reason": reasons,
+                              "error": errors})
+        return check_result(frame, n, ("bloom_level", "bloom_score", "bloom_reason"), self.name)
+
+
+# --------------------------------------------------------------------------------------------- disciplines
+class ProxyDisciplineTagger(_Calibrated, DisciplineTagger):
+    """Disciplines from per-discipline logistic heads over the query embedding (module doc)."""
+
+    name = "proxy_disciplines"
+
+    def __init__(self, embedder: Embedder, params_path: str | Path | None = None,
+                 catalogue_path: str | Path | None = None) -> None:
+        self.params = load_params(params_path or proxy_path("disciplines"), "disciplines")
+        self.embedder = embedder
+        self.labels: tuple[str, ...] = tuple(self.params["labels"])
+        self.coef = np.asarray(self.params["model"]["coef"])
+        self.intercept = np.asarray(self.params["model"]["intercept"])
+        self.threshold = float(self.params["threshold"])
+        self.max_disciplines = int(self.params["max_disciplines"])
+        catalogue = load_catalogue(catalogue_path)
+        self.descriptions = {**{d: e["description"] for d, e in catalogue.items()}, **self.params["descriptions"]}
+        missing = [d for d in self.labels if d not in self.descriptions]
+        if missing:
+            raise ValueError(f"the discipline proxy names {missing}, which neither the catalogue nor its own "
+                             "descriptions describe")
+
+    def predict_proba(self, queries: Sequence[str]) -> np.ndarray:
+        vectors = self.embedder.encode([split_query(q)[0] for q in queries])
+        return 1.0 / (1.0 + np.exp(-(vectors @ self.coef.T + self.intercept)))
+
+    def select(self, probs: np.ndarray) -> list[str]:
+        order = np.argsort(-probs, kind="stable")
+        keep = [order[0]] + [j for j in order[1:] if probs[j] >= self.threshold]
+        return [self.labels[j] for j in keep[: self.max_disciplines]]
+
+    def tag(self, queries: Sequence[str]) -> pd.DataFrame:
+        n = len(queries)
+        ok = [i for i, q in enumerate(queries) if split_query(q)[0]]
+        labels: list[list[str] | None] = [None] * n
+        errors: list[str | None] = ["empty query"] * n
+        if ok:
+            probs = self.predict_proba([queries[i] for i in ok])
+            for row, i in enumerate(ok):
+                labels[i], errors[i] = self.select(probs[row]), None
+        frame = pd.DataFrame({"disciplines": pd.Series(labels, dtype=object), "error": errors})
+        return check_result(frame, n, ("disciplines",), self.name)
+
+    def describe(self, disciplines: Sequence[str]) -> dict[str, str]:
+        """The catalogue's description of each discipline, or the proxy's own for the few the catalogue lacks."""
+        unknown = [d for d in disciplines if d not in self.descriptions]
+        if unknown:
+            raise KeyError(f"discipline(s) with no description: {', '.join(map(repr, unknown))}")
+        return {d: self.descriptions[d] for d in disciplines}
+
+
+# ------------------------------------------------------------------------------------------------- quality
+def quality_features(queries: Sequence[str], responses: Sequence[str],
+                     heuristic_raw: Sequence[float] | None = None) -> np.ndarray:
+    """``(n, 15)`` features in :data:`QUALITY_FEATURES` order (no model: the 52k Alpaca pool in seconds);
+    ``heuristic_raw``: the hand-built scorer's ``quality_raw`` for these pairs when already computed."""
+    from thtb.scorers import quality as heuristic
+
+    raw = heuristic_raw if heuristic_raw is not None else \
+        heuristic.HeuristicQualityScorer().score(list(queries), list(responses))["quality_raw"].to_numpy()
+    rows = []
+    for q, r, h in zip(queries, responses, raw, strict=True):
+        text, has_input = split_query(q)
+        resp = ("" if r is None else str(r)).strip()
+        words = resp.split()
+        strong, mild = heuristic.truncation_flags(resp) if resp else (False, False)
+        rows.append([
+            h, np.log1p(len(words)), np.log1p(_words(text)), float(has_input),
+            sum(c.isdigit() for c in resp) / max(len(resp), 1), sum(c.isdigit() for c in text) / max(len(text), 1),
+            float(resp.count("\n")), float(strong), float(mild),
+            heuristic.duplicate_trigram_share([w.lower() for w in words]),
+            float(bool(heuristic.REFUSAL.match(resp[:300]))), float(bool(heuristic.CREATIVE.match(text))),
+            float(not resp), float(bool(_COMPUTATION.search(text))), float(bool(_NUMBERS.search(text))),
+        ])
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(QUALITY_FEATURES))
+
+
+class ProxyQualityScorer(_Calibrated, QualityScorer):
+    """A 1–10 quality rating predicted by ridge regression on named pair features (module doc)."""
+
+    name = "proxy_quality"
+    normalization = "minmax"
+
+    def __init__(self, params_path: str | Path | None = None) -> None:
+        self.params = load_params(params_path or proxy_path("quality"), "quality")
+        if tuple(self.params["features"]) != QUALITY_FEATURES:
+            raise ValueError(f"quality proxy features {self.params['features']} are not {list(QUALITY_FEATURES)}")
+        self.mean = np.asarray(self.params["scaler"]["mean"])
+        self.scale = np.asarray(self.params["scaler"]["scale"])
+        self.coef = np.asarray(self.params["model"]["coef"])
+        self.intercept = float(self.params["model"]["intercept"])
+
+    def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
+        if len(queries) != len(responses):
+            raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
+        from thtb.scorers.quality import BROKEN_TOP, HeuristicQualityScorer
+
+        rules = HeuristicQualityScorer().score(list(queries), list(responses))
+        features = quality_features(queries, responses, rules["quality_raw"].to_numpy())
+        contributions = (features - self.mean) / self.scale * self.coef
+        predicted = contributions.sum(axis=1) + self.intercept
+        reasons = []
+        for row in contributions:
+            top = np.argsort(-np.abs(row))[:2]
+            reasons.append("predicted rating: " + ", ".join(f"{QUALITY_FEATURES[j]} {row[j]:+.2f}" for j in top))
+        # broken pairs (empty, refusal, truncated, off-topic, degenerate repetition) are too rare in the calibration
+        # sample for the head to learn (the rubric rates them 1–3): the hand-built rules place them below every
+        # predicted rating, at their own broken-tier value in [−5, −2.5]
+        for i in np.flatnonzero(features[:, 0] <= BROKEN_TOP):
+            predicted[i], reasons[i] = features[i, 0], f"broken: {rules['quality_reason'].iloc[i]}"
+        frame = pd.DataFrame({"quality_raw": predicted, "quality_reason": reasons, "error": [None] * len(predicted)})
+        return check_result(frame, len(predicted), ("quality_raw", "quality_reason"), self.name)
+
+
+def hand_built_calibration(kind: str, name: str) -> dict[str, Any] | None:
+    """A hand-built offline scorer's held-out agreement with the calibration labels, as measured beside the
+    ``kind`` proxy when it was fitted (``None`` when that proxy's resource is missing)."""
+    try:
+        held = load_params(proxy_path(kind), kind)["held_out"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+    return {"kind": kind, "held_out": {"split": held["split"], "n": held["n"], "hand_built": held["hand_built"]}}
+
+
+def labels_digest(rows: pd.DataFrame, columns: Sequence[str]) -> str:
+    """sha256 of the training rows' ids and the labels a proxy was fitted on (what the resource records)."""
+    h = hashlib.sha256()
+    for _, row in rows.sort_values("row").iterrows():
+        h.update(json.dumps([row["id"], *[row[c] for c in columns]], default=list, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+__all__ = ["BLOOM_FEATURES", "QUALITY_FEATURES", "hand_built_calibration", "ProxyBloomScorer", "ProxyDisciplineTagger", "ProxyQualityScorer",
+           "bloom_features", "labels_digest", "load_params", "proxy_path", "quality_features"]
