@@ -9,10 +9,10 @@ export WANDB_MODE
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all select train tables bench bench-judge bench-train clean
+.PHONY: help install demo test test-all select train tables bench bench-judge bench-train clean clean-models
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -46,7 +46,7 @@ select: $(STAMP) ## THTB 5% of Alpaca: make select ARGS="scoring=offline data.pa
 train: $(STAMP) ## select + LoRA SFT: make train ARGS="+experiment=demo model=smollm2_135m train=cpu_smoke"
 	$(OFFLINE) $(PY) run.py stages=[select,train] $(ARGS)
 
-bench: $(STAMP) ## print speed/memory figures (selection maths, silhouette, full offline cascade)
+bench: $(STAMP) ## print figures: offline scorers vs calibration labels, selection maths, full offline cascade
 	$(OFFLINE) $(PY) benchmarks/bench_selection.py $(ARGS)
 
 tables: $(STAMP) ## regenerate the paper's Tables 1–3 (ours / published / Δ) from results/runs/*.jsonl → results/tables/
@@ -58,5 +58,8 @@ bench-judge: $(STAMP) ## judge client vs vLLM's ceiling, requests under timeouts
 bench-train: $(STAMP) ## training tokens/s, peak memory (CPU; ARGS="--device cuda" for MFU on a GPU)
 	$(OFFLINE) $(PY) benchmarks/bench_train.py $(ARGS)
 
-clean: ## remove run outputs and caches (keeps .venv)
-	rm -rf outputs multirun .pytest_cache
+clean: ## remove run outputs and the project's caches: outputs/ multirun/ .cache/ (artifacts, scores, judge requests)
+	rm -rf outputs multirun .pytest_cache .cache
+
+clean-models: ## remove models converted or built locally (~/.cache/thtb/models, or THTB_CACHE_DIR/models; rebuilt on use)
+	rm -rf "$${THTB_CACHE_DIR:-$$HOME/.cache/thtb}/models"

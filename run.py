@@ -31,6 +31,22 @@ STAGES = {
 """Stage name → ``module:function(cfg: dict, run_dir: Path, tracker) -> dict``."""
 
 
+class RunCannotStart(RuntimeError):
+    """Problems found before the first stage ran (every stage's ``preflight``); nothing has run."""
+
+
+def _preflight(names: list[str], cfg: dict, run_dir: Path) -> list[str]:
+    """Every listed stage's ``preflight(cfg, run_dir, stages)`` problems, all at once (no model loads)."""
+    import importlib
+
+    problems: list[str] = []
+    for name in dict.fromkeys(names):
+        check = getattr(importlib.import_module(STAGES[name].split(":")[0]), "preflight", None)
+        if check is not None:
+            problems += check(cfg, run_dir, list(names))
+    return problems
+
+
 def _stage(name: str):
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r} in `stages`; available: {sorted(STAGES)}")
@@ -52,6 +68,10 @@ def main(cfg: DictConfig) -> None:
         log.warning("renamed config choices:\n%s", deprecation_message(renamed))
     run_dir = Path(container["paths"]["run_dir"])
     stages = [_stage(name) for name in container["stages"]]  # fail before any work on a typo
+    problems = _preflight(container["stages"], container, run_dir)
+    if problems:
+        raise RunCannotStart(f"{len(problems)} problem(s) found before the first stage; nothing has run:\n  - "
+                             + "\n  - ".join(problems))
     report = []
     with make_tracker(container.get("logger"), name=container["experiment_name"], config=container,
                       run_dir=run_dir) as tracker:

@@ -2,6 +2,10 @@
 
 Sections (``--only``):
 
+* ``calibration`` — agreement of the offline scorers with the labels read in ``calibration/`` on its held-out
+  split (538 Alpaca pairs): the fitted proxies (``judge=proxy``, ``reward=proxy``, the offline default) beside
+  the hand-built scorers (``judge=rules``, ``reward=rules``), recomputed here and checked against the figures the
+  proxies' resources record.
 * ``silhouette`` — exact O(n·k·d) cosine silhouette vs ``sklearn.metrics.silhouette_samples`` on
   Alpaca query TF-IDF (first n rows, K-Means k=161): seconds each, speedup, max |diff|.
 * ``cascade`` — the full offline cascade on Alpaca 52k through ``run.py`` (wall seconds with model
@@ -272,17 +276,23 @@ def bench_cascade(data_path: Path | None = None, runs: int = 1) -> None:
         print(f"cascade: skipped ({data_path} not found)")
         return
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    subsets = []
+    subsets, peaks = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs):
             out = Path(tmp) / f"run{i}"
             start = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "run.py", "+experiment=alpaca_5pct", "stages=[select]", "scoring=offline", "reuse=false",
-                 f"data.path={data_path}", f"hydra.run.dir={out}"],
-                cwd=REPO, env=env, check=True, capture_output=True,
-            )
+            with open(Path(tmp) / f"run{i}.log", "w") as logfile:
+                proc = subprocess.Popen(
+                    [sys.executable, "run.py", "+experiment=alpaca_5pct", "stages=[select]", "scoring=offline",
+                     "reuse=false", f"data.path={data_path}", f"hydra.run.dir={out}"],
+                    cwd=REPO, env=env, stdout=logfile, stderr=subprocess.STDOUT,
+                )
+                _, status, usage = os.wait4(proc.pid, 0)  # this run's own peak RSS (not the largest child so far)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode:
+                raise SystemExit(f"cascade run failed ({proc.returncode}); log: {(Path(tmp) / f'run{i}.log').read_text()[-2000:]}")
             wall = time.perf_counter() - start
+            peaks.append(usage.ru_maxrss / 1024**2)
             summary = json.loads((out / "selection" / "summary.json").read_text())
             counts = " → ".join(f"{v:,}" for v in summary["counts"].values())
             timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items())
@@ -290,13 +300,35 @@ def bench_cascade(data_path: Path | None = None, runs: int = 1) -> None:
             subsets.append((out / "selection" / "subset.jsonl").read_bytes())
             if i == 0:
                 check_stage3_silhouette(out / "selection" / "scores.parquet", k=161)
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, the largest child so far
-    print(f"cascade alpaca: peak RSS {rss / 1024**2:.2f} GB (largest run)")
+    print(f"cascade alpaca: peak RSS {max(peaks):.2f} GB (largest run; each run measured on its own with wait4)")
     if runs > 1:
         print(f"cascade alpaca: subsets byte-identical across runs: {len(set(subsets)) == 1}")
 
 
-BENCHES = ("silhouette", "stage3", "cascade")
+def bench_calibration(data_path: Path | None = None) -> None:
+    """Held-out agreement of the fitted proxies and the hand-built offline scorers with the calibration labels."""
+    from thtb import calibration
+
+    data_path = data_path or ALPACA
+    if not data_path.exists():
+        print(f"calibration: skipped ({data_path} not found); recorded figures:")
+        print(calibration.held_out_table().to_string(index=False))
+        return
+    start = time.perf_counter()
+    test = calibration.load_calibration("test", alpaca=data_path)
+    embedder = calibration._embedder()
+    proxy = calibration.score_split(test, proxies=True, embedder=embedder).as_dict()
+    hand = calibration.score_split(test, proxies=False, embedder=embedder).as_dict()
+    recorded = calibration.held_out_table()
+    print(f"calibration: held-out split, {proxy['n']} Alpaca pairs read by the maintainers "
+          f"({time.perf_counter() - start:.1f} s)")
+    print(f"  {'figure':28s} {'proxy':>7s} {'hand-built':>10s} {'recorded proxy':>15s}")
+    for _, row in recorded.iterrows():
+        figure = row["figure"]
+        print(f"  {figure:28s} {proxy[figure]:7.3f} {hand[figure]:10.3f} {row['proxy_value']:15.3f}")
+
+
+BENCHES = ("calibration", "silhouette", "stage3", "cascade")
 
 
 def main(argv=None) -> int:
@@ -310,7 +342,14 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=ALPACA, help="Alpaca json (silhouette section)")
     parser.add_argument("--runs", type=int, default=2, help="cascade: runs (checks byte-identical subsets)")
     args = parser.parse_args(argv)
-    run = BENCHES if args.only == "all" else (args.only,)
+    if args.only == "all":  # each section in a fresh process: one section's memory never inflates another's figures
+        argv = list(sys.argv[1:] if argv is None else argv)
+        for section in BENCHES:
+            subprocess.run([sys.executable, __file__, *argv, "--only", section], check=True)
+        return 0
+    run = (args.only,)
+    if "calibration" in run:
+        bench_calibration(args.data)
     if "silhouette" in run:
         sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
         bench_silhouette(sizes, k=args.k, data=args.data)

@@ -11,8 +11,10 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -225,7 +227,7 @@ def run_lm_eval(
         metadata=dict(task_metadata or {}),
     )
     vllm = isinstance(backend, str) and backend == "vllm"
-    with vllm_distribution_alias() if vllm else contextlib.nullcontext():
+    with vllm_distribution_alias() if vllm else contextlib.nullcontext(), collapsed_repeats():
         # vLLM: the model is built here (as simple_evaluate would) so that its engine is shut down when the
         # evaluation ends — left to garbage collection it would hold its memory (a GPU's, at 90 %) and its process
         # while the next engine (another task, pairwise generation) starts
@@ -253,6 +255,45 @@ def run_lm_eval(
     if results is None:  # non-zero rank in a distributed run
         raise RuntimeError("lm-eval returned no results on this rank")
     return results
+
+
+class _RepeatFilter(logging.Filter):
+    """Lets the first of each distinct lm-eval warning through and counts the repeats (lm-eval warns once per
+    task: 14 MMLU-Pro categories print the same "Overwriting default num_fewshot…" 14 times)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.seen: set[tuple[str, str]] = set()
+        self.repeats: Counter[str] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefix) or record.levelno < logging.WARNING:
+            return True
+        key = (record.name, str(record.msg)[:80])
+        if key in self.seen:
+            self.repeats[str(record.msg)[:60]] += 1
+            return False
+        self.seen.add(key)
+        return True
+
+
+@contextlib.contextmanager
+def collapsed_repeats(prefix: str = "lm_eval") -> Iterator[None]:
+    """Within the block, repeated warnings of loggers under ``prefix`` are shown once; one summary line after."""
+    handlers = {*logging.getLogger().handlers, *logging.getLogger(prefix).handlers}
+    only = _RepeatFilter(prefix)
+    for handler in handlers:
+        handler.addFilter(only)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(only)
+        if only.repeats:
+            logging.getLogger(__name__).info(
+                "lm-eval: %d repeated warning(s) shown once: %s", sum(only.repeats.values()),
+                "; ".join(f'{n}× "{msg.strip()}…"' for msg, n in only.repeats.most_common(3)))
 
 
 def _build_lm(backend: str, model_args: Mapping[str, Any], batch_size: int | str, device: str | None):

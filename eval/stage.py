@@ -487,3 +487,38 @@ def _log(tracker: Tracker, line: dict[str, Any], results: dict[str, dict], out: 
         flat["eval/exam/accuracy"] = m["exam"]["accuracy"]
     tracker.log_summary({k: v for k, v in flat.items() if v is not None})
     tracker.log_summary({"run_line": line})  # the paper tables read it back with tables.source=wandb
+
+
+def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str]:
+    """Every problem the eval stage would hit, found before the run's first stage (no model is loaded): the
+    config, the pairwise baseline (another experiment's finished training), the evaluated model when no earlier
+    stage of this run makes it, the judge's model or server, the exam file and the MMLU-Pro data."""
+    from thtb.scorers.availability import model_unavailable, server_unavailable
+
+    problems: list[str] = []
+
+    def attempt(fn, *args):
+        try:
+            return fn(*args)
+        except (EvalConfigError, ValueError, FileNotFoundError) as exc:
+            problems.append(f"eval: {exc}")
+            return None
+
+    tasks = attempt(check_config, cfg) or [t for t in cfg["eval"].get("tasks") or [] if t in TASKS]
+    if "pairwise" in tasks:
+        attempt(baseline_model, cfg)
+        judge = cfg["eval"]["pairwise"].get("judge") or {}
+        if judge.get("base_url"):
+            why = server_unavailable(str(judge["base_url"]))
+            if why:
+                problems.append(f"eval: the pairwise judge at {judge['base_url']}: {why}")
+        elif judge.get("model"):
+            why = model_unavailable(str(judge["model"]))
+            if why:
+                problems.append(f"eval: the pairwise judge {judge['model']}: {why}")
+    choice = str(cfg["eval"].get("model", "trained"))
+    if choice != "trained" or "train" not in stages:
+        attempt(evaluated_model, cfg, Path(run_dir))
+    elif choice == "trained":
+        attempt(base_model_path, cfg)  # the sanity check compares the trained model with its base
+    return problems

@@ -496,8 +496,12 @@ def plot_overall(frame: pd.DataFrame, spec: TableSpec, path: str | Path) -> Path
         if smoke:
             bar.set_hatch("//")
             bar.set_alpha(0.6)
+    # a missing value is drawn as missing — a word where its bar would stand, never a bar of height 0
     for i in np.flatnonzero(~ours.to_numpy()):
-        ax.text(x[i] + width / 2, 0, MISSING, ha="center", va="bottom", fontsize=9)
+        ax.text(x[i] + width / 2, 0, "not run", ha="center", va="bottom", rotation=90, fontsize=7, color="#555555")
+    for i in np.flatnonzero(~pub.to_numpy()):
+        ax.text(x[i] - width / 2, 0, "not published", ha="center", va="bottom", rotation=90, fontsize=7,
+                color="#555555")
     header = dict(spec.columns)[spec.chart_column]
     ax.set_ylabel(header)
     ax.set_title(f"{spec.title} — {header}: ours vs published", fontsize=9)

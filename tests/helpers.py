@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -275,3 +276,30 @@ TRICKY = [
     "Translate 'hola' into English: 你好",
 ]
 """Query-preprocessing edge cases (the authors' rule vs ours, see test_maths_silhouette / test_oracle_authors)."""
+
+
+# ------------------------------------------------------------------------------------------ markdown
+def section(text: str, title: str) -> str:
+    """The body of the section headed ``title`` (up to the next heading of the same or a higher level)."""
+    lines, fenced, level, body = text.splitlines(), False, None, []
+    for line in lines:
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        m = None if fenced else re.match(r"^(#{1,6})\s+(.+?)\s*$", line)
+        if level is None:
+            if m and m.group(2) == title:
+                level = len(m.group(1))
+            continue
+        if m and len(m.group(1)) <= level:
+            break
+        body.append(line)
+    if level is None:
+        raise AssertionError(f"no section {title!r}")
+    return "\n".join(body)
+
+
+def fenced_block(text: str) -> list[str]:
+    """The lines of the first fenced code block in ``text``."""
+    m = re.search(r"^```[^\n]*\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    assert m, "no fenced code block"
+    return m.group(1).splitlines()

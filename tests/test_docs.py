@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import fenced_block, section
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 METHOD = ROOT / "docs" / "METHOD.md"
@@ -46,25 +48,6 @@ def headings(text: str) -> list[tuple[int, str]]:
         if m and not fenced:
             out.append((len(m.group(1)), m.group(2)))
     return out
-
-
-def section(text: str, title: str) -> str:
-    """The body of the section headed ``title`` (up to the next heading of the same or a higher level)."""
-    lines, fenced, level, body = text.splitlines(), False, None, []
-    for line in lines:
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        m = None if fenced else re.match(r"^(#{1,6})\s+(.+?)\s*$", line)
-        if level is None:
-            if m and m.group(2) == title:
-                level = len(m.group(1))
-            continue
-        if m and len(m.group(1)) <= level:
-            break
-        body.append(line)
-    if level is None:
-        raise AssertionError(f"no section {title!r}")
-    return "\n".join(body)
 
 
 def slug(title: str) -> str:
@@ -95,13 +78,6 @@ def table_with_header(text: str, first: str) -> list[list[str]]:
 
 def backticked(cell: str) -> list[str]:
     return re.findall(r"`([^`]+)`", cell)
-
-
-def fenced_block(text: str) -> list[str]:
-    """The lines of the first fenced code block in ``text``."""
-    m = re.search(r"^```[^\n]*\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
-    assert m, "no fenced code block"
-    return m.group(1).splitlines()
 
 
 # --------------------------------------------------------------------------------------------------- conf

@@ -13,7 +13,9 @@ from tests.helpers import ROOT, run_py
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    proc = run_py("+experiment=demo", "stages=[select]", "logger=wandb_offline", f"hydra.run.dir={out}")
+    # its own cache: this run must compute (and log) every stage, whatever other tests finished before
+    proc = run_py("+experiment=demo", "stages=[select]", "logger=wandb_offline", f"hydra.run.dir={out}",
+                  f"paths.cache_dir={out / 'cache'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "selection"
 
@@ -77,14 +79,15 @@ def test_rerun_without_wandb_gives_byte_identical_subset(demo_run, tmp_path):
 
 
 def test_rerun_reuses_the_finished_selection(demo_run, tmp_path):
-    proc = run_py("+experiment=demo", "stages=[select]", "logger=none", f"hydra.run.dir={tmp_path}")
+    cache = f"paths.cache_dir={demo_run.parent / 'cache'}"
+    proc = run_py("+experiment=demo", "stages=[select]", "logger=none", cache, f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "selection" / "summary.json").read_text())
     assert summary["reused"] is True and "select reused" in proc.stdout + proc.stderr
     assert (tmp_path / "selection" / "subset.jsonl").read_bytes() == (demo_run / "subset.jsonl").read_bytes()
     assert (tmp_path / "selection" / "scores.parquet").is_file()
     # another selection config is another artifact
-    other = run_py("+experiment=demo", "stages=[select]", "logger=none", "selection.fractions.quality=0.4",
+    other = run_py("+experiment=demo", "stages=[select]", "logger=none", "selection.fractions.quality=0.4", cache,
                    f"hydra.run.dir={tmp_path / 'o'}")
     assert other.returncode == 0, other.stderr[-3000:]
     assert json.loads((tmp_path / "o" / "selection" / "summary.json").read_text())["reused"] is False

@@ -60,10 +60,12 @@ def test_second_sweep_reuses_every_stage(sweep):
 
 
 def test_a_failed_job_does_not_stop_the_others_and_closes_its_wandb_run(tmp_path):
+    bad = tmp_path / "bad.json"  # exists (the run's preflight passes), fails inside the select stage
+    bad.write_text("[{\"instruction\": \"x\", ", encoding="utf-8")
     proc = run_py("-m", "+experiment=demo", "stages=[select]", "logger=wandb_offline",
-                  f"data.path=demo,{tmp_path / 'missing.json'},demo", "seed=1", f"hydra.sweep.dir={tmp_path / 's'}")
+                  f"data.path=demo,{bad},demo", "seed=1", f"hydra.sweep.dir={tmp_path / 's'}")
     assert proc.returncode != 0
-    assert "missing.json" in proc.stderr
+    assert "bad.json" in proc.stderr
     jobs = _jobs(tmp_path / "s")
     assert len(jobs) == 3  # the job after the failed one ran too
     assert (jobs[0] / "selection" / "subset.jsonl").is_file() and (jobs[2] / "selection" / "subset.jsonl").is_file()

@@ -157,9 +157,13 @@ class Cascade:
         bloom: BloomScorer | None = None,
         disciplines: DisciplineTagger | None = None,
         embedder: Embedder | None = None,
+        score_cache: Any = None,
     ):
         self.config = config
         self.quality, self.bloom, self.disciplines, self.embedder = quality, bloom, disciplines, embedder
+        self.score_cache = score_cache
+        """A :class:`thtb.score_cache.ScoreCache` (or ``None``): scorer outputs reused across runs whose scorers
+        and stage inputs are the same, so a budget sweep re-cuts without re-scoring."""
         if "quality" in config.stages and quality is None:
             raise ValueError("the quality stage needs a quality scorer (reward=...)")
         if "intrinsic" in config.stages and None in (bloom, disciplines, embedder):
@@ -189,6 +193,7 @@ class Cascade:
             if len(alive) == 0:  # every sample failed (within the budget): nothing left to rank
                 counts[stage] = 0
                 break
+            self._check_degenerate(stage, card, alive)
             keep = self._n_keep(stage, len(alive), counts["input"], last)
             column = STAGE_SCORE[stage]
             order = top_k(card.loc[alive, column].to_numpy(), len(alive))  # full ranking, best first
@@ -223,6 +228,40 @@ class Cascade:
             warnings=self._warnings,
         )
 
+    DEGENERATE_COMPONENTS = {"intrinsic": ("bloom", "ic"), "extrinsic": ("irei", "sc")}
+    """The parts of each stage score that can go flat on their own (Bloom, IC; IREI, SC')."""
+
+    def _check_degenerate(self, stage: str, card: pd.DataFrame, alive: np.ndarray) -> None:
+        """Warn — in the summary's ``warnings`` and on the console — when a stage's ranking carries no signal:
+        a constant stage score or component, a normalisation that produced NaN, every silhouette 0."""
+        found = []
+        column = STAGE_SCORE[stage]
+        values = card.loc[alive, column].to_numpy(np.float64)
+        if np.isnan(values).any():
+            found.append(f"stage {stage}: {int(np.isnan(values).sum())} of {len(values)} {column} values are NaN "
+                         "after normalisation; those samples rank last")
+        elif len(values) > 1 and np.ptp(values) == 0:
+            found.append(f"stage {stage}: every one of the {len(values)} samples has {column} = {values[0]:.4g}; the "
+                         "cut keeps them in input order (the stage selects nothing); check the scorer")
+        for part in self.DEGENERATE_COMPONENTS.get(stage, ()):
+            if part not in card:
+                continue
+            comp = card.loc[alive, part].to_numpy(np.float64)
+            comp = comp[~np.isnan(comp)]
+            if len(comp) > 1 and np.ptp(comp) == 0:
+                hint = ""
+                if part == "sc" and "silhouette" in card and not card.loc[alive, "silhouette"].abs().gt(0).any():
+                    n = len(alive)
+                    hint = (f": every silhouette is 0 — K-Means with k={self.config.k} on {n} queries leaves singleton "
+                            "clusters, and the reference rule sets every silhouette to 0 when any cluster is a "
+                            f"singleton; use a smaller selection.extrinsic.k (e.g. {max(2, n // 32)}: the authors' k=161 for 5,200 "
+                            "queries is ~32 per cluster) or more data")
+                found.append(f"stage {stage}: {part} is constant ({comp[0]:.4g}) over all {len(comp)} samples, so "
+                             f"{column} ranks on the other term alone{hint}")
+        for message in found:
+            log.warning("%s", message)
+        self._warnings.extend(found)
+
     def _n_keep(self, stage: str, n: int, n_input: int, last: bool) -> int:
         cfg = self.config
         if last and cfg.budget is not None:
@@ -249,12 +288,16 @@ class Cascade:
         self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - start
         return out
 
+    def _scored(self, name: str, fn, *texts: list[str]) -> pd.DataFrame:
+        """``fn(*texts)`` timed as ``name``, through the score cache when there is one."""
+        if self.score_cache is None:
+            return self._timed(name, fn, *texts)
+        return self.score_cache.get_or_compute(name, texts, lambda: self._timed(name, fn, *texts))
+
     # ------------------------------------------------------------------ stages
     def _score_quality(self, recs: pd.DataFrame, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
         scorer = self.quality
-        out = self._timed(
-            f"quality:{scorer.name}", scorer.score, recs["query"].tolist(), recs["response"].tolist()
-        )
+        out = self._scored(f"quality:{scorer.name}", scorer.score, recs["query"].tolist(), recs["response"].tolist())
         out = check_result(out, len(recs), ("quality_raw", "quality_reason"), scorer.name)
         out = _nan_is_error(out, "quality_raw")
         ok = out["error"].isna().to_numpy()
@@ -268,9 +311,9 @@ class Cascade:
     def _score_intrinsic(self, recs: pd.DataFrame, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
         cfg = self.config
         queries, responses = recs["query"].tolist(), recs["response"].tolist()
-        b = self._timed(f"bloom:{self.bloom.name}", self.bloom.score, queries, responses)
+        b = self._scored(f"bloom:{self.bloom.name}", self.bloom.score, queries, responses)
         b = check_result(b, len(recs), ("bloom_level", "bloom_score", "bloom_reason"), self.bloom.name)
-        d = self._timed(f"disciplines:{self.disciplines.name}", self.disciplines.tag, queries)
+        d = self._scored(f"disciplines:{self.disciplines.name}", self.disciplines.tag, queries)
         d = check_result(d, len(recs), ("disciplines",), self.disciplines.name)
         error = b["error"].where(b["error"].notna(), d["error"])
         card.loc[alive, "bloom_level"] = b["bloom_level"].to_numpy()
@@ -381,13 +424,45 @@ def _ranks(n: int, order: np.ndarray) -> np.ndarray:
     return ranks
 
 
+STAGE_SHORT = {"quality": "quality", "intrinsic": "ihs", "extrinsic": "ehs"}
+"""How a method name spells a dropped stage (``thtb_no_ihs``: the paper's ablation without intrinsic hardness)."""
+
+
+def effective_budget(sel: dict[str, Any]) -> float | None:
+    """``selection.budget``, or — for a THTB ablation (a strict subset of the three stages) that sets none — the
+    full cascade's share ``Π fractions`` (5% with 0.2 × 0.5 × 0.5), so an ablation keeps THTB's subset size
+    instead of silently keeping more (dropping stage 2 would keep 10%)."""
+    if sel.get("budget") is not None:
+        return float(sel["budget"])
+    stages = list(sel.get("stages") or STAGES)
+    if sel.get("method", "thtb") == "thtb" and set(stages) != set(STAGES):
+        return math.prod(float(sel["fractions"][s]) for s in STAGES)
+    return None
+
+
+def variant_name(sel: dict[str, Any]) -> str:
+    """The selection's name as a method: ``thtb`` for the full cascade at its own size; ``thtb_no_ihs`` (a dropped
+    stage), ``thtb_2pct`` (another budget) or both for variants, so they never land in THTB's rows."""
+    name = str(sel.get("name") or sel.get("method", "thtb"))
+    if sel.get("method", "thtb") != "thtb":
+        return name
+    stages = list(sel.get("stages") or STAGES)
+    dropped = [STAGE_SHORT[s] for s in STAGES if s not in stages]
+    suffix = f"_no_{'_'.join(dropped)}" if dropped else ""
+    budget = effective_budget(sel)
+    full = math.prod(float(sel["fractions"][s]) for s in STAGES) if sel.get("fractions") else None
+    if budget is not None and full is not None and not math.isclose(budget, full, rel_tol=1e-9):
+        suffix += f"_{budget * 100:g}pct"
+    return name + suffix
+
+
 def cascade_config(cfg: dict[str, Any]) -> CascadeConfig:
     """The :class:`CascadeConfig` of a composed run config (``selection.*`` and ``fidelity``)."""
     sel = cfg["selection"]
     return CascadeConfig(
         stages=list(sel["stages"]),
         fractions=dict(sel["fractions"]),
-        budget=sel.get("budget"),
+        budget=effective_budget(sel),
         failure_budget=int(sel.get("failure_budget", 0)),
         fidelity=cfg.get("fidelity", "reference"),
         ic_round=sel["intrinsic"].get("ic_round"),

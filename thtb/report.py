@@ -168,7 +168,8 @@ def build_summary(result: SelectionResult, *, fingerprint: str, load_report: dic
 
 
 def plot_histograms(result: SelectionResult, out_dir: Path) -> list[Path]:
-    """One PNG per score: the distribution over the stage input, the selected samples, the cut-off."""
+    """One PNG per score: the distribution over the stage input, the samples that stage kept, the final subset
+    (outlined), and the cut-off — the stage's own on its ranking column, else the lowest value it kept."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,11 +185,20 @@ def plot_histograms(result: SelectionResult, out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
         bins = np.histogram_bin_edges(x.dropna(), bins=min(50, max(10, int(np.sqrt(x.notna().sum())))))
         ax.hist(x.dropna(), bins=bins, color="#9db4d3", label=f"{stage} stage input (n={x.notna().sum():,})")
-        sel = x[card["selected"]].dropna()
-        if len(sel):
-            ax.hist(sel, bins=bins, color="#d1495b", alpha=0.8, label=f"selected (n={len(sel):,})")
-        if result.rank_columns.get(stage) == col and stage in result.cutoffs:
+        reached = x.notna() & card["error"].isna()
+        kept = x[reached & (card["fell_at"] != stage)] if stage in result.counts else x.iloc[0:0]
+        if len(kept):
+            ax.hist(kept, bins=bins, color="#edae49", alpha=0.85, label=f"kept by this stage (n={len(kept):,})")
+        final = x[card["selected"]].dropna()
+        if len(final):
+            ax.hist(final, bins=bins, histtype="step", color="#d1495b", lw=1.6,
+                    label=f"final subset (n={len(final):,})")
+        rank_column = result.rank_columns.get(stage)
+        if rank_column == col and stage in result.cutoffs:
             ax.axvline(result.cutoffs[stage], color="k", ls="--", lw=1.2, label=f"{stage} cut-off")
+        elif len(kept) and stage in result.cutoffs:  # ranked on another column: where this one's kept values end
+            ax.axvline(float(kept.min()), color="k", ls=":", lw=1.2,
+                       label=f"lowest kept value (the stage ranks on {rank_column})")
         ax.set_xlabel(label)
         ax.set_ylabel("samples")
         ax.legend(fontsize=8, frameon=False)

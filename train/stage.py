@@ -229,9 +229,36 @@ def build_trainer(cfg: dict[str, Any], plan: TrainingPlan, output_dir: str | Pat
         eval_dataset=Dataset.from_list(plan.eval_examples) if plan.eval_examples else None,
         processing_class=plan.tokenizer,
         peft_config=lora_config(train),
-        callbacks=callbacks,
+        callbacks=[progress_callback(), *(callbacks or [])],
     )
     return trainer, options
+
+
+def progress_callback():
+    """A ``TrainerCallback`` that logs the total number of optimizer steps when training starts and, at every
+    logging step, ``step i/N (p%), elapsed, ETA`` (the trainer's own progress bar is off in non-TTY logs)."""
+    import time as _time
+
+    from transformers import TrainerCallback
+
+    class StepsAndETA(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start, self.first = _time.perf_counter(), state.global_step
+            log.info("train: %d optimizer steps (%s epoch(s), effective batch %d)%s", state.max_steps,
+                     f"{args.num_train_epochs:g}" if args.max_steps <= 0 else "max_steps",
+                     args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size),
+                     f", resuming at step {state.global_step}" if state.global_step else "")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            done, total = state.global_step, max(state.max_steps, 1)
+            if done <= self.first:
+                return
+            elapsed = _time.perf_counter() - self.start
+            eta = elapsed / (done - self.first) * (total - done)
+            log.info("train: step %d/%d (%.0f%%), %.0f s elapsed, ETA %.0f s", done, total, 100 * done / total,
+                     elapsed, eta)
+
+    return StepsAndETA()
 
 
 def _train(cfg: dict[str, Any], store: TrainingWorkspace, plan: TrainingPlan, *, callbacks: list | None = None) -> None:
@@ -337,3 +364,26 @@ def _log_to_tracker(tracker: Tracker, summary: dict, name: str) -> None:
             run.name = name
         except Exception:  # noqa: BLE001 — naming is cosmetic, never fail a finished training on it
             log.debug("could not rename the W&B run", exc_info=True)
+
+
+def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str]:
+    """Every problem the train stage would hit, found before the run's first stage: the base model (resolvable;
+    in the local cache when offline), the training data when no select stage of this run writes it."""
+    from thtb.data.loaders import dataset_source
+    from thtb.train.models import resolve_model
+
+    problems = []
+    try:
+        resolve_model(cfg.get("model"), Path(cfg["paths"]["cache_dir"]))
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        problems.append(f"train: {exc}")
+    if "select" not in stages or cfg["train"].get("dataset"):
+        try:
+            source = dataset_source(cfg, Path(run_dir))
+        except FileNotFoundError as exc:
+            problems.append(f"train: {exc}")
+        else:
+            local = source.startswith((".", "/", "~")) or Path(source).suffix in (".json", ".jsonl", ".parquet")
+            if local and not Path(source).expanduser().exists():
+                problems.append(f"train: train.dataset={source} does not exist")
+    return problems

@@ -243,11 +243,15 @@ class HFJudge(LocalJudge):
         batch_size: conversations per ``generate`` call.
         trust_remote_code: passed to ``from_pretrained``.
         seed: torch seed set before sampling (only used when a template samples, temperature > 0).
+        constrain_choices: for templates with a closed set of answers (:attr:`PromptTemplate.choices`: the
+            pairwise verdicts), answer with the choice of highest log-likelihood after the prompt instead of
+            free generation, so every item gets a verdict (part of the cache key).
         backend: ``max_attempts``, ``cache``, ``reparse``, ``decoding``, ``extra_body``, ``progress``,
             ``model_id`` — see :class:`~thtb.judge.base.JudgeBackend`.
     """
 
     backend = "hf"
+    CHOSEN_NOTE = "(the allowed answer with the highest log-likelihood)"
 
     def __init__(
         self,
@@ -257,9 +261,11 @@ class HFJudge(LocalJudge):
         batch_size: int = 8,
         trust_remote_code: bool = False,
         seed: int = 0,
+        constrain_choices: bool = True,
         **backend: Any,
     ) -> None:
         super().__init__(model, batch_size=batch_size, **backend)
+        self.constrain_choices = bool(constrain_choices)
         self.device = device
         self.dtype = dtype
         self.trust_remote_code = bool(trust_remote_code)
@@ -302,6 +308,39 @@ class HFJudge(LocalJudge):
             self._tokenizer, self._model = tokenizer, model
         return self._tokenizer, self._model
 
+    def params(self, template: PromptTemplate) -> dict[str, Any]:
+        params = super().params(template)
+        if self.constrain_choices and template.choices:
+            params["choices"] = list(template.choices)
+        return params
+
+    def _choose(self, texts: list[str], choices: Sequence[str]) -> list[Generation]:
+        """For each prompt, the choice whose tokens are most likely after it (sum of log-probabilities)."""
+        import torch
+
+        tokenizer, model = self._load()
+        answers: list[Generation] = []
+        for text in texts:
+            prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+            seqs = [prompt + tokenizer(text + c, add_special_tokens=False)["input_ids"][len(prompt):] for c in choices]
+            width = max(map(len, seqs))
+            ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for i, seq in enumerate(seqs):
+                ids[i, : len(seq)] = torch.tensor(seq)
+                mask[i, : len(seq)] = 1
+            with torch.inference_mode():
+                logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            scores = []
+            for i, seq in enumerate(seqs):
+                positions = torch.arange(len(prompt) - 1, len(seq) - 1)
+                targets = torch.tensor(seq[len(prompt):])
+                scores.append(float(logp[i, positions, targets.to(logp.device)].sum()))
+            best = max(range(len(choices)), key=lambda i: (scores[i], -i))
+            answers.append((f"{choices[best]}\n{self.CHOSEN_NOTE}", len(prompt), len(seqs[best]) - len(prompt)))
+        return answers
+
     def _generate(self, conversations: Sequence[Messages], params: Mapping[str, Any],
                   template: PromptTemplate) -> list[Generation]:
         import torch
@@ -312,6 +351,8 @@ class HFJudge(LocalJudge):
                                           **self._chat_template_kwargs())
             for conv in conversations
         ]
+        if params.get("choices"):
+            return self._choose(texts, params["choices"])
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         temperature = float(params.get("temperature", 0.0) or 0.0)
         gen_kwargs: dict[str, Any] = {
@@ -504,6 +545,8 @@ class VLLMJudge(LocalJudge):
         params = super().params(template)
         if self.guided_json and template.json_schema is not None:
             params["guided_json"] = dict(template.json_schema)
+        if self.guided_json and template.choices:
+            params["guided_choice"] = list(template.choices)
         return params
 
     def _check_shared(self, llm: Any) -> None:
@@ -545,6 +588,8 @@ class VLLMJudge(LocalJudge):
         schema = params.get("guided_json")
         if schema is not None:
             kwargs.update(_structured_outputs(schema))
+        if params.get("guided_choice"):
+            kwargs.update(_structured_outputs(choice=params["guided_choice"]))
         return vllm.SamplingParams(**kwargs)
 
     def _generate(self, conversations: Sequence[Messages], params: Mapping[str, Any],
@@ -561,14 +606,16 @@ class VLLMJudge(LocalJudge):
         return answers
 
 
-def _structured_outputs(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``SamplingParams`` argument that constrains output to ``schema``, across vLLM versions:
-    ``structured_outputs=StructuredOutputsParams(json=…)`` (vLLM ≥ 0.10.2; 0.32 has only this), else
-    ``guided_decoding=GuidedDecodingParams(json=…)``."""
+def _structured_outputs(schema: Mapping[str, Any] | None = None, *, choice: Sequence[str] | None = None
+                        ) -> dict[str, Any]:
+    """The ``SamplingParams`` argument that constrains output to ``schema`` (or to one of ``choice``), across
+    vLLM versions: ``structured_outputs=StructuredOutputsParams(json=…|choice=…)`` (vLLM ≥ 0.10.2; 0.32 has only
+    this), else ``guided_decoding=GuidedDecodingParams(json=…|choice=…)``."""
     sampling = importlib.import_module("vllm.sampling_params")
+    spec = {"choice": list(choice)} if choice is not None else {"json": dict(schema or {})}
     if hasattr(sampling, "StructuredOutputsParams"):
-        return {"structured_outputs": sampling.StructuredOutputsParams(json=dict(schema))}
+        return {"structured_outputs": sampling.StructuredOutputsParams(**spec)}
     if hasattr(sampling, "GuidedDecodingParams"):
-        return {"guided_decoding": sampling.GuidedDecodingParams(json=dict(schema))}
+        return {"guided_decoding": sampling.GuidedDecodingParams(**spec)}
     raise RuntimeError(f"vLLM {getattr(importlib.import_module('vllm'), '__version__', '?')} has no structured-output "
-                       "API: set guided_json=false to judge without JSON-guided decoding")
+                       "API: set guided_json=false to judge without guided decoding")

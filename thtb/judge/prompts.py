@@ -65,6 +65,9 @@ class PromptTemplate:
         fields: the item keys ``build`` needs.
         json_schema: the JSON schema of a valid answer, for backends with guided decoding (vLLM);
             ``None`` for free-text answers.
+        choices: the complete allowed answers of a closed question (a pairwise verdict); backends that can
+            constrain to them do — transformers by comparing the choices' log-likelihoods, vLLM with
+            choice-guided decoding — so a small judge yields a verdict on every item. ``None``: open answers.
     """
 
     name: str
@@ -75,6 +78,7 @@ class PromptTemplate:
     fields: tuple[str, ...]
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     json_schema: Mapping[str, Any] | None = None
+    choices: tuple[str, ...] | None = None
 
     @property
     def id(self) -> str:
@@ -349,6 +353,7 @@ PAIRWISE = PromptTemplate(
         "Your answer could not be used: {error}. Answer with exactly \"Output (a)\", \"Output (b)\" or "
         "\"Tie\" on the first line. No other text on that line."
     ),
+    choices=("Output (a)", "Output (b)", "Tie"),
 )
 """AlpacaEval-style pairwise comparison of two outputs to one instruction, ties allowed (wording ours)."""
 
@@ -363,6 +368,7 @@ PAIRWISE_FORCED = PromptTemplate(
         "Your answer could not be used: {error}. Answer with exactly \"Output (a)\" or \"Output (b)\" on the "
         "first line — a tie is not allowed, choose the better one. No other text on that line."
     ),
+    choices=("Output (a)", "Output (b)"),
 )
 """AlpacaEval-style forced choice between two outputs (no tie option; the ``eval=paper`` default)."""
 

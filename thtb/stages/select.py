@@ -29,12 +29,13 @@ import pandas as pd
 from thtb import __version__
 from thtb.artifacts import StageArtifact, copy_outputs
 from thtb.baselines import ALPAGASUS_THRESHOLD, select_baseline
-from thtb.cascade import Cascade, SelectionError, SelectionResult, cascade_config, n_selected
+from thtb.cascade import Cascade, SelectionError, SelectionResult, cascade_config, n_selected, variant_name
 from thtb.data import load_records, resolve_data_path, write_alpaca_json, write_jsonl, write_messages_jsonl
 from thtb.fingerprint import fingerprint, records_digest
 from thtb.io import atomic_write_text, atomic_path
 from thtb.provenance import environment, selection_provenance, stage_key_inputs
 from thtb.report import build_summary, plot_histograms
+from thtb.score_cache import ScoreCache
 from thtb.scorers import build_scorers, check_scorers_available
 from thtb.tracking import Tracker
 
@@ -64,6 +65,16 @@ def selection_fingerprint(cfg: dict[str, Any], data_ids: str) -> str:
          "seed": cfg.get("seed"), **scorer_cfg, "scorers": selection_provenance(cfg)["scorers"],
          **stage_key_inputs("select", {"selection": selection, **scorer_cfg})}
     )
+
+
+def score_cache_key(cfg: dict[str, Any]) -> str:
+    """What the raw scores of a scorer call depend on besides its texts: the scorers' configs and identities, the
+    select stage's code, resources and libraries — not ``selection.*`` (budget, fractions, stages) nor the data."""
+    scorer_cfg = {"reward": cfg.get("reward"), "judge": cfg.get("judge"), "embedder": cfg.get("embedder")}
+    return fingerprint({"version": STAGE_VERSION, "fidelity": cfg.get("fidelity"), **scorer_cfg,
+                        "scorers": selection_provenance({**cfg, "selection": {**cfg["selection"], "method": "thtb",
+                                                         "stages": ["quality", "intrinsic", "extrinsic"]}})["scorers"],
+                        **stage_key_inputs("select", scorer_cfg)})
 
 
 def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
@@ -161,6 +172,10 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
     """THTB's cascade, or a baseline (``selection.method``) size-matched to it."""
     config = cascade_config(cfg)
     method = cfg["selection"].get("method", "thtb")
+    if method == "thtb" and cfg["selection"].get("budget") is None and config.budget is not None:
+        log.info("select: ablation %s keeps the full cascade's size, %g%% of the input (selection.budget=%g); "
+                 "set selection.budget to choose another", variant_name(cfg["selection"]), 100 * config.budget,
+                 config.budget)
     if method != "thtb":
         size = cfg["selection"].get("size") or n_selected(len(records), config.fractions, config.stages, config.budget)
         scorer, extra = None, {}
@@ -181,17 +196,31 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
             result.scorer_stats["judge"] = judge.stats()
         return result
     scorers = build_scorers(cfg, config.stages)
+    cache = ScoreCache(Path(cfg["paths"]["cache_dir"]) / "scores", score_cache_key(cfg)) if cfg.get("reuse", True) \
+        else None
     cascade = Cascade(
         config,
         quality=scorers.quality,
         bloom=scorers.bloom,
         disciplines=scorers.disciplines,
         embedder=scorers.embedder,
+        score_cache=cache,
     )
     try:
         result = cascade.run(records)
         if scorers.judge is not None:
             result.scorer_stats["judge"] = scorers.judge.stats()
+        calibration = {role: {"scorer": getattr(scorer, "name", type(scorer).__name__), **scorer.calibration}
+                       for role, scorer in (("quality", scorers.quality), ("bloom", scorers.bloom),
+                                            ("disciplines", scorers.disciplines))
+                       if getattr(scorer, "calibration", None)}  # the offline scorers say it themselves
+        if calibration:  # the offline scorers' agreement with the labels read in calibration/ (held-out split)
+            result.scorer_stats["calibration"] = calibration
+        if cache is not None:
+            result.scorer_stats["score_cache"] = cache.stats()
+            if cache.hits:
+                log.info("select: %d of %d scorer calls reused from the score cache (%s)", cache.hits,
+                         cache.hits + cache.misses, cache.root)
         return result
     finally:
         if scorers.judge is not None:  # also when the run stops on its failure budget
@@ -229,3 +258,13 @@ def _jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
     return obj
+
+
+def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str]:
+    """What the select stage can tell before the run's first stage: its data file exists. (Its scorers are
+    checked first thing when it runs, which is before anything else of the run anyway.)"""
+    path = resolve_data_path(str(cfg["data"]["path"]))
+    looks_local = path.startswith((".", "/", "~")) or Path(path).suffix in (".json", ".jsonl", ".parquet", ".csv")
+    if looks_local and not Path(path).expanduser().exists():
+        return [f"select: data.path={cfg['data']['path']} does not exist"]
+    return []
