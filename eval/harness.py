@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -270,9 +271,10 @@ class _RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(self.prefix) or record.levelno < logging.WARNING:
             return True
-        key = (record.name, str(record.msg)[:80])
+        text = re.sub(r"\b[\w.-]*_[\w.-]*\b|\d+(?:\.\d+)?", "*", record.getMessage())  # task names, numbers
+        key = (record.name, text[:80])
         if key in self.seen:
-            self.repeats[str(record.msg)[:60]] += 1
+            self.repeats[text[:60]] += 1
             return False
         self.seen.add(key)
         return True

@@ -251,8 +251,9 @@ def progress_callback():
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             done, total = state.global_step, max(state.max_steps, 1)
-            if done <= self.first:
+            if done <= max(self.first, getattr(self, "last", -1)):  # the end-of-training logs repeat the last step
                 return
+            self.last = done
             elapsed = _time.perf_counter() - self.start
             eta = elapsed / (done - self.first) * (total - done)
             log.info("train: step %d/%d (%.0f%%), %.0f s elapsed, ETA %.0f s", done, total, 100 * done / total,
