@@ -157,6 +157,18 @@ def test_json_guided_bloom_answers_parse(smollm2, engine, tmp_path):
     assert guided.stats()["calls"] == len(TASKS) and guided.stats()["reasks"] == 0
 
 
+def test_pairwise_verdicts_are_choice_guided(smollm2, engine, tmp_path):
+    from thtb.judge.prompts import PAIRWISE_FORCED
+
+    guided = judge(smollm2, engine, decoding={"max_tokens": 16}, max_attempts=1, cache=tmp_path / "p.sqlite")
+    sp = guided.sampling_params(guided.params(PAIRWISE_FORCED))
+    assert sp.structured_outputs is not None and sp.structured_outputs.choice == ["Output (a)", "Output (b)"]
+    items = [{"instruction": "Name the capital of France.", "output_a": "Paris.", "output_b": "Berlin."},
+             {"instruction": "Name the capital of France.", "output_a": "Berlin.", "output_b": "Paris."}]
+    results = guided.run(PAIRWISE_FORCED, items)
+    assert all(r.ok and r.raw.strip() in ("Output (a)", "Output (b)") for r in results), [r.raw for r in results]
+
+
 def test_unparsable_answers_are_reasked_then_failed(smollm2, engine):
     # 8 tokens can never hold a whole Bloom JSON object: every answer fails to parse, is re-asked once with the
     # template's follow-up, then recorded as a parse failure

@@ -184,8 +184,10 @@ class OpenAIJudge(JudgeBackend):
         context_len: the judge's context in tokens; ``None``: ask the server (``/v1/models``,
             ``max_model_len``); ``0``: do not check.
         guided_json: constrain answers to the template's JSON schema where it has one (Bloom, disciplines) with
-            ``response_format`` (structured outputs); part of the cache key. Off by default: the authors'
-            judge answered unconstrained.
+            ``response_format`` (structured outputs), and to its closed set of answers where it has one (the
+            pairwise verdicts) with vLLM's ``structured_outputs: {choice: […]}`` request field; part of the
+            cache key. Off by default: the authors' judge answered unconstrained (and hosted APIs do not know
+            ``structured_outputs``).
         tokenizer: the tokenizer that counts prompt tokens for that check: ``"auto"`` (the model's, when
             it is available locally — a folder, ``smollm2``, the Hugging Face cache), a hub id or
             folder, or ``None`` (do not check).
@@ -267,12 +269,18 @@ class OpenAIJudge(JudgeBackend):
         return params
 
     def _guided(self, template: PromptTemplate) -> dict[str, Any]:
-        """``response_format`` constraining the answer to the template's JSON schema (OpenAI's structured
-        outputs; vLLM, SGLang and hosted APIs accept it) when ``guided_json`` and the template has one."""
-        if not self.guided_json or template.json_schema is None:
+        """When ``guided_json``: ``response_format`` constraining the answer to the template's JSON schema
+        (OpenAI's structured outputs; vLLM, SGLang and hosted APIs accept it), and ``structured_outputs``
+        restricting it to the template's choices (a vLLM request field, sent in the request body)."""
+        if not self.guided_json:
             return {}
-        schema = plain(template.json_schema)
-        return {"response_format": {"type": "json_schema", "json_schema": {"name": template.name, "schema": schema}}}
+        out: dict[str, Any] = {}
+        if template.json_schema is not None:
+            schema = plain(template.json_schema)
+            out["response_format"] = {"type": "json_schema", "json_schema": {"name": template.name, "schema": schema}}
+        if template.choices:
+            out["structured_outputs"] = {"choice": list(template.choices)}
+        return out
 
     def stats(self) -> dict[str, Any]:
         """The base counters, plus whether answers were constrained to the templates' JSON schemas."""
@@ -470,6 +478,8 @@ class OpenAIJudge(JudgeBackend):
         """One answer (with transport retries, each send in a slot of the adaptive limit; backoff outside it):
         raw text, prompt/completion tokens, latency."""
         params = {**dict(template.params), **self.decoding, **self._guided(template)}
+        structured = params.pop("structured_outputs", None)  # not an openai-client argument: in the body
+        extra_body = {**(self.extra_body or {}), **({"structured_outputs": structured} if structured else {})} or None
         timeout = self.send_timeout_s(params)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
@@ -495,7 +505,7 @@ class OpenAIJudge(JudgeBackend):
                     t0 = time.perf_counter()
                     try:
                         response = await client.chat.completions.create(
-                            model=self.model, messages=conversation, extra_body=self.extra_body, timeout=timeout,
+                            model=self.model, messages=conversation, extra_body=extra_body, timeout=timeout,
                             **params,
                         )
                     except Exception as exc:
