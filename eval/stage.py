@@ -519,6 +519,6 @@ def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str
     choice = str(cfg["eval"].get("model", "trained"))
     if choice != "trained" or "train" not in stages:
         attempt(evaluated_model, cfg, Path(run_dir))
-    elif choice == "trained":
+    else:
         attempt(base_model_path, cfg)  # the sanity check compares the trained model with its base
     return problems

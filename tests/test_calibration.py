@@ -74,6 +74,24 @@ def test_the_label_check_catches_bad_lines(tmp_path):
         assert script.check_label({**good, **bad}, "f:3"), bad
 
 
+def test_the_guideline_quotes_the_authors_bloom_prompt():
+    """Every level line of the guideline's Bloom quote (name, band, description, examples, characteristics) is
+    in the authors' script word for word."""
+    reference = ROOT.parent / "shared" / "reference" / "thtb_authors" / "bloom_score" / "bloom.py"
+    if not reference.is_file():
+        pytest.skip("../shared/reference is absent")
+    import re
+
+    squash = lambda text: re.sub(r"\s+", " ", text)  # noqa: E731 - layout differs, words may not
+    authors = squash(reference.read_text(encoding="utf-8"))
+    guideline = (ROOT / "calibration" / "README.md").read_text(encoding="utf-8")
+    quoted = re.findall(r"^> (\d\. \*\*\w+ \(\d+-\d+ points\)\*\*:.*(?:\n>    .*)*)", guideline, re.MULTILINE)
+    assert len(quoted) == 6
+    for item in quoted:
+        for part in squash(item.replace("\n>   ", " ")).split(" — "):
+            assert part.strip() in authors, part
+
+
 @needs_alpaca
 def test_the_draw_is_reproducible(tmp_path, monkeypatch):
     sys.path.insert(0, str(ROOT / "calibration"))

@@ -250,7 +250,7 @@ def fit_bloom(train: pd.DataFrame, embedder) -> dict[str, Any]:
     from thtb.scorers.proxy import BLOOM_FEATURES, FORMAT, bloom_features, labels_digest
 
     train = _train_only(train)
-    x = bloom_features(LexiconBloomClassifier(embedder), train["query"].tolist(), train["response"].tolist())
+    x, _ = bloom_features(LexiconBloomClassifier(embedder), train["query"].tolist(), train["response"].tolist())
     y = train["bloom_level"].map(BLOOM_LEVELS.index).to_numpy()
     score = train["bloom_score"].to_numpy(dtype=float)
     cv = {}

@@ -370,7 +370,7 @@ def _log_to_tracker(tracker: Tracker, summary: dict, name: str) -> None:
 def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str]:
     """Every problem the train stage would hit, found before the run's first stage: the base model (resolvable;
     in the local cache when offline), the training data when no select stage of this run writes it."""
-    from thtb.data.loaders import dataset_source
+    from thtb.data.loaders import dataset_source, local_source_missing
     from thtb.train.models import resolve_model
 
     problems = []
@@ -384,7 +384,6 @@ def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str
         except FileNotFoundError as exc:
             problems.append(f"train: {exc}")
         else:
-            local = source.startswith((".", "/", "~")) or Path(source).suffix in (".json", ".jsonl", ".parquet")
-            if local and not Path(source).expanduser().exists():
+            if local_source_missing(source):
                 problems.append(f"train: train.dataset={source} does not exist")
     return problems

@@ -56,6 +56,14 @@ def dataset_source(cfg: dict[str, Any], run_dir: Path) -> str:
     return str(subset)
 
 
+def local_source_missing(source: str) -> bool:
+    """``source`` is neither an existing file or folder, nor a hub dataset id, nor a URL (what a run's preflight
+    reports before any stage; the readers decide the same way when they load)."""
+    from thtb.data.readers import is_url, looks_like_hub_id
+
+    return not Path(source).expanduser().exists() and not looks_like_hub_id(source) and not is_url(source)
+
+
 def resolve_data_path(path: str) -> str:
     """``demo`` → the packaged demo set; anything else is returned unchanged (file, dir or hub id)."""
     if path == DEMO_DATA:

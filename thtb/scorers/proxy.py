@@ -117,14 +117,16 @@ class _Calibrated:
 
 # --------------------------------------------------------------------------------------------------- Bloom
 def bloom_features(lexicon: LexiconBloomClassifier, queries: Sequence[str], responses: Sequence[str]
-                   ) -> np.ndarray:
-    """``(n, 17)`` features in :data:`BLOOM_FEATURES` order for non-empty cleaned queries."""
+                   ) -> tuple[np.ndarray, list[list[str]]]:
+    """``(n, 17)`` features in :data:`BLOOM_FEATURES` order for non-empty cleaned queries, and each query's fired
+    lexicon evidence (strongest first, for the reason)."""
     texts = [split_query(q) for q in queries]
     sims = lexicon.level_similarity(lexicon.embedder.encode([t for t, _ in texts]))
-    lex = np.array([lexicon.lexical_evidence(t.split("\n", 1)[0])[0] for t, _ in texts]).reshape(len(texts), 6)
+    evidence = [lexicon.lexical_evidence(t.split("\n", 1)[0]) for t, _ in texts]
+    lex = np.array([logits for logits, _ in evidence]).reshape(len(texts), 6)
     extra = np.array([[np.log1p(_words(t)), np.log1p(_words(str(r or ""))), float(has_input)]
                       for (t, has_input), r in zip(texts, responses, strict=True)]).reshape(len(texts), 3)
-    return np.hstack([lex, sims, extra])
+    return np.hstack([lex, sims, extra]), [fired for _, fired in evidence]
 
 
 class ProxyBloomScorer(_Calibrated, BloomScorer):
@@ -144,12 +146,13 @@ class ProxyBloomScorer(_Calibrated, BloomScorer):
         self.intercept = np.asarray(self.params["model"]["intercept"])
         self.level_scores = np.asarray(self.params["level_mean_scores"])
 
-    def predict_proba(self, queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        x = (bloom_features(self.lexicon, queries, responses) - self.mean) / self.scale
-        logits = x @ self.coef.T + self.intercept
+    def predict_proba(self, queries: Sequence[str], responses: Sequence[str]) -> tuple[np.ndarray, list[list[str]]]:
+        """Level probabilities ``(n, 6)`` and each query's fired lexicon evidence."""
+        features, evidence = bloom_features(self.lexicon, queries, responses)
+        logits = (features - self.mean) / self.scale @ self.coef.T + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
-        return probs / probs.sum(axis=1, keepdims=True)
+        return probs / probs.sum(axis=1, keepdims=True), evidence
 
     def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
         if len(queries) != len(responses):
@@ -161,7 +164,7 @@ class ProxyBloomScorer(_Calibrated, BloomScorer):
         reasons: list[str | None] = [None] * n
         errors: list[str | None] = ["empty query"] * n
         if ok:
-            probs = self.predict_proba([queries[i] for i in ok], [responses[i] for i in ok])
+            probs, evidence = self.predict_proba([queries[i] for i in ok], [responses[i] for i in ok])
             for row, i in enumerate(ok):
                 k = int(np.argmax(probs[row]))
                 level = BLOOM_LEVELS[k]
@@ -169,9 +172,8 @@ class ProxyBloomScorer(_Calibrated, BloomScorer):
                 expected = float(probs[row] @ self.level_scores)
                 levels[i], errors[i] = level, None
                 scores[i] = round(min(max(expected, lo), hi), 3)
-                _, fired = self.lexicon.lexical_evidence(split_query(queries[i])[0].split("\n", 1)[0])
-                evidence = "; ".join(fired[:2]) if fired else "no lexicon cue"
-                reasons[i] = f"{level} p={probs[row][k]:.2f} (calibrated head; {evidence})"
+                cue = "; ".join(evidence[row][:2]) if evidence[row] else "no lexicon cue"
+                reasons[i] = f"{level} p={probs[row][k]:.2f} (calibrated head; {cue})"
         frame = pd.DataFrame({"bloom_level": levels, "bloom_score": scores, "bloom_reason": reasons,
                               "error": errors})
         return check_result(frame, n, ("bloom_level", "bloom_score", "bloom_reason"), self.name)

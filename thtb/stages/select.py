@@ -263,8 +263,8 @@ def _jsonable(obj: Any) -> Any:
 def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str]:
     """What the select stage can tell before the run's first stage: its data file exists. (Its scorers are
     checked first thing when it runs, which is before anything else of the run anyway.)"""
-    path = resolve_data_path(str(cfg["data"]["path"]))
-    looks_local = path.startswith((".", "/", "~")) or Path(path).suffix in (".json", ".jsonl", ".parquet", ".csv")
-    if looks_local and not Path(path).expanduser().exists():
+    from thtb.data.loaders import local_source_missing
+
+    if local_source_missing(resolve_data_path(str(cfg["data"]["path"]))):
         return [f"select: data.path={cfg['data']['path']} does not exist"]
     return []
