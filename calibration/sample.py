@@ -1,4 +1,4 @@
-"""Draw, list and check the calibration sample: Alpaca pairs that maintainers annotate by reading.
+"""Draw, list and check the calibration sample: Alpaca pairs that AI assistant sessions label by reading.
 
     python calibration/sample.py draw  [--alpaca PATH]          # writes calibration/sample.jsonl (seeded, deterministic)
     python calibration/sample.py show  --batch N [--start K --count M]  # prints batch N's pairs to read

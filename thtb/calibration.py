@@ -1,4 +1,4 @@
-"""The calibration set (``calibration/``): Alpaca pairs annotated by reading, and agreement with a scorer.
+"""The calibration set (``calibration/``): Alpaca pairs labelled by reading, and agreement with a scorer.
 
 The set lives in the repository as ids, splits and labels (``calibration/sample.jsonl``,
 ``calibration/labels/*.jsonl``); the text comes from Alpaca (``../shared/data/alpaca/alpaca_data.json``) and is
@@ -11,8 +11,21 @@ checked against each row's digest, so a label is only ever compared with the pai
   disciplines);
 * quality: Spearman's ρ of ``quality_raw`` with the 1–10 rating.
 
-Nothing here fits or labels anything: fitting is :mod:`thtb.scorers.proxy`, which only ever receives the
-``train`` split (:func:`load_calibration` with ``split="train"``).
+The labels were written by AI assistant sessions reading each pair under ``calibration/README.md``'s guideline,
+one reader per pair (no double annotation); nothing here writes or changes a label.
+
+Fitting the proxies of :mod:`thtb.scorers.proxy` and measuring them are separate commands:
+
+* ``python -m thtb.calibration fit`` (:func:`fit_proxies`) loads the ``train`` split only, chooses each proxy's
+  hyper-parameters by cross-validation inside it, prints the cross-validated figures and writes the parameters
+  (with those figures) to ``thtb/resources/proxies/{bloom,disciplines,quality}.json``. It never loads the
+  ``test`` split.
+* ``python -m thtb.calibration evaluate`` (:func:`evaluate_proxies`) scores the held-out ``test`` split with the
+  shipped parameters and the hand-built scorers and prints the table; with ``--write`` it records the figures
+  in ``thtb/resources/proxies/held_out.json`` with the sha256 of each parameter file they were measured with
+  (:func:`thtb.scorers.proxy.params_digest`), which is what offline selection summaries report; a record whose
+  digest no longer matches the parameters is reported as stale, not as the parameters' figures.
+* ``python -m thtb.calibration report`` prints both recorded tables, computing nothing.
 """
 
 from __future__ import annotations
@@ -203,7 +216,7 @@ PROXY_DESCRIPTIONS = {
                       "Typical questions ask to design or describe a logo, choose a colour scheme or font, or lay "
                       "out a page. It combines art with communication and marketing.",
 }
-"""Descriptions (written for the project, like the catalogue's) of disciplines the annotators named often that the
+"""Descriptions (written for the project, like the catalogue's) of disciplines the labels name often that the
 catalogue lacks; the discipline proxy stores those it uses beside its weights."""
 
 FOLDS = 5
@@ -241,8 +254,15 @@ def _bloom_predict(probs: np.ndarray, level_scores: np.ndarray) -> tuple[np.ndar
     return k, np.clip(expected, lo, hi)
 
 
-def fit_bloom(train: pd.DataFrame, embedder) -> dict[str, Any]:
-    """Multinomial logistic head of :class:`~thtb.scorers.proxy.ProxyBloomScorer`; C by cross-validated ρ."""
+def _fitted_on() -> str:
+    from thtb.scorers.proxy import LABELS_PROVENANCE
+
+    return f"calibration/ train split ({LABELS_PROVENANCE})"
+
+
+def fit_bloom(train: pd.DataFrame, embedder, *, C: float | None = None) -> dict[str, Any]:
+    """Multinomial logistic head of :class:`~thtb.scorers.proxy.ProxyBloomScorer`; C by cross-validated ρ, or
+    ``C`` as given (no cross-validation, no ``cv`` section: a refit with recorded hyper-parameters)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -254,7 +274,7 @@ def fit_bloom(train: pd.DataFrame, embedder) -> dict[str, Any]:
     y = train["bloom_level"].map(BLOOM_LEVELS.index).to_numpy()
     score = train["bloom_score"].to_numpy(dtype=float)
     cv = {}
-    for c in BLOOM_C:
+    for c in (BLOOM_C if C is None else ()):
         k_pred, s_pred = np.zeros(len(y), int), np.zeros(len(y))
         for a, b in _folds(y):
             scaler = StandardScaler().fit(x[a])
@@ -264,22 +284,23 @@ def fit_bloom(train: pd.DataFrame, embedder) -> dict[str, Any]:
         cv[str(c)] = {"bloom_spearman": round(spearman(s_pred, score), 4),
                       "bloom_level_exact": round(float((k_pred == y).mean()), 4),
                       "bloom_level_within_one": round(float((np.abs(k_pred - y) <= 1).mean()), 4)}
-    best = max(BLOOM_C, key=lambda c: (cv[str(c)]["bloom_spearman"], -c))
+    best = max(BLOOM_C, key=lambda c: (cv[str(c)]["bloom_spearman"], -c)) if C is None else float(C)
     scaler = StandardScaler().fit(x)
     model = LogisticRegression(C=best, max_iter=5000).fit(scaler.transform(x), y)
     return {"format": FORMAT, "kind": "bloom", "features": list(BLOOM_FEATURES),
             "n_train": len(train), "train_labels_sha256": labels_digest(train, ("bloom_level", "bloom_score")),
-            "fitted_on": "calibration/ train split (labels read by the maintainers, calibration/README.md)",
+            "fitted_on": _fitted_on(),
             "model": {"type": "sklearn LogisticRegression (multinomial, lbfgs)", "C": best,
                       "coef": model.coef_.tolist(), "intercept": model.intercept_.tolist()},
             "scaler": {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist()},
             "level_mean_scores": [float(score[y == i].mean()) for i in range(len(BLOOM_LEVELS))],
-            "cv": {"folds": FOLDS, "seed": SEED, "choose": "max bloom_spearman", "by_C": cv}}
+            **({"cv": {"folds": FOLDS, "seed": SEED, "choose": "max bloom_spearman", "by_C": cv}} if cv else {})}
 
 
-def fit_disciplines(train: pd.DataFrame, embedder) -> dict[str, Any]:
+def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None,
+                    threshold: float | None = None) -> dict[str, Any]:
     """Per-discipline logistic heads of :class:`~thtb.scorers.proxy.ProxyDisciplineTagger`; C and the threshold
-    by cross-validated micro-F1."""
+    by cross-validated micro-F1, or both as given (no cross-validation, no ``cv`` section)."""
     from collections import Counter
 
     from sklearn.linear_model import LogisticRegression
@@ -313,7 +334,9 @@ def fit_disciplines(train: pd.DataFrame, embedder) -> dict[str, Any]:
 
     cv: dict[str, dict[str, Any]] = {}
     first = np.array([labels.index(ds[0]) if ds[0] in labels else -1 for ds in truth])
-    for c in DISCIPLINE_C:
+    if (C is None) != (threshold is None):
+        raise ValueError("give both C and threshold, or neither")
+    for c in (DISCIPLINE_C if C is None else ()):
         probs = np.zeros(y.shape)
         for a, b in _folds(first, stratify=False):
             coef, intercept = heads(c, a)
@@ -321,22 +344,27 @@ def fit_disciplines(train: pd.DataFrame, embedder) -> dict[str, Any]:
         for t in DISCIPLINE_THRESHOLDS:
             pred = [choose(p, t) for p in probs]
             cv[f"C={c},threshold={t}"] = {k: round(v, 4) for k, v in discipline_agreement(train, pred).items()}
-    best = max(cv, key=lambda k: (cv[k]["discipline_micro_f1"], cv[k]["discipline_count_agreement"]))
-    c, t = (float(part.split("=")[1]) for part in best.split(","))
+    if C is None:
+        best = max(cv, key=lambda k: (cv[k]["discipline_micro_f1"], cv[k]["discipline_count_agreement"]))
+        c, t = (float(part.split("=")[1]) for part in best.split(","))
+    else:
+        c, t = float(C), float(threshold)
     coef, intercept = heads(c, np.arange(len(train)))
     return {"format": FORMAT, "kind": "disciplines", "labels": labels,
             "descriptions": {d: PROXY_DESCRIPTIONS[d] for d in labels if d not in catalogue},
             "n_train": len(train), "train_labels_sha256": labels_digest(train, ("disciplines",)),
-            "fitted_on": "calibration/ train split (labels read by the maintainers, calibration/README.md)",
+            "fitted_on": _fitted_on(),
             "model": {"type": "sklearn LogisticRegression per discipline (one-vs-rest) on the MiniLM query "
                               "embedding", "C": c, "min_count": DISCIPLINE_MIN_COUNT,
                       "coef": coef.tolist(), "intercept": intercept.tolist()},
             "threshold": t, "max_disciplines": DISCIPLINE_MAX,
-            "cv": {"folds": FOLDS, "seed": SEED, "choose": "max discipline_micro_f1", "by_setting": cv}}
+            **({"cv": {"folds": FOLDS, "seed": SEED, "choose": "max discipline_micro_f1", "by_setting": cv}}
+               if cv else {})}
 
 
-def fit_quality(train: pd.DataFrame) -> dict[str, Any]:
-    """Ridge head of :class:`~thtb.scorers.proxy.ProxyQualityScorer`; alpha by cross-validated ρ."""
+def fit_quality(train: pd.DataFrame, *, alpha: float | None = None) -> dict[str, Any]:
+    """Ridge head of :class:`~thtb.scorers.proxy.ProxyQualityScorer`; alpha by cross-validated ρ, or ``alpha`` as
+    given (no cross-validation, no ``cv`` section)."""
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
 
@@ -346,23 +374,23 @@ def fit_quality(train: pd.DataFrame) -> dict[str, Any]:
     x = quality_features(train["query"].tolist(), train["response"].tolist())
     y = train["quality"].to_numpy(dtype=float)
     cv = {}
-    for alpha in QUALITY_ALPHA:
+    for value in (QUALITY_ALPHA if alpha is None else ()):
         pred = np.zeros(len(y))
         for a, b in _folds(y, stratify=False):
             scaler = StandardScaler().fit(x[a])
-            pred[b] = Ridge(alpha=alpha).fit(scaler.transform(x[a]), y[a]).predict(scaler.transform(x[b]))
-        cv[str(alpha)] = {"quality_spearman": round(spearman(pred, y), 4)}
-    best = max(QUALITY_ALPHA, key=lambda a: (cv[str(a)]["quality_spearman"], a))
+            pred[b] = Ridge(alpha=value).fit(scaler.transform(x[a]), y[a]).predict(scaler.transform(x[b]))
+        cv[str(value)] = {"quality_spearman": round(spearman(pred, y), 4)}
+    best = max(QUALITY_ALPHA, key=lambda a: (cv[str(a)]["quality_spearman"], a)) if alpha is None else float(alpha)
     scaler = StandardScaler().fit(x)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     model = Ridge(alpha=best).fit((x - scaler.mean_) / scale, y)
     return {"format": FORMAT, "kind": "quality", "features": list(QUALITY_FEATURES),
             "n_train": len(train), "train_labels_sha256": labels_digest(train, ("quality",)),
-            "fitted_on": "calibration/ train split (labels read by the maintainers, calibration/README.md)",
+            "fitted_on": _fitted_on(),
             "model": {"type": "sklearn Ridge", "alpha": best, "coef": model.coef_.tolist(),
                       "intercept": float(model.intercept_)},
             "scaler": {"mean": scaler.mean_.tolist(), "scale": scale.tolist()},
-            "cv": {"folds": FOLDS, "seed": SEED, "choose": "max quality_spearman", "by_alpha": cv}}
+            **({"cv": {"folds": FOLDS, "seed": SEED, "choose": "max quality_spearman", "by_alpha": cv}} if cv else {})}
 
 
 # ------------------------------------------------------------------------------------- fit, measure, report
@@ -396,69 +424,152 @@ def score_split(rows: pd.DataFrame, *, proxies: bool, embedder=None, params_dir:
                      quality=quality.score(queries, responses))
 
 
-def fit_proxies(*, alpaca: str | Path = DEFAULT_ALPACA, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Fit the three proxies on the train split, measure them and the hand-built scorers on the held-out test
-    split, and write ``<out_dir>/{bloom,disciplines,quality}.json`` (default: the packaged resources)."""
+FIGURES = {"bloom": ("bloom_spearman", "bloom_level_exact", "bloom_level_within_one"),
+           "disciplines": ("discipline_micro_f1", "discipline_count_agreement"),
+           "quality": ("quality_spearman",)}
+"""The agreement figures of each proxy (:class:`Agreement`'s fields)."""
+LABEL_COLUMNS = ("bloom_level", "bloom_score", "disciplines", "quality")
+
+
+def _write_json(path: Path, body: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+
+
+def fit_proxies(*, alpaca: str | Path = DEFAULT_ALPACA, out_dir: str | Path | None = None,
+                embedder=None) -> dict[str, dict[str, Any]]:
+    """Fit the three proxies on the train split (hyper-parameters by cross-validation inside it) and write
+    ``<out_dir>/{bloom,disciplines,quality}.json`` (default: the packaged resources). Loads the train split only:
+    the held-out test split is :func:`evaluate_proxies`' alone. Returns the parameters written."""
     from thtb.scorers.proxy import proxy_path
 
     out = Path(out_dir) if out_dir else proxy_path("bloom").parent
-    out.mkdir(parents=True, exist_ok=True)
-    embedder = _embedder()
+    embedder = embedder or _embedder()
     train = load_calibration("train", alpaca=alpaca)
     params = {"bloom": fit_bloom(train, embedder), "disciplines": fit_disciplines(train, embedder),
               "quality": fit_quality(train)}
     for name, body in params.items():
-        (out / f"{name}.json").write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
-    test = load_calibration("test", alpaca=alpaca)  # read only now, after every fit
-    proxy = score_split(test, proxies=True, embedder=embedder, params_dir=out).as_dict()
-    baseline = score_split(test, proxies=False, embedder=embedder).as_dict()
-    figures = {"bloom": ("bloom_spearman", "bloom_level_exact", "bloom_level_within_one"),
-               "disciplines": ("discipline_micro_f1", "discipline_count_agreement"),
-               "quality": ("quality_spearman",)}
-    for name, body in params.items():
-        body["held_out"] = {"split": "test", "n": proxy["n"],
-                            "proxy": {k: proxy[k] for k in figures[name]},
-                            "hand_built": {k: baseline[k] for k in figures[name]}}
-        (out / f"{name}.json").write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
-    return {"proxy": proxy, "hand_built": baseline}
+        _write_json(out / f"{name}.json", body)
+    return params
 
 
-def held_out_table(params_dir: str | Path | None = None) -> pd.DataFrame:
-    """The held-out agreement recorded in the packaged proxies: one row per figure, proxy vs hand-built."""
-    from thtb.scorers.proxy import load_params, proxy_path
+def _load_proxies(params_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    from thtb.scorers.proxy import PROXY_KINDS, load_params, proxy_path
 
+    return {name: load_params(Path(params_dir) / f"{name}.json" if params_dir else proxy_path(name), name)
+            for name in PROXY_KINDS}
+
+
+def cv_table(params: dict[str, dict[str, Any]] | None = None, params_dir: str | Path | None = None) -> pd.DataFrame:
+    """The cross-validated (train split) figures of each proxy's chosen setting, one row per figure: what `fit`
+    prints and records."""
+    from thtb.scorers.proxy import cv_figures, cv_setting
+
+    params = params or _load_proxies(params_dir)
     rows = []
-    for name in PROXY_NAMES:
-        params = load_params(Path(params_dir) / f"{name}.json" if params_dir else proxy_path(name), name)
-        held = params["held_out"]
-        for figure, value in held["proxy"].items():
-            rows.append({"proxy": name, "figure": figure, "n": held["n"], "proxy_value": value,
-                         "hand_built_value": held["hand_built"][figure]})
+    for name, body in params.items():
+        figures = cv_figures(body) or {}
+        cv = body.get("cv") or {}
+        for figure in FIGURES[name]:
+            rows.append({"proxy": name, "setting": cv_setting(body)[1], "figure": figure,
+                         "n_train": body["n_train"], "folds": cv.get("folds"), "cv_value": figures.get(figure)})
+    return pd.DataFrame(rows)
+
+
+def evaluate_proxies(*, alpaca: str | Path = DEFAULT_ALPACA, params_dir: str | Path | None = None,
+                     embedder=None) -> dict[str, Any]:
+    """Score the held-out test split with the proxies' parameters (default: the shipped ones) and with the
+    hand-built scorers: the held-out record (format :data:`~thtb.scorers.proxy.HELD_OUT_FORMAT`), each proxy's
+    figures beside the sha256 of the parameters they were measured with."""
+    from thtb.scorers.proxy import HELD_OUT_FORMAT, LABELS_PROVENANCE, labels_digest, params_digest
+
+    params = _load_proxies(params_dir)
+    embedder = embedder or _embedder()
+    test = load_calibration("test", alpaca=alpaca)
+    proxy = score_split(test, proxies=True, embedder=embedder, params_dir=params_dir).as_dict()
+    hand = score_split(test, proxies=False, embedder=embedder).as_dict()
+    if proxy["n_failed"] or hand["n_failed"]:
+        raise RuntimeError(f"scoring the held-out split failed for {proxy['n_failed']} (proxies) / "
+                           f"{hand['n_failed']} (hand-built) pairs")
+    return {"format": HELD_OUT_FORMAT, "split": "test", "n": proxy["n"],
+            "test_labels_sha256": labels_digest(test, LABEL_COLUMNS),
+            "labels": f"calibration/ test split ({LABELS_PROVENANCE})",
+            "measured_by": "python -m thtb.calibration evaluate --write",
+            "proxies": {name: {"params_sha256": params_digest(body),
+                               "proxy": {k: proxy[k] for k in FIGURES[name]},
+                               "hand_built": {k: hand[k] for k in FIGURES[name]}}
+                        for name, body in params.items()}}
+
+
+def held_out_table(params_dir: str | Path | None = None, record: dict[str, Any] | None = None) -> pd.DataFrame:
+    """A held-out record (default: the packaged one, ``held_out.json``) as one row per figure, proxy vs
+    hand-built; ``current`` says whether it was measured with the parameters in ``params_dir`` (default: the
+    packaged ones) — a refit since makes it ``False``."""
+    from thtb.scorers.proxy import load_held_out, params_digest
+
+    record = record or load_held_out()
+    if record is None:
+        raise FileNotFoundError("no held-out record; measure one with `python -m thtb.calibration evaluate --write`")
+    params = _load_proxies(params_dir)
+    rows = []
+    for name, entry in record["proxies"].items():
+        current = name in params and entry["params_sha256"] == params_digest(params[name])
+        for figure, value in entry["proxy"].items():
+            rows.append({"proxy": name, "figure": figure, "n": record["n"], "proxy_value": value,
+                         "hand_built_value": entry["hand_built"][figure], "current": current})
     return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m thtb.calibration",
-                                     description="Fit the offline proxies on calibration/ and report agreement.")
-    parser.add_argument("command", choices=["fit", "report", "measure"],
-                        help="fit: refit and rewrite thtb/resources/proxies/; report: the recorded held-out "
-                             "figures; measure: recompute them from the labels and the packaged proxies")
+    from thtb.scorers.proxy import held_out_path
+
+    parser = argparse.ArgumentParser(
+        prog="python -m thtb.calibration",
+        description="Fit the offline proxies on calibration/'s train split; measure them on its held-out split.")
+    parser.add_argument("command", choices=["fit", "evaluate", "report"],
+                        help="fit: cross-validate and refit on the train split, rewrite the parameters and print "
+                             "the cross-validated figures (never reads the test split); evaluate: score the held-out "
+                             "test split with the shipped parameters and print proxy vs hand-built (--write records "
+                             "it); report: print the recorded figures")
     parser.add_argument("--alpaca", type=Path, default=DEFAULT_ALPACA)
+    parser.add_argument("--params-dir", type=Path, default=None,
+                        help="the proxies' parameter folder (default: thtb/resources/proxies/); fit writes there")
+    parser.add_argument("--write", action="store_true",
+                        help="evaluate: record the figures in the held-out record (default: "
+                             "thtb/resources/proxies/held_out.json, or --held-out)")
+    parser.add_argument("--held-out", type=Path, default=None, help="the held-out record to write or report")
     args = parser.parse_args(argv)
+    pd.set_option("display.width", 200)
     if args.command == "fit":
-        result = fit_proxies(alpaca=args.alpaca)
-        print(json.dumps(result, indent=1))
+        params = fit_proxies(alpaca=args.alpaca, out_dir=args.params_dir)
+        print(f"cross-validated on the train split ({FOLDS} folds, seed {SEED}; the test split was not read):")
+        print(cv_table(params).to_string(index=False))
+        print("parameters written; their held-out figures are measured by `python -m thtb.calibration evaluate`")
         return 0
-    if args.command == "measure":
-        test = load_calibration("test", alpaca=args.alpaca)
-        embedder = _embedder()
-        print(json.dumps({"proxy": score_split(test, proxies=True, embedder=embedder).as_dict(),
-                          "hand_built": score_split(test, proxies=False, embedder=embedder).as_dict()}, indent=1))
+    if args.command == "evaluate":
+        record = evaluate_proxies(alpaca=args.alpaca, params_dir=args.params_dir)
+        print(f"held-out split: {record['n']} pairs")
+        print(held_out_table(args.params_dir, record).drop(columns="current").to_string(index=False))
+        if args.write:
+            path = args.held_out or held_out_path()
+            _write_json(path, record)
+            print(f"recorded in {path}")
         return 0
-    print(held_out_table().to_string(index=False))
-    return 0
+    print("cross-validated on the train split (recorded by `fit`):")
+    print(cv_table(params_dir=args.params_dir).to_string(index=False))
+    from thtb.scorers.proxy import load_held_out
+
+    record = load_held_out(args.held_out)
+    if record is None:
+        print("held-out: no record; measure one with `python -m thtb.calibration evaluate --write`")
+        return 0
+    table = held_out_table(args.params_dir, record)
+    print(f"held-out split, {record['n']} pairs (recorded by `evaluate --write`; current = measured with these "
+          "parameters):")
+    print(table.to_string(index=False))
+    return 0 if table["current"].all() else 1
 
 
 if __name__ == "__main__":

@@ -1,31 +1,37 @@
 """Offline proxies fitted on the calibration set: small trained heads over named features.
 
 The hand-built offline scorers (:mod:`~thtb.scorers.bloom`, :mod:`~thtb.scorers.disciplines`,
-:mod:`~thtb.scorers.quality`) were written from reading; these heads are fitted to what readers said about 1,002
-Alpaca pairs (``calibration/``, the ``train`` split; the 538 ``test`` pairs are held out) and stay CPU-fast and
-download-free. Each one's parameters are a versioned JSON resource (``thtb/resources/proxies/*.json``: weights,
-feature names, the hyper-parameters cross-validation chose, the digest of the training labels and the held-out
-agreement), so the selection cache keys cover them like any resource, and :attr:`calibration` puts the
-agreement figures into every selection summary next to the scorer's name. Fitting: :mod:`thtb.calibration`
-(``python -m thtb.calibration fit``).
+:mod:`~thtb.scorers.quality`) were written from reading; these heads are fitted to the labels of 1,002 Alpaca
+pairs (``calibration/``, the ``train`` split; the 538 ``test`` pairs are held out), written by AI assistant
+sessions reading each pair under ``calibration/README.md``'s guideline, and stay CPU-fast and download-free.
+Each one's parameters are a versioned JSON resource (``thtb/resources/proxies/{bloom,disciplines,quality}.json``:
+weights, feature names, the hyper-parameters cross-validation inside the train split chose and its figures, the
+digest of the training labels), written by ``python -m thtb.calibration fit``, which never reads the test split.
+Held-out agreement is measured apart, with the shipped parameters, by ``python -m thtb.calibration evaluate``;
+``evaluate --write`` records it in ``thtb/resources/proxies/held_out.json`` beside the sha256 of each parameter
+file it was measured with (:func:`params_digest`), so a record left behind by a refit is detected, not reported.
+The selection cache keys cover these resources like any other, and :attr:`calibration` puts the figures into
+every selection summary next to the scorer's name.
 
-* :class:`ProxyBloomScorer` — multinomial logistic regression over 17 named features: the Bloom lexicon's logits
-  for the six levels (:meth:`LexiconBloomClassifier.lexical_evidence`, rules 1–4 there), the query's best cosine
-  to each level's descriptions (rule 5), log word counts of query and response, and whether the query has an
-  input. ``bloom_level`` = the most probable level; ``bloom_score`` = the probability-weighted mean of the
-  levels' mean labelled scores, clipped into the chosen level's band. The reason names the lexicon evidence and
-  the level's probability.
-* :class:`ProxyDisciplineTagger` — one logistic head per discipline the annotators named at least
-  ``min_count`` times in the train split, over the query's MiniLM embedding (the same vector the Bloom features
-  use); keeps the most probable discipline and every other one with probability ≥ ``threshold``, at most
-  ``max_disciplines``. Descriptions come from the discipline catalogue (``disciplines.yaml``), or, for the few
-  names the annotators used that it lacks (``business``, ``engineering``…), from the resource itself.
-* :class:`ProxyQualityScorer` — ridge regression over 15 named features of the pair (the hand-built heuristic's
-  raw score, lengths, digit shares, truncation / refusal / repetition flags, whether the query is creative or
-  asks for a computation); ``quality_raw`` is the predicted 1–10 rating, normalised by min–max over the stage
-  input. The reason names the two largest contributions. Pairs the hand-built rules call broken (empty, refusal,
-  truncated, off-topic, degenerate repetition: 0.35% of Alpaca, too rare in the calibration sample to fit) keep
-  the rules' broken-tier value in [−5, −2.5], below every predicted rating, as the rubric's 1–3 would put them.
+* :class:`ProxyBloomScorer` — multinomial logistic regression over the named features in
+  :data:`BLOOM_FEATURES`: the Bloom lexicon's logits for the six levels
+  (:meth:`LexiconBloomClassifier.lexical_evidence`, rules 1–4 there), the query's best cosine to each level's
+  descriptions (rule 5), log word counts of query and response, and whether the query has an input.
+  ``bloom_level`` = the most probable level; ``bloom_score`` = the probability-weighted mean of the levels' mean
+  labelled scores, clipped into the chosen level's band. The reason names the lexicon evidence and the level's
+  probability.
+* :class:`ProxyDisciplineTagger` — one logistic head per discipline the labels name at least ``min_count`` times
+  in the train split, over the query's MiniLM embedding (the same vector the Bloom features use); keeps the most
+  probable discipline and every other one with probability ≥ ``threshold``, at most ``max_disciplines``.
+  Descriptions come from the discipline catalogue (``disciplines.yaml``), or, for the few names the labels use
+  that it lacks (``business``, ``engineering``…), from the resource itself.
+* :class:`ProxyQualityScorer` — ridge regression over the named features of the pair in
+  :data:`QUALITY_FEATURES` (the hand-built heuristic's raw score, lengths, digit shares, truncation / refusal /
+  repetition flags, whether the query is creative or asks for a computation); ``quality_raw`` is the predicted
+  1–10 rating, normalised by min–max over the stage input. The reason names the two largest contributions. Pairs
+  the hand-built rules call broken (empty, refusal, truncated, off-topic, degenerate repetition: 0.35% of Alpaca,
+  too rare in the calibration sample to fit) keep the rules' broken-tier value in [−5, −2.5], below every
+  predicted rating, as the rubric's 1–3 would put them.
 """
 
 from __future__ import annotations
@@ -56,6 +62,12 @@ from thtb.scorers.embedder import clean_query
 
 FORMAT = "thtb-proxy/1"
 """Version of the resource layout below (a change of features or model bumps it)."""
+HELD_OUT_FORMAT = "thtb-held-out/1"
+"""Version of the held-out record's layout (``held_out.json``, :func:`load_held_out`)."""
+PROXY_KINDS = ("bloom", "disciplines", "quality")
+LABELS_PROVENANCE = ("labels written by AI assistants reading each pair under calibration/README.md's guideline; "
+                     "one reader per pair, no double annotation")
+"""Who wrote the calibration labels, as the resources and the summaries say it (``calibration/README.md``)."""
 
 BLOOM_FEATURES = (*(f"lexicon_{lv.lower()}" for lv in BLOOM_LEVELS),
                   *(f"similarity_{lv.lower()}" for lv in BLOOM_LEVELS),
@@ -72,6 +84,70 @@ _NUMBERS = re.compile(r"[=+*/^]|\d")
 def proxy_path(name: str) -> Path:
     """The packaged parameters of proxy ``name`` (``bloom``, ``disciplines``, ``quality``)."""
     return Path(str(resources.files("thtb") / "resources" / "proxies" / f"{name}.json"))
+
+
+def held_out_path() -> Path:
+    """The packaged held-out record (``python -m thtb.calibration evaluate --write``)."""
+    return Path(str(resources.files("thtb") / "resources" / "proxies" / "held_out.json"))
+
+
+def params_digest(params: dict[str, Any]) -> str:
+    """sha256 of a proxy's parameters as canonical JSON (sorted keys, no whitespace): what the held-out record
+    names the parameters it was measured with by. Any change of the parameter file, a refit above all, changes
+    it."""
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load_held_out(path: str | Path | None = None) -> dict[str, Any] | None:
+    """The held-out record (``None`` when there is none), checked for its format."""
+    path = Path(path) if path else held_out_path()
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    if record.get("format") != HELD_OUT_FORMAT:
+        raise ValueError(f"{path}: expected a {HELD_OUT_FORMAT} record, got format={record.get('format')!r}")
+    return record
+
+
+def held_out_figures(kind: str, params: dict[str, Any] | None, record: dict[str, Any] | None = None,
+                     ) -> dict[str, Any]:
+    """The held-out figures recorded for proxy ``kind``, as a summary shows them: ``{"held_out": {split, n,
+    params_sha256, proxy, hand_built}}`` when the record was measured with exactly ``params``; otherwise
+    ``{"held_out": None, "held_out_stale": why}`` (a refit since, other parameters, or no record). With
+    ``params=None`` (a hand-built scorer) only the hand-built figures are given, whatever the proxy's digest."""
+    record = load_held_out() if record is None else record
+    entry = (record or {}).get("proxies", {}).get(kind)
+    if entry is None:
+        return {"held_out": None, "held_out_stale": f"no held-out record for the {kind} proxy; measure one with "
+                                                    "`python -m thtb.calibration evaluate --write`"}
+    base = {"split": record["split"], "n": record["n"], "test_labels_sha256": record.get("test_labels_sha256")}
+    if params is None:
+        return {"held_out": {**base, "hand_built": entry["hand_built"]}}
+    digest = params_digest(params)
+    if entry["params_sha256"] != digest:
+        return {"held_out": None,
+                "held_out_stale": f"the held-out record was measured with {kind} parameters sha256 "
+                                  f"{entry['params_sha256'][:16]}…, these are {digest[:16]}…; measure them with "
+                                  "`python -m thtb.calibration evaluate --write`"}
+    return {"held_out": {**base, "params_sha256": digest, "proxy": entry["proxy"], "hand_built": entry["hand_built"]}}
+
+
+def cv_setting(params: dict[str, Any]) -> tuple[str, str]:
+    """The hyper-parameter setting the fit chose, as ``(cv table name, key in it)``."""
+    model = params["model"]
+    if params["kind"] == "bloom":
+        return "by_C", str(model["C"])
+    if params["kind"] == "disciplines":
+        return "by_setting", f"C={model['C']},threshold={params['threshold']}"
+    return "by_alpha", str(model["alpha"])
+
+
+def cv_figures(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The cross-validated (train split) figures of the chosen setting (``None`` when no CV was recorded)."""
+    table, key = cv_setting(params)
+    return ((params.get("cv") or {}).get(table) or {}).get(key)
 
 
 def load_params(path: str | Path, kind: str) -> dict[str, Any]:
@@ -106,20 +182,23 @@ class _Calibrated:
     @property
     def calibration(self) -> dict[str, Any]:
         """What the selection summary records beside the scorer's name (the select stage reads any scorer's
-        ``calibration`` attribute, so it imports none of them): the fit's provenance (model type and
-        chosen hyper-parameters, not the weights) and its held-out agreement."""
-        keys = ("kind", "fitted_on", "n_train", "train_labels_sha256", "held_out")
+        ``calibration`` attribute, so it imports none of them): the fit's provenance (model type and chosen
+        hyper-parameters, not the weights), the cross-validated figures of the chosen setting (train split), and
+        the held-out agreement recorded for exactly these parameters (:func:`held_out_figures`: ``None`` with a
+        ``held_out_stale`` note when the record is for other parameters)."""
+        keys = ("kind", "fitted_on", "n_train", "train_labels_sha256")
         model = {k: v for k, v in self.params["model"].items() if k not in ("coef", "intercept")}
         cv = self.params.get("cv") or {}
         return {**{k: self.params.get(k) for k in keys}, "model": model,
-                "cv": {k: cv.get(k) for k in ("folds", "seed", "choose")}}
+                "cv": {**{k: cv.get(k) for k in ("folds", "seed", "choose")}, "figures": cv_figures(self.params)},
+                **held_out_figures(self.params["kind"], self.params)}
 
 
 # --------------------------------------------------------------------------------------------------- Bloom
 def bloom_features(lexicon: LexiconBloomClassifier, queries: Sequence[str], responses: Sequence[str]
                    ) -> tuple[np.ndarray, list[list[str]]]:
-    """``(n, 17)`` features in :data:`BLOOM_FEATURES` order for non-empty cleaned queries, and each query's fired
-    lexicon evidence (strongest first, for the reason)."""
+    """``(n, len(BLOOM_FEATURES))`` features in :data:`BLOOM_FEATURES` order for non-empty cleaned queries, and
+    each query's fired lexicon evidence (strongest first, for the reason)."""
     texts = [split_query(q) for q in queries]
     sims = lexicon.level_similarity(lexicon.embedder.encode([t for t, _ in texts]))
     evidence = [lexicon.lexical_evidence(t.split("\n", 1)[0]) for t, _ in texts]
@@ -233,8 +312,8 @@ class ProxyDisciplineTagger(_Calibrated, DisciplineTagger):
 # ------------------------------------------------------------------------------------------------- quality
 def quality_features(queries: Sequence[str], responses: Sequence[str],
                      heuristic_raw: Sequence[float] | None = None) -> np.ndarray:
-    """``(n, 15)`` features in :data:`QUALITY_FEATURES` order (no model: the 52k Alpaca pool in seconds);
-    ``heuristic_raw``: the hand-built scorer's ``quality_raw`` for these pairs when already computed."""
+    """``(n, len(QUALITY_FEATURES))`` features in :data:`QUALITY_FEATURES` order (no model: the 52k Alpaca pool
+    in seconds); ``heuristic_raw``: the hand-built scorer's ``quality_raw`` for these pairs when already computed."""
     from thtb.scorers import quality as heuristic
 
     raw = heuristic_raw if heuristic_raw is not None else \
@@ -295,12 +374,12 @@ class ProxyQualityScorer(_Calibrated, QualityScorer):
 
 def hand_built_calibration(kind: str, name: str) -> dict[str, Any] | None:
     """A hand-built offline scorer's held-out agreement with the calibration labels, as measured beside the
-    ``kind`` proxy when it was fitted (``None`` when that proxy's resource is missing)."""
+    ``kind`` proxy by ``python -m thtb.calibration evaluate --write`` (``None`` when there is no such record)."""
     try:
-        held = load_params(proxy_path(kind), kind)["held_out"]
-    except (FileNotFoundError, ValueError, KeyError):
+        figures = held_out_figures(kind, None)
+    except (ValueError, KeyError):
         return None
-    return {"kind": kind, "held_out": {"split": held["split"], "n": held["n"], "hand_built": held["hand_built"]}}
+    return {"kind": kind, **figures} if figures["held_out"] else None
 
 
 def labels_digest(rows: pd.DataFrame, columns: Sequence[str]) -> str:
@@ -311,5 +390,7 @@ def labels_digest(rows: pd.DataFrame, columns: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-__all__ = ["BLOOM_FEATURES", "QUALITY_FEATURES", "hand_built_calibration", "ProxyBloomScorer", "ProxyDisciplineTagger", "ProxyQualityScorer",
-           "bloom_features", "labels_digest", "load_params", "proxy_path", "quality_features"]
+__all__ = ["BLOOM_FEATURES", "HELD_OUT_FORMAT", "LABELS_PROVENANCE", "PROXY_KINDS", "QUALITY_FEATURES",
+           "ProxyBloomScorer", "ProxyDisciplineTagger", "ProxyQualityScorer", "bloom_features", "cv_figures",
+           "cv_setting", "hand_built_calibration", "held_out_figures", "held_out_path", "labels_digest",
+           "load_held_out", "load_params", "params_digest", "proxy_path", "quality_features"]
