@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import hydra
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("thtb")
@@ -35,6 +36,47 @@ class RunCannotStart(RuntimeError):
     """Problems found before the first stage ran (every stage's ``preflight``); nothing has run."""
 
 
+PROJECT_ERRORS = frozenset({
+    "thtb.data.errors.DataError",
+    "thtb.scorers.availability.ScorerUnavailableError",
+    "thtb.scorers.base.DescriptionError",
+    "thtb.cascade.SelectionError",
+    "thtb.calibration.CalibrationError",
+    "thtb.models.smollm2.SmolLM2NotInstalled",
+    "thtb.judge.flow.JudgeStalledError",
+    "thtb.judge.local.ModelLoadError",
+    "thtb.serve.ServerStartError",
+    "thtb.eval.stage.EvalConfigError",
+    "thtb.eval.pairwise.EvaluationError",
+    "thtb.eval.sanity.NotTrainedError",
+    "thtb.eval.exam.ExamFormatError",
+    "thtb.eval.tables.RunLineError",
+})
+"""The project's errors whose message says all a user needs (what, where, the fix): a run stopped by one prints
+that message alone, no traceback (``HYDRA_FULL_ERROR=1`` shows it). Any other exception keeps its traceback."""
+
+
+class RunStopped(CompactHydraException):
+    """A project error (:data:`PROJECT_ERRORS`, :class:`RunCannotStart`) as Hydra prints it: its message alone on
+    stderr, exit status 1, no traceback (with ``HYDRA_FULL_ERROR=1`` the original is raised instead, traceback and
+    all). Raised out of the task function, so Hydra still ends the job as failed and a multirun's other jobs run."""
+
+
+def _is_project_error(exc: BaseException) -> bool:
+    return isinstance(exc, RunCannotStart) or any(f"{cls.__module__}.{cls.__qualname__}" in PROJECT_ERRORS
+                                                  for cls in type(exc).__mro__)
+
+
+def _stopped(exc: BaseException) -> RunStopped:
+    """``exc`` as one message (also written to the run's log file, which the console line does not reach)."""
+    message = f"{type(exc).__name__}: {exc}"
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "run stopped: %s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    return RunStopped(message)
+
+
 def _preflight(names: list[str], cfg: dict, run_dir: Path) -> list[str]:
     """Every listed stage's ``preflight(cfg, run_dir, stages)`` problems, all at once (no model loads)."""
     import importlib
@@ -49,13 +91,22 @@ def _preflight(names: list[str], cfg: dict, run_dir: Path) -> list[str]:
 
 def _stage(name: str):
     if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r} in `stages`; available: {sorted(STAGES)}")
+        raise RunCannotStart(f"unknown stage {name!r} in `stages`; available: {sorted(STAGES)}; nothing has run")
     module, func = STAGES[name].split(":")
     return getattr(__import__(module, fromlist=[func]), func)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    try:
+        _run(cfg)
+    except Exception as exc:
+        if _is_project_error(exc) and os.environ.get("HYDRA_FULL_ERROR") != "1":  # Hydra's own test for it
+            raise _stopped(exc) from exc
+        raise
+
+
+def _run(cfg: DictConfig) -> None:
     from thtb.deprecated import deprecation_message, pop_deprecated
     from thtb.tracking import make_tracker
 

@@ -109,6 +109,7 @@ def test_a_stage_without_signal_warns_in_the_summary_with_the_fix(tmp_path):
 
 
 # -------------------------------------------------------------------------------------- pairwise verdicts
+@pytest.mark.slow
 def test_a_small_judge_gives_a_verdict_on_every_demo_prompt(tmp_path):
     from importlib import resources
 

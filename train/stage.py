@@ -370,7 +370,7 @@ def _log_to_tracker(tracker: Tracker, summary: dict, name: str) -> None:
 def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str]:
     """Every problem the train stage would hit, found before the run's first stage: the base model (resolvable;
     in the local cache when offline), the training data when no select stage of this run writes it."""
-    from thtb.data.loaders import dataset_source, local_source_missing
+    from thtb.data.loaders import data_source_problem, dataset_source
     from thtb.train.models import resolve_model
 
     problems = []
@@ -384,6 +384,7 @@ def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str
         except FileNotFoundError as exc:
             problems.append(f"train: {exc}")
         else:
-            if local_source_missing(source):
-                problems.append(f"train: train.dataset={source} does not exist")
+            problem = data_source_problem(source)
+            if problem:
+                problems.append(f"train: train.dataset={source} {problem}")
     return problems

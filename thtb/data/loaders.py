@@ -56,12 +56,40 @@ def dataset_source(cfg: dict[str, Any], run_dir: Path) -> str:
     return str(subset)
 
 
-def local_source_missing(source: str) -> bool:
-    """``source`` is neither an existing file or folder, nor a hub dataset id, nor a URL (what a run's preflight
-    reports before any stage; the readers decide the same way when they load)."""
+def datasets_offline() -> str | None:
+    """The variable that keeps ``datasets`` from the hub (``HF_DATASETS_OFFLINE``, else ``HF_HUB_OFFLINE``, as
+    ``datasets.config`` reads them), or ``None`` when it may download."""
+    on = ("1", "ON", "YES", "TRUE")
+    own = os.environ.get("HF_DATASETS_OFFLINE")
+    if own is not None:
+        return "HF_DATASETS_OFFLINE" if own.strip().upper() in on else None
+    return "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in on else None
+
+
+def data_source_problem(source: str) -> str | None:
+    """Why ``source`` (a resolved ``data.path``) cannot be read here, found without reading it, or ``None``:
+    a path that does not exist; a hub dataset id while the hub is off (:func:`datasets_offline`) that
+    ``datasets`` has not cached (``load_dataset`` offline reads only ``<HF_DATASETS_CACHE>/<owner>___<name>/``).
+    No request is made: online, a hub id or a URL is left to the loader (which names it when it fails)."""
     from thtb.data.readers import is_url, looks_like_hub_id
 
-    return not Path(source).expanduser().exists() and not looks_like_hub_id(source) and not is_url(source)
+    if Path(source).expanduser().exists() or is_url(source):
+        return None
+    if not looks_like_hub_id(source):
+        return "does not exist"
+    variable = datasets_offline()
+    if variable is None:
+        return None
+    import glob
+
+    from datasets import config
+
+    cached = Path(config.HF_DATASETS_CACHE) / source.replace("/", "___")
+    if any(Path(p).is_dir() for p in glob.glob(os.path.join(glob.escape(str(cached)), "*", "*", "*"))):
+        return None
+    return (f"is neither a file or folder here nor a Hugging Face hub dataset in the local datasets cache ({cached}),"
+            f" and {variable}=1 forbids downloading it: point it at a local copy (an Alpaca .json/.jsonl, "
+            f"parquet/csv or a saved dataset folder), or load it once with the hub reachable")
 
 
 def resolve_data_path(path: str) -> str:

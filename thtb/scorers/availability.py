@@ -9,6 +9,7 @@ Nothing is downloaded here; the check costs one cache look-up or one short reque
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,49 @@ def model_unavailable(model: str) -> str | None:
     return None
 
 
-def server_unavailable(base_url: str, timeout_s: float = 5.0) -> str | None:
-    """Why the OpenAI-compatible server at ``base_url`` cannot be used, or ``None`` when it answers."""
+SERVER_CHECK_S = 5.0
+"""The most seconds one server check takes, name resolution and a slow answer included."""
+
+_slow_answers: dict[str, tuple[float, str | None]] = {}
+_SLOW_S, _REMEMBER_S = 1.0, 15.0  # a check slower than _SLOW_S is not repeated for _REMEMBER_S (one run's preflights)
+
+
+def server_unavailable(base_url: str, timeout_s: float = SERVER_CHECK_S) -> str | None:
+    """Why the OpenAI-compatible server at ``base_url`` cannot be used, or ``None`` when it answers.
+
+    One ``GET <base_url>/models`` (the route the judge client asks for the context length); any HTTP status is an
+    answer. The whole check — name resolution, connecting, the answer — is bounded by ``timeout_s``: a host that
+    swallows packets or a DNS lookup that hangs is reported after that long, not after the OS's timeouts. A slow
+    answer is remembered for a few seconds, so the stages of one run checking one server wait for it once.
+    """
+    import threading
+
     import httpx
 
-    try:
-        httpx.get(base_url.rstrip("/") + "/models", timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        return f"the server does not answer ({type(exc).__name__})"
-    return None
+    url = base_url.rstrip("/") + "/models"
+    start = time.monotonic()
+    seen = _slow_answers.get(url)
+    if seen is not None and start - seen[0] < _REMEMBER_S:
+        return seen[1]
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            httpx.get(url, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            result.append(f"the server does not answer ({type(exc).__name__})")
+        except Exception as exc:  # noqa: BLE001 - a malformed URL (httpx.InvalidURL) and the like
+            result.append(f"not a usable URL ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+        else:
+            result.append(None)
+
+    worker = threading.Thread(target=probe, name="thtb-server-check", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    why = result[0] if result else f"the server does not answer within {timeout_s:g} s"
+    if time.monotonic() - start > _SLOW_S:
+        _slow_answers[url] = (time.monotonic(), why)
+    return why
 
 
 def _judge_problem(judge: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -77,8 +112,11 @@ def _judge_problem(judge: Mapping[str, Any]) -> tuple[str, str] | None:
     return (f"the LLM judge {model} (judge={judge.get('name')}): {why}", "download it") if why else None
 
 
-def check_scorers_available(cfg: Mapping[str, Any]) -> None:
-    """Raise :class:`ScorerUnavailableError` naming every scorer of the selection that cannot run here."""
+def scorer_problems(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(what cannot run and why, how to fix it)`` for every scorer the configured selection uses that cannot
+    run here: the reward model (stage ``quality``), the embedder and the LLM judge (``intrinsic``; the judge also
+    for ``selection=alpagasus``), IFD's model. Empty when all can. Cache look-ups and at most one bounded request
+    per model or server; nothing is loaded or downloaded."""
     sel = cfg.get("selection") or {}
     method = sel.get("method", "thtb")
     stages = list(sel.get("stages") or []) if method == "thtb" else []
@@ -100,6 +138,12 @@ def check_scorers_available(cfg: Mapping[str, Any]) -> None:
             problems.append(judged)
     if method == "ifd":
         model_check("IFD scoring model", (sel.get("ifd") or {}).get("model"))
+    return problems
+
+
+def check_scorers_available(cfg: Mapping[str, Any]) -> None:
+    """Raise :class:`ScorerUnavailableError` naming every scorer of the selection that cannot run here."""
+    problems = scorer_problems(cfg)
     if problems:
         lines = "\n".join(f"  - {what}; {fix}" for what, fix in problems)
         raise ScorerUnavailableError(

@@ -81,18 +81,9 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
     """Run the select stage from a resolved config dict; returns the summary."""
     tracker = tracker or Tracker()
     start = time.perf_counter()
-    data = cfg["data"]
-    records, report = load_records(
-        resolve_data_path(str(data["path"])),
-        format=data.get("format"),
-        fidelity=cfg.get("fidelity", "reference"),
-        split=data.get("split", "train"),
-        drop_empty=bool(data.get("drop_empty", False)),
-        dedupe=bool(data.get("dedupe", False)),
-        limit=data.get("limit"),
-    )
+    records, report = _load(cfg)
     load_s = time.perf_counter() - start
-    log.info("loaded %d records from %s in %.1f s", len(records), data["path"], load_s)
+    log.info("loaded %d records from %s in %.1f s", len(records), cfg["data"]["path"], load_s)
 
     data_fp = records_digest(records, report.format)  # the exact text every scorer sees, and the format
     fp = selection_fingerprint(cfg, data_fp)
@@ -143,6 +134,20 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
         out,
     )
     return summary
+
+
+def _load(cfg: dict[str, Any]) -> tuple[pd.DataFrame, Any]:
+    """``data.*`` → the records frame and its load report."""
+    data = cfg["data"]
+    return load_records(
+        resolve_data_path(str(data["path"])),
+        format=data.get("format"),
+        fidelity=cfg.get("fidelity", "reference"),
+        split=data.get("split", "train"),
+        drop_empty=bool(data.get("drop_empty", False)),
+        dedupe=bool(data.get("dedupe", False)),
+        limit=data.get("limit"),
+    )
 
 
 def _write_summary(path: Path, summary: dict[str, Any]) -> None:
@@ -261,10 +266,44 @@ def _jsonable(obj: Any) -> Any:
 
 
 def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str]:
-    """What the select stage can tell before the run's first stage: its data file exists. (Its scorers are
-    checked first thing when it runs, which is before anything else of the run anyway.)"""
-    from thtb.data.loaders import local_source_missing
+    """Every problem the select stage would hit, found before the run's first stage without loading a model:
+    its data source (:func:`~thtb.data.loaders.data_source_problem`: a missing file, a hub dataset that cannot
+    be downloaded and is not cached) and every scorer its selection uses that cannot run here
+    (:func:`~thtb.scorers.availability.scorer_problems`: a model neither local nor cached when offline, a judge
+    server that does not answer within a few seconds). Missing scorers are no problem when a finished selection
+    of this very config and data is there to reuse (``reuse=true``); only then is the data read here."""
+    from thtb.data.loaders import data_source_problem
+    from thtb.scorers.availability import OFFLINE_HINT, scorer_problems
 
-    if local_source_missing(resolve_data_path(str(cfg["data"]["path"]))):
-        return [f"select: data.path={cfg['data']['path']} does not exist"]
-    return []
+    problems: list[str] = []
+    path = cfg["data"]["path"]
+    data_why = data_source_problem(resolve_data_path(str(path)))
+    if data_why:
+        problems.append(f"select: data.path={path} {data_why}")
+    scorers = scorer_problems(cfg)
+    if scorers and not data_why and cfg.get("reuse", True):
+        try:
+            reusable = _finished_selection(cfg)
+        except (ValueError, OSError) as exc:  # DataError &c.: the stage would stop on it first thing; say it now
+            problems.append(f"select: {exc}")
+            reusable = None
+        if reusable is not None:
+            log.info("select: a finished selection of this config and data will be reused (%s); its scorers "
+                     "are not needed", reusable)
+            scorers = []
+    problems += [f"select: {what}; {fix}" for what, fix in scorers]
+    if scorers:
+        problems[-1] += f"\n    Make the select stage's scorers available, {OFFLINE_HINT}."
+    return problems
+
+
+def _finished_selection(cfg: dict[str, Any]) -> Path | None:
+    """The stored selection ``run_select`` would reuse (its artifact folder), or ``None``. Reads the data only
+    when some finished selection is stored at all."""
+    root = Path(cfg["paths"]["cache_dir"]).expanduser() / "artifacts" / "select"
+    if not root.is_dir() or not any((entry / "manifest.json").is_file() for entry in root.iterdir()):
+        return None
+    records, report = _load(cfg)
+    artifact = StageArtifact(cfg["paths"]["cache_dir"], "select",
+                             selection_fingerprint(cfg, records_digest(records, report.format)))
+    return artifact.path if artifact.is_complete() else None
