@@ -9,7 +9,7 @@ export WANDB_MODE
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all select train tables bench bench-judge bench-train clean clean-models
+.PHONY: help install demo test test-slow test-all select train tables bench bench-judge bench-train clean clean-models
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,10 +34,13 @@ demo: $(STAMP) ## install if needed, then the whole pipeline offline on CPU (ran
 	$(OFFLINE) $(PY) run.py +experiment=demo $(ARGS)
 	$(OFFLINE) $(PY) run.py +experiment=demo_table
 
-test: $(STAMP) ## run the fast test suite (offline, CPU)
+test: $(STAMP) ## run the default test suite (offline, CPU; ≤ 20 min on 2 cores)
 	$(OFFLINE) $(PY) -m pytest -q $(ARGS)
 
-test-all: $(STAMP) ## run every test, the slow ones included
+test-slow: $(STAMP) ## run the slow tier: end-to-end runs through run.py, vLLM LoRA, SmolLM2 exams (CI runs it too)
+	$(OFFLINE) $(PY) -m pytest -q -m "slow and not gpu and not network" $(ARGS)
+
+test-all: $(STAMP) ## run every test that needs no GPU and no network, the slow tier included
 	$(OFFLINE) $(PY) -m pytest -q -m "not gpu and not network" $(ARGS)
 
 select: $(STAMP) ## THTB 5% of Alpaca: make select ARGS="scoring=offline data.path=…/alpaca_data.json"

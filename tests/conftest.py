@@ -7,7 +7,31 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import SERVER_STOPS, shared_file
+
 pytest_plugins = ["tests.serving"]  # the real `transformers serve` fixtures
+
+# ------------------------------------------------------------------ servers stop when their last test is done
+# (fixtures register their server's stop in tests.helpers.SERVER_STOPS: :func:`tests.helpers.stop_after_last_use`)
+_last_user: dict[str, str] = {}
+"""Session fixture that holds a server → node id of the last collected test that uses it (directly or through
+another fixture)."""
+
+
+@pytest.hookimpl(trylast=True)  # after `-m`/`-k` deselected theirs: only tests that will run count
+def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        for name in getattr(item, "fixturenames", ()):
+            _last_user[name] = item.nodeid
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    try:
+        return (yield)
+    finally:
+        for name in [n for n in SERVER_STOPS if _last_user.get(n) == item.nodeid]:
+            SERVER_STOPS.pop(name)()
 
 
 @pytest.fixture(scope="session")
@@ -27,15 +51,11 @@ def vllm_available() -> None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The read-only reference data folder (``../shared/data`` beside the repo).
+    """The read-only reference data folder (``../shared/data`` beside the repo; ``THTB_SHARED_DATA`` overrides it).
 
-    ``THTB_SHARED_DATA`` overrides the location; tests using it are skipped when it is absent.
+    Tests using it skip when it is absent — or fail under ``THTB_REQUIRE_SHARED=1`` (CI), naming the path.
     """
-    override = os.environ.get("THTB_SHARED_DATA")
-    root = Path(override) if override else Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not root.is_dir():
-        pytest.skip(f"shared reference data not found at {root}")
-    return root
+    return shared_file()
 
 
 @pytest.fixture
@@ -50,8 +70,5 @@ def frozen_code_digest(monkeypatch):
 
 @pytest.fixture(scope="module")
 def mmlu_dir(shared_data):
-    """``../shared/data/mmlu_pro`` (test and validation parquet); tests using it skip when it is absent."""
-    root = shared_data / "mmlu_pro"
-    if not (root / "test.parquet").is_file():
-        pytest.skip(f"MMLU-Pro parquet not found in {root}")
-    return root
+    """``../shared/data/mmlu_pro`` (test and validation parquet); tests using it skip (or fail) when it is absent."""
+    return shared_file("mmlu_pro", "test.parquet", base=shared_data).parent

@@ -4,6 +4,8 @@ Test modules import what they share from here, never from one another; fixtures 
 ``serving.py``, tiny model builders in ``tiny_models.py``.
 
 - Paths and config: :data:`ROOT`, :data:`CONF`, :data:`EXPERIMENTS`, :func:`compose_cfg`, :func:`make_cfg`.
+- ``../shared`` (real data, the oracles' code): :data:`SHARED_DATA`, :data:`REFERENCE`, :func:`shared_file`,
+  :func:`missing` (skips here, fails under ``THTB_REQUIRE_SHARED=1``).
 - ``run.py`` in a subprocess: :func:`run_py` (stage artifacts in :func:`session_cache`).
 - The train stage's fixture subset: :data:`ROWS`, :func:`write_subset`.
 - A fake OpenAI-compatible server (fault injector): :class:`FakeServer`, :func:`completion`,
@@ -40,6 +42,31 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
+# ------------------------------------------------------------------ ../shared: real data and the oracles' code
+#: ``../shared/data`` beside the checkout, or ``$THTB_SHARED_DATA``; the oracles' code is in ``../reference`` beside it
+SHARED_DATA = Path(os.environ.get("THTB_SHARED_DATA") or ROOT.parent / "shared" / "data")
+REFERENCE = SHARED_DATA.parent / "reference"
+REQUIRE_SHARED = "THTB_REQUIRE_SHARED"
+
+
+def missing(what: str) -> None:
+    """A test's shared input (data, an oracle's code, the SmolLM2 weights, alpaca_eval) is absent: skip on a
+    developer's machine, fail under ``THTB_REQUIRE_SHARED=1`` (CI sets it, so a reference check never skips there)."""
+    import pytest
+
+    if os.environ.get(REQUIRE_SHARED) == "1":
+        pytest.fail(f"{what} — {REQUIRE_SHARED}=1: this check must run (CI keeps ../shared beside the clone)",
+                    pytrace=False)
+    pytest.skip(what)
+
+
+def shared_file(*parts: str, base: Path | None = None) -> Path:
+    """``SHARED_DATA/<parts>`` (or ``base/<parts>``), checked to exist: :func:`missing` names the path otherwise."""
+    path = (base or SHARED_DATA).joinpath(*parts)
+    if not path.exists():
+        missing(f"{path} not found")
+    return path
+
 
 def compose_cfg(overrides: list[str]):
     """``conf/config.yaml`` composed with ``overrides`` (Hydra's compose API, no job: the default run_dir
@@ -47,6 +74,18 @@ def compose_cfg(overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=overrides)
+
+
+# ------------------------------------------------------------------------------- servers started for tests
+SERVER_STOPS: dict[str, object] = {}
+"""Session fixture name → its running server's ``stop`` (``conftest.py`` calls it after the fixture's last test)."""
+
+
+def stop_after_last_use(fixture: str, stop) -> None:
+    """A session-scoped server fixture calls this once its server runs: the server is stopped right after the
+    last test of the session that uses ``fixture`` — not at the end of the session, where an idle (or still
+    generating) server would hold memory and CPU while every later test runs beside it."""
+    SERVER_STOPS[fixture] = stop
 
 
 # ------------------------------------------------------------------------------------------ run.py

@@ -39,6 +39,7 @@ def _lines(path) -> int:
 
 
 # ------------------------------------------------------------------------------- concurrent runs, one run dir
+@pytest.mark.slow
 def test_two_concurrent_runs_sharing_a_run_dir_publish_what_each_computed(tmp_path):
     cache, shared_dir = tmp_path / "cache", tmp_path / "same-run-dir"
     procs = [_run("+experiment=demo", "stages=[select]", f"selection.budget={b}", f"hydra.run.dir={shared_dir}",
@@ -182,6 +183,7 @@ def test_free_space_is_checked_before_long_work(tmp_path):
     assert err.value.errno == errno.ENOSPC
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_selection_leaves_nothing_that_looks_whole(tmp_path):
     """kill -9 at a few points of a selection, then rerun: the subset is byte-identical to an uninterrupted run's,
     and no half-written artifact or staging folder is left behind."""

@@ -10,7 +10,7 @@ import yaml
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from tests.helpers import CONF, EXPERIMENTS, ROOT, compose_cfg
+from tests.helpers import CONF, EXPERIMENTS, ROOT, compose_cfg, missing
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -103,7 +103,10 @@ def test_readme_starts_with_the_two_commands():
 
 
 def test_slurm_launcher_config_composes(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    try:
+        import hydra_plugins.hydra_submitit_launcher  # noqa: F401  (the dev/slurm extra)
+    except ImportError as err:
+        missing(f"hydra-submitit-launcher is not installed ({err}): pip install -e '.[slurm]'")
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

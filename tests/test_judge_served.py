@@ -37,6 +37,9 @@ from thtb.judge import (
 from thtb.scorers.base import BLOOM_BANDS, BLOOM_LEVELS
 from tests.helpers import completion
 
+# a real `transformers serve` generating with SmolLM2: the slow tier (make test-slow; CI runs it)
+pytestmark = pytest.mark.slow
+
 SECRET = "sk-served-secret"
 SNAKE = re.compile(r"^[0-9a-z]+(?:_[0-9a-z]+)*$")
 DEMO = Path(__file__).resolve().parents[1] / "thtb" / "resources" / "demo.jsonl"

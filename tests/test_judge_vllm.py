@@ -13,6 +13,7 @@ import time
 import pytest
 
 from thtb.judge import BLOOM, DISCIPLINES, OpenAIJudge, RequestCache
+from thtb.scorers.base import BLOOM_BANDS
 
 pytestmark = pytest.mark.vllm
 
@@ -46,16 +47,21 @@ def wait_idle(server, timeout_s: float = 20.0) -> dict:
 
 
 def test_bloom_and_disciplines_through_vllm_then_zero_requests_on_rerun(vllm_server, tmp_path):
-    judge = judge_for(vllm_server, tmp_path)
+    """JSON-guided (as ``scoring=served`` runs it): every answer parses into a level inside its band and a list of
+    lower_snake_case disciplines; a rerun on the same cache sends nothing and reads the same values."""
+    judge = judge_for(vllm_server, tmp_path, guided_json=True)
     bloom = judge.run(BLOOM, ITEMS)
     tags = judge.run(DISCIPLINES, ITEMS)
-    for r in bloom + tags:  # a parsed value or a stated error, never a default
-        assert (r.value is not None) != (r.error is not None), r
-        assert r.error is None or r.error.startswith("parse:"), r.error  # the server itself never failed
-    assert all(r.raw and r.raw.strip() for r in bloom + tags)  # vLLM answered every one (SmolLM2 may not parse)
+    assert [r.error for r in bloom + tags] == [None] * (2 * len(ITEMS))  # every answer parsed, the server never failed
+    for r in bloom:
+        level, score = r.value["level"], r.value["score"]
+        low, high = BLOOM_BANDS[level]
+        assert low <= score <= high, r.value
+    for r in tags:
+        assert r.value and all(t == t.lower() and " " not in t for t in r.value), r.value
     first = judge.stats()
     assert first["calls"] >= 2 * len(ITEMS) and first["transport_failures"] == 0 and first["completion_tokens"] > 0
-    again = judge_for(vllm_server, tmp_path)
+    again = judge_for(vllm_server, tmp_path, guided_json=True)
     assert [r.value for r in again.run(BLOOM, ITEMS)] == [r.value for r in bloom]
     again.run(DISCIPLINES, ITEMS)
     assert again.stats()["calls"] == 0 and again.stats()["cache_hits"] == 2 * len(ITEMS)

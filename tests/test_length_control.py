@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import sklearn
 
-from tests.helpers import ScriptedJudge, longer_wins, outputs
+from tests.helpers import ScriptedJudge, longer_wins, missing, outputs
 from thtb.eval.length_control import (
     GLM_FORMULA,
     annotations,
@@ -123,7 +123,10 @@ def test_small_and_degenerate_runs():
 def _alpaca_eval_fit(monkeypatch):
     """alpaca_eval's ``make_dmatrix_for_model`` and ``fit_LogisticRegressionCV`` (its top-level import needs
     ``pkg_resources``, gone from setuptools >= 81: for this test a stand-in serves the two functions it calls)."""
-    pytest.importorskip("patsy")
+    try:
+        import patsy  # noqa: F401  (alpaca_eval's formula library)
+    except ImportError as err:
+        missing(f"alpaca_eval's dependency patsy is not installed ({err}; the dev extra has alpaca-eval)")
     try:
         import pkg_resources  # noqa: F401
     except ImportError:
@@ -135,7 +138,10 @@ def _alpaca_eval_fit(monkeypatch):
         shim.parse_version = parse
         shim.get_distribution = lambda name: types.SimpleNamespace(version=version(name))
         monkeypatch.setitem(sys.modules, "pkg_resources", shim)
-    glm = pytest.importorskip("alpaca_eval.metrics.glm_winrate", exc_type=ImportError)  # absent or unusable
+    try:
+        from alpaca_eval.metrics import glm_winrate as glm
+    except ImportError as err:  # absent or unusable
+        missing(f"alpaca_eval.metrics.glm_winrate does not import: {err}")
     assert glm.GLM_INFO["length_controlled_minimal"]["formula"] == GLM_FORMULA
     return glm
 

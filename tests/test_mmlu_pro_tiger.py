@@ -29,18 +29,23 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import REFERENCE, shared_file
 from thtb.eval import harness
 from thtb.eval import mmlu_pro as mp
 from thtb.eval import mmlu_pro_scoring as sc
 from thtb.eval.mmlu_pro_prompts import shots_by_category, tiger_api_message
 
-TIGER = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mmlu_pro_tiger"
+TIGER = REFERENCE / "mmlu_pro_tiger"
 RESULTS = TIGER / "eval_results"
 LLAMA = RESULTS / "model_outputs_Meta-Llama-3_1-8B-Instruct_5shots.zip"
 QWEN = RESULTS / "model_outputs_Qwen1.5-7B-Chat_5shots.zip"
 
-pytestmark = pytest.mark.skipif(not (TIGER / "evaluate_from_api.py").is_file(),
-                                reason=f"TIGER's MMLU-Pro reference not found at {TIGER}")
+
+
+@pytest.fixture(autouse=True)
+def _tiger_present():
+    """Every test here reads TIGER's files: skip (fail under THTB_REQUIRE_SHARED=1) when they are absent."""
+    shared_file("evaluate_from_api.py", base=TIGER)
 
 
 def _timed(label, fn, *args, **kwargs):
@@ -174,9 +179,7 @@ def test_lm_eval_task_sends_the_message_as_one_user_turn(mmlu_dir):
 
 # ------------------------------------------------------------------------------------------- extraction
 def _released(path):
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return sc.load_samples(path)
+    return sc.load_samples(shared_file(path.name, base=path.parent))
 
 
 def test_official_chain_reproduces_llama_preds():
@@ -246,7 +249,7 @@ def test_random_texts_equal_tiger_functions(tiger):
 def test_rescoring_released_llama_outputs():
     """strict vs official vs official_guess on TIGER's Llama-3.1-8B outputs (TIGER: chain + guess = strict
     + 0.77 pp)."""
-    summary = sc.rescore(LLAMA) if LLAMA.is_file() else pytest.skip("no Llama zip")
+    summary = sc.rescore(shared_file(LLAMA.name, base=RESULTS))
     o = {s: b["overall"] for s, b in summary["schemes"].items()}
     print({s: round(100 * v["accuracy"], 2) for s, v in o.items()},
           "expected guess", round(100 * o["official_guess"]["expected_accuracy"], 2))

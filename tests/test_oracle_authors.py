@@ -28,12 +28,12 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import silhouette_samples
 
-from tests.helpers import TRICKY
+from tests.helpers import REFERENCE, TRICKY, shared_file
 from thtb import maths
 from thtb.cascade import Cascade, CascadeConfig, n_keep, top_k
 from thtb.judge.parsers import ParseError, eval_score
 
-AUTHORS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "thtb_authors"
+AUTHORS = REFERENCE / "thtb_authors"
 K_ALPACA = 161  # the authors' Alpaca command: silhouette_Coefficient.py -k 161
 N_STAGE3 = 5200
 
@@ -71,9 +71,7 @@ def _stub_missing(mp: pytest.MonkeyPatch, names) -> None:
 
 def load_authors(rel: str, *, stubs=(), mp: pytest.MonkeyPatch | None = None) -> types.ModuleType:
     """Import ``thtb_authors/<rel>`` as a fresh module (missing dependencies stubbed)."""
-    path = AUTHORS / rel
-    if not path.is_file():
-        pytest.skip(f"the authors' code is not available at {path}")
+    path = shared_file(rel, base=AUTHORS)
     with pytest.MonkeyPatch.context() as own:
         _stub_missing(mp or own, stubs)
         name = "thtb_authors_" + rel.replace("/", "_").removesuffix(".py")
@@ -119,9 +117,7 @@ def authors_silhouette():
 def alpaca(shared_data) -> pd.DataFrame:
     from thtb.data import load_records
 
-    path = shared_data / "alpaca" / "alpaca_data.json"
-    if not path.is_file():
-        pytest.skip(f"Alpaca data not found at {path}")
+    path = shared_file("alpaca", "alpaca_data.json", base=shared_data)
     records, _ = load_records(path, fidelity="reference")
     raw = json.loads(path.read_text(encoding="utf-8"))
     assert records["query"].tolist() == [r["instruction"] + "\n" + (r["input"] or "nan") for r in raw]

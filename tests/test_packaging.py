@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import SHARED_DATA, shared_file
+
 ROOT = Path(__file__).resolve().parents[1]
-MMLU_PRO = ROOT.parent / "shared" / "data" / "mmlu_pro"
+MMLU_PRO = SHARED_DATA / "mmlu_pro"
 ROOMS = {"thtb": ROOT / "thtb", "thtb/train": ROOT / "train", "thtb/eval": ROOT / "eval"}
 """Where each part of the ``thtb`` package lives in the checkout (pyproject's package-dir)."""
 
@@ -97,8 +99,8 @@ def test_installed_copy_selects_from_another_directory(installed, tmp_path):
     assert len(subset) == summary["n_selected"] > 0
 
 
-@pytest.mark.skipif(not (MMLU_PRO / "test.parquet").is_file(), reason="../shared/data/mmlu_pro is absent")
 def test_installed_copy_runs_mmlu_pro_from_another_directory(installed, tmp_path):
+    shared_file("test.parquet", base=MMLU_PRO)
     from tests.tiny_models import tiny_llama
 
     model = tiny_llama(tmp_path / "model")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import ROOT, compose_cfg
+from tests.helpers import ROOT, compose_cfg, shared_file
 from thtb import provenance
 from thtb.scorers.availability import ScorerUnavailableError, check_scorers_available
 
@@ -153,9 +153,7 @@ def test_paper_scorers_that_cannot_load_stop_before_any_work(tmp_path, monkeypat
 
 
 def test_paper_experiment_without_its_models_exits_early_through_run_py(tmp_path, shared_data):
-    alpaca = shared_data / "alpaca" / "alpaca_data.json"
-    if not alpaca.exists():
-        pytest.skip("../shared/data/alpaca not found")
+    alpaca = shared_file("alpaca", "alpaca_data.json", base=shared_data)
     proc = _python(ROOT, "run.py", "+experiment=alpaca_5pct", "stages=[select]", "judge.base_url=http://127.0.0.1:9/v1",
                    f"data.path={alpaca}", "data.limit=500", f"hydra.run.dir={tmp_path}",
                    f"paths.cache_dir={tmp_path / 'cache'}", timeout=120)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, fenced_block, section
+from tests.helpers import ROOT, SHARED_DATA, fenced_block, section, shared_file
 
 README = ROOT / "README.md"
-ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_data.json"
+ALPACA = SHARED_DATA / "alpaca" / "alpaca_data.json"
 LIMIT = 4000
 
 
@@ -40,8 +40,7 @@ def test_the_offline_block_sets_the_offline_environment():
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory) -> list[tuple[list[str], Path]]:
-    if not ALPACA.is_file():
-        pytest.skip("../shared/data/alpaca is absent")
+    shared_file(ALPACA.name, base=ALPACA.parent)
     tmp = tmp_path_factory.mktemp("readme")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
     out = []
@@ -70,12 +69,14 @@ def _find(ran, predicate) -> dict:
 VARIANT_WORDS = ("selection.budget=", "selection.stages=", "fidelity=")
 
 
+@pytest.mark.slow
 def test_every_offline_example_selects(ran):
     for command, run_dir in ran:
         summary = _summary(run_dir)
         assert summary["n_selected"] > 0 and (run_dir / "selection" / "subset.jsonl").is_file(), command
 
 
+@pytest.mark.slow
 def test_the_5pct_and_the_ablation_keep_five_percent_and_the_ablation_has_its_own_name(ran):
     full = _find(ran, lambda c: "alpaca_5pct" in c and not any(w in c for w in VARIANT_WORDS))
     ablation = _find(ran, lambda c: "selection.stages=[quality,extrinsic]" in c)
@@ -84,6 +85,7 @@ def test_the_5pct_and_the_ablation_keep_five_percent_and_the_ablation_has_its_ow
     assert full["provenance"]["selection"]["variant"] == "thtb"
 
 
+@pytest.mark.slow
 def test_the_budget_example_recuts_without_scoring(ran):
     two = _find(ran, lambda c: "selection.budget=0.02" in c)
     assert two["n_selected"] == LIMIT * 2 // 100

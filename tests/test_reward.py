@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from tests.helpers import REFERENCE, shared_file
 from thtb.scorers.base import QualityScorer  # noqa: E402
 from thtb.scorers.reward import (  # noqa: E402
     INTERNLM2_REWARD_TOKEN,
@@ -321,9 +322,7 @@ def test_last_logit_feeds_the_model_what_the_authors_script_feeds_it(tiny_rm):
     import torch
     from transformers import AutoTokenizer
 
-    path = Path(__file__).resolve().parents[2] / "shared" / "reference" / "thtb_authors" / "reward_score" / "reward_score.py"
-    if not path.is_file():
-        pytest.skip(f"the authors' reward script is not at {path}")
+    path = shared_file("thtb_authors", "reward_score", "reward_score.py", base=REFERENCE)
     spec = importlib.util.spec_from_file_location("thtb_authors_reward_score", path)
     authors_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(authors_module)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import shared_file
 from thtb.scorers.base import BLOOM_BANDS, BLOOM_LEVELS, check_result
 from thtb.scorers.bloom import LexiconBloomClassifier, load_bloom_lexicon
 from thtb.scorers.disciplines import CatalogueDisciplineTagger, load_catalogue, split_sentences
@@ -191,9 +192,7 @@ def test_quality_relevance_uses_the_shared_stemmer():
 
 
 def test_quality_full_alpaca_pool(shared_data):
-    path = shared_data / "alpaca" / "alpaca_data.json"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
+    path = shared_file("alpaca", "alpaca_data.json", base=shared_data)
     rows = json.loads(path.read_text())
     queries = [r["instruction"] + "\n" + (r["input"] or "nan") for r in rows]
     responses = [r["output"] for r in rows]

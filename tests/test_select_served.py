@@ -9,6 +9,9 @@ import pytest
 
 from tests.helpers import run_py
 
+# real servers generating with SmolLM2 through run.py: the slow tier (make test-slow; CI runs it)
+pytestmark = pytest.mark.slow
+
 SECRET = "sk-served-run-secret"
 
 

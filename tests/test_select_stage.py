@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.helpers import ROOT, run_py
+from tests.helpers import ROOT, run_py, shared_file
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +108,7 @@ def test_missing_data_file_names_the_path(tmp_path):
 
 def test_alpaca_5pct_offline_selects_2600(shared_data, tmp_path):
     """The issue's acceptance run: 52,002 → 10,400 → 5,200 → 2,600 (about 40 s here)."""
-    path = shared_data / "alpaca" / "alpaca_data.json"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
+    path = shared_file("alpaca", "alpaca_data.json", base=shared_data)
     proc = run_py("+experiment=alpaca_5pct", "stages=[select]", "scoring=offline", f"data.path={path}",
                   f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]

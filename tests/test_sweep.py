@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_py
+from tests.helpers import run_py, shared_file
 
 
 def _jobs(sweep_dir: Path) -> list[Path]:
@@ -18,9 +18,8 @@ def _jobs(sweep_dir: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, shared_data):
-    alpaca = shared_data / "alpaca" / "alpaca_data.json"
-    if not alpaca.exists() or not (shared_data / "mmlu_pro" / "test.parquet").exists():
-        pytest.skip("../shared/data (alpaca, mmlu_pro) not found")
+    alpaca = shared_file("alpaca", "alpaca_data.json", base=shared_data)
+    shared_file("mmlu_pro", "test.parquet", base=shared_data)
     root = tmp_path_factory.mktemp("sweep")
     args = ["-m", "+experiment=alpaca_5pct,alpaca_random", "model=tiny_random", "train=cpu_smoke", "eval=smoke",
             "scoring=offline",
@@ -32,6 +31,7 @@ def sweep(tmp_path_factory, shared_data):
     return root, args, first
 
 
+@pytest.mark.slow
 def test_both_jobs_run_every_stage(sweep):
     root, _, first = sweep
     jobs = _jobs(root / "s1")
@@ -47,6 +47,7 @@ def test_both_jobs_run_every_stage(sweep):
     assert all("done: select ran" in (job / "run.log").read_text() for job in jobs)
 
 
+@pytest.mark.slow
 def test_second_sweep_reuses_every_stage(sweep):
     root, args, _ = sweep
     again = run_py(*args, f"hydra.sweep.dir={root / 's2'}")
