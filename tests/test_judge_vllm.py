@@ -49,7 +49,8 @@ def wait_idle(server, timeout_s: float = 20.0) -> dict:
 def test_bloom_and_disciplines_through_vllm_then_zero_requests_on_rerun(vllm_server, tmp_path):
     """JSON-guided (as ``scoring=served`` runs it): every answer parses into a level inside its band and a list of
     lower_snake_case disciplines; a rerun on the same cache sends nothing and reads the same values."""
-    judge = judge_for(vllm_server, tmp_path, guided_json=True)
+    guided = {"guided_json": True, "decoding": {"max_tokens": 256}}  # room for the bounded reasoning (≤ 400 chars)
+    judge = judge_for(vllm_server, tmp_path, **guided)
     bloom = judge.run(BLOOM, ITEMS)
     tags = judge.run(DISCIPLINES, ITEMS)
     assert [r.error for r in bloom + tags] == [None] * (2 * len(ITEMS))  # every answer parsed, the server never failed
@@ -61,7 +62,7 @@ def test_bloom_and_disciplines_through_vllm_then_zero_requests_on_rerun(vllm_ser
         assert r.value and all(t == t.lower() and " " not in t for t in r.value), r.value
     first = judge.stats()
     assert first["calls"] >= 2 * len(ITEMS) and first["transport_failures"] == 0 and first["completion_tokens"] > 0
-    again = judge_for(vllm_server, tmp_path, guided_json=True)
+    again = judge_for(vllm_server, tmp_path, **guided)
     assert [r.value for r in again.run(BLOOM, ITEMS)] == [r.value for r in bloom]
     again.run(DISCIPLINES, ITEMS)
     assert again.stats()["calls"] == 0 and again.stats()["cache_hits"] == 2 * len(ITEMS)
