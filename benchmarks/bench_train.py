@@ -203,6 +203,7 @@ def main() -> None:
     import tempfile
 
     models = args.model or (["llama32_1b_random"] if cuda else ["tiny_random", "smollm2_135m"])
+    print("versions: " + _versions())  # every row below was produced with these; a table row names them
     packings = ["off", "on"] if args.packing == "both" else [args.packing]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     for model in models:
@@ -231,6 +232,17 @@ def main() -> None:
             print(f"{model:18s} {args.device} packing={packing:3s}: {r['tokens_per_s']:>10,.1f} tokens/s "
                   f"({r['tokens']:,} tokens in {r['seconds']} s, {r['steps']} steps × {r['batch']}×{r['grad_accum']}"
                   f" × ≤{r['seq_len']}, N={_count(r['params'])}), {mem}{mfu}")
+
+
+def _versions() -> str:
+    """The packages that set a training row's speed (and the CUDA build of torch, where there is one)."""
+    from importlib.metadata import version
+
+    import torch
+
+    names = ("torch", "transformers", "trl", "peft", "accelerate")
+    text = ", ".join(f"{name} {version(name)}" for name in names)
+    return text + (f" (CUDA {torch.version.cuda})" if torch.version.cuda else " (CPU build)")
 
 
 if __name__ == "__main__":
