@@ -5,7 +5,8 @@ Sections (``--only``):
 * ``vllm`` — the judge client against a real vLLM server (``thtb.serve``, SmolLM2-135M-Instruct): its
   requests/s vs the server's own ceiling on the same prompts (a raw async loop at its best concurrency),
   and, with every send timing out, how many requests a run sends (≤ distinct × max_attempts) and whether
-  vLLM is still generating cancelled ones (see :func:`bench_vllm`).
+  vLLM is still generating cancelled ones; the server's KV cache and the peak memory of its whole process
+  tree (API server, EngineCore, worker) over the run (see :func:`bench_vllm`).
 
 * ``served`` — requests/s and mean latency through :class:`~thtb.judge.client.OpenAIJudge` against a
   local ``transformers serve`` SmolLM2-135M-Instruct server: concurrency 1 (the authors' sequential
@@ -149,17 +150,25 @@ def _raw_loop(base_url: str, model: str, convs: list, params: dict, concurrency:
     return asyncio.run(go())
 
 
-def bench_vllm(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8, 16, 32), storm_n: int = 12) -> None:
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GiB ({nbytes / 1e9:.2f} GB)"
+
+
+def bench_vllm(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8, 16, 32), storm_n: int = 12,
+               max_num_seqs: int | None = None, kv_cache_gb: float | None = None) -> None:
     """OpenAIJudge vs the vLLM server's own ceiling on the same prompts, and the request count under timeouts.
 
-    One vLLM server (``thtb.serve``, SmolLM2, prefix caching off so repeated prompts cost the same each round).
-    Ceiling: the best of a raw async loop over ``concurrencies``; then the judge (no cache, one answer per item)
-    at that concurrency, then the raw loop again — the ratio is judge / mean(raw best, raw again). Storm: BLOOM
-    prompts at max_tokens 512 with a 1 s send timeout (every send times out), max_attempts 3: requests sent vs
-    distinct × 3, and vLLM's running requests 2 s after the stop (cancelled sends are aborted)."""
+    One vLLM server (``thtb.serve``, SmolLM2, prefix caching off so repeated prompts cost the same each round;
+    its KV cache as ``thtb.serve`` sizes it unless ``max_num_seqs``/``kv_cache_gb``). Ceiling: the best of a raw
+    async loop over ``concurrencies``; then the judge (no cache, one answer per item) at that concurrency, then the
+    raw loop again — the ratio is judge / mean(raw best, raw again). Storm: BLOOM prompts at max_tokens 512 with a
+    1 s send timeout (every send times out), max_attempts 3: requests sent vs distinct × 3, and vLLM's running
+    requests 2 s after the stop (cancelled sends are aborted). Memory: the server tree's resident memory when
+    ready and its peak over the whole run (:class:`thtb.serve.PeakMemory`: PSS, shared pages split between the
+    processes, and RSS summed per process)."""
     from thtb.judge.flow import JudgeStalledError
     from thtb.judge.prompts import BLOOM
-    from thtb.serve import ServedModel, serving_available
+    from thtb.serve import PeakMemory, ServedModel, serving_available
 
     reason = serving_available("vllm")
     if reason:
@@ -168,10 +177,13 @@ def bench_vllm(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8, 16, 32), 
     items = demo_items(n)
     params = {**dict(DISCIPLINES.params), "max_tokens": max_tokens}
     convs = [DISCIPLINES.messages(it) for it in items]
-    with ServedModel("smollm2", engine="vllm", max_model_len=2048, dtype="bfloat16",
-                     extra_args=["--no-enable-prefix-caching"]) as server:
+    with ServedModel("smollm2", engine="vllm", max_model_len=2048, dtype="bfloat16", max_num_seqs=max_num_seqs,
+                     kv_cache_gb=kv_cache_gb, extra_args=["--no-enable-prefix-caching"]) as server, \
+            PeakMemory(server.pid) as memory:
         print(f"vllm: server healthy in {server.startup_s:.1f} s (model {server.model}, max_model_len "
-              f"{server.max_model_len})")
+              f"{server.max_model_len}, max_num_seqs {server.effective_max_num_seqs()}); KV cache "
+              f"{server.kv_cache_plan().describe()}, vLLM: {server.kv_cache_tokens} tokens")
+        ready = memory.sample()
         _raw_loop(server.base_url, server.model, convs[:8], params, 8)  # warm-up, not counted
         best = (0.0, None)
         for conc in concurrencies:
@@ -220,6 +232,11 @@ def bench_vllm(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8, 16, 32), 
         print(f"vllm storm: {st['calls']} requests sent for {storm_n} distinct (cap {storm_n * 3}), "
               f"{st['timeouts']} timed out, lowest limit {st['concurrency_lowest']}, {outcome} after {took:.1f} s; "
               f"vLLM running 2 s later: {running:.0f}")
+    peak = memory.peak
+    print(f"vllm server memory, whole tree ({peak['processes']} processes: the supervisor, API server, EngineCore, "
+          f"worker...): ready {_gib(ready['pss'])} PSS; **peak {_gib(peak['pss'])} PSS** over the run "
+          f"({memory.samples} samples; RSS summed per process, shared pages counted in each: ready "
+          f"{_gib(ready['rss'])}, peak {_gib(peak['rss'])})")
 
 
 # --------------------------------------------------------------------------- hf (in-process)
@@ -406,6 +423,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", choices=[*BENCHES, "all"], default="all")
     parser.add_argument("--n", type=int, default=24, help="served: distinct prompts")
     parser.add_argument("--n-vllm", type=int, default=64, help="vllm: distinct prompts")
+    parser.add_argument("--max-num-seqs", type=int, default=None, help="vllm: the server's (default thtb.serve's)")
+    parser.add_argument("--kv-cache-gb", type=float, default=None, help="vllm: the server's KV cache, GiB "
+                        "(default thtb.serve's: what max-num-seqs sequences of 2048 tokens need)")
     parser.add_argument("--max-tokens", type=int, default=32, help="served: max_tokens override")
     parser.add_argument("--modes", default="default,continuous-batching", help="served: server modes to run")
     parser.add_argument("--model", default="smollm2", help="hf: model id, folder or smollm2")
@@ -417,7 +437,7 @@ def main(argv=None) -> int:
     todo = list(BENCHES) if args.only == "all" else [args.only]
     for name in todo:
         if name == "vllm":
-            bench_vllm(n=args.n_vllm)
+            bench_vllm(n=args.n_vllm, max_num_seqs=args.max_num_seqs, kv_cache_gb=args.kv_cache_gb)
         elif name == "served":
             modes = tuple(m.strip() == "continuous-batching" for m in args.modes.split(",") if m.strip())
             bench_served(n=args.n, max_tokens=args.max_tokens, modes=modes)

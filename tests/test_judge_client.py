@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -540,3 +541,108 @@ def test_guided_json_sends_the_templates_schema_and_keys_it(server, tmp_path):
     assert plain_judge.key(BLOOM, ITEMS[0]) != judge.key(BLOOM, ITEMS[0])
     plain_judge.run(BLOOM, ITEMS[:1])
     assert server.count == 3 and "response_format" not in server.requests[-1]
+
+
+# ----------------------------------------------------------------------------------- a server that is gone
+def _rows(path) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+
+
+def test_a_closed_port_stops_the_run_naming_the_server(tmp_path):
+    """Nothing listens at base_url: once ``unreachable_after`` (8) requests in a row failed on refused connections,
+    every retry spent, the run stops with a message naming the URL, the refusal and where to look — instead of
+    failing every request left one by one."""
+    from thtb.judge.flow import JudgeServerUnreachableError, JudgeStalledError
+    from thtb.serve import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    judge = OpenAIJudge("fake-judge", url, cache=RequestCache(tmp_path / "judge.sqlite"), max_retries=1,
+                        backoff_initial_s=0.01, backoff_max_s=0.02, progress=False, tokenizer=None)
+    items = [{"query": f"Explain topic {i}.", "response": str(i)} for i in range(40)]
+    t0 = time.monotonic()
+    with pytest.raises(JudgeServerUnreachableError) as info:
+        judge.run(BLOOM, items)
+    message = str(info.value)
+    assert isinstance(info.value, JudgeStalledError)  # a stop like a stall: resumable
+    assert f"the server at {url} is unreachable" in message and "8 requests in a row failed" in message
+    assert "connections refused" in message and "ConnectionRefusedError" in message
+    assert "check the server's log and whether it is still running" in message and "judge.base_url" in message
+    assert "0/40 distinct requests are answered" in message and "rerun the same command" in message
+    assert judge.stats()["unreachable"] == 1 and judge.stats()["calls"] < len(items) * 2
+    assert time.monotonic() - t0 < 10
+    print(f"\n{message}")
+
+
+def test_fewer_lost_requests_than_the_limit_fail_on_their_own(tmp_path):
+    """Below ``unreachable_after`` (or with it 0) a refused request is one failed sample among others, its error
+    saying what refused it; nothing is cached."""
+    from thtb.serve import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    kw = dict(cache=RequestCache(tmp_path / "judge.sqlite"), max_retries=1, backoff_initial_s=0.01,
+              backoff_max_s=0.02, progress=False, tokenizer=None)
+    out = OpenAIJudge("fake-judge", url, **kw).run(BLOOM, ITEMS)
+    assert all(r.error.startswith("transport: connection error: ConnectError") for r in out), out
+    assert all("ConnectionRefusedError" in r.error and r.error.endswith("after 2 tries") for r in out)
+    many = [{"query": f"Explain topic {i}.", "response": str(i)} for i in range(12)]
+    out = OpenAIJudge("fake-judge", url, unreachable_after=0, **kw).run(BLOOM, many)
+    assert len(out) == 12 and all(r.error.startswith("transport: connection error") for r in out)
+    assert _rows(tmp_path / "judge.sqlite") == 0
+
+
+def test_a_server_that_dies_mid_run_stops_it_then_the_rerun_resumes(tmp_path):
+    """The server answers a few requests, then goes away (its port closed): the in-flight connection is dropped,
+    the next ones refused, and the run stops saying so with what was answered; the answered requests are cached
+    and a rerun against a live server sends only the rest."""
+    from thtb.judge.flow import JudgeServerUnreachableError
+
+    server = FakeServer()
+    server.script = lambda n, body: (200, bloom_answer(body), 0.05)
+    items = [{"query": f"Explain topic {i}.", "response": str(i)} for i in range(30)]
+    cache = tmp_path / "judge.sqlite"
+    judge = make_judge(server, tmp_path, concurrency=1, max_retries=1, max_attempts=1)
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["out"] = judge.run(BLOOM, items)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            box["exc"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while _rows(cache) < 3:
+        assert time.monotonic() < deadline and worker.is_alive(), box
+        time.sleep(0.01)
+    server.close()
+    worker.join(30)
+    assert not worker.is_alive()
+    exc = box.get("exc")
+    assert isinstance(exc, JudgeServerUnreachableError), box
+    answered = _rows(cache)
+    assert f"the server at {server.base_url} is unreachable" in str(exc)
+    assert "refused" in str(exc) and f"{answered}/30 distinct requests are answered and cached in {cache}" in str(exc)
+    again = FakeServer()
+    try:
+        resumed = make_judge(again, tmp_path, concurrency=4, max_attempts=1)
+        out = resumed.run(BLOOM, items)
+    finally:
+        again.close()
+    assert all(r.ok for r in out) and again.count == 30 - answered
+    assert resumed.stats()["cache_hits"] == answered
+
+
+def test_stall_watch_counts_lost_requests_until_progress():
+    from thtb.judge.flow import StallWatch
+
+    watch = StallWatch(60.0, unreachable_after=2)
+    watch.connection_lost("dropped", "connection error: RemoteProtocolError")
+    assert not watch.unreachable()
+    watch.progress()  # an answer in between: the count starts again
+    watch.connection_lost("refused", "a")
+    assert not watch.unreachable() and watch.lost_how == ["refused"]
+    watch.connection_lost("refused", "b")
+    assert watch.unreachable() and watch.lost == 2 and watch.last_error == "b"
+    assert not StallWatch(60.0).unreachable()  # 0: never

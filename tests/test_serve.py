@@ -54,14 +54,14 @@ def test_start_takes_a_free_port_and_waits_for_the_served_name(monkeypatch, tmp_
     """``start()`` without a port picks a free one and puts it on the server's command line; it returns once
     ``/health`` answers and ``/v1/models`` lists the served name (``max_model_len`` read from there), and refuses
     a server on the port that lists another model; either way nothing is left running. A stand-in for vLLM
-    (``http.server`` answering the two endpoints), so no model is needed."""
+    (``http.server`` answering the two endpoints), so no model is needed (nor its config: the KV cache is given)."""
     from thtb import serve
 
     monkeypatch.setattr(serve, "serving_available", lambda engine: None)
 
     def fake(*listed: dict) -> ServedModel:
         server = ServedModel("/models/x", engine="vllm", served_name="judge", log_path=tmp_path / "fake.log",
-                             startup_timeout=30, grace_period=2)
+                             startup_timeout=30, grace_period=2, kv_cache_gb=0.5)
         models = json.dumps({"object": "list", "data": list(listed)})
         server.command = lambda: [sys.executable, "-c", _FAKE_OPENAI, str(server.port), models]
         return server
@@ -374,6 +374,93 @@ def test_supervisor_cleans_up_when_the_server_exits_by_itself(tmp_path):
     assert "server exited with code 3" in log.read_text()
 
 
+# A server whose engine reaps its killed worker at once and logs it as vLLM does, then exits 0 (the supervisor
+# reads the code from its pidfd on Linux 6.15+, else from that log line); or a server that leaves its killed child
+# a zombie for a while (the code is read from /proc) and exits 0.
+_REAPS_AND_LOGS = """
+import subprocess, sys, time
+kid = subprocess.Popen([sys.executable, "-c",
+    "import ctypes, time; ctypes.CDLL(None).prctl(15, b'VLLM::Worker', 0, 0, 0); time.sleep(600)"])
+print("PIDS", kid.pid, flush=True)
+code = kid.wait()
+print(f"(EngineCore pid=1) ERROR Worker proc VllmWorker-0 died unexpectedly (exit code: {code}), shutting down "
+      "executor.", flush=True)
+time.sleep(1.5)
+"""
+_LEAVES_A_ZOMBIE = """
+import subprocess, sys, time
+kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print("PIDS", kid.pid, flush=True)
+time.sleep(6)
+kid.wait()
+"""
+
+
+@pytest.mark.parametrize(("server", "name"), [(_REAPS_AND_LOGS, "VLLM::Worker"), (_LEAVES_A_ZOMBIE, "python")],
+                         ids=["reaped-by-its-parent", "zombie"])
+def test_supervisor_names_a_process_killed_by_a_signal(tmp_path, server, name):
+    """SIGKILL a process below the server (as the kernel's OOM killer does vLLM's worker): the supervisor names it,
+    its pid and the signal — likely out of memory — and exits 137 although the server itself exits 0."""
+    from thtb.serve import spawn_supervised
+
+    log = tmp_path / "server.log"
+    with open(log, "ab") as fh:
+        proc = spawn_supervised([sys.executable, "-c", server], fh)
+    (kid,) = _pids_from_log(log)
+    time.sleep(1.5)  # the supervisor has seen it alive (it looks every second)
+    os.kill(kid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == 128 + signal.SIGKILL
+    text = log.read_text()
+    assert (f"died: {name} (pid {kid}) was killed by SIGKILL (signal 9): likely out of memory (the kernel's OOM "
+            "killer") in text, text
+    assert f"server exited with code 0 after {name} (pid {kid}) was killed by SIGKILL: exiting with 137" in text
+
+
+def test_supervisor_reads_vllms_log_line_for_a_worker_its_engine_reaped(tmp_path):
+    """Where no pidfd or zombie told the code, vLLM's own line does (not its ``exit code: None``); it goes to the
+    gone process of that kind."""
+    from thtb.serve import _TreeWatch
+
+    log = tmp_path / "server.log"
+    with open(log, "ab") as out:
+        watch = _TreeWatch(os.getpid(), server_pid=-1, log_fd=out.fileno())
+        watch.names.update({101: "VLLM::EngineCore", 102: "VLLM::Worker"})
+        watch.gone += [101, 102]
+        out.write(b"(EngineCore pid=101) ERROR Worker proc VllmWorker-0 died unexpectedly (exit code: None), ...\n"
+                  b"(EngineCore pid=101) ERROR Worker proc VllmWorker-0 died unexpec")
+        out.flush()
+        watch._scan_log()
+        assert watch.deaths() == []
+        out.write(b"tedly (exit code: -9), shutting down executor.\n")
+        out.flush()
+        watch._scan_log()
+    assert watch.deaths() == [(102, "VLLM::Worker", 9)] and 101 not in watch.codes
+    watch.close()
+
+
+def test_supervisor_names_the_server_itself_killed_and_no_death_on_a_stop(tmp_path):
+    """The server killed by SIGKILL: named as the server, exit 137; a stop's own SIGTERM is no death to report."""
+    from thtb.serve import spawn_supervised
+
+    log = tmp_path / "server.log"
+    with open(log, "ab") as fh:
+        proc = spawn_supervised([sys.executable, "-c", "import os, time; print('PIDS', os.getpid(), flush=True); "
+                                 "time.sleep(600)"], fh)
+    (server,) = _pids_from_log(log)
+    time.sleep(1.5)
+    os.kill(server, signal.SIGKILL)
+    assert proc.wait(timeout=30) == 128 + signal.SIGKILL
+    assert f"died: the server (pid {server}) was killed by SIGKILL" in log.read_text()
+    stopped = tmp_path / "stopped.log"
+    with open(stopped, "ab") as fh:
+        proc = spawn_supervised([sys.executable, "-c", _FAKE_SERVER], fh, grace_period=1)
+    _pids_from_log(stopped)
+    time.sleep(1.5)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert "died: " not in stopped.read_text()
+
+
 # ----------------------------------------------------------------------------- units, no server needed
 def test_parse_prometheus_sums_label_sets_and_keeps_breakdowns():
     from thtb.serve import parse_prometheus
@@ -402,25 +489,104 @@ python_gc_objects_collected_total{generation="0"} 123.0
     assert "num_requests_running{engine=0}" not in m  # engine/model labels are not breakdowns
 
 
-def test_vllm_command_line(monkeypatch):
+def _tiny_config(folder, **overrides):
+    """A config.json of a small grouped-query Llama (2 layers, 2 KV heads of 16 dims, 512 positions)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_size": 64, "intermediate_size": 128,
+              "max_position_embeddings": 512, "vocab_size": 100, **overrides}
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def test_vllm_command_line(monkeypatch, tmp_path):
     from thtb import serve
 
     monkeypatch.setattr(serve, "_no_gpu", lambda: True)
-    server = ServedModel("/models/x", engine="vllm", port=1234, dtype="bfloat16", max_model_len=2048, seed=7,
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    model = _tiny_config(tmp_path / "x")
+    server = ServedModel(model, engine="vllm", port=1234, dtype="bfloat16", max_model_len=2048, seed=7,
                          extra_args=["--max-num-seqs", "4"])
     cmd = server.command()
     assert cmd[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     flags = dict(zip(cmd[3::], cmd[4::]))
-    assert flags["--model"] == "/models/x" and flags["--served-model-name"] == "/models/x"
+    assert flags["--model"] == model and flags["--served-model-name"] == model
     assert flags["--host"] == "127.0.0.1" and flags["--port"] == "1234" and flags["--seed"] == "7"
     assert flags["--dtype"] == "bfloat16" and flags["--max-model-len"] == "2048"
-    assert "--enforce-eager" in cmd and cmd[-2:] == ["--max-num-seqs", "4"]
-    assert "--enforce-eager" not in ServedModel("m", engine="vllm", port=1, enforce_eager=False).command()
-    monkeypatch.setattr(serve, "_no_gpu", lambda: False)
-    assert "--enforce-eager" not in ServedModel("m", engine="vllm", port=1).command()
-    assert "--max-model-len" not in ServedModel("m", engine="vllm", port=1).command()
+    assert "--enforce-eager" in cmd and cmd[-2:] == ["--max-num-seqs", "4"] and cmd.count("--max-num-seqs") == 1
+    per_token = 2 * 2 * 2 * 16 * 2  # layers × (K, V) × KV heads × head dim × bf16
+    assert flags["--kv-cache-memory-bytes"] == str(per_token * (2048 * 4 + 410))  # 4 sequences (after --) + 5%
+    assert "--enforce-eager" not in ServedModel(model, engine="vllm", port=1, enforce_eager=False).command()
+    monkeypatch.setattr(serve, "_no_gpu", lambda: False)  # a GPU: vLLM sizes its cache and batch itself
+    gpu = ServedModel("m", engine="vllm", port=1).command()
+    assert "--enforce-eager" not in gpu and "--max-model-len" not in gpu
+    assert "--max-num-seqs" not in gpu and "--kv-cache-memory-bytes" not in gpu and "--max-num-batched-tokens" not in gpu
     assert ServedModel("Org/Model", engine="vllm").model == "Org/Model"
     assert ServedModel("m", engine="vllm", served_name="judge").model == "judge"
+
+
+def test_kv_cache_is_sized_from_the_config_unless_told(monkeypatch, tmp_path):
+    """On a CPU: max_num_seqs 8 sequences of max_model_len tokens (the config's 512 when not given) + 5%, at least
+    256 tokens; float32 counts 4 bytes, an fp8 KV cache 1; ``$VLLM_CPU_KVCACHE_SPACE`` (whole GiB) is respected and
+    ``kv_cache_gb`` overrides both (and keeps the variable from the server, where vLLM would prefer it)."""
+    from thtb import serve
+    from thtb.serve import CPU_MAX_NUM_SEQS, KVCache, ServerStartError
+
+    monkeypatch.setattr(serve, "_no_gpu", lambda: True)
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    model = _tiny_config(tmp_path / "x")
+    per_token = 2 * 2 * 2 * 16 * 2
+    server = ServedModel(model, engine="vllm", port=1)
+    kv = server.kv_cache_plan()
+    assert CPU_MAX_NUM_SEQS == 8 and server.effective_max_num_seqs() == 8
+    assert kv == KVCache(per_token * (512 * 8 + 256), "computed",
+                         "2 layers × 2 (K, V) × 2 KV heads × 16 dims × 2 B × 512 tokens × 8 sequences + 5%")
+    flags = dict(zip(server.command()[3::], server.command()[4::]))
+    assert flags["--max-num-seqs"] == "8" and flags["--kv-cache-memory-bytes"] == str(kv.bytes)
+    assert flags["--max-num-batched-tokens"] == "512"
+    passed = ServedModel(model, engine="vllm", extra_args=["--max-num-batched-tokens", "2048"]).command()
+    assert passed.count("--max-num-batched-tokens") == 1 and passed[-1] == "2048"
+    assert server.info()["kv_cache_bytes"] == kv.bytes and server.info()["kv_cache_source"] == "computed"
+    assert server.info()["max_num_seqs"] == 8 and "kv cache: 0.00 GiB (computed: 2 layers" in server.summary()
+    assert ServedModel(model, engine="vllm", dtype="float32", max_model_len=100).kv_cache_plan().bytes == \
+        2 * per_token * (100 * 8 + 256)
+    fp8 = ServedModel(model, engine="vllm", max_num_seqs=2, extra_args=["--kv-cache-dtype=fp8"]).kv_cache_plan()
+    assert fp8.bytes == per_token // 2 * (512 * 2 + 256)
+
+    told = ServedModel(model, engine="vllm", port=1, env={"VLLM_CPU_KVCACHE_SPACE": "2"})
+    assert told.kv_cache_plan() == KVCache(2 << 30, "VLLM_CPU_KVCACHE_SPACE")
+    assert "--kv-cache-memory-bytes" not in told.command() and told._server_env()["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    gb = ServedModel(model, engine="vllm", port=1, kv_cache_gb=0.5, env={"VLLM_CPU_KVCACHE_SPACE": "2"})
+    assert gb.kv_cache_plan() == KVCache(1 << 29, "--kv-cache-gb") and "VLLM_CPU_KVCACHE_SPACE" not in gb._server_env()
+    assert dict(zip(gb.command()[3::], gb.command()[4::]))["--kv-cache-memory-bytes"] == str(1 << 29)
+    passed = ServedModel(model, engine="vllm", port=1, extra_args=["--kv-cache-memory-bytes", "12345"])
+    assert passed.kv_cache_plan() == KVCache(12345, "--kv-cache-memory-bytes")
+    assert passed.command().count("--kv-cache-memory-bytes") == 1
+    with pytest.raises(ServerStartError, match="whole GiB"):
+        ServedModel(model, engine="vllm", env={"VLLM_CPU_KVCACHE_SPACE": "0.5"}).kv_cache_plan()
+    with pytest.raises(ServerStartError, match="cannot size the KV cache: no readable config"):
+        ServedModel(str(tmp_path / "missing"), engine="vllm").kv_cache_plan()
+    monkeypatch.setattr(serve, "_no_gpu", lambda: False)
+    assert ServedModel(model, engine="vllm").kv_cache_plan() == KVCache(None, "vllm", "gpu_memory_utilization")
+
+
+def test_kv_cache_for_the_packaged_smollm2(monkeypatch, smollm2_model_path):
+    """SmolLM2-135M: 30 layers × 2 × 3 KV heads × 64 dims × 2 B = 22.5 KiB a token; served at 2048 tokens unless
+    told (its own 8192 would take 4× the cache), 8 sequences: 0.37 GiB."""
+    from thtb import serve
+    from thtb.serve import SMOLLM2_MAX_MODEL_LEN, kv_bytes_per_token, model_context
+
+    monkeypatch.setattr(serve, "_no_gpu", lambda: True)
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(smollm2_model_path)
+    assert kv_bytes_per_token(config, 2) == 23040 and model_context(config) == 8192
+    server = ServedModel("smollm2", engine="vllm")
+    assert SMOLLM2_MAX_MODEL_LEN == 2048 and server.effective_max_model_len() == 2048
+    assert server.kv_cache_plan().bytes == 23040 * (2048 * 8 + 820) == 396_380_160
+    assert ServedModel("smollm2", engine="vllm", max_model_len=4096).kv_cache_plan().bytes == 23040 * (4096 * 8 + 1639)
+    assert ServedModel(smollm2_model_path, engine="vllm").effective_max_model_len() is None  # a folder: its own
 
 
 def test_engine_choices_are_checked():
@@ -432,6 +598,10 @@ def test_engine_choices_are_checked():
         ServedModel("m", engine="transformers", served_name="x")
     with pytest.raises(ValueError, match="vLLM options"):
         ServedModel("m", engine="transformers", max_model_len=2048)
+    with pytest.raises(ValueError, match="vLLM options"):
+        ServedModel("m", engine="transformers", kv_cache_gb=1)
+    with pytest.raises(ValueError, match="max_num_seqs must be >= 1 and kv_cache_gb > 0"):
+        ServedModel("m", engine="vllm", kv_cache_gb=0)
     with pytest.raises(ValueError, match="continuous_batching"):
         ServedModel("m", engine="vllm", continuous_batching=True)
     with pytest.raises(RuntimeError, match="metrics"):
@@ -577,3 +747,76 @@ def test_vllm_startup_failure_is_quick_and_clear(vllm_available, tmp_path):
     assert str(missing) in message.split("\n", 1)[1]  # the log's tail names the folder it could not load
     assert took < 120, took
     print(f"vLLM startup failure reported in {took:.1f}s")
+
+
+@pytest.mark.vllm
+def test_vllm_sized_kv_cache_keeps_the_server_under_3_gb_under_load(vllm_server):
+    """The KV cache ``thtb.serve`` gives SmolLM2 (8 sequences × 2048 tokens + 5%, 0.37 GiB), as the ready line and
+    vLLM's own log say; 24 concurrent Bloom judge requests (the served demo's longest prompts; three times
+    max_num_seqs: the rest queue in the server) are all answered, and the whole tree's peak resident memory (PSS
+    of the supervisor, API server, EngineCore and worker) stays under 3 GiB — vLLM-cpu's own default took 90% of
+    the machine for the cache."""
+    import asyncio
+
+    from thtb.judge.prompts import BLOOM
+    from thtb.serve import PeakMemory
+
+    info = vllm_server.info()
+    assert info["kv_cache_source"] == "computed" and info["kv_cache_bytes"] == 396_380_160
+    assert info["kv_cache_gib"] == 0.369 and info["max_num_seqs"] == 8
+    assert info["kv_cache_tokens"] >= 8 * 2048, info  # what vLLM made of it, from its log
+    assert "kv cache: 0.37 GiB (computed: 30 layers × 2 (K, V) × 3 KV heads" in vllm_server.summary()
+
+    async def load() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=vllm_server.base_url, api_key="unused", max_retries=0, timeout=600)
+        try:
+            answers = await asyncio.gather(*(client.chat.completions.create(
+                model=vllm_server.model, max_tokens=256, temperature=0, messages=BLOOM.messages(
+                    {"query": f"Explain, step by step, how topic {i} works.", "response": "A detailed answer. " * 60}),
+            ) for i in range(24)))
+        finally:
+            await client.close()
+        return [a.choices[0].message.content for a in answers]
+
+    with PeakMemory(vllm_server.pid, interval_s=0.2) as memory:
+        answers = asyncio.run(load())
+    assert len(answers) == 24 and all(a and a.strip() for a in answers)
+    peak = memory.peak
+    print(f"vLLM server tree under 24 concurrent requests: peak {peak['pss'] / 1e9:.2f} GB PSS "
+          f"({peak['pss'] / 2**30:.2f} GiB; RSS summed per process {peak['rss'] / 1e9:.2f} GB), "
+          f"{peak['processes']} processes, {memory.samples} samples")
+    assert peak["processes"] >= 4 and memory.samples >= 5
+    assert peak["pss"] < 3 * 2**30, peak
+
+
+@pytest.mark.vllm
+def test_vllm_cli_reports_its_kv_cache_and_names_a_killed_worker(vllm_available, smollm2_model_path, tmp_path):
+    """``python -m thtb.serve --model smollm2 --engine vllm``, nothing else and no ``VLLM_CPU_KVCACHE_SPACE``: the
+    ready line and the summary give the KV cache it sized. SIGKILL its worker, as the kernel's OOM killer would:
+    the CLI says which process died and by which signal (likely out of memory), exits non-zero, and nothing of the
+    server is left."""
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
+    log = tmp_path / "cli.log"
+    cli = subprocess.Popen([sys.executable, "-m", "thtb.serve", "--model", "smollm2", "--engine", "vllm",
+                            "--log", str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        info = json.loads(_read_line(cli, 600))
+        assert info["max_model_len"] == 2048 and info["max_num_seqs"] == 8
+        assert info["kv_cache_source"] == "computed" and info["kv_cache_gib"] == 0.369
+        assert info["kv_cache_tokens"] >= 8 * 2048
+        tree = _tree(info["pid"])
+        worker = next((p for p in tree if "Worker" in p.name()), None)
+        assert worker is not None, [p.name() for p in tree]
+        worker.kill()
+        code = cli.wait(timeout=120)
+        err = cli.stderr.read()
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert "kv cache: 0.37 GiB (computed: 30 layers" in err
+    expected = f"VLLM::Worker (pid {worker.pid}) was killed by SIGKILL (signal 9): likely out of memory"
+    assert f"error: {expected}" in err and f"died: {expected}" in log.read_text(), err
+    assert code == 128 + signal.SIGKILL, (code, err)
+    took = _assert_all_gone(tree, pgid=info["pid"], port=info["port"], within=15)
+    print(f"vLLM CLI after its worker's SIGKILL: exit {code}, all gone {took:.1f}s later:\n{err[-1500:]}")

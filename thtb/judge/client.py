@@ -32,7 +32,11 @@ Per request
    cached, so a resumed run retries it.
 6. When the server makes no progress (no answer, no definite refusal) for ``stall_timeout_s`` while
    requests are out, the run stops with :class:`~thtb.judge.flow.JudgeStalledError` saying what was
-   sent and what timed out; everything finished is in the cache, so the same command resumes.
+   sent and what timed out; everything finished is in the cache, so the same command resumes. When
+   ``unreachable_after`` (8) requests in a row fail on a refused or dropped connection, every retry spent,
+   with no answer in between, the server is gone (died, or nothing listens at ``base_url``): the run stops
+   with :class:`~thtb.judge.flow.JudgeServerUnreachableError` naming the URL and how the connections broke,
+   instead of failing every request left.
 
 Runs in other processes on the same cache file: a request is sent only under its lease, taken when
 it gets a concurrency slot (:mod:`thtb.judge.base`, "shared in flight"). A request another process is
@@ -62,10 +66,11 @@ from tqdm.auto import tqdm
 
 from thtb.judge.base import JudgeBackend, JudgeResult, LeaseWait, Messages, plain
 from thtb.judge.cache import CACHED, CLAIMED, HELD, RequestCache
-from thtb.judge.flow import AdaptiveLimit, JudgeStalledError, SendBudget, StallWatch
+from thtb.judge.flow import AdaptiveLimit, JudgeServerUnreachableError, JudgeStalledError, SendBudget, StallWatch
 from thtb.judge.prompts import PromptTemplate
 
-__all__ = ["JudgeResult", "JudgeStalledError", "NoChoicesError", "OpenAIJudge", "describe_exc", "is_transient"]
+__all__ = ["JudgeResult", "JudgeServerUnreachableError", "JudgeStalledError", "NoChoicesError", "OpenAIJudge",
+           "describe_exc", "is_transient"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +128,29 @@ def _overload(exc: BaseException) -> bool:
     return isinstance(exc, openai.APITimeoutError | openai.APIConnectionError | asyncio.TimeoutError)
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, outermost first (up to an earlier try's failure, which is no cause)."""
+    out: list[BaseException] = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+        if isinstance(exc, openai.APIError):
+            break
+    return out
+
+
+def _broken_connection(exc: BaseException) -> str | None:
+    """How a connection error broke: ``"refused"`` (nothing listens there), ``"not made"`` (another reason no
+    connection could be made: the host unknown or unreachable) or ``"dropped"`` (closed before the answer: the
+    server went away mid-request); ``None`` for anything else, timeouts included."""
+    if not isinstance(exc, openai.APIConnectionError) or isinstance(exc, openai.APITimeoutError):
+        return None
+    chain = _chain(exc)
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "refused"
+    return "not made" if type(exc.__cause__).__name__ == "ConnectError" else "dropped"
+
+
 def _server_detail(exc: openai.APIStatusError) -> str:
     """The server's own reason from an error response (``{"error": {"message": …}}``, ``{"message": …}``,
     ``{"detail": …}`` or plain text), on one line and at most ``_DETAIL_CHARS`` characters."""
@@ -146,9 +174,14 @@ def _server_detail(exc: openai.APIStatusError) -> str:
     return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:_DETAIL_CHARS]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def describe_exc(exc: BaseException) -> str:
     """A failure as the judge log and the sample's error say it: ``HTTP 400: <the server's reason>``,
-    ``timeout``, ``connection error: …``."""
+    ``timeout``, ``connection error: ConnectError: All connection attempts failed (ConnectionRefusedError: …)``."""
     if isinstance(exc, SendBudgetSpent):
         return str(exc)
     if isinstance(exc, openai.APIStatusError):
@@ -157,8 +190,11 @@ def describe_exc(exc: BaseException) -> str:
     if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError):
         return "timeout"
     if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__
-        return f"connection error: {type(cause).__name__}" if cause is not None else "connection error"
+        chain = _chain(exc)[1:]
+        if not chain:
+            return "connection error"
+        root = next((e for e in reversed(chain) if isinstance(e, OSError) and e.errno), None)
+        return f"connection error: {_one_line(chain[0])}" + (f" ({_one_line(root)})" if root is not None else "")
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -177,6 +213,10 @@ class OpenAIJudge(JudgeBackend):
         timeout_per_token_s: seconds allowed per requested completion token.
         stall_timeout_s: stop the run when the server made no progress for this long while requests
             are out (never shorter than two send timeouts).
+        unreachable_after: stop the run (:class:`~thtb.judge.flow.JudgeServerUnreachableError`) once this many
+            requests in a row failed on a refused or dropped connection, every retry spent, with no answer in
+            between: the server died or nothing listens at ``base_url``. 0: never (each such request fails on
+            its own, against the run's failure budget).
         max_retries: transport retries per answer (so ``max_retries + 1`` tries), within the send budget.
         max_attempts: answers asked per item when answers do not parse (1 = no re-ask); also the
             run's budget of sends per distinct request that the server may have worked on (first sends,
@@ -226,11 +266,13 @@ class OpenAIJudge(JudgeBackend):
         context_len: int | None = None,
         tokenizer: str | None = "auto",
         guided_json: bool = False,
+        unreachable_after: int = 8,
     ) -> None:
         if concurrency < 1 or not 1 <= min_concurrency <= concurrency:
             raise ValueError(f"need 1 <= min_concurrency <= concurrency, got {min_concurrency} and {concurrency}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if max_retries < 0 or unreachable_after < 0:
+            raise ValueError(f"max_retries and unreachable_after must be >= 0, got {max_retries} and "
+                             f"{unreachable_after}")
         if timeout_s <= 0 or timeout_per_token_s < 0 or stall_timeout_s <= 0:
             raise ValueError("timeout_s and stall_timeout_s must be > 0 and timeout_per_token_s >= 0, got "
                              f"{timeout_s}, {stall_timeout_s} and {timeout_per_token_s}")
@@ -244,6 +286,7 @@ class OpenAIJudge(JudgeBackend):
         self.timeout_s = float(timeout_s)
         self.timeout_per_token_s = float(timeout_per_token_s)
         self.stall_timeout_s = float(stall_timeout_s)
+        self.unreachable_after = int(unreachable_after)
         self.max_retries = int(max_retries)
         self.backoff_initial_s = float(backoff_initial_s)
         self.backoff_max_s = float(backoff_max_s)
@@ -339,16 +382,23 @@ class OpenAIJudge(JudgeBackend):
         limit = AdaptiveLimit(self.concurrency, self.min_concurrency)
         budget = SendBudget(self.max_attempts)
         stall_s = max(self.stall_timeout_s, 2 * self._template_timeout_s(template))
-        watch = StallWatch(stall_s)
+        watch = StallWatch(stall_s, self.unreachable_after)
         bar = tqdm(total=len(items), desc=f"judge:{template.name}", disable=not self.progress, leave=False)
+        answered = 0
 
         async def one(k: str) -> None:
+            nonlocal answered
             result = await self._one(client, limit, budget, watch, template, k, messages[k])
             for i in groups[k]:
                 results[i] = result
             if result.ok or result.raw is not None:
+                answered += 1
                 watch.progress()  # answered (now, earlier, or by another process); a failure is no progress
             bar.update(len(groups[k]))
+            if watch.unreachable():
+                self._counters["unreachable"] = 1
+                raise JudgeServerUnreachableError(self._unreachable_message(template, watch, budget, answered,
+                                                                            len(groups)))
 
         tasks = [asyncio.create_task(one(k)) for k in groups]
         try:
@@ -386,6 +436,19 @@ class OpenAIJudge(JudgeBackend):
             f"{finished}/{total} distinct requests are finished and {where}: rerun the same command to resume. "
             "The server is overloaded or stuck: check its log (vLLM: /metrics), lower judge.concurrency, or raise "
             "judge.timeout_s / judge.timeout_per_token_s."
+        )
+
+    def _unreachable_message(self, template: PromptTemplate, watch: StallWatch, budget: SendBudget, answered: int,
+                             total: int) -> str:
+        where = f"cached in {self.cache.path}" if self.cache is not None else "not cached (no judge.cache)"
+        return (
+            f"judge {template.name}: the server at {self.base_url} is unreachable: {watch.lost} requests in a row "
+            f"failed, each after {self.max_retries + 1} tries, their connections {' or '.join(watch.lost_how)}, with "
+            f"no answer in between (last: {watch.last_error}). It has died or is not listening there: check the "
+            "server's log and whether it is still running (python -m thtb.serve says which of its processes died "
+            "and how, e.g. killed by the kernel's OOM killer), or judge.base_url. Stopped: this run sent "
+            f"{budget.sent} requests for {budget.requests} distinct ones; {answered}/{total} distinct requests are "
+            f"answered and {where}: rerun the same command to resume once the server is back."
         )
 
     async def _one(
@@ -464,6 +527,9 @@ class OpenAIJudge(JudgeBackend):
                     log.warning("judge %s: request failed%s: %s", template.name, tries, describe_exc(exc))
                     result.attempts += 1
                     result.error = f"transport: {describe_exc(exc)}{tries}"
+                    how = _broken_connection(exc)
+                    if how is not None:
+                        watch.connection_lost(how, describe_exc(exc))
                     return result  # not finished: not cached
                 if (self._take_answer(template, result, raw, ptok, ctok, latency)
                         or result.attempts >= self.max_attempts):

@@ -17,8 +17,11 @@
 
 :class:`StallWatch`
     The time since the server last made progress (an answer or a definite refusal). Past
-    ``stall_timeout_s`` with requests out (sent, in backoff, or waiting for a slot) the judge stops the run with :class:`JudgeStalledError`: finished requests
-    are already cached, so rerunning the same command resumes.
+    ``stall_timeout_s`` with requests out (sent, in backoff, or waiting for a slot) the judge stops the run with
+    :class:`JudgeStalledError`: finished requests are already cached, so rerunning the same command resumes.
+    It also counts the requests that failed in a row on a refused or dropped connection, every retry spent,
+    with no answer in between: past ``unreachable_after`` of them the server is gone (died, or not listening),
+    and the judge stops with :class:`JudgeServerUnreachableError` instead of failing every request left.
 """
 
 from __future__ import annotations
@@ -27,11 +30,16 @@ import asyncio
 import time
 from collections import deque
 
-__all__ = ["AdaptiveLimit", "JudgeStalledError", "SendBudget", "StallWatch"]
+__all__ = ["AdaptiveLimit", "JudgeServerUnreachableError", "JudgeStalledError", "SendBudget", "StallWatch"]
 
 
 class JudgeStalledError(RuntimeError):
     """The judge's server made no progress for ``stall_timeout_s``; the run stopped (resumable)."""
+
+
+class JudgeServerUnreachableError(JudgeStalledError):
+    """The judge's server refuses or drops every connection (it died, or nothing listens at ``base_url``); the run
+    stopped (resumable once the server is back)."""
 
 
 class AdaptiveLimit:
@@ -123,16 +131,32 @@ class SendBudget:
 
 
 class StallWatch:
-    """Seconds since the last sign of progress; :meth:`stalled` past ``limit_s``."""
+    """Seconds since the last sign of progress; :meth:`stalled` past ``limit_s``. Requests lost in a row to broken
+    connections since then; :meth:`unreachable` at ``unreachable_after`` of them (0: never)."""
 
-    def __init__(self, limit_s: float) -> None:
+    def __init__(self, limit_s: float, unreachable_after: int = 0) -> None:
         self.limit_s = float(limit_s)
+        self.unreachable_after = int(unreachable_after)
         self.last = time.monotonic()
         self.active = 0  # requests between their first send and their end: only they can stall
-
+        self.lost = 0  # requests that failed on a broken connection since the last progress
+        self.lost_how: list[str] = []  # the ways those connections broke ("refused", "dropped"), each once
+        self.last_error = ""
 
     def progress(self) -> None:
         self.last = time.monotonic()
+        self.lost = 0
+        self.lost_how.clear()
+
+    def connection_lost(self, how: str, error: str) -> None:
+        """A request failed, every retry spent, on a connection that was ``how`` (``"refused"``/``"dropped"``)."""
+        self.lost += 1
+        if how not in self.lost_how:
+            self.lost_how.append(how)
+        self.last_error = error
+
+    def unreachable(self) -> bool:
+        return self.unreachable_after > 0 and self.lost >= self.unreachable_after
 
     def idle_s(self) -> float:
         return time.monotonic() - self.last
