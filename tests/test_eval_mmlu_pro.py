@@ -416,10 +416,11 @@ def test_vllm_backend_applies_a_lora_adapter_like_peft(vllm_available, smollm2_m
     peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(smollm2_model_path),
                                 LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # lora_B starts at zero (a no-op adapter): give it small random weights
+    with torch.no_grad():  # lora_B starts at zero (a no-op adapter): give it random weights large enough to
+        # change all three answers here (at 0.05 one changed on CI's CPU, 2 of 3 here)
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.15)
     peft_model.save_pretrained(adapter)
     categories = ["business", "chemistry", "economics"]
 
