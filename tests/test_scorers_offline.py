@@ -14,8 +14,8 @@ from tests.helpers import shared_file
 from thtb.scorers.base import BLOOM_BANDS, BLOOM_LEVELS, check_result
 from thtb.scorers.bloom import LexiconBloomClassifier, load_bloom_lexicon
 from thtb.scorers.disciplines import CatalogueDisciplineTagger, load_catalogue, split_sentences
-from thtb.scorers.embedder import SentenceTransformerEmbedder, clean_query, resolve_model_path
-from thtb.scorers.quality import HeuristicQualityScorer, stemmed_tokens
+from thtb.scorers.embedder import INVARIANT_BATCH, SentenceTransformerEmbedder, clean_query, resolve_model_path
+from thtb.scorers.quality import HeuristicQualityScorer, RelevancePool, relevance_counts, stemmed_tokens
 from thtb.scorers.stemming import stem
 
 for _var, _val in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}.items():
@@ -74,7 +74,8 @@ def test_embedder_unit_rows_and_memo(embedder, monkeypatch):
     assert calls == []  # everything memoised: the model is not called
     np.testing.assert_array_equal(again, out[::-1])
     embedder.encode(["memo test: new one", texts[0], "memo test: new two", "memo test: new one"])
-    assert calls == [["memo test: new one", "memo test: new two"]]  # only unseen, once, one batch
+    # only unseen, once: one canonical batch (both have the same token length), filled up with its first text
+    assert calls == [["memo test: new one", "memo test: new two"] + ["memo test: new one"] * (INVARIANT_BATCH - 2)]
     assert embedder.encode([]).shape == (0, 384)
 
 
@@ -185,9 +186,9 @@ def test_quality_relevance_uses_the_shared_stemmer():
     assert stemmed_tokens("dogs and cats, summarised: 中医") == ["dog", "and", "cat", stem("summarise"), "中", "医"]
     assert stem("summarise") == stem("summarizing")
     # "dogs"/"dog" and "cats"/"cat" meet on their stems: the pair has lexical overlap
-    cosine, n_terms = HeuristicQualityScorer()._relevance(
-        ["Describe dogs and cats.", "Name a colour."], ["A dog is loyal and a cat is independent.", "Red."]
-    )
+    queries, responses = ["Describe dogs and cats.", "Name a colour."], ["A dog is loyal and a cat is independent.", "Red."]
+    cosine, n_terms = RelevancePool.from_counts(relevance_counts(queries, responses, range(2)), 2).relevance(
+        queries, responses)
     assert cosine[0] > 0 and n_terms[0] == 2
 
 

@@ -158,12 +158,15 @@ class Cascade:
         disciplines: DisciplineTagger | None = None,
         embedder: Embedder | None = None,
         score_cache: Any = None,
+        executor: Any = None,
     ):
         self.config = config
         self.quality, self.bloom, self.disciplines, self.embedder = quality, bloom, disciplines, embedder
         self.score_cache = score_cache
         """A :class:`thtb.score_cache.ScoreCache` (or ``None``): scorer outputs reused across runs whose scorers
         and stage inputs are the same, so a budget sweep re-cuts without re-scoring."""
+        self.executor = executor
+        """Where the per-row scorer calls run (:mod:`thtb.executor`; ``None``: in this process)."""
         if "quality" in config.stages and quality is None:
             raise ValueError("the quality stage needs a quality scorer (reward=...)")
         if "intrinsic" in config.stages and None in (bloom, disciplines, embedder):
@@ -288,16 +291,24 @@ class Cascade:
         self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - start
         return out
 
-    def _scored(self, name: str, fn, *texts: list[str]) -> pd.DataFrame:
-        """``fn(*texts)`` timed as ``name``, through the score cache when there is one."""
+    def _scored(self, role: str, scorer: Any, method: str, *texts: list[str]) -> pd.DataFrame:
+        """``scorer.method(*texts)`` on the executor, timed as ``<role>:<scorer name>``, through the score cache
+        when there is one."""
+        name = f"{role}:{scorer.name}"
+
+        def compute() -> pd.DataFrame:
+            if self.executor is None:
+                return self._timed(name, getattr(scorer, method), *texts)
+            return self._timed(name, self.executor.map, role, scorer, method, texts)
+
         if self.score_cache is None:
-            return self._timed(name, fn, *texts)
-        return self.score_cache.get_or_compute(name, texts, lambda: self._timed(name, fn, *texts))
+            return compute()
+        return self.score_cache.get_or_compute(name, texts, compute)
 
     # ------------------------------------------------------------------ stages
     def _score_quality(self, recs: pd.DataFrame, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
         scorer = self.quality
-        out = self._scored(f"quality:{scorer.name}", scorer.score, recs["query"].tolist(), recs["response"].tolist())
+        out = self._scored("quality", scorer, "score", recs["query"].tolist(), recs["response"].tolist())
         out = check_result(out, len(recs), ("quality_raw", "quality_reason"), scorer.name)
         out = _nan_is_error(out, "quality_raw")
         ok = out["error"].isna().to_numpy()
@@ -311,9 +322,9 @@ class Cascade:
     def _score_intrinsic(self, recs: pd.DataFrame, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
         cfg = self.config
         queries, responses = recs["query"].tolist(), recs["response"].tolist()
-        b = self._scored(f"bloom:{self.bloom.name}", self.bloom.score, queries, responses)
+        b = self._scored("bloom", self.bloom, "score", queries, responses)
         b = check_result(b, len(recs), ("bloom_level", "bloom_score", "bloom_reason"), self.bloom.name)
-        d = self._scored(f"disciplines:{self.disciplines.name}", self.disciplines.tag, queries)
+        d = self._scored("disciplines", self.disciplines, "tag", queries)
         d = check_result(d, len(recs), ("disciplines",), self.disciplines.name)
         error = b["error"].where(b["error"].notna(), d["error"])
         card.loc[alive, "bloom_level"] = b["bloom_level"].to_numpy()

@@ -16,12 +16,19 @@ BloomScorer            ``bloom_level`` (one of :data:`BLOOM_LEVELS`), ``bloom_sc
                        (1–21 within the level's band; an LLM judge may answer a fraction such as 7.5), ``bloom_reason`` (str)
 DisciplineTagger       ``disciplines`` (list[str], ``lower_snake_case``, de-duplicated, in order)
 =====================  =====================================================================
+
+Row-wise or pool-dependent
+--------------------------
+A scorer's row depends on that row alone (and the scorer), never on the other rows of the call: the executors
+(:mod:`thtb.executor`) split a call into parts freely. A scorer whose rows also depend on statistics of the whole
+pool it scores implements :class:`PoolDependent`, and the Ray executor gathers the pool's statistics first.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -89,6 +96,21 @@ class DisciplineTagger(ABC):
         Raises :class:`DescriptionError` (carrying the descriptions it did get) when some could not be
         made; the cascade then fails the samples tagged with those disciplines, against the failure budget.
         """
+
+
+@runtime_checkable
+class PoolDependent(Protocol):
+    """A scorer whose rows also depend on statistics of the whole pool it scores (the offline quality scorers'
+    TF-IDF relevance, fitted on the pool). Scored in parts, the pool's statistics come first: ``pool_counts`` of
+    each part (``rows``: the rows' positions in the pool), merged with ``merge_pool_counts`` (commutative), made
+    into ``pool(counts, n_rows)``; then every part is scored with ``score(..., pool=...)``, which gives each row
+    exactly what one call over the whole pool gives."""
+
+    def pool_counts(self, queries: Sequence[str], responses: Sequence[str], rows: Sequence[int]) -> Any: ...
+
+    def merge_pool_counts(self, a: Any, b: Any) -> Any: ...
+
+    def pool(self, counts: Any, n_rows: int) -> Any: ...
 
 
 class DescriptionError(RuntimeError):

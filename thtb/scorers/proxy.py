@@ -350,12 +350,30 @@ class ProxyQualityScorer(_Calibrated, QualityScorer):
         self.coef = np.asarray(self.params["model"]["coef"])
         self.intercept = float(self.params["model"]["intercept"])
 
-    def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
+    # the hand-built scorer's TF-IDF relevance (a feature) is fitted on the pool: scored in parts, the pool's
+    # statistics come first (thtb.scorers.base.PoolDependent)
+    def pool_counts(self, queries: Sequence[str], responses: Sequence[str], rows: Sequence[int]) -> dict:
+        from thtb.scorers.quality import HeuristicQualityScorer
+
+        return HeuristicQualityScorer().pool_counts(queries, responses, rows)
+
+    @staticmethod
+    def merge_pool_counts(a: dict, b: dict) -> dict:
+        from thtb.scorers.quality import merge_relevance_counts
+
+        return merge_relevance_counts(a, b)
+
+    def pool(self, counts: dict, n_rows: int) -> Any:
+        from thtb.scorers.quality import HeuristicQualityScorer
+
+        return HeuristicQualityScorer().pool(counts, n_rows)
+
+    def score(self, queries: Sequence[str], responses: Sequence[str], pool: Any = None) -> pd.DataFrame:
         if len(queries) != len(responses):
             raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
         from thtb.scorers.quality import BROKEN_TOP, HeuristicQualityScorer
 
-        rules = HeuristicQualityScorer().score(list(queries), list(responses))
+        rules = HeuristicQualityScorer().score(list(queries), list(responses), pool=pool)
         features = quality_features(queries, responses, rules["quality_raw"].to_numpy())
         contributions = (features - self.mean) / self.scale * self.coef
         predicted = contributions.sum(axis=1) + self.intercept

@@ -57,11 +57,13 @@ import logging
 import re
 import time
 import warnings
+from collections import Counter
 from collections.abc import Sequence
+from operator import itemgetter
 
 import numpy as np
 import pandas as pd
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfTransformer
 
 from thtb.scorers.base import QualityScorer, check_result
 from thtb.scorers.embedder import clean_query
@@ -169,6 +171,116 @@ def duplicate_trigram_share(words: list[str]) -> float:
     return 1.0 - len(set(trigrams)) / len(trigrams)
 
 
+def _clean_query(query: object) -> str:
+    return clean_query("" if query is None else str(query))
+
+
+def _clean_response(response: object) -> str:
+    return ("" if response is None else str(response)).strip()
+
+
+def _vectorizer_args() -> dict:
+    """The relevance vectoriser's analysis: lowercase, :func:`stemmed_tokens`, stemmed English and instruction
+    boilerplate stop words."""
+    stop = sorted({stem(w) for w in (*ENGLISH_STOP_WORDS, *_BOILERPLATE)})
+    return {"lowercase": True, "tokenizer": stemmed_tokens, "token_pattern": None, "stop_words": stop}
+
+
+def _analyzer():
+    with warnings.catch_warnings():  # stop words are pre-stemmed; sklearn's consistency check is noisy
+        warnings.simplefilter("ignore", UserWarning)
+        return CountVectorizer(**_vectorizer_args()).build_analyzer()
+
+
+def relevance_terms(queries: Sequence[str], responses: Sequence[str]) -> tuple[list[list[str]], list[list[str]]]:
+    """The relevance vectoriser's terms of each cleaned query and response (stop words removed), in order."""
+    analyze = _analyzer()
+    return [analyze(q) for q in queries], [analyze(r) for r in responses]
+
+
+def relevance_counts(queries: Sequence[str], responses: Sequence[str], rows: Sequence[int],
+                     terms: tuple[list[list[str]], list[list[str]]] | None = None) -> dict:
+    """``term → [document frequency, first appearance]`` over cleaned ``queries`` and ``responses`` (the documents
+    of the relevance TF-IDF: every query, then every response), ``rows`` being the pairs' positions in the pool;
+    ``terms``: their :func:`relevance_terms`, when already made. A first appearance is ``(0 query | 1 response,
+    row, index among the document's distinct terms)``: scikit-learn numbers a fitted vocabulary in order of first
+    appearance before sorting it, and that order is the order each document's terms are summed in (the last bits
+    of a float32 cosine), so runs over parts keep it."""
+    q_terms, r_terms = terms if terms is not None else relevance_terms(queries, responses)
+    df: Counter[str] = Counter()
+    first: dict[str, tuple[int, int, int]] = {}
+    for kind, docs in ((0, q_terms), (1, r_terms)):
+        for row, doc in sorted(zip((int(r) for r in rows), docs, strict=True), key=itemgetter(0)):
+            distinct = dict.fromkeys(doc)  # the document's terms in order of first use
+            df.update(distinct.keys())
+            new = set(distinct).difference(first)  # rows in order: a term's first sighting here is its first
+            if new:
+                for i, term in enumerate(distinct):
+                    if term in new:
+                        first[term] = (kind, row, i)
+    return {term: [df[term], key] for term, key in first.items()}
+
+
+def merge_relevance_counts(a: dict, b: dict) -> dict:
+    """Two parts' :func:`relevance_counts` as one (document frequencies add, the earlier first appearance wins)."""
+    out = {term: list(entry) for term, entry in a.items()}
+    for term, (df, first) in b.items():
+        entry = out.get(term)
+        if entry is None:
+            out[term] = [df, first]
+        else:
+            entry[0] += df
+            entry[1] = min(entry[1], first)
+    return out
+
+
+def _as_is(terms: list[str]) -> list[str]:
+    return terms
+
+
+class RelevancePool:
+    """The relevance TF-IDF of a whole pool (vocabulary and IDF), applied to any part of it: equal, byte for byte,
+    to scikit-learn's ``TfidfVectorizer(sublinear_tf=True, dtype=float32).fit_transform`` over the pool's queries
+    and responses (``idf = ln((1 + 2n) / (1 + df)) + 1`` in float32; tests/test_scorers_offline.py checks it)."""
+
+    def __init__(self, terms_by_first_use: list[str], df: np.ndarray, n_rows: int) -> None:
+        self.n_rows = int(n_rows)
+        self._vocabulary = {term: i for i, term in enumerate(terms_by_first_use)}
+        alphabetical = sorted(terms_by_first_use)
+        self._alphabetical = np.empty(len(alphabetical), dtype=np.int64)  # first-use id → sorted id
+        for new, term in enumerate(alphabetical):
+            self._alphabetical[self._vocabulary[term]] = new
+        df = np.asarray(df, dtype=np.float32)[np.argsort(self._alphabetical)] + np.float32(1.0)
+        idf = np.full_like(df, fill_value=2 * self.n_rows + 1, dtype=np.float32)
+        idf /= df
+        np.log(idf, out=idf)
+        idf += np.float32(1.0)
+        self.idf = idf
+
+    @classmethod
+    def from_counts(cls, counts: dict, n_rows: int) -> RelevancePool:
+        terms = sorted(counts, key=lambda term: counts[term][1])
+        return cls(terms, np.array([counts[t][0] for t in terms], dtype=np.int64), n_rows)
+
+    def relevance(self, queries: list[str], responses: list[str],
+                  terms: tuple[list[list[str]], list[list[str]]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """TF-IDF cosine per cleaned pair and the number of query content terms (``terms``: their
+        :func:`relevance_terms`, when already made)."""
+        n = len(queries)
+        if not self._vocabulary or n == 0:  # empty vocabulary: nothing but stop words in the whole pool
+            return np.zeros(n), np.zeros(n, dtype=int)
+        q_terms, r_terms = terms if terms is not None else relevance_terms(queries, responses)
+        counts = CountVectorizer(analyzer=_as_is, vocabulary=self._vocabulary, dtype=np.float32
+                                 ).transform(q_terms + r_terms)
+        counts.indices = self._alphabetical.take(counts.indices).astype(counts.indices.dtype)  # as sklearn's fit
+        tfidf = TfidfTransformer(sublinear_tf=True)
+        tfidf.idf_, tfidf.n_features_in_ = self.idf, len(self.idf)
+        matrix = tfidf.transform(counts, copy=False)
+        q, r = matrix[:n], matrix[n:]
+        cosine = np.asarray(q.multiply(r).sum(axis=1), dtype=np.float64).ravel()
+        return cosine, np.diff(q.indptr)
+
+
 class HeuristicQualityScorer(QualityScorer):
     """Offline stage-1 quality heuristic; see the module docstring for the exact rules and weights.
 
@@ -201,33 +313,33 @@ class HeuristicQualityScorer(QualityScorer):
         self.offtopic_min_words = int(offtopic_min_words)
         self.offtopic_min_terms = int(offtopic_min_terms)
 
-    def _relevance(self, queries: list[str], responses: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """TF-IDF cosine per pair and the number of query content terms (vectoriser fit on the pool)."""
-        stop = sorted({stem(w) for w in (*ENGLISH_STOP_WORDS, *_BOILERPLATE)})
-        vectorizer = TfidfVectorizer(
-            lowercase=True, tokenizer=stemmed_tokens, token_pattern=None, stop_words=stop, sublinear_tf=True,
-            dtype=np.float32,
-        )
-        try:
-            with warnings.catch_warnings():  # stop words are pre-stemmed; sklearn's consistency check is noisy
-                warnings.simplefilter("ignore", UserWarning)
-                matrix = vectorizer.fit_transform(queries + responses)
-        except ValueError:  # empty vocabulary: nothing but stop words in the whole pool
-            n = len(queries)
-            return np.zeros(n), np.zeros(n, dtype=int)
-        n = len(queries)
-        q, r = matrix[:n], matrix[n:]
-        cosine = np.asarray(q.multiply(r).sum(axis=1), dtype=np.float64).ravel()
-        return cosine, np.diff(q.indptr)
+    # ------------------------------------------------------------------ the pool's TF-IDF (two passes)
+    def pool_counts(self, queries: Sequence[str], responses: Sequence[str], rows: Sequence[int]) -> dict:
+        """The relevance vectoriser's statistics of a part of the pool (``rows``: the pairs' positions in it),
+        additive over parts (:meth:`merge_pool_counts`): each term's document frequency over the queries and
+        responses, and where it first appears. :meth:`pool` turns the whole pool's into what :meth:`score` needs,
+        so the pool scored in parts (Ray blocks) gives every pair the bytes one call over the pool gives."""
+        return relevance_counts([_clean_query(q) for q in queries], [_clean_response(r) for r in responses], rows)
 
-    def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
-        """Columns ``quality_raw`` ([−5, 5]), ``quality_reason``, ``error`` (always ``None``)."""
+    merge_pool_counts = staticmethod(merge_relevance_counts)
+
+    def pool(self, counts: dict, n_rows: int) -> RelevancePool:
+        """The pool's vocabulary and IDF from its merged :meth:`pool_counts` (``n_rows`` pairs)."""
+        return RelevancePool.from_counts(counts, n_rows)
+
+    def score(self, queries: Sequence[str], responses: Sequence[str], pool: RelevancePool | None = None
+              ) -> pd.DataFrame:
+        """Columns ``quality_raw`` ([−5, 5]), ``quality_reason``, ``error`` (always ``None``). The TF-IDF is the
+        ``pool``'s (:meth:`pool`, for pairs scored in parts), else fitted on these pairs."""
         if len(queries) != len(responses):
             raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
         start = time.perf_counter()
-        qs = [clean_query("" if q is None else str(q)) for q in queries]
-        rs = [("" if r is None else str(r)).strip() for r in responses]
-        cosine, q_terms = self._relevance(qs, rs)
+        qs = [_clean_query(q) for q in queries]
+        rs = [_clean_response(r) for r in responses]
+        terms = relevance_terms(qs, rs)
+        if pool is None:
+            pool = RelevancePool.from_counts(relevance_counts(qs, rs, range(len(qs)), terms), len(qs))
+        cosine, q_terms = pool.relevance(qs, rs, terms)
 
         raws: list[float] = []
         reasons: list[str] = []

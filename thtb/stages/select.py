@@ -31,6 +31,7 @@ from thtb.artifacts import StageArtifact, copy_outputs
 from thtb.baselines import ALPAGASUS_THRESHOLD, select_baseline
 from thtb.cascade import Cascade, SelectionError, SelectionResult, cascade_config, n_selected, variant_name
 from thtb.data import load_records, resolve_data_path, write_alpaca_json, write_jsonl, write_messages_jsonl
+from thtb.executor import build_executor, executor_problems
 from thtb.fingerprint import fingerprint, records_digest
 from thtb.io import atomic_write_text, atomic_path
 from thtb.provenance import environment, selection_provenance, stage_key_inputs
@@ -203,6 +204,7 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
     scorers = build_scorers(cfg, config.stages)
     cache = ScoreCache(Path(cfg["paths"]["cache_dir"]) / "scores", score_cache_key(cfg)) if cfg.get("reuse", True) \
         else None
+    executor = build_executor(cfg, parts_dir=cache.root / "parts" / cache.key if cache is not None else None)
     cascade = Cascade(
         config,
         quality=scorers.quality,
@@ -210,9 +212,13 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
         disciplines=scorers.disciplines,
         embedder=scorers.embedder,
         score_cache=cache,
+        executor=executor,
     )
     try:
+        if hasattr(executor, "start"):
+            executor.start()  # Ray: connect and check its resources before any scoring
         result = cascade.run(records)
+        result.scorer_stats["executor"] = executor.describe()
         if scorers.judge is not None:
             result.scorer_stats["judge"] = scorers.judge.stats()
         calibration = {role: {"scorer": getattr(scorer, "name", type(scorer).__name__), **scorer.calibration}
@@ -228,6 +234,7 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
                          cache.hits + cache.misses, cache.root)
         return result
     finally:
+        executor.close()
         if scorers.judge is not None:  # also when the run stops on its failure budget
             log.info("judge: %s", {k: v for k, v in scorers.judge.stats().items() if k != "cache"})
 
@@ -270,7 +277,8 @@ def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str
     its data source (:func:`~thtb.data.loaders.data_source_problem`: a missing file, a hub dataset that cannot
     be downloaded and is not cached) and every scorer its selection uses that cannot run here
     (:func:`~thtb.scorers.availability.scorer_problems`: a model neither local nor cached when offline, a judge
-    server that does not answer within a few seconds). Missing scorers are no problem when a finished selection
+    server that does not answer within a few seconds) and ``executor=ray`` without Ray or with an address nobody
+    answers at (:func:`~thtb.executor.executor_problems`). Missing scorers are no problem when a finished selection
     of this very config and data is there to reuse (``reuse=true``); only then is the data read here."""
     from thtb.data.loaders import data_source_problem
     from thtb.scorers.availability import OFFLINE_HINT, scorer_problems
@@ -294,6 +302,7 @@ def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str
     problems += [f"select: {what}; {fix}" for what, fix in scorers]
     if scorers:
         problems[-1] += f"\n    Make the select stage's scorers available, {OFFLINE_HINT}."
+    problems += [f"select: {problem}" for problem in executor_problems(cfg)]  # Ray missing or unreachable
     return problems
 
 

@@ -1,0 +1,348 @@
+"""Where the select stage's per-row scorers run: in this process (``executor=local``, the default) or on Ray Data
+(``executor=ray``): the same subset, byte for byte.
+
+The cascade hands each scorer call to its executor as ``map(role, scorer, method, columns)``: the role
+(``quality``, ``bloom``, ``disciplines``), the driver's scorer, the method to call and the texts.
+
+- :class:`LocalExecutor` calls ``scorer.method(*columns)``.
+- :class:`RayExecutor` makes the rows a Ray Dataset (``override_num_blocks`` blocks) and maps it through a pool
+  of actors (``Dataset.map_batches`` with ``executor.scorers.<role>``: ``concurrency`` replicas, each with its
+  ``num_cpus``/``num_gpus``), each holding its own copy of the role's scorer, built from the run's config; the
+  rows come back in order. A scorer is row-wise (a row's output depends on that row alone) or pool-dependent
+  (:class:`~thtb.scorers.base.PoolDependent`: the offline quality scorers' TF-IDF is fitted on the pool): then a
+  first pass gathers the pool's statistics (additive counts per block, merged on the driver) and the second
+  scores every block with them, which gives each row what one call over the whole pool gives.
+
+The global steps — the cuts and their tie-breaks, min–max normalisation, the discipline descriptions and their
+embeddings, the TF-IDF/K-Means silhouettes of stage 3 — run on the driver, in :mod:`thtb.cascade`, whichever the
+executor. In this version the driver still reads the pool and hands each call's texts to Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from thtb.io import atomic_write_text
+from thtb.scorers.base import PoolDependent
+
+log = logging.getLogger(__name__)
+
+ROLES = ("quality", "bloom", "disciplines")
+RAY_EXTRA = "pip install 'thtb[ray]'"
+
+
+class ExecutorError(RuntimeError):
+    """The executor cannot run here: Ray missing, its cluster unreachable, resources it does not have."""
+
+
+class LocalExecutor:
+    """Scorer calls in this process."""
+
+    name = "local"
+
+    def map(self, role: str, scorer: Any, method: str, columns: Sequence[list]) -> pd.DataFrame:
+        return getattr(scorer, method)(*columns)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def close(self) -> None:
+        pass
+
+
+class RayExecutor:
+    """Scorer calls mapped over Ray Data actor pools (module doc).
+
+    Args:
+        run_config: the run's resolved config (plain dict): each actor builds its role's scorer from it
+            (:func:`thtb.scorers.build_role`).
+        address: ``local`` (start a Ray here with ``init``), ``auto`` (the running cluster: ``ray start``,
+            ``RAY_ADDRESS``), ``host:port`` or ``ray://host:port``.
+        init: more ``ray.init`` arguments (e.g. ``num_cpus`` for a local Ray).
+        override_num_blocks: Ray Data blocks per scorer call (``None``: one per ``batch_size`` rows); the
+            result does not depend on it.
+        batch_size: rows per call of an actor.
+        scorers: per role, ``map_batches`` arguments: ``concurrency`` (replicas), ``num_cpus``, ``num_gpus``, …
+        parts_dir: where each scored batch is stored, keyed by its rows' content (:func:`row_key`) under the
+            scorer's role and name (and, for a pool-dependent scorer, the pool): a rerun after a killed driver
+            scores only the rows not stored; a row stored with an error is scored again. On a cluster it must be
+            a folder every node sees. ``None``: nothing stored.
+    """
+
+    name = "ray"
+
+    def __init__(self, run_config: Mapping[str, Any], address: str = "local", init: Mapping[str, Any] | None = None,
+                 override_num_blocks: int | None = None, batch_size: int = 256,
+                 scorers: Mapping[str, Mapping[str, Any]] | None = None, parts_dir: str | Path | None = None) -> None:
+        if batch_size < 1 or (override_num_blocks is not None and override_num_blocks < 1):
+            raise ValueError(f"executor.batch_size and override_num_blocks must be >= 1, got {batch_size} and "
+                             f"{override_num_blocks}")
+        unknown = sorted(set(scorers or {}) - set(ROLES))
+        if unknown:
+            raise ValueError(f"executor.scorers: unknown role(s) {unknown}; the roles are {list(ROLES)}")
+        self.run_config = dict(run_config)
+        self.address = str(address)
+        self.init_args = {k: v for k, v in (init or {}).items() if v is not None}
+        self.override_num_blocks = override_num_blocks
+        self.batch_size = int(batch_size)
+        self.scorers = {role: {k: v for k, v in (scorers or {}).get(role, {}).items() if v is not None}
+                        for role in ROLES}
+        self.parts_dir = Path(parts_dir) if parts_dir is not None else None
+        self.calls: list[dict[str, Any]] = []
+        self._started_ray = False
+
+    # ------------------------------------------------------------------ cluster
+    def start(self) -> None:
+        """Connect to (or start) Ray and check it has what the scorers ask for, before any scoring."""
+        ray = _import_ray()
+        problem = address_problem(self.address)
+        if problem:
+            raise ExecutorError(problem)
+        if not ray.is_initialized():
+            if self.address == "local":  # a Ray of this machine, for this run
+                ray.init(**{"include_dashboard": False, "log_to_driver": False, **self.init_args})
+            else:  # a running cluster has its own size: `init` only carries connection options
+                ray.init(address=self.address, **{"log_to_driver": False, **self.init_args})
+            self._started_ray = True
+        resources = ray.cluster_resources()
+        for role, args in self.scorers.items():
+            for key, unit in (("num_gpus", "GPU"), ("num_cpus", "CPU")):
+                have = resources.get(unit, 0)
+                if float(args.get(key) or 0) > have:
+                    raise ExecutorError(f"executor.scorers.{role}.{key}={args[key]} but the Ray cluster at "
+                                        f"{self.address} has {have:g} {unit}(s) in all")
+
+    def close(self) -> None:
+        if self._started_ray:
+            import ray
+
+            ray.shutdown()
+            self._started_ray = False
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "address": self.address, "override_num_blocks": self.override_num_blocks,
+                "batch_size": self.batch_size, "scorers": self.scorers, "calls": self.calls}
+
+    # ------------------------------------------------------------------ scoring
+    def map(self, role: str, scorer: Any, method: str, columns: Sequence[list]) -> pd.DataFrame:
+        import ray
+
+        if role not in ROLES:
+            raise ValueError(f"unknown scorer role {role!r}")
+        n = len(columns[0])
+        if n == 0:
+            return getattr(scorer, method)(*columns)
+        keys = [row_key(texts) for texts in zip(*columns, strict=True)]
+        pool_dependent = isinstance(scorer, PoolDependent)
+        parts = None
+        if self.parts_dir is not None:
+            scope = hashlib.sha256("\0".join(keys).encode()).hexdigest()[:24] if pool_dependent else "rows"
+            parts = self.parts_dir / f"{role}-{_safe(scorer.name)}" / scope
+        done = read_parts(parts, set(keys)) if parts is not None else {}
+        todo = np.array([i for i, k in enumerate(keys) if k not in done], dtype=np.int64)
+        rows = pd.DataFrame({"pos": np.arange(n), "key": keys, **{f"c{i}": list(c) for i, c in enumerate(columns)}})
+        args = {"batch_size": self.batch_size, "batch_format": "pandas", **self.scorers[role]}
+        spec = {"run_config": self.run_config, "role": role, "method": method}
+        call = {"role": role, "method": method, "rows": n, "reused_rows": n - len(todo), "blocks": 0, "batches": 0,
+                "pool_statistics": pool_dependent}
+        frames = []
+        if len(todo):
+            pool = None
+            if pool_dependent:  # the whole call's statistics first: each block is scored against the pool
+                counts = None
+                for blob in self._dataset(rows, n)[0].map_batches(
+                        _PoolCounter, fn_constructor_kwargs={"spec": spec}, **args).to_pandas()["counts"]:
+                    part = pickle.loads(blob)
+                    counts = part if counts is None else scorer.merge_pool_counts(counts, part)
+                pool = scorer.pool(counts, n)
+            ds, call["blocks"] = self._dataset(rows.iloc[todo], len(todo))
+            scored = ds.map_batches(_Scorer, fn_constructor_kwargs={"spec": spec, "pool": pool,
+                                                                    "parts": str(parts) if parts else None},
+                                    **args).to_pandas()
+            call["batches"] = len(scored)
+            frames = [pickle.loads(blob) for blob in scored["frame"]]
+        if done:
+            frames.append(_frame_of(done, keys))
+        self.calls.append(call)
+        return _in_order(frames, n)
+
+    def _dataset(self, rows: pd.DataFrame, n: int) -> tuple[Any, int]:
+        import ray
+
+        blocks = min(n, self.override_num_blocks or -(-n // self.batch_size))
+        # split here: from_pandas(override_num_blocks=) splits with np.array_split, which gives arrays on pandas 3
+        return ray.data.from_pandas([rows.iloc[part] for part in np.array_split(np.arange(n), blocks)]), blocks
+
+
+# ------------------------------------------------------------------------------------- parts stored by content
+def row_key(texts: Sequence[Any]) -> str:
+    """A row's key in the stored parts: sha256 of the texts a scorer sees (never a Ray block index)."""
+    h = hashlib.sha256()
+    for text in texts:
+        h.update(str(text).encode("utf-8") + b"\0")
+    return h.hexdigest()[:32]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(name))
+
+
+def write_part(folder: Path, frame: pd.DataFrame, keys: Sequence[str]) -> Path:
+    """One scored batch as a JSON file named by its rows' keys, written atomically (a killed worker leaves none)."""
+    from thtb.score_cache import _plain
+
+    body = {"keys": list(keys),
+            "columns": {c: [_plain(v) for v in frame[c].tolist()] for c in frame.columns if c != "pos"}}
+    name = hashlib.sha256("\0".join(keys).encode()).hexdigest()[:32]
+    return atomic_write_text(folder / f"{name}.json", json.dumps(body, ensure_ascii=False))
+
+
+def read_parts(folder: Path, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    """The stored rows of ``wanted`` keys scored without error: ``key → {column: value}``. An unreadable part is
+    skipped with a warning (its rows are scored again)."""
+    found: dict[str, dict[str, Any]] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.glob("*.json")):
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))
+            keys, columns = body["keys"], body["columns"]
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("stored scores: unreadable %s (%s); its rows are scored again", path, exc)
+            continue
+        for i, key in enumerate(keys):
+            if key in wanted and key not in found and columns.get("error", [None] * len(keys))[i] is None:
+                found[key] = {c: values[i] for c, values in columns.items()}
+    return found
+
+
+def _frame_of(done: dict[str, dict[str, Any]], keys: Sequence[str]) -> pd.DataFrame:
+    """The stored rows among ``keys`` as a frame with their ``pos``."""
+    pos = [i for i, k in enumerate(keys) if k in done]
+    first = done[keys[pos[0]]]
+    return pd.DataFrame({"pos": pos, **{c: [done[keys[i]][c] for i in pos] for c in first}})
+
+
+def _in_order(frames: list[pd.DataFrame], n: int) -> pd.DataFrame:
+    """The parts' frames (each with its rows' ``pos``) as one frame in row order, each column rebuilt from its
+    values in order, as a scorer builds its frame from lists (so the dtypes are those one call gives)."""
+    pos = np.concatenate([f["pos"].to_numpy() for f in frames])
+    order = np.argsort(pos, kind="stable")
+    if not np.array_equal(pos[order], np.arange(n)):
+        raise RuntimeError(f"the Ray executor got {len(pos)} rows back for {n} sent")
+    columns = [c for c in frames[0].columns if c != "pos"]
+    values = {c: [v for f in frames for v in f[c].tolist()] for c in columns}
+    return pd.DataFrame({c: pd.Series([values[c][i] for i in order]) for c in columns})
+
+
+class _RoleScorer:
+    """An actor's copy of the role's scorer, built from the run's config."""
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        from thtb.scorers import build_role
+
+        self.role, self.method = spec["role"], spec["method"]
+        self.scorer = build_role(spec["run_config"], self.role)
+
+    @staticmethod
+    def columns(batch: pd.DataFrame) -> list[list]:
+        texts = [c for c in batch.columns if c.startswith("c") and c[1:].isdigit()]
+        return [batch[c].tolist() for c in sorted(texts, key=lambda c: int(c[1:]))]
+
+
+class _PoolCounter(_RoleScorer):
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        cols = self.columns(batch)
+        counts = self.scorer.pool_counts(*cols[:2], batch["pos"].tolist())
+        return pd.DataFrame({"counts": [pickle.dumps(counts)]})
+
+
+class _Scorer(_RoleScorer):
+    def __init__(self, spec: Mapping[str, Any], pool: Any = None, parts: str | None = None) -> None:
+        super().__init__(spec)
+        self.pool = pool
+        self.parts = Path(parts) if parts else None
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        kwargs = {"pool": self.pool} if self.pool is not None else {}
+        frame = getattr(self.scorer, self.method)(*self.columns(batch), **kwargs).reset_index(drop=True)
+        if self.parts is not None:  # stored before it is returned: a killed driver's rerun scores only the rest
+            write_part(self.parts, frame, batch["key"].tolist())
+        frame.insert(0, "pos", batch["pos"].to_numpy())
+        return pd.DataFrame({"frame": [pickle.dumps(frame)]})
+
+
+# ---------------------------------------------------------------------------------------------- config, preflight
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise ExecutorError(f"executor=ray needs Ray Data, which is not installed ({exc}): {RAY_EXTRA}") from exc
+    return ray
+
+
+def address_problem(address: str, timeout_s: float = 3.0) -> str | None:
+    """Why Ray at ``address`` cannot be reached (``None`` when it can, or when ``local`` starts one here): for
+    ``host:port`` and ``ray://host:port``, a TCP connection within ``timeout_s``; for ``auto``, a running cluster
+    on this machine or ``RAY_ADDRESS``."""
+    import os
+
+    if address == "local":
+        return None
+    if address == "auto":
+        target = os.environ.get("RAY_ADDRESS")
+        if not target:
+            from ray._private.services import find_gcs_addresses
+
+            found = find_gcs_addresses()
+            if not found:
+                return ("executor.address=auto but no Ray cluster runs on this machine and RAY_ADDRESS is not set: "
+                        "start one (`ray start --head`, or scripts/slurm_ray.sbatch on SLURM) or use "
+                        "executor.address=local")
+            return None
+        address = target
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return f"executor.address={address!r} is not local, auto, host:port or ray://host:port"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return f"executor.address={address}: no Ray cluster answers at {host}:{port} ({exc})"
+
+
+def executor_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """What would stop ``cfg.executor`` before any scoring, found without starting Ray (the preflight)."""
+    ex = cfg.get("executor") or {}
+    if ex.get("name", "local") != "ray":
+        return []
+    try:
+        _import_ray()
+    except ExecutorError as exc:
+        return [str(exc)]
+    problem = address_problem(str(ex.get("address", "local")))
+    return [problem] if problem else []
+
+
+def build_executor(cfg: Mapping[str, Any], parts_dir: str | Path | None = None) -> LocalExecutor | RayExecutor:
+    """The executor ``cfg.executor`` names (``local`` when there is none); ``parts_dir``: the Ray executor's
+    stored parts (:class:`RayExecutor`)."""
+    ex = dict(cfg.get("executor") or {})
+    name = ex.pop("name", "local")
+    if name == "local":
+        return LocalExecutor()
+    if name != "ray":
+        raise ValueError(f"executor.name must be local or ray, got {name!r}")
+    return RayExecutor(cfg, **ex, parts_dir=parts_dir)
