@@ -57,6 +57,8 @@ def render(overrides: list[str], *, nodes: int, cpus_per_node: int, gpus_per_nod
         "set -euo pipefail",
         f"cd {shlex.quote(str(workdir))}",
         *([setup] if setup else []),
+        *([f"export PATH={shlex.quote(str(Path(python).parent))}:\"$PATH\"  # ray symmetric-run calls `ray start`"]
+          if "/" in python else []),
         'mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")',
         'head_ip=$(srun --nodes=1 --ntasks=1 -w "${nodes[0]}" hostname --ip-address | awk \'{print $1}\')',
         f"port={int(port)}",
