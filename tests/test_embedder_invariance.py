@@ -2,9 +2,9 @@
 
 A selection split across Ray workers (any number of blocks) must give the subset a single process gives, so
 :meth:`~thtb.scorers.embedder.SentenceTransformerEmbedder.encode` batches canonically (texts grouped by token
-length, batches of exactly :data:`~thtb.scorers.embedder.INVARIANT_BATCH`, no padding). Checked on real MiniLM
-and ~600 real Alpaca queries, with texts past ``max_seq_length`` (truncated) among them: one call over all, seven
-shuffled chunks and one text per call give the same float32 bytes.
+length, batches of exactly :func:`~thtb.scorers.embedder.invariant_batch` texts of that length, no padding).
+Checked on real MiniLM and ~600 real Alpaca queries, with texts past ``max_seq_length`` (truncated) among them:
+one call over all, seven shuffled chunks and one text per call give the same float32 bytes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import shared_file
-from thtb.scorers.embedder import INVARIANT_BATCH, SentenceTransformerEmbedder, clean_query
+from thtb.scorers.embedder import INVARIANT_TOKENS, SentenceTransformerEmbedder, clean_query, invariant_batch
 
 for _var, _val in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}.items():
     os.environ.setdefault(_var, _val)
@@ -62,6 +62,7 @@ def test_the_set_covers_many_lengths_and_truncation(texts):
     assert max(lengths) == MAX_SEQ_LENGTH
     assert sum(n == MAX_SEQ_LENGTH for n in lengths) >= 12  # the long texts, truncated
     assert len(set(lengths)) >= 40  # many groups, most with a partly filled last batch
+    assert {invariant_batch(n) for n in lengths} == {8, 16, 32, 64}  # every batch size is exercised
 
 
 def test_seven_shuffled_chunks_give_the_same_bytes(texts, reference):
@@ -100,20 +101,23 @@ def test_every_forward_pass_is_a_full_batch_of_one_length(texts, monkeypatch):
     real = embedder.model.encode
 
     def spy(sentences, **kwargs):
-        calls.append(list(sentences))
-        assert kwargs["batch_size"] == INVARIANT_BATCH
+        calls.append((list(sentences), kwargs["batch_size"]))
         return real(sentences, **kwargs)
 
     monkeypatch.setattr(embedder.model, "encode", spy)
     sample = texts[:40] + texts[-3:]
     embedder.encode(sample + sample[:5])  # duplicates are encoded once
     assert embedder.n_encoded == len(sample)
-    assert {t for call in calls for t in call} == set(sample)
-    for call in calls:
-        assert len(call) == INVARIANT_BATCH
-        assert len(set(embedder.token_lengths(call))) == 1
-    assert sum(len(set(call)) for call in calls) == len(sample)  # each text in one batch; fillers repeat it
+    assert {t for call, _ in calls for t in call} == set(sample)
+    for call, size in calls:
+        (length,) = set(embedder.token_lengths(call))
+        assert len(call) == size == invariant_batch(length)
+    assert sum(len(set(call)) for call, _ in calls) == len(sample)  # each text in one batch; fillers repeat it
+
+
+def test_the_batch_size_is_a_function_of_the_length():
+    assert [invariant_batch(n) for n in (2, 8, 9, 16, 17, 32, 33, 128, 512)] == [64, 64, 32, 32, 16, 16, 8, 8, 8]
 
 
 def test_the_fingerprint_records_the_batching():
-    assert f"batch=length-grouped-{INVARIANT_BATCH}" in make_embedder().embedder_fingerprint()
+    assert f"batch=length-grouped-{INVARIANT_TOKENS}-tokens-8-64" in make_embedder().embedder_fingerprint()

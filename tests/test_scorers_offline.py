@@ -14,7 +14,7 @@ from tests.helpers import shared_file
 from thtb.scorers.base import BLOOM_BANDS, BLOOM_LEVELS, check_result
 from thtb.scorers.bloom import LexiconBloomClassifier, load_bloom_lexicon
 from thtb.scorers.disciplines import CatalogueDisciplineTagger, load_catalogue, split_sentences
-from thtb.scorers.embedder import INVARIANT_BATCH, SentenceTransformerEmbedder, clean_query, resolve_model_path
+from thtb.scorers.embedder import SentenceTransformerEmbedder, clean_query, invariant_batch, resolve_model_path
 from thtb.scorers.quality import HeuristicQualityScorer, RelevancePool, relevance_counts, stemmed_tokens
 from thtb.scorers.stemming import stem
 
@@ -75,7 +75,8 @@ def test_embedder_unit_rows_and_memo(embedder, monkeypatch):
     np.testing.assert_array_equal(again, out[::-1])
     embedder.encode(["memo test: new one", texts[0], "memo test: new two", "memo test: new one"])
     # only unseen, once: one canonical batch (both have the same token length), filled up with its first text
-    assert calls == [["memo test: new one", "memo test: new two"] + ["memo test: new one"] * (INVARIANT_BATCH - 2)]
+    size = invariant_batch(embedder.token_lengths(["memo test: new one"])[0])
+    assert calls == [["memo test: new one", "memo test: new two"] + ["memo test: new one"] * (size - 2)]
     assert embedder.encode([]).shape == (0, 384)
 
 
