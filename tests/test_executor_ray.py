@@ -278,3 +278,21 @@ def test_run_py_names_an_unreachable_ray_before_any_work(tmp_path):
     assert proc.returncode != 0 and time.monotonic() - start < 60
     assert "select: executor.address=127.0.0.1:9: no Ray cluster answers at 127.0.0.1:9" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "selection").exists()
+
+
+def test_stored_parts_serve_error_free_rows_and_skip_an_unreadable_file(tmp_path, caplog):
+    """What a rerun reuses: rows stored without an error, found by content key; a row stored with an error is
+    scored again, and a torn or foreign file is skipped with a warning naming it (its rows are scored again)."""
+    import pandas as pd
+
+    from thtb.executor import read_parts, row_key, write_part
+
+    keys = [row_key(["q1", "r1"]), row_key(["q2", "r2"])]
+    assert keys[0] != keys[1] and keys[0] == row_key(["q1", "r1"])
+    frame = pd.DataFrame({"pos": [0, 1], "quality_raw": [1.5, float("nan")], "error": [None, "timed out"]})
+    write_part(tmp_path, frame, keys)
+    (tmp_path / "torn.json").write_text('{"keys": ["', encoding="utf-8")
+    found = read_parts(tmp_path, set(keys) | {"absent"})
+    assert found == {keys[0]: {"quality_raw": 1.5, "error": None}}
+    assert "unreadable" in caplog.text and "torn.json" in caplog.text
+    assert read_parts(tmp_path / "missing", set(keys)) == {}

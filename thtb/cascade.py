@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from thtb import maths
+from thtb.executor import LocalExecutor
 from thtb.scorers.base import (
     BLOOM_LEVELS,
     BloomScorer,
@@ -165,8 +166,8 @@ class Cascade:
         self.score_cache = score_cache
         """A :class:`thtb.score_cache.ScoreCache` (or ``None``): scorer outputs reused across runs whose scorers
         and stage inputs are the same, so a budget sweep re-cuts without re-scoring."""
-        self.executor = executor
-        """Where the per-row scorer calls run (:mod:`thtb.executor`; ``None``: in this process)."""
+        self.executor = executor if executor is not None else LocalExecutor()
+        """Where the per-row scorer calls run (:mod:`thtb.executor`; default: in this process)."""
         if "quality" in config.stages and quality is None:
             raise ValueError("the quality stage needs a quality scorer (reward=...)")
         if "intrinsic" in config.stages and None in (bloom, disciplines, embedder):
@@ -297,8 +298,6 @@ class Cascade:
         name = f"{role}:{scorer.name}"
 
         def compute() -> pd.DataFrame:
-            if self.executor is None:
-                return self._timed(name, getattr(scorer, method), *texts)
             return self._timed(name, self.executor.map, role, scorer, method, texts)
 
         if self.score_cache is None:

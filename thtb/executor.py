@@ -50,6 +50,9 @@ class LocalExecutor:
 
     name = "local"
 
+    def start(self) -> None:
+        pass
+
     def map(self, role: str, scorer: Any, method: str, columns: Sequence[list]) -> pd.DataFrame:
         return getattr(scorer, method)(*columns)
 

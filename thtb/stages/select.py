@@ -215,8 +215,7 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
         executor=executor,
     )
     try:
-        if hasattr(executor, "start"):
-            executor.start()  # Ray: connect and check its resources before any scoring
+        executor.start()  # Ray: connect and check its resources before any scoring
         result = cascade.run(records)
         result.scorer_stats["executor"] = executor.describe()
         if scorers.judge is not None:
