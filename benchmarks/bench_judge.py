@@ -8,6 +8,10 @@ Sections (``--only``):
   vLLM is still generating cancelled ones; the server's KV cache and the peak memory of its whole process
   tree (API server, EngineCore, worker) over the run (see :func:`bench_vllm`).
 
+* ``demo`` — the served-judge demo (``run.py +experiment=demo stages=[select] scoring=served``) against
+  ``python -m thtb.serve --model smollm2``'s defaults (vLLM): the server tree's resident memory ready and at its
+  peak over the whole demo (PSS), where the model runs (``executor``), the demo's wall time and judge requests.
+
 * ``served`` — requests/s and mean latency through :class:`~thtb.judge.client.OpenAIJudge` against a
   local ``transformers serve`` SmolLM2-135M-Instruct server: concurrency 1 (the authors' sequential
   loop) vs concurrency 8, N distinct DISCIPLINES prompts from ``thtb/resources/demo.jsonl``
@@ -239,6 +243,45 @@ def bench_vllm(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8, 16, 32), 
           f"{_gib(ready['rss'])}, peak {_gib(peak['rss'])})")
 
 
+# --------------------------------------------------------------------------- demo (served judge, vLLM)
+def bench_demo() -> None:
+    """The served-judge demo against the project's vLLM server as ``python -m thtb.serve --model smollm2`` starts
+    it (no option given): the server tree's PSS when ready and its peak while the demo runs (sampled every 0.2 s),
+    the demo's wall time, judge requests and whether it selected."""
+    import subprocess
+
+    from thtb.serve import PeakMemory, ServedModel, serving_available
+
+    reason = serving_available("vllm")
+    if reason:
+        print(f"demo: skipped ({reason})")
+        return
+    env = {"VLLM_CPU_KVCACHE_SPACE": ""}  # the server's own sizing, as the CLI does without the variable
+    with tempfile.TemporaryDirectory() as tmp, ServedModel("smollm2", engine="vllm", env=env) as server:
+        info = server.info()
+        with PeakMemory(server.pid, interval_s=0.2) as memory:
+            ready = memory.sample()
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, str(REPO / "run.py"), "+experiment=demo", "stages=[select]", "scoring=served",
+                 f"judge.base_url={server.base_url}", f"judge.model={server.model}", f"judge.cache={tmp}/judge.sqlite",
+                 "judge.failure_budget=1000", "reuse=false", f"hydra.run.dir={tmp}/run", f"paths.cache_dir={tmp}/cache"],
+                capture_output=True, text=True, cwd=REPO)
+            wall = time.perf_counter() - t0
+        peak = memory.peak
+        if proc.returncode != 0:
+            print(f"demo: run.py exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+            return
+        summary = json.loads((Path(tmp) / "run" / "selection" / "summary.json").read_text())
+    judge = summary["scorers"]["judge"]
+    print(f"demo: served-judge demo against thtb.serve's vLLM defaults (executor {info['executor']}, KV cache "
+          f"{info['kv_cache_gib']} GiB, max_num_seqs {info['max_num_seqs']}): {wall:.0f} s wall, {judge['calls']} "
+          f"judge requests, {judge['failures']} failed, {summary['n_selected']} selected")
+    print(f"demo: vllm server memory, whole tree ({peak['processes']} processes): ready {_gib(ready['pss'])} PSS; "
+          f"**peak {_gib(peak['pss'])} PSS** over the demo ({memory.samples} samples; RSS "
+          f"summed per process: ready {_gib(ready['rss'])}, peak {_gib(peak['rss'])})")
+
+
 # --------------------------------------------------------------------------- hf (in-process)
 def bench_hf(n: int = 24, batch_sizes=(1, 8), max_tokens: int = 32, model: str = "smollm2",
              device: str = "auto") -> None:
@@ -415,7 +458,7 @@ def bench_overhead(n: int = 500, repeats: int = 3) -> None:
         print(f"overhead: client adds {jm - raw:.2f} ms/request over raw httpx")
 
 
-BENCHES = {"vllm": bench_vllm, "served": bench_served, "hf": bench_hf, "replay": bench_replay, "overhead": bench_overhead}
+BENCHES = {"vllm": bench_vllm, "demo": bench_demo, "served": bench_served, "hf": bench_hf, "replay": bench_replay, "overhead": bench_overhead}
 
 
 def main(argv=None) -> int:
@@ -438,6 +481,8 @@ def main(argv=None) -> int:
     for name in todo:
         if name == "vllm":
             bench_vllm(n=args.n_vllm, max_num_seqs=args.max_num_seqs, kv_cache_gb=args.kv_cache_gb)
+        elif name == "demo":
+            bench_demo()
         elif name == "served":
             modes = tuple(m.strip() == "continuous-batching" for m in args.modes.split(",") if m.strip())
             bench_served(n=args.n, max_tokens=args.max_tokens, modes=modes)
