@@ -55,7 +55,7 @@ bench: $(STAMP) ## print figures: offline scorers vs calibration labels, selecti
 tables: $(STAMP) ## regenerate the paper's Tables 1–3 (ours / published / Δ) from results/runs/*.jsonl → results/tables/
 	$(OFFLINE) $(PY) run.py +experiment=paper_tables $(ARGS)
 
-bench-judge: $(STAMP) ## judge client vs vLLM's ceiling, requests under timeouts (ARGS="--only vllm|demo|served|hf|replay|overhead")
+bench-judge: $(STAMP) ## judge client vs vLLM's ceiling, requests under timeouts (ARGS="--only vllm|vllm2|demo|served|hf|replay|overhead")
 	$(OFFLINE) $(PY) benchmarks/bench_judge.py $(ARGS)
 
 bench-train: $(STAMP) ## training tokens/s, peak memory (CPU; ARGS="--device cuda" for MFU on a GPU)

@@ -8,6 +8,10 @@ Sections (``--only``):
   vLLM is still generating cancelled ones; the server's KV cache and the peak memory of its whole process
   tree (API server, EngineCore, worker) over the run (see :func:`bench_vllm`).
 
+* ``vllm2`` — the judge over two vLLM servers (``judge.base_url`` a list; ``thtb.serve``'s defaults, SmolLM2) vs
+  their joint ceiling: a raw async loop with as many workers per server, pulling from one queue, in the same run;
+  the judge's requests/s as a share of it, and how its sends split between the servers.
+
 * ``demo`` — the served-judge demo (``run.py +experiment=demo stages=[select] scoring=served``) against
   ``python -m thtb.serve --model smollm2``'s defaults (vLLM): the server tree's resident memory ready and at its
   peak over the whole demo (PSS), where the model runs (``executor``), the demo's wall time and judge requests.
@@ -132,23 +136,31 @@ def bench_served(n: int = 24, concurrencies=(1, 8), max_tokens: int = 32, modes=
 
 
 # --------------------------------------------------------------------------- vllm (served)
-def _raw_loop(base_url: str, model: str, convs: list, params: dict, concurrency: int) -> tuple[float, int]:
-    """The server's ceiling: a bare AsyncOpenAI loop (no cache, no parsing) at ``concurrency``; (wall s, tokens)."""
+def _raw_loop(base_url: str | list[str], model: str, convs: list, params: dict, concurrency: int) -> tuple[float, int]:
+    """The servers' ceiling: a bare AsyncOpenAI loop (no cache, no parsing), ``concurrency`` workers per server
+    pulling the next prompt from one shared queue (several servers: their joint ceiling); (wall s, tokens)."""
     import openai
 
-    async def go() -> tuple[float, int]:
-        client = openai.AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=600)
-        sem = asyncio.Semaphore(concurrency)
+    urls = [base_url] if isinstance(base_url, str) else list(base_url)
 
-        async def one(messages) -> int:
-            async with sem:
+    async def go() -> tuple[float, int]:
+        clients = [openai.AsyncOpenAI(base_url=u, api_key="EMPTY", max_retries=0, timeout=600) for u in urls]
+        queue: asyncio.Queue = asyncio.Queue()
+        for c in convs:
+            queue.put_nowait(c)
+        tokens: list[int] = []
+
+        async def worker(client) -> None:
+            while not queue.empty():
+                messages = queue.get_nowait()
                 r = await client.chat.completions.create(model=model, messages=messages, **params)
-                return r.usage.completion_tokens
+                tokens.append(r.usage.completion_tokens)
 
         t0 = time.perf_counter()
-        tokens = await asyncio.gather(*(one(c) for c in convs))
+        await asyncio.gather(*(worker(client) for client in clients for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-        await client.close()
+        for client in clients:
+            await client.close()
         return wall, sum(tokens)
 
     return asyncio.run(go())
@@ -241,6 +253,53 @@ def bench_vllm(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8, 16, 32), 
           f"worker...): ready {_gib(ready['pss'])} PSS; **peak {_gib(peak['pss'])} PSS** over the run "
           f"({memory.samples} samples; RSS summed per process, shared pages counted in each: ready "
           f"{_gib(ready['rss'])}, peak {_gib(peak['rss'])})")
+
+
+# --------------------------------------------------------------------------- vllm2 (two servers)
+def bench_vllm2(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8)) -> None:
+    """OpenAIJudge over two vLLM servers vs the two servers' joint ceiling on the same prompts (one run): the best
+    raw loop over ``concurrencies`` (workers per server), the judge at that concurrency per server, the raw loop
+    again; ratio = judge / mean(raw best, raw again)."""
+    from contextlib import ExitStack
+
+    from thtb.serve import ServedModel, serving_available
+
+    reason = serving_available("vllm")
+    if reason:
+        print(f"vllm2: skipped ({reason})")
+        return
+    items = demo_items(n)
+    params = {**dict(DISCIPLINES.params), "max_tokens": max_tokens}
+    convs = [DISCIPLINES.messages(it) for it in items]
+    with ExitStack() as stack:
+        servers = [stack.enter_context(ServedModel("smollm2", engine="vllm", env={"VLLM_CPU_KVCACHE_SPACE": ""},
+                                                   extra_args=["--no-enable-prefix-caching"])) for _ in range(2)]
+        urls = [s.base_url for s in servers]
+        model = servers[0].model
+        print(f"vllm2: two servers healthy in {', '.join(f'{s.startup_s:.1f}' for s in servers)} s "
+              f"(executor {servers[0].info()['executor']}, max_num_seqs {servers[0].effective_max_num_seqs()} each)")
+        for url in urls:
+            _raw_loop(url, model, convs[:8], params, 8)  # warm-up, not counted
+        best = (0.0, None)
+        for conc in concurrencies:
+            wall, toks = _raw_loop(urls, model, convs, params, conc)
+            print(f"vllm2 raw loop over both, {conc} per server: {n / wall:.2f} req/s, {toks / wall:.0f} tok/s")
+            if n / wall > best[0]:
+                best = (n / wall, conc)
+        conc = best[1]
+        judge = OpenAIJudge(model, urls, concurrency=conc, cache=None, decoding={"max_tokens": max_tokens},
+                            max_attempts=1, progress=False)
+        judge.run(DISCIPLINES, [{"query": "Warm-up: what is 2 + 2?"}])  # tokenizer + /v1/models, once per judge
+        calls0 = dict(judge.stats()["server_calls"])
+        t0 = time.perf_counter()
+        results = judge.run(DISCIPLINES, items)
+        jwall = time.perf_counter() - t0
+        split = [judge.stats()["server_calls"][u] - calls0[u] for u in urls]
+        again, _ = _raw_loop(urls, model, convs, params, conc)
+    ceiling = (best[0] + n / again) / 2
+    print(f"vllm2 judge over both, concurrency {conc} per server: {n / jwall:.2f} req/s (sends {split[0]} + {split[1]}, "
+          f"parsed {sum(r.ok for r in results)}/{n}) vs joint ceiling {ceiling:.2f} req/s (raw best {best[0]:.2f}, "
+          f"raw again {n / again:.2f}): **{100 * n / jwall / ceiling:.0f}%** (goal ≥ 90%)")
 
 
 # --------------------------------------------------------------------------- demo (served judge, vLLM)
@@ -458,7 +517,7 @@ def bench_overhead(n: int = 500, repeats: int = 3) -> None:
         print(f"overhead: client adds {jm - raw:.2f} ms/request over raw httpx")
 
 
-BENCHES = {"vllm": bench_vllm, "demo": bench_demo, "served": bench_served, "hf": bench_hf, "replay": bench_replay, "overhead": bench_overhead}
+BENCHES = {"vllm": bench_vllm, "vllm2": bench_vllm2, "demo": bench_demo, "served": bench_served, "hf": bench_hf, "replay": bench_replay, "overhead": bench_overhead}
 
 
 def main(argv=None) -> int:
@@ -481,6 +540,8 @@ def main(argv=None) -> int:
     for name in todo:
         if name == "vllm":
             bench_vllm(n=args.n_vllm, max_num_seqs=args.max_num_seqs, kv_cache_gb=args.kv_cache_gb)
+        elif name == "vllm2":
+            bench_vllm2(n=args.n_vllm)
         elif name == "demo":
             bench_demo()
         elif name == "served":

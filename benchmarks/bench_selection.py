@@ -12,6 +12,10 @@ Sections (``--only``):
   reference-fidelity queries ends in ``"\nnan"``).
 * ``cascade`` — the full offline cascade on Alpaca 52k through ``run.py`` (wall seconds with model
   load, peak RSS, byte-identical subsets across runs), then a 2% re-cut of the same scores (score cache).
+* ``scale`` (only with ``--only scale``) — one offline alpaca_5pct selection over a large pool (Alpaca repeated ``--rows`` / 52,002 times, each
+  copy's text varied) with ``executor=local`` and with ``executor=ray`` (a local Ray), each through ``run.py`` in a
+  process of its own: wall time and their ratio, the driver's peak RSS (``wait4``: that process alone, not Ray's
+  workers), whether the two subsets are byte-identical, and each scorer's rows per second.
 * ``stage3`` — the stage-3 maths on 1,000,000 synthetic English queries: preprocessing, TF-IDF,
   K-Means k=161, exact silhouette, IREI + EHS; total time and peak RSS.
 
@@ -19,6 +23,7 @@ Usage::
 
     python benchmarks/bench_selection.py --only silhouette --sizes 5200,20000
     python benchmarks/bench_selection.py --only stage3 --n-stage3 1000000
+    python benchmarks/bench_selection.py --only scale --rows 1000000
 """
 
 from __future__ import annotations
@@ -343,6 +348,64 @@ def bench_cascade(data_path: Path | None = None, runs: int = 1) -> None:
               f"misses {hits.get('misses')}")
 
 
+def make_pool(data_path: Path, rows: int, out: Path) -> int:
+    """``rows`` rows of Alpaca, repeated: copy 0 as it is, copy ``j`` with its output's words shuffled (seeded by
+    ``j`` and the row) and ``(variant j)`` after its instruction — so no two rows share a text (the score and judge
+    caches, and the authors' de-duplication, see every one) while lengths and vocabulary stay Alpaca's."""
+    base = json.loads(data_path.read_text(encoding="utf-8"))
+    written = 0
+    with open(out, "w", encoding="utf-8") as fh:
+        for j in range(-(-rows // len(base))):
+            rng = np.random.default_rng(j)
+            for row in base:
+                if written >= rows:
+                    break
+                if j:
+                    words = row["output"].split()
+                    rng.shuffle(words)
+                    row = {**row, "instruction": f"{row['instruction']} (variant {j})", "output": " ".join(words)}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                written += 1
+    return written
+
+
+def bench_scale(data_path: Path | None = None, rows: int = 1_000_000) -> None:
+    """One offline selection of ``rows`` rows, ``executor=local`` then ``executor=ray`` (fresh score caches): wall,
+    ratio, driver peak RSS, identical subsets, per-scorer throughput."""
+    data_path = data_path or ALPACA
+    if not data_path.exists():
+        print(f"scale: skipped ({data_path} not found)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        pool = Path(tmp) / "pool.jsonl"
+        t0 = time.perf_counter()
+        n = make_pool(data_path, rows, pool)
+        print(f"scale: pool of {n:,} rows ({pool.stat().st_size / 1e9:.2f} GB JSONL) written in "
+              f"{time.perf_counter() - t0:.1f} s")
+        results = {}
+        for executor in ("local", "ray"):
+            out = Path(tmp) / executor
+            wall, peak, summary = _select(pool, out, Path(tmp) / f"{executor}.log", f"executor={executor}",
+                                          f"paths.cache_dir={Path(tmp) / ('cache-' + executor)}")
+            results[executor] = (wall, peak, (out / "selection" / "subset.jsonl").read_bytes())
+            counts = summary["counts"]
+            stage_rows = {"quality": counts.get("input"), "bloom": counts.get("quality"),
+                          "disciplines": counts.get("quality")}
+            speeds = []
+            for name, seconds in summary["timings_s"].items():
+                role = name.split(":", 1)[0]
+                if role in stage_rows and stage_rows[role] and seconds:
+                    speeds.append(f"{name} {stage_rows[role] / seconds:,.0f} rows/s ({stage_rows[role]:,} in "
+                                  f"{seconds:.1f} s)")
+            steps = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items())
+            print(f"scale executor={executor}: {' → '.join(f'{v:,}' for v in counts.values())} in {wall:.1f} s wall, "
+                  f"driver peak RSS {peak:.2f} GB; {'; '.join(speeds)}")
+            print(f"scale executor={executor} steps: {steps}")
+        (lw, _, lsub), (rw, _, rsub) = results["local"], results["ray"]
+        print(f"scale: ray / local wall {rw / lw:.2f} (one run each, this machine); subsets byte-identical: "
+              f"{lsub == rsub}")
+
+
 def bench_calibration(data_path: Path | None = None) -> None:
     """Held-out agreement of the fitted proxies and the hand-built offline scorers with the calibration labels."""
     from thtb import calibration
@@ -367,18 +430,19 @@ def bench_calibration(data_path: Path | None = None) -> None:
               f"{str(bool(row['current'])):>14s}")
 
 
-BENCHES = ("data", "calibration", "silhouette", "stage3", "cascade")
+BENCHES = ("data", "calibration", "silhouette", "stage3", "cascade")  # "all"; scale (an hour at 1M rows) on its own
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=[*BENCHES, "all"], default="all")
+    parser.add_argument("--only", choices=[*BENCHES, "scale", "all"], default="all")
     parser.add_argument("--sizes", default="5200,20000", help="silhouette: comma-separated n values")
     parser.add_argument("--k", type=int, default=161, help="K-Means clusters")
     parser.add_argument("--n-stage3", type=int, default=1_000_000, help="stage3: synthetic rows")
     parser.add_argument("--max-iter", type=int, default=300, help="stage3: KMeans max_iter (sklearn default 300)")
     parser.add_argument("--algorithm", default="lloyd", choices=["lloyd", "elkan"], help="stage3: KMeans algorithm")
     parser.add_argument("--data", type=Path, default=ALPACA, help="Alpaca json (silhouette section)")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="scale: rows of the pool")
     parser.add_argument("--runs", type=int, default=2, help="cascade: runs (checks byte-identical subsets)")
     args = parser.parse_args(argv)
     if args.only == "all":  # each section in a fresh process: one section's memory never inflates another's figures
@@ -398,6 +462,8 @@ def main(argv=None) -> int:
         bench_stage3_1m(args.n_stage3, k=args.k, max_iter=args.max_iter, algorithm=args.algorithm)
     if "cascade" in run:
         bench_cascade(args.data, runs=args.runs)
+    if "scale" in run:
+        bench_scale(args.data, rows=args.rows)
     return 0
 
 

@@ -296,3 +296,101 @@ def test_stored_parts_serve_error_free_rows_and_skip_an_unreadable_file(tmp_path
     assert found == {keys[0]: {"quality_raw": 1.5, "error": None}}
     assert "unreadable" in caplog.text and "torn.json" in caplog.text
     assert read_parts(tmp_path / "missing", set(keys)) == {}
+
+
+# ------------------------------------------------------------------ a judge-backed selection on Ray
+def _tagged(content: str) -> str:
+    """A request's tag: the first 12 hex digits of its last message's SHA-256, as letters (g–v)."""
+    import hashlib
+
+    return "".join(chr(ord("g") + int(c, 16)) for c in hashlib.sha256(content.encode()).hexdigest()[:12])
+
+
+def _judge_script(n, body):
+    """Answers that name the request they answer (its tag), so the judge cache tells which requests finished."""
+    from tests.helpers import completion
+    from thtb.scorers.base import BLOOM_BANDS
+
+    content = body["messages"][-1]["content"]
+    tag = _tagged(content)
+    if "discipline names" in content:
+        return 200, completion(f"biology, tag_{tag}"), 0.02
+    level = list(BLOOM_BANDS)[sum(map(ord, tag)) % len(BLOOM_BANDS)]
+    return 200, completion(json.dumps({"level": level, "score": BLOOM_BANDS[level][0], "reasoning": tag})), 0.02
+
+
+@pytest.mark.slow
+def test_a_killed_judge_backed_ray_run_resumes_without_repeating_a_finished_request(tmp_path):
+    """The demo with an HTTP judge (``scoring=served``; a real aiohttp server answering every request with its own
+    tag) on Ray: SIGKILL the driver once the Bloom stage stored a batch. The rerun sends no request whose answer
+    is in the judge cache, its summary counts the requests the actors sent (the server's own count), and it
+    selects the subset `executor=local` selects against the same answers."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, FakeServer
+
+    server = FakeServer()
+    server.script = _judge_script
+    try:
+        cache = tmp_path / "cache"
+        served = ["scoring=served", f"judge.base_url={server.base_url}", "judge.model=fake-judge",
+                  "judge.tokenizer=null", "judge.failure_budget=1000"]
+        args = [sys.executable, "run.py", "+experiment=demo", "stages=[select]", "logger=none", *served, *RAY,
+                "executor.init.num_cpus=2", "executor.batch_size=4", f"paths.cache_dir={cache}"]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
+        first = subprocess.Popen([*args, f"hydra.run.dir={tmp_path / 'a'}"], cwd=ROOT, env=env,
+                                 start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 600
+            while not _parts(cache, "bloom") and first.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert first.poll() is None, "the run ended before its Bloom stage stored a batch"
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(30)
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+        time.sleep(5)  # Ray's own processes may finish a request before they notice
+        with sqlite3.connect(cache / "judge.sqlite") as db:
+            finished = {row[0] for row in db.execute("SELECT raw FROM requests")}
+        finished_tags = {raw.rsplit("_", 1)[-1] if "tag_" in raw else json.loads(raw)["reasoning"] for raw in finished}
+        assert finished_tags and len(finished_tags) == len(finished)
+        sent_before = server.count
+
+        rerun = subprocess.run([*args, f"hydra.run.dir={tmp_path / 'b'}"], cwd=ROOT, env=env, capture_output=True,
+                               text=True, timeout=900)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        again = [_tagged(body["messages"][-1]["content"]) for body in server.requests[sent_before:]]
+        assert again and not set(again) & finished_tags, "a finished request was sent again"
+        summary = json.loads((tmp_path / "b" / "selection" / "summary.json").read_text(encoding="utf-8"))
+        judge = summary["scorers"]["judge"]
+        # the actors' counters reach the summary; finished rows come from a stored batch or the judge cache
+        assert judge["calls"] == len(again) and judge["failures"] == 0, judge
+        reused = {c["role"]: c["reused_rows"] for c in summary["scorers"]["executor"]["calls"]}
+        assert reused["bloom"] + judge["cache_hits"] >= len(finished_tags), (reused, judge)
+
+        local, _ = subset_bytes(tmp_path, "local", *served, f"judge.cache={tmp_path / 'local-judge.sqlite'}")
+        assert (tmp_path / "b" / "selection" / "subset.jsonl").read_bytes() == local
+    finally:
+        server.close()
+
+
+def test_the_actors_judge_counters_add_up():
+    """A batch's judge counters are the difference of the judge's ``stats()`` around it; summed over batches, the
+    lowest concurrency is the minimum, the stop flags the maximum, per-server counts add key by key."""
+    from thtb.executor import judge_delta, merge_judge_stats
+
+    before = {"calls": 2, "cache_hits": 1, "wall_s": 0.5, "concurrency_lowest": 8, "stalled": 0, "model": "m",
+              "guided_json": True, "server_calls": {"a": 1, "b": 1}}
+    after = {**before, "calls": 5, "wall_s": 1.0, "concurrency_lowest": 4, "server_calls": {"a": 3, "b": 2}}
+    delta = judge_delta(before, after)
+    assert delta == {"calls": 3, "cache_hits": 0, "wall_s": 0.5, "concurrency_lowest": 4, "stalled": 0,
+                     "server_calls": {"a": 2, "b": 1}}
+    driver = {"calls": 0, "cache_hits": 0, "wall_s": 0.0, "concurrency_lowest": 8, "stalled": 0, "model": "m"}
+    total = merge_judge_stats(merge_judge_stats(driver, delta), {**delta, "stalled": 1, "concurrency_lowest": 2})
+    assert total == {"calls": 6, "cache_hits": 0, "wall_s": 1.0, "concurrency_lowest": 2, "stalled": 1, "model": "m",
+                     "server_calls": {"a": 4, "b": 2}}

@@ -646,3 +646,55 @@ def test_stall_watch_counts_lost_requests_until_progress():
     watch.connection_lost("refused", "b")
     assert watch.unreachable() and watch.lost == 2 and watch.last_error == "b"
     assert not StallWatch(60.0).unreachable()  # 0: never
+
+
+def test_two_servers_split_the_load_and_share_the_cache(tmp_path):
+    """``base_url`` a list (or one comma-separated string): each server gets its own adaptive limit of
+    ``concurrency``, sends go to the one with the most free slots, so two equal servers each answer about half; the
+    cache key does not name the server, so a rerun against either one alone sends nothing."""
+    first, second = FakeServer(), FakeServer()
+    try:
+        for srv in (first, second):
+            srv.script = lambda n, body: (200, bloom_answer(body), 0.1)
+        judge = make_judge(first, tmp_path, base_url=f"{first.base_url}, {second.base_url}", concurrency=2)
+        assert judge.base_urls == (first.base_url, second.base_url)
+        items = [{"query": f"Name fact number {i}.", "response": str(i)} for i in range(16)]
+        out = judge.run(BLOOM, items)
+        assert all(r.ok for r in out) and first.count + second.count == 16
+        assert 6 <= first.count <= 10 and 6 <= second.count <= 10, (first.count, second.count)
+        assert first.max_in_flight <= 2 and second.max_in_flight <= 2
+        assert judge.stats()["server_calls"] == {first.base_url: first.count, second.base_url: second.count}
+        again = make_judge(second, tmp_path)  # one of the two alone, same cache: every answer is a hit
+        assert [r.value for r in again.run(BLOOM, items)] == [r.value for r in out]
+        assert second.count + first.count == 16 and again.stats()["calls"] == 0 and "server_calls" not in again.stats()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_an_overloaded_server_of_two_gets_fewer_sends(tmp_path):
+    """One of two servers answers HTTP 503 to every other request: its limit halves, retries are routed again, and
+    every item is answered (by the healthy one where the other refused)."""
+    busy, healthy = FakeServer(), FakeServer()
+    try:
+        busy.script = lambda n, body: (503, "overloaded", 0.0) if n % 2 == 0 else (200, bloom_answer(body), 0.1)
+        healthy.script = lambda n, body: (200, bloom_answer(body), 0.1)
+        judge = make_judge(busy, tmp_path, base_url=[busy.base_url, healthy.base_url], concurrency=4, cache=None)
+        items = [{"query": f"Name fact number {i}.", "response": str(i)} for i in range(24)]
+        out = judge.run(BLOOM, items)
+        assert all(r.ok for r in out)
+        answered_by_busy = sum(1 for n in range(busy.count) if n % 2 == 1)
+        assert answered_by_busy + healthy.count == 24 and healthy.count > answered_by_busy
+        assert judge.stats()["concurrency_decreases"] >= 1
+    finally:
+        busy.close()
+        healthy.close()
+
+
+def test_a_base_url_naming_no_server_is_refused():
+    from thtb.judge.client import split_base_urls
+
+    assert split_base_urls("http://a/v1,http://b/v1,http://a/v1") == ("http://a/v1", "http://b/v1")
+    assert split_base_urls(["http://a/v1"]) == ("http://a/v1",)
+    with pytest.raises(ValueError, match="names no server"):
+        OpenAIJudge("m", " , ")

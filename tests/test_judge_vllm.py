@@ -131,3 +131,34 @@ def test_pairwise_verdicts_through_vllm_are_one_of_the_allowed_answers(vllm_serv
     assert all(r.ok and r.raw.strip() in ("Output (a)", "Output (b)") for r in results), \
         [(r.raw, r.error) for r in results]
     assert judge.params(PAIRWISE_FORCED)["structured_outputs"] == {"choice": ["Output (a)", "Output (b)"]}
+
+
+@pytest.mark.slow
+def test_the_judge_splits_its_load_over_two_vllm_servers_and_reruns_with_zero_requests(vllm_server, tmp_path):
+    """``base_url`` listing two real vLLM servers of SmolLM2 (the session's and a second one): each answers a share
+    of the requests (its own ``/metrics`` counts them, and the judge's ``server_calls`` agree), every answer
+    parses, and a rerun on the same cache sends neither server anything."""
+    from thtb.serve import ServedModel
+
+    items = [{"query": f"Explain step {i} of making bread at home.", "response": "Knead, rest, bake."}
+             for i in range(16)]
+    second = ServedModel("smollm2", engine="vllm", dtype="bfloat16", max_model_len=2048,
+                         log_path=tmp_path / "second.log", startup_timeout=600, env={"VLLM_CPU_KVCACHE_SPACE": ""})
+    with second:
+        servers = (vllm_server, second)
+        before = [wait_idle(s).get("request_success_total", 0.0) for s in servers]
+        urls = [s.base_url for s in servers]
+        judge = judge_for(vllm_server, tmp_path, base_url=urls, guided_json=True, concurrency=4,
+                          decoding={"max_tokens": 64})
+        out = judge.run(DISCIPLINES, items)
+        assert [r.error for r in out] == [None] * len(items)
+        served = [wait_idle(s).get("request_success_total", 0.0) - b for s, b in zip(servers, before)]
+        calls = judge.stats()["server_calls"]
+        assert [calls[u] for u in urls] == served and sum(served) == judge.stats()["calls"] >= len(items)
+        assert min(served) >= len(items) // 4, served  # both took a real share
+        again = judge_for(vllm_server, tmp_path, base_url=urls, guided_json=True, concurrency=4,
+                          decoding={"max_tokens": 64})
+        assert [r.value for r in again.run(DISCIPLINES, items)] == [r.value for r in out]
+        assert again.stats()["calls"] == 0 and again.stats()["cache_hits"] == len(items)
+        assert [wait_idle(s).get("request_success_total", 0.0) - b for s, b in zip(servers, before)] == served
+        print(f"two vLLM servers: {served[0]:.0f} + {served[1]:.0f} requests for {len(items)} items; rerun 0")

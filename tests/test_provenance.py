@@ -152,6 +152,23 @@ def test_paper_scorers_that_cannot_load_stop_before_any_work(tmp_path, monkeypat
     check_scorers_available(_resolved("+experiment=alpaca_5pct", "scoring=offline", tmp_path=tmp_path))
 
 
+def test_each_judge_server_of_a_list_is_checked(tmp_path, monkeypatch):
+    """``judge.base_url`` as a Hydra list: the preflight asks every server, and names the one that does not answer."""
+    from tests.helpers import FakeServer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    live = FakeServer()
+    try:
+        cfg = _resolved("+experiment=demo", "scoring=served", f"judge.base_url=[{live.base_url},http://127.0.0.1:9/v1]",
+                        tmp_path=tmp_path)
+        with pytest.raises(ScorerUnavailableError, match=r"at judge.base_url=http://127.0.0.1:9/v1: "):
+            check_scorers_available(cfg)
+        check_scorers_available(_resolved("+experiment=demo", "scoring=served", f"judge.base_url=[{live.base_url}]",
+                                          tmp_path=tmp_path))
+    finally:
+        live.close()
+
+
 def test_paper_experiment_without_its_models_exits_early_through_run_py(tmp_path, shared_data):
     alpaca = shared_file("alpaca", "alpaca_data.json", base=shared_data)
     proc = _python(ROOT, "run.py", "+experiment=alpaca_5pct", "stages=[select]", "judge.base_url=http://127.0.0.1:9/v1",

@@ -56,6 +56,9 @@ class LocalExecutor:
     def map(self, role: str, scorer: Any, method: str, columns: Sequence[list]) -> pd.DataFrame:
         return getattr(scorer, method)(*columns)
 
+    def judge_stats(self) -> dict[str, Any]:
+        return {}  # the judge ran in this process: its own stats() say everything
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 
@@ -102,6 +105,8 @@ class RayExecutor:
                         for role in ROLES}
         self.parts_dir = Path(parts_dir) if parts_dir is not None else None
         self.calls: list[dict[str, Any]] = []
+        self.judge_counts: dict[str, Any] = {}
+        """The judge counters of the actors' own judges (calls, cache hits, tokens…), summed over every batch."""
         self._started_ray = False
 
     # ------------------------------------------------------------------ cluster
@@ -131,6 +136,10 @@ class RayExecutor:
 
             ray.shutdown()
             self._started_ray = False
+
+    def judge_stats(self) -> dict[str, Any]:
+        """The actors' judge counters, summed (empty where no judge-backed scorer ran here)."""
+        return dict(self.judge_counts)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "address": self.address, "override_num_blocks": self.override_num_blocks,
@@ -174,6 +183,11 @@ class RayExecutor:
                                     **args).to_pandas()
             call["batches"] = len(scored)
             frames = [pickle.loads(blob) for blob in scored["frame"]]
+            for blob in scored["judge"]:
+                if blob is not None:
+                    delta = pickle.loads(blob)
+                    self.judge_counts = merge_judge_stats(self.judge_counts, delta)
+                    call["judge_calls"] = call.get("judge_calls", 0) + int(delta.get("calls", 0))
         if done:
             frames.append(_frame_of(done, keys))
         self.calls.append(call)
@@ -248,6 +262,46 @@ def _in_order(frames: list[pd.DataFrame], n: int) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([values[c][i] for i in order]) for c in columns})
 
 
+_JUDGE_MIN = frozenset({"concurrency_lowest"})
+_JUDGE_MAX = frozenset({"stalled", "unreachable"})
+
+
+def judge_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """What one batch added to a judge's counters (:meth:`~thtb.judge.base.JudgeBackend.stats`): numbers and
+    per-server dicts as differences, the lowest concurrency as it now is."""
+    out: dict[str, Any] = {}
+    for key, value in after.items():
+        if key in _JUDGE_MIN or key in _JUDGE_MAX:
+            out[key] = value
+        elif isinstance(value, bool) or not isinstance(value, int | float | dict):
+            continue
+        elif isinstance(value, dict):
+            out[key] = {k: v - before.get(key, {}).get(k, 0) for k, v in value.items()}
+        else:
+            out[key] = value - before.get(key, 0)
+    return out
+
+
+def merge_judge_stats(base: Mapping[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:
+    """Judge counters added up: sums (per-server dicts key by key), the lowest concurrency's minimum, the stop
+    flags' maximum; ``base``'s other fields (backend, model, cache…) kept."""
+    out = dict(base)
+    for key, value in more.items():
+        if key not in out:
+            out[key] = dict(value) if isinstance(value, dict) else value
+        elif key in _JUDGE_MIN:
+            out[key] = min(out[key], value)
+        elif key in _JUDGE_MAX:
+            out[key] = max(out[key], value)
+        elif isinstance(value, dict):
+            out[key] = {k: out[key].get(k, 0) + value.get(k, 0) for k in {**out[key], **value}}
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = out[key] + value
+    if isinstance(out.get("wall_s"), float):
+        out["wall_s"] = round(out["wall_s"], 3)
+    return out
+
+
 class _RoleScorer:
     """An actor's copy of the role's scorer, built from the run's config."""
 
@@ -278,11 +332,14 @@ class _Scorer(_RoleScorer):
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         kwargs = {"pool": self.pool} if self.pool is not None else {}
+        judge = getattr(self.scorer, "judge", None)  # a judge-backed scorer: its counters go back to the driver
+        before = judge.stats() if judge is not None else None
         frame = getattr(self.scorer, self.method)(*self.columns(batch), **kwargs).reset_index(drop=True)
+        delta = pickle.dumps(judge_delta(before, judge.stats())) if judge is not None else None
         if self.parts is not None:  # stored before it is returned: a killed driver's rerun scores only the rest
             write_part(self.parts, frame, batch["key"].tolist())
         frame.insert(0, "pos", batch["pos"].to_numpy())
-        return pd.DataFrame({"frame": [pickle.dumps(frame)]})
+        return pd.DataFrame({"frame": [pickle.dumps(frame)], "judge": [delta]})
 
 
 # ---------------------------------------------------------------------------------------------- config, preflight

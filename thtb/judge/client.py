@@ -66,11 +66,11 @@ from tqdm.auto import tqdm
 
 from thtb.judge.base import JudgeBackend, JudgeResult, LeaseWait, Messages, plain
 from thtb.judge.cache import CACHED, CLAIMED, HELD, RequestCache
-from thtb.judge.flow import AdaptiveLimit, JudgeServerUnreachableError, JudgeStalledError, SendBudget, StallWatch
+from thtb.judge.flow import JudgeServerUnreachableError, JudgeStalledError, SendBudget, ServerLimits, StallWatch
 from thtb.judge.prompts import PromptTemplate
 
 __all__ = ["JudgeResult", "JudgeServerUnreachableError", "JudgeStalledError", "NoChoicesError", "OpenAIJudge",
-           "describe_exc", "is_transient"]
+           "describe_exc", "is_transient", "split_base_urls"]
 
 log = logging.getLogger(__name__)
 
@@ -87,25 +87,27 @@ class SendBudgetSpent(RuntimeError):
 
 
 class _Slot:
-    """One request's hold on a slot of the :class:`~thtb.judge.flow.AdaptiveLimit`: taken for a send, given
-    back after it (so backoff sleeps and re-ask preparation hold none)."""
+    """One request's hold on a slot of a server's :class:`~thtb.judge.flow.AdaptiveLimit`
+    (:class:`~thtb.judge.flow.ServerLimits` picks the server, ``index``): taken for a send, given back after it (so
+    backoff sleeps and re-ask preparation hold none; the next send is routed again)."""
 
-    def __init__(self, limit: AdaptiveLimit) -> None:
-        self.limit = limit
+    def __init__(self, limits: ServerLimits) -> None:
+        self.limits = limits
+        self.index = 0
         self.token: int | None = None
 
     async def take(self) -> None:
         if self.token is None:
-            self.token = await self.limit.acquire()
+            self.index, self.token = await self.limits.acquire()
 
     def feedback(self, outcome: str) -> None:
         if self.token is not None:
-            self.limit.feedback(self.token, outcome)
+            self.limits.feedback(self.index, self.token, outcome)
 
     def give(self) -> None:
         if self.token is not None:
             self.token = None
-            self.limit.release()
+            self.limits.release(self.index)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -204,9 +206,11 @@ class OpenAIJudge(JudgeBackend):
 
     Args:
         model: the served model id (part of every cache key).
-        base_url: e.g. ``http://127.0.0.1:8000/v1``.
+        base_url: e.g. ``http://127.0.0.1:8000/v1``; or several servers of the same model — a list, or one string
+            separated by commas — each send going to the one with the most free slots (``concurrency`` each), so
+            the load splits over them; the cache key is the same whichever server answered.
         api_key_env: environment variable holding the API key ("EMPTY" when unset).
-        concurrency: most requests in flight (the adaptive limit starts here and never exceeds it).
+        concurrency: most requests in flight per server (the adaptive limit starts here and never exceeds it).
         min_concurrency: the adaptive limit's floor.
         timeout_s: per-send timeout before generation (connection, queueing, the prompt); each send
             gets ``timeout_s + timeout_per_token_s × max_tokens``.
@@ -246,7 +250,7 @@ class OpenAIJudge(JudgeBackend):
     def __init__(
         self,
         model: str,
-        base_url: str,
+        base_url: str | Sequence[str],
         api_key_env: str = "OPENAI_API_KEY",
         concurrency: int = 8,
         timeout_s: float = 60.0,
@@ -278,7 +282,9 @@ class OpenAIJudge(JudgeBackend):
                              f"{timeout_s}, {stall_timeout_s} and {timeout_per_token_s}")
         super().__init__(model, max_attempts=max_attempts, cache=cache, reparse=reparse, decoding=decoding,
                          extra_body=extra_body, progress=progress, lease_wait_s=lease_wait_s)
-        self.base_url = str(base_url)
+        self.base_urls = split_base_urls(base_url)
+        self.base_url = ", ".join(self.base_urls)
+        """The server (or the servers, comma-separated) as messages name it."""
         self.api_key_env = api_key_env
         self.__api_key = os.environ.get(api_key_env) or "EMPTY"
         self.concurrency = int(concurrency)
@@ -298,6 +304,7 @@ class OpenAIJudge(JudgeBackend):
         self._context_lock: asyncio.Lock | None = None
         self._counters.update({"timeouts": 0, "context_overflows": 0, "sends_refused": 0,
                                "concurrency_lowest": self.concurrency, "concurrency_decreases": 0})
+        self._server_calls = [0] * len(self.base_urls)
 
     def __repr__(self) -> str:
         return (
@@ -329,6 +336,8 @@ class OpenAIJudge(JudgeBackend):
         """The base counters, plus whether answers were constrained to the templates' JSON schemas."""
         out = super().stats()
         out["guided_json"] = self.guided_json
+        if len(self.base_urls) > 1:  # how the sends split over the servers
+            out["server_calls"] = dict(zip(self.base_urls, self._server_calls))
         return out
 
     def send_timeout_s(self, params: Mapping[str, Any]) -> float:
@@ -374,12 +383,11 @@ class OpenAIJudge(JudgeBackend):
         start = time.perf_counter()
         groups, messages = self._group(template, items)
         results: list[JudgeResult | None] = [None] * len(items)
-        client = None
+        clients: list[openai.AsyncOpenAI] = []
         if not self.reparse:
-            client = openai.AsyncOpenAI(
-                api_key=self.__api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s
-            )
-        limit = AdaptiveLimit(self.concurrency, self.min_concurrency)
+            clients = [openai.AsyncOpenAI(api_key=self.__api_key, base_url=url, max_retries=0, timeout=self.timeout_s)
+                       for url in self.base_urls]
+        limit = ServerLimits(len(self.base_urls), self.concurrency, self.min_concurrency)
         budget = SendBudget(self.max_attempts)
         stall_s = max(self.stall_timeout_s, 2 * self._template_timeout_s(template))
         watch = StallWatch(stall_s, self.unreachable_after)
@@ -388,7 +396,7 @@ class OpenAIJudge(JudgeBackend):
 
         async def one(k: str) -> None:
             nonlocal answered
-            result = await self._one(client, limit, budget, watch, template, k, messages[k])
+            result = await self._one(clients, limit, budget, watch, template, k, messages[k])
             for i in groups[k]:
                 results[i] = result
             if result.ok or result.raw is not None:
@@ -419,7 +427,7 @@ class OpenAIJudge(JudgeBackend):
             bar.close()
             self._counters["concurrency_lowest"] = min(self._counters["concurrency_lowest"], limit.lowest)
             self._counters["concurrency_decreases"] += limit.decreases
-            if client is not None:
+            for client in clients:
                 await client.close()
         return self._tally(results, len(items), start)
 
@@ -453,8 +461,8 @@ class OpenAIJudge(JudgeBackend):
 
     async def _one(
         self,
-        client: openai.AsyncOpenAI | None,
-        limit: AdaptiveLimit,
+        clients: list[openai.AsyncOpenAI],
+        limit: ServerLimits,
         budget: SendBudget,
         watch: StallWatch,
         template: PromptTemplate,
@@ -464,7 +472,7 @@ class OpenAIJudge(JudgeBackend):
         hit = self._lookup(template, key)
         if hit is not None:
             return hit
-        assert client is not None
+        assert clients
         wait: LeaseWait | None = None
         force = False
         while True:
@@ -472,7 +480,7 @@ class OpenAIJudge(JudgeBackend):
             await slot.take()  # the lease is taken with a slot: a run claims only what it can send now
             try:
                 if self.cache is None:
-                    return await self._ask(client, slot, budget, watch, template, msgs, key)
+                    return await self._ask(clients, slot, budget, watch, template, msgs, key)
                 state = self.cache.claim([key], force=(key,) if force else ())[key]
                 if state == CACHED:
                     shared = self._shared(template, key)
@@ -480,7 +488,7 @@ class OpenAIJudge(JudgeBackend):
                         return shared
                 if state == CLAIMED or force:  # forced: ours, unless a row came and went — asked anyway
                     try:
-                        return await self._ask(client, slot, budget, watch, template, msgs, key)
+                        return await self._ask(clients, slot, budget, watch, template, msgs, key)
                     finally:  # failed (transport errors are not cached) or interrupted: a waiting process takes
                         self._release([key])  # it over; a no-op once its row is written
             finally:
@@ -504,7 +512,7 @@ class OpenAIJudge(JudgeBackend):
                 if state != HELD:
                     break
 
-    async def _ask(self, client: openai.AsyncOpenAI, slot: _Slot, budget: SendBudget, watch: StallWatch,
+    async def _ask(self, clients: list[openai.AsyncOpenAI], slot: _Slot, budget: SendBudget, watch: StallWatch,
                    template: PromptTemplate, msgs: Messages, key: str) -> JudgeResult:
         """Send one request (re-asked while its answers do not parse); cache it once finished."""
         conversation = list(msgs)
@@ -513,14 +521,14 @@ class OpenAIJudge(JudgeBackend):
         watch.active += 1
         try:
             while True:
-                too_long = await self._too_long(client, template, conversation)
+                too_long = await self._too_long(clients[0], template, conversation)
                 if too_long:
                     self._counters["context_overflows"] += 1
                     log.warning("judge %s: not sent: %s", template.name, too_long)
                     result.error = f"context: {too_long}"
                     return result  # not an answer: not cached
                 try:
-                    raw, ptok, ctok, latency = await self._call(client, slot, budget, watch, template, conversation)
+                    raw, ptok, ctok, latency = await self._call(clients, slot, budget, watch, template, conversation)
                 except Exception as exc:  # noqa: BLE001 - every transport failure is recorded
                     self._counters["transport_failures"] += 1
                     tries = "" if isinstance(exc, SendBudgetSpent) else f" after {self.max_retries + 1} tries"
@@ -539,7 +547,7 @@ class OpenAIJudge(JudgeBackend):
         finally:
             watch.active -= 1
 
-    async def _call(self, client: openai.AsyncOpenAI, slot: _Slot, budget: SendBudget, watch: StallWatch,
+    async def _call(self, clients: list[openai.AsyncOpenAI], slot: _Slot, budget: SendBudget, watch: StallWatch,
                     template: PromptTemplate, conversation: Messages) -> tuple[str, int, int, float]:
         """One answer (with transport retries, each send in a slot of the adaptive limit; backoff outside it):
         raw text, prompt/completion tokens, latency."""
@@ -568,9 +576,10 @@ class OpenAIJudge(JudgeBackend):
                 await slot.take()
                 try:
                     self._counters["calls"] += 1
+                    self._server_calls[slot.index] += 1
                     t0 = time.perf_counter()
                     try:
-                        response = await client.chat.completions.create(
+                        response = await clients[slot.index].chat.completions.create(
                             model=self.model, messages=conversation, extra_body=extra_body, timeout=timeout,
                             **params,
                         )
@@ -641,7 +650,7 @@ class OpenAIJudge(JudgeBackend):
                         context_len = extra.get("max_model_len") or getattr(entry, "max_model_len", None)
             except Exception as exc:  # noqa: BLE001 - servers without /models: no check, said once
                 log.info("judge: %s/models did not say the context length (%s); prompts are not checked",
-                         self.base_url, describe_exc(exc))
+                         self.base_urls[0], describe_exc(exc))
         if not context_len:
             return None
         return tokenizer, int(context_len)
@@ -666,6 +675,16 @@ class OpenAIJudge(JudgeBackend):
             log.info("judge: no local tokenizer for %r (%s); prompts are not checked against the context",
                      name, type(exc).__name__)
             return None
+
+
+def split_base_urls(base_url: str | Sequence[str]) -> tuple[str, ...]:
+    """The servers of ``base_url``: one URL, a list of them, or one string separated by commas (what an environment
+    variable can hold); each once, in order."""
+    items = base_url.split(",") if isinstance(base_url, str) else [str(u) for u in base_url]
+    urls = tuple(dict.fromkeys(u.strip() for u in items if u.strip()))
+    if not urls:
+        raise ValueError(f"judge base_url names no server: {base_url!r}")
+    return urls
 
 
 def _available_locally(name: str) -> bool:

@@ -8,6 +8,11 @@
     nor below ``min_concurrency``. A loaded server thus gets fewer requests, not retries on top of
     requests it is still generating.
 
+:class:`ServerLimits`
+    One :class:`AdaptiveLimit` per server when the judge has several (``judge.base_url`` a list): each send goes
+    to the server with the most free slots (the first such in the list on a tie), so equal servers share the load
+    evenly and a server that shows overload (its limit halved) gets fewer sends; a retry is routed again.
+
 :class:`SendBudget`
     The run's cap on the sends a server may have worked on: each distinct request that needs the server
     brings ``max_attempts`` sends into a shared pool; first sends, re-asks of unparsable answers and
@@ -30,7 +35,8 @@ import asyncio
 import time
 from collections import deque
 
-__all__ = ["AdaptiveLimit", "JudgeServerUnreachableError", "JudgeStalledError", "SendBudget", "StallWatch"]
+__all__ = ["AdaptiveLimit", "JudgeServerUnreachableError", "JudgeStalledError", "SendBudget", "ServerLimits",
+           "StallWatch"]
 
 
 class JudgeStalledError(RuntimeError):
@@ -97,6 +103,57 @@ class AdaptiveLimit:
 
     def _wake(self) -> None:
         free = self.limit - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+
+class ServerLimits:
+    """An :class:`AdaptiveLimit` per server (see module doc): ``index, token = await acquire()`` picks the server
+    with the most free slots; :meth:`feedback` and :meth:`release` name that server's index."""
+
+    def __init__(self, servers: int, max_limit: int, min_limit: int = 1) -> None:
+        if servers < 1:
+            raise ValueError(f"need at least one server, got {servers}")
+        self.limits = [AdaptiveLimit(max_limit, min_limit) for _ in range(servers)]
+        self._waiters: deque[asyncio.Future] = deque()
+
+    @property
+    def lowest(self) -> int:
+        return min(limit.lowest for limit in self.limits)
+
+    @property
+    def decreases(self) -> int:
+        return sum(limit.decreases for limit in self.limits)
+
+    async def acquire(self) -> tuple[int, int]:
+        while True:
+            free = [limit.limit - limit.in_flight for limit in self.limits]
+            best = max(range(len(free)), key=lambda i: (free[i], -i))
+            if free[best] > 0:
+                return best, await self.limits[best].acquire()  # a free slot: returns at once
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                self._wake()
+                raise
+
+    def release(self, index: int) -> None:
+        self.limits[index].release()
+        self._wake()
+
+    def feedback(self, index: int, token: int, outcome: str) -> None:
+        self.limits[index].feedback(token, outcome)
+        self._wake()  # a grown limit frees a slot
+
+    def _wake(self) -> None:
+        free = sum(max(0, limit.limit - limit.in_flight) for limit in self.limits)
         while free > 0 and self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

@@ -103,10 +103,13 @@ def _judge_problem(judge: Mapping[str, Any]) -> tuple[str, str] | None:
         return None  # offline classifiers
     model = str(judge.get("model"))
     if "base_url" in judge:
-        why = server_unavailable(str(judge["base_url"]))
-        if why:
-            return (f"the LLM judge {model} at judge.base_url={judge['base_url']}: {why}",
-                    f"start it (e.g. vllm serve {model}) and set judge.base_url / judge.model")
+        from thtb.judge.client import split_base_urls
+
+        for url in split_base_urls(judge["base_url"]):  # each server of the list must answer
+            why = server_unavailable(url)
+            if why:
+                return (f"the LLM judge {model} at judge.base_url={url}: {why}",
+                        f"start it (e.g. vllm serve {model}) and set judge.base_url / judge.model")
         return None
     why = model_unavailable(model)
     return (f"the LLM judge {model} (judge={judge.get('name')}): {why}", "download it") if why else None

@@ -31,7 +31,7 @@ from thtb.artifacts import StageArtifact, copy_outputs
 from thtb.baselines import ALPAGASUS_THRESHOLD, select_baseline
 from thtb.cascade import Cascade, SelectionError, SelectionResult, cascade_config, n_selected, variant_name
 from thtb.data import load_records, resolve_data_path, write_alpaca_json, write_jsonl, write_messages_jsonl
-from thtb.executor import build_executor, executor_problems
+from thtb.executor import build_executor, executor_problems, merge_judge_stats
 from thtb.fingerprint import fingerprint, records_digest
 from thtb.io import atomic_write_text, atomic_path
 from thtb.provenance import environment, selection_provenance, stage_key_inputs
@@ -218,8 +218,8 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
         executor.start()  # Ray: connect and check its resources before any scoring
         result = cascade.run(records)
         result.scorer_stats["executor"] = executor.describe()
-        if scorers.judge is not None:
-            result.scorer_stats["judge"] = scorers.judge.stats()
+        if scorers.judge is not None:  # with executor=ray the actors' judges did the asking: their counters added
+            result.scorer_stats["judge"] = merge_judge_stats(scorers.judge.stats(), executor.judge_stats())
         calibration = {role: {"scorer": getattr(scorer, "name", type(scorer).__name__), **scorer.calibration}
                        for role, scorer in (("quality", scorers.quality), ("bloom", scorers.bloom),
                                             ("disciplines", scorers.disciplines))
@@ -235,7 +235,8 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
     finally:
         executor.close()
         if scorers.judge is not None:  # also when the run stops on its failure budget
-            log.info("judge: %s", {k: v for k, v in scorers.judge.stats().items() if k != "cache"})
+            stats = merge_judge_stats(scorers.judge.stats(), executor.judge_stats())
+            log.info("judge: %s", {k: v for k, v in stats.items() if k != "cache"})
 
 
 def score_card(result: SelectionResult, records: pd.DataFrame) -> pd.DataFrame:
