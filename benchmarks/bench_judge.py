@@ -166,6 +166,18 @@ def _raw_loop(base_url: str | list[str], model: str, convs: list, params: dict, 
     return asyncio.run(go())
 
 
+def _vllm_prompts(section: str, n: int, max_tokens: int) -> tuple[list, dict, list] | None:
+    """(items, decoding params, conversations) of ``n`` DISCIPLINES prompts, or ``None`` (said) without vLLM."""
+    from thtb.serve import serving_available
+
+    reason = serving_available("vllm")
+    if reason:
+        print(f"{section}: skipped ({reason})")
+        return None
+    items = demo_items(n)
+    return items, {**dict(DISCIPLINES.params), "max_tokens": max_tokens}, [DISCIPLINES.messages(it) for it in items]
+
+
 def _gib(nbytes: int) -> str:
     return f"{nbytes / 2**30:.2f} GiB ({nbytes / 1e9:.2f} GB)"
 
@@ -184,15 +196,12 @@ def bench_vllm(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8, 16, 32), 
     processes, and RSS summed per process)."""
     from thtb.judge.flow import JudgeStalledError
     from thtb.judge.prompts import BLOOM
-    from thtb.serve import PeakMemory, ServedModel, serving_available
+    from thtb.serve import PeakMemory, ServedModel
 
-    reason = serving_available("vllm")
-    if reason:
-        print(f"vllm: skipped ({reason})")
+    prompts = _vllm_prompts("vllm", n, max_tokens)
+    if prompts is None:
         return
-    items = demo_items(n)
-    params = {**dict(DISCIPLINES.params), "max_tokens": max_tokens}
-    convs = [DISCIPLINES.messages(it) for it in items]
+    items, params, convs = prompts
     with ServedModel("smollm2", engine="vllm", max_model_len=2048, dtype="bfloat16", max_num_seqs=max_num_seqs,
                      kv_cache_gb=kv_cache_gb, extra_args=["--no-enable-prefix-caching"]) as server, \
             PeakMemory(server.pid) as memory:
@@ -262,15 +271,12 @@ def bench_vllm2(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8)) -> None
     again; ratio = judge / mean(raw best, raw again)."""
     from contextlib import ExitStack
 
-    from thtb.serve import ServedModel, serving_available
+    from thtb.serve import ServedModel
 
-    reason = serving_available("vllm")
-    if reason:
-        print(f"vllm2: skipped ({reason})")
+    prompts = _vllm_prompts("vllm2", n, max_tokens)
+    if prompts is None:
         return
-    items = demo_items(n)
-    params = {**dict(DISCIPLINES.params), "max_tokens": max_tokens}
-    convs = [DISCIPLINES.messages(it) for it in items]
+    items, params, convs = prompts
     with ExitStack() as stack:
         servers = [stack.enter_context(ServedModel("smollm2", engine="vllm", env={"VLLM_CPU_KVCACHE_SPACE": ""},
                                                    extra_args=["--no-enable-prefix-caching"])) for _ in range(2)]

@@ -48,6 +48,33 @@ class JudgeServerUnreachableError(JudgeStalledError):
     stopped (resumable once the server is back)."""
 
 
+class _Waiters:
+    """Coroutines waiting for a free slot, woken in arrival order."""
+
+    def __init__(self, free) -> None:
+        self._free = free  # () -> slots free now
+        self._queue: deque[asyncio.Future] = deque()
+
+    async def wait(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._queue.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter in self._queue:
+                self._queue.remove(waiter)
+            self.wake()  # a wake-up meant for this one goes to the next
+            raise
+
+    def wake(self) -> None:
+        free = self._free()
+        while free > 0 and self._queue:
+            waiter = self._queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+
 class AdaptiveLimit:
     """An AIMD limit on sends in flight (see module doc): ``token = await acquire()`` before a send,
     :meth:`feedback` with its outcome, :meth:`release` after it (backoff sleeps hold no slot)."""
@@ -63,25 +90,17 @@ class AdaptiveLimit:
         self.decreases = 0
         self._epoch = 0  # bumped at each decrease: overload seen by sends made before it is not counted again
         self._good = 0
-        self._waiters: deque[asyncio.Future] = deque()
+        self._waiters = _Waiters(lambda: self.limit - self.in_flight)
 
     async def acquire(self) -> int:
         while self.in_flight >= self.limit:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                self._wake()  # a wake-up meant for this one goes to the next
-                raise
+            await self._waiters.wait()
         self.in_flight += 1
         return self._epoch
 
     def release(self) -> None:
         self.in_flight -= 1
-        self._wake()
+        self._waiters.wake()
 
     def feedback(self, token: int, outcome: str) -> None:
         """One send's lesson: ``"ok"`` (an answer), ``"overload"`` (timeout, 429, 5xx, dropped connection)
@@ -99,15 +118,7 @@ class AdaptiveLimit:
             if self._good >= self.limit and self.limit < self.max_limit:
                 self.limit += 1
                 self._good = 0
-                self._wake()
-
-    def _wake(self) -> None:
-        free = self.limit - self.in_flight
-        while free > 0 and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                free -= 1
+                self._waiters.wake()
 
 
 class ServerLimits:
@@ -118,7 +129,7 @@ class ServerLimits:
         if servers < 1:
             raise ValueError(f"need at least one server, got {servers}")
         self.limits = [AdaptiveLimit(max_limit, min_limit) for _ in range(servers)]
-        self._waiters: deque[asyncio.Future] = deque()
+        self._waiters = _Waiters(lambda: sum(max(0, limit.limit - limit.in_flight) for limit in self.limits))
 
     @property
     def lowest(self) -> int:
@@ -134,31 +145,15 @@ class ServerLimits:
             best = max(range(len(free)), key=lambda i: (free[i], -i))
             if free[best] > 0:
                 return best, await self.limits[best].acquire()  # a free slot: returns at once
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                self._wake()
-                raise
+            await self._waiters.wait()
 
     def release(self, index: int) -> None:
         self.limits[index].release()
-        self._wake()
+        self._waiters.wake()
 
     def feedback(self, index: int, token: int, outcome: str) -> None:
         self.limits[index].feedback(token, outcome)
-        self._wake()  # a grown limit frees a slot
-
-    def _wake(self) -> None:
-        free = sum(max(0, limit.limit - limit.in_flight) for limit in self.limits)
-        while free > 0 and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                free -= 1
+        self._waiters.wake()  # a grown limit frees a slot
 
 
 class SendBudget:
