@@ -538,6 +538,11 @@ def test_on_two_cores_the_model_runs_in_the_engine_process(monkeypatch, tmp_path
     two = ServedModel(model, engine="vllm", port=1)
     flags = dict(zip(two.command()[3::], two.command()[4::]))
     assert flags["--distributed-executor-backend"] == "uni" and two._server_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert two._server_env()["OMP_NUM_THREADS"] == "1"  # one OpenMP thread: no team waiting at barriers when busy
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert two._server_env()["OMP_NUM_THREADS"] == "2"  # the user's own setting wins
+    monkeypatch.delenv("OMP_NUM_THREADS")
     assert two.info()["executor"] == "uni" and "executor: uni (the model runs in the EngineCore process; 2 usable" \
         in two.summary()
     told = ServedModel(model, engine="vllm", port=1, extra_args=["--distributed-executor-backend", "mp"])
@@ -546,7 +551,7 @@ def test_on_two_cores_the_model_runs_in_the_engine_process(monkeypatch, tmp_path
     monkeypatch.setattr(serve, "_usable_cores", lambda: 16)
     many = ServedModel(model, engine="vllm", port=1)
     assert "--distributed-executor-backend" not in many.command() and many.info()["executor"] == "mp"
-    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in many._server_env()
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in many._server_env() and "OMP_NUM_THREADS" not in many._server_env()
     uni = ServedModel(model, engine="vllm", port=1, extra_args=["--distributed-executor-backend=uni"])
     assert uni.info()["executor"] == "uni" and uni._server_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     monkeypatch.setattr(serve, "_no_gpu", lambda: False)

