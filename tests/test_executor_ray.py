@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.helpers import compose_cfg, shared_file
@@ -66,6 +67,27 @@ def test_demo_subset_is_byte_identical_on_local_ray(local_ray, tmp_path, blocks)
     assert [(c["role"], c["rows"], c["blocks"]) for c in executor["calls"]] == [
         ("quality", 264, blocks), ("bloom", 132, blocks), ("disciplines", 132, blocks)]
     assert executor["calls"][0]["pool_statistics"]  # the proxy quality's TF-IDF, gathered over the blocks
+    # the driver read the pool through a pool file (written by a Ray task); the score card is the same, texts too
+    assert len(list((tmp_path / "ray" / "cache" / "pools").glob("pool-*.arrow"))) == 1
+    cards = [pd.read_parquet(tmp_path / name / "selection" / "scores.parquet") for name in ("local", "ray")]
+    pd.testing.assert_frame_equal(*cards)
+    assert cards[0]["response"].str.len().sum() > 0
+
+
+def test_bad_data_read_by_a_ray_task_is_the_same_data_error(local_ray, tmp_path):
+    """With executor=ray the records are read in a Ray task: a malformed file stops the run with the data layer's
+    own error (its class and its message naming the file and line), not a Ray traceback."""
+    from thtb.data import DataError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "input": "", "output": "b"}\n{"instruction": "c", "input": \n',
+                   encoding="utf-8")
+    with pytest.raises(DataError) as local:
+        subset_bytes(tmp_path, "local", f"data.path={bad}", "data.format=null")
+    with pytest.raises(DataError) as on_ray:
+        subset_bytes(tmp_path, "ray", f"data.path={bad}", "data.format=null", *RAY)
+    assert type(on_ray.value) is type(local.value) and str(on_ray.value) == str(local.value)
+    assert "line 2" in str(on_ray.value) and "RayTaskError" not in str(on_ray.value)
 
 
 @pytest.mark.slow
@@ -285,7 +307,8 @@ def test_stored_parts_serve_error_free_rows_and_skip_an_unreadable_file(tmp_path
     scored again, and a torn or foreign file is skipped with a warning naming it (its rows are scored again)."""
     import pandas as pd
 
-    from thtb.executor import read_parts, row_key, write_part
+    from thtb.executor import read_parts, write_part
+    from thtb.pool import row_key
 
     keys = [row_key(["q1", "r1"]), row_key(["q2", "r2"])]
     assert keys[0] != keys[1] and keys[0] == row_key(["q1", "r1"])

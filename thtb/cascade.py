@@ -22,6 +22,7 @@ import pandas as pd
 
 from thtb import maths
 from thtb.executor import LocalExecutor
+from thtb.pool import FramePool
 from thtb.scorers.base import (
     BLOOM_LEVELS,
     BloomScorer,
@@ -174,25 +175,25 @@ class Cascade:
             raise ValueError("the intrinsic stage needs a Bloom scorer, a discipline tagger and an embedder")
 
     # ------------------------------------------------------------------ driver
-    def run(self, records: pd.DataFrame) -> SelectionResult:
+    def run(self, records: pd.DataFrame | Any) -> SelectionResult:
+        """Select from ``records``: a records frame, or a pool (:mod:`thtb.pool`) that keeps the texts elsewhere."""
         cfg = self.config
-        if not records["id"].is_unique:
-            raise ValueError("record ids must be unique (the data layer suffixes duplicates)")
-        card = pd.DataFrame({"id": records["id"].to_numpy(), "row": np.arange(len(records))})
+        pool = records if hasattr(records, "texts") else FramePool(records)
+        card = pd.DataFrame({"id": pool.ids, "row": np.arange(len(pool))})
         card["fell_at"] = None
         card["why"] = None
         card["error"] = None
         self._timings: dict[str, float] = {}
         self._failures: dict[str, list[str]] = {}
         self._warnings: list[str] = []
-        counts = {"input": len(records)}
+        counts = {"input": len(pool)}
         cutoffs: dict[str, float] = {}
-        alive = np.arange(len(records))
+        alive = np.arange(len(pool))
         for i, stage in enumerate(cfg.stages):
             if len(alive) == 0:
                 break
             last = i == len(cfg.stages) - 1
-            scored = getattr(self, f"_score_{stage}")(records.iloc[alive], card, alive)
+            scored = getattr(self, f"_score_{stage}")(pool, card, alive)
             alive = self._remove_failures(card, alive, scored, stage)
             if len(alive) == 0:  # every sample failed (within the budget): nothing left to rank
                 counts[stage] = 0
@@ -292,23 +293,24 @@ class Cascade:
         self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - start
         return out
 
-    def _scored(self, role: str, scorer: Any, method: str, *texts: list[str]) -> pd.DataFrame:
-        """``scorer.method(*texts)`` on the executor, timed as ``<role>:<scorer name>``, through the score cache
-        when there is one."""
+    def _scored(self, role: str, scorer: Any, method: str, pool: Any, rows: np.ndarray,
+                *columns: str) -> pd.DataFrame:
+        """``scorer.method`` on the texts ``columns`` of the pool's ``rows``, on the executor, timed as
+        ``<role>:<scorer name>``, through the score cache (keyed by the rows' content keys) when there is one."""
         name = f"{role}:{scorer.name}"
 
         def compute() -> pd.DataFrame:
-            return self._timed(name, self.executor.map, role, scorer, method, texts)
+            return self._timed(name, self.executor.map, role, scorer, method, pool, rows, columns)
 
         if self.score_cache is None:
             return compute()
-        return self.score_cache.get_or_compute(name, texts, compute)
+        return self.score_cache.get_or_compute(name, [pool.keys(rows, columns)], compute)
 
     # ------------------------------------------------------------------ stages
-    def _score_quality(self, recs: pd.DataFrame, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
+    def _score_quality(self, pool: Any, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
         scorer = self.quality
-        out = self._scored("quality", scorer, "score", recs["query"].tolist(), recs["response"].tolist())
-        out = check_result(out, len(recs), ("quality_raw", "quality_reason"), scorer.name)
+        out = self._scored("quality", scorer, "score", pool, alive, "query", "response")
+        out = check_result(out, len(alive), ("quality_raw", "quality_reason"), scorer.name)
         out = _nan_is_error(out, "quality_raw")
         ok = out["error"].isna().to_numpy()
         card.loc[alive, "quality_raw"] = out["quality_raw"].to_numpy(dtype=np.float64)
@@ -318,13 +320,12 @@ class Cascade:
         card.loc[alive, "quality"] = norm
         return out
 
-    def _score_intrinsic(self, recs: pd.DataFrame, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
+    def _score_intrinsic(self, pool: Any, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
         cfg = self.config
-        queries, responses = recs["query"].tolist(), recs["response"].tolist()
-        b = self._scored("bloom", self.bloom, "score", queries, responses)
-        b = check_result(b, len(recs), ("bloom_level", "bloom_score", "bloom_reason"), self.bloom.name)
-        d = self._scored("disciplines", self.disciplines, "tag", queries)
-        d = check_result(d, len(recs), ("disciplines",), self.disciplines.name)
+        b = self._scored("bloom", self.bloom, "score", pool, alive, "query", "response")
+        b = check_result(b, len(alive), ("bloom_level", "bloom_score", "bloom_reason"), self.bloom.name)
+        d = self._scored("disciplines", self.disciplines, "tag", pool, alive, "query")
+        d = check_result(d, len(alive), ("disciplines",), self.disciplines.name)
         error = b["error"].where(b["error"].notna(), d["error"])
         card.loc[alive, "bloom_level"] = b["bloom_level"].to_numpy()
         card.loc[alive, "bloom_score"] = b["bloom_score"].to_numpy()
@@ -371,17 +372,17 @@ class Cascade:
                         error[i] = f"discipline description failed: {missing[0]} ({exc.errors[missing[0]]})"
             return exc.described
 
-    def _score_extrinsic(self, recs: pd.DataFrame, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
+    def _score_extrinsic(self, pool: Any, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
         cfg = self.config
-        qlen = recs["query"].str.len().to_numpy()
-        rlen = recs["response"].str.len().to_numpy()
+        qlen = pool.lengths(alive, "query")
+        rlen = pool.lengths(alive, "response")
         card.loc[alive, "query_len"] = qlen
         card.loc[alive, "response_len"] = rlen
         irei = self._timed("irei", maths.irei, qlen, rlen, fidelity=cfg.fidelity)
         sil = self._timed(
             "silhouette",
             maths.silhouette_scores,
-            recs["query"].tolist(),
+            pool.texts(alive, ["query"])[0],  # on the driver: stage 3's vocabulary, K-Means and silhouettes
             cfg.k,
             fidelity=cfg.fidelity,
             random_state=cfg.random_state,
@@ -395,7 +396,7 @@ class Cascade:
         card.loc[alive, "silhouette"] = sil.s
         card.loc[alive, "sc"] = sil.sc
         card.loc[alive, "ehs"] = maths.ehs(irei, sil.sc)
-        return pd.DataFrame({"error": [None] * len(recs)}, dtype=object)
+        return pd.DataFrame({"error": [None] * len(alive)}, dtype=object)
 
 
 def record_failures(card: pd.DataFrame, idx: np.ndarray, errors: list[str], stage: str,

@@ -1,21 +1,25 @@
 """Where the select stage's per-row scorers run: in this process (``executor=local``, the default) or on Ray Data
 (``executor=ray``): the same subset, byte for byte.
 
-The cascade hands each scorer call to its executor as ``map(role, scorer, method, columns)``: the role
-(``quality``, ``bloom``, ``disciplines``), the driver's scorer, the method to call and the texts.
+The cascade hands each scorer call to its executor as ``map(role, scorer, method, pool, rows, columns)``: the role
+(``quality``, ``bloom``, ``disciplines``), the driver's scorer, the method to call, and which rows and text columns
+of the pool (:mod:`thtb.pool`) it scores.
 
-- :class:`LocalExecutor` calls ``scorer.method(*columns)``.
-- :class:`RayExecutor` makes the rows a Ray Dataset (``override_num_blocks`` blocks) and maps it through a pool
-  of actors (``Dataset.map_batches`` with ``executor.scorers.<role>``: ``concurrency`` replicas, each with its
-  ``num_cpus``/``num_gpus``), each holding its own copy of the role's scorer, built from the run's config; the
-  rows come back in order. A scorer is row-wise (a row's output depends on that row alone) or pool-dependent
-  (:class:`~thtb.scorers.base.PoolDependent`: the offline quality scorers' TF-IDF is fitted on the pool): then a
-  first pass gathers the pool's statistics (additive counts per block, merged on the driver) and the second
-  scores every block with them, which gives each row what one call over the whole pool gives.
+- :class:`LocalExecutor` calls ``scorer.method(*pool.texts(rows, columns))``.
+- :class:`RayExecutor` makes the rows' positions and content keys a Ray Dataset (``override_num_blocks`` blocks)
+  and maps it through a pool of actors (``Dataset.map_batches`` with ``executor.scorers.<role>``: ``concurrency``
+  replicas, each with its ``num_cpus``/``num_gpus``), each holding its own copy of the role's scorer, built from
+  the run's config, and reading its rows' texts from the pool file (an Arrow file every node sees, written by a Ray
+  task that read the data: :meth:`RayExecutor.run`); the rows come back in order. A scorer is row-wise (a row's
+  output depends on that row alone) or pool-dependent (:class:`~thtb.scorers.base.PoolDependent`: the offline
+  quality scorers' TF-IDF is fitted on the pool): then a first pass gathers the pool's statistics (additive counts
+  per block, merged on the driver) and the second scores every block with them, which gives each row what one call
+  over the whole pool gives.
 
 The global steps — the cuts and their tie-breaks, min–max normalisation, the discipline descriptions and their
 embeddings, the TF-IDF/K-Means silhouettes of stage 3 — run on the driver, in :mod:`thtb.cascade`, whichever the
-executor. In this version the driver still reads the pool and hands each call's texts to Ray.
+executor. With ``executor=ray`` the driver holds per row an id, two content keys and two lengths; it reads texts
+only for stage 3's queries (a tenth of the pool with the paper's fractions) and for the selected rows it writes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from thtb.io import atomic_write_text
+from thtb.pool import open_table, read_texts
 from thtb.scorers.base import PoolDependent
 
 log = logging.getLogger(__name__)
@@ -53,8 +58,12 @@ class LocalExecutor:
     def start(self) -> None:
         pass
 
-    def map(self, role: str, scorer: Any, method: str, columns: Sequence[list]) -> pd.DataFrame:
-        return getattr(scorer, method)(*columns)
+    def run(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    def map(self, role: str, scorer: Any, method: str, pool: Any, rows: np.ndarray,
+            columns: Sequence[str]) -> pd.DataFrame:
+        return getattr(scorer, method)(*pool.texts(rows, columns))
 
     def judge_stats(self) -> dict[str, Any]:
         return {}  # the judge ran in this process: its own stats() say everything
@@ -79,7 +88,7 @@ class RayExecutor:
             result does not depend on it.
         batch_size: rows per call of an actor.
         scorers: per role, ``map_batches`` arguments: ``concurrency`` (replicas), ``num_cpus``, ``num_gpus``, …
-        parts_dir: where each scored batch is stored, keyed by its rows' content (:func:`row_key`) under the
+        parts_dir: where each scored batch is stored, keyed by its rows' content (:func:`thtb.pool.row_key`) under the
             scorer's role and name (and, for a pool-dependent scorer, the pool): a rerun after a killed driver
             scores only the rows not stored; a row stored with an error is scored again. On a cluster it must be
             a folder every node sees. ``None``: nothing stored.
@@ -146,15 +155,27 @@ class RayExecutor:
                 "batch_size": self.batch_size, "scorers": self.scorers, "calls": self.calls}
 
     # ------------------------------------------------------------------ scoring
-    def map(self, role: str, scorer: Any, method: str, columns: Sequence[list]) -> pd.DataFrame:
+    def run(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` as a Ray task (one CPU), its own exception raised here as it is (a DataError stays one,
+        without Ray's traceback wrapped around it)."""
         import ray
 
+        try:
+            return ray.get(ray.remote(num_cpus=1, max_retries=0)(fn).remote(*args))
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise
+
+    def map(self, role: str, scorer: Any, method: str, pool: Any, rows: np.ndarray,
+            columns: Sequence[str]) -> pd.DataFrame:
         if role not in ROLES:
             raise ValueError(f"unknown scorer role {role!r}")
-        n = len(columns[0])
+        n = len(rows)
         if n == 0:
-            return getattr(scorer, method)(*columns)
-        keys = [row_key(texts) for texts in zip(*columns, strict=True)]
+            return getattr(scorer, method)(*pool.texts(rows, columns))
+        keys = pool.keys(rows, columns)
         pool_dependent = isinstance(scorer, PoolDependent)
         parts = None
         if self.parts_dir is not None:
@@ -162,23 +183,29 @@ class RayExecutor:
             parts = self.parts_dir / f"{role}-{_safe(scorer.name)}" / scope
         done = read_parts(parts, set(keys)) if parts is not None else {}
         todo = np.array([i for i, k in enumerate(keys) if k not in done], dtype=np.int64)
-        rows = pd.DataFrame({"pos": np.arange(n), "key": keys, **{f"c{i}": list(c) for i, c in enumerate(columns)}})
+        rows_frame = pd.DataFrame({"pos": np.arange(n), "key": keys})
+        if pool.path is not None:  # the actors read the texts from the pool file
+            rows_frame["row"] = np.asarray(rows, dtype=np.int64)
+        else:  # a pool in this process's memory: its texts travel with the rows
+            for i, text in enumerate(pool.texts(rows, columns)):
+                rows_frame[f"c{i}"] = text
         args = {"batch_size": self.batch_size, "batch_format": "pandas", **self.scorers[role]}
-        spec = {"run_config": self.run_config, "role": role, "method": method}
+        spec = {"run_config": self.run_config, "role": role, "method": method, "columns": list(columns),
+                "pool": str(pool.path) if pool.path is not None else None}
         call = {"role": role, "method": method, "rows": n, "reused_rows": n - len(todo), "blocks": 0, "batches": 0,
                 "pool_statistics": pool_dependent}
         frames = []
         if len(todo):
-            pool = None
+            statistics = None
             if pool_dependent:  # the whole call's statistics first: each block is scored against the pool
                 counts = None
-                for blob in self._dataset(rows, n)[0].map_batches(
+                for blob in self._dataset(rows_frame, n)[0].map_batches(
                         _PoolCounter, fn_constructor_kwargs={"spec": spec}, **args).to_pandas()["counts"]:
                     part = pickle.loads(blob)
                     counts = part if counts is None else scorer.merge_pool_counts(counts, part)
-                pool = scorer.pool(counts, n)
-            ds, call["blocks"] = self._dataset(rows.iloc[todo], len(todo))
-            scored = ds.map_batches(_Scorer, fn_constructor_kwargs={"spec": spec, "pool": pool,
+                statistics = scorer.pool(counts, n)
+            ds, call["blocks"] = self._dataset(rows_frame.iloc[todo], len(todo))
+            scored = ds.map_batches(_Scorer, fn_constructor_kwargs={"spec": spec, "pool": statistics,
                                                                     "parts": str(parts) if parts else None},
                                     **args).to_pandas()
             call["batches"] = len(scored)
@@ -202,14 +229,6 @@ class RayExecutor:
 
 
 # ------------------------------------------------------------------------------------- parts stored by content
-def row_key(texts: Sequence[Any]) -> str:
-    """A row's key in the stored parts: sha256 of the texts a scorer sees (never a Ray block index)."""
-    h = hashlib.sha256()
-    for text in texts:
-        h.update(str(text).encode("utf-8") + b"\0")
-    return h.hexdigest()[:32]
-
-
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(name))
 
@@ -310,9 +329,12 @@ class _RoleScorer:
 
         self.role, self.method = spec["role"], spec["method"]
         self.scorer = build_role(spec["run_config"], self.role)
+        self.pool_path, self.text_columns = spec.get("pool"), spec.get("columns", [])
 
-    @staticmethod
-    def columns(batch: pd.DataFrame) -> list[list]:
+    def columns(self, batch: pd.DataFrame) -> list[list]:
+        """The batch's texts: read from the pool file at the batch's ``row`` positions, or carried in ``c0, c1…``."""
+        if self.pool_path is not None:
+            return read_texts(open_table(self.pool_path), batch["row"].to_numpy(), self.text_columns)
         texts = [c for c in batch.columns if c.startswith("c") and c[1:].isdigit()]
         return [batch[c].tolist() for c in sorted(texts, key=lambda c: int(c[1:]))]
 

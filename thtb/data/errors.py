@@ -56,8 +56,19 @@ class DataError(ValueError):
         self.column = column
         self.byte_offset = byte_offset
         self.detail = detail
+        self.unit = unit
         where = _location(row, unit, self.line, column, byte_offset)
         super().__init__(f"{self.path}: {where}: {detail}" if where else f"{self.path}: {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its keyword arguments (a Ray task that reads the data raises it in the driver as it is)."""
+        return (_rebuild, (self.path, self.detail, {"row": self.row, "unit": self.unit, "field": self.field,
+                                                   "line": self.line, "column": self.column,
+                                                   "byte_offset": self.byte_offset}))
+
+
+def _rebuild(path: str, detail: str, kwargs: dict[str, Any]) -> DataError:
+    return DataError(path, detail, **kwargs)
 
 
 def _location(

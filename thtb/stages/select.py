@@ -34,6 +34,7 @@ from thtb.data import load_records, resolve_data_path, write_alpaca_json, write_
 from thtb.executor import build_executor, executor_problems, merge_judge_stats
 from thtb.fingerprint import fingerprint, records_digest
 from thtb.io import atomic_write_text, atomic_path
+from thtb.pool import ArrowPool, FramePool, pool_file, store_pool
 from thtb.provenance import environment, selection_provenance, stage_key_inputs
 from thtb.report import build_summary, plot_histograms
 from thtb.score_cache import ScoreCache
@@ -80,13 +81,23 @@ def score_cache_key(cfg: dict[str, Any]) -> str:
 
 def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
     """Run the select stage from a resolved config dict; returns the summary."""
-    tracker = tracker or Tracker()
-    start = time.perf_counter()
-    records, report = _load(cfg)
-    load_s = time.perf_counter() - start
-    log.info("loaded %d records from %s in %.1f s", len(records), cfg["data"]["path"], load_s)
+    cache = ScoreCache(Path(cfg["paths"]["cache_dir"]) / "scores", score_cache_key(cfg)) if cfg.get("reuse", True) \
+        else None
+    executor = build_executor(cfg, parts_dir=cache.root / "parts" / cache.key if cache is not None else None)
+    try:
+        executor.start()  # Ray: connect and check its resources before the data is read
+        return _run_select(cfg, run_dir, tracker or Tracker(), executor, cache)
+    finally:
+        executor.close()
 
-    data_fp = records_digest(records, report.format)  # the exact text every scorer sees, and the format
+
+def _run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker, executor: Any,
+                cache: ScoreCache | None) -> dict[str, Any]:
+    start = time.perf_counter()
+    pool, report, data_fp = load_pool(cfg, executor)  # data_fp: the exact text every scorer sees, and the format
+    load_s = time.perf_counter() - start
+    log.info("loaded %d records from %s in %.1f s", len(pool), cfg["data"]["path"], load_s)
+
     fp = selection_fingerprint(cfg, data_fp)
     out = run_dir / "selection"
     artifact = StageArtifact(cfg["paths"]["cache_dir"], "select", fp)
@@ -101,21 +112,21 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
                  summary["n_input"], out)
         return summary
     check_scorers_available(cfg)  # the paper's models (or a judge server) missing: stop before any scoring
-    result = select(records, cfg)
+    result = select(pool, cfg, executor=executor, cache=cache)
     result.timings["load"] = load_s
     if not result.selected_ids:  # written for inspection (the score card says why), never published as a result
-        summary, _, _ = _write_outputs(out, records, report, result, cfg, fp, start)
+        summary, _, _ = _write_outputs(out, pool, report, result, cfg, fp, start)
         summary.update(reused=False, artifact=None, error="nothing selected")
         _write_summary(out / "summary.json", summary)
         raise SelectionError(
-            f"the selection kept 0 of {len(records)} samples ({' → '.join(str(v) for v in result.counts.values())}; "
+            f"the selection kept 0 of {len(pool)} samples ({' → '.join(str(v) for v in result.counts.values())}; "
             f"{sum(len(v) for v in result.failures.values())} failed): nothing to train on. The score card and "
             f"summary are in {out} (not stored as a result)"
         )
 
     work = artifact.staging()  # written by this process only, then published whole
     try:
-        summary, card, plots = _write_outputs(work, records, report, result, cfg, fp, start)
+        summary, card, plots = _write_outputs(work, pool, report, result, cfg, fp, start)
         summary.update(reused=False, artifact=str(artifact.path))
         _write_summary(work / "summary.json", summary)
         copy_outputs(work, out)  # the run directory gets exactly what this process computed
@@ -125,7 +136,7 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
     finally:
         shutil.rmtree(work, ignore_errors=True)  # gone after a publish; removed after a failure
     plots = [out / p.name for p in plots]
-    _log_to_tracker(tracker, summary, card, plots)
+    _log_to_tracker(tracker, summary, card, plots, pool)
     log.info(
         "selected %d of %d (%s) in %.1f s → %s",
         summary["n_selected"],
@@ -151,21 +162,42 @@ def _load(cfg: dict[str, Any]) -> tuple[pd.DataFrame, Any]:
     )
 
 
+def load_pool(cfg: dict[str, Any], executor: Any) -> tuple[Any, Any, str]:
+    """The pool to select from, its load report and its data digest. ``executor=local`` reads the records here
+    (:class:`~thtb.pool.FramePool`); ``executor=ray`` reads them in a Ray task that writes the pool file under
+    ``<cache_dir>/pools/`` (a folder every node sees) and hands back its path: the driver maps the file and keeps
+    only ids, content keys and lengths (:class:`~thtb.pool.ArrowPool`)."""
+    if executor.name == "local":
+        records, report = _load(cfg)
+        return FramePool(records), report, records_digest(records, report.format)
+    folder = Path(cfg["paths"]["cache_dir"]).expanduser().resolve() / "pools"
+    path, report, digest = executor.run(_load_and_store, cfg, str(folder))
+    return ArrowPool(path), report, digest
+
+
+def _load_and_store(cfg: dict[str, Any], folder: str) -> tuple[str, Any, str]:
+    """Read ``data.*`` and write it as a pool file named by its digest (a Ray task of :func:`load_pool`)."""
+    records, report = _load(cfg)
+    digest = records_digest(records, report.format)
+    return str(store_pool(records, pool_file(folder, digest))), report, digest
+
+
 def _write_summary(path: Path, summary: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def _write_outputs(out: Path, records: pd.DataFrame, report: Any, result: SelectionResult, cfg: dict[str, Any],
+def _write_outputs(out: Path, pool: Any, report: Any, result: SelectionResult, cfg: dict[str, Any],
                    fp: str, start: float) -> tuple[dict, pd.DataFrame, list[Path]]:
-    """The subset files, the score card, the plots and the summary, written into ``out``."""
-    subset = records.set_index("id").loc[result.selected_ids].reset_index()
+    """The subset files, the score card, the plots and the summary, written into ``out``; returns the score card
+    without its texts."""
+    positions = pd.Index(result.card["id"]).get_indexer(result.selected_ids)
+    subset = pool.frame(result.card["row"].to_numpy()[positions])
     write_jsonl(subset, out / "subset.jsonl")
     write_alpaca_json(subset, out / "subset_alpaca.json")
     write_messages_jsonl(subset, out / "subset_messages.jsonl")
-    card = score_card(result, records)
-    with atomic_path(out / "scores.parquet") as tmp:
-        card.to_parquet(tmp, index=False)
-    labels = records[LABEL_COLUMN] if LABEL_COLUMN in records else None
+    write_score_card(result, pool, out / "scores.parquet")
+    card = result.card
+    labels = pool.column(LABEL_COLUMN)
     summary = build_summary(result, fingerprint=fp, load_report=_jsonable(report), labels=labels)
     summary["timings_s"]["total"] = round(time.perf_counter() - start, 3)
     summary["thtb_version"] = __version__
@@ -174,8 +206,19 @@ def _write_outputs(out: Path, records: pd.DataFrame, report: Any, result: Select
     return summary, card, plots
 
 
-def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
-    """THTB's cascade, or a baseline (``selection.method``) size-matched to it."""
+def select(records: pd.DataFrame | Any, cfg: dict[str, Any], executor: Any = None,
+           cache: ScoreCache | None = None) -> SelectionResult:
+    """THTB's cascade, or a baseline (``selection.method``) size-matched to it, over ``records`` (a records frame
+    or a pool, :mod:`thtb.pool`). ``executor``: where the cascade's scorers run (started by the caller; default:
+    ``cfg.executor``, started and closed here); ``cache``: the score cache (default: none)."""
+    pool = records if hasattr(records, "texts") else FramePool(records)
+    if executor is None:
+        executor = build_executor(cfg)
+        executor.start()
+        try:
+            return select(pool, cfg, executor, cache)
+        finally:
+            executor.close()
     config = cascade_config(cfg)
     method = cfg["selection"].get("method", "thtb")
     if method == "thtb" and cfg["selection"].get("budget") is None and config.budget is not None:
@@ -183,7 +226,7 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
                  "set selection.budget to choose another", variant_name(cfg["selection"]), 100 * config.budget,
                  config.budget)
     if method != "thtb":
-        size = cfg["selection"].get("size") or n_selected(len(records), config.fractions, config.stages, config.budget)
+        size = cfg["selection"].get("size") or n_selected(len(pool), config.fractions, config.stages, config.budget)
         scorer, extra = None, {}
         if method in ("ifd", "alpagasus"):  # model-scored baselines: selection.<method> builds the scorer
             from hydra.utils import instantiate
@@ -193,7 +236,7 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
             extra["threshold"] = float(cfg["selection"].get("threshold", ALPAGASUS_THRESHOLD))
         judge = getattr(scorer, "judge", None)
         try:
-            result = select_baseline(records, method, int(size), seed=int(cfg.get("seed", 42)), scorer=scorer,
+            result = select_baseline(pool.frame(), method, int(size), seed=int(cfg.get("seed", 42)), scorer=scorer,
                                      failure_budget=config.failure_budget, **extra)
         finally:
             if judge is not None:  # also when the run stops on its failure budget
@@ -202,9 +245,6 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
             result.scorer_stats["judge"] = judge.stats()
         return result
     scorers = build_scorers(cfg, config.stages)
-    cache = ScoreCache(Path(cfg["paths"]["cache_dir"]) / "scores", score_cache_key(cfg)) if cfg.get("reuse", True) \
-        else None
-    executor = build_executor(cfg, parts_dir=cache.root / "parts" / cache.key if cache is not None else None)
     cascade = Cascade(
         config,
         quality=scorers.quality,
@@ -215,8 +255,7 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
         executor=executor,
     )
     try:
-        executor.start()  # Ray: connect and check its resources before any scoring
-        result = cascade.run(records)
+        result = cascade.run(pool)
         result.scorer_stats["executor"] = executor.describe()
         if scorers.judge is not None:  # with executor=ray the actors' judges did the asking: their counters added
             result.scorer_stats["judge"] = merge_judge_stats(scorers.judge.stats(), executor.judge_stats())
@@ -233,21 +272,27 @@ def select(records: pd.DataFrame, cfg: dict[str, Any]) -> SelectionResult:
                          cache.hits + cache.misses, cache.root)
         return result
     finally:
-        executor.close()
         if scorers.judge is not None:  # also when the run stops on its failure budget
             stats = merge_judge_stats(scorers.judge.stats(), executor.judge_stats())
             log.info("judge: %s", {k: v for k, v in stats.items() if k != "cache"})
 
 
-def score_card(result: SelectionResult, records: pd.DataFrame) -> pd.DataFrame:
-    """The score card with the sample text alongside (for inspection); list columns stay lists."""
-    card = result.card.copy()
-    card.insert(2, "query", records["query"].to_numpy())
-    card.insert(3, "response", records["response"].to_numpy())
-    return card
+def write_score_card(result: SelectionResult, pool: Any, path: Path) -> Path:
+    """``scores.parquet``: the score card with each sample's query and response beside its id (for inspection;
+    list columns stay lists). The texts go from the pool to the file as Arrow arrays (a pool file's are views of
+    the mapped file), never as Python strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(result.card, preserve_index=False)
+    texts = pool.text_arrays()
+    table = table.add_column(2, "query", texts["query"]).add_column(3, "response", texts["response"])
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
 
 
-def _log_to_tracker(tracker: Tracker, summary: dict, card: pd.DataFrame, plots: list[Path]) -> None:
+def _log_to_tracker(tracker: Tracker, summary: dict, card: pd.DataFrame, plots: list[Path], pool: Any) -> None:
     counts = summary["counts"]
     tracker.log_metrics({f"count/{k}": v for k, v in counts.items()}, prefix="select/")
     tracker.log_metrics({f"time/{k}": v for k, v in summary["timings_s"].items()}, prefix="select/")
@@ -257,6 +302,10 @@ def _log_to_tracker(tracker: Tracker, summary: dict, card: pd.DataFrame, plots: 
     if plots:
         tracker.log_images("select/histograms", plots)
     sample = card[card["selected"]].head(200) if card["selected"].any() else card.head(200)
+    texts = pool.texts(sample["row"].to_numpy(), ["query", "response"])
+    sample = sample.copy()
+    sample.insert(2, "query", texts[0])
+    sample.insert(3, "response", texts[1])
     tracker.log_table("select/score_card_sample", sample)
     tracker.log_summary({"select/n_selected": summary["n_selected"], "select/fingerprint": summary["fingerprint"],
                          "select/provenance": summary.get("provenance")})
