@@ -14,8 +14,8 @@ Sections (``--only``):
   load, peak RSS, byte-identical subsets across runs), then a 2% re-cut of the same scores (score cache).
 * ``scale`` (only with ``--only scale``) — one offline alpaca_5pct selection over a large pool (Alpaca repeated ``--rows`` / 52,002 times, each
   copy's text varied) with ``executor=local`` and with ``executor=ray`` (a local Ray), each through ``run.py`` in a
-  process of its own: wall time and their ratio, the driver's peak RSS (``wait4``: that process alone, not Ray's
-  workers), whether the two subsets are byte-identical, and each scorer's rows per second.
+  process of its own (Ray's: each role's actor with every CPU): wall time and their ratio, the driver's own peak
+  RSS (``VmHWM``: not Ray's workers), whether the two subsets are byte-identical, and each scorer's rows per second.
 * ``stage3`` — the stage-3 maths on 1,000,000 synthetic English queries: preprocessing, TF-IDF,
   K-Means k=161, exact silhouette, IREI + EHS; total time and peak RSS.
 
@@ -296,7 +296,10 @@ def bench_data(data_path: Path | None = None) -> None:
 
 
 def _select(data_path: Path, out: Path, log: Path, *overrides: str) -> tuple[float, float, dict]:
-    """One offline alpaca_5pct selection through run.py in a process of its own: (wall s, peak RSS GB, summary)."""
+    """One offline alpaca_5pct selection through run.py in a process of its own: (wall s, peak RSS GB, summary).
+
+    The peak is the run.py process's own high-water mark (``VmHWM``, read every 0.2 s until it exits), not
+    ``wait4``'s, which also folds in the peaks of the processes it reaped (a local Ray's workers)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
     start = time.perf_counter()
     with open(log, "w") as logfile:
@@ -305,11 +308,25 @@ def _select(data_path: Path, out: Path, log: Path, *overrides: str) -> tuple[flo
              f"data.path={data_path}", f"hydra.run.dir={out}", *overrides],
             cwd=REPO, env=env, stdout=logfile, stderr=subprocess.STDOUT,
         )
-        _, status, usage = os.wait4(proc.pid, 0)  # this run's own peak RSS (not the largest child so far)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"cascade run failed ({os.waitstatus_to_exitcode(status)}); log: {log.read_text()[-2000:]}")
+        peak_kb = 0
+        while proc.poll() is None:
+            peak_kb = max(peak_kb, _hwm_kb(proc.pid))
+            time.sleep(0.2)
+    if proc.returncode:
+        raise SystemExit(f"cascade run failed ({proc.returncode}); log: {log.read_text()[-2000:]}")
     wall = time.perf_counter() - start
-    return wall, usage.ru_maxrss / 1024**2, json.loads((out / "selection" / "summary.json").read_text())
+    return wall, peak_kb / 1024**2, json.loads((out / "selection" / "summary.json").read_text())
+
+
+def _hwm_kb(pid: int) -> int:
+    """A live process's own peak resident set (``VmHWM`` in /proc/<pid>/status), kB; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def bench_cascade(data_path: Path | None = None, runs: int = 1) -> None:
@@ -337,7 +354,7 @@ def bench_cascade(data_path: Path | None = None, runs: int = 1) -> None:
             subsets.append((out / "selection" / "subset.jsonl").read_bytes())
             if i == 0:
                 check_stage3_silhouette(out / "selection" / "scores.parquet", k=161)
-        print(f"cascade alpaca: peak RSS {max(peaks):.2f} GB (largest run; each run measured on its own with wait4)")
+        print(f"cascade alpaca: peak RSS {max(peaks):.2f} GB (largest run; each run's own VmHWM)")
         if runs > 1:
             print(f"cascade alpaca: subsets byte-identical across runs: {len(set(subsets)) == 1}")
         wall, peak, summary = _select(data_path, Path(tmp) / "recut", Path(tmp) / "recut.log", cache,
@@ -385,8 +402,11 @@ def bench_scale(data_path: Path | None = None, rows: int = 1_000_000) -> None:
         results = {}
         for executor in ("local", "ray"):
             out = Path(tmp) / executor
+            extra = [f"executor.scorers.{role}.num_cpus={os.cpu_count()}" for role in ("quality", "bloom",
+                                                                                       "disciplines")]
             wall, peak, summary = _select(pool, out, Path(tmp) / f"{executor}.log", f"executor={executor}",
-                                          f"paths.cache_dir={Path(tmp) / ('cache-' + executor)}")
+                                          f"paths.cache_dir={Path(tmp) / ('cache-' + executor)}",
+                                          *(extra if executor == "ray" else []))  # each role's actor: every CPU
             results[executor] = (wall, peak, (out / "selection" / "subset.jsonl").read_bytes())
             counts = summary["counts"]
             stage_rows = {"quality": counts.get("input"), "bloom": counts.get("quality"),
