@@ -9,10 +9,11 @@ The cascade reads the pool through one small interface, whichever the executor:
 - :meth:`~FramePool.frame` — whole records of some rows (the subset's files).
 
 :class:`FramePool` holds the records frame in this process (``executor=local``). :class:`ArrowPool` keeps them in
-an Arrow IPC file, memory-mapped; in memory it holds per row only the id, two content keys and two lengths
-(~100 bytes a row), so a Ray driver's memory grows with the rows, not with their text: the records are read and
-the file written by a Ray task (:func:`store_pool`), the actors read their rows' texts from the file, and the
-driver reads texts only where it computes on them itself — stage 3's queries and the selected rows it writes.
+an Arrow IPC file, memory-mapped; of its own memory it spends per row only the id (its content keys and lengths
+are read in place from the mapped file), so a Ray driver's memory grows with the rows, not with their text: the
+records are read and the file written by a Ray task (:func:`store_pool`), the actors read their rows' texts from
+the file, and the driver reads texts only where it computes on them itself — stage 3's queries and the selected
+rows it writes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-POOL_VERSION = 1
+POOL_VERSION = 2
 """Part of a stored pool's file name: a change in what the file holds never reads an older one."""
 
 KEY_COLUMNS = {("query",): "key_q", ("query", "response"): "key_qr"}
@@ -101,7 +102,7 @@ class FramePool:
 
 
 class ArrowPool:
-    """The records in an Arrow IPC file (:func:`store_pool`), memory-mapped; in memory: ids, keys, lengths."""
+    """The records in an Arrow IPC file (:func:`store_pool`), memory-mapped; in this process's memory: the ids."""
 
     def __init__(self, path: str | Path) -> None:
         import pyarrow as pa
@@ -109,8 +110,8 @@ class ArrowPool:
         self.path = Path(path)
         self._table = pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()  # zero-copy: pages read on use
         self._ids = np.array(self._table.column("id").to_pylist(), dtype=object)
-        self._index = {name: self._table.column(name).to_numpy() for name in
-                       (*KEY_COLUMNS.values(), "query_len", "response_len")}
+        self._index = {name: _mapped(self._table.column(name)) for name in
+                       (*KEY_COLUMNS.values(), "query_len", "response_len")}  # views of the file, not copies
         self._labels = (self._table.column("bloom_level").to_pandas() if "bloom_level" in self._table.column_names
                         else None)
 
@@ -125,7 +126,7 @@ class ArrowPool:
         return read_texts(self._table, rows, columns)
 
     def keys(self, rows: np.ndarray, columns: Sequence[str]) -> list[str]:
-        return self._index[_key_column(columns)][rows].tolist()
+        return np.char.decode(self._index[_key_column(columns)][rows], "ascii").tolist()
 
     def lengths(self, rows: np.ndarray, column: str) -> np.ndarray:
         return self._index[f"{column}_len"][rows].astype(np.int64)
@@ -146,6 +147,21 @@ class ArrowPool:
 
     def text_arrays(self) -> dict[str, Any]:
         return {c: self._table.column(c) for c in ("query", "response")}  # views of the mapped file
+
+
+def _mapped(column: Any) -> np.ndarray:
+    """A fixed-width column of the mapped file as a numpy array over its buffer (keys: ``S32``, lengths: int64),
+    copied only when the file holds it in several chunks."""
+    import pyarrow as pa
+
+    arrays = []
+    for chunk in column.chunks:
+        if pa.types.is_fixed_size_binary(chunk.type):
+            data = np.frombuffer(chunk.buffers()[1], dtype=f"S{chunk.type.byte_width}")
+            arrays.append(data[chunk.offset:chunk.offset + len(chunk)])
+        else:
+            arrays.append(chunk.to_numpy(zero_copy_only=True))
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def read_texts(table: Any, rows: np.ndarray, columns: Sequence[str]) -> list[list[str]]:
@@ -192,8 +208,8 @@ def store_pool(records: pd.DataFrame, path: str | Path) -> Path:
                          default=_plain) for values in records[other].itertuples(index=False, name=None)]
     columns = {c: pa.array(records[c].tolist(), pa.large_string()) for c in TEXT_COLUMNS}
     columns[EXTRA_COLUMN] = pa.array(extras, pa.large_string())
-    for cols, name in KEY_COLUMNS.items():
-        columns[name] = pa.array(pool.keys(every, cols), pa.string())
+    for cols, name in KEY_COLUMNS.items():  # 32 ASCII hex digits, fixed width: mapped without a copy
+        columns[name] = pa.array([k.encode("ascii") for k in pool.keys(every, cols)], pa.binary(32))
     for c in ("query", "response"):
         columns[f"{c}_len"] = pa.array(pool.lengths(every, c), pa.int64())
     if "bloom_level" in records:
