@@ -156,12 +156,12 @@ class RayExecutor:
 
     # ------------------------------------------------------------------ scoring
     def run(self, fn: Any, *args: Any) -> Any:
-        """``fn(*args)`` as a Ray task (one CPU), its own exception raised here as it is (a DataError stays one,
-        without Ray's traceback wrapped around it)."""
+        """``fn(*args)`` as a Ray task (one CPU; a worker lost is retried by Ray, an exception is not), its own
+        exception raised here as it is (a DataError stays one, without Ray's traceback wrapped around it)."""
         import ray
 
         try:
-            return ray.get(ray.remote(num_cpus=1, max_retries=0)(fn).remote(*args))
+            return ray.get(ray.remote(num_cpus=1)(fn).remote(*args))
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, BaseException):
