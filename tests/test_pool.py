@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import shared_file
 from thtb.data import load_records, write_alpaca_json, write_jsonl, write_messages_jsonl
-from thtb.pool import ArrowPool, FramePool, pool_file, row_key, store_pool
+from thtb.pool import ArrowPool, FramePool, row_key, store_pool
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def alpaca():
 
 
 def both(records: pd.DataFrame, tmp_path) -> tuple[FramePool, ArrowPool]:
-    return FramePool(records), ArrowPool(store_pool(records, pool_file(tmp_path, "test")))
+    return FramePool(records), ArrowPool(store_pool(records, tmp_path, "test"))
 
 
 def test_a_pool_file_gives_the_records_texts_keys_and_lengths(alpaca, tmp_path):
@@ -69,7 +69,7 @@ def test_opening_a_pool_file_reads_no_text(tmp_path):
     n = 20_000
     records = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "query": [f"question {i}" for i in range(n)],
                             "response": [(f"answer {i} " * 200)[:2_000] for i in range(n)]})
-    path = store_pool(records, pool_file(tmp_path, "big"))
+    path = store_pool(records, tmp_path, "big")
     tracemalloc.start()
     pool = ArrowPool(path)
     _, opened = tracemalloc.get_traced_memory()
@@ -82,8 +82,10 @@ def test_opening_a_pool_file_reads_no_text(tmp_path):
 
 
 def test_a_stored_pool_file_is_kept_and_a_killed_write_leaves_none(alpaca, tmp_path):
-    path = pool_file(tmp_path, "same")
-    store_pool(alpaca.head(10), path)
+    path = store_pool(alpaca.head(10), tmp_path, "same")
     before = path.stat().st_mtime_ns
-    assert store_pool(alpaca.head(10), path) == path and path.stat().st_mtime_ns == before  # same digest: kept
+    assert store_pool(alpaca.head(10), tmp_path, "same") == path and path.stat().st_mtime_ns == before  # kept
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left beside it
+    labelled = alpaca.head(10).assign(bloom_level="Create")  # same ids and texts, one more field: its own file
+    other = store_pool(labelled, tmp_path, "same")
+    assert other != path and ArrowPool(other).column("bloom_level").tolist() == ["Create"] * 10

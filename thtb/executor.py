@@ -18,8 +18,8 @@ of the pool (:mod:`thtb.pool`) it scores.
 
 The global steps — the cuts and their tie-breaks, min–max normalisation, the discipline descriptions and their
 embeddings, the TF-IDF/K-Means silhouettes of stage 3 — run on the driver, in :mod:`thtb.cascade`, whichever the
-executor. With ``executor=ray`` the driver holds per row an id, two content keys and two lengths; it reads texts
-only for stage 3's queries (a tenth of the pool with the paper's fractions) and for the selected rows it writes.
+executor. With ``executor=ray`` the driver holds per row an id (keys and lengths it reads from the mapped file); it
+reads texts only for stage 3's queries (a tenth of the pool with the paper's fractions) and the selected rows.
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ class RayExecutor:
             result does not depend on it.
         batch_size: rows per call of an actor.
         scorers: per role, ``map_batches`` arguments: ``concurrency`` (replicas), ``num_cpus``, ``num_gpus``, …
-        parts_dir: where each scored batch is stored, keyed by its rows' content (:func:`thtb.pool.row_key`) under the
-            scorer's role and name (and, for a pool-dependent scorer, the pool): a rerun after a killed driver
+        parts_dir: where each scored batch is stored, keyed by its rows' content (:func:`thtb.pool.row_key`)
+            under the scorer's role and name (and, for a pool-dependent scorer, the pool): a rerun after a killed driver
             scores only the rows not stored; a row stored with an error is scored again. On a cluster it must be
             a folder every node sees. ``None``: nothing stored.
     """

@@ -105,10 +105,8 @@ class ArrowPool:
     """The records in an Arrow IPC file (:func:`store_pool`), memory-mapped; in this process's memory: the ids."""
 
     def __init__(self, path: str | Path) -> None:
-        import pyarrow as pa
-
         self.path = Path(path)
-        self._table = pa.ipc.open_file(pa.memory_map(str(self.path))).read_all()  # zero-copy: pages read on use
+        self._table = open_table(self.path)  # zero-copy: pages read on use
         self._ids = np.array(self._table.column("id").to_pylist(), dtype=object)
         self._index = {name: _mapped(self._table.column(name)) for name in
                        (*KEY_COLUMNS.values(), "query_len", "response_len")}  # views of the file, not copies
@@ -185,27 +183,25 @@ def open_table(path: str | Path) -> Any:
     return _OPEN[key]
 
 
-def pool_file(folder: str | Path, digest: str) -> Path:
-    return Path(folder) / f"pool-v{POOL_VERSION}-{digest}.arrow"
-
-
-def store_pool(records: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``records`` as a pool file: id, query, response, the other fields as JSON (``record``), both
-    content keys and both lengths, and gold ``bloom_level`` labels when the source has them. Written to a
-    temporary name and renamed: a killed task leaves no file under the final name; an existing file (same
-    content digest) is kept."""
+def store_pool(records: pd.DataFrame, folder: str | Path, digest: str) -> Path:
+    """Write ``records`` as a pool file in ``folder``: id, query, response, the other fields as JSON (``record``),
+    both content keys and both lengths, and gold ``bloom_level`` labels when the source has them. Its name is
+    ``digest`` (:func:`thtb.fingerprint.records_digest`: ids, texts, conversations) and a hash of the other fields,
+    so a source that differs only in a label or another field gets a file of its own. Written to a temporary name
+    and renamed: a killed task leaves no file under the final name; an existing file of that name is kept."""
     import pyarrow as pa
 
     from thtb.score_cache import _plain
 
-    path = Path(path)
+    other = [c for c in records.columns if c not in TEXT_COLUMNS]
+    extras = [json.dumps({c: _plain(v) for c, v in zip(other, values, strict=True)}, ensure_ascii=False,
+                         default=_plain) for values in records[other].itertuples(index=False, name=None)]
+    rest = hashlib.sha256("\n".join(extras).encode("utf-8")).hexdigest()[:12]
+    path = Path(folder) / f"pool-v{POOL_VERSION}-{digest}-{rest}.arrow"
     if path.is_file():
         return path
     pool = FramePool(records)
     every = np.arange(len(pool))
-    other = [c for c in records.columns if c not in TEXT_COLUMNS]
-    extras = [json.dumps({c: _plain(v) for c, v in zip(other, values, strict=True)}, ensure_ascii=False,
-                         default=_plain) for values in records[other].itertuples(index=False, name=None)]
     columns = {c: pa.array(records[c].tolist(), pa.large_string()) for c in TEXT_COLUMNS}
     columns[EXTRA_COLUMN] = pa.array(extras, pa.large_string())
     for cols, name in KEY_COLUMNS.items():  # 32 ASCII hex digits, fixed width: mapped without a copy

@@ -6,8 +6,9 @@ keeps each scorer call's output frame under a key made of
 
 * the scorers' identity — their configs, the models' identities, the select stage's code, resources and
   library versions (the same inputs as the selection fingerprint, minus the selection knobs and the data), and
-* the scorer's name and the exact texts it scored, in order (a pool-dependent scorer such as the TF-IDF relevance
-  of the hand-built quality heuristic sees the same pool again only when every text is the same).
+* the scorer's name and the exact texts it scored, in order, given as the rows' content keys
+  (:func:`thtb.pool.row_key`, sha256 of each row's texts; a pool-dependent scorer such as the TF-IDF relevance of
+  the hand-built quality heuristic sees the same pool again only when every text is the same).
 
 Only frames without errors are kept: a failed call (a judge that timed out) is never served from here; the
 judge's own request cache makes its retry cheap. Files are JSON, written atomically, one per call, under

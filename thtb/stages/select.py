@@ -34,7 +34,7 @@ from thtb.data import load_records, resolve_data_path, write_alpaca_json, write_
 from thtb.executor import build_executor, executor_problems, merge_judge_stats
 from thtb.fingerprint import fingerprint, records_digest
 from thtb.io import atomic_write_text, atomic_path
-from thtb.pool import ArrowPool, FramePool, pool_file, store_pool
+from thtb.pool import ArrowPool, FramePool, store_pool
 from thtb.provenance import environment, selection_provenance, stage_key_inputs
 from thtb.report import build_summary, plot_histograms
 from thtb.score_cache import ScoreCache
@@ -179,7 +179,7 @@ def _load_and_store(cfg: dict[str, Any], folder: str) -> tuple[str, Any, str]:
     """Read ``data.*`` and write it as a pool file named by its digest (a Ray task of :func:`load_pool`)."""
     records, report = _load(cfg)
     digest = records_digest(records, report.format)
-    return str(store_pool(records, pool_file(folder, digest))), report, digest
+    return str(store_pool(records, folder, digest)), report, digest
 
 
 def _write_summary(path: Path, summary: dict[str, Any]) -> None:
