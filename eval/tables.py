@@ -50,14 +50,13 @@ REQUIRED = ("method", "model_size")
 MMLU_PRO_CATEGORIES = ("business", "law", "psychology", "biology", "chemistry", "history", "health", "economics",
                        "math", "physics", "philosophy", "engineering", "computer science", "other")
 ALPACAEVAL_SUBSETS = ("helpful_base", "koala", "selfinstruct", "oasst", "vicuna")
-METHOD_NAMES = {
-    "full": "Full", "random": "Random Sampling", "alpagasus": "AlpaGasus", "thtb": "Ours", "longest": "Longest",
-    "ifd": "IFD", "random_released": "Random (released)", "alpagasus_released": "AlpaGasus (released)",
+TRAINING_DATA_NAMES = {
+    "full": "Full", "random_released": "Random (released)", "alpagasus_released": "AlpaGasus (released)",
     "vanilla": "Vanilla", "tcm_simple": "Simple Instruction Dataset", "tcm_hard": "Hard Instruction Dataset",
 }
-"""Row names of methods the paper does not have (the paper's own rows keep its labels)."""
-METHOD_ORDER = ("full", "random", "alpagasus", "thtb", "vanilla", "tcm_simple", "tcm_hard", "longest", "ifd",
-                "random_released", "alpagasus_released")
+"""Row names of training sets that no selection method made here (the whole data, the authors' released subsets,
+no SFT); a selected subset's row is named by its method (``label`` in the run line's selection provenance), and the
+paper's own rows keep the paper's labels."""
 TIDY_COLUMNS = ("table", "model_size", "method", "label", "column", "header", "ours", "ours_std", "n_seeds", "seeds",
                 "ours_ci_low", "ours_ci_high", "n", "smoke", "smoke_reason", "published", "delta", "published_note",
                 "variant", "differs", "significant", "experiments", "provenance")
@@ -322,8 +321,13 @@ def _size_key(size: str) -> tuple:
         return (1, 0.0, size)
 
 
-def _label(spec: TableSpec, method: str, size: str) -> str:
-    name = METHOD_NAMES.get(method, method)
+def _label(spec: TableSpec, method: str, size: str, runs: list[Mapping]) -> str:
+    """A row the paper lacks: the selection method's own label (its run lines' provenance), else the training
+    set's name, else the method as the run line spells it."""
+    labels = {sel.get("label") for r in runs
+              if (sel := (r["line"].get("provenance") or {}).get("selection") or {}).get("variant", method) == method}
+    labels.discard(None)
+    name = TRAINING_DATA_NAMES.get(method) or (labels.pop() if len(labels) == 1 else method)
     return f"{name}-{size}" if spec.sized_labels else f"{name} ({size})"
 
 
@@ -340,7 +344,7 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
     labels = dict(((r.method, r.model_size), r.label) for r in published.itertuples(index=False))
     sizes = list(dict.fromkeys(published["model_size"]))
     sizes += sorted({s for _, s, _ in groups} - set(sizes), key=_size_key)
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    order = {m: i for i, m in enumerate(dict.fromkeys(published["method"]))}  # the paper's rows first, in its order
     none: tuple = ((), ())
     rows: list[tuple] = []  # (method, size, variant); variant None: a paper row with no comparable run
     for size in sizes:
@@ -352,7 +356,7 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
     records = []
     for method, size, variant in rows:
         runs = groups.get((method, size, variant), [])
-        base = labels.get((method, size)) or _label(spec, method, size)
+        base = labels.get((method, size)) or _label(spec, method, size, runs)
         label = _variant_label(base, variant or none)
         beside = variant is None or not variant[0]  # the published number only beside runs made the paper's way
         for column, header in spec.columns:

@@ -16,9 +16,11 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from tests.helpers import FakeServer, compose_cfg, make_judge
-from thtb.baselines import select_baseline
 from thtb.cascade import SelectionError
 from thtb.judge import ALPAGASUS, JudgeAlpaGasusScorer, OpenAIJudge
+from thtb.methods import SelectionContext
+from thtb.methods.alpagasus import AlpaGasus
+from thtb.pool import FramePool
 
 
 class Fixed:
@@ -36,6 +38,12 @@ class Fixed:
                              "error": self.errors or [None] * len(scores)})
 
 
+def select_alpagasus(recs: pd.DataFrame, n: int, *, scorer, failure_budget: int = 0, **kwargs):
+    """The AlpaGasus method over ``recs`` with ``scorer`` as its judge scorer."""
+    method = AlpaGasus(name="alpagasus", alpagasus=scorer, failure_budget=failure_budget, **kwargs)
+    return method.select(FramePool(recs), n, SelectionContext())
+
+
 def records(lengths) -> pd.DataFrame:
     n = len(lengths)
     return pd.DataFrame({"id": [f"id{i}" for i in range(n)], "query": [f"q{i}" for i in range(n)],
@@ -46,7 +54,7 @@ def records(lengths) -> pd.DataFrame:
 def test_threshold_then_longest_ties_by_row():
     recs = records([5, 9, 3, 9, 20, 7, 1, 9])
     scorer = Fixed([4.5, 5.0, 4.0, 4.5, 3.5, 5.0, 4.9, 4.5])
-    result = select_baseline(recs, "alpagasus", 3, scorer=scorer)
+    result = select_alpagasus(recs, 3, scorer=scorer)
     # passing (>= 4.5): id0 (5), id1 (9), id3 (9), id5 (7), id6 (1), id7 (9); id4 is longest but rated 3.5
     assert result.selected_ids == ["id1", "id3", "id7"]
     assert result.counts == {"input": 8, "alpagasus": 3} and not result.warnings
@@ -66,22 +74,22 @@ def test_threshold_then_longest_ties_by_row():
 def test_threshold_is_a_parameter():
     recs = records([5, 9, 3, 9, 20])
     scorer = Fixed([4.5, 5.0, 4.0, 4.5, 3.5])
-    assert select_baseline(recs, "alpagasus", 2, scorer=scorer, threshold=3.5).selected_ids == ["id4", "id1"]
-    assert select_baseline(recs, "alpagasus", 2, scorer=scorer, threshold=5).selected_ids == ["id1"]
+    assert select_alpagasus(recs, 2, scorer=scorer, threshold=3.5).selected_ids == ["id4", "id1"]
+    assert select_alpagasus(recs, 2, scorer=scorer, threshold=5).selected_ids == ["id1"]
     with pytest.raises(ValueError, match=r"\[0, 5\]"):
-        select_baseline(recs, "alpagasus", 2, scorer=scorer, threshold=6)
-    with pytest.raises(ValueError, match="needs an AlpaGasus judge scorer"):
-        select_baseline(recs, "alpagasus", 2)
+        select_alpagasus(recs, 2, scorer=scorer, threshold=6)
+    with pytest.raises(TypeError, match="alpagasus"):
+        AlpaGasus(name="alpagasus")  # no judge scorer
 
 
 def test_fewer_than_n_pass_keeps_all_and_warns(caplog):
     recs = records([5, 9, 3, 9, 20])
-    result = select_baseline(recs, "alpagasus", 4, scorer=Fixed([4.5, 1.0, 4.0, 5.0, 3.5]))
+    result = select_alpagasus(recs, 4, scorer=Fixed([4.5, 1.0, 4.0, 5.0, 3.5]))
     assert result.selected_ids == ["id3", "id0"]
     assert result.counts == {"input": 5, "alpagasus": 2}
     assert "only 2 pairs score >= 4.5" in result.warnings[0] and "not 4" in result.warnings[0]
     assert "only 2 pairs" in caplog.text
-    none = select_baseline(recs, "alpagasus", 2, scorer=Fixed([1.0] * 5))
+    none = select_alpagasus(recs, 2, scorer=Fixed([1.0] * 5))
     assert none.selected_ids == [] and "only 0 pairs" in none.warnings[0]
     assert (none.card["fell_at"] == "alpagasus").all()
 
@@ -90,9 +98,9 @@ def test_failures_count_against_the_budget():
     recs = records([5, 9, 3, 9, 20])
     scorer = Fixed([4.5, None, 5.0, None, 5.0], errors=[None, "parse: bad (after 3 answers)", None, None, None])
     with pytest.raises(SelectionError, match="failure budget 1") as info:
-        select_baseline(recs, "alpagasus", 2, scorer=scorer, failure_budget=1)
+        select_alpagasus(recs, 2, scorer=scorer, failure_budget=1)
     assert info.value.failed_ids == ["id1", "id3"]  # a NaN without an error is a failure too
-    result = select_baseline(recs, "alpagasus", 2, scorer=scorer, failure_budget=2)
+    result = select_alpagasus(recs, 2, scorer=scorer, failure_budget=2)
     assert result.selected_ids == ["id4", "id0"] and result.failures == {"alpagasus": ["id1", "id3"]}
     card = result.card.set_index("id")
     assert card.at["id1", "error"] == "parse: bad (after 3 answers)" and card.at["id1", "fell_at"] == "alpagasus"
@@ -166,7 +174,7 @@ def served_cfg(tmp_path, base_url: str = "http://127.0.0.1:9/v1", *extra: str) -
 def test_config_composes_and_builds_the_scorer(tmp_path):
     cfg = served_cfg(tmp_path)
     sel = cfg["selection"]
-    assert sel["method"] == "alpagasus" and sel["threshold"] == 4.5 and sel["size"] is None
+    assert get_class(sel["_target_"]) is AlpaGasus and sel["threshold"] == 4.5 and sel["size"] is None
     assert get_class(sel["alpagasus"]["_target_"]) is JudgeAlpaGasusScorer
     assert sel["alpagasus"]["judge"]["_target_"] == "thtb.judge.OpenAIJudge"
     scorer = instantiate(sel["alpagasus"])

@@ -92,7 +92,8 @@ def test_same_ids_different_text_never_share_a_fingerprint(tmp_path):
     assert a["id"].tolist() == m["id"].tolist() and ids_digest(a["id"]) == ids_digest(m["id"])  # the old key
     assert a["query"].str.endswith("\nnan").all() and not m["query"].str.endswith("nan").any()
     assert records_digest(a, ra.format) != records_digest(m, rm.format)
-    cfg = {"selection": {"method": "random", "name": "random"}, "fidelity": "reference", "seed": 42}
+    cfg = {"selection": {"_target_": "thtb.methods.random.RandomSelection", "name": "random"}, "fidelity": "reference",
+           "seed": 42}
     assert selection_fingerprint(cfg, records_digest(a, ra.format)) != selection_fingerprint(
         cfg, records_digest(m, rm.format))  # the select stage's key: the two never share an artifact
 

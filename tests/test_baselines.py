@@ -7,9 +7,20 @@ import json
 import pandas as pd
 import pytest
 
-from thtb.baselines import select_baseline
 from thtb.cascade import n_selected
+from thtb.methods import SelectionContext
+from thtb.methods.ifd import IFD
+from thtb.methods.longest import LongestResponses
+from thtb.methods.random import RandomSelection
+from thtb.pool import FramePool
 from tests.helpers import run_py
+
+
+def select_baseline(recs: pd.DataFrame, method: type, n: int, *, seed: int = 42, failure_budget: int = 0, **kwargs):
+    """A baseline method over ``recs`` (``kwargs``: its own arguments, e.g. IFD's scorer)."""
+    name = {RandomSelection: "random", LongestResponses: "longest", IFD: "ifd"}[method]
+    built = method(name=name, failure_budget=failure_budget, **kwargs)
+    return built.select(FramePool(recs), n, SelectionContext(seed=seed))
 
 
 def records(n: int) -> pd.DataFrame:
@@ -28,7 +39,7 @@ def test_thtb_matched_size():
 
 def test_longest_keeps_longest_responses_ties_by_row():
     recs = records(20)  # lengths 0,7,4,1,8,5,2,9,6,3,0,7,4,...
-    result = select_baseline(recs, "longest", 5)
+    result = select_baseline(recs, LongestResponses, 5)
     assert result.selected_ids == ["id7", "id17", "id4", "id14", "id1"]
     card = result.card
     assert card.set_index("id").loc[result.selected_ids, "rank"].tolist() == [1, 2, 3, 4, 5]
@@ -38,17 +49,17 @@ def test_longest_keeps_longest_responses_ties_by_row():
 
 def test_random_is_seeded_and_depends_on_the_seed():
     recs = records(100)
-    a = select_baseline(recs, "random", 10, seed=42).selected_ids
-    assert a == select_baseline(recs, "random", 10, seed=42).selected_ids
-    assert a != select_baseline(recs, "random", 10, seed=43).selected_ids
+    a = select_baseline(recs, RandomSelection, 10, seed=42).selected_ids
+    assert a == select_baseline(recs, RandomSelection, 10, seed=42).selected_ids
+    assert a != select_baseline(recs, RandomSelection, 10, seed=43).selected_ids
     assert len(set(a)) == 10
 
 
 def test_bad_baseline_requests():
-    with pytest.raises(ValueError, match="unknown baseline"):
-        select_baseline(records(5), "bogus", 2)
     with pytest.raises(ValueError, match="1 <= n <= 5"):
-        select_baseline(records(5), "random", 6)
+        select_baseline(records(5), RandomSelection, 6)
+    with pytest.raises(ValueError, match="selection.size must be >= 1"):
+        RandomSelection(name="random", size=0)
 
 
 @pytest.mark.parametrize("method", ["random", "longest"])
@@ -107,9 +118,9 @@ def test_ifd_empty_response_is_a_failure_not_a_score(tiny_lm):
     recs = pd.DataFrame({"id": ["a", "b", "c"], "query": ["explain it", "list colours", "solve it"],
                          "response": ["the answer", "", "red blue"]})
     with pytest.raises(Exception, match="failure budget 0") as info:
-        select_baseline(recs, "ifd", 1, scorer=scorer)
+        select_baseline(recs, IFD, 1, ifd=scorer)
     assert info.value.failed_ids == ["b"]
-    result = select_baseline(recs, "ifd", 1, scorer=scorer, failure_budget=1)
+    result = select_baseline(recs, IFD, 1, ifd=scorer, failure_budget=1)
     card = result.card.set_index("id")
     assert card.at["b", "error"].startswith("empty response") and not card.at["b", "selected"]
     assert len(result.selected_ids) == 1
@@ -121,9 +132,9 @@ def test_ifd_excludes_misaligned_pairs_and_warns_when_short():
             return pd.DataFrame({"ifd": [0.5, 1.2, 0.9, 0.7], "error": None})
 
     recs = records(4)
-    result = select_baseline(recs, "ifd", 3, scorer=Fixed())
+    result = select_baseline(recs, IFD, 3, ifd=Fixed())
     assert result.selected_ids == ["id2", "id3", "id0"]
-    result = select_baseline(recs, "ifd", 4, scorer=Fixed())
+    result = select_baseline(recs, IFD, 4, ifd=Fixed())
     assert len(result.selected_ids) == 3 and "only 3 pairs" in result.warnings[0]
     card = result.card.set_index("id")
     assert card.at["id1", "fell_at"] == "ifd" and "IFD >= 1" in card.at["id1", "why"]

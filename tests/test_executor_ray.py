@@ -74,6 +74,26 @@ def test_demo_subset_is_byte_identical_on_local_ray(local_ray, tmp_path, blocks)
     assert cards[0]["response"].str.len().sum() > 0
 
 
+def test_a_plugin_methods_scorer_runs_in_ray_actors(local_ray, tmp_path):
+    """Any method's per-row scorers run on the Ray executor: the test-only method of tests/plugins/ (role
+    ``query_length``, built in each actor by the method's ``build_scorer``) selects the subset it selects locally."""
+    from thtb.stages.select import run_select
+
+    plugin = {"_target_": "tests.plugins.shortest.ShortestQueries", "name": "shortest",
+              "scorer": {"_target_": "tests.plugins.shortest.QueryLengthScorer"}}
+    subsets, summaries = [], []
+    for name, overrides in (("local", ()), ("ray", ("executor=ray", "+executor.scorers.query_length.num_cpus=0.5",
+                                                  "executor.override_num_blocks=3"))):
+        cfg = select_cfg(tmp_path, name, *overrides)
+        cfg["selection"] = {**cfg["selection"], **plugin}
+        summaries.append(run_select(cfg, tmp_path / name))
+        subsets.append((tmp_path / name / "selection" / "subset.jsonl").read_bytes())
+    assert subsets[0] == subsets[1] and len(subsets[0].splitlines()) == 33
+    executor = summaries[1]["scorers"]["executor"]
+    assert [(c["role"], c["rows"], c["blocks"]) for c in executor["calls"]] == [("query_length", 264, 3)]
+    assert executor["scorers"]["query_length"] == {"num_cpus": 0.5}
+
+
 def test_bad_data_read_by_a_ray_task_is_the_same_data_error(local_ray, tmp_path):
     """With executor=ray the records are read in a Ray task: a malformed file stops the run with the data layer's
     own error (its class and its message naming the file and line), not a Ray traceback."""
@@ -189,8 +209,7 @@ def test_a_scorer_asking_for_gpus_the_cluster_lacks_is_named(local_ray):
     with pytest.raises(ExecutorError, match=r"executor.scorers.quality.num_gpus=1 but the Ray cluster at local "
                                             r"has 0 GPU\(s\) in all"):
         executor.start()
-    with pytest.raises(ValueError, match="unknown role"):
-        RayExecutor({}, scorers={"reward": {}})
+    assert RayExecutor({}, scorers={"reward": {}, "quality": {}}).unused_roles(("quality", "bloom")) == ["reward"]
     assert build_executor({}).name == "local"
 
 

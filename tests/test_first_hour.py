@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import compose_cfg, run_py
-from thtb.cascade import cascade_config, effective_budget, variant_name
 
 
 def _summary(run_dir: Path) -> dict:
@@ -55,10 +54,12 @@ def test_ablations_keep_the_budget_and_carry_their_own_name(overrides, budget, v
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(cfg, resolve=True)
-    assert effective_budget(cfg["selection"]) == pytest.approx(budget) if budget else \
-        effective_budget(cfg["selection"]) is None
-    assert cascade_config(cfg).budget == (pytest.approx(budget) if budget else None)
-    assert variant_name(cfg["selection"]) == variant == method_name(cfg)  # never a THTB row unless it is THTB
+    from thtb.methods import build_method
+
+    method = build_method(cfg)
+    assert method.effective_budget() == pytest.approx(budget) if budget else method.effective_budget() is None
+    assert method.cascade_config("reference").budget == (pytest.approx(budget) if budget else None)
+    assert method.variant() == variant == method_name(cfg)  # never a THTB row unless it is THTB
 
 
 def test_an_ablated_demo_keeps_the_full_size(tmp_path):

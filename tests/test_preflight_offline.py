@@ -144,12 +144,12 @@ def test_a_judge_server_that_never_answers_is_reported_within_the_bound():
 
 
 def test_missing_scorers_are_no_problem_when_the_finished_selection_is_reused(tmp_path, monkeypatch):
-    from thtb.scorers import availability
+    from thtb.methods.cascade import THTB
     from thtb.stages.select import preflight, run_select
 
     cfg = _cfg(tmp_path, "+experiment=demo", "selection.stages=[quality]", "logger=none")
     run_select(cfg, tmp_path / "run")  # the proxy reward only: a finished selection in paths.cache_dir
-    monkeypatch.setattr(availability, "scorer_problems", lambda cfg: [("the reward model X: gone", "download it")])
+    monkeypatch.setattr(THTB, "problems", lambda self, cfg: [("the reward model X: gone", "download it")])
     assert preflight(cfg, tmp_path / "run", ["select"]) == []  # reused: its scorers are not needed
     other = {**cfg, "selection": {**cfg["selection"], "budget": 0.1}}  # another subset: it would score
     (problem,) = preflight(other, tmp_path / "run", ["select"])

@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 
 from tests.helpers import ROOT, compose_cfg, shared_file
 from thtb import provenance
-from thtb.scorers.availability import ScorerUnavailableError, check_scorers_available
+from thtb.methods import check_scorers_available, selection_provenance
+from thtb.scorers.availability import ScorerUnavailableError
 
 
 def _copy_project(dest: Path) -> Path:
@@ -133,9 +134,9 @@ def _resolved(*overrides: str, tmp_path: Path) -> dict:
                                         "alpaca_no_ehs"])
 def test_paper_experiments_select_with_the_papers_scorers(experiment, tmp_path):
     cfg = _resolved(f"+experiment={experiment}", tmp_path=tmp_path)
-    prov = provenance.selection_provenance(cfg)
+    prov = selection_provenance(cfg)
     assert prov["scorer_setup"] == "authors", prov
-    offline = provenance.selection_provenance(_resolved(f"+experiment={experiment}", "scoring=offline",
+    offline = selection_provenance(_resolved(f"+experiment={experiment}", "scoring=offline",
                                                         tmp_path=tmp_path))
     assert offline["scorer_setup"] == "offline"
     assert provenance.selection_deviations(offline) == ["offline scorers"]

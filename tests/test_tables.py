@@ -108,7 +108,10 @@ def provenance(method, *, setup="authors", fidelity="reference", recipe="lora_pa
     """A run line's provenance block; the defaults are the paper's setup."""
     scored = method.startswith("thtb")
     scorers = (PAPER_SCORERS if setup == "authors" else OFFLINE_SCORERS) if scored else {}
-    return {"selection": {"method": method, "fidelity": fidelity, "scorers": scorers,
+    label = {"thtb": "Ours", "random": "Random Sampling", "longest": "Longest"}.get(method, method)
+    stages = ["quality", "intrinsic", "extrinsic"] if scored else []
+    return {"selection": {"method": method, "label": label, "variant": method, "stages": stages, "fidelity": fidelity,
+                          "scorers": scorers,
                           "scorer_setup": setup if scored else "none"},
             "training": {"recipe": recipe, "model": "m"},
             "eval": {"mmlu_pro": {"protocol": mmlu_protocol}, "pairwise": {"judge": judge}},

@@ -111,9 +111,9 @@ def test_wandb_logger_reports_with_an_identifying_run_name(tmp_path):
                        f"paths.run_dir={tmp_path}"])
     assert run_name(cfg, using_subset=True) == "alpaca_5pct-thtb-3b-s7"
     cfg["train"]["dataset"] = "tatsu-lab/alpaca"
-    assert run_name(cfg) == "alpaca_5pct-thtb-3b-s7"  # the experiment names its method explicitly
-    cfg["train"]["method"] = None
-    assert run_name(cfg) == "alpaca_5pct-data-3b-s7"  # else: a dataset given directly is "data"
+    assert run_name(cfg) == "alpaca_5pct-data-3b-s7"  # a dataset given directly is "data"
+    cfg["train"]["method"] = "thtb"
+    assert run_name(cfg) == "alpaca_5pct-thtb-3b-s7"  # unless train.method names what it stands for
     args = sft_config(cfg["train"], output_dir=str(tmp_path), seed=7, precision="fp32",
                       options=pick_options(cfg["train"]), assistant_only=True, world=1, report_to=["wandb"],
                       run_name="alpaca_5pct-thtb-3b-s7")

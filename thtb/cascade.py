@@ -38,6 +38,19 @@ log = logging.getLogger(__name__)
 STAGES: tuple[str, ...] = ("quality", "intrinsic", "extrinsic")
 STAGE_SCORE = {"quality": "quality_raw", "intrinsic": "ihs", "extrinsic": "ehs"}
 """The column each stage ranks on (quality ranks on the raw reward so the clip creates no ties)."""
+SCORE_COLUMNS: dict[str, tuple[str, str]] = {
+    # column: (stage it belongs to, human label)
+    "quality_raw": ("quality", "quality (raw reward)"),
+    "quality": ("quality", "quality (normalised)"),
+    "bloom": ("intrinsic", "Bloom (normalised)"),
+    "ic": ("intrinsic", "interdisciplinary complexity IC"),
+    "ihs": ("intrinsic", "IHS = (Bloom + IC) / 2"),
+    "irei": ("extrinsic", "IREI"),
+    "silhouette": ("extrinsic", "silhouette s"),
+    "sc": ("extrinsic", "SC'"),
+    "ehs": ("extrinsic", "EHS = (IREI + SC') / 2"),
+}
+"""The cascade's scores the summary describes and plots."""
 
 
 class SelectionError(RuntimeError):
@@ -131,6 +144,8 @@ class SelectionResult:
     """The column each stage ranked on."""
     scorer_stats: dict[str, dict] = field(default_factory=dict)
     """Counters of model-backed scorers (judge calls, cache hits, failures, tokens, wall time)."""
+    score_columns: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(SCORE_COLUMNS))
+    """The scores the summary describes and plots: column → (stage it belongs to, label)."""
 
 
 def n_selected(n_input: int, fractions: dict[str, float], stages: Sequence[str] = STAGES,
@@ -433,53 +448,3 @@ def _ranks(n: int, order: np.ndarray) -> np.ndarray:
     ranks = np.empty(n, dtype=np.int64)
     ranks[order] = np.arange(1, n + 1)
     return ranks
-
-
-STAGE_SHORT = {"quality": "quality", "intrinsic": "ihs", "extrinsic": "ehs"}
-"""How a method name spells a dropped stage (``thtb_no_ihs``: the paper's ablation without intrinsic hardness)."""
-
-
-def effective_budget(sel: dict[str, Any]) -> float | None:
-    """``selection.budget``, or — for a THTB ablation (a strict subset of the three stages) that sets none — the
-    full cascade's share ``Π fractions`` (5% with 0.2 × 0.5 × 0.5), so an ablation keeps THTB's subset size
-    instead of silently keeping more (dropping stage 2 would keep 10%)."""
-    if sel.get("budget") is not None:
-        return float(sel["budget"])
-    stages = list(sel.get("stages") or STAGES)
-    if sel.get("method", "thtb") == "thtb" and set(stages) != set(STAGES):
-        return math.prod(float(sel["fractions"][s]) for s in STAGES)
-    return None
-
-
-def variant_name(sel: dict[str, Any]) -> str:
-    """The selection's name as a method: ``thtb`` for the full cascade at its own size; ``thtb_no_ihs`` (a dropped
-    stage), ``thtb_2pct`` (another budget) or both for variants, so they never land in THTB's rows."""
-    name = str(sel.get("name") or sel.get("method", "thtb"))
-    if sel.get("method", "thtb") != "thtb":
-        return name
-    stages = list(sel.get("stages") or STAGES)
-    dropped = [STAGE_SHORT[s] for s in STAGES if s not in stages]
-    suffix = f"_no_{'_'.join(dropped)}" if dropped else ""
-    budget = effective_budget(sel)
-    full = math.prod(float(sel["fractions"][s]) for s in STAGES) if sel.get("fractions") else None
-    if budget is not None and full is not None and not math.isclose(budget, full, rel_tol=1e-9):
-        suffix += f"_{budget * 100:g}pct"
-    return name + suffix
-
-
-def cascade_config(cfg: dict[str, Any]) -> CascadeConfig:
-    """The :class:`CascadeConfig` of a composed run config (``selection.*`` and ``fidelity``)."""
-    sel = cfg["selection"]
-    return CascadeConfig(
-        stages=list(sel["stages"]),
-        fractions=dict(sel["fractions"]),
-        budget=effective_budget(sel),
-        failure_budget=int(sel.get("failure_budget", 0)),
-        fidelity=cfg.get("fidelity", "reference"),
-        ic_round=sel["intrinsic"].get("ic_round"),
-        k=int(sel["extrinsic"]["k"]),
-        max_features=int(sel["extrinsic"]["max_features"]),
-        random_state=int(sel["extrinsic"]["random_state"]),
-        singleton_policy=sel["extrinsic"].get("singleton_policy"),
-        zero_row_self_distance=sel["extrinsic"].get("zero_row_self_distance"),
-    )

@@ -1,16 +1,18 @@
 """Where the select stage's per-row scorers run: in this process (``executor=local``, the default) or on Ray Data
 (``executor=ray``): the same subset, byte for byte.
 
-The cascade hands each scorer call to its executor as ``map(role, scorer, method, pool, rows, columns)``: the role
-(``quality``, ``bloom``, ``disciplines``), the driver's scorer, the method to call, and which rows and text columns
-of the pool (:mod:`thtb.pool`) it scores.
+A selection method (:mod:`thtb.methods`) hands each scorer call to its executor as ``map(role, scorer, method, pool,
+rows, columns)``: the role (one of the method's ``roles``: THTB's ``quality``, ``bloom``, ``disciplines``; IFD's
+``ifd``…), the driver's scorer, the scorer's method to call, and which rows and text columns of the pool
+(:mod:`thtb.pool`) it scores.
 
 - :class:`LocalExecutor` calls ``scorer.method(*pool.texts(rows, columns))``.
 - :class:`RayExecutor` makes the rows' positions and content keys a Ray Dataset (``override_num_blocks`` blocks)
   and maps it through a pool of actors (``Dataset.map_batches`` with ``executor.scorers.<role>``: ``concurrency``
   replicas, each with its ``num_cpus``/``num_gpus``), each holding its own copy of the role's scorer, built from
-  the run's config, and reading its rows' texts from the pool file (an Arrow file every node sees, written by a Ray
-  task that read the data: :meth:`RayExecutor.run`); the rows come back in order. A scorer is row-wise (a row's
+  the run's config by the selection method's ``build_scorer(role, cfg)`` (the executor's ``factory``), and
+  reading its rows' texts from the pool file (an Arrow file every node sees, written by a Ray task that read the
+  data: :meth:`RayExecutor.run`); the rows come back in order. A scorer is row-wise (a row's
   output depends on that row alone) or pool-dependent (:class:`~thtb.scorers.base.PoolDependent`: the offline
   quality scorers' TF-IDF is fitted on the pool): then a first pass gathers the pool's statistics (additive counts
   per block, merged on the driver) and the second scores every block with them, which gives each row what one call
@@ -42,7 +44,6 @@ from thtb.scorers.base import PoolDependent
 
 log = logging.getLogger(__name__)
 
-ROLES = ("quality", "bloom", "disciplines")
 RAY_EXTRA = "pip install 'thtb[ray]'"
 
 
@@ -79,8 +80,10 @@ class RayExecutor:
     """Scorer calls mapped over Ray Data actor pools (module doc).
 
     Args:
-        run_config: the run's resolved config (plain dict): each actor builds its role's scorer from it
-            (:func:`thtb.scorers.build_role`).
+        run_config: the run's resolved config (plain dict): each actor builds its role's scorer from it with
+            ``factory``.
+        factory: ``factory(role, run_config)`` builds a role's scorer (the selection method's ``build_scorer``;
+            picklable: every actor calls it).
         address: ``local`` (start a Ray here with ``init``), ``auto`` (the running cluster: ``ray start``,
             ``RAY_ADDRESS``), ``host:port`` or ``ray://host:port``.
         init: more ``ray.init`` arguments (e.g. ``num_cpus`` for a local Ray).
@@ -96,22 +99,21 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, run_config: Mapping[str, Any], address: str = "local", init: Mapping[str, Any] | None = None,
+    def __init__(self, run_config: Mapping[str, Any], factory: Any = None, address: str = "local",
+                 init: Mapping[str, Any] | None = None,
                  override_num_blocks: int | None = None, batch_size: int = 256,
                  scorers: Mapping[str, Mapping[str, Any]] | None = None, parts_dir: str | Path | None = None) -> None:
         if batch_size < 1 or (override_num_blocks is not None and override_num_blocks < 1):
             raise ValueError(f"executor.batch_size and override_num_blocks must be >= 1, got {batch_size} and "
                              f"{override_num_blocks}")
-        unknown = sorted(set(scorers or {}) - set(ROLES))
-        if unknown:
-            raise ValueError(f"executor.scorers: unknown role(s) {unknown}; the roles are {list(ROLES)}")
         self.run_config = dict(run_config)
+        self.factory = factory
         self.address = str(address)
         self.init_args = {k: v for k, v in (init or {}).items() if v is not None}
         self.override_num_blocks = override_num_blocks
         self.batch_size = int(batch_size)
-        self.scorers = {role: {k: v for k, v in (scorers or {}).get(role, {}).items() if v is not None}
-                        for role in ROLES}
+        self.scorers = {role: {k: v for k, v in (args or {}).items() if v is not None}
+                        for role, args in (scorers or {}).items()}
         self.parts_dir = Path(parts_dir) if parts_dir is not None else None
         self.calls: list[dict[str, Any]] = []
         self.judge_counts: dict[str, Any] = {}
@@ -150,6 +152,11 @@ class RayExecutor:
         """The actors' judge counters, summed (empty where no judge-backed scorer ran here)."""
         return dict(self.judge_counts)
 
+    def unused_roles(self, roles: Sequence[str]) -> list[str]:
+        """The roles ``executor.scorers`` configures that a method with ``roles`` does not have (a typo, or another
+        method's roles: the defaults name THTB's)."""
+        return sorted(set(self.scorers) - set(roles))
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "address": self.address, "override_num_blocks": self.override_num_blocks,
                 "batch_size": self.batch_size, "scorers": self.scorers, "calls": self.calls}
@@ -170,8 +177,9 @@ class RayExecutor:
 
     def map(self, role: str, scorer: Any, method: str, pool: Any, rows: np.ndarray,
             columns: Sequence[str]) -> pd.DataFrame:
-        if role not in ROLES:
-            raise ValueError(f"unknown scorer role {role!r}")
+        if self.factory is None:
+            raise ExecutorError("the Ray executor has no scorer factory: build it with the selection method's "
+                                "build_scorer (build_executor(cfg, factory=method.build_scorer))")
         n = len(rows)
         if n == 0:
             return getattr(scorer, method)(*pool.texts(rows, columns))
@@ -189,8 +197,9 @@ class RayExecutor:
         else:  # a pool in this process's memory: its texts travel with the rows
             for i, text in enumerate(pool.texts(rows, columns)):
                 rows_frame[f"c{i}"] = text
-        args = {"batch_size": self.batch_size, "batch_format": "pandas", **self.scorers[role]}
-        spec = {"run_config": self.run_config, "role": role, "method": method, "columns": list(columns),
+        args = {"batch_size": self.batch_size, "batch_format": "pandas", **self.scorers.get(role, {})}
+        spec = {"run_config": self.run_config, "factory": self.factory, "role": role, "method": method,
+                "columns": list(columns),
                 "pool": str(pool.path) if pool.path is not None else None}
         call = {"role": role, "method": method, "rows": n, "reused_rows": n - len(todo), "blocks": 0, "batches": 0,
                 "pool_statistics": pool_dependent}
@@ -325,10 +334,8 @@ class _RoleScorer:
     """An actor's copy of the role's scorer, built from the run's config."""
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
-        from thtb.scorers import build_role
-
         self.role, self.method = spec["role"], spec["method"]
-        self.scorer = build_role(spec["run_config"], self.role)
+        self.scorer = spec["factory"](self.role, spec["run_config"])
         self.pool_path, self.text_columns = spec.get("pool"), spec.get("columns", [])
 
     def columns(self, batch: pd.DataFrame) -> list[list]:
@@ -418,13 +425,14 @@ def executor_problems(cfg: Mapping[str, Any]) -> list[str]:
     return [problem] if problem else []
 
 
-def build_executor(cfg: Mapping[str, Any], parts_dir: str | Path | None = None) -> LocalExecutor | RayExecutor:
+def build_executor(cfg: Mapping[str, Any], parts_dir: str | Path | None = None,
+                   factory: Any = None) -> LocalExecutor | RayExecutor:
     """The executor ``cfg.executor`` names (``local`` when there is none); ``parts_dir``: the Ray executor's
-    stored parts (:class:`RayExecutor`)."""
+    stored parts, ``factory``: how its actors build a role's scorer (:class:`RayExecutor`)."""
     ex = dict(cfg.get("executor") or {})
     name = ex.pop("name", "local")
     if name == "local":
         return LocalExecutor()
     if name != "ray":
         raise ValueError(f"executor.name must be local or ray, got {name!r}")
-    return RayExecutor(cfg, **ex, parts_dir=parts_dir)
+    return RayExecutor(cfg, factory, **ex, parts_dir=parts_dir)

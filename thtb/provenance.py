@@ -67,10 +67,6 @@ PAPER_SETUP: dict[str, Any] = {
 }
 """The authors' setup (docs/METHOD.md): their scorers, their training recipe, their evaluation protocol."""
 
-SCORED_METHODS = ("thtb", "alpagasus", "ifd")
-"""Selection methods whose subset depends on model scorers (the others: random, longest, full, released)."""
-
-
 # ------------------------------------------------------------------------------------------- code digests
 def _module_file(name: str) -> Path | None:
     """The source file of module ``name`` if it belongs to this package (``None`` otherwise)."""
@@ -273,22 +269,13 @@ def embedder_identity(embedder: Mapping | None) -> dict[str, Any]:
             "revision": model_revision(embedder.get("model"))}
 
 
-def _selection_templates(method: str, fidelity: str) -> list[str]:
-    from thtb.judge import prompts
-
-    if method == "alpagasus":
-        return [prompts.ALPAGASUS.name]
-    bloom = prompts.BLOOM if fidelity == "reference" else prompts.BLOOM_LEVEL
-    return [bloom.name, prompts.DISCIPLINES.name, prompts.DISCIPLINE_DESCRIPTION.name]
-
-
 def scorer_setup(scorers: Mapping[str, Mapping]) -> str:
     """``"authors"`` when every scorer used is the authors' model, ``"offline"`` when every one is an offline proxy,
     ``"none"`` when the method uses no scorer, else ``"custom"``."""
     if not scorers:
         return "none"
     paper = {"reward": PAPER_SETUP["reward"], "judge": PAPER_SETUP["judge"], "embedder": PAPER_SETUP["embedder"]}
-    if all(s.get("model") == paper.get(role) for role, s in scorers.items()):
+    if all(role in paper and s.get("model") == paper[role] for role, s in scorers.items()):
         return "authors"
     offline = {"reward": lambda s: s.get("backend") in ("ProxyQualityScorer", "HeuristicQualityScorer"),
                "judge": lambda s: s.get("model") is None,
@@ -296,52 +283,6 @@ def scorer_setup(scorers: Mapping[str, Mapping]) -> str:
     if all(role in offline and offline[role](s) for role, s in scorers.items()):
         return "offline"
     return "custom"
-
-
-def _budget(sel: Mapping) -> float | None:
-    from thtb.cascade import effective_budget
-
-    return effective_budget(dict(sel))
-
-
-def _variant(sel: Mapping) -> str:
-    from thtb.cascade import variant_name
-
-    return variant_name(dict(sel))
-
-
-def selection_provenance(cfg: Mapping, fingerprint: str | None = None) -> dict[str, Any]:
-    """Which method, fidelity and scorers (with model ids and prompt versions) produced a subset."""
-    sel = cfg.get("selection") or {}
-    method = str(sel.get("method", "thtb"))
-    fidelity = str(cfg.get("fidelity", "reference"))
-    scorers: dict[str, dict] = {}
-    if method == "thtb":
-        stages = list(sel.get("stages") or [])
-        if "quality" in stages:
-            scorers["reward"] = reward_identity(cfg.get("reward"))
-        if "intrinsic" in stages:
-            scorers["judge"] = judge_identity(cfg.get("judge"), _selection_templates(method, fidelity))
-            scorers["embedder"] = embedder_identity(cfg.get("embedder"))
-    elif method == "alpagasus":
-        judge_cfg = dict(cfg.get("judge") or {})
-        scorers["judge"] = judge_identity(judge_cfg, _selection_templates(method, fidelity))
-    elif method == "ifd":
-        model = (sel.get("ifd") or {}).get("model")
-        scorers["ifd_model"] = {"backend": short_target(sel.get("ifd")), "model": model,
-                                "revision": model_revision(str(model) if model else None)}
-    else:
-        stages = []
-    return {
-        "method": method,
-        "fidelity": fidelity,
-        "stages": list(sel.get("stages") or []) if method == "thtb" else [],
-        "budget": _budget(sel) if method == "thtb" else sel.get("budget"),
-        "variant": _variant(sel) if method == "thtb" else method,
-        "fingerprint": fingerprint,
-        "scorers": scorers,
-        "scorer_setup": "custom" if method == "ifd" else scorer_setup(scorers),
-    }
 
 
 def training_provenance(cfg: Mapping, summary: Mapping | None = None) -> dict[str, Any]:
@@ -359,21 +300,21 @@ def _short(model: Any) -> str:
 
 
 def selection_deviations(sel: Mapping | None) -> list[str]:
-    """How a subset's selection differs from the authors' (empty: made as they made it)."""
+    """How a subset's selection (its provenance, :func:`thtb.methods.selection_provenance`) differs from the authors'
+    (empty: made as they made it): scorers other than theirs; for the cascade (a selection with stages), a fidelity
+    other than theirs. A method that scores nothing (random, longest) has nothing to differ in."""
     if not sel:
         return []
     out = []
-    method = sel.get("method")
-    if method in SCORED_METHODS:
-        setup = sel.get("scorer_setup")
-        scorers = sel.get("scorers") or {}
-        if setup == "offline":
-            out.append("offline scorers")
-        elif setup == "custom":
-            out.append("scorers " + ", ".join(f"{role} {_short(s.get('model') or s.get('backend'))}"
-                                              for role, s in sorted(scorers.items())))
-        if method == "thtb" and sel.get("fidelity") != PAPER_SETUP["fidelity"]:
-            out.append(f"fidelity={sel.get('fidelity')}")
+    setup = sel.get("scorer_setup")
+    scorers = sel.get("scorers") or {}
+    if scorers and setup == "offline":
+        out.append("offline scorers")
+    elif scorers and setup == "custom":
+        out.append("scorers " + ", ".join(f"{role} {_short(s.get('model') or s.get('backend'))}"
+                                          for role, s in sorted(scorers.items())))
+    if sel.get("stages") and sel.get("fidelity") != PAPER_SETUP["fidelity"]:
+        out.append(f"fidelity={sel.get('fidelity')}")
     return out
 
 

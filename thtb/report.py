@@ -4,36 +4,22 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from thtb.cascade import SelectionResult
+from thtb.cascade import SCORE_COLUMNS, SelectionResult
 from thtb.data.formats import bloom_label
 from thtb.scorers.base import BLOOM_LEVELS
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS: dict[str, tuple[str, str]] = {
-    # column: (stage it belongs to, human label)
-    "quality_raw": ("quality", "quality (raw reward)"),
-    "quality": ("quality", "quality (normalised)"),
-    "bloom": ("intrinsic", "Bloom (normalised)"),
-    "ic": ("intrinsic", "interdisciplinary complexity IC"),
-    "ihs": ("intrinsic", "IHS = (Bloom + IC) / 2"),
-    "irei": ("extrinsic", "IREI"),
-    "silhouette": ("extrinsic", "silhouette s"),
-    "sc": ("extrinsic", "SC'"),
-    "ehs": ("extrinsic", "EHS = (IREI + SC') / 2"),
-    "alpagasus_score": ("alpagasus", "AlpaGasus accuracy rating (0-5)"),
-}
-
-
-def score_statistics(card: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """count/mean/std/min/quartiles/max of every score over the samples that have it."""
+def score_statistics(card: pd.DataFrame, columns: Iterable[str] = SCORE_COLUMNS) -> dict[str, dict[str, float]]:
+    """count/mean/std/min/quartiles/max of every score of ``columns`` over the samples that have it."""
     stats = {}
-    for col in SCORE_COLUMNS:
+    for col in columns:
         if col not in card:
             continue
         x = pd.to_numeric(card[col], errors="coerce").dropna().to_numpy(np.float64)
@@ -140,8 +126,8 @@ def build_summary(result: SelectionResult, *, fingerprint: str, load_report: dic
         "n_failed": n_failed,
         "failed_ids": result.failures,
         "cutoffs": {s: {"column": result.rank_columns[s], "value": v} for s, v in result.cutoffs.items()},
-        "score_stats": score_statistics(card),
-        "score_stats_selected": score_statistics(card[card["selected"]]),
+        "score_stats": score_statistics(card, result.score_columns),
+        "score_stats_selected": score_statistics(card[card["selected"]], result.score_columns),
         "bloom_levels": {
             "scored": bloom_distribution(card.get("bloom_level", pd.Series(dtype=object))),
             "selected": bloom_distribution(card.loc[card["selected"], "bloom_level"])
@@ -176,7 +162,7 @@ def plot_histograms(result: SelectionResult, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     card, paths = result.card, []
-    for col, (stage, label) in SCORE_COLUMNS.items():
+    for col, (stage, label) in result.score_columns.items():
         if col not in card:
             continue
         x = pd.to_numeric(card[col], errors="coerce")

@@ -169,19 +169,22 @@ def sft_config(train: dict[str, Any], *, output_dir: str, seed: int, precision: 
 
 def method_name(cfg: dict[str, Any], using_subset: bool | None = None) -> str:
     """The data-selection method a trained model stands for: ``train.method`` if set, else the selection
-    method when training on the selected subset, else ``data`` (a dataset given directly with
-    ``train.dataset``). Plain ``thtb`` becomes the variant the selection really ran (``thtb_no_ihs``,
-    ``thtb_2pct``: :func:`thtb.cascade.variant_name`), so an ablation or another budget never lands in THTB's
-    rows of the paper tables."""
-    from thtb.cascade import variant_name
-
+    method's variant when training on the selected subset (``thtb``, or ``thtb_no_ihs`` / ``thtb_2pct`` for an
+    ablation or another budget: :meth:`thtb.methods.SelectionMethod.variant`), else ``data`` (a dataset given
+    directly with ``train.dataset``). A ``train.method`` naming the selection while the selection runs as a variant
+    becomes the variant, so an ablation or another budget never lands in THTB's rows of the paper tables."""
     train, sel = cfg.get("train") or {}, cfg.get("selection") or {}
     if using_subset is None:
         using_subset = not train.get("dataset")
-    base = str(train["method"]) if train.get("method") else sel.get("name", "select") if using_subset else "data"
-    if using_subset and base == "thtb" and sel.get("method", "thtb") == "thtb":
-        return variant_name(sel)  # `thtb` set by an experiment, run as an ablation or at another budget
-    return base
+    if not using_subset:
+        return str(train["method"]) if train.get("method") else "data"
+    if not sel.get("_target_"):  # no selection configured: the name given
+        return str(train.get("method") or sel.get("name", "select"))
+    from thtb.methods import build_method
+
+    method = build_method(cfg)
+    base = str(train.get("method") or method.name)
+    return method.variant() if base == method.name else base
 
 
 def run_name(cfg: dict[str, Any], using_subset: bool | None = None) -> str:

@@ -20,7 +20,7 @@
     :class:`~thtb.scorers.base.DescriptionError` (with the descriptions it got) if any fails: the
     cascade then fails the samples tagged with an undescribed discipline, against the failure budget.
 
-:class:`JudgeAlpaGasusScorer` (the AlpaGasus baseline, :mod:`thtb.baselines`)
+:class:`JudgeAlpaGasusScorer` (the AlpaGasus baseline, :mod:`thtb.methods.alpagasus`)
     :meth:`~JudgeAlpaGasusScorer.score` asks the :data:`~thtb.judge.prompts.ALPAGASUS` prompt with
     the query and the response: ``alpagasus_score`` (float, 0–5) and ``alpagasus_reason``.
 

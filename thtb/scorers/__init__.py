@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from thtb.scorers.availability import ScorerUnavailableError, check_scorers_available
+from thtb.scorers.availability import ScorerUnavailableError
 from thtb.scorers.base import BloomScorer, DisciplineTagger, Embedder, QualityScorer
 
 
@@ -38,13 +38,3 @@ def build_scorers(cfg: Mapping, stages: list[str]) -> Scorers:
         bloom = instantiate(cfg["judge"]["bloom"], **shared)
         disciplines = instantiate(cfg["judge"]["disciplines"], **shared)
     return Scorers(quality=quality, bloom=bloom, disciplines=disciplines, embedder=embedder, judge=client)
-
-
-def build_role(cfg: Mapping, role: str) -> Any:
-    """The scorer of one role — ``quality``, ``bloom`` or ``disciplines`` — built from ``cfg`` as
-    :func:`build_scorers` builds it (what each Ray actor of :mod:`thtb.executor` holds)."""
-    if role == "quality":
-        return build_scorers(cfg, ["quality"]).quality
-    if role in ("bloom", "disciplines"):
-        return getattr(build_scorers(cfg, ["intrinsic"]), role)
-    raise ValueError(f"unknown scorer role {role!r}")

@@ -97,10 +97,13 @@ def server_unavailable(base_url: str, timeout_s: float = SERVER_CHECK_S) -> str 
     return why
 
 
-def _judge_problem(judge: Mapping[str, Any]) -> tuple[str, str] | None:
+def judge_problem(judge: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``[(what, fix)]`` when the LLM judge of ``judge`` (a ``cfg.judge``) cannot answer here: a server of
+    ``judge.base_url`` that does not answer, in-process weights that are neither local nor cached offline; ``[]`` when
+    it can or when the judge is the offline classifiers."""
     client = judge.get("client")
     if not client:
-        return None  # offline classifiers
+        return []  # offline classifiers
     model = str(judge.get("model"))
     if "base_url" in judge:
         from thtb.judge.client import split_base_urls
@@ -108,48 +111,14 @@ def _judge_problem(judge: Mapping[str, Any]) -> tuple[str, str] | None:
         for url in split_base_urls(judge["base_url"]):  # each server of the list must answer
             why = server_unavailable(url)
             if why:
-                return (f"the LLM judge {model} at judge.base_url={url}: {why}",
-                        f"start it (e.g. vllm serve {model}) and set judge.base_url / judge.model")
-        return None
+                return [(f"the LLM judge {model} at judge.base_url={url}: {why}",
+                         f"start it (e.g. vllm serve {model}) and set judge.base_url / judge.model")]
+        return []
     why = model_unavailable(model)
-    return (f"the LLM judge {model} (judge={judge.get('name')}): {why}", "download it") if why else None
+    return [(f"the LLM judge {model} (judge={judge.get('name')}): {why}", "download it")] if why else []
 
 
-def scorer_problems(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """``(what cannot run and why, how to fix it)`` for every scorer the configured selection uses that cannot
-    run here: the reward model (stage ``quality``), the embedder and the LLM judge (``intrinsic``; the judge also
-    for ``selection=alpagasus``), IFD's model. Empty when all can. Cache look-ups and at most one bounded request
-    per model or server; nothing is loaded or downloaded."""
-    sel = cfg.get("selection") or {}
-    method = sel.get("method", "thtb")
-    stages = list(sel.get("stages") or []) if method == "thtb" else []
-    problems: list[tuple[str, str]] = []
-
-    def model_check(role: str, model: Any) -> None:
-        if model:
-            why = model_unavailable(str(model))
-            if why:
-                problems.append((f"the {role} {model}: {why}", f"download it (huggingface-cli download {model})"))
-
-    if "quality" in stages:
-        model_check("reward model", (cfg.get("reward") or {}).get("model"))
-    if "intrinsic" in stages:
-        model_check("embedder", (cfg.get("embedder") or {}).get("model"))
-    if "intrinsic" in stages or method == "alpagasus":
-        judged = _judge_problem(cfg.get("judge") or {})
-        if judged:
-            problems.append(judged)
-    if method == "ifd":
-        model_check("IFD scoring model", (sel.get("ifd") or {}).get("model"))
-    return problems
-
-
-def check_scorers_available(cfg: Mapping[str, Any]) -> None:
-    """Raise :class:`ScorerUnavailableError` naming every scorer of the selection that cannot run here."""
-    problems = scorer_problems(cfg)
-    if problems:
-        lines = "\n".join(f"  - {what}; {fix}" for what, fix in problems)
-        raise ScorerUnavailableError(
-            f"experiment {cfg.get('experiment_name')!r} cannot select: its scorers are not available here\n{lines}\n"
-            f"Make them available, {OFFLINE_HINT}."
-        )
+def model_problem(role: str, model: Any) -> list[tuple[str, str]]:
+    """``[(what, fix)]`` when ``model`` (the ``role`` a selection method uses it for) cannot be loaded here."""
+    why = model_unavailable(str(model)) if model else None
+    return [(f"the {role} {model}: {why}", f"download it (huggingface-cli download {model})")] if why else []

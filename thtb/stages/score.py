@@ -31,7 +31,9 @@ from thtb import __version__
 from thtb.cascade import STAGES
 from thtb.data import load_records
 from thtb.fingerprint import fingerprint, ids_digest
-from thtb.provenance import environment, selection_provenance, stage_key_inputs
+from thtb.methods import selection_provenance
+from thtb.methods.cascade import THTB
+from thtb.provenance import environment, stage_key_inputs
 from thtb.io import atomic_path, atomic_write_text
 from thtb.scorers import build_scorers
 from thtb.dataset_score import score_datasets
@@ -54,8 +56,6 @@ def score_sources(cfg: dict[str, Any], run_dir: Path) -> list[str]:
 
 def run_score(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
     """Run the score stage from a resolved config dict; returns the summary."""
-    from thtb.cascade import cascade_config
-
     tracker = tracker or Tracker()
     start = time.perf_counter()
     sc = cfg.get("score") or {}
@@ -75,7 +75,10 @@ def run_score(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
         reports.append(report)
     load_s = time.perf_counter() - start
 
-    config = cascade_config(cfg)
+    sel = cfg.get("selection") or {}
+    method = THTB(name="thtb", fractions=sel.get("fractions"), failure_budget=sel.get("failure_budget", 0),
+                  intrinsic=sel.get("intrinsic"), extrinsic=sel.get("extrinsic"))  # all three stages, whatever selects
+    config = method.cascade_config(str(cfg.get("fidelity", "reference")))
     if sc.get("k") is not None:
         config.k = int(sc["k"])
     scorers = build_scorers(cfg, list(STAGES))
@@ -126,8 +129,7 @@ def run_score(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
         "timings_s": {"load": round(load_s, 3), **{k: round(v, 3) for k, v in result.timings.items()},
                       "total": round(time.perf_counter() - start, 3)},
         "thtb_version": __version__,
-        "provenance": {"selection": selection_provenance({**cfg, "selection": {"method": "thtb", "stages": list(STAGES)}}),
-                       **environment()},
+        "provenance": {"selection": selection_provenance(cfg, method=method), **environment()},
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
     tracker.log_metrics({"thtb_score": main["thtb_score"], **{f"mean/{k}": v for k, v in main["means"].items()},

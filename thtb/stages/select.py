@@ -1,4 +1,5 @@
-"""The ``select`` stage: data → THTB cascade → subset, score card, summary, plots (+ W&B).
+"""The ``select`` stage: data → the selection method (THTB's cascade or a baseline, :mod:`thtb.methods`) → subset,
+score card, summary, plots (+ W&B).
 
 Outputs, under ``<run_dir>/selection/``:
 
@@ -28,17 +29,16 @@ import pandas as pd
 
 from thtb import __version__
 from thtb.artifacts import StageArtifact, copy_outputs
-from thtb.baselines import ALPAGASUS_THRESHOLD, select_baseline
-from thtb.cascade import Cascade, SelectionError, SelectionResult, cascade_config, n_selected, variant_name
+from thtb.cascade import SelectionError, SelectionResult
 from thtb.data import load_records, resolve_data_path, write_alpaca_json, write_jsonl, write_messages_jsonl
-from thtb.executor import build_executor, executor_problems, merge_judge_stats
+from thtb.executor import build_executor, executor_problems
 from thtb.fingerprint import fingerprint, records_digest
 from thtb.io import atomic_write_text, atomic_path
 from thtb.pool import ArrowPool, FramePool, store_pool
-from thtb.provenance import environment, selection_provenance, stage_key_inputs
+from thtb.methods import SelectionContext, SelectionMethod, build_method, check_scorers_available, selection_provenance
+from thtb.provenance import environment, stage_key_inputs
 from thtb.report import build_summary, plot_histograms
 from thtb.score_cache import ScoreCache
-from thtb.scorers import build_scorers, check_scorers_available
 from thtb.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -50,55 +50,53 @@ LABEL_COLUMN = "bloom_level"
 """A data column of this name is taken as gold Bloom labels; the summary reports accuracy on it."""
 
 
-def selection_fingerprint(cfg: dict[str, Any], data_ids: str) -> str:
-    """Hash of everything that determines the subset: data ids, stage config, scorer configs and the identity
-    of their models (a local folder's content, a hub snapshot's commit, a shipped model's package version),
-    and the stage's code, resource files and library versions (:func:`thtb.provenance.stage_key_inputs`)."""
-    method = cfg["selection"].get("method", "thtb")
-    stages = cfg["selection"]["stages"] if method == "thtb" else []
-    scorer_cfg = {
-        "reward": cfg.get("reward") if "quality" in stages else None,
-        "judge": cfg.get("judge") if "intrinsic" in stages or method == "alpagasus" else None,
-        "embedder": cfg.get("embedder") if "intrinsic" in stages else None,
-    }
+def selection_fingerprint(cfg: dict[str, Any], data_ids: str, method: SelectionMethod | None = None) -> str:
+    """Hash of everything that determines the subset: data ids, the selection's config, its method's scorer configs
+    and the identity of their models (a local folder's content, a hub snapshot's commit, a shipped model's package
+    version), and the stage's code (the method's module too, in the package or not), resource files and library
+    versions (:func:`thtb.provenance.stage_key_inputs`)."""
+    method = method or build_method(cfg)
+    scorer_cfg = method.scorer_configs(cfg)
     selection = {k: v for k, v in cfg["selection"].items() if k != "plots"}
     return fingerprint(
         {"version": STAGE_VERSION, "data": data_ids, "fidelity": cfg.get("fidelity"), "selection": selection,
-         "seed": cfg.get("seed"), **scorer_cfg, "scorers": selection_provenance(cfg)["scorers"],
-         **stage_key_inputs("select", {"selection": selection, **scorer_cfg})}
+         "seed": cfg.get("seed"), "scorer_configs": scorer_cfg, "scorers": method.identities(cfg),
+         **stage_key_inputs("select", {"selection": selection, **scorer_cfg}, extra_files=method.source_files())}
     )
 
 
-def score_cache_key(cfg: dict[str, Any]) -> str:
-    """What the raw scores of a scorer call depend on besides its texts: the scorers' configs and identities, the
-    select stage's code, resources and libraries — not ``selection.*`` (budget, fractions, stages) nor the data."""
-    scorer_cfg = {"reward": cfg.get("reward"), "judge": cfg.get("judge"), "embedder": cfg.get("embedder")}
-    return fingerprint({"version": STAGE_VERSION, "fidelity": cfg.get("fidelity"), **scorer_cfg,
-                        "scorers": selection_provenance({**cfg, "selection": {**cfg["selection"], "method": "thtb",
-                                                         "stages": ["quality", "intrinsic", "extrinsic"]}})["scorers"],
-                        **stage_key_inputs("select", scorer_cfg)})
+def score_cache_key(cfg: dict[str, Any], method: SelectionMethod | None = None) -> str:
+    """What the raw scores of a scorer call depend on besides its texts: the method's scorers' configs and identities
+    (:meth:`~thtb.methods.SelectionMethod.cache_inputs`), the select stage's code, resources and libraries — not its
+    size settings (budget, fractions, stages) nor the data."""
+    method = method or build_method(cfg)
+    inputs = method.cache_inputs(cfg)
+    return fingerprint({"version": STAGE_VERSION, "fidelity": cfg.get("fidelity"), **inputs,
+                        **stage_key_inputs("select", inputs["configs"], extra_files=method.source_files())})
 
 
 def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
     """Run the select stage from a resolved config dict; returns the summary."""
-    cache = ScoreCache(Path(cfg["paths"]["cache_dir"]) / "scores", score_cache_key(cfg)) if cfg.get("reuse", True) \
-        else None
-    executor = build_executor(cfg, parts_dir=cache.root / "parts" / cache.key if cache is not None else None)
+    method = build_method(cfg)
+    cache = ScoreCache(Path(cfg["paths"]["cache_dir"]) / "scores", score_cache_key(cfg, method)) \
+        if cfg.get("reuse", True) else None
+    executor = build_executor(cfg, parts_dir=cache.root / "parts" / cache.key if cache is not None else None,
+                              factory=method.build_scorer)
     try:
         executor.start()  # Ray: connect and check its resources before the data is read
-        return _run_select(cfg, run_dir, tracker or Tracker(), executor, cache)
+        return _run_select(cfg, run_dir, tracker or Tracker(), executor, cache, method)
     finally:
         executor.close()
 
 
 def _run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker, executor: Any,
-                cache: ScoreCache | None) -> dict[str, Any]:
+                cache: ScoreCache | None, method: SelectionMethod) -> dict[str, Any]:
     start = time.perf_counter()
     pool, report, data_fp = load_pool(cfg, executor)  # data_fp: the exact text every scorer sees, and the format
     load_s = time.perf_counter() - start
     log.info("loaded %d records from %s in %.1f s", len(pool), cfg["data"]["path"], load_s)
 
-    fp = selection_fingerprint(cfg, data_fp)
+    fp = selection_fingerprint(cfg, data_fp, method)
     out = run_dir / "selection"
     artifact = StageArtifact(cfg["paths"]["cache_dir"], "select", fp)
     if cfg.get("reuse", True) and artifact.is_complete():
@@ -111,11 +109,11 @@ def _run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker, executor: 
         log.info("select: reusing finished selection %s (%d of %d) → %s", fp, summary["n_selected"],
                  summary["n_input"], out)
         return summary
-    check_scorers_available(cfg)  # the paper's models (or a judge server) missing: stop before any scoring
-    result = select(pool, cfg, executor=executor, cache=cache)
+    check_scorers_available(cfg, method)  # the paper's models (or a judge server) missing: stop before any scoring
+    result = select(pool, cfg, executor=executor, cache=cache, method=method)
     result.timings["load"] = load_s
     if not result.selected_ids:  # written for inspection (the score card says why), never published as a result
-        summary, _, _ = _write_outputs(out, pool, report, result, cfg, fp, start)
+        summary, _, _ = _write_outputs(out, pool, report, result, cfg, fp, start, method)
         summary.update(reused=False, artifact=None, error="nothing selected")
         _write_summary(out / "summary.json", summary)
         raise SelectionError(
@@ -126,12 +124,12 @@ def _run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker, executor: 
 
     work = artifact.staging()  # written by this process only, then published whole
     try:
-        summary, card, plots = _write_outputs(work, pool, report, result, cfg, fp, start)
+        summary, card, plots = _write_outputs(work, pool, report, result, cfg, fp, start, method)
         summary.update(reused=False, artifact=str(artifact.path))
         _write_summary(work / "summary.json", summary)
         copy_outputs(work, out)  # the run directory gets exactly what this process computed
         artifact.publish(work, {"n_input": summary["n_input"], "n_selected": summary["n_selected"],
-                                "method": cfg["selection"].get("method", "thtb"), "thtb_version": __version__,
+                                "method": method.name, "thtb_version": __version__,
                                 "data": data_fp})
     finally:
         shutil.rmtree(work, ignore_errors=True)  # gone after a publish; removed after a failure
@@ -187,7 +185,7 @@ def _write_summary(path: Path, summary: dict[str, Any]) -> None:
 
 
 def _write_outputs(out: Path, pool: Any, report: Any, result: SelectionResult, cfg: dict[str, Any],
-                   fp: str, start: float) -> tuple[dict, pd.DataFrame, list[Path]]:
+                   fp: str, start: float, method: SelectionMethod) -> tuple[dict, pd.DataFrame, list[Path]]:
     """The subset files, the score card, the plots and the summary, written into ``out``; returns the score card
     without its texts."""
     positions = pd.Index(result.card["id"]).get_indexer(result.selected_ids)
@@ -201,80 +199,43 @@ def _write_outputs(out: Path, pool: Any, report: Any, result: SelectionResult, c
     summary = build_summary(result, fingerprint=fp, load_report=_jsonable(report), labels=labels)
     summary["timings_s"]["total"] = round(time.perf_counter() - start, 3)
     summary["thtb_version"] = __version__
-    summary["provenance"] = {"selection": selection_provenance(cfg, fp), **environment()}
-    plots = plot_histograms(result, out) if cfg["selection"].get("plots", True) else []
+    summary["provenance"] = {"selection": selection_provenance(cfg, fp, method), **environment()}
+    plots = plot_histograms(result, out) if method.plots else []
     return summary, card, plots
 
 
 def select(records: pd.DataFrame | Any, cfg: dict[str, Any], executor: Any = None,
-           cache: ScoreCache | None = None) -> SelectionResult:
-    """THTB's cascade, or a baseline (``selection.method``) size-matched to it, over ``records`` (a records frame
-    or a pool, :mod:`thtb.pool`). ``executor``: where the cascade's scorers run (started by the caller; default:
-    ``cfg.executor``, started and closed here); ``cache``: the score cache (default: none)."""
+           cache: ScoreCache | None = None, method: SelectionMethod | None = None) -> SelectionResult:
+    """The selection method of ``cfg.selection`` (:mod:`thtb.methods`; default: built here) over ``records`` (a records
+    frame or a pool, :mod:`thtb.pool`), keeping ``method.n_select(len(pool))`` rows. ``executor``: where its
+    scorers run (started by the caller; default: ``cfg.executor``, started and closed here); ``cache``: the score
+    cache (default: none)."""
     pool = records if hasattr(records, "texts") else FramePool(records)
+    method = method or build_method(cfg)
     if executor is None:
-        executor = build_executor(cfg)
+        executor = build_executor(cfg, factory=method.build_scorer)
         executor.start()
         try:
-            return select(pool, cfg, executor, cache)
+            return select(pool, cfg, executor, cache, method)
         finally:
             executor.close()
-    config = cascade_config(cfg)
-    method = cfg["selection"].get("method", "thtb")
-    if method == "thtb" and cfg["selection"].get("budget") is None and config.budget is not None:
-        log.info("select: ablation %s keeps the full cascade's size, %g%% of the input (selection.budget=%g); "
-                 "set selection.budget to choose another", variant_name(cfg["selection"]), 100 * config.budget,
-                 config.budget)
-    if method != "thtb":
-        size = cfg["selection"].get("size") or n_selected(len(pool), config.fractions, config.stages, config.budget)
-        scorer, extra = None, {}
-        if method in ("ifd", "alpagasus"):  # model-scored baselines: selection.<method> builds the scorer
-            from hydra.utils import instantiate
-
-            scorer = instantiate(cfg["selection"][method])
-        if method == "alpagasus":
-            extra["threshold"] = float(cfg["selection"].get("threshold", ALPAGASUS_THRESHOLD))
-        judge = getattr(scorer, "judge", None)
-        try:
-            result = select_baseline(pool.frame(), method, int(size), seed=int(cfg.get("seed", 42)), scorer=scorer,
-                                     failure_budget=config.failure_budget, **extra)
-        finally:
-            if judge is not None:  # also when the run stops on its failure budget
-                log.info("judge: %s", {k: v for k, v in judge.stats().items() if k != "cache"})
-        if judge is not None:
-            result.scorer_stats["judge"] = judge.stats()
-        return result
-    scorers = build_scorers(cfg, config.stages)
-    cascade = Cascade(
-        config,
-        quality=scorers.quality,
-        bloom=scorers.bloom,
-        disciplines=scorers.disciplines,
-        embedder=scorers.embedder,
-        score_cache=cache,
-        executor=executor,
-    )
-    try:
-        result = cascade.run(pool)
-        result.scorer_stats["executor"] = executor.describe()
-        if scorers.judge is not None:  # with executor=ray the actors' judges did the asking: their counters added
-            result.scorer_stats["judge"] = merge_judge_stats(scorers.judge.stats(), executor.judge_stats())
-        calibration = {role: {"scorer": getattr(scorer, "name", type(scorer).__name__), **scorer.calibration}
-                       for role, scorer in (("quality", scorers.quality), ("bloom", scorers.bloom),
-                                            ("disciplines", scorers.disciplines))
-                       if getattr(scorer, "calibration", None)}  # the offline scorers say it themselves
-        if calibration:  # the offline scorers' agreement with the labels read in calibration/ (held-out split)
-            result.scorer_stats["calibration"] = calibration
-        if cache is not None:
-            result.scorer_stats["score_cache"] = cache.stats()
-            if cache.hits:
-                log.info("select: %d of %d scorer calls reused from the score cache (%s)", cache.hits,
-                         cache.hits + cache.misses, cache.root)
-        return result
-    finally:
-        if scorers.judge is not None:  # also when the run stops on its failure budget
-            stats = merge_judge_stats(scorers.judge.stats(), executor.judge_stats())
-            log.info("judge: %s", {k: v for k, v in stats.items() if k != "cache"})
+    unused = executor.unused_roles(method.roles) if hasattr(executor, "unused_roles") else []
+    if unused:
+        log.info("select: executor.scorers configures %s, which selection %s does not use (its scorer roles: %s)",
+                 unused, method.name, list(method.roles) or "none")
+    context = SelectionContext(cfg=cfg, seed=int(cfg.get("seed", 42)), executor=executor, cache=cache,
+                               failure_budget=method.failure_budget)
+    result = method.select(pool, method.n_select(len(pool)), context)
+    result.scorer_stats["executor"] = executor.describe()
+    if context.judge_stats:
+        result.scorer_stats.setdefault("judge", context.judge_stats)
+        log.info("judge: %s", {k: v for k, v in context.judge_stats.items() if k != "cache"})
+    if cache is not None:
+        result.scorer_stats["score_cache"] = cache.stats()
+        if cache.hits:
+            log.info("select: %d of %d scorer calls reused from the score cache (%s)", cache.hits,
+                     cache.hits + cache.misses, cache.root)
+    return result
 
 
 def write_score_card(result: SelectionResult, pool: Any, path: Path) -> Path:
@@ -325,22 +286,26 @@ def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str
     """Every problem the select stage would hit, found before the run's first stage without loading a model:
     its data source (:func:`~thtb.data.loaders.data_source_problem`: a missing file, a hub dataset that cannot
     be downloaded and is not cached) and every scorer its selection uses that cannot run here
-    (:func:`~thtb.scorers.availability.scorer_problems`: a model neither local nor cached when offline, a judge
+    (its method's :meth:`~thtb.methods.SelectionMethod.problems`: a model neither local nor cached when offline, a judge
     server that does not answer within a few seconds) and ``executor=ray`` without Ray or with an address nobody
     answers at (:func:`~thtb.executor.executor_problems`). Missing scorers are no problem when a finished selection
     of this very config and data is there to reuse (``reuse=true``); only then is the data read here."""
     from thtb.data.loaders import data_source_problem
-    from thtb.scorers.availability import OFFLINE_HINT, scorer_problems
+    from thtb.scorers.availability import OFFLINE_HINT
 
     problems: list[str] = []
     path = cfg["data"]["path"]
     data_why = data_source_problem(resolve_data_path(str(path)))
     if data_why:
         problems.append(f"select: data.path={path} {data_why}")
-    scorers = scorer_problems(cfg)
+    try:
+        method = build_method(cfg)
+    except Exception as exc:  # a method that cannot be built: the stage would stop on it first thing
+        return [*problems, f"select: selection {cfg['selection'].get('name')!r}: {exc}"]
+    scorers = method.problems(cfg)
     if scorers and not data_why and cfg.get("reuse", True):
         try:
-            reusable = _finished_selection(cfg)
+            reusable = _finished_selection(cfg, method)
         except (ValueError, OSError) as exc:  # DataError &c.: the stage would stop on it first thing; say it now
             problems.append(f"select: {exc}")
             reusable = None
@@ -355,7 +320,7 @@ def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str
     return problems
 
 
-def _finished_selection(cfg: dict[str, Any]) -> Path | None:
+def _finished_selection(cfg: dict[str, Any], method: SelectionMethod) -> Path | None:
     """The stored selection ``run_select`` would reuse (its artifact folder), or ``None``. Reads the data only
     when some finished selection is stored at all."""
     root = Path(cfg["paths"]["cache_dir"]).expanduser() / "artifacts" / "select"
@@ -363,5 +328,5 @@ def _finished_selection(cfg: dict[str, Any]) -> Path | None:
         return None
     records, report = _load(cfg)
     artifact = StageArtifact(cfg["paths"]["cache_dir"], "select",
-                             selection_fingerprint(cfg, records_digest(records, report.format)))
+                             selection_fingerprint(cfg, records_digest(records, report.format), method))
     return artifact.path if artifact.is_complete() else None

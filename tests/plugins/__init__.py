@@ -1,0 +1,1 @@
+"""A selection method defined outside the package: one module and one YAML (tests/test_methods.py)."""

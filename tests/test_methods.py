@@ -1,0 +1,105 @@
+"""The selection-method interface: a method defined only in a test module and a YAML (tests/plugins/) runs through
+run.py and shows in the preflight, the provenance, the run line and the tables, with no other file touched; and the
+package's own methods are built from their YAML's ``_target_`` alone."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from tests.helpers import ROOT, compose_cfg, run_py
+from thtb.methods import SelectionMethod, build_method, selection_provenance
+
+PLUGIN_CONF = ROOT / "tests" / "plugins" / "conf"
+PLUGIN = (f"hydra.searchpath=[file://{PLUGIN_CONF}]", "selection=shortest")
+LABEL = "Shortest queries (plugin)"
+
+
+def shortest_demo_ids(n: int) -> list[str]:
+    """The demo's ``n`` shortest queries, ties by row order — computed here, not by the method."""
+    from thtb.data import load_records, resolve_data_path
+
+    records, _ = load_records(resolve_data_path("demo"), fidelity="reference")
+    order = sorted(range(len(records)), key=lambda i: (len(records.at[i, "query"]), i))
+    return records["id"].iloc[order[:n]].tolist()
+
+
+def test_a_method_defined_outside_the_package_selects_through_run_py(tmp_path):
+    proc = run_py("+experiment=demo", "stages=[select]", "logger=none", *PLUGIN, f"hydra.run.dir={tmp_path}",
+                  f"paths.cache_dir={tmp_path / 'cache'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "selection"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"input": 264, "shortest": 33}  # size-matched to the demo's THTB cascade
+    subset = [json.loads(x)["id"] for x in (out / "subset.jsonl").read_text().splitlines()]
+    assert subset == shortest_demo_ids(33)
+    prov = summary["provenance"]["selection"]
+    assert (prov["method"], prov["label"], prov["class"]) == ("shortest", LABEL, "tests.plugins.shortest.ShortestQueries")
+    assert prov["scorers"] == {"query_length": {"backend": "QueryLengthScorer", "model": None}}
+    assert prov["scorer_setup"] == "custom" and prov["stages"] == [] and prov["seed"] is None
+    card = pd.read_parquet(out / "scores.parquet")
+    assert {"query_len", "shortness", "shortest_rank"} <= set(card.columns)
+    assert summary["timings_s"]["query_length:query_length"] >= 0  # its scorer ran through the executor
+    assert summary["score_stats"]["query_len"]["count"] == 264  # its declared score, described and plotted
+    assert (out / "hist_query_len.png").is_file()
+
+
+def test_its_preflight_names_its_own_problem(tmp_path):
+    proc = run_py("+experiment=demo", "stages=[select]", "logger=none", *PLUGIN, "selection.vocabulary=/no/vocab.txt",
+                  f"hydra.run.dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}")
+    assert proc.returncode != 0
+    assert "select: the query-length vocabulary /no/vocab.txt: no such file; create it or set " \
+           "selection.vocabulary=null" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "selection").exists()
+
+
+def test_every_selection_yaml_builds_its_method_and_says_what_it_is(tmp_path):
+    names = sorted(p.stem for p in (ROOT / "conf" / "selection").glob("*.yaml"))
+    assert {"thtb", "random", "longest", "ifd", "alpagasus"} <= set(names)
+    for name in names:
+        cfg = OmegaConf.to_container(compose_cfg(["+experiment=demo", f"selection={name}", "scoring=served",
+                                                  f"paths.run_dir={tmp_path}"]), resolve=True)
+        method = build_method(cfg)
+        assert isinstance(method, SelectionMethod) and method.name == name and method.label
+        assert method.n_select(264) == 33  # every one is size-matched to the demo's cascade
+        assert method.source_files() == []  # the package's own code is in the select stage's digest
+        prov = selection_provenance(cfg, method=method)
+        assert prov["method"] == name and prov["class"] == cfg["selection"]["_target_"]
+        assert set(prov["scorers"]) <= set(method.scorer_configs(cfg)) | set(method.roles) | {"ifd_model"}
+
+
+def test_a_plugins_own_source_is_in_its_fingerprint(tmp_path):
+    cfg = OmegaConf.to_container(compose_cfg(["+experiment=demo", f"paths.run_dir={tmp_path}"]), resolve=True)
+    cfg["selection"] = {"_target_": "tests.plugins.shortest.ShortestQueries", "name": "shortest",
+                        "scorer": {"_target_": "tests.plugins.shortest.QueryLengthScorer"}}
+    assert build_method(cfg).source_files() == [ROOT / "tests" / "plugins" / "shortest.py"]
+    with pytest.raises(ValueError, match="names no method class"):
+        build_method({**cfg, "selection": {"name": "x"}})
+    with pytest.raises(TypeError, match="not a thtb.methods.SelectionMethod"):
+        build_method({**cfg, "selection": {"_target_": "collections.OrderedDict", "name": "x"}})
+
+
+@pytest.mark.slow
+def test_its_run_line_and_table_row(tmp_path, shared_data):
+    """select → train → eval on the tiny model, then the tables: the run line carries the plugin's name and
+    provenance, and its table row its label."""
+    from thtb.eval.tables_stage import run_tables
+
+    results = tmp_path / "results"
+    proc = run_py("+experiment=demo", "stages=[select,train,eval]", *PLUGIN, "model=tiny_random", "train=cpu_smoke",
+                  "eval=smoke", "eval.tasks=[mmlu_pro]", "eval.mmlu_pro.limit=1",
+                  f"eval.mmlu_pro.data_dir={shared_data / 'mmlu_pro'}", f"eval.results_dir={results}", "logger=none",
+                  f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (line,) = [json.loads(x) for x in (results / "demo.jsonl").read_text().splitlines()]
+    assert line["method"] == "shortest" and line["provenance"]["selection"]["label"] == LABEL
+    import yaml
+
+    conf = yaml.safe_load((ROOT / "conf" / "tables" / "default.yaml").read_text())
+    conf.update(runs_dir=str(results), out_dir=str(tmp_path / "tables"), paper_dir=str(ROOT / "results" / "paper"))
+    run_tables({"tables": conf, "experiment_name": "paper_tables"}, tmp_path / "tables_run")
+    md = (tmp_path / "tables" / "table1_mmlu_pro.md").read_text()
+    assert any(row.startswith(f"| {LABEL}-") for row in md.splitlines()), md
