@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
@@ -37,7 +38,8 @@ def test_a_method_defined_outside_the_package_selects_through_run_py(tmp_path):
     subset = [json.loads(x)["id"] for x in (out / "subset.jsonl").read_text().splitlines()]
     assert subset == shortest_demo_ids(33)
     prov = summary["provenance"]["selection"]
-    assert (prov["method"], prov["label"], prov["class"]) == ("shortest", LABEL, "tests.plugins.shortest.ShortestQueries")
+    assert (prov["method"], prov["label"]) == ("shortest", LABEL)
+    assert prov["class"] == "tests.plugins.shortest.ShortestQueries"
     assert prov["scorers"] == {"query_length": {"backend": "QueryLengthScorer", "model": None}}
     assert prov["scorer_setup"] == "custom" and prov["stages"] == [] and prov["seed"] is None
     card = pd.read_parquet(out / "scores.parquet")
@@ -103,3 +105,53 @@ def test_its_run_line_and_table_row(tmp_path, shared_data):
     run_tables({"tables": conf, "experiment_name": "paper_tables"}, tmp_path / "tables_run")
     md = (tmp_path / "tables" / "table1_mmlu_pro.md").read_text()
     assert any(row.startswith(f"| {LABEL}-") for row in md.splitlines()), md
+
+
+# ------------------------------------------------------------------------------------------ k-center greedy
+def test_farthest_first_picks_the_greedy_cover_and_its_ranking_keeps_exactly_the_picks():
+    from thtb.methods.kcenter import farthest_first
+
+    angles = np.deg2rad([0, 10, 20, 90, 100, 180, 185, 270])
+    points = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    picks, score = farthest_first(points, 4)
+    # the mean lies at (0.09, 0.18): 270 is the farthest row from it, then 90 (opposite); 0 and 180 are then both
+    # sqrt(2) from the nearest pick (0 wins: the lower row), then 180
+    assert picks.tolist() == [7, 3, 0, 5]
+    assert score[7] == 2.0 and score[3] == pytest.approx(2.0) and score[0] == score[5] == pytest.approx(np.sqrt(2))
+    assert np.all(np.diff(score[picks[1:]]) <= 0)
+    order = np.lexsort((np.arange(len(score)), -score))  # the ranking: score descending, ties by row
+    assert sorted(order[:4].tolist()) == sorted(picks.tolist())
+
+
+def test_kcenter_picks_lie_farther_apart_than_random_ones(tmp_path):
+    """Its defining property on the real demo rows and the real MiniLM: the smallest distance between two picked
+    queries is larger for k-center than for a random subset of the same size, for each of three seeds."""
+    from hydra.utils import instantiate
+    from scipy.spatial.distance import pdist
+
+    from thtb.data import load_records, resolve_data_path
+    from thtb.methods import SelectionContext
+    from thtb.methods.kcenter import KCenterGreedy
+    from thtb.methods.random import RandomSelection
+    from thtb.pool import FramePool
+
+    cfg = OmegaConf.to_container(compose_cfg(["+experiment=demo", "selection=kcenter", f"paths.run_dir={tmp_path}"]),
+                                 resolve=True)
+    prov = selection_provenance(cfg)
+    assert prov["scorers"]["embedder"]["model"] == "minilm_offline" and prov["scorer_setup"] == "offline"
+    records, _ = load_records(resolve_data_path("demo"), fidelity="reference")
+    pool = FramePool(records)
+    embedder = instantiate(cfg["selection"]["embedder"])  # one instance: its memo embeds each query once
+    result = KCenterGreedy(name="kcenter", embedder=embedder).select(pool, 33, SelectionContext())
+    assert result.counts == {"input": 264, "kcenter": 33} and len(set(result.selected_ids)) == 33
+    card = result.card.set_index("id")
+    assert card.loc[result.selected_ids, "kcenter_order"].tolist() == list(range(1, 34))  # best first = pick order
+    vectors = embedder.encode(records["query"].tolist())
+    position = {i: k for k, i in enumerate(records["id"])}
+
+    def min_gap(ids: list[str]) -> float:
+        return float(pdist(vectors[[position[i] for i in ids]]).min())
+
+    for seed in (1, 2, 3):
+        random = RandomSelection(name="random").select(pool, 33, SelectionContext(seed=seed)).selected_ids
+        assert min_gap(result.selected_ids) > min_gap(random)

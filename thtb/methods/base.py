@@ -61,10 +61,10 @@ class SelectionContext:
             self.executor = LocalExecutor()
 
     def score(self, role: str, scorer: Any, pool: Any, rows: np.ndarray, columns: Sequence[str],
-              method: str = "score") -> pd.DataFrame:
+              method: str = "score", cached: bool = True) -> pd.DataFrame:
         """``scorer.<method>`` on the texts ``columns`` of the pool's ``rows``, on the executor (a Ray actor builds
         its own copy with the method's ``build_scorer(role, cfg)``), timed as ``<role>:<scorer name>``, through the
-        score cache (keyed by the rows' content) when there is one."""
+        score cache (keyed by the rows' content) when there is one and ``cached``."""
         name = f"{role}:{getattr(scorer, 'name', type(scorer).__name__)}"
 
         def compute() -> pd.DataFrame:
@@ -73,7 +73,7 @@ class SelectionContext:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
             return out
 
-        if self.cache is None:
+        if self.cache is None or not cached:
             return compute()
         return self.cache.get_or_compute(name, [pool.keys(rows, list(columns))], compute)
 
