@@ -60,14 +60,14 @@ def test_its_preflight_names_its_own_problem(tmp_path):
 
 def test_every_selection_yaml_builds_its_method_and_says_what_it_is(tmp_path):
     names = sorted(p.stem for p in (ROOT / "conf" / "selection").glob("*.yaml"))
-    assert {"thtb", "random", "longest", "ifd", "alpagasus"} <= set(names)
+    assert {"thtb", "random", "longest", "ifd", "alpagasus", "kcenter", "rds"} <= set(names)
     for name in names:
         cfg = OmegaConf.to_container(compose_cfg(["+experiment=demo", f"selection={name}", "scoring=served",
                                                   f"paths.run_dir={tmp_path}"]), resolve=True)
         method = build_method(cfg)
         assert isinstance(method, SelectionMethod) and method.name == name and method.label
         assert method.n_select(264) == 33  # every one is size-matched to the demo's cascade
-        assert method.source_files() == []  # the package's own code is in the select stage's digest
+        assert not [p for p in method.key_files() if p.suffix == ".py"]  # its code is in the select stage's digest
         prov = selection_provenance(cfg, method=method)
         assert prov["method"] == name and prov["class"] == cfg["selection"]["_target_"]
         assert set(prov["scorers"]) <= set(method.scorer_configs(cfg)) | set(method.roles) | {"ifd_model"}
@@ -77,7 +77,7 @@ def test_a_plugins_own_source_is_in_its_fingerprint(tmp_path):
     cfg = OmegaConf.to_container(compose_cfg(["+experiment=demo", f"paths.run_dir={tmp_path}"]), resolve=True)
     cfg["selection"] = {"_target_": "tests.plugins.shortest.ShortestQueries", "name": "shortest",
                         "scorer": {"_target_": "tests.plugins.shortest.QueryLengthScorer"}}
-    assert build_method(cfg).source_files() == [ROOT / "tests" / "plugins" / "shortest.py"]
+    assert build_method(cfg).key_files() == [ROOT / "tests" / "plugins" / "shortest.py"]
     with pytest.raises(ValueError, match="names no method class"):
         build_method({**cfg, "selection": {"name": "x"}})
     with pytest.raises(TypeError, match="not a thtb.methods.SelectionMethod"):
@@ -123,10 +123,18 @@ def test_farthest_first_picks_the_greedy_cover_and_its_ranking_keeps_exactly_the
     assert sorted(order[:4].tolist()) == sorted(picks.tolist())
 
 
-def test_kcenter_picks_lie_farther_apart_than_random_ones(tmp_path):
+@pytest.fixture(scope="module")
+def demo_embedder():
+    """The offline embedder (real MiniLM), one instance for the module: its memo embeds each demo query once."""
+    from hydra.utils import instantiate
+
+    return instantiate(OmegaConf.to_container(compose_cfg(["+experiment=demo"]).embedder, resolve=True))
+
+
+@pytest.mark.slow
+def test_kcenter_picks_lie_farther_apart_than_random_ones(tmp_path, demo_embedder):
     """Its defining property on the real demo rows and the real MiniLM: the smallest distance between two picked
     queries is larger for k-center than for a random subset of the same size, for each of three seeds."""
-    from hydra.utils import instantiate
     from scipy.spatial.distance import pdist
 
     from thtb.data import load_records, resolve_data_path
@@ -141,7 +149,7 @@ def test_kcenter_picks_lie_farther_apart_than_random_ones(tmp_path):
     assert prov["scorers"]["embedder"]["model"] == "minilm_offline" and prov["scorer_setup"] == "offline"
     records, _ = load_records(resolve_data_path("demo"), fidelity="reference")
     pool = FramePool(records)
-    embedder = instantiate(cfg["selection"]["embedder"])  # one instance: its memo embeds each query once
+    embedder = demo_embedder
     result = KCenterGreedy(name="kcenter", embedder=embedder).select(pool, 33, SelectionContext())
     assert result.counts == {"input": 264, "kcenter": 33} and len(set(result.selected_ids)) == 33
     card = result.card.set_index("id")
@@ -155,3 +163,47 @@ def test_kcenter_picks_lie_farther_apart_than_random_ones(tmp_path):
     for seed in (1, 2, 3):
         random = RandomSelection(name="random").select(pool, 33, SelectionContext(seed=seed)).selected_ids
         assert min_gap(result.selected_ids) > min_gap(random)
+
+
+# ------------------------------------------------------------------------------------------ RDS+
+def test_round_robin_gives_each_target_its_nearest_in_turn():
+    from thtb.methods.rds import round_robin
+
+    similarity = np.array([[0.9, 0.1],   # row 0: target 0's best
+                           [0.8, 0.7],   # row 1: second for both
+                           [0.2, 0.9],   # row 2: target 1's best
+                           [0.8, 0.0],   # row 3: ties row 1 for target 0 (row 1 first: row order)
+                           [0.1, 0.1]])
+    assert round_robin(similarity).tolist() == [0, 2, 1, 4, 3]  # t0: 0, t1: 2, t0: 1, t1: 4 (0.1 > 0.0), t0: 3
+
+
+@pytest.mark.slow
+def test_rds_picks_rows_nearer_the_target_set_than_random(tmp_path, shared_data, demo_embedder):
+    """Its defining property on the real demo rows, the real MiniLM and the real MMLU-Pro validation questions: the
+    picks' mean similarity to their nearest target is higher than a random subset's, for three seeds."""
+    from thtb.data import load_records, resolve_data_path
+    from thtb.methods import SelectionContext
+    from thtb.methods.random import RandomSelection
+    from thtb.methods.rds import RDSPlus
+    from thtb.pool import FramePool
+
+    target = shared_data / "mmlu_pro" / "validation.parquet"
+    cfg = OmegaConf.to_container(compose_cfg(["+experiment=demo", "selection=rds", f"paths.run_dir={tmp_path}",
+                                              f"selection.target.path={target}"]), resolve=True)
+    method = build_method(cfg)
+    assert method.key_files() == [target]  # the target set's content is part of the selection's fingerprint
+    assert selection_provenance(cfg)["scorer_setup"] == "offline"
+    records, _ = load_records(resolve_data_path("demo"), fidelity="reference")
+    pool = FramePool(records)
+    assert cfg["selection"]["embedder"] == OmegaConf.to_container(compose_cfg(["+experiment=demo"]).embedder,
+                                                                   resolve=True)  # the run's embedder
+    rds = RDSPlus(name="rds", embedder=demo_embedder, target=cfg["selection"]["target"])
+    result = rds.select(pool, 33, SelectionContext())
+    card = result.card.set_index("id")
+    assert result.counts == {"input": 264, "rds": 33} and card["rds_target"].between(0, 69).all()
+    picked = card.loc[result.selected_ids, "rds_similarity"].mean()
+    for seed in (1, 2, 3):
+        random = RandomSelection(name="random").select(pool, 33, SelectionContext(seed=seed)).selected_ids
+        assert picked > card.loc[random, "rds_similarity"].mean()
+    with pytest.raises(Exception, match=r"validation\.parquet.*no column 'prompt'"):
+        RDSPlus(name="rds", embedder=rds.embedder, target={**rds.target, "columns": ["prompt"]}).target_texts()

@@ -170,8 +170,9 @@ class SelectionMethod:
         """Its size settings for provenance: ``stages`` (a cascade's; none for a single-score method), ``budget``."""
         return {"stages": [], "budget": self.budget, "size": self.size}
 
-    def source_files(self) -> list[Path]:
-        """Its code outside this package (a plugin's module), hashed into the selection's fingerprint."""
+    def key_files(self) -> list[Path]:
+        """Files outside this package its subset depends on — a plugin's module, a target set — hashed into the
+        selection's fingerprint."""
         module = type(self).__module__
         if module == "thtb" or module.startswith("thtb."):
             return []  # the package's own modules are in the select stage's code digest

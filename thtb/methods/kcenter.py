@@ -13,30 +13,14 @@ order) keeps exactly the picks; ``kcenter_order`` is the pick order.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from thtb.cascade import SelectionResult
-from thtb.methods.base import SelectionContext, SelectionMethod
-
-TEXTS = {"query": ["query"], "response": ["response"], "pair": ["query", "response"]}
-"""What is embedded: the query, the response, or both (``query + "\\n\\n" + response``)."""
-
-
-class EmbeddingScorer:
-    """A per-row scorer: each row's embedding (a list of floats) from an :class:`~thtb.scorers.base.Embedder`."""
-
-    def __init__(self, embedder: Any) -> None:
-        self.embedder = embedder
-        self.name = str(getattr(embedder, "name", type(embedder).__name__))
-
-    def score(self, *columns: list[str]) -> pd.DataFrame:
-        texts = list(columns[0]) if len(columns) == 1 else ["\n\n".join(t) for t in zip(*columns, strict=True)]
-        vectors = np.asarray(self.embedder.encode(texts), dtype=np.float32)
-        return pd.DataFrame({"embedding": list(vectors), "error": None})
+from thtb.methods.base import SelectionContext
+from thtb.methods.embedding import EmbeddingMethod
 
 
 def farthest_first(vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,51 +44,16 @@ def farthest_first(vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]
     return picks, score
 
 
-class KCenterGreedy(SelectionMethod):
+class KCenterGreedy(EmbeddingMethod):
     """``embedder``: the embedder's config (``_target_``…, default the run's ``embedder``) or a built embedder;
     ``text``: ``query`` | ``response`` | ``pair``."""
 
     display_name = "k-Center"
-    roles = ("embedding",)
     score_columns = {"kcenter_distance": ("kcenter", "distance to the nearest earlier pick")}
-
-    def __init__(self, *, embedder: Mapping[str, Any] | Any, text: str = "query", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if text not in TEXTS:
-            raise ValueError(f"selection.text must be one of {sorted(TEXTS)}, got {text!r}")
-        self.embedder, self.text = embedder, text
-
-    def scorer_configs(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
-        return {"embedder": self.embedder if isinstance(self.embedder, Mapping) else type(self.embedder).__name__}
-
-    def identities(self, cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        from thtb.provenance import embedder_identity
-
-        return {"embedder": embedder_identity(self.embedder if isinstance(self.embedder, Mapping) else
-                                              {"model": getattr(self.embedder, "model_name", None)})}
-
-    def problems(self, cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
-        from thtb.scorers.availability import model_problem
-
-        model = self.embedder.get("model") if isinstance(self.embedder, Mapping) else None
-        return model_problem("embedder", model)
-
-    def build_scorer(self, role: str, cfg: Mapping[str, Any]) -> Any:
-        if role != "embedding":
-            return super().build_scorer(role, cfg)
-        if not isinstance(self.embedder, Mapping):
-            return EmbeddingScorer(self.embedder)
-        from hydra.utils import instantiate
-
-        return EmbeddingScorer(instantiate(self.embedder))
 
     def select(self, pool: Any, n: int, context: SelectionContext) -> SelectionResult:
         start = time.perf_counter()
-        rows = np.arange(len(pool))
-        out = context.score("embedding", self.build_scorer("embedding", context.cfg), pool, rows, TEXTS[self.text],
-                            cached=False)  # 384+ floats a row: recomputed, not kept in the JSON score cache
-        vectors = np.stack([np.asarray(v, dtype=np.float32) for v in out["embedding"]])
-        picks, distance = farthest_first(vectors, min(n, len(pool)))
+        picks, distance = farthest_first(self.embed(pool, context), min(n, len(pool)))
         card = self.card(pool)
         card["kcenter_order"] = pd.array([pd.NA] * len(card), dtype="Int64")
         card.loc[picks, "kcenter_order"] = np.arange(1, len(picks) + 1)

@@ -61,7 +61,7 @@ def selection_fingerprint(cfg: dict[str, Any], data_ids: str, method: SelectionM
     return fingerprint(
         {"version": STAGE_VERSION, "data": data_ids, "fidelity": cfg.get("fidelity"), "selection": selection,
          "seed": cfg.get("seed"), "scorer_configs": scorer_cfg, "scorers": method.identities(cfg),
-         **stage_key_inputs("select", {"selection": selection, **scorer_cfg}, extra_files=method.source_files())}
+         **stage_key_inputs("select", {"selection": selection, **scorer_cfg}, extra_files=method.key_files())}
     )
 
 
@@ -72,7 +72,7 @@ def score_cache_key(cfg: dict[str, Any], method: SelectionMethod | None = None) 
     method = method or build_method(cfg)
     inputs = method.cache_inputs(cfg)
     return fingerprint({"version": STAGE_VERSION, "fidelity": cfg.get("fidelity"), **inputs,
-                        **stage_key_inputs("select", inputs["configs"], extra_files=method.source_files())})
+                        **stage_key_inputs("select", inputs["configs"], extra_files=method.key_files())})
 
 
 def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
