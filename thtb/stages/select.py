@@ -102,7 +102,9 @@ def _run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker, executor: 
     if cfg.get("reuse", True) and artifact.is_complete():
         artifact.restore(out)
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-        summary.update(reused=True, artifact=str(artifact.path))
+        subset = [json.loads(line)["id"] for line in (out / "subset.jsonl").read_text(encoding="utf-8").splitlines()]
+        summary.update(reused=True, artifact=str(artifact.path),  # checked again: the sets or their files may differ
+                       contamination=_contamination(cfg, pool, pd.Index(pool.ids).get_indexer(subset)))
         _write_summary(out / "summary.json", summary)
         tracker.log_summary({"select/n_selected": summary["n_selected"], "select/fingerprint": fp,
                              "select/reused": True, "select/provenance": summary.get("provenance")})
@@ -200,8 +202,18 @@ def _write_outputs(out: Path, pool: Any, report: Any, result: SelectionResult, c
     summary["timings_s"]["total"] = round(time.perf_counter() - start, 3)
     summary["thtb_version"] = __version__
     summary["provenance"] = {"selection": selection_provenance(cfg, fp, method), **environment()}
+    summary["contamination"] = _contamination(cfg, pool, result.card["row"].to_numpy()[positions])
     plots = plot_histograms(result, out) if method.plots else []
     return summary, card, plots
+
+
+def _contamination(cfg: dict[str, Any], pool: Any, rows: Any) -> dict[str, Any]:
+    """The subset's overlap with the evaluation sets of ``cfg.contamination`` (:mod:`thtb.contamination`)."""
+    from thtb.contamination import check
+
+    spec = cfg.get("contamination") or {}
+    return check(pool, rows, spec.get("sets") or {}, ngram=int(spec.get("ngram", 13)),
+                 min_tokens=int(spec.get("min_tokens", 8)))
 
 
 def select(records: pd.DataFrame | Any, cfg: dict[str, Any], executor: Any = None,

@@ -1,0 +1,79 @@
+"""The subset's overlap with the evaluation sets (thtb/contamination.py): n-gram rules on known texts, real MMLU-Pro
+test questions and AlpacaEval prompts planted among the demo rows, and the select stage's summary."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from tests.helpers import compose_cfg
+from thtb.contamination import NgramIndex, check
+from thtb.pool import FramePool
+
+LONG = "the quick brown fox jumps over the lazy dog near the river bank at dawn today"  # 16 words
+
+
+def test_ngram_rules():
+    index = NgramIndex([LONG, "What is the capital of France?", "one two three four five six seven eight"],
+                       ngram=13, min_tokens=8)
+    assert index.n_items == 3 and index.n_too_short == 1  # 6 words: too short to check, counted
+    assert index.first_match("Intro. The QUICK brown fox jumps over the lazy dog near the river bank, at dawn!") == \
+        "the quick brown fox jumps over the lazy dog near the river bank"  # case and punctuation do not matter
+    assert index.first_match("the quick brown fox jumps over the lazy dog near the river") is None  # 12 words
+    assert index.first_match("count: one two three four five six seven eight.") == \
+        "one two three four five six seven eight"  # an 8-word item matches whole
+    assert index.first_match("what is the capital of france") is None
+    with pytest.raises(ValueError, match="min_tokens"):
+        NgramIndex([], ngram=5, min_tokens=6)
+
+
+def _sets(shared_data) -> list[str]:
+    """The evaluation sets from ../shared (the default paths interpolate the repository's root)."""
+    return [f"contamination.sets.mmlu_pro.path={shared_data / 'mmlu_pro' / 'test.parquet'}",
+            f"contamination.sets.alpaca_eval.path={shared_data / 'alpaca_eval' / 'alpaca_eval.jsonl'}"]
+
+
+def _demo_with_planted(shared_data) -> tuple[FramePool, list[str]]:
+    from thtb.data import load_records, resolve_data_path
+
+    records, _ = load_records(resolve_data_path("demo"), fidelity="reference")
+    questions = pd.read_parquet(shared_data / "mmlu_pro" / "test.parquet")["question"].iloc[1234:]
+    question = next(q for q in questions if len(q.split()) >= 15)
+    prompts = [json.loads(x)["instruction"] for x in (shared_data / "alpaca_eval" / "alpaca_eval.jsonl").open()]
+    prompt = next(p for p in prompts[100:] if len(p.split()) >= 15)
+    planted = pd.DataFrame({"id": ["leak_mmlu", "leak_alpaca"],
+                            "query": [f"Answer this.\n{question}", prompt], "response": ["(A)", "Sure."]})
+    return FramePool(pd.concat([records[["id", "query", "response"]], planted], ignore_index=True)), [question, prompt]
+
+
+def test_planted_benchmark_items_are_flagged(shared_data, tmp_path):
+    pool, _ = _demo_with_planted(shared_data)
+    cfg = OmegaConf.to_container(compose_cfg(["+experiment=demo", f"paths.run_dir={tmp_path}", *_sets(shared_data),
+                                              "+contamination.sets.gone={path: /no/such.parquet, columns: [q]}"]),
+                                 resolve=True)["contamination"]
+    rows = [0, 1, len(pool) - 2, len(pool) - 1]  # two demo rows and the two planted ones
+    report = check(pool, rows, cfg["sets"], cfg["ngram"], cfg["min_tokens"])
+    mmlu, alpaca = report["sets"]["mmlu_pro"], report["sets"]["alpaca_eval"]
+    assert mmlu["checked"] and mmlu["n_items"] == 12032 and mmlu["sha256"]
+    assert [f["id"] for f in mmlu["flagged"]] == ["leak_mmlu"] and mmlu["rate"] == 0.25
+    assert [f["id"] for f in alpaca["flagged"]] == ["leak_alpaca"] and alpaca["n_items"] == 805
+    assert mmlu["pool_n_flagged"] >= 1 and alpaca["pool_n_flagged"] >= 1
+    gone = report["sets"]["gone"]
+    assert not gone["checked"] and "/no/such.parquet" in gone["why"]  # said, not skipped
+
+
+def test_the_select_stage_reports_it_fresh_and_reused(shared_data, tmp_path):
+    from thtb.stages.select import run_select
+
+    cfg = OmegaConf.to_container(compose_cfg(["+experiment=demo", "selection=random", "logger=none",
+                                              f"paths.run_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+                                              *_sets(shared_data)]), resolve=True)
+    fresh = run_select(cfg, tmp_path / "a")
+    assert set(fresh["contamination"]["sets"]) == {"mmlu_pro", "alpaca_eval"}
+    assert all(s["checked"] and s["n_selected"] == 33 for s in fresh["contamination"]["sets"].values())
+    cfg["contamination"]["sets"] = {}
+    reused = run_select(cfg, tmp_path / "b")
+    assert reused["reused"] and reused["contamination"]["sets"] == {}  # checked again with the run's own sets

@@ -1,0 +1,122 @@
+"""How much of a selected subset overlaps the evaluation sets it will be judged on (``conf/contamination/``).
+
+"Hard" rows are where leaked benchmark items hide: a subset that copies MMLU-Pro questions or AlpacaEval prompts
+wins on them for the wrong reason. Every selection reports, per evaluation set, the rows of the subset that share a
+word n-gram (13 words, as GPT-3's decontamination) with any item of the set, the same rate over the whole pool for
+comparison, and the flagged rows with the first n-gram each shares.
+
+- Text: lower-cased, split into words (``\\w+``); a row's text is its query and response, an item's the configured
+  columns (list values, e.g. MMLU-Pro's options, joined).
+- An item shorter than ``ngram`` words contributes its whole word sequence when it has at least ``min_tokens`` words;
+  shorter items are counted (``n_items_too_short``) and not checked, never dropped silently.
+- A set that cannot be read here (a hub id offline, a missing file) is reported as not checked, with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+WORD = re.compile(r"\w+")
+CHUNK = 4096
+"""Pool rows read (and checked) at a time."""
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+def item_text(values: Sequence[Any]) -> str:
+    """One evaluation item's text from its column values (lists joined by newlines, missing values skipped)."""
+    parts = []
+    for value in values:
+        if isinstance(value, list | tuple | np.ndarray):
+            parts.append("\n".join(map(str, value)))
+        elif isinstance(value, str | int | float):
+            parts.append(str(value))
+    return "\n".join(parts)
+
+
+class NgramIndex:
+    """The word n-grams of an evaluation set's items (``ngram`` words; a shorter item of at least ``min_tokens``
+    words: its whole sequence)."""
+
+    def __init__(self, texts: Iterable[str], ngram: int = 13, min_tokens: int = 8) -> None:
+        if ngram < 1 or not 1 <= min_tokens <= ngram:
+            raise ValueError(f"contamination: need ngram >= 1 and 1 <= min_tokens <= ngram, got {ngram}, {min_tokens}")
+        self.ngram, self.min_tokens = ngram, min_tokens
+        self.grams: dict[int, set[str]] = {}  # gram length → grams
+        self.n_items = self.n_too_short = 0
+        for text in texts:
+            self.n_items += 1
+            w = words(text)
+            if len(w) < min_tokens:
+                self.n_too_short += 1
+                continue
+            size = min(ngram, len(w))
+            self.grams.setdefault(size, set()).update(" ".join(w[i:i + size]) for i in range(len(w) - size + 1))
+
+    def first_match(self, text: str) -> str | None:
+        """The first n-gram of ``text`` found in the set (``None``: no overlap)."""
+        w = words(text)
+        for size, grams in sorted(self.grams.items(), reverse=True):
+            for i in range(len(w) - size + 1):
+                gram = " ".join(w[i:i + size])
+                if gram in grams:
+                    return gram
+        return None
+
+
+def load_items(spec: Mapping[str, Any]) -> tuple[list[str], str | None]:
+    """An evaluation set's item texts and its file's sha256, from ``{path, columns, split}``."""
+    from thtb.data.loaders import resolve_data_path
+    from thtb.data.readers import read_source
+
+    table = read_source(resolve_data_path(str(spec["path"])), str(spec.get("split", "test")))
+    columns = list(spec["columns"])
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise table.error(0, f"no column {missing[0]!r} (columns: {list(table.columns)})", field=missing[0])
+    return [item_text([table.columns[c][i] for c in columns]) for i in range(len(table))], table.sha256
+
+
+def check(pool: Any, selected_rows: np.ndarray, sets: Mapping[str, Mapping[str, Any]], ngram: int = 13,
+          min_tokens: int = 8) -> dict[str, Any]:
+    """The contamination report of a selection: per set, the subset's flagged rows and rate, the pool's rate."""
+    selected = set(np.asarray(selected_rows, dtype=np.int64).tolist())
+    report: dict[str, Any] = {"ngram": ngram, "min_tokens": min_tokens, "sets": {}}
+    for name, spec in sets.items():
+        try:
+            items, sha256 = load_items(spec)
+        except (OSError, ValueError) as exc:  # DataError is a ValueError: a set we cannot read is said, not skipped
+            report["sets"][name] = {"source": str(spec.get("path")), "checked": False, "why": str(exc)}
+            log.warning("contamination: %s not checked: %s", name, exc)
+            continue
+        index = NgramIndex(items, ngram, min_tokens)
+        flagged, n_pool = [], 0
+        for start in range(0, len(pool), CHUNK):
+            rows = np.arange(start, min(start + CHUNK, len(pool)))
+            queries, responses = pool.texts(rows, ["query", "response"])
+            for row, q, r in zip(rows.tolist(), queries, responses, strict=True):
+                gram = index.first_match(f"{q}\n{r}")
+                if gram is not None:
+                    n_pool += 1
+                    if row in selected:
+                        flagged.append({"id": pool.ids[row], "ngram": gram})
+        report["sets"][name] = {
+            "source": str(spec.get("path")), "sha256": sha256, "checked": True, "n_items": index.n_items,
+            "n_items_too_short": index.n_too_short, "n_selected": len(selected), "n_flagged": len(flagged),
+            "rate": round(len(flagged) / len(selected), 6) if selected else None,
+            "pool_n_flagged": n_pool, "pool_rate": round(n_pool / len(pool), 6) if len(pool) else None,
+            "flagged": flagged,
+        }
+        if flagged:
+            log.warning("contamination: %d of %d selected rows share a %d-gram with %s (%d of %d in the pool)",
+                        len(flagged), len(selected), ngram, name, n_pool, len(pool))
+    return report
