@@ -73,8 +73,9 @@ class NgramIndex:
         return None
 
 
-def load_items(spec: Mapping[str, Any]) -> tuple[list[str], str | None]:
-    """An evaluation set's item texts and its file's sha256, from ``{path, columns, split}``."""
+def load_items(spec: Mapping[str, Any], nonempty: bool = False) -> tuple[list[str], str | None]:
+    """A set's item texts and its file's sha256, from ``{path, columns, split}``; ``nonempty``: an empty item or set
+    is a :class:`~thtb.data.DataError` naming the row."""
     from thtb.data.loaders import resolve_data_path
     from thtb.data.readers import read_source
 
@@ -83,7 +84,14 @@ def load_items(spec: Mapping[str, Any]) -> tuple[list[str], str | None]:
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise table.error(0, f"no column {missing[0]!r} (columns: {list(table.columns)})", field=missing[0])
-    return [item_text([table.columns[c][i] for c in columns]) for i in range(len(table))], table.sha256
+    texts = [item_text([table.columns[c][i] for c in columns]) for i in range(len(table))]
+    if nonempty:
+        if not texts:
+            raise table.error(0, "the set has no rows")
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise table.error(i, f"empty text in {columns}", field=columns[0])
+    return texts, table.sha256
 
 
 def check(pool: Any, selected_rows: np.ndarray, sets: Mapping[str, Mapping[str, Any]], ngram: int = 13,

@@ -69,6 +69,9 @@ class LocalExecutor:
     def judge_stats(self) -> dict[str, Any]:
         return {}  # the judge ran in this process: its own stats() say everything
 
+    def unused_roles(self, roles: Sequence[str]) -> list[str]:
+        return []  # no per-role settings
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 

@@ -43,14 +43,13 @@ THTB_FRACTIONS = {"quality": 0.2, "intrinsic": 0.5, "extrinsic": 0.5}
 @dataclass
 class SelectionContext:
     """What a method's ``select`` may use besides the pool: the run's config (the scorers' configs), the seed, the
-    executor its per-row scorers run on, the score cache, and the failure budget. ``score`` runs one scorer call
+    executor its per-row scorers run on, and the score cache. ``score`` runs one scorer call
     through all of them."""
 
     cfg: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 42
     executor: Any = None
     cache: Any = None
-    failure_budget: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     """Wall time per scorer call (``<role>:<scorer name>``)."""
     judge_stats: dict[str, Any] = field(default_factory=dict)

@@ -16,7 +16,7 @@ the ranking column.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,28 +79,9 @@ class RDSPlus(EmbeddingMethod):
 
     def target_texts(self) -> list[str]:
         """The target examples' texts: ``target.columns`` of each row, list values joined by newlines."""
-        from thtb.data.loaders import resolve_data_path
-        from thtb.data.readers import read_source
+        from thtb.contamination import load_items
 
-        table = read_source(resolve_data_path(str(self.target["path"])), str(self.target.get("split", "validation")))
-        columns: Sequence[str] = list(self.target["columns"])
-        missing = [c for c in columns if c not in table.columns]
-        if missing:
-            raise table.error(0, f"no column {missing[0]!r} (columns: {list(table.columns)})", field=missing[0])
-        texts = []
-        for i in range(len(table)):
-            parts = []
-            for c in columns:
-                value = table.columns[c][i]
-                parts.append("\n".join(map(str, value)) if isinstance(value, list | tuple | np.ndarray) else
-                             "" if value is None or not isinstance(value, str | int | float) else str(value))
-            text = "\n".join(p for p in parts if p)
-            if not text.strip():
-                raise table.error(i, f"empty target text in {list(columns)}", field=columns[0])
-            texts.append(text)
-        if not texts:
-            raise table.error(0, "the target set has no rows")
-        return texts
+        return load_items({"split": "validation", **self.target}, nonempty=True)[0]
 
     def select(self, pool: Any, n: int, context: SelectionContext) -> SelectionResult:
         start = time.perf_counter()

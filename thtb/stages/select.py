@@ -231,17 +231,19 @@ def select(records: pd.DataFrame | Any, cfg: dict[str, Any], executor: Any = Non
             return select(pool, cfg, executor, cache, method)
         finally:
             executor.close()
-    unused = executor.unused_roles(method.roles) if hasattr(executor, "unused_roles") else []
+    unused = executor.unused_roles(method.roles)
     if unused:
         log.info("select: executor.scorers configures %s, which selection %s does not use (its scorer roles: %s)",
                  unused, method.name, list(method.roles) or "none")
-    context = SelectionContext(cfg=cfg, seed=int(cfg.get("seed", 42)), executor=executor, cache=cache,
-                               failure_budget=method.failure_budget)
-    result = method.select(pool, method.n_select(len(pool)), context)
+    context = SelectionContext(cfg=cfg, seed=int(cfg.get("seed", 42)), executor=executor, cache=cache)
+    try:
+        result = method.select(pool, method.n_select(len(pool)), context)
+    finally:
+        if context.judge_stats:  # also when the run stops on its failure budget
+            log.info("judge: %s", {k: v for k, v in context.judge_stats.items() if k != "cache"})
     result.scorer_stats["executor"] = executor.describe()
     if context.judge_stats:
         result.scorer_stats.setdefault("judge", context.judge_stats)
-        log.info("judge: %s", {k: v for k, v in context.judge_stats.items() if k != "cache"})
     if cache is not None:
         result.scorer_stats["score_cache"] = cache.stats()
         if cache.hits:
