@@ -47,7 +47,7 @@ def selected(tmp_path):
     data = write_dataset(tmp_path / "chats.jsonl")
     cfg = make_cfg(tmp_path, "selection=random", "selection.size=8", f"data.path={data}", "train.max_length=128",
                    "train.max_steps=2")
-    assert cfg["selection"]["method"] == "random"
+    assert cfg["selection"]["_target_"] == "thtb.methods.random.RandomSelection"
     run_dir = Path(cfg["paths"]["run_dir"])
     run_select(cfg, run_dir)
     return cfg, run_dir
