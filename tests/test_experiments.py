@@ -268,6 +268,7 @@ def test_tcm_thtb_scores_on_a_slice(tcm_scores):
     assert on_disk["scorers"]["reward"]["_target_"]
 
 
+@pytest.mark.slow  # end to end through run.py: the slow tier (CI runs it)
 def test_tcm_thtb_score_is_deterministic(tcm_scores, shared_data, tmp_path):
     again = _score(shared_data, tmp_path)
     assert [d["thtb_score"] for d in again["datasets"]] == [d["thtb_score"] for d in tcm_scores[1]["datasets"]]

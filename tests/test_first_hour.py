@@ -62,6 +62,7 @@ def test_ablations_keep_the_budget_and_carry_their_own_name(overrides, budget, v
     assert method.variant() == variant == method_name(cfg)  # never a THTB row unless it is THTB
 
 
+@pytest.mark.slow  # end to end through run.py: the slow tier (CI runs it)
 def test_an_ablated_demo_keeps_the_full_size(tmp_path):
     cache = tmp_path / "cache"
     full = run_py("+experiment=demo", "stages=[select]", f"hydra.run.dir={tmp_path / 'full'}",
@@ -89,6 +90,7 @@ def test_a_budget_recut_after_a_finished_run_scores_nothing_again(tmp_path):
     assert scorer_calls <= set(a["timings_s"]) and scorer_calls.isdisjoint(b["timings_s"])  # nothing scored again
 
 
+@pytest.mark.slow  # end to end through run.py: the slow tier (CI runs it)
 def test_the_score_cache_never_serves_another_scorer(tmp_path):
     cache = tmp_path / "cache"
     run_py("+experiment=demo", "stages=[select]", f"hydra.run.dir={tmp_path / 'a'}", f"paths.cache_dir={cache}")

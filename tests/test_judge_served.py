@@ -325,8 +325,9 @@ GARBAGE = "Well, I am honestly not sure which fields of study this question is r
 class FaultProxy:
     """aiohttp reverse proxy on 127.0.0.1 (own thread and loop) forwarding POST /v1/chat/completions
     to ``upstream``, unless ``schedule[(item, k)]`` injects a fault into the ``k``-th request of
-    item ``item`` (found by its query in the prompt): ``("status", code)``, ``("hang", seconds)``
-    or ``("garbage", text)``. ``log`` lists ``(item, k, kind)`` per request."""
+    item ``item`` (found by its query in the prompt): ``("status", code)``, ``("hang", seconds)`` (no
+    answer until the client gives up and closes the connection, or ``seconds`` pass) or ``("garbage", text)``.
+    ``log`` lists ``(item, k, kind)`` per request."""
 
     def __init__(self, upstream: str, queries: list[str], schedule: dict[tuple[int, int], tuple]) -> None:
         self.upstream = upstream.rstrip("/")
@@ -369,7 +370,9 @@ class FaultProxy:
         if kind == "status":
             return web.json_response({"error": {"message": f"injected {arg}"}}, status=arg)
         if kind == "hang":
-            await asyncio.sleep(arg)
+            deadline = self.loop.time() + arg
+            while self.loop.time() < deadline and not (request.transport is None or request.transport.is_closing()):
+                await asyncio.sleep(0.05)
             return web.json_response({"error": {"message": "too late"}}, status=504)
         if kind == "garbage":
             return web.json_response(completion(arg))
@@ -389,11 +392,13 @@ class FaultProxy:
 
 
 def test_faults_in_front_of_real_server(smollm2_server, tmp_path):
-    timeout = 5.0
+    # a timeout no real answer reaches on a busy machine: only the injected hang times out (it lasts until the
+    # client gives up), so the counts below do not depend on how fast SmolLM2 answers
+    timeout = 45.0
     # item 0: 500, 429, a hang past the client timeout (each retried), then the real answer;
     # item 1: garbage, re-ask -> garbage again -> a counted parse failure;
     # item 2: garbage, re-ask -> the real server answers the re-ask; item 3: untouched.
-    schedule = {(0, 0): ("status", 500), (0, 1): ("status", 429), (0, 2): ("hang", timeout + 1.0),
+    schedule = {(0, 0): ("status", 500), (0, 1): ("status", 429), (0, 2): ("hang", 10 * timeout),
                 (1, 0): ("garbage", GARBAGE), (1, 1): ("garbage", GARBAGE), (2, 0): ("garbage", GARBAGE)}
     items = _kill_items()[:4]
     proxy = FaultProxy(smollm2_server.base_url, [it["query"] for it in items], schedule)

@@ -81,6 +81,7 @@ def project_copy(tmp_path_factory):
     return _copy_project(tmp_path_factory.mktemp("project"))
 
 
+@pytest.mark.slow  # end to end through run.py: the slow tier (CI runs it)
 def test_editing_a_resource_file_recomputes_the_selection(project_copy, tmp_path):
     args = ["run.py", "+experiment=demo", "stages=[select]", f"paths.cache_dir={tmp_path / 'cache'}"]
     first = _python(project_copy, *args, f"hydra.run.dir={tmp_path / 'a'}")

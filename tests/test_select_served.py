@@ -24,6 +24,7 @@ def served_args(smollm2_server, tmp_path_factory):
         f"judge.base_url={smollm2_server.base_url}",
         f"judge.model={smollm2_server.model}",
         f"judge.cache={cache}",
+        "judge.timeout_s=600",              # bound requests, not wall time: no answer times out on a busy machine
         "judge.max_attempts=1",             # SmolLM2-135M is slow on 2 CPU cores (~4 s per answer):
         "judge.decoding={max_tokens:48}",   # short answers, no re-asks (tests/test_judge_served.py has those),
         "data.limit=8",                     # 8 → 4 → 2 through the stages that use the judge
@@ -59,6 +60,7 @@ def test_served_run_completes_and_reports_judge_stats(first_run):
     judge = summary["scorers"]["judge"]
     assert summary["counts"]["input"] == 8 and summary["counts"]["quality"] == 4
     assert judge["calls"] > 0 and judge["cache_hits"] == 0
+    assert judge["transport_failures"] == 0 and judge["timeouts"] == 0, judge  # every request got an answer
     # failures within the budget are listed by id, never scored
     failed = [i for ids in summary["failed_ids"].values() for i in ids]
     assert summary["n_failed"] == len(failed)

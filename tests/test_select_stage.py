@@ -106,6 +106,7 @@ def test_missing_data_file_names_the_path(tmp_path):
     assert "nope.json" in proc.stderr
 
 
+@pytest.mark.slow  # end to end through run.py: the slow tier (CI runs it)
 def test_alpaca_5pct_offline_selects_2600(shared_data, tmp_path):
     """The issue's acceptance run: 52,002 → 10,400 → 5,200 → 2,600 (about 40 s here)."""
     path = shared_file("alpaca", "alpaca_data.json", base=shared_data)
