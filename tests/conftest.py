@@ -72,3 +72,11 @@ def frozen_code_digest(monkeypatch):
 def mmlu_dir(shared_data):
     """``../shared/data/mmlu_pro`` (test and validation parquet); tests using it skip (or fail) when it is absent."""
     return shared_file("mmlu_pro", "test.parquet", base=shared_data).parent
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    """A tiny random causal Llama built from the project's own corpus (the IFD and Superfiltering checks)."""
+    from tests.tiny_models import tiny_llama
+
+    return tiny_llama(tmp_path_factory.mktemp("tiny_lm"), kind="causal")

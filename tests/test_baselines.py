@@ -75,13 +75,6 @@ def test_baseline_through_run_py_writes_the_thtb_files(method, tmp_path):
     assert subset == card[card["selected"]].sort_values("rank")["id"].tolist()
 
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    from tests.tiny_models import tiny_llama
-
-    return tiny_llama(tmp_path_factory.mktemp("tiny_lm"), kind="causal")
-
-
 def test_ifd_matches_a_direct_computation(tiny_lm):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -151,3 +151,78 @@ class IFDScorer:
         return pd.DataFrame(
             {"ifd": ifd, "loss_conditioned": cond, "loss_response": uncond, "ifd_reason": reasons, "error": errors}
         )
+
+
+class SuperfilteringIFDScorer(IFDScorer):
+    """IFD as Superfiltering computes it (Li et al., ACL 2024, "Superfiltering: Weak-to-Strong Data Filtering for
+    Fast Instruction-Tuning"; ``code_ifd/data_analysis.py`` and ``put_analysis_to_data.py`` of
+    tianyi-lab/Superfiltering), with a small LM — GPT-2 as published (``model: gpt2``), SmolLM2-135M offline:
+
+    - no chat template: the prompt is ``query + "\\n"`` (their ``"{instruction}\\n{input}\\n"`` /
+      ``"{instruction}\\n"``; the authors' trailing ``"\\nnan"`` of an empty Alpaca input is removed first), the
+      conditioned text ``prompt + response``, tokenised as a whole (``tokenizer.encode``, special tokens as the
+      tokenizer adds them) and cut at ``max_length`` tokens; the response's tokens start where the prompt's own
+      tokenisation ends;
+    - ``L(r)``: the response alone, cut at ``max_length − len(prompt tokens) + 1`` tokens, every token after the
+      first predicted (their ``labels=input_ids``);
+    - ``IFD = PPL(r|q) / PPL(r) = exp(L(r|q) − L(r))``, the ratio of perplexities their ``ifd_ppl`` is (Cherry LLM's
+      :class:`IFDScorer` divides the losses: the same IFD < 1 cut, another order).
+
+    Where their script writes 0 for a failed pair or drops it as NaN (an empty response, no response token left
+    after the cut), this scorer reports an error for the row: counted against the failure budget, never scored.
+    The batches are right-padded (their script runs one pair at a time): losses agree to float rounding."""
+
+    def __init__(self, model: str = "gpt2", *, batch_size: int = 8, max_length: int = 1024, device: str | None = None,
+                 dtype: str = "auto", show_progress: bool = True):
+        super().__init__(model, batch_size=batch_size, device=device, dtype=dtype, show_progress=show_progress)
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        self.max_length = int(max_length)
+
+    def _encode(self, text: str, max_length: int) -> list[int]:
+        return self._tok(text, truncation=True, max_length=max_length)["input_ids"]
+
+    def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
+        """Columns ``ifd`` (the perplexity ratio), ``loss_conditioned``, ``loss_response``, ``ifd_reason``,
+        ``error``."""
+        from tqdm.auto import tqdm
+
+        from thtb.data.records import strip_nan_artifact
+
+        self._load()
+        n = len(queries)
+        cond, alone = np.full(n, np.nan), np.full(n, np.nan)
+        errors: list[str | None] = [None] * n
+        reasons = [""] * n
+        pairs: list[tuple[int, list[int], list[int]]] = []  # (row, context, target) for L(r|q), then for L(r)
+        singles: list[tuple[int, list[int], list[int]]] = []
+        for i, (q, r) in enumerate(zip(queries, responses, strict=True)):
+            if r == "":
+                errors[i] = "empty response: IFD is undefined"
+                continue
+            prompt = strip_nan_artifact(q) + "\n"
+            whole = self._encode(prompt + r, self.max_length)
+            start = len(self._tok(prompt)["input_ids"])  # their len(tokenizer.encode(text[:start_index]))
+            prompt_len = len(self._encode(prompt, self.max_length))
+            single = self._encode(r, self.max_length - prompt_len + 1)
+            if start >= len(whole):
+                errors[i] = f"the prompt fills max_length={self.max_length} tokens: no response token is left"
+                continue
+            if len(single) < 2:
+                errors[i] = "fewer than 2 response tokens fit: L(r) is undefined"
+                continue
+            reasons[i] = "truncated" if len(self._tok(prompt + r)["input_ids"]) > len(whole) else ""
+            pairs.append((i, whole[:start], whole[start:]))
+            singles.append((i, single[:1], single[1:]))
+        for items, out in ((pairs, cond), (singles, alone)):
+            items = sorted(items, key=lambda x: -(len(x[1]) + len(x[2])))  # long first: fail early on memory
+            batches = [items[s : s + self.batch_size] for s in range(0, len(items), self.batch_size)]
+            for batch in tqdm(batches, desc="Superfiltering IFD", disable=not self.show_progress or len(batches) < 2):
+                out[[b[0] for b in batch]] = self._mean_losses([b[1] for b in batch], [b[2] for b in batch])
+        ifd = np.exp(cond - alone)
+        for i in range(n):
+            if errors[i] is None and not np.isfinite(ifd[i]):
+                errors[i] = f"non-finite IFD (L(r|q)={cond[i]}, L(r)={alone[i]})"
+        return pd.DataFrame(
+            {"ifd": ifd, "loss_conditioned": cond, "loss_response": alone, "ifd_reason": reasons, "error": errors}
+        )
