@@ -9,7 +9,7 @@ export WANDB_MODE
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow test-all select train tables bench bench-judge bench-train clean clean-models
+.PHONY: help install demo compare test test-slow test-all select train tables bench bench-judge bench-train clean clean-models
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,10 @@ demo: $(STAMP) ## install if needed, then the whole pipeline offline on CPU (ran
 	$(OFFLINE) $(PY) run.py +experiment=demo_random $(ARGS)
 	$(OFFLINE) $(PY) run.py +experiment=demo $(ARGS)
 	$(OFFLINE) $(PY) run.py +experiment=demo_table
+
+compare: $(STAMP) ## every offline selection method × 3 seeds on the demo set → LoRA → eval → results/compare/
+	$(OFFLINE) $(PY) run.py -m +experiment=compare $(ARGS)
+	$(OFFLINE) $(PY) run.py +experiment=compare_table
 
 test: $(STAMP) ## run the default test suite (offline, CPU; ≤ 20 min on 2 cores)
 	$(OFFLINE) $(PY) -m pytest -q $(ARGS)

@@ -386,14 +386,10 @@ def rescore(path: str | Path, *, schemes: Sequence[str] = SCHEMES, primary: str 
     return summary
 
 
-def compare(path_a: str | Path, path_b: str | Path, *, scheme: str = "official", n_boot: int = 10_000,
-            seed: int = 0, confidence: float = 0.95, data_dir: str | Path | None = None) -> dict[str, Any]:
-    """Two runs on the same questions, question by question (matched by ``question_id``), under one scheme:
-    overall and per category, ``diff = acc_a − acc_b``, its paired-bootstrap CI, the exact McNemar p-value
-    and the discordant counts (:func:`thtb.eval.stats.paired_comparison`). Both files are re-scored
-    from their responses; questions present in only one file, or whose answer key differs between the files (a
-    different dataset revision), are counted and left out. ``data_dir``: as in
-    :func:`rescore` (option counts for ``official_guess`` on older samples files)."""
+def _matched(path_a: str | Path, path_b: str | Path, scheme: str, data_dir: str | Path | None = None
+             ) -> tuple[dict, dict, list, list, list]:
+    """Both files re-scored under ``scheme`` and matched by ``question_id``: ``(a, b, matched, mismatched, common)``
+    (``common``: matched questions with the same answer key in both files)."""
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     scored = []
@@ -410,11 +406,41 @@ def compare(path_a: str | Path, path_b: str | Path, *, scheme: str = "official",
         scored.append(by_id)
     a, b = scored
     matched = [q for q in a if q in b]
-    key = f"correct_{scheme}"
     # the same question_id with another answer key: a different dataset revision (TIGER's two releases differ
     # on 3 questions); such questions are left out and listed
     mismatched = [q for q in matched if a[q].get("target") != b[q].get("target")]
     common = [q for q in matched if q not in set(mismatched)]
+    return a, b, matched, mismatched, common
+
+
+def compare_pooled(pairs: Sequence[tuple[str | Path, str | Path]], *, scheme: str = "official", n_boot: int = 10_000,
+                   seed: int = 0, confidence: float = 0.95) -> dict[str, Any] | None:
+    """Several paired runs of two systems (e.g. one pair per seed) pooled into one paired test: each pair's common
+    questions (as :func:`compare` matches them) counted once per pair, ``diff = acc_a − acc_b`` over all of them,
+    its paired-bootstrap CI and the exact McNemar p-value (:func:`thtb.eval.stats.paired_comparison`). None when
+    no pair has a common question."""
+    key = f"correct_{scheme}"
+    xs: list[float] = []
+    ys: list[float] = []
+    for path_a, path_b in pairs:
+        a, b, _, _, common = _matched(path_a, path_b, scheme)
+        xs += [float(a[q][key]) for q in common]
+        ys += [float(b[q][key]) for q in common]
+    if not xs:
+        return None
+    return stats.paired_comparison(xs, ys, n_boot=n_boot, seed=seed, confidence=confidence)
+
+
+def compare(path_a: str | Path, path_b: str | Path, *, scheme: str = "official", n_boot: int = 10_000,
+            seed: int = 0, confidence: float = 0.95, data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Two runs on the same questions, question by question (matched by ``question_id``), under one scheme:
+    overall and per category, ``diff = acc_a − acc_b``, its paired-bootstrap CI, the exact McNemar p-value
+    and the discordant counts (:func:`thtb.eval.stats.paired_comparison`). Both files are re-scored
+    from their responses; questions present in only one file, or whose answer key differs between the files (a
+    different dataset revision), are counted and left out. ``data_dir``: as in
+    :func:`rescore` (option counts for ``official_guess`` on older samples files)."""
+    a, b, matched, mismatched, common = _matched(path_a, path_b, scheme, data_dir)
+    key = f"correct_{scheme}"
 
     def pair(ids):
         return stats.paired_comparison([float(a[q][key]) for q in ids], [float(b[q][key]) for q in ids],

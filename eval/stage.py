@@ -293,7 +293,8 @@ def _pct(x: float | None) -> float | None:
     return None if x is None else round(100.0 * float(x), 2)
 
 
-def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> dict[str, Any]:
+def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict], *, timings: dict[str, float] | None = None,
+             reused: dict[str, bool] | None = None) -> dict[str, Any]:
     """The one-line record of this evaluation that the paper tables read (results/README.md)."""
     from thtb.train.args import method_name
 
@@ -362,7 +363,38 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict]) -> di
         "provenance": {**_provenance(cfg, run_dir, trained, results),
                        **({"score": (score.get("provenance") or {}).get("selection")} if score else {})},
         "metrics": metrics,
+        "cost": _cost(run_dir, trained, results, timings or {}, reused or {}),
+        "contamination": _contamination(run_dir),
     }
+
+
+def _contamination(run_dir: Path) -> dict[str, Any] | None:
+    """The training subset's overlap with each evaluation set, as the select stage measured it (None: no selection
+    here, e.g. a released subset or the full data)."""
+    sel_summary = run_dir / "selection" / "summary.json"
+    sets = ((json.loads(sel_summary.read_text()).get("contamination") or {}).get("sets") or {}
+            if sel_summary.is_file() else {})
+    return {name: {k: s.get(k) for k in ("checked", "n_selected", "n_flagged", "rate")}
+            for name, s in sets.items()} or None
+
+
+def _cost(run_dir: Path, trained: dict[str, Any], results: dict[str, dict], timings: dict[str, float],
+          reused: dict[str, bool]) -> dict[str, Any]:
+    """The run line's ``cost`` (:mod:`thtb.cost`): the selection's and the training's as their summaries recorded
+    them (the runs that computed them), and this evaluation's: its wall time, devices, and the judge's and the
+    generators' requests (tasks reused from a cache are listed: their cost was paid earlier)."""
+    from thtb.cost import run_cost, stage_cost
+
+    sel_summary = run_dir / "selection" / "summary.json"
+    selection = json.loads(sel_summary.read_text()).get("cost") if sel_summary.is_file() else None
+    judge: dict[str, int] = {}
+    for r in results.values():
+        for stats in (r.get("judge_stats") or {}, *(r.get("generation_stats") or {}).values()):
+            for k in ("calls", "prompt_tokens", "completion_tokens"):
+                judge[k] = judge.get(k, 0) + int(stats.get(k, 0) or 0)
+    evaluation = stage_cost(sum(timings.values()) if timings else None, judge=judge or None,
+                            reused_tasks=sorted(t for t, r in reused.items() if r))
+    return run_cost(selection, trained.get("cost"), evaluation)
 
 
 def _provenance(cfg: dict[str, Any], run_dir: Path, trained: dict[str, Any], results: dict[str, dict]) -> dict:
@@ -438,7 +470,7 @@ def run_eval(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None)
             reused[task] = not any(calls)  # everything came from the request caches
         timings[task] = round(time.perf_counter() - start, 2)
         log.info("eval: %s %s in %.1f s", task, "reused" if reused.get(task) else "done", timings[task])
-    line = run_line(cfg, run_dir, results)
+    line = run_line(cfg, run_dir, results, timings=timings, reused=reused)
     where = append_run_line(cfg["eval"]["results_dir"], line)
     summary = {**line, "model_path": model, "sanity": sanity, "timings_s": timings, "reused_tasks": reused,
                "run_line_file": str(where)}

@@ -81,6 +81,25 @@ def _percentile_interval(draws: np.ndarray, confidence: float) -> tuple[float, f
     return float(lo), float(hi)
 
 
+def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval of the mean of ``n`` independent runs (e.g. one metric over seeds)::
+
+        mean ± t_{1 − α/2, n − 1} · s / sqrt(n)      (s: the sample standard deviation, ddof 1)
+
+    None for fewer than two values (one run has no spread to estimate). Equals
+    ``scipy.stats.t.interval(confidence, n − 1, loc=mean, scale=scipy.stats.sem(values))``."""
+    arr = _as_array(values, "values")
+    if len(arr) < 2:
+        return None
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    from scipy.stats import t
+
+    mean, half = float(arr.mean()), float(t.ppf(1.0 - (1.0 - confidence) / 2.0, len(arr) - 1)) * float(
+        arr.std(ddof=1)) / math.sqrt(len(arr))
+    return mean - half, mean + half
+
+
 def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, *, n_boot: int = 10_000, seed: int = 0,
                       confidence: float = 0.95) -> tuple[float, float] | None:
     """Percentile bootstrap interval of a mean.

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from thtb.eval.stats import t_interval
 from thtb.io import atomic_path, atomic_write_text
 from thtb.provenance import describe, deviations
 
@@ -58,8 +59,10 @@ TRAINING_DATA_NAMES = {
 no SFT); a selected subset's row is named by its method (``label`` in the run line's selection provenance), and the
 paper's own rows keep the paper's labels."""
 TIDY_COLUMNS = ("table", "model_size", "method", "label", "column", "header", "ours", "ours_std", "n_seeds", "seeds",
-                "ours_ci_low", "ours_ci_high", "n", "smoke", "smoke_reason", "published", "delta", "published_note",
-                "variant", "differs", "significant", "experiments", "provenance")
+                "ours_ci_low", "ours_ci_high", "ci_over", "n", "smoke", "smoke_reason", "published", "delta",
+                "published_note",
+                "variant", "differs", "significant", "experiments", "provenance", "selection_device_hours",
+                "training_device_hours", "judge_requests", "training_tokens", "cost", "overlap")
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class TableSpec:
     chart_column: str = "overall"
     decimals: Mapping[str, int] = field(default_factory=dict)  # per column; default 2
     sized_labels: bool = True  # "Ours-1B" (Tables 1–2) or the method's name alone (Table 3)
+    contamination_set: str | None = None  # the evaluation set whose overlap with the training subset a row shows
 
     def digits(self, column: str) -> int:
         return self.decimals.get(column, 2)
@@ -81,12 +85,13 @@ TABLES = {
     "table1_mmlu_pro": TableSpec(
         "table1_mmlu_pro", "Table 1 — MMLU-Pro accuracy (%)", "mmlu_pro",
         tuple((c, "Comp. Sci." if c == "computer science" else c.title()) for c in MMLU_PRO_CATEGORIES)
-        + (("overall", "Overall"), ("overall_strict", "Overall, strict regex")), full_n=12032),
+        + (("overall", "Overall"), ("overall_strict", "Overall, strict regex")), full_n=12032,
+        contamination_set="mmlu_pro"),
     "table2_alpacaeval": TableSpec(
         "table2_alpacaeval", "Table 2 — AlpacaEval win rate (%) vs. the Full-data model of the same size",
         "pairwise", (("helpful_base", "Helpful Base"), ("koala", "Koala"), ("selfinstruct", "Self-instruct"),
                      ("oasst", "Oasst"), ("vicuna", "Vicuna"), ("overall", "Overall"),
-                     ("lc_overall", "Overall, length-controlled")), full_n=805),
+                     ("lc_overall", "Overall, length-controlled")), full_n=805, contamination_set="alpaca_eval"),
     "table3_tcm": TableSpec(
         "table3_tcm", "Table 3 — TCM (Qwen3-8B)", "exam",
         (("exam", "TCM Exam Test (acc %)"), ("thtb_score", "THTB Score")), chart_column="exam",
@@ -356,6 +361,8 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
     records = []
     for method, size, variant in rows:
         runs = groups.get((method, size, variant), [])
+        price = row_cost(runs)
+        overlap = row_overlap(runs, spec.contamination_set)
         base = labels.get((method, size)) or _label(spec, method, size, runs)
         label = _variant_label(base, variant or none)
         beside = variant is None or not variant[0]  # the published number only beside runs made the paper's way
@@ -365,7 +372,9 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
             p = pub.get((method, size, column)) if beside else None
             published_value = float(p.value) if p is not None and not pd.isna(p.value) else math.nan
             ours = float(np.mean(values)) if values else math.nan
-            ci = have[0]["cells"][column]["ci"] if len(have) == 1 else None
+            # one run: its own CI over the items; several seeds: the t-interval of their mean (the spread between
+            # seeds, which a single run's item CI does not show)
+            ci = have[0]["cells"][column]["ci"] if len(have) == 1 else t_interval(values)
             ns = {r["cells"][column]["n"] for r in have} - {None}
             smoke = sorted({r["smoke"] for r in have if r["smoke"]})
             records.append({
@@ -374,6 +383,7 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
                 "ours_std": round(float(np.std(values, ddof=1)), 6) if len(values) > 1 else math.nan,
                 "n_seeds": len(values), "seeds": ",".join(str(r["line"].get("seed")) for r in have),
                 "ours_ci_low": ci[0] if ci else math.nan, "ours_ci_high": ci[1] if ci else math.nan,
+                "ci_over": ("seeds" if len(have) > 1 else "items") if ci else "",
                 "n": min(ns) if ns else math.nan, "smoke": bool(smoke), "smoke_reason": "; ".join(smoke),
                 "published": published_value, "delta": round(ours - published_value, 6),
                 "published_note": p.note if p is not None else "",
@@ -383,8 +393,50 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
                 if ci and not math.isnan(published_value) else None,
                 "experiments": ",".join(sorted({str(r["line"].get("experiment")) for r in have})),
                 "provenance": " | ".join(sorted({describe(r["line"], spec.block) for r in have})),
+                **price, "overlap": overlap,
             })
     return pd.DataFrame(records, columns=list(TIDY_COLUMNS))
+
+
+def row_cost(runs: list[Mapping]) -> dict[str, Any]:
+    """A row's cost (:mod:`thtb.cost`), the mean over its seeds' run lines of each stage's device-hours, the
+    selection's judge requests and the tokens trained; ``cost``: the same as text ("—" where no line records it)."""
+    from thtb.cost import cost_text
+
+    costs = [r["line"].get("cost") or {} for r in runs]
+
+    def mean(stage: str, key: str) -> float:
+        values = [(c.get(stage) or {}).get(key) for c in costs]
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else math.nan
+
+    out = {"selection_device_hours": mean("selection", "device_hours"),
+           "training_device_hours": mean("training", "device_hours"),
+           "judge_requests": mean("selection", "judge_requests"), "training_tokens": mean("training", "tokens")}
+    known = {"selection": {"device_hours": None if math.isnan(out["selection_device_hours"])
+                           else out["selection_device_hours"],
+                           "judge_requests": 0 if math.isnan(out["judge_requests"]) else round(out["judge_requests"])},
+             "training": {"device_hours": None if math.isnan(out["training_device_hours"])
+                          else out["training_device_hours"],
+                          "tokens": None if math.isnan(out["training_tokens"]) else round(out["training_tokens"])}}
+    out["cost"] = cost_text(known) if any(costs) else MISSING
+    return out
+
+
+def row_overlap(runs: list[Mapping], name: str | None) -> str:
+    """``flagged/selected`` rows of the row's training subset sharing an n-gram with the evaluation set ``name``
+    (the select stage's contamination check; "—" where none was made, "not checked" where the set was unreadable);
+    seeds with different subsets are listed."""
+    if not name:
+        return ""
+    seen = []
+    for r in runs:
+        s = (r["line"].get("contamination") or {}).get(name)
+        text = MISSING if s is None else ("not checked" if not s.get("checked") else
+                                          f"{s.get('n_flagged')}/{s.get('n_selected')}")
+        if text not in seen:
+            seen.append(text)
+    return ", ".join(seen) if seen else MISSING
 
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -407,7 +459,8 @@ def cell_text(rec: Mapping, digits: int = 2, style: str = "md") -> str:
     else:
         ours = f"{rec['ours']:.{digits}f}"
         if rec["n_seeds"] > 1:
-            ours += f" {sym['pm']} {rec['ours_std']:.{digits}f} (n={rec['n_seeds']})"
+            ours += (f" {sym['pm']} {rec['ours_std']:.{digits}f} [{rec['ours_ci_low']:.{digits}f}, "
+                     f"{rec['ours_ci_high']:.{digits}f}] (n={rec['n_seeds']} seeds)")
         elif not pd.isna(rec["ours_ci_low"]):
             ours += f" [{rec['ours_ci_low']:.{digits}f}, {rec['ours_ci_high']:.{digits}f}]"
         ours += sym["smoke"] if rec["smoke"] else ""
@@ -429,9 +482,17 @@ def _rows(frame: pd.DataFrame) -> list[tuple[str, str, str, list[dict]]]:
     return [(*k, v) for k, v in out.items()]
 
 
-def footnotes(frame: pd.DataFrame) -> list[str]:
-    notes = ["Each cell: ours / published (Δ = ours − published). Ours is one run, or the mean ± std over n seeds; "
-             "[a, b] is a single run's 95% CI. — : not run (ours) or not in the paper (published); never filled in."]
+def footnotes(frame: pd.DataFrame, spec: TableSpec | None = None) -> list[str]:
+    notes = ["Each cell: ours / published (Δ = ours − published). Ours is one run with its 95% CI over the items "
+             "[a, b], or over n seeds the mean ± std with the 95% t-interval of the mean [a, b] (n seeds). — : not "
+             "run (ours) or not in the paper (published); never filled in."]
+    notes.append("Cost: device-hours (devices × wall time) of the selection (sel; with its judge requests) and of "
+                 "the training (train; with the tokens trained), the mean over a row's seeds, as the stages recorded "
+                 "them (a cached result keeps the cost of the run that computed it). — : not recorded.")
+    if spec is not None and spec.contamination_set:
+        notes.append("Eval-set overlap: rows of the training subset sharing a 13-word n-gram with "
+                     f"{spec.contamination_set} (the select stage's check, thtb/contamination.py) / rows in the "
+                     "subset.")
     if (frame["significant"] == False).any():  # noqa: E712 - a nullable column
         notes.append("ns: the published number lies inside our 95% CI — the difference is not significant at 5%.")
     for rec in frame[frame["smoke"]].drop_duplicates(["label", "smoke_reason"]).to_dict("records"):
@@ -450,11 +511,14 @@ def footnotes(frame: pd.DataFrame) -> list[str]:
 
 
 def to_markdown(frame: pd.DataFrame, spec: TableSpec) -> str:
-    lines = [f"### {spec.title}", "", "| Method | " + " | ".join(h for _, h in spec.columns) + " |",
-             "|---" * (len(spec.columns) + 1) + "|"]
+    extra = ["Cost (device-hours)"] + (["Eval-set overlap"] if spec.contamination_set else [])
+    lines = [f"### {spec.title}", "", "| Method | " + " | ".join([*(h for _, h in spec.columns), *extra]) + " |",
+             "|---" * (len(spec.columns) + len(extra) + 1) + "|"]
     for _, _, label, cells in _rows(frame):
-        lines.append(f"| {label} | " + " | ".join(cell_text(c, spec.digits(c["column"])) for c in cells) + " |")
-    return "\n".join(lines + [""] + [f"- {n}" for n in footnotes(frame)]) + "\n"
+        tail = [cells[0]["cost"]] + ([cells[0]["overlap"]] if spec.contamination_set else [])
+        lines.append(f"| {label} | " + " | ".join([*(cell_text(c, spec.digits(c["column"])) for c in cells), *tail])
+                     + " |")
+    return "\n".join(lines + [""] + [f"- {n}" for n in footnotes(frame, spec)]) + "\n"
 
 
 def _tex_escape(text: str) -> str:
@@ -547,9 +611,125 @@ def write_tables(lines: list[Mapping], paper_dir: str | Path, out_dir: str | Pat
     return result
 
 
+# ------------------------------------------------------------------------------------ method comparison
+COMPARE_COLUMNS = ("model_size", "method", "label", "variant", "n_seeds", "seeds", "mmlu_pro", "mmlu_pro_std",
+                   "mmlu_pro_ci_low", "mmlu_pro_ci_high", "mmlu_pro_n", "win_rate", "win_rate_std", "win_rate_ci_low",
+                   "win_rate_ci_high", "win_rate_n", "pairwise_baseline", "smoke", "selection_device_hours",
+                   "training_device_hours", "judge_requests", "training_tokens", "cost", "overlap_mmlu_pro",
+                   "overlap_alpaca_eval", "provenance")
+
+
+def compare_methods(lines: Iterable[Mapping], experiments: Iterable[str] | None = None) -> pd.DataFrame:
+    """Selection methods side by side, one row per method, model size and provenance variant (runs that differ are
+    never merged): MMLU-Pro overall and the pairwise win rate, each the mean ± std and the 95% t-interval over the
+    row's seeds (a single run: its CI over the items), with how many seeds stand behind them, the cost and the
+    eval-set overlap. ``experiments``: only their run lines (default: all). The pairwise baseline is the one the
+    lines share (a line judged against another baseline is left out, with a warning)."""
+    lines = [ln for ln in lines if experiments is None or ln.get("experiment") in set(experiments)]
+    baselines = [ln["metrics"]["pairwise"].get("baseline") for ln in lines if "pairwise" in ln["metrics"]]
+    baseline = max(set(baselines), key=baselines.count) if baselines else "full"
+    empty = pd.DataFrame(columns=["method", "model_size", "column", "value", "label", "note"])
+    frames = {block: build_table(lines, empty, TABLES[name], baseline=baseline)
+              for block, name in (("mmlu_pro", "table1_mmlu_pro"), ("pairwise", "table2_alpacaeval"))}
+    keys = list(dict.fromkeys(k for frame in frames.values()
+                              for k in zip(frame["model_size"], frame["method"], frame["variant"], strict=True)))
+    records = []
+    for size, method, variant in keys:
+        rec: dict[str, Any] = {"model_size": size, "method": method, "variant": variant,
+                               "pairwise_baseline": baseline if baselines else None}
+        seeds: set[str] = set()
+        for block, col in (("mmlu_pro", "mmlu_pro"), ("pairwise", "win_rate")):
+            frame = frames[block]
+            row = frame[(frame["model_size"] == size) & (frame["method"] == method) & (frame["variant"] == variant)
+                        & (frame["column"] == "overall")]
+            cell = row.iloc[0] if len(row) else None
+            have = cell is not None and not pd.isna(cell["ours"])
+            rec.update({col: cell["ours"] if have else math.nan, f"{col}_std": cell["ours_std"] if have else math.nan,
+                        f"{col}_ci_low": cell["ours_ci_low"] if have else math.nan,
+                        f"{col}_ci_high": cell["ours_ci_high"] if have else math.nan,
+                        f"{col}_n": cell["n"] if have else math.nan})
+            if have:
+                seeds |= set(str(cell["seeds"]).split(","))
+                rec["smoke"] = bool(rec.get("smoke")) or bool(cell["smoke"])
+                for key in ("label", "selection_device_hours", "training_device_hours", "judge_requests",
+                            "training_tokens", "cost", "provenance"):
+                    rec.setdefault(key, cell[key])
+                spec = TABLES["table1_mmlu_pro" if block == "mmlu_pro" else "table2_alpacaeval"]
+                rec[f"overlap_{spec.contamination_set}"] = cell["overlap"]
+        if not seeds:
+            continue
+        rec.update(n_seeds=len(seeds), seeds=",".join(sorted(seeds, key=lambda x: (len(x), x))))
+        records.append(rec)
+    return pd.DataFrame(records, columns=list(COMPARE_COLUMNS))
+
+
+def _metric_text(rec: Mapping, col: str) -> str:
+    if pd.isna(rec[col]):
+        return MISSING
+    text = f"{rec[col]:.2f}"
+    if not pd.isna(rec[f"{col}_std"]):
+        text += f" ± {rec[f'{col}_std']:.2f}"
+    if not pd.isna(rec[f"{col}_ci_low"]):
+        text += f" [{rec[f'{col}_ci_low']:.2f}, {rec[f'{col}_ci_high']:.2f}]"
+    return text
+
+
+def compare_markdown(frame: pd.DataFrame, title: str = "Selection methods compared") -> str:
+    """The comparison as markdown: one row per method, its seeds, both metrics with their intervals, cost, overlap."""
+    baseline = next((b for b in frame["pairwise_baseline"] if isinstance(b, str)), "the baseline")
+    rows = [f"### {title}", "", f"| Method | seeds | MMLU-Pro (%) | win rate vs {baseline} (%, ties 0) | cost "
+            "(device-hours) | overlap MMLU-Pro / AlpacaEval |", "|---|---|---|---|---|---|"]
+    for r in frame.to_dict("records"):
+        mmlu, win = (_metric_text(r, c) + (SMOKE if r["smoke"] and not pd.isna(r[c]) else "")
+                     for c in ("mmlu_pro", "win_rate"))
+        overlap = " / ".join(r[c] if isinstance(r[c], str) and r[c] else MISSING
+                             for c in ("overlap_mmlu_pro", "overlap_alpaca_eval"))
+        rows.append(f"| {r['label']} | {r['n_seeds']} ({r['seeds']}) | {mmlu} | {win} | {r['cost']} | {overlap} |")
+    if frame.empty:
+        rows.append("| — | — | — | — | — | — |")
+    notes = ["Each metric: the mean ± std over the row's seeds and the 95% t-interval of that mean [a, b] (one seed: "
+             "its 95% CI over the items). Rows that differ in provenance (scorers, fidelity, recipe, evaluation) are "
+             "never merged: the label says how a row differs from the paper's setup.",
+             "Cost: device-hours (devices × wall time) of the selection (with its judge requests) and of the "
+             "training (with the tokens trained), the mean over the seeds.",
+             "Overlap: subset rows sharing a 13-word n-gram with the evaluation set / rows in the subset."]
+    if frame["smoke"].any():
+        notes.append(f"{SMOKE} evaluated on a slice: differences of a few points are within noise (see the intervals).")
+    return "\n".join(rows + [""] + [f"- {n}" for n in notes]) + "\n"
+
+
+def plot_compare(frame: pd.DataFrame, path: str | Path, metric: str = "mmlu_pro") -> Path:
+    """The metric (mean, with its 95% interval) against the total device-hours of selection and training, one
+    point per method: what each method buys at what price."""
+    from matplotlib.figure import Figure
+
+    name = {"mmlu_pro": "MMLU-Pro accuracy (%)", "win_rate": "win rate (%)"}[metric]
+    priced = frame["selection_device_hours"].notna() | frame["training_device_hours"].notna()
+    sub = frame[frame[metric].notna() & priced].reset_index(drop=True)
+    unpriced = frame.loc[frame[metric].notna() & ~priced, "label"].tolist()  # drawn as missing, never at cost 0
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    if unpriced:
+        ax.text(0.01, 0.01, "no cost recorded, not drawn: " + ", ".join(unpriced), transform=ax.transAxes, fontsize=7,
+                color="#555555", va="bottom")
+    cost = (sub["selection_device_hours"].fillna(0) + sub["training_device_hours"].fillna(0)).to_numpy()
+    y = sub[metric].to_numpy(dtype=float)
+    low = np.where(sub[f"{metric}_ci_low"].notna(), y - sub[f"{metric}_ci_low"].to_numpy(dtype=float), 0.0)
+    high = np.where(sub[f"{metric}_ci_high"].notna(), sub[f"{metric}_ci_high"].to_numpy(dtype=float) - y, 0.0)
+    ax.errorbar(cost, y, yerr=np.vstack([low, high]), fmt="o", capsize=3, color="#1f77b4")
+    for xi, yi, label, n in zip(cost, y, sub["label"], sub["n_seeds"], strict=True):
+        ax.annotate(f"{label} (n={n})", (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_xlabel("selection + training cost (device-hours)")
+    ax.set_ylabel(f"{name}, mean [95% CI]")
+    ax.set_title(f"{name} vs cost, per selection method", fontsize=9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return Path(path)
+
+
 # ------------------------------------------------------------------------------------ paired comparisons
-PAIRED_COLUMNS = ("task", "model_size", "model", "method_a", "method_b", "metric", "n", "diff", "ci_low", "ci_high",
-                  "p_value", "test", "significant", "experiment_a", "experiment_b")
+PAIRED_COLUMNS = ("task", "model_size", "model", "method_a", "method_b", "seeds", "metric", "n", "diff", "ci_low",
+                  "ci_high", "p_value", "test", "significant", "decision", "experiment_a", "experiment_b")
 
 
 def _samples(line: Mapping, name: str) -> Path | None:
@@ -558,66 +738,104 @@ def _samples(line: Mapping, name: str) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
+def _seeded_pairwise(line: Mapping, tag: str) -> list[dict]:
+    """A run's pairwise samples with its seed in each prompt's key, so several seeds' prompts pool without clashing."""
+    from thtb.eval.length_control import read_samples
+
+    records = read_samples(_samples(line, "pairwise_samples.jsonl"))
+    return [{**r, "dataset": f"{r.get('dataset', '')}#{tag}"} for r in records]
+
+
+def _paired(block: str, pairs: list[tuple[Mapping, Mapping]], n_boot: int) -> dict[str, Any] | None:
+    """One paired test of A vs B over ``pairs`` of (A's run line, B's run line): one pair, or several pooled (each
+    pair's items counted once per pair). None when nothing is comparable."""
+    from thtb.eval.length_control import paired_difference
+    from thtb.eval.mmlu_pro_scoring import compare_pooled
+
+    if block == "mmlu_pro":
+        scheme = pairs[0][0]["metrics"]["mmlu_pro"].get("scheme", "strict")
+        out = compare_pooled([(_samples(a, "mmlu_pro_samples.jsonl"), _samples(b, "mmlu_pro_samples.jsonl"))
+                              for a, b in pairs], scheme=scheme, n_boot=n_boot)
+        if not out or out.get("diff") is None:
+            return None
+        return {"metric": f"accuracy ({scheme})", "n": out.get("n"), "diff": 100 * out["diff"],
+                "ci_low": 100 * out["ci"][0], "ci_high": 100 * out["ci"][1], "p_value": out["p_value"],
+                "test": "exact McNemar", "significant": out["p_value"] < 0.05}
+    if any(a["metrics"]["pairwise"].get("baseline") != b["metrics"]["pairwise"].get("baseline") for a, b in pairs):
+        return None
+    tags = [f"pair{k}" for k in range(len(pairs))]
+    try:
+        out = paired_difference([r for (a, _), t in zip(pairs, tags) for r in _seeded_pairwise(a, t)],
+                                [r for (_, b), t in zip(pairs, tags) for r in _seeded_pairwise(b, t)], n_boot=n_boot)
+    except ValueError as err:  # no common judged prompt, or other baselines
+        log.warning("paired win rate %s vs %s: %s", pairs[0][0]["method"], pairs[0][1]["method"], err)
+        return None
+    if out.get("difference") is None:
+        return None
+    ci = out.get("difference_ci95") or [math.nan, math.nan]
+    return {"metric": "win rate (ties 0)", "n": out.get("n"), "diff": out["difference"], "ci_low": ci[0],
+            "ci_high": ci[1], "p_value": out["p_value"], "test": "paired bootstrap",
+            "significant": out["p_value"] < 0.05}
+
+
 def paired_comparisons(lines: Iterable[Mapping], reference: str = "thtb", n_boot: int = 2000) -> pd.DataFrame:
     """Every method against ``reference`` (THTB) on the same questions / prompts, per model size and model, for
     runs evaluated the same way (same evaluation deviations from the paper) whose per-item samples are still on
     disk (``<run_dir>/eval/*_samples.jsonl``): MMLU-Pro by the exact McNemar test with a paired-bootstrap CI of
     the accuracy difference (under the run's primary scoring scheme), the pairwise win rate (vs the same
-    baseline) by a paired bootstrap. The latest line of each (method, size, model) is used."""
-    from thtb.eval.length_control import paired_difference
-    from thtb.eval.mmlu_pro_scoring import compare
+    baseline) by a paired bootstrap.
 
-    latest: dict[tuple, Mapping] = {}
+    Seeds: runs of the two methods with the same seed are a pair (the latest line of each method, size, model and
+    seed is used); each pair gets a row, and with two pairs or more a ``pooled`` row tests all their items at once
+    (each pair's items counted once per pair) and carries the *decision*: in how many seed pairs A is ahead. Two
+    methods with no seed in common: their latest runs are compared once (``seeds`` says which)."""
+    runs: dict[tuple, dict[str, dict[Any, Mapping]]] = {}
     for line in lines:
         for block in ("mmlu_pro", "pairwise"):
             if block in line["metrics"] and _samples(line, f"{block}_samples.jsonl"):
-                key = (block, line["model_size"], line.get("model"), tuple(deviations(line, block)["eval"]),
-                       line["method"])
-                latest[key] = line
+                cell = (block, line["model_size"], line.get("model"), tuple(deviations(line, block)["eval"]))
+                runs.setdefault(cell, {}).setdefault(line["method"], {})[line.get("seed")] = line
     records = []
-    for (block, size, model, evals, method), line in sorted(latest.items(), key=lambda kv: str(kv[0])):
-        ref = latest.get((block, size, model, evals, reference))
-        if method == reference or ref is None:
+    for (block, size, model, _), methods in sorted(runs.items(), key=lambda kv: str(kv[0])):
+        ref = methods.get(reference)
+        if ref is None:
             continue
-        base = {"task": block, "model_size": size, "model": model, "method_a": reference, "method_b": method,
-                "experiment_a": ref.get("experiment"), "experiment_b": line.get("experiment")}
-        if block == "mmlu_pro":
-            scheme = ref["metrics"]["mmlu_pro"].get("scheme", "strict")
-            out = compare(_samples(ref, "mmlu_pro_samples.jsonl"), _samples(line, "mmlu_pro_samples.jsonl"),
-                          scheme=scheme, n_boot=n_boot)["overall"]
-            if not out or out.get("diff") is None:
+        for method, by_seed in sorted(methods.items()):
+            if method == reference:
                 continue
-            records.append({**base, "metric": f"accuracy ({scheme})", "n": out.get("n"),
-                            "diff": 100 * out["diff"], "ci_low": 100 * out["ci"][0], "ci_high": 100 * out["ci"][1],
-                            "p_value": out["p_value"], "test": "exact McNemar", "significant": out["p_value"] < 0.05})
-        else:
-            if ref["metrics"]["pairwise"].get("baseline") != line["metrics"]["pairwise"].get("baseline"):
-                continue
-            try:
-                out = paired_difference(_samples(ref, "pairwise_samples.jsonl"),
-                                        _samples(line, "pairwise_samples.jsonl"), n_boot=n_boot)
-            except ValueError as err:  # no common judged prompt, or other baselines
-                log.warning("paired win rate %s vs %s (%s): %s", reference, method, size, err)
-                continue
-            if out.get("difference") is None:
-                continue
-            ci = out.get("difference_ci95") or [math.nan, math.nan]
-            records.append({**base, "metric": "win rate (ties 0)", "n": out.get("n"), "diff": out["difference"],
-                            "ci_low": ci[0], "ci_high": ci[1], "p_value": out["p_value"],
-                            "test": "paired bootstrap", "significant": out["p_value"] < 0.05})
+            common = sorted(set(ref) & set(by_seed), key=str)
+            pairs = ([(str(s), ref[s], by_seed[s]) for s in common] if common else
+                     [(f"{list(ref)[-1]}/{list(by_seed)[-1]}", list(ref.values())[-1], list(by_seed.values())[-1])])
+            rows = []
+            for seeds, a, b in pairs:
+                out = _paired(block, [(a, b)], n_boot)
+                if out is not None:
+                    rows.append({"task": block, "model_size": size, "model": model, "method_a": reference,
+                                 "method_b": method, "seeds": seeds, **out, "decision": "",
+                                 "experiment_a": a.get("experiment"), "experiment_b": b.get("experiment")})
+            if len(rows) > 1:
+                out = _paired(block, [(a, b) for _, a, b in pairs], n_boot)
+                if out is not None:
+                    ahead = sum(r["diff"] > 0 for r in rows)
+                    rows.append({**rows[0], "seeds": f"pooled ({len(rows)} pairs)", **out,
+                                 "decision": f"{reference} ahead in {ahead} of {len(rows)} seed pairs"})
+            records += rows
     return pd.DataFrame(records, columns=list(PAIRED_COLUMNS))
 
 
 def paired_markdown(frame: pd.DataFrame) -> str:
     """The paired comparisons as a markdown table (``*`` marks p < 0.05)."""
     rows = ["### Paired comparisons (same questions / prompts)", "",
-            "| task | size | model | A − B | metric | n | Δ (pp) [95% CI] | p | test |", "|---|---|---|---|---|---|---|---|---|"]
+            "| task | size | model | A − B | seeds | metric | n | Δ (pp) [95% CI] | p | test | decision |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in frame.to_dict("records"):
         mark = "*" if r["significant"] else " (ns)"
         rows.append(f"| {r['task']} | {r['model_size']} | {r['model']} | {r['method_a']} − {r['method_b']} | "
-                    f"{r['metric']} | {r['n']} | {r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]{mark} | "
-                    f"{r['p_value']:.3g} | {r['test']} |")
+                    f"{r['seeds']} | {r['metric']} | {r['n']} | {r['diff']:+.2f} [{r['ci_low']:+.2f}, "
+                    f"{r['ci_high']:+.2f}]{mark} | {r['p_value']:.3g} | {r['test']} | {r['decision'] or ''} |")
     if frame.empty:
-        rows.append("| — | — | — | — | — | — | — | — | — |")
-    return "\n".join(rows + ["", "- ns: not significant at 5%; * p < 0.05. Only runs evaluated the same way, with their "
-                                "per-item samples on disk, are compared."]) + "\n"
+        rows.append("| — | — | — | — | — | — | — | — | — | — | — |")
+    note = ("- ns: not significant at 5%; * p < 0.05. Only runs evaluated the same way, with their per-item samples "
+            "on disk, are compared. Runs with the same seed are a pair; the pooled row tests every pair's items at "
+            "once, and its decision counts the pairs A leads.")
+    return "\n".join(rows + ["", note]) + "\n"

@@ -5,6 +5,9 @@
 published numbers (``<tables.paper_dir>/<table>.csv``) and writes, under ``tables.out_dir``:
 
 - ``table1_mmlu_pro.{md,tex,csv,png}``, ``table2_alpacaeval.*``, ``table3_tcm.*`` (see :mod:`thtb.eval.tables`)
+- ``paired.{md,csv}``: THTB against every other method on the same items, per seed pair and pooled
+- with ``tables.compare: [<experiment>, …]`` (``make compare``): ``compare.{md,csv}`` and ``compare_*.png``, the
+  selection methods of those experiments side by side over their seeds, with their costs
 
 and ``<run_dir>/tables/summary.json`` (counts per table, where the lines came from). With no run line at all
 the tables still carry every published number, and every "ours" cell is "—".
@@ -20,7 +23,8 @@ from typing import Any
 from thtb import __version__
 from thtb.io import atomic_path, atomic_write_text
 from thtb.provenance import deviations
-from thtb.eval.tables import paired_comparisons, paired_markdown, read_run_files, read_wandb_lines, write_tables
+from thtb.eval.tables import (compare_markdown, compare_methods, paired_comparisons, paired_markdown, plot_compare,
+                              read_run_files, read_wandb_lines, write_tables)
 from thtb.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,22 @@ def summary_table(lines: list[dict], experiments: list[str]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def write_comparison(lines: list[dict], experiments: list[str], out_dir: Path, plots: bool = True) -> dict[str, Any]:
+    """``compare.md``/``.csv`` (and ``compare_mmlu_pro.png``, ``compare_win_rate.png``) of the listed experiments'
+    run lines, printed; returns the files and rows."""
+    frame = compare_methods(lines, experiments)
+    text = compare_markdown(frame, f"Selection methods compared ({', '.join(experiments)})")
+    files = [atomic_write_text(out_dir / "compare.md", text)]
+    with atomic_path(out_dir / "compare.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    files.append(out_dir / "compare.csv")
+    if plots and not frame.empty:
+        files += [plot_compare(frame, out_dir / f"compare_{m}.png", m) for m in ("mmlu_pro", "win_rate")
+                  if frame[m].notna().any()]
+    print(f"\n{text}\n(also in {out_dir / 'compare.md'})\n", flush=True)
+    return {"files": [str(f) for f in files], "rows": frame.to_dict("records")}
+
+
 def run_tables(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
     """Run the tables stage from a resolved config dict; returns the summary."""
     tracker = tracker or Tracker()
@@ -92,6 +112,10 @@ def run_tables(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
         print(f"\n{text}\n{note}\n(also in {out})\n", flush=True)
     result = write_tables(lines, tables["paper_dir"], tables["out_dir"], plots=bool(tables.get("plots", True)),
                           filters=tables.get("filters"), baseline=str(tables.get("pairwise_baseline", "full")))
+    compared = None
+    if tables.get("compare"):  # selection methods side by side over seeds, with their costs (make compare)
+        compared = write_comparison(lines, list(tables["compare"]), Path(tables["out_dir"]),
+                                    plots=bool(tables.get("plots", True)))
     paired = paired_comparisons(lines)  # THTB vs every other method on the same items, where samples remain
     paired_md = atomic_write_text(Path(tables["out_dir"]) / "paired.md", paired_markdown(paired))
     with atomic_path(Path(tables["out_dir"]) / "paired.csv") as tmp:
@@ -105,6 +129,7 @@ def run_tables(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
         "tables": {name: {k: [str(f) for f in v] if k == "files" else v for k, v in info.items() if k != "frame"}
                    for name, info in result.items()},
         "paired": {"file": str(paired_md), "comparisons": paired.to_dict("records")},
+        "compare": compared,
         "thtb_version": __version__,
     }
     atomic_write_text(Path(run_dir) / "tables" / "summary.json", json.dumps(summary, indent=2) + "\n")

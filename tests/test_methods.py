@@ -45,6 +45,9 @@ def test_a_method_defined_outside_the_package_selects_through_run_py(tmp_path):
     card = pd.read_parquet(out / "scores.parquet")
     assert {"query_len", "shortness", "shortest_rank"} <= set(card.columns)
     assert summary["timings_s"]["query_length:query_length"] >= 0  # its scorer ran through the executor
+    cost = summary["cost"]  # what the selection cost, beside what it produced
+    assert cost["wall_s"] == summary["timings_s"]["total"] and cost["device_hours"] > 0
+    assert cost["devices"]["kind"] in ("cpu", "cuda") and cost["judge_requests"] == 0 and cost["executor"] == "local"
     assert summary["score_stats"]["query_len"]["count"] == 264  # its declared score, described and plotted
     assert (out / "hist_query_len.png").is_file()
 
@@ -60,7 +63,7 @@ def test_its_preflight_names_its_own_problem(tmp_path):
 
 def test_every_selection_yaml_builds_its_method_and_says_what_it_is(tmp_path):
     names = sorted(p.stem for p in (ROOT / "conf" / "selection").glob("*.yaml"))
-    assert {"thtb", "random", "longest", "ifd", "alpagasus", "kcenter", "rds"} <= set(names)
+    assert {"thtb", "random", "longest", "ifd", "superfiltering", "deita", "alpagasus", "kcenter", "rds"} <= set(names)
     for name in names:
         cfg = OmegaConf.to_container(compose_cfg(["+experiment=demo", f"selection={name}", "scoring=served",
                                                   f"paths.run_dir={tmp_path}"]), resolve=True)
@@ -98,6 +101,12 @@ def test_its_run_line_and_table_row(tmp_path, shared_data):
     assert proc.returncode == 0, proc.stderr[-4000:]
     (line,) = [json.loads(x) for x in (results / "demo.jsonl").read_text().splitlines()]
     assert line["method"] == "shortest" and line["provenance"]["selection"]["label"] == LABEL
+    cost = line["cost"]  # each stage's price on the run line
+    assert cost["selection"]["wall_s"] > 0 and cost["training"]["tokens"] > 0
+    assert cost["training"]["token_kind"] == "trained" and cost["eval"]["wall_s"] > 0
+    assert cost["device_hours_total"] == pytest.approx(sum(cost[s]["device_hours"] for s in
+                                                          ("selection", "training", "eval")), abs=1e-5)
+    assert line["contamination"]["mmlu_pro"]["checked"] and line["contamination"]["mmlu_pro"]["n_selected"] == 33
     import yaml
 
     conf = yaml.safe_load((ROOT / "conf" / "tables" / "default.yaml").read_text())
@@ -207,3 +216,16 @@ def test_rds_picks_rows_nearer_the_target_set_than_random(tmp_path, shared_data,
         assert picked > card.loc[random, "rds_similarity"].mean()
     with pytest.raises(Exception, match=r"validation\.parquet.*no column 'prompt'"):
         RDSPlus(name="rds", embedder=rds.embedder, target={**rds.target, "columns": ["prompt"]}).target_texts()
+
+
+def test_the_seed_is_in_the_fingerprint_of_a_seeded_method_only(tmp_path):
+    """A seed sweep re-selects only where the seed changes the subset: random's, not a scored ranking's."""
+    from thtb.stages.select import selection_fingerprint
+
+    def key(name: str, seed: int) -> str:
+        cfg = OmegaConf.to_container(compose_cfg(["+experiment=demo", f"selection={name}", f"seed={seed}",
+                                                  f"paths.run_dir={tmp_path}"]), resolve=True)
+        return selection_fingerprint(cfg, "ids")
+
+    assert key("random", 1) != key("random", 2)
+    assert key("thtb", 1) == key("thtb", 2) and key("kcenter", 1) == key("kcenter", 2)

@@ -102,3 +102,15 @@ def test_wilson_coverage_is_close_to_nominal():
     draws = rng.binomial(200, 0.3, size=4000)
     covered = np.mean([lo <= 0.3 <= hi for lo, hi in (stats.wilson_interval(int(x), 200) for x in draws)])
     assert 0.93 < covered < 0.97
+
+
+@pytest.mark.parametrize("values", [[20.0, 21.0], [1.0, 2.5, 2.0, 7.0], [3.0, 3.0, 3.0]])
+def test_t_interval_over_seeds_matches_scipy(values):
+    from scipy.stats import sem, t
+
+    ours = stats.t_interval(values)
+    if np.std(values) == 0:
+        assert ours == (3.0, 3.0)
+        return
+    assert ours == pytest.approx(t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=sem(values)))
+    assert stats.t_interval([1.0]) is None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -136,7 +137,8 @@ def line(method, size, seed, *, mmlu=None, categories=None, limit=None, n=12032,
 
 
 FIXTURE = [
-    # two seeds for Ours-1B: overall 20.0 and 21.0 → 20.50 ± 0.71 (n=2); business only in seed 42
+    # two seeds for Ours-1B: overall 20.0 and 21.0 → 20.50 ± 0.71, t-interval [14.15, 26.85] (n=2); business only in
+    # seed 42
     line("thtb", "1B", 42, mmlu=20.0, categories={"business": 20.41},
          pairwise={"baseline": "full", "judge": "j", "n_prompts": 805,
                    "overall": {"win_rate": 75.0, "win_rate_ci95": [72.1, 78.0], "win_rate_tie_half": 76.0, "n": 805},
@@ -167,9 +169,23 @@ def cfg_for(runs: Path, out: Path, **tables) -> dict:
     return {"tables": conf, "experiment_name": "paper_tables"}
 
 
-def md_row(md: str, label: str) -> list[str]:
-    row = next(r for r in md.splitlines() if r.startswith(f"| {label} |"))
+def _cells(row: str) -> list[str]:
     return [c.strip() for c in row.strip().strip("|").split("|")][1:]
+
+
+def md_row(md: str, label: str) -> list[str]:
+    """The metric cells of a table row (the cost and overlap columns after them: :func:`md_extra`)."""
+    header = _cells(next(r for r in md.splitlines() if r.startswith("| Method |")))
+    width = header.index("Cost (device-hours)")
+    return _cells(next(r for r in md.splitlines() if r.startswith(f"| {label} |")))[:width]
+
+
+def md_extra(md: str, label: str) -> dict[str, str]:
+    """A row's cost and eval-set overlap cells, by header."""
+    header = _cells(next(r for r in md.splitlines() if r.startswith("| Method |")))
+    row = _cells(next(r for r in md.splitlines() if r.startswith(f"| {label} |")))
+    width = header.index("Cost (device-hours)")
+    return dict(zip(header[width:], row[width:], strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -195,13 +211,14 @@ def test_cell_shows_ours_published_and_delta(tables):
     md = (out / "table1_mmlu_pro.md").read_text()
     cells = md_row(md, "Ours-1B")
     assert cells[0] == "20.41 / 20.41 (+0.00)"  # business, one seed
-    assert cells[-2] == "20.50 ± 0.71 (n=2) / 20.65 (-0.15)"  # overall: two seeds averaged, the stale line ignored
+    # overall: two seeds averaged, the stale line ignored
+    assert cells[-2] == "20.50 ± 0.71 [14.15, 26.85] (n=2 seeds) / 20.65 (-0.15, ns)"
     assert md_row(md, "AlpaGasus-1B")[-2] == f"{MISSING} / 17.95"  # not run: missing, never filled
     assert md_row(md, "Ours-1B")[1] == f"{MISSING} / 16.35"
     assert md_row(md, "Full-8B")[2] == f"{MISSING} / 48.99‡"  # the published typo is marked and footnoted
     assert "391/798 = 49.00" in md
     tex = (out / "table1_mmlu_pro.tex").read_text()
-    assert r"20.50 $\pm$ 0.71 (n=2) / 20.65 (-0.15)" in tex and r"\begin{tabular}" in tex
+    assert r"20.50 $\pm$ 0.71 [14.15, 26.85] (n=2 seeds) / 20.65 (-0.15, ns)" in tex and r"\begin{tabular}" in tex
 
 
 def test_seeds_are_averaged_in_the_csv(tables):
@@ -209,6 +226,7 @@ def test_seeds_are_averaged_in_the_csv(tables):
     csv = pd.read_csv(out / "table1_mmlu_pro.csv", dtype={"seeds": str})
     cell = csv[(csv.method == "thtb") & (csv.model_size == "1B") & (csv.column == "overall")].iloc[0]
     assert (cell.ours, cell.n_seeds, cell.seeds, cell.published) == (20.5, 2, "42,43", 20.65)
+    assert (round(cell.ours_ci_low, 4), round(cell.ours_ci_high, 4), cell.ci_over) == (14.1469, 26.8531, "seeds")
     assert cell.ours_std == pytest.approx(math.sqrt(0.5)) and cell.delta == pytest.approx(-0.15)
     assert not cell.smoke
     missing = csv[(csv.method == "alpagasus") & (csv.model_size == "1B") & (csv.column == "overall")].iloc[0]
@@ -289,7 +307,8 @@ def test_runs_of_different_provenance_never_share_a_cell(tmp_path):
     run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
     md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
     assert md_row(md, "Ours-1B")[-2] == "20.00 / 20.65 (-0.65)"
-    assert md_row(md, "Ours-1B · offline scorers")[-2] == f"17.50 ± 0.71 (n=2) / {MISSING}"  # two seeds, one cell
+    # two seeds, one cell
+    assert md_row(md, "Ours-1B · offline scorers")[-2] == f"17.50 ± 0.71 [11.15, 23.85] (n=2 seeds) / {MISSING}"
     assert md_row(md, "Ours-1B · fidelity=paper")[-2] == f"19.00 / {MISSING}"
     assert md_row(md, "Ours-1B · provenance unknown")[-2] == f"30.00 / {MISSING}"
     csv = pd.read_csv(tmp_path / "out" / "table1_mmlu_pro.csv", keep_default_na=False, na_values={"ours": [""]})
@@ -360,8 +379,35 @@ def test_paired_comparisons_on_the_same_questions(tmp_path):
     assert (r.n, r["diff"], r.test) == (200, 25.0, "exact McNemar") and r.p_value < 1e-6 and r.significant
     assert lg["diff"] == pytest.approx(0.0) and lg.p_value == pytest.approx(1.0) and not lg.significant  # 5 vs 5
     md = (tmp_path / "out" / "paired.md").read_text()
-    assert "| mmlu_pro | 1B | m | thtb − random | accuracy (official) | 200 | +25.00 [" in md and "(ns)" in md
+    assert "| mmlu_pro | 1B | m | thtb − random | 42 | accuracy (official) | 200 | +25.00 [" in md and "(ns)" in md
     assert len(summary["paired"]["comparisons"]) == 2
+
+
+def test_paired_comparisons_pair_runs_by_seed_and_pool_them(tmp_path):
+    """Two seeds of THTB and of random: one row per seed pair, then a pooled row over both pairs' questions (each
+    pair's 100 questions once: n = 200) with the decision — THTB ahead in seed 1 (+20 pp), behind in seed 2 (−4 pp).
+    Random's third seed has no THTB run to pair with: left out."""
+    runs = {("thtb", 1): [True] * 30 + [False] * 70, ("random", 1): [False] * 20 + [True] * 10 + [False] * 70,
+            ("thtb", 2): [True] * 10 + [False] * 90, ("random", 2): [True] * 14 + [False] * 86,
+            ("random", 3): [True] * 100}
+    lines = []
+    for (method, seed), correct in runs.items():
+        run_dir = tmp_path / f"{method}{seed}"
+        _mmlu_samples(run_dir, correct)
+        lines.append(line(method, "1B", seed, mmlu=float(sum(correct)), n=100, run_dir=str(run_dir)))
+        lines[-1]["metrics"]["mmlu_pro"]["scheme"] = "official"
+    write_lines(tmp_path / "runs" / "r.jsonl", lines)
+    run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
+    paired = pd.read_csv(tmp_path / "out" / "paired.csv", dtype={"seeds": str}).set_index("seeds")
+    assert list(paired.index) == ["1", "2", "pooled (2 pairs)"]
+    assert paired.loc["1", "diff"] == pytest.approx(20.0) and paired.loc["2", "diff"] == pytest.approx(-4.0)
+    pooled = paired.loc["pooled (2 pairs)"]
+    assert pooled.n == 200 and pooled["diff"] == pytest.approx(8.0)  # (40 − 24) / 200
+    assert pooled.decision == "thtb ahead in 1 of 2 seed pairs" and pd.isna(paired.loc["1", "decision"])
+    md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
+    # random's three seeds (10, 14, 100) in one cell: mean ± std and the t-interval, which says how little three
+    # seeds pin down
+    assert md_row(md, "Random Sampling-1B")[-2].startswith("41.33 ± 50.85 [-84.98, 167.64] (n=3 seeds)")
 
 
 def test_cell_text_with_nothing_on_either_side():
@@ -425,7 +471,7 @@ def test_run_py_paper_tables_end_to_end(tmp_path):
                             f"hydra.run.dir={tmp_path / 'run'}", "logger=wandb_offline")
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
-    assert md_row(md, "Ours-1B")[-2] == "20.50 ± 0.71 (n=2) / 20.65 (-0.15)"
+    assert md_row(md, "Ours-1B")[-2] == "20.50 ± 0.71 [14.15, 26.85] (n=2 seeds) / 20.65 (-0.15, ns)"
     assert {p.suffix for p in (tmp_path / "out").iterdir()} == {".md", ".tex", ".csv", ".png"}
     summary = json.loads((tmp_path / "run" / "tables" / "summary.json").read_text())
     assert summary["n_run_lines"] == len(FIXTURE)
@@ -446,3 +492,69 @@ def test_demo_summary_table_says_how_each_number_was_made():
     assert "offline, fidelity=reference" in row and "25.00% [12.7, 43.4] (28, official_guess)" in row
     assert "40.0% / 45.0%, length-controlled 47.5% vs random" in row
     assert "| x_random | — |" in text
+
+
+def test_cost_and_eval_set_overlap_sit_beside_the_metric(tmp_path):
+    """Each row says what it cost (the mean over its seeds of each stage's device-hours, the judge requests, the
+    tokens trained) and how many subset rows overlap the evaluation set; a row without records says —."""
+    from thtb.cost import run_cost, stage_cost
+
+    cpu = {"kind": "cpu", "name": "2-core CPU", "count": 1}
+
+    def cost(sel_s: float, train_s: float, requests: int) -> dict:
+        return run_cost(stage_cost(sel_s, devices=cpu, judge={"calls": requests}),
+                        stage_cost(train_s, devices={"kind": "cuda", "name": "H100", "count": 2},
+                                   tokens=1_200_000, token_kind="trained"), None)
+
+    overlap = {"mmlu_pro": {"checked": True, "n_selected": 2600, "n_flagged": 3, "rate": 3 / 2600},
+               "alpaca_eval": {"checked": False, "n_selected": 2600, "n_flagged": None, "rate": None}}
+    lines = [line("thtb", "1B", 1, mmlu=20.0, cost=cost(3600, 1800, 100), contamination=overlap),
+             line("thtb", "1B", 2, mmlu=21.0, cost=cost(7200, 1800, 300), contamination=overlap),
+             line("random", "1B", 1, mmlu=19.0)]
+    write_lines(tmp_path / "runs" / "r.jsonl", lines)
+    run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
+    md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
+    # selection 1 and 2 device-hours → 1.5; training 2 GPUs × 0.5 h = 1 device-hour; 200 judge requests on average
+    assert md_extra(md, "Ours-1B") == {"Cost (device-hours)": "sel 1.5 h · 200 judge req · train 1 h, 1.2M tok",
+                                       "Eval-set overlap": "3/2600"}
+    assert md_extra(md, "Random Sampling-1B") == {"Cost (device-hours)": MISSING, "Eval-set overlap": MISSING}
+    assert "Cost: device-hours" in md and "13-word n-gram with mmlu_pro" in md
+    md2 = (tmp_path / "out" / "table2_alpacaeval.md").read_text()
+    assert "| Method |" in md2 and "Eval-set overlap" in md2.splitlines()[2]
+    csv = pd.read_csv(tmp_path / "out" / "table1_mmlu_pro.csv")
+    ours = csv[(csv.method == "thtb") & (csv.column == "overall")].iloc[0]
+    assert (ours.selection_device_hours, ours.training_device_hours, ours.judge_requests) == (1.5, 1.0, 200.0)
+
+
+def test_compare_aggregates_seeds_per_method_and_never_merges_provenance(tmp_path):
+    """`make compare`'s table: two seeds of one method and size → one row with n=2, its mean, std and t-interval;
+    THTB with the offline scorers and THTB with the authors' are two rows; lines of another experiment stay out."""
+    def pw(rate):
+        return {"baseline": "base", "judge": "smollm2", "n_prompts": 10, "limit": None,
+                "overall": {"win_rate": rate, "win_rate_ci95": [rate - 20, rate + 20], "win_rate_tie_half": rate,
+                            "n": 10, "n_failed": 0}, "subsets": {}}
+
+    offline = provenance("thtb", setup="offline")
+    lines = [line("thtb", "135M", 1, mmlu=20.0, n=14, limit=1, pairwise=pw(40.0), prov=offline, experiment="compare"),
+             line("thtb", "135M", 2, mmlu=30.0, n=14, limit=1, pairwise=pw(60.0), prov=offline, experiment="compare"),
+             line("thtb", "135M", 3, mmlu=50.0, n=14, limit=1, experiment="compare"),  # the authors' scorers
+             line("random", "135M", 1, mmlu=10.0, n=14, limit=1, pairwise=pw(30.0), experiment="compare"),
+             line("random", "135M", 2, mmlu=99.0, n=14, limit=1, experiment="elsewhere")]
+    write_lines(tmp_path / "runs" / "r.jsonl", lines)
+    cfg = cfg_for(tmp_path / "runs", tmp_path / "out")
+    cfg["tables"]["compare"] = ["compare"]
+    summary = run_tables(cfg, tmp_path / "run")
+    frame = pd.read_csv(tmp_path / "out" / "compare.csv", dtype={"seeds": str})
+    assert len(frame) == 3 and len(summary["compare"]["rows"]) == 3
+    two = frame[(frame.method == "thtb") & (frame.variant == "offline scorers")].iloc[0]
+    assert (two.n_seeds, two.seeds, two.mmlu_pro, two.win_rate) == (2, "1,2", 25.0, 50.0)
+    assert two.mmlu_pro_std == pytest.approx(7.0711, abs=1e-4)
+    assert (two.mmlu_pro_ci_low, two.mmlu_pro_ci_high) == pytest.approx((25 - 63.531, 25 + 63.531), abs=1e-3)
+    assert two.smoke and two.pairwise_baseline == "base"
+    authors = frame[(frame.method == "thtb") & frame.variant.isna()].iloc[0]
+    assert (authors.n_seeds, authors.mmlu_pro) == (1, 50.0) and np.isnan(authors.win_rate)
+    assert frame[frame.method == "random"].iloc[0].mmlu_pro == 10.0  # the other experiment's 99 stays out
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "| Ours-135M · offline scorers | 2 (1,2) | 25.00 ± 7.07 [-38.53, 88.53]† | 50.00 ± 14.14 [" in md
+    assert (tmp_path / "out" / "compare_mmlu_pro.png").stat().st_size > 0
+    assert (tmp_path / "out" / "compare_win_rate.png").stat().st_size > 0

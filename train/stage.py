@@ -24,6 +24,7 @@ from typing import Any
 
 from thtb import __version__
 from thtb.io import atomic_write_text
+from thtb.cost import stage_cost, visible_devices
 from thtb.provenance import model_revision
 from thtb.tracking import Tracker
 from thtb.train.args import (
@@ -102,6 +103,12 @@ class TrainingPlan:
             "thtb_version": __version__,
             "environment": _environment(),
         }
+
+
+def _training_devices(world: int) -> dict[str, Any]:
+    """The devices training held: one GPU per process on CUDA, else the CPU host."""
+    devices = visible_devices()
+    return {**devices, "count": max(1, int(world))} if devices["kind"] == "cuda" else devices
 
 
 def _environment() -> dict[str, Any]:
@@ -297,6 +304,7 @@ def _train(cfg: dict[str, Any], store: TrainingWorkspace, plan: TrainingPlan, *,
             "tokens_seen": tokens,
             "tokens_per_s": round((tokens - tokens_before) / wall, 2) if wall > 0 else None,
             "train_wall_time_s": round(wall, 3),
+            "cost": stage_cost(wall, devices=_training_devices(plan.world), tokens=tokens, token_kind="trained"),
             "resumed_from": str(resume) if resume else None,
             "skipped_checkpoints": skipped,
             "trainable_parameters": int(trainable),

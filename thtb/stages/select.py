@@ -30,6 +30,7 @@ import pandas as pd
 from thtb import __version__
 from thtb.artifacts import StageArtifact, copy_outputs
 from thtb.cascade import SelectionError, SelectionResult
+from thtb.cost import stage_cost
 from thtb.data import load_records, resolve_data_path, write_alpaca_json, write_jsonl, write_messages_jsonl
 from thtb.executor import build_executor, executor_problems
 from thtb.fingerprint import fingerprint, records_digest
@@ -60,7 +61,8 @@ def selection_fingerprint(cfg: dict[str, Any], data_ids: str, method: SelectionM
     selection = {k: v for k, v in cfg["selection"].items() if k != "plots"}
     return fingerprint(
         {"version": STAGE_VERSION, "data": data_ids, "fidelity": cfg.get("fidelity"), "selection": selection,
-         "seed": cfg.get("seed"), "scorer_configs": scorer_cfg, "scorers": method.identities(cfg),
+         "seed": cfg.get("seed") if method.seeded else None,  # a scored ranking does not change with the seed
+         "scorer_configs": scorer_cfg, "scorers": method.identities(cfg),
          **stage_key_inputs("select", {"selection": selection, **scorer_cfg}, extra_files=method.key_files())}
     )
 
@@ -200,6 +202,8 @@ def _write_outputs(out: Path, pool: Any, report: Any, result: SelectionResult, c
     labels = pool.column(LABEL_COLUMN)
     summary = build_summary(result, fingerprint=fp, load_report=_jsonable(report), labels=labels)
     summary["timings_s"]["total"] = round(time.perf_counter() - start, 3)
+    summary["cost"] = stage_cost(summary["timings_s"]["total"], judge=(summary.get("scorers") or {}).get("judge"),
+                                 executor=(cfg.get("executor") or {}).get("name", "local"))
     summary["thtb_version"] = __version__
     summary["provenance"] = {"selection": selection_provenance(cfg, fp, method), **environment()}
     summary["contamination"] = _contamination(cfg, pool, result.card["row"].to_numpy()[positions])
