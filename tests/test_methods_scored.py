@@ -73,7 +73,7 @@ def test_superfiltering_ranks_real_alpaca_rows_by_the_small_lms_ifd(tmp_path, sh
     from thtb.methods.superfiltering import Superfiltering
     from thtb.models.smollm2 import smollm2_path
 
-    records, _ = load_records(shared_data / "alpaca" / "alpaca_data.json", fidelity="paper", limit=24)
+    records, _ = load_records(shared_data / "alpaca" / "alpaca_data.json", fidelity="paper", limit=12)
     records = records[records["response"] != ""].reset_index(drop=True)
     path = str(smollm2_path())
     out = check_superfiltering(path, records["query"].tolist(), records["response"].tolist())
@@ -83,10 +83,10 @@ def test_superfiltering_ranks_real_alpaca_rows_by_the_small_lms_ifd(tmp_path, sh
     assert isinstance(method, Superfiltering) and method.label == "Superfiltering"
     assert selection_provenance(cfg, method=method)["scorers"]["ifd_model"]["model"] == "smollm2"
     method.ifd = {**method.ifd, "model": path, "dtype": "float32", "show_progress": False}
-    result = method.select(FramePool(records), 6, SelectionContext(cfg=cfg))
+    result = method.select(FramePool(records), 4, SelectionContext(cfg=cfg))
     ifd = out["ifd"].to_numpy()
     eligible = [i for i in np.lexsort((np.arange(len(ifd)), -ifd)) if ifd[i] < 1]
-    assert result.selected_ids == records["id"].iloc[eligible[:6]].tolist()
+    assert result.selected_ids == records["id"].iloc[eligible[:4]].tolist()
     card = result.card.set_index("id")
     assert card.loc[records["id"][ifd >= 1], "why"].str.startswith("IFD >= 1").all()
 

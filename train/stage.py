@@ -364,7 +364,7 @@ def _log_to_tracker(tracker: Tracker, summary: dict, name: str) -> None:
     keys = ("train_loss", "eval_loss", "steps", "tokens_seen", "tokens_per_s", "train_wall_time_s",
             "effective_batch_size", "gradient_accumulation_steps", "world_size", "trainable_parameters", "reused")
     tracker.log_summary({f"train/{k}": summary.get(k) for k in keys if summary.get(k) is not None})
-    tracker.log_summary({"train/provenance": summary.get("provenance")})
+    tracker.log_summary({"train/provenance": summary.get("provenance"), "train/cost": summary.get("cost")})
     tracker.log_summary({"train/fingerprint": summary["fingerprint"], "train/run_name": name,
                          "train/subset_fingerprint": summary["subset_fingerprint"]})
     run = getattr(tracker, "run", None)

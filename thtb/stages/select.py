@@ -287,7 +287,7 @@ def _log_to_tracker(tracker: Tracker, summary: dict, card: pd.DataFrame, plots: 
     sample.insert(3, "response", texts[1])
     tracker.log_table("select/score_card_sample", sample)
     tracker.log_summary({"select/n_selected": summary["n_selected"], "select/fingerprint": summary["fingerprint"],
-                         "select/provenance": summary.get("provenance")})
+                         "select/provenance": summary.get("provenance"), "select/cost": summary.get("cost")})
     if summary.get("bloom_accuracy"):
         tracker.log_summary({"select/bloom_accuracy": summary["bloom_accuracy"]["accuracy"]})
 
