@@ -519,6 +519,8 @@ def test_cost_and_eval_set_overlap_sit_beside_the_metric(tmp_path):
                                        "Eval-set overlap": "3/2600"}
     assert md_extra(md, "Random Sampling-1B") == {"Cost (device-hours)": MISSING, "Eval-set overlap": MISSING}
     assert "Cost: device-hours" in md and "13-word n-gram with mmlu_pro" in md
+    tex = (tmp_path / "out" / "table1_mmlu_pro.tex").read_text()  # the LaTeX table carries the same columns
+    assert r"sel 1.5 h $\cdot$ 200 judge req $\cdot$ train 1 h, 1.2M tok & 3/2600 \\" in tex
     md2 = (tmp_path / "out" / "table2_alpacaeval.md").read_text()
     assert "| Method |" in md2 and "Eval-set overlap" in md2.splitlines()[2]
     csv = pd.read_csv(tmp_path / "out" / "table1_mmlu_pro.csv")
