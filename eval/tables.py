@@ -62,7 +62,8 @@ TIDY_COLUMNS = ("table", "model_size", "method", "label", "column", "header", "o
                 "ours_ci_low", "ours_ci_high", "ci_over", "n", "smoke", "smoke_reason", "published", "delta",
                 "published_note",
                 "variant", "differs", "significant", "experiments", "provenance", "selection_device_hours",
-                "training_device_hours", "judge_requests", "training_tokens", "cost", "overlap")
+                "training_device_hours", "judge_requests", "training_tokens", "cost", "overlap", "row_variant",
+                "row_label")
 
 
 @dataclass(frozen=True)
@@ -393,7 +394,8 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
                 if ci and not math.isnan(published_value) else None,
                 "experiments": ",".join(sorted({str(r["line"].get("experiment")) for r in have})),
                 "provenance": " | ".join(sorted({describe(r["line"], spec.block) for r in have})),
-                **price, "overlap": overlap,
+                **price, "overlap": overlap, "row_variant": "; ".join((variant or none)[0]),
+                "row_label": _variant_label(base, ((variant or none)[0], ())),
             })
     return pd.DataFrame(records, columns=list(TIDY_COLUMNS))
 
@@ -638,8 +640,10 @@ def compare_methods(lines: Iterable[Mapping], experiments: Iterable[str] | None 
     empty = pd.DataFrame(columns=["method", "model_size", "column", "value", "label", "note"])
     frames = {block: build_table(lines, empty, TABLES[name], baseline=baseline)
               for block, name in (("mmlu_pro", "table1_mmlu_pro"), ("pairwise", "table2_alpacaeval"))}
+    # a row is a method, size and the way its subset and model were made (row_variant); each metric's evaluation
+    # differences (e.g. another judge) are named in its own cell's provenance, not in the row
     keys = list(dict.fromkeys(k for frame in frames.values()
-                              for k in zip(frame["model_size"], frame["method"], frame["variant"], strict=True)))
+                              for k in zip(frame["model_size"], frame["method"], frame["row_variant"], strict=True)))
     records = []
     for size, method, variant in keys:
         rec: dict[str, Any] = {"model_size": size, "method": method, "variant": variant,
@@ -647,8 +651,11 @@ def compare_methods(lines: Iterable[Mapping], experiments: Iterable[str] | None 
         seeds: set[str] = set()
         for block, col in (("mmlu_pro", "mmlu_pro"), ("pairwise", "win_rate")):
             frame = frames[block]
-            row = frame[(frame["model_size"] == size) & (frame["method"] == method) & (frame["variant"] == variant)
-                        & (frame["column"] == "overall")]
+            row = frame[(frame["model_size"] == size) & (frame["method"] == method)
+                        & (frame["row_variant"] == variant) & (frame["column"] == "overall") & frame["ours"].notna()]
+            if len(row) > 1:
+                log.warning("compare: %s %s has %d %s evaluations made differently (%s); the table shows the first",
+                            method, size, len(row), block, ", ".join(map(str, row["variant"])))
             cell = row.iloc[0] if len(row) else None
             have = cell is not None and not pd.isna(cell["ours"])
             rec.update({col: cell["ours"] if have else math.nan, f"{col}_std": cell["ours_std"] if have else math.nan,
@@ -658,9 +665,11 @@ def compare_methods(lines: Iterable[Mapping], experiments: Iterable[str] | None 
             if have:
                 seeds |= set(str(cell["seeds"]).split(","))
                 rec["smoke"] = bool(rec.get("smoke")) or bool(cell["smoke"])
-                for key in ("label", "selection_device_hours", "training_device_hours", "judge_requests",
-                            "training_tokens", "cost", "provenance"):
+                rec.setdefault("label", cell["row_label"])
+                for key in ("selection_device_hours", "training_device_hours", "judge_requests", "training_tokens",
+                            "cost"):
                     rec.setdefault(key, cell[key])
+                rec["provenance"] = " | ".join(filter(None, [rec.get("provenance"), cell["provenance"]]))
                 spec = TABLES["table1_mmlu_pro" if block == "mmlu_pro" else "table2_alpacaeval"]
                 rec[f"overlap_{spec.contamination_set}"] = cell["overlap"]
         if not seeds:
@@ -724,8 +733,10 @@ def plot_compare(frame: pd.DataFrame, path: str | Path, metric: str = "mmlu_pro"
     low = np.where(sub[f"{metric}_ci_low"].notna(), y - sub[f"{metric}_ci_low"].to_numpy(dtype=float), 0.0)
     high = np.where(sub[f"{metric}_ci_high"].notna(), sub[f"{metric}_ci_high"].to_numpy(dtype=float) - y, 0.0)
     ax.errorbar(cost, y, yerr=np.vstack([low, high]), fmt="o", capsize=3, color="#1f77b4")
-    for xi, yi, label, n in zip(cost, y, sub["label"], sub["n_seeds"], strict=True):
-        ax.annotate(f"{label} (n={n})", (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    for k, (xi, yi, label, n) in enumerate(zip(cost, y, sub["label"], sub["n_seeds"], strict=True)):
+        # the method's name (its provenance is in the table), staggered so that equal scores stay readable
+        ax.annotate(f"{label.split(' · ')[0]} (n={n})", (xi, yi), textcoords="offset points",
+                    xytext=(5, 4 + 9 * (k % 3)), fontsize=7)
     ax.set_xlabel("selection + training cost (device-hours)")
     ax.set_ylabel(f"{name}, mean [95% CI]")
     ax.set_title(f"{name} vs cost, per selection method", fontsize=9)
