@@ -536,7 +536,7 @@ def test_compare_aggregates_seeds_per_method_and_never_merges_provenance(tmp_pat
                 "overall": {"win_rate": rate, "win_rate_ci95": [rate - 20, rate + 20], "win_rate_tie_half": rate,
                             "n": 10, "n_failed": 0}, "subsets": {}}
 
-    offline = provenance("thtb", setup="offline")
+    offline = provenance("thtb", setup="offline", judge="smollm2")  # another pairwise judge: still one row
     lines = [line("thtb", "135M", 1, mmlu=20.0, n=14, limit=1, pairwise=pw(40.0), prov=offline, experiment="compare"),
              line("thtb", "135M", 2, mmlu=30.0, n=14, limit=1, pairwise=pw(60.0), prov=offline, experiment="compare"),
              line("thtb", "135M", 3, mmlu=50.0, n=14, limit=1, experiment="compare"),  # the authors' scorers
