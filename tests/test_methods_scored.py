@@ -154,6 +154,34 @@ def test_deita_scores_first_then_drops_rows_too_close_to_a_kept_one():
     assert card.loc[["r0", "r3", "r4"], "rank"].tolist() == [1, 2, 3]
 
 
+def test_deita_counts_a_failed_score_against_the_budget_never_ranks_it():
+    from thtb.cascade import SelectionError
+    from thtb.methods.deita import Deita
+
+    recs = pd.DataFrame({"id": ["r0", "r1", "r2"], "query": ["q0", "q1", "q2"], "response": ["a", "b", "c"]})
+
+    class Failing(_Fixed):
+        def score(self, *texts):
+            out = super().score(*texts)
+            out.loc[1, "error"] = "judge: no parsable answer"
+            return out
+
+    bloom = Failing("fixed", bloom_level=["Create"] * 3, bloom_score=[21.0] * 3, bloom_reason=[""] * 3)
+    quality = _Fixed("fixed", quality_raw=[1.0, 0.5, 0.0], quality_reason=[""] * 3)
+    vectors = _Vectors({"q0": [1, 0], "q1": [0, 1], "q2": [-1, 0]})
+
+    class Wired(Deita):
+        def build_scorer(self, role, cfg):
+            return {"quality": quality, "bloom": bloom}.get(role) or super().build_scorer(role, cfg)
+
+    with pytest.raises(SelectionError, match="r1"):  # budget 0: the run stops naming the failed row
+        Wired(name="deita", embedder=vectors).select(FramePool(recs), 2, SelectionContext())
+    result = Wired(name="deita", embedder=vectors, failure_budget=1).select(FramePool(recs), 2, SelectionContext())
+    card = result.card.set_index("id")
+    assert result.selected_ids == ["r0", "r2"] and card.at["r1", "error"] == "judge: no parsable answer"
+    assert np.isnan(card.at["r1", "deita_score"])
+
+
 @pytest.mark.slow
 def test_deita_on_real_rows_keeps_no_two_picks_closer_than_its_threshold(tmp_path):
     """Its defining property on the real demo rows with the offline scorers and the real MiniLM: no two picks are more

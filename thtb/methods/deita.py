@@ -29,7 +29,7 @@ import pandas as pd
 
 from thtb.cascade import SelectionResult
 from thtb.methods.base import SelectionContext
-from thtb.methods.embedding import EmbeddingMethod
+from thtb.methods.embedding import EmbeddingMethod, EmbeddingScorer
 from thtb.scorers.base import BLOOM_LEVELS, check_result
 
 
@@ -110,7 +110,15 @@ class Deita(EmbeddingMethod):
 
         start = time.perf_counter()
         rows = np.arange(len(pool))
-        quality, bloom = self.build_scorer("quality", context.cfg), self.build_scorer("bloom", context.cfg)
+        quality = self.build_scorer("quality", context.cfg)
+        shared = None
+        if type(self).build_scorer is Deita.build_scorer and self.embedder == context.cfg.get("embedder"):
+            from thtb.scorers import build_scorers
+
+            intrinsic = build_scorers(context.cfg, ["intrinsic"])  # one embedder for the Bloom judge and the filter
+            bloom, shared = intrinsic.bloom, EmbeddingScorer(intrinsic.embedder)
+        else:
+            bloom = self.build_scorer("bloom", context.cfg)
         judge = getattr(bloom, "judge", None)
         try:
             q = check_result(context.score("quality", quality, pool, rows, ["query", "response"]), len(rows),
@@ -141,7 +149,7 @@ class Deita(EmbeddingMethod):
         score = complexity * qual
         if failed.any():
             self.fail(card, rows[failed], list(errors[failed]), failures)
-        vectors = self.embed(pool, context)
+        vectors = self.embed(pool, context, shared)
         kept, similarity, nearest = repr_filter(score[ok], vectors[ok], n, self.threshold)
         kept, close = ok[kept], ~np.isnan(similarity) & (similarity > self.threshold)
         card["deita_similarity"] = np.nan
