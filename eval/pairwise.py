@@ -8,7 +8,7 @@ Pipeline (:func:`run_pairwise`)
     1. Prompts: :func:`load_eval_set` (AlpacaEval's ``alpaca_eval.jsonl``/``.json``: ``instruction``,
        ``dataset`` = subset, ``output``), optionally a subset of subsets and a per-run ``limit``.
     2. Outputs of each side: :func:`generate_outputs` (greedy, ``max_new_tokens``) through an in-process
-       judge backend used as a plain generator (:data:`~thtb.judge.prompts.RESPOND`, the instruction as the
+       judge backend used as a plain generator (:data:`~thtb.eval.prompts.RESPOND`, the instruction as the
        only user turn), cached in the request cache under the model's **content fingerprint** — so a
        model's 805 responses are generated once, whatever runs reuse them — or a reference-outputs file
        (:func:`load_outputs`: text-davinci-003 in ``alpaca_eval.jsonl``, GPT-4-turbo in
@@ -19,9 +19,9 @@ Pipeline (:func:`run_pairwise`)
        that reports no token count leaves the flag unknown (``None``), as does a reference-outputs file.
     3. Judging (:func:`judge_pairs`) with a pairwise template through any judge backend (cache, retries,
        re-asks, failure accounting as in selection): ``template="forced"``
-       (:data:`~thtb.judge.prompts.PAIRWISE_FORCED`, the paper's default: no tie option; a "Tie" answer is a
+       (:data:`~thtb.eval.prompts.PAIRWISE_FORCED`, the paper's default: no tie option; a "Tie" answer is a
        parse failure, re-asked, then counted as a failure) or ``"with_tie"``
-       (:data:`~thtb.judge.prompts.PAIRWISE`). ``order="random"``:
+       (:data:`~thtb.eval.prompts.PAIRWISE`). ``order="random"``:
        the model's output is shown as (a) or (b) by a seeded coin per prompt; ``order="both"``: judged in
        both orders, the prompt's outcome is the mean preference (1 win, ½ tie, 0 loss per order: above
        ½ a win, below a loss, exactly ½ a tie) and the *position-consistency rate* is the share of prompts
@@ -58,7 +58,8 @@ from thtb.eval.length_control import length_controlled, truncation_rates
 from thtb.fingerprint import ids_digest
 from thtb.io import atomic_write_text
 from thtb.judge.base import JudgeBackend
-from thtb.judge.prompts import PAIRWISE_TEMPLATES, RESPOND, PromptTemplate
+from thtb.eval.prompts import PAIRWISE_TEMPLATES, RESPOND
+from thtb.judge.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
 

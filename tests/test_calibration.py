@@ -155,7 +155,7 @@ def test_fitting_refuses_the_test_split():
 @pytest.mark.parametrize(("name", "columns"), [("bloom", ("bloom_level", "bloom_score")),
                                                 ("disciplines", ("disciplines",)), ("quality", ("quality",))])
 def test_packaged_proxies_were_fitted_on_exactly_the_train_split(name, columns):
-    from thtb.scorers.proxy import labels_digest, load_params, proxy_path
+    from thtb.scorers.fitted import labels_digest, load_params, proxy_path
 
     params = load_params(proxy_path(name), name)
     train = calibration.load_calibration("train", alpaca=ALPACA)
@@ -190,7 +190,7 @@ def _assert_same_parameters(name, refit, shipped):
 def test_refitting_with_the_recorded_hyper_parameters_gives_the_shipped_parameters(name, embedder):
     """The shipped weights are what the train split and the recorded (cross-validation-chosen) hyper-parameters
     give; and those are the best setting of the recorded cross-validation table."""
-    from thtb.scorers.proxy import cv_setting, load_params, proxy_path
+    from thtb.scorers.fitted import cv_setting, load_params, proxy_path
 
     shipped = load_params(proxy_path(name), name)
     train = calibration.load_calibration("train", alpaca=ALPACA)
@@ -232,7 +232,7 @@ def _fit_with_a_spy(tmp_path, monkeypatch, embedder) -> str:
 
 
 def _check_fit_output(tmp_path, out, full_grid: bool) -> None:
-    from thtb.scorers.proxy import cv_figures, cv_setting, load_params, proxy_path
+    from thtb.scorers.fitted import cv_figures, cv_setting, load_params, proxy_path
 
     for name in calibration.FIGURES:
         shipped, refit = load_params(proxy_path(name), name), load_params(tmp_path / f"{name}.json", name)
@@ -253,7 +253,7 @@ def test_fit_reads_only_the_train_split_and_records_cross_validated_figures(tmp_
     """``fit`` loads the train split alone and scores nothing; cross-validating the shipped setting alone (the
     full grid is the slow test below) it gives the recorded cross-validated figures and the shipped parameters,
     in the shipped layout, and prints the CV table."""
-    from thtb.scorers.proxy import load_params, proxy_path
+    from thtb.scorers.fitted import load_params, proxy_path
 
     bloom, disciplines, quality = (load_params(proxy_path(name), name) for name in ("bloom", "disciplines", "quality"))
     monkeypatch.setattr(calibration, "BLOOM_C", (bloom["model"]["C"],))
@@ -296,7 +296,7 @@ def test_held_out_agreement_meets_its_floor_and_beats_the_hand_built_scorer(held
 def test_evaluate_prints_the_table_and_the_recorded_figures_are_the_measured_ones(held_out):
     """The shipped held-out record is what ``evaluate`` measures now: the same figures, for the shipped
     parameters' digests and the current test labels."""
-    from thtb.scorers.proxy import load_held_out, load_params, params_digest, proxy_path
+    from thtb.scorers.fitted import load_held_out, load_params, params_digest, proxy_path
 
     measured, out = held_out
     recorded = load_held_out()
@@ -318,7 +318,8 @@ def test_evaluate_prints_the_table_and_the_recorded_figures_are_the_measured_one
 def test_a_held_out_record_for_other_parameters_is_reported_stale(tmp_path):
     """A refit (any change of a parameter file) leaves the held-out record behind: the scorer's summary entry and
     ``report`` say so instead of passing the old figures off as the new parameters'."""
-    from thtb.scorers.proxy import ProxyQualityScorer, load_params, params_digest, proxy_path
+    from thtb.scorers.fitted import load_params, params_digest, proxy_path
+    from thtb.scorers.proxy import ProxyQualityScorer
 
     shipped = ProxyQualityScorer().calibration
     assert shipped["held_out"]["params_sha256"] == params_digest(load_params(proxy_path("quality"), "quality"))
@@ -382,7 +383,8 @@ def test_proxies_keep_the_scorer_contracts(proxies):
 
 
 def test_a_proxy_with_the_wrong_resource_is_refused(tmp_path):
-    from thtb.scorers.proxy import ProxyQualityScorer, load_params, proxy_path
+    from thtb.scorers.fitted import load_params, proxy_path
+    from thtb.scorers.proxy import ProxyQualityScorer
 
     wrong = tmp_path / "q.json"
     wrong.write_text(json.dumps({**load_params(proxy_path("bloom"), "bloom")}))
@@ -398,7 +400,7 @@ def test_offline_selection_summary_names_the_proxies_and_their_agreement(tmp_pat
     proc = run_py("+experiment=demo", "stages=[select]", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "selection" / "summary.json").read_text())
-    from thtb.scorers.proxy import cv_figures, load_held_out, load_params, proxy_path
+    from thtb.scorers.fitted import cv_figures, load_held_out, load_params, proxy_path
 
     recorded = calibration.held_out_table()
     cal = summary["scorers"]["calibration"]

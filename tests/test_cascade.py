@@ -266,3 +266,27 @@ def test_every_sample_failing_within_budget_selects_nothing_and_accounts_for_all
     assert result.selected_ids == [] and result.counts == {"input": 20, "quality": 0}
     summary = build_summary(result, fingerprint="f", load_report={}, labels=None)
     assert summary["n_failed"] == 20 and summary["n_selected"] == 0
+
+
+def test_the_thtb_config_states_the_cascade_defaults_and_passes_them_through(tmp_path):
+    """``conf/selection/thtb.yaml`` and :class:`CascadeConfig` hold the same defaults (a library user without Hydra
+    gets what ``run.py`` gets), and every ``selection.intrinsic`` / ``selection.extrinsic`` key reaches the cascade
+    by its own name — a key the cascade does not know is an error, not silently ignored."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from tests.helpers import compose_cfg
+    from thtb.methods import build_method
+
+    cfg = OmegaConf.to_container(compose_cfg(["selection=thtb", f"paths.run_dir={tmp_path}"]), resolve=True)
+    method = build_method(cfg)
+    built, default = method.cascade_config(cfg["fidelity"]), CascadeConfig(fidelity=cfg["fidelity"])
+    assert dataclasses.asdict(built) == dataclasses.asdict(default)
+    assert {**cfg["selection"]["intrinsic"], **cfg["selection"]["extrinsic"]}.keys() <= {
+        f.name for f in dataclasses.fields(CascadeConfig)}
+    cfg["selection"]["extrinsic"]["k"] = 7
+    assert build_method(cfg).cascade_config(cfg["fidelity"]).k == 7
+    cfg["selection"]["extrinsic"]["clusters"] = 7
+    with pytest.raises(TypeError, match="clusters"):
+        build_method(cfg).cascade_config(cfg["fidelity"])

@@ -117,7 +117,7 @@ def test_a_small_judge_gives_a_verdict_on_every_demo_prompt(tmp_path):
     from importlib import resources
 
     from thtb.judge import HFJudge
-    from thtb.judge.prompts import PAIRWISE_FORCED
+    from thtb.eval.prompts import PAIRWISE_FORCED
 
     prompts = [json.loads(line) for line in (resources.files("thtb") / "resources" / "demo_eval.jsonl")
                .read_text(encoding="utf-8").splitlines() if line.strip()]

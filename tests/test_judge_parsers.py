@@ -13,8 +13,6 @@ from thtb.judge.parsers import (
     parse_bloom_level,
     parse_description,
     parse_disciplines,
-    parse_pairwise,
-    parse_pairwise_forced,
     parse_text,
     strip_noise,
     to_snake_case,
@@ -25,11 +23,15 @@ from thtb.judge.prompts import (
     BLOOM_LEVEL,
     DISCIPLINE_DESCRIPTION,
     DISCIPLINES,
+    TEMPLATES,
+)
+from thtb.eval.prompts import (
     PAIRWISE,
     PAIRWISE_FORCED,
     PAIRWISE_TEMPLATES,
     RESPOND,
-    TEMPLATES,
+    parse_pairwise,
+    parse_pairwise_forced,
 )
 from thtb.scorers.base import BLOOM_BANDS
 
@@ -242,8 +244,7 @@ def test_templates_render_and_mention_contract():
     assert "lower_snake_case" in disc[-1]["content"] and DISCIPLINES.params["temperature"] == 0
     desc = DISCIPLINE_DESCRIPTION.messages({"discipline": "molecular_biology"})[-1]["content"]
     assert "molecular biology" in desc and "3 to 5 sentences" in desc
-    assert set(TEMPLATES) == {"bloom", "bloom_level", "disciplines", "discipline_description", "alpagasus",
-                              "pairwise", "pairwise_forced", "respond"}
+    assert set(TEMPLATES) == {"bloom", "bloom_level", "disciplines", "discipline_description", "alpagasus"}
     with pytest.raises(KeyError):
         DISCIPLINES.messages({"text": "x"})
     assert "{error}" not in BLOOM.followup_message("bad")

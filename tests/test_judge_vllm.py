@@ -122,7 +122,7 @@ def test_guided_json_through_vllm_gives_answers_in_the_schema(vllm_server, tmp_p
 def test_pairwise_verdicts_through_vllm_are_one_of_the_allowed_answers(vllm_server, tmp_path):
     """guided_json also restricts a closed question to its choices (vLLM's structured_outputs.choice): SmolLM2,
     which writes "The output (a) is better." unconstrained, answers exactly "Output (a)" or "Output (b)"."""
-    from thtb.judge.prompts import PAIRWISE_FORCED
+    from thtb.eval.prompts import PAIRWISE_FORCED
 
     items = [{"instruction": it["query"], "output_a": it["response"], "output_b": "I do not know."} for it in ITEMS]
     items += [{**it, "output_a": it["output_b"], "output_b": it["output_a"]} for it in items]

@@ -21,7 +21,7 @@ from thtb.eval.harness import model_fingerprint
 from thtb.eval.pairwise import generate_outputs, model_generator
 from thtb.judge import BLOOM, RequestCache, VLLMJudge
 from thtb.judge.local import ModelLoadError
-from thtb.judge.prompts import RESPOND
+from thtb.eval.prompts import RESPOND
 from thtb.scorers.base import BLOOM_BANDS
 
 pytestmark = pytest.mark.vllm
@@ -158,7 +158,7 @@ def test_json_guided_bloom_answers_parse(smollm2, engine, tmp_path):
 
 
 def test_pairwise_verdicts_are_choice_guided(smollm2, engine, tmp_path):
-    from thtb.judge.prompts import PAIRWISE_FORCED
+    from thtb.eval.prompts import PAIRWISE_FORCED
 
     guided = judge(smollm2, engine, decoding={"max_tokens": 16}, max_attempts=1, cache=tmp_path / "p.sqlite")
     sp = guided.sampling_params(guided.params(PAIRWISE_FORCED))

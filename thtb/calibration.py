@@ -23,7 +23,7 @@ Fitting the proxies of :mod:`thtb.scorers.proxy` and measuring them are separate
 * ``python -m thtb.calibration evaluate`` (:func:`evaluate_proxies`) scores the held-out ``test`` split with the
   shipped parameters and the hand-built scorers and prints the table; with ``--write`` it records the figures
   in ``thtb/resources/proxies/held_out.json`` with the sha256 of each parameter file they were measured with
-  (:func:`thtb.scorers.proxy.params_digest`), which is what offline selection summaries report; a record whose
+  (:func:`thtb.scorers.fitted.params_digest`), which is what offline selection summaries report; a record whose
   digest no longer matches the parameters is reported as stale, not as the parameters' figures.
 * ``python -m thtb.calibration report`` prints both recorded tables, computing nothing.
 """
@@ -255,7 +255,7 @@ def _bloom_predict(probs: np.ndarray, level_scores: np.ndarray) -> tuple[np.ndar
 
 
 def _fitted_on() -> str:
-    from thtb.scorers.proxy import LABELS_PROVENANCE
+    from thtb.scorers.fitted import LABELS_PROVENANCE
 
     return f"calibration/ train split ({LABELS_PROVENANCE})"
 
@@ -267,7 +267,8 @@ def fit_bloom(train: pd.DataFrame, embedder, *, C: float | None = None) -> dict[
     from sklearn.preprocessing import StandardScaler
 
     from thtb.scorers.bloom import LexiconBloomClassifier
-    from thtb.scorers.proxy import BLOOM_FEATURES, FORMAT, bloom_features, labels_digest
+    from thtb.scorers.fitted import FORMAT, labels_digest
+    from thtb.scorers.proxy import BLOOM_FEATURES, bloom_features
 
     train = _train_only(train)
     x, _ = bloom_features(LexiconBloomClassifier(embedder), train["query"].tolist(), train["response"].tolist())
@@ -306,7 +307,8 @@ def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None,
     from sklearn.linear_model import LogisticRegression
 
     from thtb.scorers.disciplines import load_catalogue
-    from thtb.scorers.proxy import FORMAT, labels_digest, split_query
+    from thtb.scorers.fitted import FORMAT, labels_digest
+    from thtb.scorers.proxy import split_query
 
     train = _train_only(train)
     counts = Counter(d for ds in train["disciplines"] for d in ds)
@@ -368,7 +370,8 @@ def fit_quality(train: pd.DataFrame, *, alpha: float | None = None) -> dict[str,
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
 
-    from thtb.scorers.proxy import FORMAT, QUALITY_FEATURES, labels_digest, quality_features
+    from thtb.scorers.fitted import FORMAT, labels_digest
+    from thtb.scorers.proxy import QUALITY_FEATURES, quality_features
 
     train = _train_only(train)
     x = quality_features(train["query"].tolist(), train["response"].tolist())
@@ -441,7 +444,7 @@ def fit_proxies(*, alpaca: str | Path = DEFAULT_ALPACA, out_dir: str | Path | No
     """Fit the three proxies on the train split (hyper-parameters by cross-validation inside it) and write
     ``<out_dir>/{bloom,disciplines,quality}.json`` (default: the packaged resources). Loads the train split only:
     the held-out test split is :func:`evaluate_proxies`' alone. Returns the parameters written."""
-    from thtb.scorers.proxy import proxy_path
+    from thtb.scorers.fitted import proxy_path
 
     out = Path(out_dir) if out_dir else proxy_path("bloom").parent
     embedder = embedder or _embedder()
@@ -454,7 +457,7 @@ def fit_proxies(*, alpaca: str | Path = DEFAULT_ALPACA, out_dir: str | Path | No
 
 
 def _load_proxies(params_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    from thtb.scorers.proxy import PROXY_KINDS, load_params, proxy_path
+    from thtb.scorers.fitted import PROXY_KINDS, load_params, proxy_path
 
     return {name: load_params(Path(params_dir) / f"{name}.json" if params_dir else proxy_path(name), name)
             for name in PROXY_KINDS}
@@ -463,7 +466,7 @@ def _load_proxies(params_dir: str | Path | None = None) -> dict[str, dict[str, A
 def cv_table(params: dict[str, dict[str, Any]] | None = None, params_dir: str | Path | None = None) -> pd.DataFrame:
     """The cross-validated (train split) figures of each proxy's chosen setting, one row per figure: what `fit`
     prints and records."""
-    from thtb.scorers.proxy import cv_figures, cv_setting
+    from thtb.scorers.fitted import cv_figures, cv_setting
 
     params = params or _load_proxies(params_dir)
     rows = []
@@ -479,9 +482,9 @@ def cv_table(params: dict[str, dict[str, Any]] | None = None, params_dir: str | 
 def evaluate_proxies(*, alpaca: str | Path = DEFAULT_ALPACA, params_dir: str | Path | None = None,
                      embedder=None) -> dict[str, Any]:
     """Score the held-out test split with the proxies' parameters (default: the shipped ones) and with the
-    hand-built scorers: the held-out record (format :data:`~thtb.scorers.proxy.HELD_OUT_FORMAT`), each proxy's
+    hand-built scorers: the held-out record (format :data:`~thtb.scorers.fitted.HELD_OUT_FORMAT`), each proxy's
     figures beside the sha256 of the parameters they were measured with."""
-    from thtb.scorers.proxy import HELD_OUT_FORMAT, LABELS_PROVENANCE, labels_digest, params_digest
+    from thtb.scorers.fitted import HELD_OUT_FORMAT, LABELS_PROVENANCE, labels_digest, params_digest
 
     params = _load_proxies(params_dir)
     embedder = embedder or _embedder()
@@ -505,7 +508,7 @@ def held_out_table(params_dir: str | Path | None = None, record: dict[str, Any] 
     """A held-out record (default: the packaged one, ``held_out.json``) as one row per figure, proxy vs
     hand-built; ``current`` says whether it was measured with the parameters in ``params_dir`` (default: the
     packaged ones) — a refit since makes it ``False``."""
-    from thtb.scorers.proxy import load_held_out, params_digest
+    from thtb.scorers.fitted import load_held_out, params_digest
 
     record = record or load_held_out()
     if record is None:
@@ -523,7 +526,7 @@ def held_out_table(params_dir: str | Path | None = None, record: dict[str, Any] 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from thtb.scorers.proxy import held_out_path
+    from thtb.scorers.fitted import held_out_path
 
     parser = argparse.ArgumentParser(
         prog="python -m thtb.calibration",
@@ -559,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("cross-validated on the train split (recorded by `fit`):")
     print(cv_table(params_dir=args.params_dir).to_string(index=False))
-    from thtb.scorers.proxy import load_held_out
+    from thtb.scorers.fitted import load_held_out
 
     record = load_held_out(args.held_out)
     if record is None:

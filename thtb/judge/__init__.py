@@ -13,8 +13,6 @@ from thtb.judge.prompts import (
     BLOOM_LEVEL,
     DISCIPLINE_DESCRIPTION,
     DISCIPLINES,
-    PAIRWISE,
-    RESPOND,
     TEMPLATES,
     PromptTemplate,
 )
@@ -26,8 +24,6 @@ __all__ = [
     "BLOOM_LEVEL",
     "DISCIPLINES",
     "DISCIPLINE_DESCRIPTION",
-    "PAIRWISE",
-    "RESPOND",
     "TEMPLATES",
     "CacheRecord",
     "HFJudge",

@@ -161,9 +161,14 @@ class JudgeBackend:
 
     @property
     def lease_wait_s(self) -> float:
-        return self._lease_wait_s if self._lease_wait_s is not None else self.default_lease_wait_s()
+        return self.lease_wait_for(None)
 
-    def default_lease_wait_s(self) -> float:
+    def lease_wait_for(self, template: PromptTemplate | None) -> float:
+        """How long to wait for another process's request of ``template``: ``lease_wait_s`` as given, else
+        :meth:`default_lease_wait_s`."""
+        return self._lease_wait_s if self._lease_wait_s is not None else self.default_lease_wait_s(template)
+
+    def default_lease_wait_s(self, template: PromptTemplate | None = None) -> float:
         """How long to wait for another process's request by default (subclasses bound their own requests)."""
         return 3600.0
 

@@ -348,12 +348,10 @@ class OpenAIJudge(JudgeBackend):
     def _template_timeout_s(self, template: PromptTemplate) -> float:
         return self.send_timeout_s({**dict(template.params), **self.decoding})
 
-    def default_lease_wait_s(self) -> float:
-        """The longest one request can take here — every try timing out, every backoff at its longest,
-        ``max_attempts`` answers — plus a minute (with the longest send timeout of the known templates)."""
-        from thtb.judge.prompts import TEMPLATES
-
-        timeout = max([self.timeout_s] + [self._template_timeout_s(t) for t in TEMPLATES.values()])
+    def default_lease_wait_s(self, template: PromptTemplate | None = None) -> float:
+        """The longest one request of ``template`` can take here — every try timing out, every backoff at its
+        longest, ``max_attempts`` answers — plus a minute (no template: with the base send timeout)."""
+        timeout = max(self.timeout_s, self._template_timeout_s(template) if template else 0.0)
         backoffs = sum(min(self.backoff_initial_s * 2 ** i, self.backoff_max_s) for i in range(self.max_retries))
         return ((self.max_retries + 1) * timeout + backoffs) * self.max_attempts + 60.0
 
@@ -495,7 +493,7 @@ class OpenAIJudge(JudgeBackend):
                 slot.give()
             # another live process is sending it: wait outside the slot for its row, or for the lease to free up
             if wait is None:
-                wait = LeaseWait(self.lease_wait_s)
+                wait = LeaseWait(self.lease_wait_for(template))
             wait.reset()
             while True:
                 if wait.expired():

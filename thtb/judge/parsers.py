@@ -40,15 +40,6 @@ AlpaGasus rating (:func:`parse_alpagasus`)
     ``[0, 5]``. Any other first line (prose, two numbers, another denominator) is a
     :class:`ParseError`, never a default score. The following lines are the explanation.
 
-Pairwise verdict (:func:`parse_pairwise`)
-    ``{"winner": "a" | "b" | "tie", "reasoning": str}`` from the first line: a bare verdict (``Output (a)``,
-    ``(b)``, ``A``, ``Tie``), or a verdict sentence that starts with it (``Output (a) is better.``,
-    ``Output (b) is clearly the better one``); the following lines are the reasoning. A JSON object with a
-    ``winner`` field is accepted too. Anything else — prose naming no verdict ("The output is better."),
-    a first line naming both outputs as better — is a :class:`ParseError`.
-    :func:`parse_pairwise_forced` (the forced-choice template) reads the same way but a ``Tie`` verdict is a
-    :class:`ParseError` too (re-asked with the follow-up, then counted as a failure — never a verdict).
-
 Free text (:func:`parse_text`)
     The answer itself, stripped (a model's response to an evaluation prompt; empty is a valid answer).
 """
@@ -204,7 +195,8 @@ def find_json_object(text: str) -> dict:
     raise ParseError("no JSON object found in the answer")
 
 
-def _get(obj: dict, key: str) -> Any:
+def get_field(obj: dict, key: str) -> Any:
+    """``obj``'s field ``key`` (its name matched case- and space-insensitively); a :class:`ParseError` without it."""
     for k, v in obj.items():
         if isinstance(k, str) and k.strip().lower() == key:
             return v
@@ -217,9 +209,10 @@ def _level(value: Any) -> str:
     return _LEVELS[value.strip().lower()]
 
 
-def _reasoning(obj: dict) -> str:
+def reasoning_field(obj: dict) -> str:
+    """``obj``'s ``reasoning`` field as text (``""`` without one: the reasoning is never required)."""
     try:
-        value = _get(obj, "reasoning")
+        value = get_field(obj, "reasoning")
     except ParseError:
         return ""
     return value.strip() if isinstance(value, str) else json.dumps(value)
@@ -229,12 +222,12 @@ def parse_bloom(text: str) -> dict:
     """``{"level", "score", "reasoning"}`` with the score (int, or float if fractional) inside the
     level's band ``[lo, hi]``."""
     obj = find_json_object(strip_noise(text))
-    level = _level(_get(obj, "level"))
-    score = eval_score(_get(obj, "score"))
+    level = _level(get_field(obj, "level"))
+    score = eval_score(get_field(obj, "score"))
     lo, hi = BLOOM_BANDS[level]
     if not lo <= score <= hi:
         raise ParseError(f"score {score} is outside the {level} band {lo}-{hi}")
-    return {"level": level, "score": score, "reasoning": _reasoning(obj)}
+    return {"level": level, "score": score, "reasoning": reasoning_field(obj)}
 
 
 def parse_bloom_level(text: str) -> dict:
@@ -244,7 +237,7 @@ def parse_bloom_level(text: str) -> dict:
     if bare.lower() in _LEVELS:
         return {"level": _LEVELS[bare.lower()], "reasoning": ""}
     obj = find_json_object(clean)
-    return {"level": _level(_get(obj, "level")), "reasoning": _reasoning(obj)}
+    return {"level": _level(get_field(obj, "level")), "reasoning": reasoning_field(obj)}
 
 
 # ---------------------------------------------------------------------------------- disciplines
@@ -322,51 +315,6 @@ def parse_alpagasus(text: str) -> dict:
         raise ParseError(f"score {score:g} is outside 0-5")
     return {"score": score, "reason": " ".join(" ".join(lines[1:]).split())}
 
-
-_VERDICT = re.compile(r"^\W*(?:output|response|assistant)?\s*\(?\s*([ab]|tie)\s*\)?\W*$", re.IGNORECASE)
-_VERDICT_SENTENCE = re.compile(
-    r"^\W*(?:output|response|assistant)\s*\(?\s*([ab])\s*\)?\s+is\s+(?:\w+\s+){0,2}better\b", re.IGNORECASE
-)
-_BOTH = re.compile(r"(?:output|response)\s*\(?\s*([ab])\s*\)?", re.IGNORECASE)
-
-
-def _verdict(value: Any) -> str:
-    if isinstance(value, str):
-        match = _VERDICT.match(value.strip())
-        if match:
-            return match[1].lower()
-    raise ParseError(f"winner {value!r} is not one of a, b, tie")
-
-
-def parse_pairwise(text: str) -> dict:
-    """``{"winner": "a"|"b"|"tie", "reasoning": str}`` from a pairwise comparison (see module doc)."""
-    clean = strip_noise(text).strip()
-    if not clean:
-        raise ParseError("empty answer")
-    if clean.startswith("{"):
-        obj = find_json_object(clean)
-        return {"winner": _verdict(_get(obj, "winner")), "reasoning": _reasoning(obj)}
-    first, _, rest = clean.partition("\n")
-    first = first.replace("*", "").strip()
-    reasoning = " ".join(rest.split())
-    if _VERDICT.match(first):
-        return {"winner": _verdict(first), "reasoning": reasoning}
-    sentence = _VERDICT_SENTENCE.match(first)
-    if sentence:
-        named = {m.lower() for m in _BOTH.findall(first.split(".")[0])}
-        if len(named) > 1 and "than" not in first.lower():  # "Output (a) is better and output (b) …"
-            raise ParseError(f"first line {first[:80]!r} names both outputs")
-        return {"winner": sentence[1].lower(), "reasoning": " ".join(f"{first} {reasoning}".split())}
-    raise ParseError(f"first line {first[:80]!r} is not a verdict (Output (a), Output (b) or Tie)")
-
-
-def parse_pairwise_forced(text: str) -> dict:
-    """``{"winner": "a"|"b", "reasoning": str}``: :func:`parse_pairwise` without the tie (a ``Tie`` verdict is a
-    :class:`ParseError`: the forced-choice template offers no tie)."""
-    value = parse_pairwise(text)
-    if value["winner"] == "tie":
-        raise ParseError("a tie is not an allowed verdict: choose Output (a) or Output (b)")
-    return value
 
 
 def parse_text(text: str) -> str:

@@ -1,4 +1,5 @@
-"""Versioned prompt templates for the LLM judge (docs/METHOD.md "Stage 2 — intrinsic hardness").
+"""Versioned prompt templates for the LLM judge of the selection (docs/METHOD.md "Stage 2 — intrinsic hardness");
+the evaluation's own (pairwise verdicts, a model's responses) are in :mod:`thtb.eval.prompts`.
 
 A :class:`PromptTemplate` bundles a name and version (both part of every cache key: bump the
 version whenever the wording, the decoding parameters or the parser change meaning), a messages
@@ -23,18 +24,6 @@ Templates
     The rating prompt of Chen et al. (2024), "AlpaGasus: Training a Better Alpaca with Fewer
     Data": the query (instruction and input, as the data layer joined them) and the response;
     an accuracy score 0–5 on the first line, then an explanation (:func:`~thtb.judge.parsers.parse_alpagasus`).
-``pairwise_forced`` (:data:`PAIRWISE_FORCED`, AlpacaEval-style evaluation, the ``eval=paper`` default)
-    An instruction and two outputs shown as (a) and (b); the verdict ``Output (a)`` or ``Output (b)`` on the
-    first line — no tie option (the paper's integer win rates imply ties could not happen) — and a one-sentence
-    reason on the next (AlpacaEval's classic answer form, which small judges follow too):
-    ``{"winner": a|b, "reasoning"}`` (:func:`~thtb.judge.parsers.parse_pairwise_forced`; a "Tie" answer is a
-    parse failure, re-asked and then counted, never a verdict).
-``pairwise`` (:data:`PAIRWISE`, the same with a tie option)
-    The verdict ``Output (a)`` / ``Output (b)`` / ``Tie`` on the first line: ``{"winner": a|b|tie, "reasoning"}``.
-    System and user message ask for the same plain-text answer (version 2's system message asked for JSON).
-``respond`` (:data:`RESPOND`)
-    The instruction as the only user turn: a model's own response (free text), for evaluation.
-
 All templates decode greedily (``temperature = 0``) so a cached answer is what a rerun would get.
 """
 
@@ -297,102 +286,6 @@ ALPAGASUS = PromptTemplate(
 )
 """AlpaGasus's accuracy rating (0–5) of a response to its instruction (the AlpaGasus baseline)."""
 
-# ---------------------------------------------------------------------------------- pairwise
-_PAIRWISE_ROLE = (
-    "You are a careful, impartial judge of AI assistants. You compare two outputs to the same instruction "
-    "and decide which one a thoughtful human would prefer: the one that follows the instruction better and "
-    "is more helpful, accurate, complete and clear. Length is not a merit in itself; do not let the order in "
-    "which the outputs are shown influence you."
-)
-_PAIRWISE_SYSTEM = (
-    f"{_PAIRWISE_ROLE} Answer in plain text: your verdict alone on the first line (Output (a), Output (b) or "
-    "Tie), then one short sentence saying why on the second line."
-)
-_PAIRWISE_FORCED_SYSTEM = (
-    f"{_PAIRWISE_ROLE} Answer in plain text: your verdict alone on the first line (Output (a) or Output (b); "
-    "there is no tie, so when the outputs are close, choose the one you prefer), then one short sentence saying "
-    "why on the second line."
-)
-
-
-def _pairwise_block(item: Mapping[str, Any]) -> str:
-    return (
-        f"## Instruction\n{item['instruction']}\n\n"
-        f"## Output (a)\n{item['output_a']}\n\n"
-        f"## Output (b)\n{item['output_b']}\n\n"
-    )
-
-
-def _pairwise_messages(item: Mapping[str, Any]) -> Messages:
-    user = (
-        _pairwise_block(item)
-        + 'Which output is better? On the first line write only "Output (a)" or "Output (b)" — or "Tie" if they '
-        "are equally good (or equally bad). On the second line, give one short sentence saying why."
-    )
-    return [{"role": "system", "content": _PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
-
-
-def _pairwise_forced_messages(item: Mapping[str, Any]) -> Messages:
-    user = (
-        _pairwise_block(item)
-        + 'Which output is better? On the first line write only "Output (a)" or "Output (b)" — you must choose '
-        "one, even if they are very similar (a tie is not an answer). On the second line, give one short sentence "
-        "saying why."
-    )
-    return [{"role": "system", "content": _PAIRWISE_FORCED_SYSTEM}, {"role": "user", "content": user}]
-
-
-PAIRWISE = PromptTemplate(
-    name="pairwise",
-    version="3",
-    build=_pairwise_messages,
-    parser=parsers.parse_pairwise,
-    fields=("instruction", "output_a", "output_b"),
-    params=MappingProxyType({"temperature": 0.0, "max_tokens": 96}),
-    followup=(
-        "Your answer could not be used: {error}. Answer with exactly \"Output (a)\", \"Output (b)\" or "
-        "\"Tie\" on the first line. No other text on that line."
-    ),
-    choices=("Output (a)", "Output (b)", "Tie"),
-)
-"""AlpacaEval-style pairwise comparison of two outputs to one instruction, ties allowed (wording ours)."""
-
-PAIRWISE_FORCED = PromptTemplate(
-    name="pairwise_forced",
-    version="1",
-    build=_pairwise_forced_messages,
-    parser=parsers.parse_pairwise_forced,
-    fields=("instruction", "output_a", "output_b"),
-    params=MappingProxyType({"temperature": 0.0, "max_tokens": 96}),
-    followup=(
-        "Your answer could not be used: {error}. Answer with exactly \"Output (a)\" or \"Output (b)\" on the "
-        "first line — a tie is not allowed, choose the better one. No other text on that line."
-    ),
-    choices=("Output (a)", "Output (b)"),
-)
-"""AlpacaEval-style forced choice between two outputs (no tie option; the ``eval=paper`` default)."""
-
-PAIRWISE_TEMPLATES: Mapping[str, PromptTemplate] = MappingProxyType({"forced": PAIRWISE_FORCED, "with_tie": PAIRWISE})
-"""The pairwise templates by their ``eval.pairwise.template`` config value."""
-
-
-def _respond_messages(item: Mapping[str, Any]) -> Messages:
-    return [{"role": "user", "content": str(item["instruction"])}]
-
-
-RESPOND = PromptTemplate(
-    name="respond",
-    version="1",
-    build=_respond_messages,
-    parser=parsers.parse_text,
-    fields=("instruction",),
-    params=MappingProxyType({"temperature": 0.0, "max_tokens": 1024}),
-    followup="{error}",
-)
-"""A model's own greedy response to an evaluation prompt (user turn only, no system prompt); used to
-generate — and cache — the outputs that the pairwise judge compares."""
-
 TEMPLATES: Mapping[str, PromptTemplate] = MappingProxyType(
-    {t.name: t for t in (BLOOM, BLOOM_LEVEL, DISCIPLINES, DISCIPLINE_DESCRIPTION, ALPAGASUS, PAIRWISE,
-                          PAIRWISE_FORCED, RESPOND)}
+    {t.name: t for t in (BLOOM, BLOOM_LEVEL, DISCIPLINES, DISCIPLINE_DESCRIPTION, ALPAGASUS)}
 )

@@ -67,19 +67,10 @@ class THTB(SelectionMethod):
         return {"stages": list(self.stages), "budget": self.effective_budget()}
 
     def cascade_config(self, fidelity: str) -> CascadeConfig:
-        return CascadeConfig(
-            stages=list(self.stages),
-            fractions=dict(self.fractions),
-            budget=self.effective_budget(),
-            failure_budget=self.failure_budget,
-            fidelity=fidelity,
-            ic_round=self.intrinsic.get("ic_round"),
-            k=int(self.extrinsic.get("k", 161)),
-            max_features=int(self.extrinsic.get("max_features", 100)),
-            random_state=int(self.extrinsic.get("random_state", 42)),
-            singleton_policy=self.extrinsic.get("singleton_policy"),
-            zero_row_self_distance=self.extrinsic.get("zero_row_self_distance"),
-        )
+        """The cascade's knobs: ``intrinsic`` and ``extrinsic`` pass through to :class:`CascadeConfig` as named there
+        (``conf/selection/thtb.yaml`` states each one; a test checks it agrees with the dataclass)."""
+        return CascadeConfig(stages=list(self.stages), fractions=dict(self.fractions), budget=self.effective_budget(),
+                             failure_budget=self.failure_budget, fidelity=fidelity, **self.intrinsic, **self.extrinsic)
 
     # ------------------------------------------------------------------ its scorers
     def scorer_configs(self, cfg: Mapping[str, Any]) -> dict[str, Any]:

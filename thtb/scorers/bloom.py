@@ -166,7 +166,7 @@ class LexiconBloomClassifier(BloomScorer):
     @property
     def calibration(self) -> dict | None:
         """Held-out agreement with the labels of ``calibration/`` (``python -m thtb.calibration evaluate --write``)."""
-        from thtb.scorers.proxy import hand_built_calibration
+        from thtb.scorers.fitted import hand_built_calibration
 
         return hand_built_calibration("bloom", self.name)
 

@@ -9,7 +9,7 @@ weights, feature names, the hyper-parameters cross-validation inside the train s
 digest of the training labels), written by ``python -m thtb.calibration fit``, which never reads the test split.
 Held-out agreement is measured apart, with the shipped parameters, by ``python -m thtb.calibration evaluate``;
 ``evaluate --write`` records it in ``thtb/resources/proxies/held_out.json`` beside the sha256 of each parameter
-file it was measured with (:func:`params_digest`), so a record left behind by a refit is detected, not reported.
+file it was measured with (:func:`thtb.scorers.fitted.params_digest`), so a record left behind by a refit is detected, not reported.
 The selection cache keys cover these resources like any other, and :attr:`calibration` puts the figures into
 every selection summary next to the scorer's name.
 
@@ -36,11 +36,8 @@ every selection summary next to the scorer's name.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +56,7 @@ from thtb.scorers.base import (
 from thtb.scorers.bloom import LexiconBloomClassifier
 from thtb.scorers.disciplines import load_catalogue
 from thtb.scorers.embedder import clean_query
-
-FORMAT = "thtb-proxy/1"
-"""Version of the resource layout below (a change of features or model bumps it)."""
-HELD_OUT_FORMAT = "thtb-held-out/1"
-"""Version of the held-out record's layout (``held_out.json``, :func:`load_held_out`)."""
-PROXY_KINDS = ("bloom", "disciplines", "quality")
-LABELS_PROVENANCE = ("labels written by AI assistants reading each pair under calibration/README.md's guideline; "
-                     "one reader per pair, no double annotation")
-"""Who wrote the calibration labels, as the resources and the summaries say it (``calibration/README.md``)."""
+from thtb.scorers.fitted import cv_figures, held_out_figures, load_params, proxy_path
 
 BLOOM_FEATURES = (*(f"lexicon_{lv.lower()}" for lv in BLOOM_LEVELS),
                   *(f"similarity_{lv.lower()}" for lv in BLOOM_LEVELS),
@@ -79,89 +68,6 @@ QUALITY_FEATURES = ("heuristic_raw", "log_response_words", "log_query_words", "q
 _COMPUTATION = re.compile(r"\b(?:calculate|compute|solve|convert|how many|what is the (?:sum|product|value|"
                           r"result)|find the)\b", re.IGNORECASE)
 _NUMBERS = re.compile(r"[=+*/^]|\d")
-
-
-def proxy_path(name: str) -> Path:
-    """The packaged parameters of proxy ``name`` (``bloom``, ``disciplines``, ``quality``)."""
-    return Path(str(resources.files("thtb") / "resources" / "proxies" / f"{name}.json"))
-
-
-def held_out_path() -> Path:
-    """The packaged held-out record (``python -m thtb.calibration evaluate --write``)."""
-    return Path(str(resources.files("thtb") / "resources" / "proxies" / "held_out.json"))
-
-
-def params_digest(params: dict[str, Any]) -> str:
-    """sha256 of a proxy's parameters as canonical JSON (sorted keys, no whitespace): what the held-out record
-    names the parameters it was measured with by. Any change of the parameter file, a refit above all, changes
-    it."""
-    text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def load_held_out(path: str | Path | None = None) -> dict[str, Any] | None:
-    """The held-out record (``None`` when there is none), checked for its format."""
-    path = Path(path) if path else held_out_path()
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    if record.get("format") != HELD_OUT_FORMAT:
-        raise ValueError(f"{path}: expected a {HELD_OUT_FORMAT} record, got format={record.get('format')!r}")
-    return record
-
-
-def held_out_figures(kind: str, params: dict[str, Any] | None, record: dict[str, Any] | None = None,
-                     ) -> dict[str, Any]:
-    """The held-out figures recorded for proxy ``kind``, as a summary shows them: ``{"held_out": {split, n,
-    params_sha256, proxy, hand_built}}`` when the record was measured with exactly ``params``; otherwise
-    ``{"held_out": None, "held_out_stale": why}`` (a refit since, other parameters, or no record). With
-    ``params=None`` (a hand-built scorer) only the hand-built figures are given, whatever the proxy's digest."""
-    record = load_held_out() if record is None else record
-    entry = (record or {}).get("proxies", {}).get(kind)
-    if entry is None:
-        return {"held_out": None, "held_out_stale": f"no held-out record for the {kind} proxy; measure one with "
-                                                    "`python -m thtb.calibration evaluate --write`"}
-    base = {"split": record["split"], "n": record["n"], "test_labels_sha256": record.get("test_labels_sha256")}
-    if params is None:
-        return {"held_out": {**base, "hand_built": entry["hand_built"]}}
-    digest = params_digest(params)
-    if entry["params_sha256"] != digest:
-        return {"held_out": None,
-                "held_out_stale": f"the held-out record was measured with {kind} parameters sha256 "
-                                  f"{entry['params_sha256'][:16]}…, these are {digest[:16]}…; measure them with "
-                                  "`python -m thtb.calibration evaluate --write`"}
-    return {"held_out": {**base, "params_sha256": digest, "proxy": entry["proxy"], "hand_built": entry["hand_built"]}}
-
-
-def cv_setting(params: dict[str, Any]) -> tuple[str, str]:
-    """The hyper-parameter setting the fit chose, as ``(cv table name, key in it)``."""
-    model = params["model"]
-    if params["kind"] == "bloom":
-        return "by_C", str(model["C"])
-    if params["kind"] == "disciplines":
-        return "by_setting", f"C={model['C']},threshold={params['threshold']}"
-    return "by_alpha", str(model["alpha"])
-
-
-def cv_figures(params: dict[str, Any]) -> dict[str, Any] | None:
-    """The cross-validated (train split) figures of the chosen setting (``None`` when no CV was recorded)."""
-    table, key = cv_setting(params)
-    return ((params.get("cv") or {}).get(table) or {}).get(key)
-
-
-def load_params(path: str | Path, kind: str) -> dict[str, Any]:
-    """A proxy's parameters, checked for its format and kind (a clear error naming the file otherwise)."""
-    path = Path(path)
-    try:
-        params = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{path}: no fitted {kind} proxy; fit one with `python -m thtb.calibration fit`") \
-            from exc
-    if params.get("format") != FORMAT or params.get("kind") != kind:
-        raise ValueError(f"{path}: expected a {FORMAT} {kind!r} proxy, got format={params.get('format')!r} "
-                         f"kind={params.get('kind')!r}")
-    return params
 
 
 def _words(text: str) -> int:
@@ -184,7 +90,7 @@ class _Calibrated:
         """What the selection summary records beside the scorer's name (the select stage reads any scorer's
         ``calibration`` attribute, so it imports none of them): the fit's provenance (model type and chosen
         hyper-parameters, not the weights), the cross-validated figures of the chosen setting (train split), and
-        the held-out agreement recorded for exactly these parameters (:func:`held_out_figures`: ``None`` with a
+        the held-out agreement recorded for exactly these parameters (:func:`~thtb.scorers.fitted.held_out_figures`: ``None`` with a
         ``held_out_stale`` note when the record is for other parameters)."""
         keys = ("kind", "fitted_on", "n_train", "train_labels_sha256")
         model = {k: v for k, v in self.params["model"].items() if k not in ("coef", "intercept")}
@@ -390,25 +296,5 @@ class ProxyQualityScorer(_Calibrated, QualityScorer):
         return check_result(frame, len(predicted), ("quality_raw", "quality_reason"), self.name)
 
 
-def hand_built_calibration(kind: str, name: str) -> dict[str, Any] | None:
-    """A hand-built offline scorer's held-out agreement with the calibration labels, as measured beside the
-    ``kind`` proxy by ``python -m thtb.calibration evaluate --write`` (``None`` when there is no such record)."""
-    try:
-        figures = held_out_figures(kind, None)
-    except (ValueError, KeyError):
-        return None
-    return {"kind": kind, **figures} if figures["held_out"] else None
-
-
-def labels_digest(rows: pd.DataFrame, columns: Sequence[str]) -> str:
-    """sha256 of the training rows' ids and the labels a proxy was fitted on (what the resource records)."""
-    h = hashlib.sha256()
-    for _, row in rows.sort_values("row").iterrows():
-        h.update(json.dumps([row["id"], *[row[c] for c in columns]], default=list, sort_keys=True).encode())
-    return h.hexdigest()
-
-
-__all__ = ["BLOOM_FEATURES", "HELD_OUT_FORMAT", "LABELS_PROVENANCE", "PROXY_KINDS", "QUALITY_FEATURES",
-           "ProxyBloomScorer", "ProxyDisciplineTagger", "ProxyQualityScorer", "bloom_features", "cv_figures",
-           "cv_setting", "hand_built_calibration", "held_out_figures", "held_out_path", "labels_digest",
-           "load_held_out", "load_params", "params_digest", "proxy_path", "quality_features"]
+__all__ = ["BLOOM_FEATURES", "QUALITY_FEATURES", "ProxyBloomScorer", "ProxyDisciplineTagger", "ProxyQualityScorer",
+           "bloom_features", "quality_features", "split_query"]
