@@ -1,10 +1,10 @@
-"""Small, pure statistics for evaluation results: binomial confidence intervals, bootstrap intervals and paired
-tests of two systems scored on the same items.
+"""Statistics for evaluation results: binomial confidence intervals, bootstrap intervals and paired tests of two
+systems scored on the same items, on scipy (``scipy.stats.binomtest``, ``bootstrap``, ``t``).
 
-Every function takes plain numbers or 0/1 (or real-valued) arrays, returns plain Python numbers, and states its
-formula in its docstring; ``tests/test_stats.py`` checks each against scipy or a direct reference computation.
-Conventions: ``confidence`` is two-sided (0.95 → the 2.5 % and 97.5 % points); bootstrap intervals are the
-percentile intervals of ``n_boot`` resamples drawn with ``numpy.random.default_rng(seed)`` (reproducible).
+Every function takes plain numbers or 0/1 (or real-valued) arrays and returns plain Python numbers;
+``tests/test_stats.py`` checks each against a direct reference computation. Conventions: ``confidence`` is
+two-sided (0.95 → the 2.5 % and 97.5 % points); bootstrap intervals are the percentile intervals of ``n_boot``
+resamples drawn with ``numpy.random.default_rng(seed)`` (reproducible).
 """
 
 from __future__ import annotations
@@ -14,45 +14,37 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 _BOOT_CHUNK = 256  # resamples drawn at once (memory: chunk × n indices)
 
 
-def _z(confidence: float) -> float:
-    """The standard normal quantile ``Φ⁻¹(1 − (1 − confidence)/2)`` (1.959964 for 0.95)."""
+def _check(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    from scipy.stats import norm
-
-    return float(norm.ppf(1.0 - (1.0 - confidence) / 2.0))
 
 
 def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
-    """Wilson score interval for a binomial proportion (no continuity correction).
+    """Wilson score interval for a binomial proportion (no continuity correction):
+    ``scipy.stats.binomtest(x, n).proportion_ci(confidence, method="wilson")``. None when ``n == 0``.
 
-    With ``p̂ = x/n`` and ``z = Φ⁻¹(1 − α/2)``::
+    ``successes`` may be fractional (an expected count: MMLU-Pro's random guesses counted 1/k,
+    :mod:`thtb.eval.mmlu_pro_scoring`); ``binomtest`` takes integer counts only, so then the score formula is
+    applied to ``p̂ = x/n`` directly (``z = Φ⁻¹(1 − α/2)``)::
 
-        centre = (p̂ + z²/(2n)) / (1 + z²/n)
-        half   = z / (1 + z²/n) · sqrt(p̂(1 − p̂)/n + z²/(4n²))
-        CI     = [centre − half, centre + half]
-
-    Unlike the normal (Wald) interval it stays inside [0, 1] and keeps its coverage near 0 and 1. ``successes``
-    may be fractional (an expected count, e.g. random guesses counted 1/k): the formula is then applied to
-    ``p̂`` as is. Returns None when ``n == 0``. Equals ``scipy.stats.binomtest(x, n).proportion_ci(confidence,
-    method="wilson")`` for integer ``x``.
+        centre ± half = (p̂ + z²/(2n)) / (1 + z²/n)  ±  z / (1 + z²/n) · sqrt(p̂(1 − p̂)/n + z²/(4n²))
     """
     if n < 0 or successes < 0 or successes > n:
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    _check(confidence)
     if n == 0:
         return None
-    z = _z(confidence)
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n))
-    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: no rounding residue at 0 and n
-    hi = 1.0 if successes == n else min(1.0, centre + half)
-    return lo, hi
+    if float(successes).is_integer():
+        ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence, method="wilson")
+        return float(ci.low), float(ci.high)
+    z, p = stats.norm.ppf(0.5 + confidence / 2.0), successes / n
+    centre, half = (p + z * z / (2 * n)), z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n))
+    return max(0.0, (centre - half) / (1.0 + z * z / n)), min(1.0, (centre + half) / (1.0 + z * z / n))
 
 
 def _as_array(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
@@ -62,69 +54,46 @@ def _as_array(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
-def _resampled_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of ``n_boot`` bootstrap resamples (``n`` indices drawn uniformly with replacement per resample,
-    drawn in chunks of resamples; the generator's stream is consumed resample by resample)."""
-    n = len(values)
-    out = np.empty(n_boot)
-    for start in range(0, n_boot, _BOOT_CHUNK):
-        k = min(_BOOT_CHUNK, n_boot - start)
-        idx = rng.integers(0, n, size=(k, n))
-        out[start : start + k] = values[idx].mean(axis=1)
-    return out
-
-
-def _percentile_interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
-    _z(confidence)  # validates
-    alpha = 1.0 - confidence
-    lo, hi = np.quantile(draws, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return float(lo), float(hi)
-
-
 def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
-    """Student-t interval of the mean of ``n`` independent runs (e.g. one metric over seeds)::
-
-        mean ± t_{1 − α/2, n − 1} · s / sqrt(n)      (s: the sample standard deviation, ddof 1)
-
-    None for fewer than two values (one run has no spread to estimate). Equals
-    ``scipy.stats.t.interval(confidence, n − 1, loc=mean, scale=scipy.stats.sem(values))``."""
+    """Student-t interval of the mean of ``n`` independent runs (e.g. one metric over seeds),
+    ``mean ± t_{1 − α/2, n − 1} · s / sqrt(n)``: ``scipy.stats.t.interval(confidence, n − 1, loc=mean,
+    scale=scipy.stats.sem(values))``. None for fewer than two values (one run has no spread to estimate); runs that
+    all agree give ``(mean, mean)`` (scipy's t needs a positive scale)."""
     arr = _as_array(values, "values")
+    _check(confidence)
     if len(arr) < 2:
         return None
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    from scipy.stats import t
-
-    mean, half = float(arr.mean()), float(t.ppf(1.0 - (1.0 - confidence) / 2.0, len(arr) - 1)) * float(
-        arr.std(ddof=1)) / math.sqrt(len(arr))
-    return mean - half, mean + half
+    mean, sem = float(arr.mean()), float(stats.sem(arr))
+    if sem == 0.0:
+        return mean, mean
+    lo, hi = stats.t.interval(confidence, len(arr) - 1, loc=mean, scale=sem)
+    return float(lo), float(hi)
 
 
 def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, *, n_boot: int = 10_000, seed: int = 0,
                       confidence: float = 0.95) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of a mean.
-
-    Draw ``B = n_boot`` resamples ``x*_b`` of size ``n`` with replacement from ``x``; the interval is the
-    ``α/2`` and ``1 − α/2`` quantiles (numpy's linear interpolation) of ``mean(x*_b)``. None for empty input.
-    """
+    """Percentile bootstrap interval of a mean: ``scipy.stats.bootstrap`` (``method="percentile"``, ``n_boot``
+    resamples of size ``n`` drawn with replacement, ``rng=numpy.random.default_rng(seed)``): the ``α/2`` and
+    ``1 − α/2`` quantiles of the resampled means. None for empty input; one value is its own interval (scipy needs
+    two)."""
     x = _as_array(values, "values")
-    if len(x) == 0:
-        return None
+    _check(confidence)
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    return _percentile_interval(_resampled_means(x, n_boot, np.random.default_rng(seed)), confidence)
+    if len(x) < 2:
+        return (float(x[0]), float(x[0])) if len(x) else None
+    ci = stats.bootstrap((x,), np.mean, n_resamples=n_boot, batch=_BOOT_CHUNK, confidence_level=confidence,
+                         method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def paired_bootstrap_diff(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
                           n_boot: int = 10_000, seed: int = 0,
                           confidence: float = 0.95) -> dict[str, Any] | None:
-    """Paired bootstrap of the difference of two means on the same items.
-
-    ``d_i = a_i − b_i``; the estimate is ``mean(a) − mean(b) = mean(d)``. Each of ``B`` resamples draws ``n``
-    item indices with replacement (the same indices for both systems, which keeps the pairing), giving
-    ``mean(d*_b)``; the interval is the percentile interval of those ``B`` means (as :func:`bootstrap_mean_ci`
-    on ``d``, with the same seed and draws). Returns ``{"diff", "ci", "n", "n_boot", "seed", "confidence"}``,
-    or None for empty input.
+    """Paired bootstrap of the difference of two means on the same items: :func:`bootstrap_mean_ci` of
+    ``d_i = a_i − b_i`` (each resample draws the same item indices for both systems, which keeps the pairing; the
+    estimate is ``mean(a) − mean(b) = mean(d)``). Returns ``{"diff", "ci", "n", "n_boot", "seed",
+    "confidence"}``, or None for empty input.
     """
     x, y = _as_array(a, "a"), _as_array(b, "b")
     if len(x) != len(y):
@@ -151,11 +120,7 @@ def mcnemar_exact(b: int, c: int) -> float:
     if b < 0 or c < 0 or int(b) != b or int(c) != c:
         raise ValueError(f"discordant counts must be non-negative integers, got b={b}, c={c}")
     n = int(b) + int(c)
-    if n == 0:
-        return 1.0
-    from scipy.stats import binomtest
-
-    return float(binomtest(int(b), n, 0.5, alternative="two-sided").pvalue)
+    return 1.0 if n == 0 else float(stats.binomtest(int(b), n, 0.5, alternative="two-sided").pvalue)
 
 
 def paired_comparison(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, n_boot: int = 10_000,

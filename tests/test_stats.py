@@ -19,15 +19,17 @@ def test_wilson_matches_scipy(x, n, confidence):
     assert ours == pytest.approx((ref.low, ref.high), abs=1e-12)
 
 
-def test_wilson_formula_by_hand_and_edges():
-    x, n, z = 30, 100, norm.ppf(0.975)
+@pytest.mark.parametrize("x", [30, 30.5, 0.25])  # scipy's binomtest for counts; an expected count by the formula
+def test_wilson_formula_by_hand_and_edges(x):
+    n, z = 100, norm.ppf(0.975)
     p = x / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    assert stats.wilson_interval(x, n) == pytest.approx((centre - half, centre + half))
+    assert stats.wilson_interval(x, n) == pytest.approx((centre - half, centre + half), abs=1e-12)
     assert stats.wilson_interval(0, 0) is None
-    lo, hi = stats.wilson_interval(2.5, 10)  # a fractional (expected) count is accepted
-    assert lo < 0.25 < hi
+    lo, hi = stats.wilson_interval(2.5, 10)  # a fractional (expected) count lies between its neighbours
+    (lo2, hi2), (lo3, hi3) = stats.wilson_interval(2, 10), stats.wilson_interval(3, 10)
+    assert lo2 < lo < lo3 and hi2 < hi < hi3 and lo < 0.25 < hi
     for bad in [(-1, 5), (6, 5)]:
         with pytest.raises(ValueError):
             stats.wilson_interval(*bad)
