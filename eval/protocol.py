@@ -1,6 +1,6 @@
 """How each evaluation task was run: the protocol block of every eval result's provenance (the run line's
-``provenance.eval``, ``<task>.json``'s ``provenance.protocol``); :func:`thtb.provenance.deviations` compares it with
-the paper's."""
+``provenance.eval``, ``<task>.json``'s ``provenance.protocol``); :func:`thtb.eval.provenance.deviations` compares
+it with the paper's."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ Aggregation, per table
 Outputs (:func:`write_tables`)
     ``<table>.md`` / ``.tex``: the paper's layout (rows = method–size blocks, columns = categories or
     subsets + Overall), each cell ``ours / published (Δ)``; missing numbers are "—", never filled in.
-    Provenance: each line's ``provenance`` is compared with the paper's setup (:func:`thtb.provenance.deviations`).
+    Provenance: each line's ``provenance`` is compared with the paper's setup (:func:`thtb.eval.provenance.deviations`).
     Runs whose selection or training differs (offline scorers, ``fidelity=paper``, another recipe, unknown
     provenance) get their own row, labelled with the difference, with no published number beside them; runs
     evaluated with another protocol stay beside the published number, marked § with a footnote saying what
@@ -42,7 +42,7 @@ import pandas as pd
 
 from thtb.eval.stats import t_interval
 from thtb.io import atomic_path, atomic_write_text
-from thtb.provenance import describe, deviations
+from thtb.eval.provenance import describe, deviations
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def select_lines(lines: Iterable[Mapping], spec: TableSpec, *, include: Mapping 
                  exclude: Mapping | None = None, baseline: str = "full") -> dict[tuple, list[dict]]:
     """The lines a table uses, one per ``(method, model_size, variant, seed)``, grouped by
     ``(method, model_size, variant)``: ``variant`` = ``(row deviations, eval deviations)`` from the paper's setup
-    (:func:`thtb.provenance.deviations`), so runs of different provenance never share a cell."""
+    (:func:`thtb.eval.provenance.deviations`), so runs of different provenance never share a cell."""
     chosen: dict[tuple, tuple] = {}
     for order, line in enumerate(lines):
         if spec.block not in line["metrics"] or (include and not _matches(line, include)) or _matches(line, exclude):

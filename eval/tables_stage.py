@@ -22,7 +22,7 @@ from typing import Any
 
 from thtb import __version__
 from thtb.io import atomic_path, atomic_write_text
-from thtb.provenance import deviations
+from thtb.eval.provenance import deviations
 from thtb.eval.tables import (compare_markdown, compare_methods, paired_comparisons, paired_markdown, plot_compare,
                               read_run_files, read_wandb_lines, write_tables)
 from thtb.tracking import Tracker

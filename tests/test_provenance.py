@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from tests.helpers import ROOT, compose_cfg, shared_file
 from thtb import provenance
+from thtb.eval.provenance import selection_deviations
 from thtb.methods import check_scorers_available, selection_provenance
 from thtb.scorers.availability import ScorerUnavailableError
 
@@ -140,7 +141,7 @@ def test_paper_experiments_select_with_the_papers_scorers(experiment, tmp_path):
     offline = selection_provenance(_resolved(f"+experiment={experiment}", "scoring=offline",
                                                         tmp_path=tmp_path))
     assert offline["scorer_setup"] == "offline"
-    assert provenance.selection_deviations(offline) == ["offline scorers"]
+    assert selection_deviations(offline) == ["offline scorers"]
 
 
 def test_paper_scorers_that_cannot_load_stop_before_any_work(tmp_path, monkeypatch):

@@ -13,9 +13,6 @@ Two jobs, one module:
   statements, found with :mod:`ast`, plus the modules named by the config's Hydra ``_target_`` s), the package
   resource files (Bloom lexicon, discipline catalogue …) and the versions of the libraries that compute it.
   Editing any of them changes the key, so a stale result is never served.
-
-:func:`deviations` compares a run's provenance with the paper's setup (:data:`PAPER_SETUP`); the tables use
-it to keep runs of different provenance in different rows and to say plainly how a row differs from the paper.
 """
 
 from __future__ import annotations
@@ -293,95 +290,3 @@ def training_provenance(cfg: Mapping, summary: Mapping | None = None) -> dict[st
             "dataset": train.get("dataset") or "selection", "fingerprint": summary.get("fingerprint"),
             "subset_fingerprint": summary.get("subset_fingerprint")}
 
-
-# ------------------------------------------------------------------------------------ vs. the paper
-def _short(model: Any) -> str:
-    return str(model).rstrip("/").rpartition("/")[2] if model else "none"
-
-
-def selection_deviations(sel: Mapping | None) -> list[str]:
-    """How a subset's selection (its provenance, :func:`thtb.methods.selection_provenance`) differs from the authors'
-    (empty: made as they made it): scorers other than theirs; for the cascade (a selection with stages), a fidelity
-    other than theirs. A method that scores nothing (random, longest) has nothing to differ in."""
-    if not sel:
-        return []
-    out = []
-    setup = sel.get("scorer_setup")
-    scorers = sel.get("scorers") or {}
-    if scorers and setup == "offline":
-        out.append("offline scorers")
-    elif scorers and setup == "custom":
-        out.append("scorers " + ", ".join(f"{role} {_short(s.get('model') or s.get('backend'))}"
-                                          for role, s in sorted(scorers.items())))
-    if sel.get("stages") and sel.get("fidelity") != PAPER_SETUP["fidelity"]:
-        out.append(f"fidelity={sel.get('fidelity')}")
-    return out
-
-
-def eval_deviations(block: str, protocol: Mapping | None) -> list[str]:
-    """How one evaluation differs from the authors' protocol."""
-    if not protocol:
-        return []
-    if block == "mmlu_pro" and protocol.get("protocol") != PAPER_SETUP["mmlu_pro_protocol"]:
-        return [f"MMLU-Pro via {protocol.get('protocol')}"]
-    if block == "pairwise":
-        out = [f"judge {_short(protocol.get('judge'))}"] if protocol.get("judge") != PAPER_SETUP["pairwise_judge"] else []
-        if protocol.get("template") not in (None, "forced"):
-            out.append(f"judge template {protocol.get('template')} (ties allowed)")
-        return out
-    return []
-
-
-def score_deviations(score: Mapping | None) -> list[str]:
-    """How a dataset's THTB score (Table 3) was scored differently from the authors."""
-    if not score:
-        return []
-    return [f"THTB score: {d}" for d in selection_deviations(score)]
-
-
-def deviations(line: Mapping, block: str) -> dict[str, list[str]]:
-    """``{"row": [...], "eval": [...]}``: how a run line's result for ``block`` differs from the paper's setup.
-
-    ``row`` differences (selection scorers, fidelity, training recipe, unknown provenance) make a different
-    experiment: such a run is its own row and no published number stands beside it. ``eval`` differences (the
-    scoring protocol) keep it beside the published number, marked, with a footnote saying what differs."""
-    prov = line.get("provenance")
-    if not isinstance(prov, Mapping):
-        return {"row": ["provenance unknown"], "eval": []}
-    row = selection_deviations(prov.get("selection"))
-    recipe = (prov.get("training") or {}).get("recipe")
-    if recipe and recipe != PAPER_SETUP["train_recipe"]:
-        row.append(f"train={recipe}")
-    evals = eval_deviations(block, (prov.get("eval") or {}).get(block))
-    if block == "exam":
-        evals += score_deviations(prov.get("score"))
-    return {"row": row, "eval": evals}
-
-
-def describe(line: Mapping, block: str) -> str:
-    """One line saying what produced a run line's ``block`` result (the tables' ``provenance`` column)."""
-    prov = line.get("provenance")
-    if not isinstance(prov, Mapping):
-        return "provenance unknown"
-    parts = []
-    sel = prov.get("selection") or {}
-    if sel:
-        scorers = ", ".join(f"{role} {_short(s.get('model') or s.get('backend'))}"
-                            + (f" ({', '.join((s.get('prompts') or {}).values())})" if s.get("prompts") else "")
-                            for role, s in sorted((sel.get("scorers") or {}).items()))
-        parts.append(f"selection {sel.get('method')}" + (f" [{scorers}]" if scorers else "")
-                     + (f", fidelity={sel['fidelity']}" if sel.get("fidelity") and scorers else ""))
-    train = prov.get("training") or {}
-    if train:
-        parts.append(f"train {train.get('recipe')} on {train.get('model')}")
-    protocol = (prov.get("eval") or {}).get(block) or {}
-    if block == "mmlu_pro" and protocol:
-        parts.append(f"MMLU-Pro {protocol.get('protocol')}, {protocol.get('fewshot')}-shot"
-                     + (", chat template" if protocol.get("apply_chat_template") else ""))
-    elif block == "pairwise" and protocol:
-        parts.append(f"judge {_short(protocol.get('judge'))} ({protocol.get('prompt')}, order {protocol.get('order')})")
-    thtb = prov.get("thtb") or {}
-    if thtb:
-        commit = (thtb.get("commit") or "")[:10] or "no commit"
-        parts.append(f"thtb {thtb.get('version')} @ {commit}{' (dirty)' if thtb.get('dirty') else ''}")
-    return "; ".join(parts)
