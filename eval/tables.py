@@ -406,23 +406,14 @@ def row_cost(runs: list[Mapping]) -> dict[str, Any]:
     from thtb.cost import cost_text
 
     costs = [r["line"].get("cost") or {} for r in runs]
-
-    def mean(stage: str, key: str) -> float:
-        values = [(c.get(stage) or {}).get(key) for c in costs]
-        values = [v for v in values if v is not None]
-        return float(np.mean(values)) if values else math.nan
-
-    out = {"selection_device_hours": mean("selection", "device_hours"),
-           "training_device_hours": mean("training", "device_hours"),
-           "judge_requests": mean("selection", "judge_requests"), "training_tokens": mean("training", "tokens")}
-    known = {"selection": {"device_hours": None if math.isnan(out["selection_device_hours"])
-                           else out["selection_device_hours"],
-                           "judge_requests": 0 if math.isnan(out["judge_requests"]) else round(out["judge_requests"])},
-             "training": {"device_hours": None if math.isnan(out["training_device_hours"])
-                          else out["training_device_hours"],
-                          "tokens": None if math.isnan(out["training_tokens"]) else round(out["training_tokens"])}}
-    out["cost"] = cost_text(known) if any(costs) else MISSING
-    return out
+    names = {"selection.device_hours": "selection_device_hours", "training.device_hours": "training_device_hours",
+             "selection.judge_requests": "judge_requests", "training.tokens": "training_tokens"}
+    # the mean of the lines that record each value; NaN where none does
+    out = pd.json_normalize(costs).reindex(columns=list(names)).astype(float).mean().rename(names).to_dict()
+    sel, train, requests, tokens = (None if math.isnan(v) else v for v in out.values())
+    text = cost_text({"selection": {"device_hours": sel, "judge_requests": round(requests or 0)},
+                      "training": {"device_hours": train, "tokens": tokens and round(tokens)}})
+    return {**out, "cost": text if any(costs) else MISSING}
 
 
 def row_overlap(runs: list[Mapping], name: str | None) -> str:
@@ -442,46 +433,44 @@ def row_overlap(runs: list[Mapping], name: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------- rendering
-_SYMBOLS = {
-    "md": {"missing": MISSING, "pm": "±", "smoke": SMOKE, "typo": TYPO, "differs": DIFFERS},
-    "tex": {"missing": "---", "pm": r"$\pm$", "smoke": r"$^\dagger$", "typo": r"$^\ddagger$", "differs": r"$^\S$"},
-}
+TEX_SYMBOLS = str.maketrans({"—": "---", "–": "--", "−": "$-$", "Δ": r"$\Delta$", "±": r"$\pm$",
+                             "·": r"$\cdot$", "≈": r"$\approx$", SMOKE: r"$^\dagger$", TYPO: r"$^\ddagger$",
+                             DIFFERS: r"$^\S$"})
+"""The symbols of the markdown cells and notes, in TeX (pandas' LaTeX escaping leaves Unicode as it is)."""
+
+
+def tex(text: str) -> str:
+    """``text`` for LaTeX: pandas' LaTeX escaping (the one ``Styler.format(escape="latex")`` applies; imported
+    because pandas has no public name for it and the notes and caption are no table cells), then
+    :data:`TEX_SYMBOLS`."""
+    from pandas.io.formats.style_render import _escape_latex
+
+    return _escape_latex(str(text)).translate(TEX_SYMBOLS)
 
 
 def _is_typo(note: Any) -> bool:
     return isinstance(note, str) and note.startswith("typo")
 
 
-def cell_text(rec: Mapping, digits: int = 2, style: str = "md") -> str:
+def cell_text(rec: Mapping, digits: int = 2) -> str:
     """``ours / published (Δ)``; "—" for a missing side (never filled); ± std (n seeds) or a run's [95% CI];
-    † smoke slice, ‡ published typo."""
-    sym = _SYMBOLS[style]
+    † smoke slice, ‡ published typo, § evaluated otherwise than the paper (LaTeX: :func:`tex` of it)."""
     if pd.isna(rec["ours"]):
-        ours = sym["missing"]
+        ours = MISSING
     else:
         ours = f"{rec['ours']:.{digits}f}"
         if rec["n_seeds"] > 1:
-            ours += (f" {sym['pm']} {rec['ours_std']:.{digits}f} [{rec['ours_ci_low']:.{digits}f}, "
+            ours += (f" ± {rec['ours_std']:.{digits}f} [{rec['ours_ci_low']:.{digits}f}, "
                      f"{rec['ours_ci_high']:.{digits}f}] (n={rec['n_seeds']} seeds)")
         elif not pd.isna(rec["ours_ci_low"]):
             ours += f" [{rec['ours_ci_low']:.{digits}f}, {rec['ours_ci_high']:.{digits}f}]"
-        ours += sym["smoke"] if rec["smoke"] else ""
-    pub = sym["missing"] if pd.isna(rec["published"]) else f"{rec['published']:.{digits}f}"
-    pub += sym["typo"] if _is_typo(rec["published_note"]) else ""
-    pub += sym["differs"] if rec.get("differs") else ""
-    text = f"{ours} / {pub}"
+        ours += SMOKE if rec["smoke"] else ""
+    pub = MISSING if pd.isna(rec["published"]) else f"{rec['published']:.{digits}f}"
+    pub += (TYPO if _is_typo(rec["published_note"]) else "") + (DIFFERS if rec.get("differs") else "")
     if pd.isna(rec["delta"]):
-        return text
+        return f"{ours} / {pub}"
     ns = ", ns" if rec.get("significant") is False else ""  # the published number lies inside our 95% CI
-    return f"{text} ({rec['delta']:+.{digits}f}{ns})"
-
-
-def _rows(frame: pd.DataFrame) -> list[tuple[str, str, str, list[dict]]]:
-    """``(model_size, method, label, cells)`` in the frame's order."""
-    out: dict[tuple, list] = {}
-    for rec in frame.to_dict("records"):
-        out.setdefault((rec["model_size"], rec["method"], rec["label"]), []).append(rec)
-    return [(*k, v) for k, v in out.items()]
+    return f"{ours} / {pub} ({rec['delta']:+.{digits}f}{ns})"
 
 
 def footnotes(frame: pd.DataFrame, spec: TableSpec | None = None) -> list[str]:
@@ -512,46 +501,47 @@ def footnotes(frame: pd.DataFrame, spec: TableSpec | None = None) -> list[str]:
     return notes
 
 
+ROW = ["model_size", "method", "label"]  # a table row of the tidy frame
+
+
+def _grid(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    """The table as shown: per row (in the frame's order) its label, one :func:`cell_text` per column, its cost and
+    eval-set overlap; indexed by model size."""
+    rows = frame.drop_duplicates(ROW)
+    cells = frame.assign(text=[cell_text(r, spec.digits(r["column"])) for r in frame.to_dict("records")])
+    grid = cells.pivot(index=ROW, columns="header", values="text").reindex(
+        index=pd.MultiIndex.from_frame(rows[ROW]), columns=[h for _, h in spec.columns])
+    grid.insert(0, "Method", rows["label"].to_numpy())
+    grid["Cost (device-hours)"] = rows["cost"].to_numpy()
+    if spec.contamination_set:
+        grid["Eval-set overlap"] = rows["overlap"].to_numpy()
+    return grid.set_axis(rows["model_size"], axis=0)
+
+
+def markdown(table: pd.DataFrame, title: str, notes: Iterable[str]) -> str:
+    """``### title``, the table (pandas' ``to_markdown``: tabulate's pipe format, cells as they are) and the notes."""
+    body = table.to_markdown(index=False, disable_numparse=True)
+    return "\n".join([f"### {title}", "", body, ""] + [f"- {n}" for n in notes]) + "\n"
+
+
 def to_markdown(frame: pd.DataFrame, spec: TableSpec) -> str:
-    extra = ["Cost (device-hours)"] + (["Eval-set overlap"] if spec.contamination_set else [])
-    lines = [f"### {spec.title}", "", "| Method | " + " | ".join([*(h for _, h in spec.columns), *extra]) + " |",
-             "|---" * (len(spec.columns) + len(extra) + 1) + "|"]
-    for _, _, label, cells in _rows(frame):
-        tail = [cells[0]["cost"]] + ([cells[0]["overlap"]] if spec.contamination_set else [])
-        lines.append(f"| {label} | " + " | ".join([*(cell_text(c, spec.digits(c["column"])) for c in cells), *tail])
-                     + " |")
-    return "\n".join(lines + [""] + [f"- {n}" for n in footnotes(frame, spec)]) + "\n"
-
-
-def _tex_escape(text: str) -> str:
-    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---", "–": "--", "−": "$-$",
-            "Δ": r"$\Delta$", "±": r"$\pm$", "·": r"$\cdot$", SMOKE: r"$^\dagger$", TYPO: r"$^\ddagger$",
-            "≈": r"$\approx$"}
-    return "".join(repl.get(ch, ch) for ch in text)
+    return markdown(_grid(frame, spec), spec.title, footnotes(frame, spec))
 
 
 def to_latex(frame: pd.DataFrame, spec: TableSpec) -> str:
-    """The markdown table's content for LaTeX: the same cells, cost and eval-set overlap columns and notes."""
-    extra = ["Cost (device-hours)"] + (["Eval-set overlap"] if spec.contamination_set else [])
-    headers = [h for _, h in spec.columns] + extra
+    """The markdown table's content for LaTeX (pandas' ``Styler.to_latex``, booktabs rules): the same cells, cost and
+    eval-set overlap columns and notes, a rule between the model sizes' blocks."""
+    grid = _grid(frame, spec)
+    tabular = grid.style.hide(axis="index").format(tex).format_index(tex, axis=1).to_latex(
+        hrules=True, column_format="l" + "c" * (grid.shape[1] - 1)).splitlines()
+    body = tabular.index(r"\midrule") + 1
+    for i in reversed([i for i in range(1, len(grid)) if grid.index[i] != grid.index[i - 1]]):
+        tabular.insert(body + i, r"\midrule")
     out = [r"% generated by thtb.eval.tables (needs \usepackage{booktabs,graphicx})", r"\begin{table}[t]",
-           r"\centering", rf"\caption{{{_tex_escape(spec.title)}: ours / published ($\Delta$)}}",
-           rf"\label{{tab:{spec.name}}}", r"\resizebox{\textwidth}{!}{%",
-           rf"\begin{{tabular}}{{l{'c' * len(headers)}}}", r"\toprule",
-           "Method & " + " & ".join(_tex_escape(h) for h in headers) + r" \\", r"\midrule"]
-    previous = None
-    for size, _, label, cells in _rows(frame):
-        if previous is not None and size != previous:
-            out.append(r"\midrule")
-        previous = size
-        tail = [cells[0]["cost"]] + ([cells[0]["overlap"]] if spec.contamination_set else [])
-        out.append(_tex_escape(label) + " & " + " & ".join(
-            [*(cell_text(c, spec.digits(c["column"]), "tex") for c in cells), *(_tex_escape(t) for t in tail)])
-            + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip\footnotesize"]
-    out += [_tex_escape(n) + r"\\" for n in footnotes(frame, spec)]
-    return "\n".join(out + [r"\end{table}"]) + "\n"
+           r"\centering", rf"\caption{{{tex(spec.title)}: ours / published ($\Delta$)}}", rf"\label{{tab:{spec.name}}}",
+           r"\resizebox{\textwidth}{!}{%", *tabular[:-1], tabular[-1] + "}", r"\par\smallskip\footnotesize",
+           *(tex(n) + r"\\" for n in footnotes(frame, spec)), r"\end{table}"]
+    return "\n".join(out) + "\n"
 
 
 def plot_overall(frame: pd.DataFrame, spec: TableSpec, path: str | Path) -> Path:
@@ -693,16 +683,14 @@ def _metric_text(rec: Mapping, col: str) -> str:
 def compare_markdown(frame: pd.DataFrame, title: str = "Selection methods compared") -> str:
     """The comparison as markdown: one row per method, its seeds, both metrics with their intervals, cost, overlap."""
     baseline = next((b for b in frame["pairwise_baseline"] if isinstance(b, str)), "the baseline")
-    rows = [f"### {title}", "", f"| Method | seeds | MMLU-Pro (%) | win rate vs {baseline} (%, ties 0) | cost "
-            "(device-hours) | overlap MMLU-Pro / AlpacaEval |", "|---|---|---|---|---|---|"]
-    for r in frame.to_dict("records"):
-        mmlu, win = (_metric_text(r, c) + (SMOKE if r["smoke"] and not pd.isna(r[c]) else "")
-                     for c in ("mmlu_pro", "win_rate"))
-        overlap = " / ".join(r[c] if isinstance(r[c], str) and r[c] else MISSING
-                             for c in ("overlap_mmlu_pro", "overlap_alpaca_eval"))
-        rows.append(f"| {r['label']} | {r['n_seeds']} ({r['seeds']}) | {mmlu} | {win} | {r['cost']} | {overlap} |")
-    if frame.empty:
-        rows.append("| — | — | — | — | — | — |")
+    headers = ["Method", "seeds", "MMLU-Pro (%)", f"win rate vs {baseline} (%, ties 0)", "cost (device-hours)",
+               "overlap MMLU-Pro / AlpacaEval"]
+    rows = [[r["label"], f"{r['n_seeds']} ({r['seeds']})",
+             *(_metric_text(r, c) + (SMOKE if r["smoke"] and not pd.isna(r[c]) else "")
+               for c in ("mmlu_pro", "win_rate")),
+             r["cost"], " / ".join(r[c] if isinstance(r[c], str) and r[c] else MISSING
+                                   for c in ("overlap_mmlu_pro", "overlap_alpaca_eval"))]
+            for r in frame.to_dict("records")]
     notes = ["Each metric: the mean ± std over the row's seeds and the 95% t-interval of that mean [a, b] (one seed: "
              "its 95% CI over the items). Rows that differ in provenance (scorers, fidelity, recipe, evaluation) are "
              "never merged: the label says how a row differs from the paper's setup.",
@@ -711,7 +699,7 @@ def compare_markdown(frame: pd.DataFrame, title: str = "Selection methods compar
              "Overlap: subset rows sharing a 13-word n-gram with the evaluation set / rows in the subset."]
     if frame["smoke"].any():
         notes.append(f"{SMOKE} evaluated on a slice: differences of a few points are within noise (see the intervals).")
-    return "\n".join(rows + [""] + [f"- {n}" for n in notes]) + "\n"
+    return markdown(pd.DataFrame(rows or [[MISSING] * len(headers)], columns=headers), title, notes)
 
 
 def plot_compare(frame: pd.DataFrame, path: str | Path, metric: str = "mmlu_pro") -> Path:
@@ -843,17 +831,13 @@ def paired_comparisons(lines: Iterable[Mapping], reference: str = "thtb", n_boot
 
 def paired_markdown(frame: pd.DataFrame) -> str:
     """The paired comparisons as a markdown table (``*`` marks p < 0.05)."""
-    rows = ["### Paired comparisons (same questions / prompts)", "",
-            "| task | size | model | A − B | seeds | metric | n | Δ (pp) [95% CI] | p | test | decision |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in frame.to_dict("records"):
-        mark = "*" if r["significant"] else " (ns)"
-        rows.append(f"| {r['task']} | {r['model_size']} | {r['model']} | {r['method_a']} − {r['method_b']} | "
-                    f"{r['seeds']} | {r['metric']} | {r['n']} | {r['diff']:+.2f} [{r['ci_low']:+.2f}, "
-                    f"{r['ci_high']:+.2f}]{mark} | {r['p_value']:.3g} | {r['test']} | {r['decision'] or ''} |")
-    if frame.empty:
-        rows.append("| — | — | — | — | — | — | — | — | — | — | — |")
-    note = ("- ns: not significant at 5%; * p < 0.05. Only runs evaluated the same way, with their per-item samples "
+    headers = ["task", "size", "model", "A − B", "seeds", "metric", "n", "Δ (pp) [95% CI]", "p", "test", "decision"]
+    rows = [[r["task"], r["model_size"], r["model"], f"{r['method_a']} − {r['method_b']}", r["seeds"], r["metric"],
+             r["n"], f"{r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+             + ("*" if r["significant"] else " (ns)"),
+             f"{r['p_value']:.3g}", r["test"], r["decision"] or ""] for r in frame.to_dict("records")]
+    note = ("ns: not significant at 5%; * p < 0.05. Only runs evaluated the same way, with their per-item samples "
             "on disk, are compared. Runs with the same seed are a pair; the pooled row tests every pair's items at "
             "once, and its decision counts the pairs A leads.")
-    return "\n".join(rows + ["", note]) + "\n"
+    return markdown(pd.DataFrame(rows or [[MISSING] * len(headers)], columns=headers),
+                    "Paired comparisons (same questions / prompts)", [note])

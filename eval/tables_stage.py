@@ -20,6 +20,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from thtb import __version__
 from thtb.io import atomic_path, atomic_write_text
 from thtb.eval.provenance import deviations
@@ -48,12 +50,13 @@ def summary_table(lines: list[dict], experiments: list[str]) -> str:
     for line in lines:
         if line.get("experiment") in experiments:
             latest[line["experiment"]] = line  # files are read in order: the last line wins
-    rows = ["| experiment | method | model | selection scorers | MMLU-Pro [95% CI] (n, scheme) | "
-            "win rate vs baseline, ties 0 / ½ (n, failed) | position consistency |", "|---|---|---|---|---|---|---|"]
+    headers = ["experiment", "method", "model", "selection scorers", "MMLU-Pro [95% CI] (n, scheme)",
+               "win rate vs baseline, ties 0 / ½ (n, failed)", "position consistency"]
+    rows = []
     for name in experiments:
         line = latest.get(name)
         if line is None:
-            rows.append(f"| {name} | — | — | — | — | — | — |")
+            rows.append([name] + ["—"] * 6)
             continue
         m = line.get("metrics", {})
         mp = m.get("mmlu_pro")
@@ -79,8 +82,8 @@ def summary_table(lines: list[dict], experiments: list[str]) -> str:
             mmlu += f" ({'; '.join(deviations(line, 'mmlu_pro')['eval'])})"
         if pw and deviations(line, "pairwise")["eval"]:
             win += f" ({'; '.join(deviations(line, 'pairwise')['eval'])})"
-        rows.append(f"| {name} | {line.get('method')} | {line.get('model')} | {scorers} | {mmlu} | {win} | {cons} |")
-    return "\n".join(rows) + "\n"
+        rows.append([name, line.get("method"), line.get("model"), scorers, mmlu, win, cons])
+    return pd.DataFrame(rows, columns=headers).to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def write_comparison(lines: list[dict], experiments: list[str], out_dir: Path, plots: bool = True) -> dict[str, Any]:

@@ -2,8 +2,18 @@
 compared with ``tests/golden/``.
 
 The files were written from the code as it was before the statistics moved onto scipy and the tables onto pandas'
-renderers (issue 24), so that the change shows here as a diff. ``THTB_UPDATE_GOLDEN=1`` rewrites them from the
-code as it is now (then say in the commit which values changed, and why).
+renderers (issue 24, commit 303af3a), so that the change shows here as a diff. ``THTB_UPDATE_GOLDEN=1`` rewrites
+those that differ from the code as it is now (then say in the commit which values changed, and why). Since then:
+
+- no number changed: scipy's Wilson and t intervals and McNemar test equal the hand formulas to 1e-12, and
+  ``scipy.stats.bootstrap`` draws the same resample indices from the same generator (``stats.json``, the CSVs and
+  ``cells.json`` are as first written);
+- every ``.md`` table is padded into aligned columns with a ``|:---|`` alignment row (pandas' ``to_markdown``,
+  tabulate's pipe format) — the same cells, in the same order;
+- ``protocol_table1_mmlu_pro.tex``: the footnote of a cell evaluated otherwise starts with ``$^\S$`` like its cell
+  (it was a bare ``§``).
+
+The files:
 
 - ``stats.json``: every function of ``thtb.eval.stats`` on fixed inputs, compared to 1e-12.
 - ``<scenario>_<table>.{md,tex,csv}``: the paper tables built from the run lines of ``tests/test_tables.py``'s
@@ -14,6 +24,7 @@ code as it is now (then say in the commit which values changed, and why).
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import math
@@ -27,7 +38,8 @@ import pytest
 from tests.tables_fixtures import FIXTURE, PAPER, line, mmlu_samples, provenance
 from thtb.eval import stats
 from thtb.eval.tables import (TABLES, build_table, cell_text, compare_markdown, compare_methods, footnotes,
-                              paired_comparisons, paired_markdown, parse_line, read_published, to_latex, to_markdown)
+                              paired_comparisons, paired_markdown, parse_line, read_published, tex, to_latex,
+                              to_markdown)
 from thtb.eval.tables_stage import summary_table
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -36,13 +48,26 @@ TOL = 1e-12
 
 
 # ------------------------------------------------------------------------------------------ comparing
-def check_text(name: str, text: str) -> None:
+def _compare(name: str, text: str, differences) -> None:
+    """Assert that ``differences(golden text)`` is empty; under ``THTB_UPDATE_GOLDEN=1`` write ``text`` instead where
+    the golden file is missing or differs (files within the tolerance stay as they are)."""
     path = GOLDEN / name
-    if UPDATE:
+    found = differences(path.read_text(encoding="utf-8")) if path.exists() else [f"{path} is missing"]
+    if UPDATE and found:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         return
-    assert text == path.read_text(encoding="utf-8"), f"{name} differs from {path} (THTB_UPDATE_GOLDEN=1 rewrites it)"
+    assert not found, f"{name} differs from the golden file (THTB_UPDATE_GOLDEN=1 rewrites it): {found}"
+
+
+def check_text(name: str, text: str) -> None:
+    def differences(golden: str) -> list[str]:
+        if text == golden:
+            return []
+        diff = difflib.unified_diff(golden.splitlines(), text.splitlines(), "golden", "now", lineterm="", n=1)
+        return list(diff)[:40]
+
+    _compare(name, text, differences)
 
 
 def _flat(value, key: str = "") -> dict[str, object]:
@@ -55,28 +80,31 @@ def _flat(value, key: str = "") -> dict[str, object]:
 
 def check_numbers(name: str, value: dict) -> None:
     """Numbers to 1e-12 (absolute), everything else exactly."""
-    value = json.loads(json.dumps(value))
-    if UPDATE:
-        check_text(name, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
-        return
-    got, want = _flat(value), _flat(json.loads((GOLDEN / name).read_text(encoding="utf-8")))
-    assert sorted(got) == sorted(want), name
-    for key, expected in want.items():
-        if isinstance(expected, float) and not isinstance(got[key], bool):
-            assert got[key] == pytest.approx(expected, abs=TOL, nan_ok=True), (name, key)
-        else:
-            assert got[key] == expected, (name, key)
+    got = _flat(json.loads(json.dumps(value)))
+
+    def differences(golden: str) -> list[str]:
+        want = _flat(json.loads(golden))
+        if sorted(got) != sorted(want):
+            return [f"keys: {sorted(set(got) ^ set(want))}"]
+        return [f"{k}: {got[k]!r} != {w!r}" for k, w in want.items()
+                if not (got[k] == pytest.approx(w, abs=TOL, nan_ok=True) if isinstance(w, float) else got[k] == w)]
+
+    _compare(name, json.dumps(value, indent=1, ensure_ascii=False) + "\n", differences)
 
 
 def check_frame(name: str, frame: pd.DataFrame) -> None:
     """A frame through CSV: its text columns exactly, its numbers to 1e-12."""
     text = frame.to_csv(index=False)
-    if UPDATE:
-        check_text(name, text)
-        return
-    got = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
-    want = pd.read_csv(GOLDEN / name, keep_default_na=False, na_values=[""])
-    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=0, atol=TOL)
+
+    def differences(golden: str) -> list[str]:
+        read = [pd.read_csv(io.StringIO(t), keep_default_na=False, na_values=[""]) for t in (text, golden)]
+        try:
+            pd.testing.assert_frame_equal(*read, check_exact=False, rtol=0, atol=TOL)
+        except AssertionError as err:
+            return [str(err)]
+        return []
+
+    _compare(name, text, differences)
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -186,7 +214,7 @@ def test_cells_and_footnotes_golden():
     records = [*frame.to_dict("records"), *hand]
     check_numbers("cells.json", {
         "md": [cell_text(r, d) for r in records for d in (2, 4)],
-        "tex": [cell_text(r, d, "tex") for r in records for d in (2, 4)],
+        "tex": [tex(cell_text(r, d)) for r in records for d in (2, 4)],
         "footnotes": {name: footnotes(build_table(_parsed(FIXTURE), read_published(PAPER, name), TABLES[name]),
                                       TABLES[name]) for name in TABLES} | {"no spec": footnotes(frame)},
     })

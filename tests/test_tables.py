@@ -101,23 +101,24 @@ def cfg_for(runs: Path, out: Path, **tables) -> dict:
     return {"tables": conf, "experiment_name": "paper_tables"}
 
 
-def _cells(row: str) -> list[str]:
-    return [c.strip() for c in row.strip().strip("|").split("|")][1:]
+def md_table(md: str) -> dict[str, list[str]]:
+    """A markdown table's rows by their first cell (the header row under its first header), each its other cells
+    (the cells stripped of the renderer's padding; the alignment row left out)."""
+    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in md.splitlines() if r.startswith("|")]
+    return {r[0]: r[1:] for r in rows if not set("".join(r)) <= set(":-")}
 
 
 def md_row(md: str, label: str) -> list[str]:
     """The metric cells of a table row (the cost and overlap columns after them: :func:`md_extra`)."""
-    header = _cells(next(r for r in md.splitlines() if r.startswith("| Method |")))
-    width = header.index("Cost (device-hours)")
-    return _cells(next(r for r in md.splitlines() if r.startswith(f"| {label} |")))[:width]
+    table = md_table(md)
+    return table[label][:table["Method"].index("Cost (device-hours)")]
 
 
 def md_extra(md: str, label: str) -> dict[str, str]:
     """A row's cost and eval-set overlap cells, by header."""
-    header = _cells(next(r for r in md.splitlines() if r.startswith("| Method |")))
-    row = _cells(next(r for r in md.splitlines() if r.startswith(f"| {label} |")))
-    width = header.index("Cost (device-hours)")
-    return dict(zip(header[width:], row[width:], strict=True))
+    table = md_table(md)
+    width = table["Method"].index("Cost (device-hours)")
+    return dict(zip(table["Method"][width:], table[label][width:], strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +180,7 @@ def test_smoke_cell_is_flagged(tables):
 def test_ours_only_methods_are_appended_under_their_block(tables):
     out, _ = tables
     md = (out / "table1_mmlu_pro.md").read_text()
-    labels = [r.split("|")[1].strip() for r in md.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    labels = list(md_table(md))[1:]
     assert labels.index("Longest-3B") == labels.index("Ours-3B") + 1
     assert md_row(md, "Longest-3B")[-2] == f"31.00 / {MISSING}"
 
@@ -190,7 +191,7 @@ def test_pairwise_ci_and_table3(tables):
     assert md_row(md2, "Ours-1B")[-2] == "75.00 [72.10, 78.00] / 75.03 (-0.03, ns)"  # inside our CI: not significant
     assert md_row(md2, "Ours-1B")[1] == "80.00 [73.00, 86.00] / 79.49 (+0.51, ns)"
     assert "ns: the published number lies inside our 95% CI" in md2
-    assert "| Full-1B |" not in md2
+    assert "Full-1B" not in md_table(md2)
     md3 = (out / "table3_tcm.md").read_text()
     assert md_row(md3, "Hard Instruction Dataset (200, THTB-guided)") == ["60.00 / 61.82 (-1.82)",
                                                                            "0.5000 / 0.5518 (-0.0518)"]
@@ -277,7 +278,7 @@ def test_another_eval_protocol_is_marked_beside_the_published_number(tmp_path):
     run_tables(cfg_for(tmp_path / "runs", tmp_path / "out"), tmp_path / "run")
     md = (tmp_path / "out" / "table1_mmlu_pro.md").read_text()
     assert md_row(md, "Ours-1B · MMLU-Pro via lm-eval")[-2] == "21.00 / 20.65§ (+0.35)"
-    assert "| Ours-1B |" not in md  # the paper's row is the marked one, not a second empty row
+    assert "Ours-1B" not in md_table(md)  # the paper's row is the marked one, not a second empty row
     assert md_row(md, "Random Sampling-1B")[-2] == "19.00 / 19.58 (-0.58)"
     assert "§ Ours-1B · MMLU-Pro via lm-eval: evaluated differently from the paper (MMLU-Pro via lm-eval)" in md
     assert "TIGER-AI-Lab's MMLU-Pro script" in md
@@ -305,7 +306,10 @@ def test_paired_comparisons_on_the_same_questions(tmp_path):
     assert (r.n, r["diff"], r.test) == (200, 25.0, "exact McNemar") and r.p_value < 1e-6 and r.significant
     assert lg["diff"] == pytest.approx(0.0) and lg.p_value == pytest.approx(1.0) and not lg.significant  # 5 vs 5
     md = (tmp_path / "out" / "paired.md").read_text()
-    assert "| mmlu_pro | 1B | m | thtb − random | 42 | accuracy (official) | 200 | +25.00 [" in md and "(ns)" in md
+    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in md.splitlines() if r.startswith("| mmlu_pro")]
+    random = next(r for r in rows if r[3] == "thtb − random")
+    assert random[:7] == ["mmlu_pro", "1B", "m", "thtb − random", "42", "accuracy (official)", "200"]
+    assert random[7].startswith("+25.00 [") and "(ns)" in md
     assert len(summary["paired"]["comparisons"]) == 2
 
 
@@ -414,10 +418,10 @@ def test_demo_summary_table_says_how_each_number_was_made():
     thtb_line = line("thtb", "135M", 42, mmlu=25.0, n=28, pairwise=pairwise, prov=provenance("thtb", setup="offline"))
     thtb_line["metrics"]["mmlu_pro"].update(ci95=[12.7, 43.4], scheme="official_guess")
     text = summary_table([parse_line(thtb_line, "x:1")], ["x_thtb", "x_random"])
-    row = next(r for r in text.splitlines() if r.startswith("| x_thtb |"))
+    row = " | ".join(md_table(text)["x_thtb"])
     assert "offline, fidelity=reference" in row and "25.00% [12.7, 43.4] (28, official_guess)" in row
     assert "40.0% / 45.0%, length-controlled 47.5% vs random" in row
-    assert "| x_random | — |" in text
+    assert md_table(text)["x_random"][0] == "—"
 
 
 def test_cost_and_eval_set_overlap_sit_beside_the_metric(tmp_path):
@@ -448,7 +452,7 @@ def test_cost_and_eval_set_overlap_sit_beside_the_metric(tmp_path):
     tex = (tmp_path / "out" / "table1_mmlu_pro.tex").read_text()  # the LaTeX table carries the same columns
     assert r"sel 1.5 h $\cdot$ 200 judge req $\cdot$ train 1 h, 1.2M tok & 3/2600 \\" in tex
     md2 = (tmp_path / "out" / "table2_alpacaeval.md").read_text()
-    assert "| Method |" in md2 and "Eval-set overlap" in md2.splitlines()[2]
+    assert md_table(md2)["Method"][-1] == "Eval-set overlap"
     csv = pd.read_csv(tmp_path / "out" / "table1_mmlu_pro.csv")
     ours = csv[(csv.method == "thtb") & (csv.column == "overall")].iloc[0]
     assert (ours.selection_device_hours, ours.training_device_hours, ours.judge_requests) == (1.5, 1.0, 200.0)
@@ -483,6 +487,7 @@ def test_compare_aggregates_seeds_per_method_and_never_merges_provenance(tmp_pat
     assert (authors.n_seeds, authors.mmlu_pro) == (1, 50.0) and np.isnan(authors.win_rate)
     assert frame[frame.method == "random"].iloc[0].mmlu_pro == 10.0  # the other experiment's 99 stays out
     md = (tmp_path / "out" / "compare.md").read_text()
-    assert "| Ours-135M · offline scorers | 2 (1,2) | 25.00 ± 7.07 [-38.53, 88.53]† | 50.00 ± 14.14 [" in md
+    assert md_table(md)["Ours-135M · offline scorers"][:2] == ["2 (1,2)", "25.00 ± 7.07 [-38.53, 88.53]†"]
+    assert md_table(md)["Ours-135M · offline scorers"][2].startswith("50.00 ± 14.14 [")
     assert (tmp_path / "out" / "compare_mmlu_pro.png").stat().st_size > 0
     assert (tmp_path / "out" / "compare_win_rate.png").stat().st_size > 0
