@@ -43,11 +43,13 @@ THTB_FRACTIONS = {"quality": 0.2, "intrinsic": 0.5, "extrinsic": 0.5}
 @dataclass
 class SelectionContext:
     """What a method's ``select`` may use besides the pool: the run's config (the scorers' configs), the seed, the
-    executor its per-row scorers run on, and the score cache. ``score`` runs one scorer call
+    fidelity (``reference``: the authors' code; ``paper``: the paper's text), the executor its per-row scorers run on,
+    and the score cache. ``score`` runs one scorer call
     through all of them."""
 
     cfg: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 42
+    fidelity: str = "reference"
     executor: Any = None
     cache: Any = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -280,7 +282,7 @@ def selection_provenance(cfg: Mapping[str, Any], fingerprint: str | None = None,
         "method": method.name,
         "label": method.label if method.variant() == method.name else method.variant(),
         "class": f"{kind.__module__}.{kind.__qualname__}",
-        "fidelity": str(cfg.get("fidelity", "reference")),
+        "fidelity": str(cfg["fidelity"]),
         **method.describe(),
         "variant": method.variant(),
         "seed": cfg.get("seed") if method.seeded else None,

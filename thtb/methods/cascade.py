@@ -91,7 +91,7 @@ class THTB(SelectionMethod):
         if "quality" in self.stages:
             out["reward"] = reward_identity(cfg.get("reward"))
         if "intrinsic" in self.stages:
-            bloom = prompts.BLOOM if cfg.get("fidelity", "reference") == "reference" else prompts.BLOOM_LEVEL
+            bloom = prompts.BLOOM if cfg["fidelity"] == "reference" else prompts.BLOOM_LEVEL
             out["judge"] = judge_identity(cfg.get("judge"), [bloom.name, prompts.DISCIPLINES.name,
                                                              prompts.DISCIPLINE_DESCRIPTION.name])
             out["embedder"] = embedder_identity(cfg.get("embedder"))
@@ -128,7 +128,7 @@ class THTB(SelectionMethod):
                      "set selection.budget to choose another", self.variant(), 100 * self.effective_budget(),
                      self.effective_budget())
         scorers = build_scorers(cfg, self.stages)
-        cascade = Cascade(self.cascade_config(str(cfg.get("fidelity", "reference"))), quality=scorers.quality,
+        cascade = Cascade(self.cascade_config(context.fidelity), quality=scorers.quality,
                           bloom=scorers.bloom, disciplines=scorers.disciplines, embedder=scorers.embedder,
                           score_cache=context.cache, executor=context.executor)
         try:

@@ -86,7 +86,7 @@ class Deita(EmbeddingMethod):
         from thtb.judge import prompts
         from thtb.provenance import judge_identity, reward_identity
 
-        bloom = prompts.BLOOM if cfg.get("fidelity", "reference") == "reference" else prompts.BLOOM_LEVEL
+        bloom = prompts.BLOOM if cfg["fidelity"] == "reference" else prompts.BLOOM_LEVEL
         return {"reward": reward_identity(cfg.get("reward")), "judge": judge_identity(cfg.get("judge"), [bloom.name]),
                 **super().identities(cfg)}
 
@@ -144,7 +144,7 @@ class Deita(EmbeddingMethod):
             level = np.array([BLOOM_LEVELS.index(v) + 1 for v in b.loc[ok, "bloom_level"]])
             complexity[ok] = deita_scale(maths.bloom_normalized(
                 score=b.loc[ok, "bloom_score"].to_numpy(np.float64), level_index=level,
-                fidelity=str(context.cfg.get("fidelity", "reference"))))
+                fidelity=context.fidelity))
         card["deita_complexity"], card["deita_quality"] = complexity, qual
         score = complexity * qual
         if failed.any():

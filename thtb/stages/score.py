@@ -67,7 +67,7 @@ def run_score(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
         records, report = load_records(
             source,
             format=train.get("dataset_format") if i == 0 and not sc.get("dataset") else None,
-            fidelity=cfg.get("fidelity", "reference"),
+            fidelity=cfg["fidelity"],
             split=train.get("dataset_split", "train"),
             limit=limit if limit is not None else (train.get("limit") if i == 0 else None),
         )
@@ -78,7 +78,7 @@ def run_score(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
     sel = cfg.get("selection") or {}
     method = THTB(name="thtb", fractions=sel.get("fractions"), failure_budget=sel.get("failure_budget", 0),
                   intrinsic=sel.get("intrinsic"), extrinsic=sel.get("extrinsic"))  # all three stages, whatever selects
-    config = method.cascade_config(str(cfg.get("fidelity", "reference")))
+    config = method.cascade_config(str(cfg["fidelity"]))
     if sc.get("k") is not None:
         config.k = int(sc["k"])
     scorers = build_scorers(cfg, list(STAGES))

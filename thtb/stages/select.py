@@ -81,7 +81,7 @@ def run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
     """Run the select stage from a resolved config dict; returns the summary."""
     method = build_method(cfg)
     cache = ScoreCache(Path(cfg["paths"]["cache_dir"]) / "scores", score_cache_key(cfg, method)) \
-        if cfg.get("reuse", True) else None
+        if cfg["reuse"] else None
     executor = build_executor(cfg, parts_dir=cache.root / "parts" / cache.key if cache is not None else None,
                               factory=method.build_scorer)
     try:
@@ -101,7 +101,7 @@ def _run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker, executor: 
     fp = selection_fingerprint(cfg, data_fp, method)
     out = run_dir / "selection"
     artifact = StageArtifact(cfg["paths"]["cache_dir"], "select", fp)
-    if cfg.get("reuse", True) and artifact.is_complete():
+    if cfg["reuse"] and artifact.is_complete():
         artifact.restore(out)
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         subset = [json.loads(line)["id"] for line in (out / "subset.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -156,7 +156,7 @@ def _load(cfg: dict[str, Any]) -> tuple[pd.DataFrame, Any]:
     return load_records(
         resolve_data_path(str(data["path"])),
         format=data.get("format"),
-        fidelity=cfg.get("fidelity", "reference"),
+        fidelity=cfg["fidelity"],
         split=data.get("split", "train"),
         drop_empty=bool(data.get("drop_empty", False)),
         dedupe=bool(data.get("dedupe", False)),
@@ -239,7 +239,8 @@ def select(records: pd.DataFrame | Any, cfg: dict[str, Any], executor: Any = Non
     if unused:
         log.info("select: executor.scorers configures %s, which selection %s does not use (its scorer roles: %s)",
                  unused, method.name, list(method.roles) or "none")
-    context = SelectionContext(cfg=cfg, seed=int(cfg.get("seed", 42)), executor=executor, cache=cache)
+    context = SelectionContext(cfg=cfg, seed=int(cfg["seed"]), fidelity=str(cfg["fidelity"]), executor=executor,
+                               cache=cache)
     try:
         result = method.select(pool, method.n_select(len(pool)), context)
     finally:
@@ -321,7 +322,7 @@ def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str
     except Exception as exc:  # a method that cannot be built: the stage would stop on it first thing
         return [*problems, f"select: selection {cfg['selection'].get('name')!r}: {exc}"]
     scorers = method.problems(cfg)
-    if scorers and not data_why and cfg.get("reuse", True):
+    if scorers and not data_why and cfg["reuse"]:
         try:
             reusable = _finished_selection(cfg, method)
         except (ValueError, OSError) as exc:  # DataError &c.: the stage would stop on it first thing; say it now
