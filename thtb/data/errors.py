@@ -57,7 +57,10 @@ class DataError(ValueError):
         self.byte_offset = byte_offset
         self.detail = detail
         self.unit = unit
-        where = _location(row, unit, self.line, column, byte_offset)
+        where = f"row {row}" if row is not None and unit == "row" else ""
+        where = where or (f"line {self.line}" if self.line is not None else "")
+        where += f", column {column}" if where and column is not None else ""
+        where += f", byte offset {byte_offset}" if where and byte_offset is not None else ""
         super().__init__(f"{self.path}: {where}: {detail}" if where else f"{self.path}: {detail}")
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -69,27 +72,6 @@ class DataError(ValueError):
 
 def _rebuild(path: str, detail: str, kwargs: dict[str, Any]) -> DataError:
     return DataError(path, detail, **kwargs)
-
-
-def _location(
-    row: int | None,
-    unit: RowUnit,
-    line: int | None,
-    column: int | None,
-    byte_offset: int | None,
-) -> str:
-    """Render ``line N`` / ``row N`` plus the optional column or byte offset."""
-    if row is not None and unit == "row":
-        where = f"row {row}"
-    elif line is not None:
-        where = f"line {line}"
-    else:
-        return ""
-    if column is not None:
-        where += f", column {column}"
-    if byte_offset is not None:
-        where += f", byte offset {byte_offset}"
-    return where
 
 
 def type_name(value: Any) -> str:
