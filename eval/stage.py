@@ -401,7 +401,8 @@ def _provenance(cfg: dict[str, Any], run_dir: Path, trained: dict[str, Any], res
     """What produced the evaluated model (selection, training: from the train stage's summary) and how it was
     evaluated (protocol per task), with the environment."""
     from thtb.eval.protocol import eval_provenance
-    from thtb.provenance import environment, training_provenance
+    from thtb.provenance import environment
+    from thtb.train.artifacts import training_provenance
 
     base = cfg["eval"].get("model", "trained") == "base"
     made = trained.get("provenance") or {}

@@ -143,7 +143,7 @@ def make_cfg(tmp_path: Path, *overrides: str) -> dict:
     cfg = compose_cfg([
         "+experiment=demo", "stages=[select,train]", "model=tiny_random", "train=cpu_smoke",
         f"paths.run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
-        "train.max_length=64", "train.eval_fraction=0.1", "train.max_steps=4", "logger=none", *overrides,
+        "train.sft.max_length=64", "train.eval_fraction=0.1", "train.sft.max_steps=4", "logger=none", *overrides,
     ])
     return OmegaConf.to_container(cfg, resolve=True)
 

@@ -52,8 +52,8 @@ def test_only_assistant_tokens_carry_labels(tmp_path, run_dir, template, mask):
 
 
 def test_loss_falls_on_a_repeated_batch(tmp_path, run_dir):
-    cfg = make_cfg(tmp_path, "train.learning_rate=0.005", "train.max_steps=10", "train.warmup_ratio=0.0",
-                   "train.lr_scheduler=constant", "train.eval_fraction=0")
+    cfg = make_cfg(tmp_path, "train.sft.learning_rate=0.005", "train.sft.max_steps=10", "train.sft.warmup_steps=0",
+                   "train.sft.lr_scheduler_type=constant", "train.eval_fraction=0")
     plan = plan_training(cfg, run_dir)
     same = [plan.train_examples[0]] * 20  # every batch is the same example twice
     trainer, _ = build_trainer(cfg, plan, tmp_path / "out", train_examples=same)
@@ -68,7 +68,7 @@ def test_loss_falls_on_a_repeated_batch(tmp_path, run_dir):
 def test_stage_writes_outputs_and_the_merged_model_differs(tmp_path, run_dir):
     from transformers import AutoModelForCausalLM
 
-    cfg = make_cfg(tmp_path, "train.learning_rate=0.02")
+    cfg = make_cfg(tmp_path, "train.sft.learning_rate=0.02")
     summary = run_train(cfg, run_dir)
     out = run_dir / "train"
     assert (out / "adapter" / "adapter_config.json").is_file()
@@ -76,7 +76,7 @@ def test_stage_writes_outputs_and_the_merged_model_differs(tmp_path, run_dir):
     assert (out / "merged" / "config.json").is_file() and (out / "merged" / "model.safetensors").is_file()
     assert (out / "merged" / "chat_template.jinja").is_file()
     written = json.loads((out / "summary.json").read_text())
-    assert written["reused"] is False and written["steps"] == cfg["train"]["max_steps"] == 4
+    assert written["reused"] is False and written["steps"] == cfg["train"]["sft"]["max_steps"] == 4
     for key in ("train_loss", "eval_loss", "tokens_seen", "tokens_per_s", "train_wall_time_s", "trainable_parameters"):
         assert written[key] and written[key] > 0, key
     assert written["effective_batch_size"] == 2 and written["gradient_accumulation_steps"] == 2
@@ -103,10 +103,10 @@ def test_stage_writes_outputs_and_the_merged_model_differs(tmp_path, run_dir):
     assert json.loads((other / "train" / "summary.json").read_text())["reused"] is True
 
     # a different train config is a different artifact
-    changed = make_cfg(tmp_path, "train.learning_rate=0.01")
+    changed = make_cfg(tmp_path, "train.sft.learning_rate=0.01")
     assert plan_training(changed, run_dir).key != written["fingerprint"]
     # logging/checkpoint keys are not
-    assert plan_training(make_cfg(tmp_path, "train.learning_rate=0.02", "train.logging_steps=7"),
+    assert plan_training(make_cfg(tmp_path, "train.sft.learning_rate=0.02", "train.sft.logging_steps=7"),
                          run_dir).key == written["fingerprint"]
 
 
@@ -139,8 +139,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, run_dir):
 
 
 def test_effective_batch_must_divide(tmp_path, run_dir):
-    cfg = make_cfg(tmp_path, "train.effective_batch_size=3", "train.per_device_batch_size=2")
-    with pytest.raises(ValueError, match="not a multiple of per_device_batch_size"):
+    cfg = make_cfg(tmp_path, "train.effective_batch_size=3", "train.sft.per_device_train_batch_size=2")
+    with pytest.raises(ValueError, match="not a multiple of per_device_train_batch_size"):
         plan_training(cfg, run_dir)
 
 
@@ -192,7 +192,7 @@ def test_empty_subset_fails_early(tmp_path, no_model_load):
 
 def test_max_length_too_small_for_every_example(tmp_path, run_dir, no_model_load):
     with pytest.raises(ValueError, match=r"max_length=5 is too small for every example: the shortest needs \d+ tokens"):
-        run_train(make_cfg(tmp_path, "train.max_length=5"), run_dir)
+        run_train(make_cfg(tmp_path, "train.sft.max_length=5"), run_dir)
 
 
 @pytest.mark.slow  # 45 s on an idle 2-core box, 165 s when another process holds a core
@@ -218,7 +218,7 @@ def test_demo_select_and_train_smollm2_through_run_py(tmp_path):
     first = json.loads((tmp_path / "a" / "train" / "summary.json").read_text())
     second = json.loads((tmp_path / "b" / "train" / "summary.json").read_text())
     assert first["reused"] is False and second["reused"] is True
-    demo_steps = OmegaConf.load(ROOT / "conf" / "experiment" / "demo.yaml").train.max_steps  # the demo's, over cpu_smoke's
+    demo_steps = OmegaConf.load(ROOT / "conf" / "experiment" / "demo.yaml").train.sft.max_steps  # over cpu_smoke's
     assert first["loss_mask"] == "completion" and first["steps"] == demo_steps and first["n_eval"] == 1
     assert first["fingerprint"] == second["fingerprint"] and second["stage_wall_time_s"] < 15
     for run in ("a", "b"):

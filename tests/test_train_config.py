@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from thtb.train.args import gradient_accumulation, lora_config, pick_options, pick_precision, sft_config
+from thtb.train.args import gradient_accumulation, lora_config, pick_options, pick_precision, sft_args, sft_config
 from thtb.train.models import model_choices, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,14 +31,19 @@ def test_alpaca_5pct_is_the_papers_recipe(paper):
     train = paper["train"]
     assert paper["stages"] == ["select", "train", "eval"] and paper["seed"] == 42
     assert paper["model"]["path"] == "meta-llama/Llama-3.2-1B-Instruct" and paper["model"]["size"] == "1b"
-    assert train["lora"] == {"r": 8, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear", "bias": "none"}
+    assert train["lora"] == {"r": 8, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear",
+                             "bias": "none", "task_type": "CAUSAL_LM"}
     expected = {
-        "learning_rate": 1e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.05, "epochs": 3,
-        "effective_batch_size": 8, "per_device_batch_size": 1, "max_length": 8192, "weight_decay": 0.1,
-        "adam_beta1": 0.9, "adam_beta2": 0.95, "max_grad_norm": 1.0, "eval_fraction": 0.02, "precision": "auto",
-        "loss_mask": "auto", "system_prompt": None, "dataset": None, "max_steps": -1,
+        "effective_batch_size": 8, "eval_fraction": 0.02, "precision": "auto", "loss_mask": "auto",
+        "system_prompt": None, "dataset": None,
     }
     assert {k: train[k] for k in expected} == expected
+    sft = {
+        "learning_rate": 1e-4, "lr_scheduler_type": "cosine", "warmup_steps": 0.05, "num_train_epochs": 3,
+        "per_device_train_batch_size": 1, "max_length": 8192, "weight_decay": 0.1, "adam_beta1": 0.9,
+        "adam_beta2": 0.95, "max_grad_norm": 1.0, "max_steps": -1,
+    }
+    assert {k: train["sft"][k] for k in sft} == sft
 
 
 @pytest.mark.parametrize(("world", "accum"), [(1, 8), (2, 4), (8, 1)])
@@ -64,6 +69,32 @@ def test_the_authors_two_gpus_accumulate_four():
         gradient_accumulation(8, 3, 1)
 
 
+def test_any_trl_or_peft_argument_works_from_yaml(tmp_path):
+    """Arguments the project never names reach SFTConfig / LoraConfig through the train stage's own builders: from
+    an experiment file, and from the command line (``+`` adds a key the recipe does not list)."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "neftune.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - demo\n  - _self_\ntrain:\n  sft:\n    neftune_noise_alpha: 5\n"
+        "  lora:\n    use_rslora: true\n")
+    cfg = compose_cfg([f"hydra.searchpath=[file://{tmp_path}]", "+experiment=neftune",
+                       "+train.sft.torch_empty_cache_steps=3", "train.lora.target_modules=[q_proj,v_proj]",
+                       f"paths.run_dir={tmp_path}"])
+    train = cfg["train"]
+    args = sft_config(train, output_dir=str(tmp_path), seed=cfg["seed"], precision="fp32",
+                      options=pick_options(train), assistant_only=False, world=1)
+    assert (args.neftune_noise_alpha, args.torch_empty_cache_steps) == (5, 3)
+    lora = lora_config(train)
+    assert lora.use_rslora is True and lora.target_modules == {"q_proj", "v_proj"}
+
+
+@pytest.mark.parametrize(("key", "instead"), [("gradient_accumulation_steps", "train.effective_batch_size"),
+                                              ("bf16", "train.precision"), ("seed", "seed")])
+def test_a_derived_argument_set_in_sft_names_the_key_to_set(tmp_path, key, instead):
+    cfg = compose_cfg(["+experiment=demo", f"+train.sft.{key}=1", f"paths.run_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=rf"train\.sft\.{key} is computed by the train stage: set {instead} instead"):
+        sft_args(cfg["train"])
+
+
 def test_precision_follows_the_hardware():
     import torch
 
@@ -72,8 +103,8 @@ def test_precision_follows_the_hardware():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="bf16 needs a CUDA GPU"):
             pick_precision("bf16")
-        opts = pick_options({"liger": True, "attn_implementation": "flash_attention_2", "packing": True})
-        assert not opts.liger and opts.attn_implementation == "sdpa" and opts.packing and len(opts.notes) == 2
+        opts = pick_options({"liger": True, "attn_implementation": "flash_attention_2"})
+        assert not opts.liger and opts.attn_implementation == "sdpa" and len(opts.notes) == 2
 
 
 @pytest.mark.parametrize("model", ["llama32_1b", "llama32_3b", "llama31_8b", "qwen3_8b", "smollm2_135m", "tiny_random"])
@@ -94,8 +125,8 @@ def test_hub_ids_are_the_papers_models(tmp_path):
 def test_cpu_smoke_keeps_the_recipe_but_runs_a_few_steps(tmp_path):
     cfg = compose_cfg(["train=cpu_smoke", f"paths.run_dir={tmp_path}"])
     train = cfg["train"]
-    assert train["name"] == "cpu_smoke" and 0 < train["max_steps"] <= 8 and train["max_length"] <= 512
-    assert train["lora"]["r"] == 8 and train["weight_decay"] == 0.1 and train["eval_fraction"] == 0.02
+    assert train["name"] == "cpu_smoke" and 0 < train["sft"]["max_steps"] <= 8 and train["sft"]["max_length"] <= 512
+    assert train["lora"]["r"] == 8 and train["sft"]["weight_decay"] == 0.1 and train["eval_fraction"] == 0.02
     assert cfg["model"]["name"] == "smollm2_135m"  # the default model: offline
 
 

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from tests.helpers import make_cfg
+from tests.helpers import ROOT, make_cfg
 from tests.tiny_models import CHAT_TEMPLATE
 from thtb.data import load_records, write_jsonl, write_messages_jsonl
 from thtb.fingerprint import ids_digest
@@ -45,8 +46,8 @@ def write_dataset(path: Path, n: int = 12) -> Path:
 def selected(tmp_path):
     """A random selection (8 of 12) of the multi-turn set through the select stage; (cfg, run_dir)."""
     data = write_dataset(tmp_path / "chats.jsonl")
-    cfg = make_cfg(tmp_path, "selection=random", "selection.size=8", f"data.path={data}", "train.max_length=128",
-                   "train.max_steps=2")
+    cfg = make_cfg(tmp_path, "selection=random", "selection.size=8", f"data.path={data}", "train.sft.max_length=128",
+                   "train.sft.max_steps=2")
     assert cfg["selection"]["_target_"] == "thtb.methods.random.RandomSelection"
     run_dir = Path(cfg["paths"]["run_dir"])
     run_select(cfg, run_dir)
@@ -125,8 +126,10 @@ def test_a_selected_multi_turn_subset_trains_through_the_stage(selected):
     assert summary["n_multi_turn"] == summary["n_rows"] == 8 and summary["train_loss"] > 0
 
 
-def _cfg() -> dict:
-    return {"train": {}, "fidelity": "reference"}
+def _cfg(**train) -> dict:
+    """The paper recipe's ``train`` block (``conf/train/lora_paper.yaml``) with ``train`` over it."""
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "train" / "lora_paper.yaml"))
+    return {"train": {**recipe, **train}, "fidelity": "reference"}
 
 
 def test_repeated_samples_keep_the_selections_ids(tmp_path):
@@ -169,5 +172,5 @@ def test_a_limited_run_reads_the_first_rows_of_both_files(tmp_path):
     frame = load_records(write_dataset(tmp_path / "chats.jsonl", 4))[0]
     write_jsonl(frame, run_dir / "selection" / "subset.jsonl")
     write_messages_jsonl(frame, run_dir / "selection" / "subset_messages.jsonl")
-    data = load_train_data({"train": {"limit": 2}, "fidelity": "reference"}, run_dir)
+    data = load_train_data(_cfg(limit=2), run_dir)
     assert data.records["id"].tolist() == frame["id"].tolist()[:2] and len(data.records["messages"][1]) == 7

@@ -107,7 +107,7 @@ def real_checkpoint(tmp_path_factory) -> Path:
     """A checkpoint as the trainer writes it for a LoRA model (2 steps of the tiny model)."""
     tmp = tmp_path_factory.mktemp("ckpt")
     write_subset(tmp / "run")
-    cfg = make_cfg(tmp, "train.max_steps=2", "train.eval_fraction=0")
+    cfg = make_cfg(tmp, "train.sft.max_steps=2", "train.eval_fraction=0")
     plan = plan_training(cfg, tmp / "run")
     trainer, _ = build_trainer(cfg, plan, tmp / "out")
     trainer.train()

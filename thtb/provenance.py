@@ -280,13 +280,3 @@ def scorer_setup(scorers: Mapping[str, Mapping]) -> str:
     if all(role in offline and offline[role](s) for role, s in scorers.items()):
         return "offline"
     return "custom"
-
-
-def training_provenance(cfg: Mapping, summary: Mapping | None = None) -> dict[str, Any]:
-    train, model = cfg.get("train") or {}, cfg.get("model") or {}
-    summary = summary or {}
-    return {"recipe": train.get("name"), "model": model.get("name"), "model_path": model.get("path"),
-            "model_revision": (summary.get("model") or {}).get("revision"),
-            "dataset": train.get("dataset") or "selection", "fingerprint": summary.get("fingerprint"),
-            "subset_fingerprint": summary.get("subset_fingerprint")}
-

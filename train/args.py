@@ -1,9 +1,12 @@
-"""The ``train`` config → TRL ``SFTConfig`` and PEFT ``LoraConfig``; hardware-dependent choices.
+"""The ``train`` config → TRL ``SFTConfig`` and PEFT ``LoraConfig``; the values the project derives.
 
-Effective batch = ``per_device_batch_size × gradient_accumulation_steps × world_size``: the config states the
-effective batch and the per-device size, the accumulation is computed here (the world size comes from
-``accelerate launch``/``torchrun``'s ``WORLD_SIZE``). Precision and optional speed-ups (gradient
-checkpointing, packing, Liger kernels, flash-attention) are picked from what the machine has.
+``train.sft`` holds ``SFTConfig``'s own arguments and ``train.lora`` ``LoraConfig``'s, passed unchanged: any TRL or
+PEFT setting works from YAML (``train.sft.neftune_noise_alpha=5``, ``train.lora.use_rslora=true``). The project's
+own keys sit at ``train.*``, and this module derives from them, in one place (:data:`DERIVED`), the arguments a user
+does not set directly: gradient accumulation from the effective batch
+(``effective_batch_size = per_device_train_batch_size × gradient_accumulation_steps × world_size``, the world size
+from ``accelerate launch``/``torchrun``'s ``WORLD_SIZE``), ``bf16``/``fp16`` from ``precision`` and the GPU, Liger
+kernels and the attention implementation from what is installed, the loss mask, seed, output folder and logging.
 """
 
 from __future__ import annotations
@@ -18,6 +21,34 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
+DERIVED = {
+    "gradient_accumulation_steps": "train.effective_batch_size",
+    "bf16": "train.precision", "fp16": "train.precision",
+    "use_liger_kernel": "train.liger",
+    "assistant_only_loss": "train.loss_mask", "completion_only_loss": "train.loss_mask",
+    "output_dir": "paths.cache_dir (the training artifact's folder)",
+    "seed": "seed", "data_seed": "seed",
+    "report_to": "logger", "run_name": "experiment_name",
+}
+"""``SFTConfig`` arguments the train stage computes, and the key to set instead of each."""
+
+
+def plain(block: Any) -> dict[str, Any]:
+    """A config block as plain Python (OmegaConf lists and dicts converted), for the libraries' own classes."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.create(block or {}), resolve=True)
+
+
+def sft_args(train: dict[str, Any]) -> dict[str, Any]:
+    """``train.sft`` as plain Python; a ValueError naming the project key when it sets a derived argument."""
+    sft = plain(train["sft"])
+    clash = sorted(DERIVED.keys() & sft.keys())
+    if clash:
+        raise ValueError("; ".join(f"train.sft.{key} is computed by the train stage: set {DERIVED[key]} instead"
+                                   for key in clash))
+    return sft
+
 
 def world_size() -> int:
     """Processes taking part in training (``WORLD_SIZE`` set by accelerate/torchrun; 1 otherwise)."""
@@ -26,16 +57,24 @@ def world_size() -> int:
 
 def gradient_accumulation(effective: int, per_device: int, world: int) -> int:
     """``effective / (per_device × world)``; a ValueError when it does not divide exactly."""
-    for name, value in (("effective_batch_size", effective), ("per_device_batch_size", per_device), ("world size", world)):
+    for name, value in (("effective_batch_size", effective), ("sft.per_device_train_batch_size", per_device),
+                        ("world size", world)):
         if int(value) < 1:
             raise ValueError(f"train.{name} must be ≥ 1, got {value}")
     per_step = per_device * world
     if effective % per_step:
         raise ValueError(
-            f"train.effective_batch_size={effective} is not a multiple of per_device_batch_size × world size = "
-            f"{per_device} × {world} = {per_step}; change train.per_device_batch_size or the number of processes"
+            f"train.effective_batch_size={effective} is not a multiple of per_device_train_batch_size × world size = "
+            f"{per_device} × {world} = {per_step}; change train.sft.per_device_train_batch_size or the number of "
+            "processes"
         )
     return effective // per_step
+
+
+def accumulation(train: dict[str, Any], world: int) -> int:
+    """The gradient accumulation steps of a ``train`` config on ``world`` processes."""
+    return gradient_accumulation(int(train["effective_batch_size"]), int(train["sft"]["per_device_train_batch_size"]),
+                                 world)
 
 
 def cuda_available() -> bool:
@@ -44,7 +83,7 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def pick_precision(requested: str = "auto") -> str:
+def pick_precision(requested: str) -> str:
     """``auto`` → ``bf16`` on a GPU that supports it, else ``fp32``; explicit choices are checked."""
     import torch
 
@@ -62,32 +101,29 @@ def pick_precision(requested: str = "auto") -> str:
 
 @dataclass
 class Options:
-    """The optional speed-ups actually used, with the reasons for those that were asked for and dropped."""
+    """The hardware-dependent speed-ups actually used, with the reasons for those asked for and dropped."""
 
-    gradient_checkpointing: bool = False
-    packing: bool = False
     liger: bool = False
     attn_implementation: str = "sdpa"
     notes: list[str] = field(default_factory=list)
 
 
 def pick_options(train: dict[str, Any]) -> Options:
-    """Honour each option only where available, logging why one is not."""
+    """Liger kernels and flash-attention only where available, logging why one is not."""
     cuda = cuda_available()
-    opts = Options(packing=bool(train.get("packing", False)))
-    if train.get("gradient_checkpointing", False):
-        opts.gradient_checkpointing = True  # the model's support is checked once it is loaded
-    if train.get("liger", False):
+    flash = cuda and importlib.util.find_spec("flash_attn") is not None
+    opts = Options()
+    if train["liger"]:
         if not importlib.util.find_spec("liger_kernel"):
             opts.notes.append("liger: liger-kernel is not installed; off")
         elif not cuda:
             opts.notes.append("liger: needs CUDA; off")
         else:
             opts.liger = True
-    attn = train.get("attn_implementation", "auto") or "auto"
+    attn = train["attn_implementation"]
     if attn == "auto":
-        attn = "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") else "sdpa"
-    elif attn.startswith("flash_attention") and not (cuda and importlib.util.find_spec("flash_attn")):
+        attn = "flash_attention_2" if flash else "sdpa"
+    elif attn.startswith("flash_attention") and not flash:
         opts.notes.append(f"attn_implementation: {attn} needs flash-attn and CUDA; using sdpa")
         attn = "sdpa"
     opts.attn_implementation = attn
@@ -97,74 +133,28 @@ def pick_options(train: dict[str, Any]) -> Options:
 
 
 def lora_config(train: dict[str, Any]):
-    """PEFT ``LoraConfig`` from ``train.lora`` (r, alpha, dropout, target_modules, bias)."""
+    """PEFT ``LoraConfig(**train.lora)``."""
     from peft import LoraConfig
 
-    lora = train["lora"]
-    targets = lora.get("target_modules", "all-linear")
-    return LoraConfig(
-        r=int(lora["r"]),
-        lora_alpha=int(lora["alpha"]),
-        lora_dropout=float(lora["dropout"]),
-        target_modules=targets if isinstance(targets, str) else list(targets),
-        bias=lora.get("bias", "none"),
-        task_type="CAUSAL_LM",
-    )
+    return LoraConfig(**plain(train["lora"]))
 
 
 def sft_config(train: dict[str, Any], *, output_dir: str, seed: int, precision: str, options: Options,
                assistant_only: bool, world: int | None = None, report_to: str | list[str] = "none",
                run_name: str | None = None, has_eval: bool = True):
-    """TRL ``SFTConfig`` for the paper's recipe (see ``conf/train/lora_paper.yaml``)."""
+    """TRL ``SFTConfig(**train.sft)`` with the derived arguments (:data:`DERIVED`) merged over it."""
     from trl import SFTConfig
 
-    world = world or world_size()
-    accum = gradient_accumulation(int(train["effective_batch_size"]), int(train["per_device_batch_size"]), world)
-    eval_strategy = train.get("eval_strategy", "epoch") if has_eval else "no"
-    kwargs: dict[str, Any] = {}
-    if eval_strategy == "steps" and train.get("eval_steps"):
-        kwargs["eval_steps"] = int(train["eval_steps"])
-    if train.get("dataset_num_proc"):
-        kwargs["dataset_num_proc"] = int(train["dataset_num_proc"])
-    return SFTConfig(
-        output_dir=output_dir,
-        seed=seed,
-        data_seed=seed,
-        num_train_epochs=float(train["epochs"]),
-        max_steps=int(train.get("max_steps", -1) or -1),
-        learning_rate=float(train["learning_rate"]),
-        lr_scheduler_type=train["lr_scheduler"],
-        warmup_steps=float(train["warmup_ratio"]),  # a float in [0, 1) is a ratio of the total steps
-        weight_decay=float(train["weight_decay"]),
-        adam_beta1=float(train["adam_beta1"]),
-        adam_beta2=float(train["adam_beta2"]),
-        max_grad_norm=float(train["max_grad_norm"]),
-        optim=train.get("optim", "adamw_torch"),
-        per_device_train_batch_size=int(train["per_device_batch_size"]),
-        per_device_eval_batch_size=int(train.get("per_device_eval_batch_size", train["per_device_batch_size"])),
-        gradient_accumulation_steps=accum,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        gradient_checkpointing=options.gradient_checkpointing,
-        use_liger_kernel=options.liger,
-        max_length=int(train["max_length"]),
-        packing=options.packing,
-        assistant_only_loss=assistant_only,
-        completion_only_loss=None if assistant_only else True,
-        eval_strategy=eval_strategy,
-        save_strategy="steps",
-        save_steps=int(train["save_steps"]),
-        save_total_limit=train.get("save_total_limit"),
-        logging_steps=int(train["logging_steps"]),
-        include_num_input_tokens_seen="non_padding",
-        report_to=report_to,
-        run_name=run_name,
-        model_init_kwargs=None,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=cuda_available(),
-        disable_tqdm=True,
-        **kwargs,
-    )
+    derived = {
+        "gradient_accumulation_steps": accumulation(train, world or world_size()),
+        "bf16": precision == "bf16", "fp16": precision == "fp16",
+        "use_liger_kernel": options.liger,
+        "assistant_only_loss": assistant_only, "completion_only_loss": None if assistant_only else True,
+        "output_dir": output_dir, "seed": seed, "data_seed": seed, "report_to": report_to, "run_name": run_name,
+    }
+    if not has_eval:
+        derived["eval_strategy"] = "no"  # nothing held out: no eval loss to compute
+    return SFTConfig(**{"dataloader_pin_memory": cuda_available(), **sft_args(train), **derived})
 
 
 def method_name(cfg: dict[str, Any], using_subset: bool | None = None) -> str:
@@ -190,4 +180,4 @@ def method_name(cfg: dict[str, Any], using_subset: bool | None = None) -> str:
 def run_name(cfg: dict[str, Any], using_subset: bool | None = None) -> str:
     """``{experiment}-{method}-{model size}-s{seed}``, e.g. ``alpaca_5pct-thtb-1b-s42`` (W&B run name)."""
     size = (cfg.get("model") or {}).get("size") or (cfg.get("model") or {}).get("name", "model")
-    return f"{cfg.get('experiment_name', 'run')}-{method_name(cfg, using_subset)}-{size}-s{cfg.get('seed', 42)}"
+    return f"{cfg['experiment_name']}-{method_name(cfg, using_subset)}-{size}-s{cfg['seed']}"

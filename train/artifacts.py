@@ -38,11 +38,15 @@ STAGE_VERSION = 2
 (:func:`thtb.provenance.stage_key_inputs`), which change by themselves."""
 
 NOT_FINGERPRINTED = frozenset({
-    "name", "method", "save_steps", "save_total_limit", "logging_steps", "eval_strategy", "eval_steps",
-    "keep_checkpoints", "dataset_num_proc", "per_device_eval_batch_size", "dataset", "dataset_format",
-    "dataset_split", "limit",
+    "name", "method", "keep_checkpoints", "dataset", "dataset_format", "dataset_split", "limit",
 })
 """Train-config keys that do not change the trained weights (the data enters through its ids digest)."""
+SFT_NOT_FINGERPRINTED = frozenset({
+    "save_strategy", "save_steps", "save_total_limit", "logging_strategy", "logging_steps", "logging_first_step",
+    "eval_strategy", "eval_steps", "dataset_num_proc", "per_device_eval_batch_size", "include_num_input_tokens_seen",
+    "disable_tqdm",
+})
+"""``train.sft`` (``SFTConfig``) arguments that do not change the trained weights: checkpointing, logging, eval."""
 MODEL_NOT_FINGERPRINTED = frozenset({"name", "size"})
 
 
@@ -53,7 +57,8 @@ def train_fingerprint(*, data_digest: str, model: dict[str, Any], train: dict[st
         "data": data_digest,
         "n_train": n_train,
         "model": {k: v for k, v in model.items() if k not in MODEL_NOT_FINGERPRINTED},
-        "train": {k: v for k, v in train.items() if k not in NOT_FINGERPRINTED},
+        "train": {**{k: v for k, v in train.items() if k not in NOT_FINGERPRINTED},
+                  "sft": {k: v for k, v in train["sft"].items() if k not in SFT_NOT_FINGERPRINTED}},
         "seed": seed,
         "precision": precision,
         "loss_mask": loss_mask,
@@ -355,3 +360,14 @@ def find_artifact(cache_dir: str | os.PathLike, **match: Any) -> Path | None:
             if (candidate / TrainingWorkspace.SUMMARY).is_file():
                 found = candidate
     return found
+
+
+def training_provenance(cfg: dict[str, Any], summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What made a trained model, for run lines and tables: the recipe, base model, data and the artifact's
+    fingerprints (``summary``: the train stage's summary)."""
+    train, model = cfg.get("train") or {}, cfg.get("model") or {}
+    summary = summary or {}
+    return {"recipe": train.get("name"), "model": model.get("name"), "model_path": model.get("path"),
+            "model_revision": (summary.get("model") or {}).get("revision"),
+            "dataset": train.get("dataset") or "selection", "fingerprint": summary.get("fingerprint"),
+            "subset_fingerprint": summary.get("subset_fingerprint")}

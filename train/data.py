@@ -51,7 +51,7 @@ def training_source(cfg: dict[str, Any], run_dir: Path) -> tuple[str, str | None
     ``selection/subset.jsonl``."""
     source = dataset_source(cfg, run_dir)
     if cfg["train"].get("dataset"):
-        return source, cfg["train"].get("dataset_format")
+        return source, cfg["train"]["dataset_format"]
     messages = Path(run_dir) / SUBSET_MESSAGES_FILE
     if messages.is_file():
         return str(messages), "messages"
@@ -75,9 +75,9 @@ def load_train_data(cfg: dict[str, Any], run_dir: Path) -> TrainData:
         records, report = load_records(
             source,
             format=fmt,
-            fidelity=cfg.get("fidelity", "reference"),
-            split=train.get("dataset_split", "train"),
-            limit=train.get("limit"),
+            fidelity=cfg["fidelity"],
+            split=train["dataset_split"],
+            limit=train["limit"],
         )
     except FileNotFoundError as err:
         raise FileNotFoundError(f"train: dataset not found (train.dataset={source!r}): {err}") from err
@@ -85,7 +85,7 @@ def load_train_data(cfg: dict[str, Any], run_dir: Path) -> TrainData:
         raise ValueError(f"train: the training set {source} has 0 rows")
     selection_fp = None
     if from_selection:
-        _check_same_subset(records, path, Path(run_dir) / SUBSET_FILE, train.get("limit"))
+        _check_same_subset(records, path, Path(run_dir) / SUBSET_FILE, train["limit"])
         records = _selection_ids(records, source)
         summary = Path(run_dir) / "selection" / "summary.json"
         if summary.is_file():
@@ -204,8 +204,8 @@ def fit_to_length(convs: list, full: np.ndarray, prompt: np.ndarray, max_length:
     every example is longer than ``max_length``."""
     if len(convs) and (full > max_length).all():
         raise ValueError(
-            f"train.max_length={max_length} is too small for every example: the shortest needs {int(full.min())} "
-            f"tokens (median {int(np.median(full))}); raise train.max_length"
+            f"train.sft.max_length={max_length} is too small for every example: the shortest needs {int(full.min())} "
+            f"tokens (median {int(np.median(full))}); raise train.sft.max_length"
         )
     keep = [i for i in range(len(convs)) if prompt[i] < max_length]
     counts = {

@@ -34,7 +34,7 @@ def resolve_model(model: dict[str, Any] | None, cache_dir: str | os.PathLike | N
     choices = ", ".join(model_choices())
     if not model:
         raise ValueError(f"train: no model configured; pick one with model=<name> ({choices})")
-    source = model.get("source", "hub")
+    source = model["source"]
     name = model.get("name", "?")
     if source == "smollm2":
         from thtb.models import smollm2_path
@@ -76,7 +76,7 @@ def load_tokenizer(path: str, model: dict[str, Any]):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path, revision=model.get("revision"),
-                                        trust_remote_code=bool(model.get("trust_remote_code", False)))
+                                        trust_remote_code=bool(model["trust_remote_code"]))
     template = model.get("chat_template")
     if template:
         candidate = Path(str(template)).expanduser()
@@ -96,5 +96,5 @@ def load_model(path: str, model: dict[str, Any], *, precision: str, attn_impleme
         revision=model.get("revision"),
         dtype=dtype,
         attn_implementation=attn_implementation,
-        trust_remote_code=bool(model.get("trust_remote_code", False)),
+        trust_remote_code=bool(model["trust_remote_code"]),
     )

@@ -28,12 +28,13 @@ from thtb.cost import stage_cost, visible_devices
 from thtb.provenance import model_revision
 from thtb.tracking import Tracker
 from thtb.train.args import (
-    gradient_accumulation,
+    accumulation,
     lora_config,
     method_name,
     pick_options,
     pick_precision,
     run_name,
+    sft_args,
     sft_config,
     world_size,
 )
@@ -43,6 +44,7 @@ from thtb.train.artifacts import (
     link_outputs,
     record_artifact,
     train_fingerprint,
+    training_provenance,
     training_space_needed,
 )
 from thtb.train.data import (
@@ -94,9 +96,9 @@ class TrainingPlan:
                       "revision": model_revision(self.model_path)},
             "loss_mask": self.mask,
             "precision": self.precision,
-            "seed": int(cfg.get("seed", 42)),
+            "seed": int(cfg["seed"]),
             "effective_batch_size": int(train["effective_batch_size"]),
-            "per_device_batch_size": int(train["per_device_batch_size"]),
+            "per_device_train_batch_size": int(train["sft"]["per_device_train_batch_size"]),
             "gradient_accumulation_steps": self.accum,
             "world_size": self.world,
             "train_config": dict(train),
@@ -120,7 +122,7 @@ def _environment() -> dict[str, Any]:
 def run_provenance(cfg: dict[str, Any], run_dir: Path, train_summary: dict[str, Any]) -> dict[str, Any]:
     """What produced this run's model: the selection behind its data (this run's ``selection/summary.json``; a
     dataset given with ``train.dataset`` has none), the training recipe and model, the environment."""
-    from thtb.provenance import environment, training_provenance
+    from thtb.provenance import environment
 
     selection = None
     sel_summary = Path(run_dir) / "selection" / "summary.json"
@@ -135,18 +137,19 @@ def run_provenance(cfg: dict[str, Any], run_dir: Path, train_summary: dict[str, 
 def plan_training(cfg: dict[str, Any], run_dir: Path) -> TrainingPlan:
     """Every check that can fail, before any weight loads: dataset, model, batch arithmetic, lengths."""
     train, model_cfg = dict(cfg["train"]), cfg.get("model")
-    seed = int(cfg.get("seed", 42))
+    seed = int(cfg["seed"])
+    sft = sft_args(train)  # a derived argument set in train.sft stops the run here
     data = load_train_data(cfg, Path(run_dir))
     model_path = resolve_model(model_cfg, Path(cfg["paths"]["cache_dir"]))
-    precision = pick_precision(train.get("precision", "auto"))
+    precision = pick_precision(train["precision"])
     world = world_size()
-    accum = gradient_accumulation(int(train["effective_batch_size"]), int(train["per_device_batch_size"]), world)
+    accum = accumulation(train, world)
     tokenizer = load_tokenizer(model_path, model_cfg)
-    mask = pick_loss_mask(train.get("loss_mask", "auto"), tokenizer.chat_template)
-    convs = conversations(data.records, train.get("system_prompt"))
+    mask = pick_loss_mask(train["loss_mask"], tokenizer.chat_template)
+    convs = conversations(data.records, train["system_prompt"])
     full, prompt = token_lengths(tokenizer, convs)
-    keep, lengths = fit_to_length(convs, full, prompt, int(train["max_length"]))
-    train_idx, eval_idx = eval_split(len(keep), float(train.get("eval_fraction", 0.0)), seed)
+    keep, lengths = fit_to_length(convs, full, prompt, int(sft["max_length"]))
+    train_idx, eval_idx = eval_split(len(keep), float(train["eval_fraction"]), seed)
     examples = [to_example(convs[i], mask) for i in keep]
     key = train_fingerprint(data_digest=data.content_digest, model={**model_cfg, "revision": model_revision(model_path)},
                             train=train, seed=seed, precision=precision, loss_mask=mask, n_train=len(train_idx))
@@ -171,8 +174,8 @@ def run_train(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
     plan = plan_training(cfg, run_dir)
     log.info("train: %d examples from %s (%d held out), model %s, loss mask %s, %s, effective batch %d = %d × %d × %d",
              len(plan.train_examples), plan.data.source, len(plan.eval_examples), plan.model_path, plan.mask,
-             plan.precision, int(train["effective_batch_size"]), int(train["per_device_batch_size"]), plan.accum,
-             plan.world)
+             plan.precision, int(train["effective_batch_size"]), int(train["sft"]["per_device_train_batch_size"]),
+             plan.accum, plan.world)
     store = TrainingWorkspace(cfg["paths"]["cache_dir"], plan.key)
     state = PartialState()
     reused = store.is_complete()
@@ -185,7 +188,7 @@ def run_train(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
             reused = store.is_complete()
             if not reused:
                 if state.is_main_process:
-                    check_free_space(store.root, training_space_needed(plan.model_path, bool(train.get("merge", True))),
+                    check_free_space(store.root, training_space_needed(plan.model_path, bool(train["merge"])),
                                      f"training {plan.key}")
                 _train(cfg, store, plan, callbacks=callbacks)
             state.wait_for_everyone()
@@ -199,7 +202,7 @@ def run_train(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
         link_outputs(store.final, out)
         record_artifact(cfg["paths"]["cache_dir"], {
             "fingerprint": plan.key, "experiment": cfg.get("experiment_name"), "method": method_name(cfg),
-            "model": (cfg.get("model") or {}).get("name"), "seed": int(cfg.get("seed", 42)),
+            "model": (cfg.get("model") or {}).get("name"), "seed": int(cfg["seed"]),
             "train": train.get("name"), "run_dir": str(run_dir), "reused": reused,
             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
@@ -219,16 +222,15 @@ def build_trainer(cfg: dict[str, Any], plan: TrainingPlan, output_dir: str | Pat
     options = pick_options(train)
     wandb = (cfg.get("logger") or {}).get("backend") == "wandb"
     examples = plan.train_examples if train_examples is None else train_examples
-    args = sft_config(train, output_dir=str(output_dir), seed=int(cfg.get("seed", 42)), precision=plan.precision,
+    args = sft_config(train, output_dir=str(output_dir), seed=int(cfg["seed"]), precision=plan.precision,
                       options=options, assistant_only=plan.mask == "assistant", world=plan.world,
                       report_to=["wandb"] if wandb else "none", run_name=plan.name, has_eval=bool(plan.eval_examples))
     model = load_model(plan.model_path, model_cfg, precision=plan.precision,
                        attn_implementation=options.attn_implementation)
-    if options.gradient_checkpointing and not getattr(model, "supports_gradient_checkpointing", False):
+    if args.gradient_checkpointing and not getattr(model, "supports_gradient_checkpointing", False):
         options.notes.append(f"gradient_checkpointing: {type(model).__name__} does not support it; off")
         log.warning("train option unavailable — %s", options.notes[-1])
         args.gradient_checkpointing = False
-        options.gradient_checkpointing = False
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -288,7 +290,7 @@ def _train(cfg: dict[str, Any], store: TrainingWorkspace, plan: TrainingPlan, *,
     trainer.save_model(str(adapter))
     if state.is_main_process:
         plan.tokenizer.save_pretrained(str(adapter))
-        if train.get("merge", True):
+        if train["merge"]:
             merge_adapter(plan.model_path, model_cfg, adapter, partial / "merged", precision=plan.precision,
                           tokenizer=plan.tokenizer)
         tokens = int(trainer.state.num_input_tokens_seen or 0)
@@ -309,13 +311,13 @@ def _train(cfg: dict[str, Any], store: TrainingWorkspace, plan: TrainingPlan, *,
             "skipped_checkpoints": skipped,
             "trainable_parameters": int(trainable),
             "total_parameters": int(total),
-            "options": {"gradient_checkpointing": options.gradient_checkpointing, "packing": options.packing,
+            "options": {"gradient_checkpointing": trainer.args.gradient_checkpointing, "packing": trainer.args.packing,
                         "liger": options.liger, "attn_implementation": options.attn_implementation,
                         "unavailable": options.notes},
             "log_history": trainer.state.log_history,
         }
         atomic_write_text(partial / TrainingWorkspace.SUMMARY, json.dumps(summary, indent=2, default=str) + "\n")
-        store.commit(keep_checkpoints=bool(train.get("keep_checkpoints", False)))
+        store.commit(keep_checkpoints=bool(train["keep_checkpoints"]))
 
 
 def resume_point(store: TrainingWorkspace, state) -> tuple[Path | None, list[dict[str, str]]]:
@@ -347,7 +349,7 @@ def merge_adapter(base_path: str, model_cfg: dict, adapter: Path, out: Path, *, 
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, "auto")
     base = AutoModelForCausalLM.from_pretrained(base_path, revision=model_cfg.get("revision"), dtype=dtype,
-                                                trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))
+                                                trust_remote_code=bool(model_cfg["trust_remote_code"]))
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
