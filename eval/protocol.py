@@ -11,9 +11,10 @@ from thtb.provenance import short_target
 
 
 def mmlu_pro_protocol(mp: Mapping, ev: Mapping) -> dict[str, Any]:
-    """How MMLU-Pro was prompted and scored. ``protocol`` is ``tiger`` for the authors' setup (:data:`PAPER_SETUP`:
-    TIGER-AI-Lab's evaluate_from_api.py prompt through the chat template, scored by their extraction chain +
-    seeded guess), ``lm-eval`` for lm-eval's task with its strict regex, else a phrase naming format and scheme."""
+    """How MMLU-Pro was prompted and scored. ``protocol`` is ``tiger`` for the authors' setup
+    (:data:`thtb.eval.provenance.PAPER_SETUP`: TIGER-AI-Lab's evaluate_from_api.py prompt through the chat template,
+    scored by their extraction chain + seeded guess), ``lm-eval`` for lm-eval's task with its strict regex, else a
+    phrase naming format and scheme."""
     from thtb.eval.mmlu_pro import config_kwargs
     from thtb.eval.mmlu_pro_prompts import DEFAULT_MAX_GEN_TOKS
     from thtb.eval.mmlu_pro_scoring import DESCRIPTIONS, GUESS_SEED

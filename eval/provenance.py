@@ -2,7 +2,7 @@
 
 :func:`deviations` compares a run line's provenance (``thtb.provenance`` records the selection and training
 identities, :mod:`thtb.eval.protocol` the evaluation protocols) with the authors' setup
-(:data:`thtb.provenance.PAPER_SETUP`); the tables (:mod:`thtb.eval.tables`) use it to keep runs of different
+(:data:`PAPER_SETUP`); the tables (:mod:`thtb.eval.tables`) use it to keep runs of different
 provenance in different rows and to say plainly how a row differs from the paper. :func:`describe` is the one-line
 ``provenance`` column of each table cell.
 """
@@ -12,7 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from thtb.provenance import PAPER_SETUP
+from thtb.provenance import PAPER_SETUP as PAPER_SELECTION
+
+PAPER_SETUP: dict[str, Any] = {
+    **PAPER_SELECTION,
+    "train_recipe": "lora_paper",
+    "mmlu_pro_protocol": "tiger",
+    "pairwise_judge": "Qwen/Qwen3-32B",
+}
+"""The authors' setup (docs/METHOD.md): their selection (fidelity and scorers), their training recipe, their
+evaluation protocol."""
 
 
 def _short(model: Any) -> str:

@@ -61,14 +61,71 @@ def test_training_does_not_import_evaluation():
     assert not upward, "train/ must not import eval/:\n" + "\n".join(upward)
 
 
-def test_the_data_layer_has_no_import_cycle():
-    """readers (files) ← formats (record shapes) ← loaders (both): never the other way."""
-    order = ["errors", "readers", "records", "formats", "loaders", "writers"]
-    rank = {f"thtb.data.{name}": i for i, name in enumerate(order)}
-    wrong = []
-    for name in order:
-        path = LIBRARY / "data" / f"{name}.py"
-        for line, mod in imports(path):
-            if mod in rank and rank[mod] >= rank[f"thtb.data.{name}"]:
-                wrong.append(f"thtb/data/{name}.py:{line} imports {mod}")
-    assert not wrong, "\n".join(wrong)
+def module_name(path: Path) -> str:
+    """The import name of a source file (``train/`` and ``eval/`` are ``thtb.train`` and ``thtb.eval``)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[0] in ("train", "eval"):
+        parts.insert(0, "thtb")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the project modules it imports (module-level or inside a function: both run). ``from pkg import
+    sub`` imports the submodule ``pkg.sub``; ``from pkg.mod import name`` the module ``pkg.mod``."""
+    files = [p for d in ("thtb", "train", "eval") for p in (ROOT / d).rglob("*.py")]
+    names = {module_name(p): p for p in files}
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    module = ".".join([*base, module] if module else base)
+                subs = {f"{module}.{alias.name}" for alias in node.names} & names.keys()
+                targets |= subs or {module}
+        graph[name] = {t for t in targets if t in names and t != name}
+    return graph
+
+
+def test_no_import_circle():
+    """No module imports one that (directly or through others) imports it back — a function-level import included:
+    a circle means two rooms that cannot be understood apart. (A package's ``__init__`` re-exporting its
+    submodules is not a circle unless a submodule imports the package back.)"""
+    from graphlib import CycleError, TopologicalSorter
+
+    graph = import_graph()
+    assert len(graph) > 60 and "thtb.scorers.proxy" in graph
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as exc:
+        raise AssertionError(f"import circle: {' -> '.join(reversed(exc.args[1]))} (each imports the next)") from None
+
+
+EVAL_POLICY = ("deviations", "describe", "eval_deviations", "selection_deviations", "score_deviations",
+               "training_provenance")
+"""Functions that say how a result was produced for the tables and how it differs from the paper's setup: the
+evaluation's (and training's) business, not the selection library's."""
+
+
+def test_the_library_holds_no_evaluation_prompt_or_provenance():
+    """``thtb/`` keeps the selection library and shared plumbing: the pairwise/respond prompts live in
+    ``eval/prompts.py``, the deviation and description rules in ``eval/``."""
+    found = []
+    for path in LIBRARY.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = path.relative_to(ROOT)
+        found += [f"{where}:{n.lineno} defines {n.name}()" for n in tree.body
+                  if isinstance(n, ast.FunctionDef) and n.name in EVAL_POLICY]
+        found += [f"{where}:{n.lineno} holds an evaluation prompt" for n in ast.walk(tree)
+                  if isinstance(n, ast.Constant) and isinstance(n.value, str) and "Output (a)" in n.value]
+        found += [f"{where}:{n.lineno} builds template {kw.value.value!r}" for n in ast.walk(tree)
+                  if isinstance(n, ast.Call) for kw in n.keywords
+                  if kw.arg == "name" and isinstance(kw.value, ast.Constant)
+                  and kw.value.value in ("pairwise", "pairwise_forced", "respond")]
+    assert not found, "evaluation policy in the selection library:\n" + "\n".join(found)

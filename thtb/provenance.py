@@ -2,11 +2,10 @@
 
 Two jobs, one module:
 
-* **Identity** (:func:`selection_provenance`, :func:`training_provenance`, :func:`environment`; the evaluation
-  protocols are described by :mod:`thtb.eval.protocol`): the scorers and models behind a result (backend,
-  model id and revision of the reward model, the judge with its prompt versions, the embedder), the
-  ``fidelity``, the evaluation protocol, the key package
-  versions and the project's version / commit. Every artifact summary, run line, W&B run and table cell
+* **Identity** (:func:`environment` and the scorer identities here; a training's in
+  :func:`thtb.train.artifacts.training_provenance`, the evaluation protocols in :mod:`thtb.eval.protocol`): the
+  scorers and models behind a result (backend, model id and revision of the reward model, the judge with its prompt
+  versions, the embedder), the ``fidelity``, the key package versions and the project's version / commit. Every artifact summary, run line, W&B run and table cell
   carries them, so a number always says what made it.
 * **Cache keys** (:func:`code_digest`, :func:`stage_key_inputs`): a stage's fingerprint hashes, besides its
   config and inputs, the source of every ``thtb`` module the stage can import (the closure of its ``import``
@@ -58,11 +57,9 @@ PAPER_SETUP: dict[str, Any] = {
     "reward": "internlm/internlm2-7b-reward",
     "judge": "Qwen/Qwen3-32B",
     "embedder": "BAAI/bge-large-en-v1.5",
-    "train_recipe": "lora_paper",
-    "mmlu_pro_protocol": "tiger",
-    "pairwise_judge": "Qwen/Qwen3-32B",
 }
-"""The authors' setup (docs/METHOD.md): their scorers, their training recipe, their evaluation protocol."""
+"""The authors' selection setup (docs/METHOD.md): their fidelity and scorers (their training recipe and evaluation
+protocol: :data:`thtb.eval.provenance.PAPER_SETUP`)."""
 
 # ------------------------------------------------------------------------------------------- code digests
 def _module_file(name: str) -> Path | None:
