@@ -26,6 +26,14 @@ Fitting the proxies of :mod:`thtb.scorers.proxy` and measuring them are separate
   (:func:`thtb.scorers.fitted.params_digest`), which is what offline selection summaries report; a record whose
   digest no longer matches the parameters is reported as stale, not as the parameters' figures.
 * ``python -m thtb.calibration report`` prints both recorded tables, computing nothing.
+* ``python -m thtb.calibration fit --against <run> --out <dir>`` (:func:`fit_against`) fits the same proxies to
+  the outputs of the real scorers a run recorded in its score card (``selection/scores.parquet``: the reward's
+  raw score, the judge's Bloom level and score, its disciplines) instead of the labels — only the kinds whose
+  real scorer ran there, saying why it skips the others. It holds out a share of the scored rows by id hash,
+  fits on the rest with the cross-validation above, writes the parameters with what they imitate and their
+  source (the run, its summary's scorer provenance, the score card's sha256) and measures them on the held-out
+  rows, beside the hand-built scorers and the shipped proxies, into ``<dir>/held_out.json``. It never writes the
+  packaged parameters unless asked (``--replace-shipped``).
 """
 
 from __future__ import annotations
@@ -237,8 +245,11 @@ def _train_only(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _folds(y: np.ndarray, stratify: bool = True):
+    """The cross-validation folds: stratified by ``y`` when asked and every class has at least :data:`FOLDS` rows
+    (the calibration labels do; a small run's judge may name a level twice), else plain shuffled folds."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
+    stratify = stratify and np.unique(y, return_counts=True)[1].min() >= FOLDS
     splitter = StratifiedKFold(FOLDS, shuffle=True, random_state=SEED) if stratify else \
         KFold(FOLDS, shuffle=True, random_state=SEED)
     return list(splitter.split(np.zeros(len(y)), y if stratify else None))
@@ -260,9 +271,37 @@ def _fitted_on() -> str:
     return f"calibration/ train split ({LABELS_PROVENANCE})"
 
 
-def fit_bloom(train: pd.DataFrame, embedder, *, C: float | None = None) -> dict[str, Any]:
+def _r4(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _best(values: Sequence[float | None]) -> float:
+    """A figure to maximise over settings (``None``, a constant prediction, ranks last)."""
+    return -np.inf if values is None else values
+
+
+def _level_probs(model, probs: np.ndarray) -> np.ndarray:
+    """``(n, 6)`` level probabilities from a classifier fitted on the levels it saw (a level the rows never name
+    has probability 0; with every level seen, the classifier's own columns)."""
+    out = np.zeros((len(probs), len(BLOOM_LEVELS)))
+    out[:, model.classes_] = probs
+    return out
+
+
+def _level_means(score: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each level's mean score over the rows labelled with it (a level no row names: its band's midpoint, with
+    probability 0 wherever it is used)."""
+    from thtb.scorers.base import BLOOM_BANDS
+
+    return np.array([score[y == i].mean() if (y == i).any() else sum(BLOOM_BANDS[lv]) / 2
+                     for i, lv in enumerate(BLOOM_LEVELS)])
+
+
+def fit_bloom(train: pd.DataFrame, embedder, *, C: float | None = None, fitted_on: str | None = None
+              ) -> dict[str, Any]:
     """Multinomial logistic head of :class:`~thtb.scorers.proxy.ProxyBloomScorer`; C by cross-validated ρ, or
-    ``C`` as given (no cross-validation, no ``cv`` section: a refit with recorded hyper-parameters)."""
+    ``C`` as given (no cross-validation, no ``cv`` section: a refit with recorded hyper-parameters). ``fitted_on``:
+    what the labels are (default: the calibration readers'). Levels the labels never name get probability 0."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -274,34 +313,49 @@ def fit_bloom(train: pd.DataFrame, embedder, *, C: float | None = None) -> dict[
     x, _ = bloom_features(LexiconBloomClassifier(embedder), train["query"].tolist(), train["response"].tolist())
     y = train["bloom_level"].map(BLOOM_LEVELS.index).to_numpy()
     score = train["bloom_score"].to_numpy(dtype=float)
+    if len(set(y)) < 2:
+        raise ValueError(f"every Bloom label is {BLOOM_LEVELS[y[0]]!r}: a classifier needs two levels at least")
     cv = {}
     for c in (BLOOM_C if C is None else ()):
         k_pred, s_pred = np.zeros(len(y), int), np.zeros(len(y))
         for a, b in _folds(y):
             scaler = StandardScaler().fit(x[a])
-            model = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x[a]), y[a])
-            means = np.array([score[a][y[a] == i].mean() for i in range(len(BLOOM_LEVELS))])
-            k_pred[b], s_pred[b] = _bloom_predict(model.predict_proba(scaler.transform(x[b])), means)
-        cv[str(c)] = {"bloom_spearman": round(spearman(s_pred, score), 4),
+            if len(set(y[a])) < 2:  # a tiny set's fold that saw one level: it predicts that level
+                probs = np.zeros((len(b), len(BLOOM_LEVELS)))
+                probs[:, y[a][0]] = 1.0
+            else:
+                model = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x[a]), y[a])
+                probs = _level_probs(model, model.predict_proba(scaler.transform(x[b])))
+            k_pred[b], s_pred[b] = _bloom_predict(probs, _level_means(score[a], y[a]))
+        cv[str(c)] = {"bloom_spearman": _r4(spearman(s_pred, score)),
                       "bloom_level_exact": round(float((k_pred == y).mean()), 4),
                       "bloom_level_within_one": round(float((np.abs(k_pred - y) <= 1).mean()), 4)}
-    best = max(BLOOM_C, key=lambda c: (cv[str(c)]["bloom_spearman"], -c)) if C is None else float(C)
+    best = max(BLOOM_C, key=lambda c: (_best(cv[str(c)]["bloom_spearman"]), -c)) if C is None else float(C)
     scaler = StandardScaler().fit(x)
     model = LogisticRegression(C=best, max_iter=5000).fit(scaler.transform(x), y)
+    coef, intercept = np.zeros((len(BLOOM_LEVELS), x.shape[1])), np.full(len(BLOOM_LEVELS), -1e6)
+    if len(model.classes_) == 2:  # binary: sklearn keeps one row (class 1 against class 0)
+        coef[model.classes_] = np.vstack([-model.coef_[0] / 2, model.coef_[0] / 2])
+        intercept[model.classes_] = [-model.intercept_[0] / 2, model.intercept_[0] / 2]
+    else:
+        coef[model.classes_], intercept[model.classes_] = model.coef_, model.intercept_
     return {"format": FORMAT, "kind": "bloom", "features": list(BLOOM_FEATURES),
             "n_train": len(train), "train_labels_sha256": labels_digest(train, ("bloom_level", "bloom_score")),
-            "fitted_on": _fitted_on(),
+            "fitted_on": fitted_on or _fitted_on(),
             "model": {"type": "sklearn LogisticRegression (multinomial, lbfgs)", "C": best,
-                      "coef": model.coef_.tolist(), "intercept": model.intercept_.tolist()},
+                      "coef": coef.tolist(), "intercept": intercept.tolist()},
             "scaler": {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist()},
-            "level_mean_scores": [float(score[y == i].mean()) for i in range(len(BLOOM_LEVELS))],
+            "level_mean_scores": _level_means(score, y).tolist(),
             **({"cv": {"folds": FOLDS, "seed": SEED, "choose": "max bloom_spearman", "by_C": cv}} if cv else {})}
 
 
-def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None,
-                    threshold: float | None = None) -> dict[str, Any]:
+def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None, threshold: float | None = None,
+                    fitted_on: str | None = None, name_undescribed: bool = False) -> dict[str, Any]:
     """Per-discipline logistic heads of :class:`~thtb.scorers.proxy.ProxyDisciplineTagger`; C and the threshold
-    by cross-validated micro-F1, or both as given (no cross-validation, no ``cv`` section)."""
+    by cross-validated micro-F1, or both as given (no cross-validation, no ``cv`` section). ``fitted_on``: what
+    the labels are (default: the calibration readers'). A discipline named neither by the catalogue nor by
+    :data:`PROXY_DESCRIPTIONS` is an error, or with ``name_undescribed`` (a judge's free names, whose own
+    descriptions the score card does not hold) described by its name, listed under ``described_by_name``."""
     from collections import Counter
 
     from sklearn.linear_model import LogisticRegression
@@ -314,9 +368,13 @@ def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None,
     counts = Counter(d for ds in train["disciplines"] for d in ds)
     labels = sorted(d for d, c in counts.items() if c >= DISCIPLINE_MIN_COUNT)
     catalogue = load_catalogue()
+    if not labels:
+        raise ValueError(f"no discipline is named {DISCIPLINE_MIN_COUNT} times or more in {len(train)} rows: "
+                         "nothing to fit a head on")
     undescribed = [d for d in labels if d not in catalogue and d not in PROXY_DESCRIPTIONS]
-    if undescribed:
+    if undescribed and not name_undescribed:
         raise ValueError(f"disciplines {undescribed} need a description (PROXY_DESCRIPTIONS) before fitting")
+    own = {**PROXY_DESCRIPTIONS, **{d: f"{d.replace('_', ' ').capitalize()}." for d in undescribed}}
     x = embedder.encode([split_query(q)[0] for q in train["query"]])
     y = np.array([[d in ds for d in labels] for ds in train["disciplines"]], dtype=int)
     truth = train["disciplines"].tolist()
@@ -345,7 +403,7 @@ def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None,
             probs[b] = 1 / (1 + np.exp(-(x[b] @ coef.T + intercept)))
         for t in DISCIPLINE_THRESHOLDS:
             pred = [choose(p, t) for p in probs]
-            cv[f"C={c},threshold={t}"] = {k: round(v, 4) for k, v in discipline_agreement(train, pred).items()}
+            cv[f"C={c},threshold={t}"] = {k: _r4(v) for k, v in discipline_agreement(train, pred).items()}
     if C is None:
         best = max(cv, key=lambda k: (cv[k]["discipline_micro_f1"], cv[k]["discipline_count_agreement"]))
         c, t = (float(part.split("=")[1]) for part in best.split(","))
@@ -353,9 +411,10 @@ def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None,
         c, t = float(C), float(threshold)
     coef, intercept = heads(c, np.arange(len(train)))
     return {"format": FORMAT, "kind": "disciplines", "labels": labels,
-            "descriptions": {d: PROXY_DESCRIPTIONS[d] for d in labels if d not in catalogue},
+            "descriptions": {d: own[d] for d in labels if d not in catalogue},
+            **({"described_by_name": undescribed} if undescribed else {}),
             "n_train": len(train), "train_labels_sha256": labels_digest(train, ("disciplines",)),
-            "fitted_on": _fitted_on(),
+            "fitted_on": fitted_on or _fitted_on(),
             "model": {"type": "sklearn LogisticRegression per discipline (one-vs-rest) on the MiniLM query "
                               "embedding", "C": c, "min_count": DISCIPLINE_MIN_COUNT,
                       "coef": coef.tolist(), "intercept": intercept.tolist()},
@@ -364,9 +423,11 @@ def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None,
                if cv else {})}
 
 
-def fit_quality(train: pd.DataFrame, *, alpha: float | None = None) -> dict[str, Any]:
+def fit_quality(train: pd.DataFrame, *, alpha: float | None = None, fitted_on: str | None = None
+                ) -> dict[str, Any]:
     """Ridge head of :class:`~thtb.scorers.proxy.ProxyQualityScorer`; alpha by cross-validated ρ, or ``alpha`` as
-    given (no cross-validation, no ``cv`` section)."""
+    given (no cross-validation, no ``cv`` section). ``fitted_on``: what ``quality`` is (default: the calibration
+    readers' 1–10 rating; ``fit --against``: a reward model's raw score)."""
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
 
@@ -382,14 +443,15 @@ def fit_quality(train: pd.DataFrame, *, alpha: float | None = None) -> dict[str,
         for a, b in _folds(y, stratify=False):
             scaler = StandardScaler().fit(x[a])
             pred[b] = Ridge(alpha=value).fit(scaler.transform(x[a]), y[a]).predict(scaler.transform(x[b]))
-        cv[str(value)] = {"quality_spearman": round(spearman(pred, y), 4)}
-    best = max(QUALITY_ALPHA, key=lambda a: (cv[str(a)]["quality_spearman"], a)) if alpha is None else float(alpha)
+        cv[str(value)] = {"quality_spearman": _r4(spearman(pred, y))}
+    best = max(QUALITY_ALPHA, key=lambda a: (_best(cv[str(a)]["quality_spearman"]), a)) if alpha is None \
+        else float(alpha)
     scaler = StandardScaler().fit(x)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     model = Ridge(alpha=best).fit((x - scaler.mean_) / scale, y)
     return {"format": FORMAT, "kind": "quality", "features": list(QUALITY_FEATURES),
             "n_train": len(train), "train_labels_sha256": labels_digest(train, ("quality",)),
-            "fitted_on": _fitted_on(),
+            "fitted_on": fitted_on or _fitted_on(),
             "model": {"type": "sklearn Ridge", "alpha": best, "coef": model.coef_.tolist(),
                       "intercept": float(model.intercept_)},
             "scaler": {"mean": scaler.mean_.tolist(), "scale": scale.tolist()},
@@ -523,14 +585,300 @@ def held_out_table(params_dir: str | Path | None = None, record: dict[str, Any] 
     return pd.DataFrame(rows)
 
 
+# ------------------------------------------------------------------------- fitting against a run's scorers
+HOLD_OUT = 0.25
+"""Share of a run's scored rows ``fit --against`` holds out to measure agreement (chosen by id hash)."""
+MIN_FIT_ROWS = 20
+MIN_HELD_OUT_ROWS = 8
+KIND_COLUMNS = {"quality": ("quality_raw",), "bloom": ("bloom_level", "bloom_score"), "disciplines": ("disciplines",)}
+"""The score card's columns each proxy is fitted to: the real scorer's raw outputs."""
+FRAME_COLUMNS = {"quality": ("quality",), "bloom": ("bloom_level", "bloom_score"), "disciplines": ("disciplines",)}
+"""The same in the frames the fit functions read (the reward's raw score is their ``quality``)."""
+OFFLINE_REWARDS = ("ProxyQualityScorer", "HeuristicQualityScorer")
+"""Reward backends that are offline stand-ins, not a reward model: nothing to imitate."""
+KIND_PROMPTS = {"bloom": ("bloom", "bloom_level"), "disciplines": ("disciplines",)}
+"""The judge prompts (:mod:`thtb.judge.prompts` names) whose answers a kind's columns hold."""
+
+
+@dataclass(frozen=True)
+class RunScores:
+    """A run's score card and the summary that says which scorers wrote it."""
+
+    run: Path
+    card_path: Path
+    summary_path: Path
+    card: pd.DataFrame
+    summary: dict[str, Any]
+    card_sha256: str
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.summary["provenance"]["selection"]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_run_scores(against: str | Path) -> RunScores:
+    """A run directory (``<run>/selection/scores.parquet``), its ``selection/`` folder or a score card, with the
+    ``summary.json`` beside the card (the scorers' provenance); errors name the missing file or field."""
+    path = Path(against).expanduser()
+    if path.is_dir():
+        card_path = path / "selection" / "scores.parquet" if (path / "selection").is_dir() else path / "scores.parquet"
+    else:
+        card_path = path
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{card_path}: no score card (fit --against reads a run's selection/scores.parquet)")
+    summary_path = card_path.with_name("summary.json")
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path}: missing; fit --against reads which scorers wrote {card_path} "
+                                "from the selection summary beside it")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    if not isinstance((summary.get("provenance") or {}).get("selection", {}).get("scorers"), dict):
+        raise CalibrationError(f"{summary_path}: no provenance.selection.scorers (which reward model and judge "
+                               "scored the run); a summary of thtb 0.2 or later has it")
+    card = pd.read_parquet(card_path)
+    missing = [c for c in ("id", "query", "response") if c not in card]
+    if missing:
+        raise CalibrationError(f"{card_path}: no column {', '.join(map(repr, missing))} (a score card of thtb 0.2 "
+                               "or later has each row's id, query and response)")
+    if card["id"].duplicated().any():
+        raise CalibrationError(f"{card_path}: column 'id' repeats {card['id'][card['id'].duplicated()].iloc[0]!r}")
+    run = card_path.parent.parent if card_path.parent.name == "selection" else card_path.parent
+    return RunScores(run=run.resolve(), card_path=card_path.resolve(), summary_path=summary_path.resolve(),
+                     card=card, summary=summary, card_sha256=_sha256(card_path))
+
+
+def real_scorers(provenance: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``({kind: the scorer to imitate}, {kind: why it is skipped})`` from a selection's provenance: a kind is
+    fitted only when a real scorer produced it (a reward model, not an offline stand-in; an LLM judge that
+    answered that kind's prompt)."""
+    scorers = provenance["scorers"]
+    imitate: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    reward = scorers.get("reward")
+    if reward is None:
+        skipped["quality"] = "the run scored no quality (no reward in its scorers)"
+    elif reward.get("backend") in OFFLINE_REWARDS:
+        skipped["quality"] = f"the run's reward is the offline {reward.get('backend')}, not a reward model"
+    else:
+        imitate["quality"] = {"role": "reward", **reward}
+    judge = scorers.get("judge")
+    for kind in ("bloom", "disciplines"):
+        if judge is None:
+            skipped[kind] = "the run asked no judge (no judge in its scorers)"
+        elif judge.get("model") is None:
+            skipped[kind] = (f"the run's judge is the offline `{judge.get('backend')}` ({judge.get(kind)}): no LLM "
+                             "answered")
+        elif judge.get("prompts") is not None and not set(KIND_PROMPTS[kind]) & set(judge["prompts"]):
+            skipped[kind] = f"the run's judge answered no {kind} prompt (its prompts: {sorted(judge['prompts'])})"
+        else:
+            imitate[kind] = {"role": "judge", **judge}
+    return imitate, skipped
+
+
+def describe_scorer(scorer: dict[str, Any]) -> str:
+    """A scorer identity in words: ``the reward model M (Backend)``, ``the LLM judge M (backend; prompts …)``."""
+    if scorer["role"] == "reward":
+        return f"the reward model {scorer['model']} ({scorer['backend']})" if scorer.get("model") else \
+            f"the reward scorer {scorer['backend']}"
+    prompts = ", ".join((scorer.get("prompts") or {}).values())
+    return f"the LLM judge {scorer.get('model')} ({scorer.get('backend')}{'; prompts ' + prompts if prompts else ''})"
+
+
+def held_out_mask(ids: Sequence[str], fraction: float = HOLD_OUT) -> np.ndarray:
+    """Which rows are held out: the first 8 bytes of ``sha256("thtb-hold-out:" + id)`` read as a fraction of 2⁶⁴,
+    below ``fraction`` — the same rows for the same ids, whatever their order or the other rows."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"the held-out share must lie in (0, 1), got {fraction}")
+    draws = [int.from_bytes(hashlib.sha256(f"thtb-hold-out:{i}".encode()).digest()[:8], "big") / 2 ** 64
+             for i in ids]
+    return np.asarray(draws) < fraction
+
+
+def ids_digest(ids: Iterable[str]) -> str:
+    """sha256 of the sorted ids, one a line (which rows were held out)."""
+    return hashlib.sha256("".join(f"{i}\n" for i in sorted(map(str, ids))).encode()).hexdigest()
+
+
+def _scored_rows(card: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The rows the real scorer of ``kind`` scored, in the calibration frame's columns (``quality`` = the reward's
+    raw score)."""
+    rows = card["row"].to_numpy() if "row" in card else np.arange(len(card))
+    frame = pd.DataFrame({"row": rows, "id": card["id"].astype(str), "split": "train",
+                          "query": card["query"].fillna("").astype(str),
+                          "response": card["response"].fillna("").astype(str)})
+    if kind == "quality":
+        raw = pd.to_numeric(card["quality_raw"], errors="coerce").to_numpy(dtype=float)
+        keep = np.isfinite(raw)
+        frame["quality"] = raw
+    elif kind == "bloom":
+        score = pd.to_numeric(card["bloom_score"], errors="coerce").to_numpy(dtype=float)
+        keep = card["bloom_level"].isin(BLOOM_LEVELS).to_numpy() & np.isfinite(score)
+        frame["bloom_level"], frame["bloom_score"] = card["bloom_level"].to_numpy(), score
+    else:
+        lists = [[str(d) for d in v] if isinstance(v, list | tuple | np.ndarray) else None for v in card["disciplines"]]
+        keep = np.array([bool(v) for v in lists], dtype=bool)
+        frame["disciplines"] = pd.Series(lists, dtype=object)
+    return frame[keep].reset_index(drop=True)
+
+
+def _measure(kind: str, rows: pd.DataFrame, scorer) -> dict[str, Any]:
+    """Agreement of one scorer of ``kind`` with the run's scorer on ``rows`` (figures of :data:`FIGURES`)."""
+    queries, responses = rows["query"].tolist(), rows["response"].tolist()
+    if kind == "quality":
+        figures = agreement(rows, quality=scorer.score(queries, responses))
+    elif kind == "bloom":
+        figures = agreement(rows, bloom=scorer.score(queries, responses))
+    else:
+        figures = agreement(rows, disciplines=scorer.tag(queries))
+    out = figures.as_dict()
+    return {k: out[k] for k in FIGURES[kind]}
+
+
+def _scorers_of(kind: str, path: Path | None, embedder):
+    """The proxy of ``kind`` (parameters at ``path``; ``None``: the shipped reader-calibrated ones) and the
+    hand-built scorer of the same kind."""
+    from thtb.scorers.bloom import LexiconBloomClassifier
+    from thtb.scorers.disciplines import CatalogueDisciplineTagger
+    from thtb.scorers.proxy import ProxyBloomScorer, ProxyDisciplineTagger, ProxyQualityScorer
+    from thtb.scorers.quality import HeuristicQualityScorer
+
+    if kind == "quality":
+        return ProxyQualityScorer(path), HeuristicQualityScorer()
+    if kind == "bloom":
+        return ProxyBloomScorer(embedder, path), LexiconBloomClassifier(embedder)
+    return ProxyDisciplineTagger(embedder, path), CatalogueDisciplineTagger(embedder)
+
+
+def fit_against(against: str | Path, out_dir: str | Path, *, fraction: float = HOLD_OUT, embedder=None,
+                replace_shipped: bool = False) -> dict[str, Any]:
+    """Fit the proxies to the outputs of the real scorers recorded in a run's score card
+    (``python -m thtb.calibration fit --against``).
+
+    For each kind a real scorer produced (:func:`real_scorers`; the others are skipped, and said so) the rows it
+    scored are split by id hash (:func:`held_out_mask`: ``fraction`` held out); the proxy is fitted on the rest
+    with the calibration fit's cross-validation (:func:`fit_quality` on the reward's raw score,
+    :func:`fit_bloom` on the judge's level and score, :func:`fit_disciplines` on its disciplines), written to
+    ``<out_dir>/<kind>.json`` with what it imitates and its source (the run, its summary's scorer provenance,
+    the score card's sha256, the held-out rule), then measured on the held-out rows beside the hand-built scorer
+    and the shipped reader-calibrated proxy: ``<out_dir>/held_out.json``, keyed by the parameters' digest as
+    ``evaluate --write`` keys its record (entries of other kinds already there are kept). ``out_dir`` may not be
+    the packaged ``thtb/resources/proxies/`` unless ``replace_shipped``. Returns ``{run, score_card,
+    score_card_sha256, fitted: {kind: params}, skipped: {kind: why}, held_out: record, written: [paths]}``."""
+    from thtb.scorers.fitted import HELD_OUT_FORMAT, labels_digest, load_held_out, params_digest, proxy_path
+
+    out = Path(out_dir).expanduser().resolve()
+    if out == proxy_path("quality").parent.resolve() and not replace_shipped:
+        raise ValueError(f"{out} holds the shipped reader-calibrated proxies; fit --against writes them only when "
+                         "asked explicitly (--replace-shipped): give another --out")
+    source = load_run_scores(against)
+    imitate, skipped = real_scorers(source.provenance)
+    if not imitate:
+        raise CalibrationError(f"{source.summary_path}: no real scorer to imitate: "
+                               + "; ".join(f"{k}: {why}" for k, why in skipped.items()))
+    splits: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    for kind in imitate:  # every check before any fitting
+        missing = [c for c in KIND_COLUMNS[kind] if c not in source.card]
+        if missing:
+            raise CalibrationError(f"{source.card_path}: no column {', '.join(map(repr, missing))}, though the run's "
+                                   f"{describe_scorer(imitate[kind])} scored {kind}")
+        rows = _scored_rows(source.card, kind)
+        held = held_out_mask(rows["id"].tolist(), fraction)
+        n_held, n_fit = int(held.sum()), int((~held).sum())
+        if n_held < MIN_HELD_OUT_ROWS or n_fit < MIN_FIT_ROWS:
+            raise CalibrationError(
+                f"{source.card_path}: {len(rows)} rows have {'/'.join(KIND_COLUMNS[kind])} from the run's "
+                f"{describe_scorer(imitate[kind])}; holding out {fraction:.0%} by id hash leaves {n_held} to measure "
+                f"(at least {MIN_HELD_OUT_ROWS}) and {n_fit} to fit (at least {MIN_FIT_ROWS})")
+        splits[kind] = rows[~held].reset_index(drop=True), rows[held].reset_index(drop=True)
+    if embedder is None and {"bloom", "disciplines"} & set(imitate):
+        embedder = _embedder()
+    prov = source.provenance
+    origin = {"run": str(source.run), "score_card": str(source.card_path), "score_card_sha256": source.card_sha256,
+              "summary": str(source.summary_path), "summary_sha256": _sha256(source.summary_path),
+              "fingerprint": source.summary.get("fingerprint"),
+              "provenance": {"selection": prov, "thtb": source.summary["provenance"].get("thtb")}}
+    fitted: dict[str, dict[str, Any]] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    written: list[Path] = []
+    for kind, scorer in imitate.items():
+        fit, held = splits[kind]
+        fitted_on = f"the outputs of {describe_scorer(scorer)} in run {source.run}"
+        try:
+            if kind == "quality":
+                params = fit_quality(fit, fitted_on=fitted_on)
+            elif kind == "bloom":
+                params = fit_bloom(fit, embedder, fitted_on=fitted_on)
+            else:
+                params = fit_disciplines(fit, embedder, fitted_on=fitted_on, name_undescribed=True)
+        except ValueError as exc:
+            raise CalibrationError(f"{source.card_path}: column {'/'.join(KIND_COLUMNS[kind])}: {exc}") from exc
+        params["imitates"] = {**scorer, "columns": list(KIND_COLUMNS[kind]), "fidelity": prov.get("fidelity")}
+        params["source"] = {**origin, "hold_out": {
+            "rule": "sha256('thtb-hold-out:' + id), first 8 bytes as a fraction of 2^64, below the share",
+            "fraction": fraction, "n_fit": len(fit), "n_held_out": len(held),
+            "held_out_ids_sha256": ids_digest(held["id"])}}
+        path = out / f"{kind}.json"
+        _write_json(path, params)
+        written.append(path)
+        fitted[kind] = params
+        proxy, hand = _scorers_of(kind, path, embedder)
+        reader, _ = _scorers_of(kind, None, embedder)
+        entries[kind] = {"params_sha256": params_digest(params), "split": f"held out by id hash ({fraction:g})",
+                         "n": len(held), "labels_sha256": labels_digest(held, FRAME_COLUMNS[kind]),
+                         "imitates": fitted_on, "proxy": _measure(kind, held, proxy),
+                         "hand_built": _measure(kind, held, hand), "reader_proxy": _measure(kind, held, reader)}
+    previous = load_held_out(out / "held_out.json") if (out / "held_out.json").is_file() else None
+    for kind, entry in ((previous or {}).get("proxies") or {}).items():
+        if kind not in entries:  # another kind's record stays, with its own rows
+            entries[kind] = {"split": previous["split"], "n": previous["n"],
+                             "labels_sha256": previous.get("test_labels_sha256"), **entry}
+    record = {"format": HELD_OUT_FORMAT, "split": f"held out by id hash ({fraction:g})",
+              "n": int(held_out_mask(source.card["id"].astype(str).tolist(), fraction).sum()),
+              "labels": f"the outputs of the real scorers in run {source.run}",
+              "measured_by": f"python -m thtb.calibration fit --against {source.card_path}",
+              "source": {k: origin[k] for k in ("run", "score_card", "score_card_sha256", "fingerprint")},
+              "proxies": {k: entries[k] for k in sorted(entries)}}
+    _write_json(out / "held_out.json", record)
+    written.append(out / "held_out.json")
+    return {"run": str(source.run), "score_card": str(source.card_path), "score_card_sha256": source.card_sha256,
+            "fitted": fitted, "skipped": skipped, "held_out": record, "written": written}
+
+
+def against_table(record: dict[str, Any], kinds: Iterable[str] | None = None) -> pd.DataFrame:
+    """A ``fit --against`` held-out record as one row per figure: the fitted proxy, the hand-built scorer and the
+    shipped reader-calibrated proxy, each against the run's scorer on the same held-out rows."""
+    rows = []
+    for kind, entry in record["proxies"].items():
+        if kinds is not None and kind not in kinds:
+            continue
+        for figure, value in entry["proxy"].items():
+            rows.append({"proxy": kind, "figure": figure, "n": entry.get("n", record["n"]), "proxy_value": value,
+                         "hand_built_value": entry["hand_built"].get(figure),
+                         "reader_proxy_value": (entry.get("reader_proxy") or {}).get(figure)})
+    return pd.DataFrame(rows)
+
+
+def _format_table(table: pd.DataFrame) -> str:
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    import sys
 
     from thtb.scorers.fitted import held_out_path
 
     parser = argparse.ArgumentParser(
         prog="python -m thtb.calibration",
-        description="Fit the offline proxies on calibration/'s train split; measure them on its held-out split.")
+        description="Fit the offline proxies on calibration/'s train split; measure them on its held-out split. "
+                    "fit --against RUN fits them to the real scorers a run recorded instead.")
     parser.add_argument("command", choices=["fit", "evaluate", "report"],
                         help="fit: cross-validate and refit on the train split, rewrite the parameters and print "
                              "the cross-validated figures (never reads the test split); evaluate: score the held-out "
@@ -539,12 +887,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpaca", type=Path, default=DEFAULT_ALPACA)
     parser.add_argument("--params-dir", type=Path, default=None,
                         help="the proxies' parameter folder (default: thtb/resources/proxies/); fit writes there")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="fit: a run directory (or its selection/scores.parquet): fit each proxy whose real "
+                             "scorer ran there to that scorer's outputs, hold out a share of its rows by id hash "
+                             "and print the agreement on them; writes --out (or --params-dir)")
+    parser.add_argument("--out", type=Path, default=None, help="fit --against: the new parameter folder")
+    parser.add_argument("--hold-out", type=float, default=HOLD_OUT,
+                        help=f"fit --against: share of the scored rows held out (default {HOLD_OUT})")
+    parser.add_argument("--replace-shipped", action="store_true",
+                        help="fit --against: allow --out to be the packaged thtb/resources/proxies/")
     parser.add_argument("--write", action="store_true",
                         help="evaluate: record the figures in the held-out record (default: "
                              "thtb/resources/proxies/held_out.json, or --held-out)")
     parser.add_argument("--held-out", type=Path, default=None, help="the held-out record to write or report")
     args = parser.parse_args(argv)
     pd.set_option("display.width", 200)
+    if args.against is not None or args.out is not None:
+        if args.command != "fit" or args.against is None:
+            parser.error("--against and --out go together, with the fit command: fit --against RUN --out DIR")
+        out = args.out or args.params_dir
+        if out is None:
+            parser.error("fit --against writes a new parameter folder: give --out DIR")
+        try:
+            result = fit_against(args.against, out, fraction=args.hold_out, replace_shipped=args.replace_shipped)
+        except (CalibrationError, FileNotFoundError, ValueError) as exc:  # names the file, the column, the fix
+            print(f"fit --against: {exc}", file=sys.stderr)
+            return 2
+        print(f"fitted against run {result['run']}: score card {result['score_card']} "
+              f"(sha256 {result['score_card_sha256']})")
+        for kind, params in result["fitted"].items():
+            hold = params["source"]["hold_out"]
+            print(f"  {kind}: {params['fitted_on']} — {hold['n_fit']} rows fitted, {hold['n_held_out']} held out")
+        for kind, why in result["skipped"].items():
+            print(f"  {kind}: skipped — {why}")
+        print(f"held-out agreement with the run's scorers (rows held out by id hash, share {args.hold_out:g}; "
+              "hand_built: the rules, reader_proxy: the shipped reader-calibrated proxy, on the same rows):")
+        print(_format_table(against_table(result["held_out"], result["fitted"])))
+        print("written: " + ", ".join(str(p) for p in result["written"]))
+        return 0
     if args.command == "fit":
         params = fit_proxies(alpaca=args.alpaca, out_dir=args.params_dir)
         print(f"cross-validated on the train split ({FOLDS} folds, seed {SEED}; the test split was not read):")

@@ -86,14 +86,16 @@ class THTB(SelectionMethod):
     def identities(self, cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         from thtb.judge import prompts
         from thtb.provenance import embedder_identity, judge_identity, reward_identity
+        from thtb.scorers.fitted import fitted_params_identity
 
         out: dict[str, dict[str, Any]] = {}
-        if "quality" in self.stages:
-            out["reward"] = reward_identity(cfg.get("reward"))
+        if "quality" in self.stages:  # a proxy's parameters named by params_path: their digest too
+            out["reward"] = {**reward_identity(cfg.get("reward")), **fitted_params_identity(cfg.get("reward"))}
         if "intrinsic" in self.stages:
             bloom = prompts.BLOOM if cfg["fidelity"] == "reference" else prompts.BLOOM_LEVEL
-            out["judge"] = judge_identity(cfg.get("judge"), [bloom.name, prompts.DISCIPLINES.name,
-                                                             prompts.DISCIPLINE_DESCRIPTION.name])
+            out["judge"] = {**judge_identity(cfg.get("judge"), [bloom.name, prompts.DISCIPLINES.name,
+                                                                prompts.DISCIPLINE_DESCRIPTION.name]),
+                            **fitted_params_identity(cfg.get("judge"))}
             out["embedder"] = embedder_identity(cfg.get("embedder"))
         return out
 

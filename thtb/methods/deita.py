@@ -85,9 +85,11 @@ class Deita(EmbeddingMethod):
     def identities(self, cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         from thtb.judge import prompts
         from thtb.provenance import judge_identity, reward_identity
+        from thtb.scorers.fitted import fitted_params_identity
 
         bloom = prompts.BLOOM if cfg["fidelity"] == "reference" else prompts.BLOOM_LEVEL
-        return {"reward": reward_identity(cfg.get("reward")), "judge": judge_identity(cfg.get("judge"), [bloom.name]),
+        return {"reward": {**reward_identity(cfg.get("reward")), **fitted_params_identity(cfg.get("reward"))},
+                "judge": {**judge_identity(cfg.get("judge"), [bloom.name]), **fitted_params_identity(cfg.get("judge"))},
                 **super().identities(cfg)}
 
     def problems(self, cfg: Mapping[str, Any]) -> list[tuple[str, str]]:

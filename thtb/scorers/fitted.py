@@ -63,22 +63,74 @@ def held_out_figures(kind: str, params: dict[str, Any] | None, record: dict[str,
     """The held-out figures recorded for proxy ``kind``, as a summary shows them: ``{"held_out": {split, n,
     params_sha256, proxy, hand_built}}`` when the record was measured with exactly ``params``; otherwise
     ``{"held_out": None, "held_out_stale": why}`` (a refit since, other parameters, or no record). With
-    ``params=None`` (a hand-built scorer) only the hand-built figures are given, whatever the proxy's digest."""
+    ``params=None`` (a hand-built scorer) only the hand-built figures are given, whatever the proxy's digest.
+    A record of ``fit --against`` (:func:`is_fitted_against`) holds its rows per proxy (each kind has its own
+    held-out rows: stage 2 sees fewer than stage 1), its figures against the run's scorer, and the shipped
+    reader-calibrated proxy's figures on the same rows (``reader_proxy``)."""
     record = load_held_out() if record is None else record
     entry = (record or {}).get("proxies", {}).get(kind)
+    remedy = ("rerun `python -m thtb.calibration fit --against`" if params is not None and is_fitted_against(params)
+              else "measure one with `python -m thtb.calibration evaluate --write`")
     if entry is None:
-        return {"held_out": None, "held_out_stale": f"no held-out record for the {kind} proxy; measure one with "
-                                                    "`python -m thtb.calibration evaluate --write`"}
-    base = {"split": record["split"], "n": record["n"], "test_labels_sha256": record.get("test_labels_sha256")}
+        return {"held_out": None, "held_out_stale": f"no held-out record for the {kind} proxy; {remedy}"}
+    base = {"split": entry.get("split", record["split"]), "n": entry.get("n", record["n"]),
+            "test_labels_sha256": entry.get("labels_sha256", record.get("test_labels_sha256"))}
     if params is None:
         return {"held_out": {**base, "hand_built": entry["hand_built"]}}
     digest = params_digest(params)
     if entry["params_sha256"] != digest:
         return {"held_out": None,
                 "held_out_stale": f"the held-out record was measured with {kind} parameters sha256 "
-                                  f"{entry['params_sha256'][:16]}…, these are {digest[:16]}…; measure them with "
-                                  "`python -m thtb.calibration evaluate --write`"}
-    return {"held_out": {**base, "params_sha256": digest, "proxy": entry["proxy"], "hand_built": entry["hand_built"]}}
+                                  f"{entry['params_sha256'][:16]}…, these are {digest[:16]}…; {remedy}"}
+    extra = {"reader_proxy": entry["reader_proxy"]} if "reader_proxy" in entry else {}
+    return {"held_out": {**base, "params_sha256": digest, "proxy": entry["proxy"], "hand_built": entry["hand_built"],
+                         **extra}}
+
+
+def is_fitted_against(params: dict[str, Any]) -> bool:
+    """Whether a proxy's parameters were fitted to a run's real scorer (``fit --against``: they carry
+    ``imitates`` and ``source``) rather than to the calibration labels."""
+    return "source" in params and "imitates" in params
+
+
+def held_out_record_for(params_path: str | Path, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The held-out record that measured the parameters in ``params_path``: the ``held_out.json`` beside them when
+    there is one (``fit --against`` writes it there; the packaged parameters' is the packaged record), else the
+    packaged record — except for parameters fitted against a run, which only their own record measured
+    (``None`` without it)."""
+    beside = Path(params_path).with_name("held_out.json")
+    if beside.is_file():
+        return load_held_out(beside)
+    return None if is_fitted_against(params) else load_held_out()
+
+
+def params_file_digest(path: str | Path) -> str:
+    """sha256 of a parameter file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def fitted_params_identity(cfg: Any) -> dict[str, Any]:
+    """What a scorer config's ``params_path`` (a proxy's parameters outside the package, e.g. a ``fit --against``
+    resource) adds to its identity: ``{"params": {<where>: {"path", "sha256"}}}`` for each one set — the
+    select stage's keys hash the package's resources, not a file named by a path; ``{}`` when none is set (the
+    packaged parameters), so the default identities stay as they were."""
+    from collections.abc import Mapping
+
+    found: dict[str, Any] = {}
+
+    def walk(node: Any, where: str) -> None:
+        if not isinstance(node, Mapping):
+            return
+        path = node.get("params_path")
+        if path:
+            file = Path(str(path)).expanduser()  # a missing file is the scorer's error to name when it loads
+            found[where or "params_path"] = {"path": str(path),
+                                             "sha256": params_file_digest(file) if file.is_file() else None}
+        for key, value in node.items():
+            walk(value, f"{where}.{key}" if where else str(key))
+
+    walk(cfg, "")
+    return {"params": found} if found else {}
 
 
 def cv_setting(params: dict[str, Any]) -> tuple[str, str]:

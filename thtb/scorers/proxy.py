@@ -9,9 +9,18 @@ weights, feature names, the hyper-parameters cross-validation inside the train s
 digest of the training labels), written by ``python -m thtb.calibration fit``, which never reads the test split.
 Held-out agreement is measured apart, with the shipped parameters, by ``python -m thtb.calibration evaluate``;
 ``evaluate --write`` records it in ``thtb/resources/proxies/held_out.json`` beside the sha256 of each parameter
-file it was measured with (:func:`thtb.scorers.fitted.params_digest`), so a record left behind by a refit is detected, not reported.
-The selection cache keys cover these resources like any other, and :attr:`calibration` puts the figures into
-every selection summary next to the scorer's name.
+file it was measured with (:func:`thtb.scorers.fitted.params_digest`), so a record left behind by a refit is
+detected, not reported.
+``python -m thtb.calibration fit --against <run>`` fits the same heads to the outputs of the real scorers a run
+recorded in its score card (the reward's raw score, the judge's Bloom level and score, its disciplines) instead
+of the labels: a parameter folder of its own, whose files say which scorer they imitate (``imitates``) and which
+run and score card they come from (``source``), with a ``held_out.json`` beside them measuring the agreement
+with that scorer on the rows held out by id hash (:func:`thtb.calibration.fit_against`). Such a folder is used
+by ``reward.params_path=<dir>/quality.json``, ``judge.bloom.params_path=…``, ``judge.disciplines.params_path=…``.
+The selection cache keys cover these resources like any other (a file outside the package by the sha256 its
+config's ``params_path`` adds to the scorer's identity, :func:`thtb.scorers.fitted.fitted_params_identity`), and
+:attr:`calibration` puts what the proxy imitates and the figures into every selection summary next to the
+scorer's name.
 
 * :class:`ProxyBloomScorer` — multinomial logistic regression over the named features in
   :data:`BLOOM_FEATURES`: the Bloom lexicon's logits for the six levels
@@ -56,7 +65,15 @@ from thtb.scorers.base import (
 from thtb.scorers.bloom import LexiconBloomClassifier
 from thtb.scorers.disciplines import load_catalogue
 from thtb.scorers.embedder import clean_query
-from thtb.scorers.fitted import cv_figures, held_out_figures, load_params, proxy_path
+from thtb.scorers.fitted import (
+    LABELS_PROVENANCE,
+    cv_figures,
+    held_out_figures,
+    held_out_record_for,
+    is_fitted_against,
+    load_params,
+    proxy_path,
+)
 
 BLOOM_FEATURES = (*(f"lexicon_{lv.lower()}" for lv in BLOOM_LEVELS),
                   *(f"similarity_{lv.lower()}" for lv in BLOOM_LEVELS),
@@ -84,20 +101,36 @@ class _Calibrated:
     """Shared by the proxies: the parameters and the figures a summary shows."""
 
     params: dict[str, Any]
+    params_path: Path
+
+    def _load(self, params_path: str | Path | None, kind: str) -> None:
+        self.params_path = Path(params_path) if params_path else proxy_path(kind)
+        self.params = load_params(self.params_path, kind)
 
     @property
     def calibration(self) -> dict[str, Any]:
         """What the selection summary records beside the scorer's name (the select stage reads any scorer's
-        ``calibration`` attribute, so it imports none of them): the fit's provenance (model type and chosen
-        hyper-parameters, not the weights), the cross-validated figures of the chosen setting (train split), and
-        the held-out agreement recorded for exactly these parameters (:func:`~thtb.scorers.fitted.held_out_figures`: ``None`` with a
-        ``held_out_stale`` note when the record is for other parameters)."""
+        ``calibration`` attribute, so it imports none of them): what the proxy imitates (the calibration
+        readers, or — parameters of ``fit --against`` — a run's real scorer, with that run and its score card's
+        digest), the fit's provenance (model type and chosen hyper-parameters, not the weights), the
+        cross-validated figures of the chosen setting, and the held-out agreement recorded for exactly these
+        parameters (:func:`~thtb.scorers.fitted.held_out_figures`, from the record beside the parameters or the
+        packaged one: ``None`` with a ``held_out_stale`` note when the record is for other parameters)."""
         keys = ("kind", "fitted_on", "n_train", "train_labels_sha256")
         model = {k: v for k, v in self.params["model"].items() if k not in ("coef", "intercept")}
         cv = self.params.get("cv") or {}
-        return {**{k: self.params.get(k) for k in keys}, "model": model,
+        if is_fitted_against(self.params):
+            source = self.params["source"]
+            imitates = {**self.params["imitates"], "run": source["run"],
+                        "score_card_sha256": source["score_card_sha256"]}
+        else:
+            imitates = {"role": "readers", "labels": LABELS_PROVENANCE}
+        return {**{k: self.params.get(k) for k in keys}, "imitates": imitates,
+                "params": None if self.params_path == proxy_path(self.params["kind"]) else str(self.params_path),
+                "model": model,
                 "cv": {**{k: cv.get(k) for k in ("folds", "seed", "choose")}, "figures": cv_figures(self.params)},
-                **held_out_figures(self.params["kind"], self.params)}
+                **held_out_figures(self.params["kind"], self.params,
+                                   held_out_record_for(self.params_path, self.params) or {})}
 
 
 # --------------------------------------------------------------------------------------------------- Bloom
@@ -120,7 +153,7 @@ class ProxyBloomScorer(_Calibrated, BloomScorer):
     name = "proxy_bloom"
 
     def __init__(self, embedder: Embedder, params_path: str | Path | None = None) -> None:
-        self.params = load_params(params_path or proxy_path("bloom"), "bloom")
+        self._load(params_path, "bloom")
         if tuple(self.params["features"]) != BLOOM_FEATURES:
             raise ValueError(f"bloom proxy features {self.params['features']} are not {list(BLOOM_FEATURES)}")
         self.lexicon = LexiconBloomClassifier(embedder)
@@ -172,7 +205,7 @@ class ProxyDisciplineTagger(_Calibrated, DisciplineTagger):
 
     def __init__(self, embedder: Embedder, params_path: str | Path | None = None,
                  catalogue_path: str | Path | None = None) -> None:
-        self.params = load_params(params_path or proxy_path("disciplines"), "disciplines")
+        self._load(params_path, "disciplines")
         self.embedder = embedder
         self.labels: tuple[str, ...] = tuple(self.params["labels"])
         self.coef = np.asarray(self.params["model"]["coef"])
@@ -248,7 +281,7 @@ class ProxyQualityScorer(_Calibrated, QualityScorer):
     normalization = "minmax"
 
     def __init__(self, params_path: str | Path | None = None) -> None:
-        self.params = load_params(params_path or proxy_path("quality"), "quality")
+        self._load(params_path, "quality")
         if tuple(self.params["features"]) != QUALITY_FEATURES:
             raise ValueError(f"quality proxy features {self.params['features']} are not {list(QUALITY_FEATURES)}")
         self.mean = np.asarray(self.params["scaler"]["mean"])
