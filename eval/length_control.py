@@ -44,7 +44,6 @@ Paired comparison — :func:`paired_difference`
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sys
@@ -70,19 +69,14 @@ _EPS = 1e-15  # AlpacaEval's clip in its log loss
 
 
 # ------------------------------------------------------------------------------------------ the GLM
-def length_term(model_len: Sequence[float], baseline_len: Sequence[float]) -> tuple[np.ndarray, float]:
-    """``tanh(Δ / sd(Δ))`` with ``Δ = baseline − model`` (characters), and ``sd(Δ)`` (0 when undefined: the
-    term is then 0 for every prompt and the GLM is the model term alone)."""
+def design(model_len: Sequence[float], baseline_len: Sequence[float]) -> tuple[np.ndarray, float]:
+    """The design matrix ``[tanh(Δ / sd(Δ)), 1]`` (AlpacaEval's column order) with ``Δ = baseline − model``
+    (characters), and ``sd(Δ)`` (0 when undefined: the length term is then 0 for every prompt and the GLM is the
+    model term alone)."""
     delta = np.asarray(baseline_len, np.float64) - np.asarray(model_len, np.float64)
     sd = float(np.std(delta, ddof=1)) if len(delta) > 1 else 0.0
-    if not np.isfinite(sd) or sd <= 0:
-        return np.zeros_like(delta), 0.0
-    return np.tanh(delta / sd), sd
-
-
-def design(model_len: Sequence[float], baseline_len: Sequence[float]) -> tuple[np.ndarray, float]:
-    """The design matrix ``[tanh(std Δ), 1]`` (AlpacaEval's column order) and ``sd(Δ)``."""
-    term, sd = length_term(model_len, baseline_len)
+    sd = sd if np.isfinite(sd) and sd > 0 else 0.0
+    term = np.tanh(delta / sd) if sd else np.zeros_like(delta)
     return np.column_stack([term, np.ones_like(term)]), sd
 
 
@@ -91,16 +85,6 @@ def _soft(X: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     n = len(p)
     return (np.concatenate([X, X]), np.concatenate([np.ones(n), np.zeros(n)]), np.concatenate([p, 1.0 - p]),
             np.concatenate([np.arange(n), np.arange(n)]))
-
-
-@functools.cache
-def _l1_penalty() -> dict[str, Any]:
-    import inspect
-
-    from sklearn.linear_model import LogisticRegression
-
-    deprecated = inspect.signature(LogisticRegression).parameters["penalty"].default == "deprecated"
-    return {"l1_ratio": 1.0} if deprecated else {"penalty": "l1"}  # scikit-learn >= 1.8 spells L1 as l1_ratio=1
 
 
 @contextlib.contextmanager
@@ -129,8 +113,9 @@ def _l1_fit(C: float, X: np.ndarray, y: np.ndarray, w: np.ndarray):
     from sklearn.linear_model import LogisticRegression
 
     one_label = any(not w[y == label].sum() > 0 for label in (0.0, 1.0))
+    # scikit-learn >= 1.8 (pinned 1.9) spells the L1 penalty l1_ratio=1 (penalty="l1" is deprecated)
     model = LogisticRegression(C=C, solver="liblinear", fit_intercept=False, dual=False, random_state=RANDOM_STATE,
-                               **_l1_penalty())
+                               l1_ratio=1.0)
     with warnings.catch_warnings(record=True) as caught, _quiet_stderr(one_label):  # counted, not printed
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(X, y, sample_weight=w)
@@ -144,11 +129,6 @@ def _l1_fit(C: float, X: np.ndarray, y: np.ndarray, w: np.ndarray):
 def _soft_log_loss(model, X: np.ndarray, p: np.ndarray) -> float:
     q = np.clip(model.predict_proba(X)[:, list(model.classes_).index(1.0)], _EPS, 1 - _EPS)
     return float(-np.mean(p * np.log(q) + (1 - p) * np.log(1 - q)))
-
-
-def _fit_soft(X: np.ndarray, p: np.ndarray, C: float):
-    Xd, yd, wd, _ = _soft(X, p)
-    return _l1_fit(C, Xd, yd, wd)
 
 
 def choose_C(X: np.ndarray, p: np.ndarray, *, n_splits: int = N_SPLITS) -> float:
@@ -195,16 +175,11 @@ def fit_length_glm(preference: Sequence[float], model_len: Sequence[float], base
     X, sd = design(model_len, baseline_len)
     if C is None:
         C = choose_C(X, p, n_splits=min(n_splits, len(p)))
-    model = _fit_soft(X, p, C)
+    Xd, yd, wd, _ = _soft(X, p)
+    model = _l1_fit(C, Xd, yd, wd)
     coef = model.coef_[0] if model.classes_[1] == 1.0 else -model.coef_[0]
     return LengthGLM(n=len(p), model_coef=float(coef[1]), length_coef=float(coef[0]), C=float(C), length_sd=sd,
                      converged=bool(model.converged_))
-
-
-def length_controlled_win_rate(preference: Sequence[float], model_len: Sequence[float],
-                               baseline_len: Sequence[float]) -> float:
-    """The LC win rate (percent) of one run (:func:`fit_length_glm`)."""
-    return fit_length_glm(preference, model_len, baseline_len).lc_win_rate
 
 
 # ---------------------------------------------------------------------------------- annotations
@@ -301,10 +276,6 @@ def _fit_at(a: Mapping[str, np.ndarray], rows: np.ndarray, C: float) -> LengthGL
     return fit_length_glm(a["preference"][rows], a["model_len"][rows], a["baseline_len"][rows], C=C)
 
 
-def _lc_at(a: Mapping[str, np.ndarray], rows: np.ndarray, C: float) -> float:
-    return _fit_at(a, rows, C).lc_win_rate
-
-
 # ------------------------------------------------------------------------------- paired comparison
 def _key(record: Mapping[str, Any]) -> tuple[str, str]:
     return (str(record.get("dataset", "")), str(record["instruction"]))
@@ -352,7 +323,7 @@ def paired_difference(samples_a: str | os.PathLike[str] | Iterable[Mapping[str, 
         point = [f.lc_win_rate for f in fits]
 
         def stat(rows: np.ndarray) -> float:
-            return _lc_at(a, rows, fits[0].C) - _lc_at(b, rows, fits[1].C)
+            return _fit_at(a, rows, fits[0].C).lc_win_rate - _fit_at(b, rows, fits[1].C).lc_win_rate
     else:
         column = "win" if metric == "win_rate" else "preference"
         point = [100.0 * float(x[column].mean()) for x in (a, b)]
