@@ -39,25 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from thtb.eval import harness, mmlu_pro_prompts, mmlu_pro_scoring
-from thtb.eval.mmlu_pro_prompts import DEFAULT_MAX_GEN_TOKS, PROMPT_FORMATS
+from thtb.eval.mmlu_pro_prompts import CATEGORIES, DEFAULT_MAX_GEN_TOKS, PROMPT_FORMATS
 from thtb.eval.mmlu_pro_scoring import SCHEMES
 
-CATEGORIES = (
-    "biology",
-    "business",
-    "chemistry",
-    "computer science",
-    "economics",
-    "engineering",
-    "health",
-    "history",
-    "law",
-    "math",
-    "other",
-    "philosophy",
-    "physics",
-    "psychology",
-)
 LOCAL_GROUP = "thtb_mmlu_pro"
 BUILTIN_GROUP = "mmlu_pro"
 TIGER_GROUP = "thtb_mmlu_pro_tiger"
@@ -76,8 +60,6 @@ SAMPLES_NAME = "mmlu_pro_samples.jsonl"
 
 def task_group(*, builtin: bool = False, prompt_format: str = "lm_eval") -> str:
     """The lm-eval group of a prompt format (``tiger_api`` has one task set, hub or local data alike)."""
-    if prompt_format not in PROMPT_FORMATS:
-        raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
     if prompt_format == "tiger_api":
         return TIGER_GROUP
     return BUILTIN_GROUP if builtin else LOCAL_GROUP
@@ -112,6 +94,11 @@ def mmlu_pro_files(data_dir: str | os.PathLike) -> dict[str, Path]:
     return files
 
 
+def _files_key(data_dir: str | os.PathLike) -> tuple:
+    """The parquet files' identity (path, size, mtime): the memoisation key of the loaders below."""
+    return tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in mmlu_pro_files(data_dir).values())
+
+
 def data_fingerprint(data_dir: str | os.PathLike) -> dict[str, Any]:
     """sha256 and size of each parquet file."""
     return {
@@ -123,9 +110,7 @@ def data_fingerprint(data_dir: str | os.PathLike) -> dict[str, Any]:
 def load_mmlu_pro_dataset(data_dir: str | os.PathLike):
     """The two parquet files as a ``datasets.DatasetDict`` (``test``, ``validation``), loaded with the ``parquet``
     builder exactly as the hub dataset is; memoised per file identity, since lm-eval asks once per category."""
-    files = mmlu_pro_files(data_dir)
-    key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files.values())
-    return _load_cached(key)
+    return _load_cached(_files_key(data_dir))
 
 
 @functools.lru_cache(maxsize=4)
@@ -147,12 +132,7 @@ def load_tiger_dataset(data_dir: str | os.PathLike | None, fewshot: int = 5):
     (:func:`thtb.eval.mmlu_pro_prompts.tiger_api_message`). Local parquet files from ``data_dir`` (or
     ``$THTB_MMLU_PRO_DIR``), else the hub dataset; memoised per data and shot count."""
     value = data_dir or os.environ.get(DATA_DIR_ENV)
-    if value:
-        files = mmlu_pro_files(value)
-        key: Any = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files.values())
-    else:
-        key = HUB_DATASET
-    return _tiger_cached(key, int(fewshot))
+    return _tiger_cached(_files_key(value) if value else HUB_DATASET, int(fewshot))
 
 
 @functools.lru_cache(maxsize=4)
@@ -253,39 +233,44 @@ def token_counter(model_path: str | os.PathLike, adapter: str | os.PathLike | No
     return count, digest
 
 
+def check_settings(*, prompt_format: str, schemes: Sequence[str], primary_scheme: str, fewshot: int,
+                   limit: int | None, max_gen_toks: int | None, **_: Any) -> None:
+    """The settings of a run, checked before any model or data loads; a ValueError names the bad one (the other
+    keyword arguments of :func:`run_mmlu_pro` need no check)."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format must be one of {list(PROMPT_FORMATS)}, got {prompt_format!r}")
+    mmlu_pro_scoring.check_schemes(schemes, primary_scheme)
+    if not 0 <= int(fewshot) <= 5:
+        raise ValueError(f"fewshot must be between 0 and 5 (the validation split has 5 per category), got {fewshot}")
+    if limit is not None and (int(limit) != limit or limit < 1):
+        raise ValueError(f"limit must be a positive integer (questions per category) or None, got {limit!r}")
+    if max_gen_toks is not None and int(max_gen_toks) < 1:
+        raise ValueError(f"max_gen_toks must be a positive integer or None, got {max_gen_toks!r}")
+
+
 def config_kwargs(mp: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`run_mmlu_pro` keyword arguments from an ``eval.mmlu_pro`` config block (``conf/eval/paper.yaml``),
-    checked without loading anything: ``fewshot``, ``limit``, ``max_gen_toks``, ``prompt_format``,
-    ``apply_chat_template``, ``fewshot_as_multiturn``, ``schemes`` (``scoring``) and ``primary_scheme``.
-    Missing keys take the function's defaults (today's lm-eval protocol). Raises ValueError on a bad value."""
-    fmt = str(mp.get("prompt_format") or "lm_eval")
-    if fmt not in PROMPT_FORMATS:
-        raise ValueError(f"eval.mmlu_pro.prompt_format must be one of {list(PROMPT_FORMATS)}, got {fmt!r}")
+    checked without loading anything (:func:`check_settings`): ``fewshot``, ``limit``, ``max_gen_toks``,
+    ``prompt_format``, ``apply_chat_template``, ``fewshot_as_multiturn``, ``schemes`` (``scoring``) and
+    ``primary_scheme``. Missing keys take the function's defaults (today's lm-eval protocol). Raises ValueError
+    (``eval.mmlu_pro: …``) on a bad value."""
     schemes = tuple(mp.get("scoring") or SCHEMES)
-    if any(s not in SCHEMES for s in schemes):
-        raise ValueError(f"eval.mmlu_pro.scoring must be a subset of {list(SCHEMES)}, got {list(schemes)}")
-    primary = str(mp.get("primary_scheme") or ("strict" if "strict" in schemes else schemes[0]))
-    if primary not in schemes:
-        raise ValueError(f"eval.mmlu_pro.primary_scheme={primary!r} is not in eval.mmlu_pro.scoring {list(schemes)}")
-    fewshot = int(mp.get("fewshot", 5))
-    if not 0 <= fewshot <= 5:
-        raise ValueError(f"eval.mmlu_pro.fewshot must be between 0 and 5, got {fewshot}")
-    limit = mp.get("limit")
-    if limit is not None and (int(limit) != limit or limit < 1):
-        raise ValueError(f"eval.mmlu_pro.limit must be a positive integer or null, got {limit!r}")
     max_gen_toks = mp.get("max_gen_toks")
-    if max_gen_toks is not None and int(max_gen_toks) < 1:
-        raise ValueError(f"eval.mmlu_pro.max_gen_toks must be a positive integer or null, got {max_gen_toks!r}")
-    return {
-        "fewshot": fewshot,
-        "limit": limit,
+    kwargs = {
+        "fewshot": int(mp.get("fewshot", 5)),
+        "limit": mp.get("limit"),
         "max_gen_toks": None if max_gen_toks is None else int(max_gen_toks),
-        "prompt_format": fmt,
+        "prompt_format": str(mp.get("prompt_format") or "lm_eval"),
         "apply_chat_template": bool(mp.get("apply_chat_template", False)),
         "fewshot_as_multiturn": bool(mp.get("fewshot_as_multiturn", True)),
         "schemes": schemes,
-        "primary_scheme": primary,
+        "primary_scheme": str(mp.get("primary_scheme") or ("strict" if "strict" in schemes else schemes[0])),
     }
+    try:
+        check_settings(**kwargs)
+    except ValueError as err:
+        raise ValueError(f"eval.mmlu_pro: {err}") from None
+    return kwargs
 
 
 def run_mmlu_pro(
@@ -350,15 +335,10 @@ def run_mmlu_pro(
         FileNotFoundError: a parquet file is missing (checked before any model is loaded).
         ImportError: ``backend="vllm"`` without vLLM installed.
     """
-    if limit is not None and (int(limit) != limit or limit < 1):
-        raise ValueError(f"limit must be a positive integer (questions per category) or None, got {limit!r}")
-    if not 0 <= int(fewshot) <= 5:
-        raise ValueError(f"fewshot must be between 0 and 5 (the validation split has 5 per category), got {fewshot}")
-    group = task_group(builtin=builtin, prompt_format=prompt_format)
     schemes = tuple(schemes)
-    if not schemes or any(s not in SCHEMES for s in schemes) or primary_scheme not in schemes:
-        raise ValueError(f"schemes must be a non-empty subset of {SCHEMES} holding primary_scheme, got "
-                         f"{list(schemes)} / {primary_scheme!r}")
+    check_settings(prompt_format=prompt_format, schemes=schemes, primary_scheme=primary_scheme, fewshot=fewshot,
+                   limit=limit, max_gen_toks=max_gen_toks)
+    group = task_group(builtin=builtin, prompt_format=prompt_format)
     tiger = prompt_format == "tiger_api"
     metadata: dict[str, Any] = {FEWSHOT_KEY: int(fewshot)} if tiger else {}
     if builtin:

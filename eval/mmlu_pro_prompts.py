@@ -72,14 +72,3 @@ CATEGORIES = ("biology", "business", "chemistry", "computer science", "economics
               "history", "law", "math", "other", "philosophy", "physics", "psychology")
 """MMLU-Pro's 14 categories."""
 
-
-def filter_category(dataset: Any, subject: str) -> Any:
-    """The rows of a ``datasets.Dataset`` in one category."""
-    return dataset.filter(lambda x: x["category"] == subject)
-
-
-def category_filters() -> dict[str, Any]:
-    """``{"process_biology": …, …}``: one document filter per category, as the lm-eval task YAMLs name them."""
-    from functools import partial
-
-    return {f"process_{c.replace(' ', '_')}": partial(filter_category, subject=c) for c in CATEGORIES}

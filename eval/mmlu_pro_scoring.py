@@ -39,11 +39,13 @@ import json
 import random
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from thtb.eval import stats
+from thtb.eval.mmlu_pro_prompts import drop_na
 from thtb.io import read_jsonl
 
 SCHEMES = ("strict", "official", "official_guess")
@@ -136,9 +138,15 @@ def tiger_reference_chain(text: str) -> str | None:
 # --------------------------------------------------------------------------------------------- rows
 def n_real_options(options: Iterable[str] | None) -> int | None:
     """Options other than ``"N/A"`` (TIGER's ``preprocess``), the choices a guess is drawn from."""
-    if options is None:
-        return None
-    return sum(1 for o in options if o != "N/A")
+    return None if options is None else len(drop_na(options))
+
+
+def check_schemes(schemes: Sequence[str], primary: str | None) -> None:
+    """A ValueError unless ``schemes`` is a non-empty subset of :data:`SCHEMES` holding ``primary``."""
+    if not schemes or any(s not in SCHEMES for s in schemes):
+        raise ValueError(f"scoring schemes must be a non-empty subset of {SCHEMES}, got {list(schemes)}")
+    if primary not in schemes:
+        raise ValueError(f"primary scheme {primary!r} is not among the scored schemes {list(schemes)}")
 
 
 def truncation_slack(max_gen_toks: int) -> int:
@@ -195,12 +203,8 @@ def score_rows(rows: Iterable[Mapping[str, Any]], *, schemes: Sequence[str] = SC
     (``extracted``: the letter found in the response, None when none was found, whatever the guess).
     """
     schemes = tuple(schemes)
-    unknown = [s for s in schemes if s not in SCHEMES]
-    if unknown or not schemes:
-        raise ValueError(f"scoring schemes must be a non-empty subset of {SCHEMES}, got {list(schemes)}")
-    primary = primary or schemes[0]
-    if primary not in schemes:
-        raise ValueError(f"primary scheme {primary!r} is not among the scored schemes {list(schemes)}")
+    primary = primary or next(iter(schemes), None)
+    check_schemes(schemes, primary)
     rng = random.Random(seed)
     out_rows: list[dict[str, Any]] = []
     for row in rows:
@@ -235,10 +239,7 @@ def score_rows(rows: Iterable[Mapping[str, Any]], *, schemes: Sequence[str] = SC
         r["correct"] = bool(r[f"correct_{primary}"])
         out_rows.append(r)
 
-    order = list(categories) if categories else []
-    for r in out_rows:
-        if r.get("category") not in order:
-            order.append(r.get("category"))
+    order = list(dict.fromkeys([*(categories or ()), *(r.get("category") for r in out_rows)]))
     summary_schemes = {}
     for scheme in schemes:
         per_category = {}
@@ -299,10 +300,7 @@ def _block(rows: Sequence[Mapping[str, Any]], scheme: str) -> dict[str, Any]:
         block["expected_accuracy"] = expected / n if n else None
         block["expected_ci95"] = list(stats.wilson_interval(expected, n, CONFIDENCE)) if n else None
     if scheme != "strict":
-        steps: dict[str, int] = {}
-        for r in rows:
-            steps[str(r["official_step"])] = steps.get(str(r["official_step"]), 0) + 1
-        block["official_steps"] = steps
+        block["official_steps"] = dict(Counter(str(r["official_step"]) for r in rows))
     return block
 
 

@@ -1,8 +1,8 @@
 """Helpers for the local MMLU-Pro task (``thtb_mmlu_pro``), read from two parquet files on disk.
 
-The prompt functions are a verbatim copy of lm-eval 0.4.13's built-in ``mmlu_pro`` task (task version 3.1,
-``lm_eval/tasks/mmlu_pro/utils.py``) so that offline and hub runs give the same number on the same model;
-``tests/test_eval_mmlu_pro.py`` renders prompts with both tasks and compares them byte for byte.
+The prompt functions are lm-eval's own, imported from its built-in ``mmlu_pro`` task (lm-eval 0.4.13, task
+version 3.1, ``lm_eval/tasks/mmlu_pro/utils.py``) so that offline and hub runs give the same number on the same
+model; ``tests/test_eval_mmlu_pro.py`` renders prompts with both tasks and compares them byte for byte.
 
 The data folder is injected at run time through lm-eval's task metadata (``custom_dataset`` receives it)::
 
@@ -14,48 +14,13 @@ or, failing that, the ``THTB_MMLU_PRO_DIR`` environment variable. The folder hol
 ``validation.parquet`` (the hub's ``TIGER-Lab/MMLU-Pro`` splits).
 """
 
-from functools import partial
-
-from thtb.eval.mmlu_pro_prompts import category_filters
-
-choices = ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J"]
-
-
-def format_cot_example(example, including_answer=True):
-    prompt = "Question:\n"
-    question: str = example["question"]
-    options: list[str] = example["options"]
-    prompt += question + "\n"
-    prompt += "Options:\n"
-
-    for i, opt in enumerate(options):
-        if i >= len(choices):
-            break
-        prompt += f"{choices[i]}. {opt.strip()}\n"
-
-    if including_answer:
-        cot_content = example["cot_content"].replace(
-            "A: Let's think step by step.", "Answer: Let's think step by step."
-        )
-        prompt += cot_content + "\n\n"
-    else:
-        prompt += "Answer: Let's think step by step."
-
-    return prompt
-
-
-def format_cot_target(example, including_answer=True):
-    cot_content = example["cot_content"].replace("A: Let's think step by step. ", "")
-    return cot_content
-
-
-doc_to_text = partial(format_cot_example, including_answer=False)
-fewshot_to_text = partial(format_cot_example, including_answer=False)
-fewshot_to_target = partial(format_cot_target, including_answer=True)
-
-
-# per-category document filters (``process_docs: !function utils.process_<category>`` in the task YAMLs)
-globals().update(category_filters())
+# lm-eval's own functions of its built-in ``mmlu_pro`` task (the prompt, the few-shot target and the per-category
+# document filters ``process_<category>`` the task YAMLs name), used unchanged
+from lm_eval.tasks.mmlu_pro.utils import (  # noqa: F401
+    doc_to_text, fewshot_to_target, fewshot_to_text, process_biology, process_business, process_chemistry,
+    process_computer_science, process_economics, process_engineering, process_health, process_history, process_law,
+    process_math, process_other, process_philosophy, process_physics, process_psychology,
+)
 
 
 def load_dataset(**metadata):

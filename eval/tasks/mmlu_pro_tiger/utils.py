@@ -10,7 +10,13 @@ context. The number of shots and the data folder come from lm-eval's task metada
 A missing ``mmlu_pro_data_dir`` (and no ``$THTB_MMLU_PRO_DIR``) loads ``TIGER-Lab/MMLU-Pro`` from the hub.
 """
 
-from thtb.eval.mmlu_pro_prompts import category_filters
+# lm-eval's per-category document filters of its built-in mmlu_pro task (``process_docs: !function
+# utils.process_<category>`` in the task YAMLs)
+from lm_eval.tasks.mmlu_pro.utils import (  # noqa: F401
+    process_biology, process_business, process_chemistry, process_computer_science, process_economics,
+    process_engineering, process_health, process_history, process_law, process_math, process_other,
+    process_philosophy, process_physics, process_psychology,
+)
 
 
 def load_dataset(**metadata):
@@ -23,6 +29,3 @@ def load_dataset(**metadata):
 def doc_to_text(doc):
     return doc["tiger_prompt"]
 
-
-# per-category document filters (``process_docs: !function utils.process_<category>`` in the task YAMLs)
-globals().update(category_filters())
