@@ -265,23 +265,17 @@ def letters_filter(resps, docs):
 # ----------------------------------------------------------------------------------------------- running
 
 
-def _prompt(sample: Mapping[str, Any]) -> str | None:
-    """The model input lm-eval built for a sample (the chat template applied), for auditing."""
-    args = sample.get("arguments")
-    if isinstance(args, Mapping):  # {"gen_args_0": {"arg_0": prompt, "arg_1": gen_kwargs}}
-        first = next(iter(args.values()), None)
-        args = list(first.values()) if isinstance(first, Mapping) else first
-    if isinstance(args, list | tuple) and args:
-        first = args[0]
-        return first[0] if isinstance(first, list | tuple) and first and isinstance(first[0], str) else (
-            first if isinstance(first, str) else None)
-    return None
+def _tally(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Accuracy (exact letter-set match), counts and parse failures of ``rows``."""
+    n, correct = len(rows), sum(r["correct"] for r in rows)
+    return {"accuracy": correct / n if n else None, "n": n, "correct": correct,
+            "parse_failures": sum(r["extracted"] is None for r in rows)}
 
 
 def summarize(results: Mapping[str, Any], *, max_response_chars: int | None = 2000) -> tuple[dict, list[dict]]:
     """Overall and per-type accuracy (exact letter-set match), parse failures, one row per question."""
     samples = [s for s in (results.get("samples") or {}).get(TASK, []) if s.get("filter") == "letters"]
-    rows, by_type = [], {}
+    rows = []
     for s in samples:
         doc = s["doc"]
         extracted = harness.filtered_response(s)
@@ -290,19 +284,10 @@ def summarize(results: Mapping[str, Any], *, max_response_chars: int | None = 20
         rows.append({"id": doc["id"], "row": doc["row"], "type": doc["type"], "target": doc["answer"],
                      "extracted": extracted if parsed else None, "correct": ok,
                      "response": harness.truncate_middle(harness.raw_response(s), max_response_chars),
-                     "prompt": _prompt(s)})
-        t = by_type.setdefault(doc["type"], {"n": 0, "correct": 0, "parse_failures": 0})
-        t["n"] += 1
-        t["correct"] += ok
-        t["parse_failures"] += not parsed
-    for t in by_type.values():
-        t["accuracy"] = t["correct"] / t["n"]
-    n = len(rows)
-    correct = sum(r["correct"] for r in rows)
+                     "prompt": s["arguments"][0][0]})  # the model input lm-eval built (chat template applied)
     summary = {
-        "overall": {"accuracy": correct / n if n else None, "n": n, "correct": correct,
-                    "parse_failures": sum(t["parse_failures"] for t in by_type.values())},
-        "per_type": dict(sorted(by_type.items())),
+        "overall": _tally(rows),
+        "per_type": {t: _tally([r for r in rows if r["type"] == t]) for t in sorted({r["type"] for r in rows})},
         "lm_eval_exact_match": (results.get("results", {}).get(TASK, {}) or {}).get("exact_match,letters"),
     }
     return summary, rows

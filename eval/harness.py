@@ -54,9 +54,7 @@ def tasks_dir() -> Path:
 
 
 def lm_eval_version() -> str:
-    from importlib.metadata import version
-
-    return version("lm_eval")
+    return importlib.metadata.version("lm_eval")
 
 
 def model_args(
@@ -317,14 +315,15 @@ def shutdown_vllm(lm: Any) -> None:
 
 def raw_response(sample: Mapping[str, Any]) -> str:
     """The model's generated text for one logged lm-eval sample (first request, first repeat)."""
-    resps = sample.get("resps") or [[""]]
-    first = resps[0]
-    return str(first[0] if isinstance(first, list) and first else first)
+    return _first_response(sample.get("resps"))
 
 
 def filtered_response(sample: Mapping[str, Any]) -> str:
-    filt = sample.get("filtered_resps") or [""]
-    first = filt[0]
+    return _first_response(sample.get("filtered_resps"))
+
+
+def _first_response(responses: list | None) -> str:
+    first = (responses or [""])[0]
     return str(first[0] if isinstance(first, list) and first else first)
 
 
@@ -341,7 +340,6 @@ def truncate_middle(text: str, max_chars: int | None) -> str:
 def write_outputs(out_dir: str | os.PathLike, json_name: str, summary: Mapping, jsonl_name: str, rows: Iterable) -> Path:
     """Write the summary JSON and the per-sample jsonl atomically; return the JSON's path."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / jsonl_name) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")

@@ -416,7 +416,6 @@ def run_pairwise(
         **(extra or {}),
     }
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "pairwise_samples.jsonl",
                       "".join(json.dumps(s, ensure_ascii=False, allow_nan=False) + "\n" for s in samples))
     atomic_write_text(out / "pairwise.json", json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n")

@@ -10,7 +10,7 @@ from typing import Any
 from thtb.provenance import short_target
 
 
-def mmlu_pro_protocol(mp: Mapping, ev: Mapping) -> dict[str, Any]:
+def mmlu_pro_protocol(ev: Mapping) -> dict[str, Any]:
     """How MMLU-Pro was prompted and scored. ``protocol`` is ``tiger`` for the authors' setup
     (:data:`thtb.eval.provenance.PAPER_SETUP`: TIGER-AI-Lab's evaluate_from_api.py prompt through the chat template,
     scored by their extraction chain + seeded guess), ``lm-eval`` for lm-eval's task with its strict regex, else a
@@ -19,6 +19,7 @@ def mmlu_pro_protocol(mp: Mapping, ev: Mapping) -> dict[str, Any]:
     from thtb.eval.mmlu_pro_prompts import DEFAULT_MAX_GEN_TOKS
     from thtb.eval.mmlu_pro_scoring import DESCRIPTIONS, GUESS_SEED
 
+    mp = ev.get("mmlu_pro") or {}
     kw = config_kwargs(mp)
     fmt, primary, chat = kw["prompt_format"], kw["primary_scheme"], kw["apply_chat_template"]
     if fmt == "tiger_api" and primary == "official_guess" and chat:
@@ -46,9 +47,10 @@ def mmlu_pro_protocol(mp: Mapping, ev: Mapping) -> dict[str, Any]:
     }
 
 
-def pairwise_protocol(pw: Mapping) -> dict[str, Any]:
+def pairwise_protocol(ev: Mapping) -> dict[str, Any]:
     from thtb.eval.pairwise import pairwise_template, tie_policy
 
+    pw = ev.get("pairwise") or {}
     judge = pw.get("judge") or {}
     template = pairwise_template(pw.get("template", "forced"))
     return {"judge_backend": short_target(judge), "judge": judge.get("model"), "prompt": template.id,
@@ -57,19 +59,16 @@ def pairwise_protocol(pw: Mapping) -> dict[str, Any]:
             "order": pw.get("order", "random"), "max_new_tokens": pw.get("max_new_tokens"), "limit": pw.get("limit")}
 
 
-def exam_protocol(ex: Mapping) -> dict[str, Any]:
+def exam_protocol(ev: Mapping) -> dict[str, Any]:
+    ex = ev.get("exam") or {}
     return {"prompt_language": ex.get("prompt_language", "auto"), "max_gen_toks": ex.get("max_gen_toks"),
             "enable_thinking": ex.get("enable_thinking"), "limit": ex.get("limit")}
 
 
+PROTOCOLS = {"mmlu_pro": mmlu_pro_protocol, "pairwise": pairwise_protocol, "exam": exam_protocol}
+"""Each task's protocol block, from the ``eval`` config block."""
+
+
 def eval_provenance(cfg: Mapping, tasks: Iterable[str]) -> dict[str, Any]:
     ev = cfg.get("eval") or {}
-    out: dict[str, Any] = {"model": ev.get("model", "trained")}
-    for task in tasks:
-        if task == "mmlu_pro":
-            out[task] = mmlu_pro_protocol(ev.get("mmlu_pro") or {}, ev)
-        elif task == "pairwise":
-            out[task] = pairwise_protocol(ev.get("pairwise") or {})
-        elif task == "exam":
-            out[task] = exam_protocol(ev.get("exam") or {})
-    return out
+    return {"model": ev.get("model", "trained"), **{task: PROTOCOLS[task](ev) for task in tasks if task in PROTOCOLS}}

@@ -100,15 +100,19 @@ def check_config(cfg: dict[str, Any]) -> list[str]:
     """The tasks to run; every config mistake that can be seen without a model raises here."""
     ev = cfg["eval"]
     tasks = list(ev.get("tasks") or [])
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
+    if not tasks or not set(tasks) <= set(TASKS):
         raise EvalConfigError(f"eval.tasks must be a non-empty subset of {list(TASKS)}, got {tasks}")
-    if "pairwise" in tasks:
-        from thtb.eval.pairwise import TEMPLATE_CHOICES
+    try:
+        if "pairwise" in tasks:
+            from thtb.eval.pairwise import pairwise_template
 
-        if ev["pairwise"].get("template", "forced") not in TEMPLATE_CHOICES:
-            raise EvalConfigError(f"eval.pairwise.template must be one of {list(TEMPLATE_CHOICES)}, got "
-                                  f"{ev['pairwise'].get('template')!r}")
+            pairwise_template(ev["pairwise"].get("template", "forced"))
+        if "mmlu_pro" in tasks:
+            from thtb.eval.mmlu_pro import config_kwargs
+
+            config_kwargs(ev["mmlu_pro"])  # prompt format, schemes, budget: checked before any model loads
+    except ValueError as err:
+        raise EvalConfigError(str(err)) from err
     if "pairwise" in tasks and not ev["pairwise"].get("judge"):
         raise EvalConfigError(
             "eval.pairwise needs an LLM judge: judge=openai (judge.base_url=…, judge.model=…), judge=hf or "
@@ -122,22 +126,18 @@ def check_config(cfg: dict[str, Any]) -> list[str]:
         from thtb.eval.mmlu_pro import data_fingerprint
 
         data_fingerprint(ev["mmlu_pro"]["data_dir"])  # a missing parquet fails now, naming the path
-    if "mmlu_pro" in tasks:
-        from thtb.eval.mmlu_pro import config_kwargs
-
-        try:
-            config_kwargs(ev["mmlu_pro"])  # prompt format, schemes, budget: checked before any model loads
-        except ValueError as err:
-            raise EvalConfigError(str(err)) from err
     return tasks
 
 
 # ---------------------------------------------------------------------------------------- tasks
-def _device(ev: dict[str, Any]) -> str:
-    """``eval.device``, or CUDA when available, else CPU."""
+def _lm_eval_kwargs(ev: dict[str, Any]) -> dict[str, Any]:
+    """The settings MMLU-Pro and the exam share: backend, dtype, parallelism, and the device (``eval.device``, or
+    CUDA when available, else CPU)."""
     from thtb.eval import harness
 
-    return harness.resolve_device(ev.get("device"))
+    return {"backend": ev.get("backend", "hf"), "device": harness.resolve_device(ev.get("device")),
+            "dtype": ev.get("dtype", "auto"), "tensor_parallel_size": int(ev.get("tensor_parallel_size", 1)),
+            "data_parallel_size": int(ev.get("data_parallel_size", 1))}
 
 
 def _mmlu_pro(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
@@ -147,9 +147,7 @@ def _mmlu_pro(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
     ev, mp = cfg["eval"], cfg["eval"]["mmlu_pro"]
     return run_mmlu_pro(
         model, data_dir=mp.get("data_dir"), builtin=not mp.get("data_dir"), out_dir=out,
-        backend=ev.get("backend", "hf"), batch_size=ev.get("batch_size", "auto"), device=_device(ev),
-        dtype=ev.get("dtype", "auto"), tensor_parallel_size=int(ev.get("tensor_parallel_size", 1)),
-        data_parallel_size=int(ev.get("data_parallel_size", 1)),
+        batch_size=ev.get("batch_size", "auto"), **_lm_eval_kwargs(ev),
         **config_kwargs(mp),  # fewshot, limit, max_gen_toks, prompt_format, chat template, schemes, primary
     )
 
@@ -195,10 +193,8 @@ def _exam(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
 
     ev, ex = cfg["eval"], cfg["eval"]["exam"]
     return run_exam(
-        model, exam_path=ex["path"], out_dir=out, backend=ev.get("backend", "hf"), batch_size=ev.get("batch_size", 1),
-        max_gen_toks=ex.get("max_gen_toks"), device=_device(ev), dtype=ev.get("dtype", "auto"),
-        tensor_parallel_size=int(ev.get("tensor_parallel_size", 1)), data_parallel_size=int(ev.get("data_parallel_size", 1)),
-        prompt_language=ex.get("prompt_language", "auto"), limit=ex.get("limit"),
+        model, exam_path=ex["path"], out_dir=out, batch_size=ev.get("batch_size", 1), **_lm_eval_kwargs(ev),
+        max_gen_toks=ex.get("max_gen_toks"), prompt_language=ex.get("prompt_language", "auto"), limit=ex.get("limit"),
         extra_model_args=exam_model_args(ex),
     )
 
@@ -293,6 +289,16 @@ def _pct(x: float | None) -> float | None:
     return None if x is None else round(100.0 * float(x), 2)
 
 
+def _pct_ci(ci: list[float] | None) -> list[float | None] | None:
+    return [_pct(x) for x in ci] if ci else None
+
+
+def _stage_summary(run_dir: Path, stage: str) -> dict[str, Any]:
+    """``<run_dir>/<stage>/summary.json``; {} when that stage did not run here."""
+    path = run_dir / stage / "summary.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict], *, timings: dict[str, float] | None = None,
              reused: dict[str, bool] | None = None) -> dict[str, Any]:
     """The one-line record of this evaluation that the paper tables read (results/README.md)."""
@@ -307,13 +313,11 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict], *, ti
             "parse_failures": o["parse_failures"], "limit": cfg["eval"]["mmlu_pro"].get("limit"),
             "scheme": o.get("scheme", "strict"),
             "prompt_format": (r.get("settings") or {}).get("prompt_format", "lm_eval"),
-            "ci95": [_pct(x) for x in o["ci95"]] if o.get("ci95") else None,
+            "ci95": _pct_ci(o.get("ci95")),
             "truncation_rate": _pct(o.get("truncation_rate")),
-            "categories": {c: {"accuracy": _pct(v["accuracy"]), "n": v["n"],
-                               "ci95": [_pct(x) for x in v["ci95"]] if v.get("ci95") else None}
+            "categories": {c: {"accuracy": _pct(v["accuracy"]), "n": v["n"], "ci95": _pct_ci(v.get("ci95"))}
                            for c, v in r["per_category"].items()},
-            "schemes": {s: {"overall": _pct(b["overall"]["accuracy"]),
-                            "ci95": [_pct(x) for x in b["overall"]["ci95"]] if b["overall"].get("ci95") else None,
+            "schemes": {s: {"overall": _pct(b["overall"]["accuracy"]), "ci95": _pct_ci(b["overall"].get("ci95")),
                             "parse_failures": b["overall"]["parse_failures"],
                             **({"expected": _pct(b["overall"]["expected_accuracy"])}
                                if "expected_accuracy" in b["overall"] else {})}
@@ -339,13 +343,10 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict], *, ti
                            "correct": overall.get("correct"), "limit": cfg["eval"]["exam"].get("limit"),
                            "by_type": {t: {"accuracy": _pct(v.get("accuracy")), "n": v.get("n")}
                                        for t, v in (r.get("per_type") or {}).items()}}
-    score_summary = run_dir / "score" / "summary.json"
-    score = None
-    if score_summary.is_file():  # the score stage ran: the training data's THTB score (Table 3)
-        score = json.loads(score_summary.read_text())
+    score = _stage_summary(run_dir, "score")
+    if score:  # the score stage ran: the training data's THTB score (Table 3)
         metrics["thtb_score"] = score["thtb_score"]
-    train_summary = run_dir / "train" / "summary.json"
-    trained = json.loads(train_summary.read_text()) if train_summary.is_file() else {}
+    trained = _stage_summary(run_dir, "train")
     model_cfg = cfg.get("model") or {}
     return {
         "experiment": cfg.get("experiment_name"),
@@ -371,9 +372,7 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict], *, ti
 def _contamination(run_dir: Path) -> dict[str, Any] | None:
     """The training subset's overlap with each evaluation set, as the select stage measured it (None: no selection
     here, e.g. a released subset or the full data)."""
-    sel_summary = run_dir / "selection" / "summary.json"
-    sets = ((json.loads(sel_summary.read_text()).get("contamination") or {}).get("sets") or {}
-            if sel_summary.is_file() else {})
+    sets = (_stage_summary(run_dir, "selection").get("contamination") or {}).get("sets") or {}
     return {name: {k: s.get(k) for k in ("checked", "n_selected", "n_flagged", "rate")}
             for name, s in sets.items()} or None
 
@@ -385,8 +384,7 @@ def _cost(run_dir: Path, trained: dict[str, Any], results: dict[str, dict], timi
     generators' requests (tasks reused from a cache are listed: their cost was paid earlier)."""
     from thtb.cost import run_cost, stage_cost
 
-    sel_summary = run_dir / "selection" / "summary.json"
-    selection = json.loads(sel_summary.read_text()).get("cost") if sel_summary.is_file() else None
+    selection = _stage_summary(run_dir, "selection").get("cost")
     judge: dict[str, int] = {}
     for r in results.values():
         for stats in (r.get("judge_stats") or {}, *(r.get("generation_stats") or {}).values()):
@@ -509,9 +507,8 @@ def _log(tracker: Tracker, line: dict[str, Any], results: dict[str, dict], out: 
         rows = read_jsonl(out / "mmlu_pro_samples.jsonl")
         tracker.log_table("eval/mmlu_pro_samples", pd.DataFrame(rows))
     if "pairwise" in m:
-        flat["eval/pairwise/win_rate"] = m["pairwise"]["overall"]["win_rate"]
-        flat["eval/pairwise/win_rate_tie_half"] = m["pairwise"]["overall"]["win_rate_tie_half"]
-        flat["eval/pairwise/lc_win_rate"] = m["pairwise"]["overall"].get("lc_win_rate")
+        flat.update({f"eval/pairwise/{k}": m["pairwise"]["overall"].get(k)
+                     for k in ("win_rate", "win_rate_tie_half", "lc_win_rate")})
         for s, v in m["pairwise"]["subsets"].items():
             flat[f"eval/pairwise/{s}"] = v["win_rate"]
         rows = read_jsonl(out / "pairwise_samples.jsonl")
