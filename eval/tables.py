@@ -422,14 +422,10 @@ def row_overlap(runs: list[Mapping], name: str | None) -> str:
     seeds with different subsets are listed."""
     if not name:
         return ""
-    seen = []
-    for r in runs:
-        s = (r["line"].get("contamination") or {}).get(name)
-        text = MISSING if s is None else ("not checked" if not s.get("checked") else
-                                          f"{s.get('n_flagged')}/{s.get('n_selected')}")
-        if text not in seen:
-            seen.append(text)
-    return ", ".join(seen) if seen else MISSING
+    checks = [(r["line"].get("contamination") or {}).get(name) for r in runs]
+    texts = [MISSING if s is None else
+             "not checked" if not s.get("checked") else f"{s.get('n_flagged')}/{s.get('n_selected')}" for s in checks]
+    return ", ".join(dict.fromkeys(texts)) or MISSING
 
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -595,10 +591,8 @@ def write_tables(lines: list[Mapping], paper_dir: str | Path, out_dir: str | Pat
         frame = build_table(lines, read_published(paper_dir, name), spec, include=rules.get("include"),
                             exclude=rules.get("exclude"), baseline=baseline)
         files = [atomic_write_text(out / f"{name}.md", to_markdown(frame, spec)),
-                 atomic_write_text(out / f"{name}.tex", to_latex(frame, spec))]
-        with atomic_path(out / f"{name}.csv") as tmp:
-            frame.to_csv(tmp, index=False)
-        files.append(out / f"{name}.csv")
+                 atomic_write_text(out / f"{name}.tex", to_latex(frame, spec)),
+                 atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))]
         if plots:
             files.append(plot_overall(frame, spec, out / f"{name}.png"))
         result[name] = {"frame": frame, "files": files, "rows": frame["label"].nunique(),

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from thtb import __version__
-from thtb.io import atomic_path, atomic_write_text
+from thtb.io import atomic_write_text
 from thtb.eval.provenance import deviations
 from thtb.eval.tables import (compare_markdown, compare_methods, paired_comparisons, paired_markdown, plot_compare,
                               read_run_files, read_wandb_lines, write_tables)
@@ -91,10 +91,8 @@ def write_comparison(lines: list[dict], experiments: list[str], out_dir: Path, p
     run lines, printed; returns the files and rows."""
     frame = compare_methods(lines, experiments)
     text = compare_markdown(frame, f"Selection methods compared ({', '.join(experiments)})")
-    files = [atomic_write_text(out_dir / "compare.md", text)]
-    with atomic_path(out_dir / "compare.csv") as tmp:
-        frame.to_csv(tmp, index=False)
-    files.append(out_dir / "compare.csv")
+    files = [atomic_write_text(out_dir / "compare.md", text),
+             atomic_write_text(out_dir / "compare.csv", frame.to_csv(index=False))]
     if plots and not frame.empty:
         files += [plot_compare(frame, out_dir / f"compare_{m}.png", m) for m in ("mmlu_pro", "win_rate")
                   if frame[m].notna().any()]
@@ -121,8 +119,7 @@ def run_tables(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
                                     plots=bool(tables.get("plots", True)))
     paired = paired_comparisons(lines)  # THTB vs every other method on the same items, where samples remain
     paired_md = atomic_write_text(Path(tables["out_dir"]) / "paired.md", paired_markdown(paired))
-    with atomic_path(Path(tables["out_dir"]) / "paired.csv") as tmp:
-        paired.to_csv(tmp, index=False)
+    atomic_write_text(Path(tables["out_dir"]) / "paired.csv", paired.to_csv(index=False))
     if tables.get("summary_of") and not paired.empty:
         print(paired_markdown(paired), flush=True)
     summary = {
