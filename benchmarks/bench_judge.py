@@ -26,9 +26,9 @@ Sections (``--only``):
   batch size 1 vs 8 on the same N DISCIPLINES prompts (``max_tokens=32``, no cache).
 * ``replay`` — a RequestCache filled with 10,000 synthetic finished records, then one ``run()`` over
   those 10,000 items served entirely from the cache (zero calls). ``--profile`` adds a cProfile of it.
-* ``overhead`` — the client's added latency per request: a minimal in-process aiohttp server on
-  127.0.0.1 answering ``/v1/chat/completions`` instantly with a canned completion; raw ``httpx`` POSTs
-  in a loop vs ``OpenAIJudge.run`` (concurrency 1, no cache); ms per request each and the difference.
+* ``overhead`` — the client's added latency per request: a minimal in-process server (the standard library's
+  ``http.server``) on 127.0.0.1 answering ``/v1/chat/completions`` instantly with a canned completion; raw
+  ``httpx`` POSTs in a loop vs ``OpenAIJudge.run`` (concurrency 1, no cache); ms per request each and the difference.
 
 Usage::
 
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import json
@@ -50,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 for _k, _v in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("WANDB_MODE", "disabled")):
@@ -103,20 +105,15 @@ def bench_served(n: int = 24, concurrencies=(1, 8), max_tokens: int = 32, modes=
             continue
         try:
             print(f"served {label}: server healthy in {server.startup_s:.1f} s (model {server.model})")
+            kw = dict(decoding={"max_tokens": max_tokens}, max_attempts=1, max_retries=0, progress=False, timeout_s=300)
             # One warm-up request (first-call compile/allocation), not counted.
             with tempfile.TemporaryDirectory() as tmp:
-                OpenAIJudge(
-                    server.model, server.base_url, concurrency=1, cache=Path(tmp) / "warm.sqlite",
-                    decoding={"max_tokens": max_tokens}, max_attempts=1, max_retries=0, progress=False,
-                    timeout_s=300,
-                ).run(DISCIPLINES, [{"query": "Warm-up: what is 2 + 2?"}])
+                OpenAIJudge(server.model, server.base_url, concurrency=1, cache=Path(tmp) / "warm.sqlite", **kw).run(
+                    DISCIPLINES, [{"query": "Warm-up: what is 2 + 2?"}])
             for conc in concurrencies:
                 with tempfile.TemporaryDirectory() as tmp:
-                    judge = OpenAIJudge(
-                        server.model, server.base_url, concurrency=conc, cache=Path(tmp) / "cache.sqlite",
-                        decoding={"max_tokens": max_tokens}, max_attempts=1, max_retries=0, progress=False,
-                        timeout_s=300,
-                    )
+                    judge = OpenAIJudge(server.model, server.base_url, concurrency=conc,
+                                        cache=Path(tmp) / "cache.sqlite", **kw)
                     t0 = time.perf_counter()
                     results = judge.run(DISCIPLINES, items)
                     wall = time.perf_counter() - t0
@@ -414,14 +411,10 @@ def bench_replay(n: int = 10_000, profile: bool = False, top: int = 25) -> None:
             cache.get(k)
         t_get = time.perf_counter() - t0
         print(f"replay: keys alone {t_keys:.2f} s, cache.get alone {t_get:.2f} s ({t_get / n * 1e6:.0f} us/get)")
-        if prof is not None:
+        for order in ("cumulative", "tottime") if prof is not None else ():
             s = io.StringIO()
-            pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(top)
-            print("replay profile (cumulative):")
-            print(s.getvalue())
-            s = io.StringIO()
-            pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(top)
-            print("replay profile (tottime):")
+            pstats.Stats(prof, stream=s).sort_stats(order).print_stats(top)
+            print(f"replay profile ({order}):")
             print(s.getvalue())
         cache.close()
 
@@ -439,62 +432,48 @@ _CANNED = {
 }
 
 
-class _CannedServer:
-    """aiohttp app on 127.0.0.1 (own thread + loop) answering chat completions instantly."""
+class _Canned(BaseHTTPRequestHandler):
+    """Answers ``POST /v1/chat/completions`` at once with :data:`_CANNED` (HTTP/1.1 keep-alive, no log lines); the
+    standard library's threading server runs it (:func:`_canned_server`)."""
 
-    def __init__(self) -> None:
-        self.port: int | None = None
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._runner = None
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK wait between them
+    body = json.dumps(_CANNED).encode()
 
-    def _serve(self) -> None:
-        from aiohttp import web
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path != "/v1/chat/completions":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
 
-        body = json.dumps(_CANNED).encode()
+    def log_message(self, *args) -> None:
+        pass
 
-        async def completions(request):
-            await request.read()
-            return web.Response(body=body, content_type="application/json")
 
-        async def start():
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", completions)
-            self._runner = web.AppRunner(app, access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]
-            self._ready.set()
-
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(start())
-        self._loop.run_forever()
-
-    def __enter__(self) -> _CannedServer:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-        fut.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+@contextlib.contextmanager
+def _canned_server():
+    """The canned server on 127.0.0.1 (a free port) in a thread of its own; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def bench_overhead(n: int = 500, repeats: int = 3) -> None:
     import httpx
 
     items = [{"query": f"Overhead probe {i}: what field studies topic {i}?"} for i in range(n)]
-    with _CannedServer() as srv:
-        url = f"{srv.base_url}/chat/completions"
-        judge0 = OpenAIJudge("canned", srv.base_url, concurrency=1, cache=None, progress=False)
+    with _canned_server() as base_url:
+        url = f"{base_url}/chat/completions"
+        judge0 = OpenAIJudge("canned", base_url, concurrency=1, cache=None, progress=False)
         payloads = [
             {"model": "canned", "messages": DISCIPLINES.messages(it), **judge0.params(DISCIPLINES)} for it in items
         ]
@@ -508,7 +487,7 @@ def bench_overhead(n: int = 500, repeats: int = 3) -> None:
                     r.raise_for_status()
                     r.json()
                 raw_ms.append((time.perf_counter() - t0) / n * 1000)
-            judge = OpenAIJudge("canned", srv.base_url, concurrency=1, cache=None, progress=False, max_attempts=1)
+            judge = OpenAIJudge("canned", base_url, concurrency=1, cache=None, progress=False, max_attempts=1)
             t0 = time.perf_counter()
             results = judge.run(DISCIPLINES, items)
             judge_ms.append((time.perf_counter() - t0) / n * 1000)
@@ -523,12 +502,10 @@ def bench_overhead(n: int = 500, repeats: int = 3) -> None:
         print(f"overhead: client adds {jm - raw:.2f} ms/request over raw httpx")
 
 
-BENCHES = {"vllm": bench_vllm, "vllm2": bench_vllm2, "demo": bench_demo, "served": bench_served, "hf": bench_hf, "replay": bench_replay, "overhead": bench_overhead}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=[*BENCHES, "all"], default="all")
+    sections = ("vllm", "vllm2", "demo", "served", "hf", "replay", "overhead")
+    parser.add_argument("--only", choices=[*sections, "all"], default="all")
     parser.add_argument("--n", type=int, default=24, help="served: distinct prompts")
     parser.add_argument("--n-vllm", type=int, default=64, help="vllm: distinct prompts")
     parser.add_argument("--max-num-seqs", type=int, default=None, help="vllm: the server's (default thtb.serve's)")
@@ -542,23 +519,18 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", action="store_true", help="replay: cProfile the run() and print the top")
     parser.add_argument("--n-overhead", type=int, default=500, help="overhead: requests per repeat")
     args = parser.parse_args(argv)
-    todo = list(BENCHES) if args.only == "all" else [args.only]
-    for name in todo:
-        if name == "vllm":
-            bench_vllm(n=args.n_vllm, max_num_seqs=args.max_num_seqs, kv_cache_gb=args.kv_cache_gb)
-        elif name == "vllm2":
-            bench_vllm2(n=args.n_vllm)
-        elif name == "demo":
-            bench_demo()
-        elif name == "served":
-            modes = tuple(m.strip() == "continuous-batching" for m in args.modes.split(",") if m.strip())
-            bench_served(n=args.n, max_tokens=args.max_tokens, modes=modes)
-        elif name == "hf":
-            bench_hf(n=args.n, max_tokens=args.max_tokens, model=args.model, device=args.device)
-        elif name == "replay":
-            bench_replay(n=args.n_replay, profile=args.profile)
-        elif name == "overhead":
-            bench_overhead(n=args.n_overhead)
+    modes = tuple(m.strip() == "continuous-batching" for m in args.modes.split(",") if m.strip())
+    benches = {
+        "vllm": lambda: bench_vllm(n=args.n_vllm, max_num_seqs=args.max_num_seqs, kv_cache_gb=args.kv_cache_gb),
+        "vllm2": lambda: bench_vllm2(n=args.n_vllm),
+        "demo": bench_demo,
+        "served": lambda: bench_served(n=args.n, max_tokens=args.max_tokens, modes=modes),
+        "hf": lambda: bench_hf(n=args.n, max_tokens=args.max_tokens, model=args.model, device=args.device),
+        "replay": lambda: bench_replay(n=args.n_replay, profile=args.profile),
+        "overhead": lambda: bench_overhead(n=args.n_overhead),
+    }
+    for name in sections if args.only == "all" else [args.only]:
+        benches[name]()
     return 0
 
 

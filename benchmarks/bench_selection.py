@@ -57,12 +57,9 @@ def _peak_rss_mib() -> float:
 
 
 def _rss_mib() -> float:
-    try:
-        import psutil
+    import psutil
 
-        return psutil.Process().memory_info().rss / 2**20
-    except ImportError:  # pragma: no cover - psutil is a dependency
-        return float("nan")
+    return psutil.Process().memory_info().rss / 2**20
 
 
 class _Timer:
@@ -284,9 +281,8 @@ def empty_input_rows(path: Path = ALPACA) -> tuple[int, int]:
     return int(records["query"].str.endswith("\nnan").sum()), len(records)
 
 
-def bench_data(data_path: Path | None = None) -> None:
+def bench_data(data_path: Path = ALPACA) -> None:
     """The Alpaca facts the README quotes, computed from the file."""
-    data_path = data_path or ALPACA
     if not data_path.exists():
         print(f"data: skipped ({data_path} not found)")
         return
@@ -329,14 +325,13 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
-def bench_cascade(data_path: Path | None = None, runs: int = 1) -> None:
+def bench_cascade(data_path: Path = ALPACA, runs: int = 1) -> None:
     """The full offline cascade on Alpaca 52k through run.py: wall seconds (model load included) and
     peak RSS of each run, whether the runs give a byte-identical subset, then a 2% re-cut.
 
     The first run scores into a fresh score cache (``paths.cache_dir`` in a temporary folder), later runs with
     ``reuse=false`` (no cache: every scorer runs again); the re-cut (``selection.budget=0.02``) reads the first
     run's cache, so it times what a researcher's second budget costs after a finished 5% run."""
-    data_path = data_path or ALPACA
     if not data_path.exists():
         print(f"cascade: skipped ({data_path} not found)")
         return
@@ -386,10 +381,9 @@ def make_pool(data_path: Path, rows: int, out: Path) -> int:
     return written
 
 
-def bench_scale(data_path: Path | None = None, rows: int = 1_000_000) -> None:
+def bench_scale(data_path: Path = ALPACA, rows: int = 1_000_000) -> None:
     """One offline selection of ``rows`` rows, ``executor=local`` then ``executor=ray`` (fresh score caches): wall,
     ratio, driver peak RSS, identical subsets, per-scorer throughput."""
-    data_path = data_path or ALPACA
     if not data_path.exists():
         print(f"scale: skipped ({data_path} not found)")
         return
@@ -426,11 +420,10 @@ def bench_scale(data_path: Path | None = None, rows: int = 1_000_000) -> None:
               f"{lsub == rsub}")
 
 
-def bench_calibration(data_path: Path | None = None) -> None:
+def bench_calibration(data_path: Path = ALPACA) -> None:
     """Held-out agreement of the fitted proxies and the hand-built offline scorers with the calibration labels."""
     from thtb import calibration
 
-    data_path = data_path or ALPACA
     if not data_path.exists():
         print(f"calibration: skipped ({data_path} not found); recorded figures:")
         print(calibration.held_out_table().to_string(index=False))

@@ -57,7 +57,7 @@ def peak_tflops(name: str) -> float | None:
 
 
 def build_model(name: str, device: str, attn: str):
-    """(model, pad_token_id, vocab_size) for a benchmark model."""
+    """(model, vocab_size) for a benchmark model."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
@@ -68,7 +68,7 @@ def build_model(name: str, device: str, attn: str):
         torch.manual_seed(0)
         with torch.device(device):
             model = LlamaForCausalLM(config).to(dtype)
-        return model, config.pad_token_id, config.vocab_size
+        return model, config.vocab_size
     sys.path.insert(0, str(REPO))
     if name == "tiny_random":
         from thtb.models.tiny import tiny_random_path
@@ -81,18 +81,16 @@ def build_model(name: str, device: str, attn: str):
     else:
         raise SystemExit(f"unknown model {name!r}: tiny_random | smollm2_135m | llama32_1b_random")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
-    pad = model.config.pad_token_id if model.config.pad_token_id is not None else model.config.eos_token_id
-    return model, int(pad if not isinstance(pad, list) else pad[0]), model.config.vocab_size
+    return model, model.config.vocab_size
 
 
-def pad_tokenizer(pad_id: int):
+def pad_tokenizer():
     """A stub tokenizer: the data are pre-tokenized, the trainer only needs a pad token (id 0 here)."""
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<pad>": 0, "<unk>": 1}, "<unk>")),
-                                  pad_token="<pad>", unk_token="<unk>")
-    return tok
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<pad>": 0, "<unk>": 1}, "<unk>")),
+                                   pad_token="<pad>", unk_token="<unk>")
 
 
 def synthetic(n: int, seq_len: int, vocab: int, seed: int = 0):
@@ -120,18 +118,18 @@ def run_case(args) -> dict:
     if cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda but no CUDA device")
     attn = args.attn
-    model, pad_id, vocab = build_model(args.model, args.device, attn)
+    model, vocab = build_model(args.model, args.device, attn)
     n_params = sum(p.numel() for p in model.parameters())
     steps = args.steps + args.warmup
     data = synthetic(steps * args.batch * args.grad_accum * 4, args.seq_len, vocab)
-    tok = pad_tokenizer(pad_id)
+    tok = pad_tokenizer()
     lora = LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     sft = SFTConfig(
         output_dir=str(Path(args.tmp) / "out"), max_steps=steps, per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=args.grad_accum, learning_rate=1e-4, lr_scheduler_type="cosine",
         warmup_steps=0.05, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0,
         bf16=cuda, max_length=args.seq_len, packing=args.packing == "on", completion_only_loss=True,
-        activation_checkpointing=args.grad_ckpt, save_strategy="no", eval_strategy="no", logging_steps=10**6,
+        gradient_checkpointing=args.grad_ckpt, save_strategy="no", eval_strategy="no", logging_steps=10**6,
         report_to="none", include_num_input_tokens_seen="non_padding", disable_tqdm=True, seed=0,
         dataloader_pin_memory=cuda,
     )
