@@ -397,7 +397,8 @@ def test_a_proxy_with_the_wrong_resource_is_refused(tmp_path):
 def test_offline_selection_summary_names_the_proxies_and_their_agreement(tmp_path):
     from tests.helpers import run_py
 
-    proc = run_py("+experiment=demo", "stages=[select]", f"hydra.run.dir={tmp_path / 'run'}")
+    # reward=proxy by name: stage 1's offline default is the rules (docs/METHOD.md), the proxies stay selectable
+    proc = run_py("+experiment=demo", "stages=[select]", "reward=proxy", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "selection" / "summary.json").read_text())
     from thtb.scorers.fitted import cv_figures, load_held_out, load_params, proxy_path
@@ -413,5 +414,6 @@ def test_offline_selection_summary_names_the_proxies_and_their_agreement(tmp_pat
         assert cal[role]["held_out"]["params_sha256"] == entry["params_sha256"]
         assert cal[role]["cv"]["figures"] == cv_figures(load_params(proxy_path(role), role))
         assert "AI assistants" in cal[role]["fitted_on"]
+        assert cal[role]["imitates"]["role"] == "readers" and cal[role]["params"] is None  # the shipped parameters
     assert "coef" not in json.dumps(cal)  # figures and provenance, not the weights
     assert Path(summary["provenance"]["selection"]["scorers"]["reward"]["backend"]) == Path("ProxyQualityScorer")

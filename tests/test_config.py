@@ -29,8 +29,8 @@ def test_experiment_composes_and_resolves(experiment, tmp_path):
 @pytest.mark.parametrize(
     ("scoring", "reward", "judge", "embedder"),
     [
-        ("offline", "ProxyQualityScorer", "proxy", "minilm_offline"),
-        ("served", "ProxyQualityScorer", "openai", "minilm_offline"),
+        ("offline", "HeuristicQualityScorer", "proxy", "minilm_offline"),  # stage 1: the rules (docs/METHOD.md)
+        ("served", "HeuristicQualityScorer", "openai", "minilm_offline"),
         ("authors", "InternLM2Reward", "openai", "BAAI/bge-large-en-v1.5"),
     ],
 )
@@ -40,6 +40,23 @@ def test_scoring_presets_resolve(scoring, reward, judge, embedder, tmp_path):
     assert container["reward"]["_target_"].endswith(reward)
     assert container["judge"]["name"] == judge
     assert container["embedder"]["model"] == embedder
+
+
+def test_stage_1_offline_default_is_the_rules_and_the_proxy_stays_selectable(tmp_path):
+    """Measured against the authors' released selection, the rules' stage 1 keeps more of the authors' rows than
+    the reader-fitted proxy (docs/METHOD.md): the rules are the offline default, the proxy a choice by name."""
+    def reward(*overrides):
+        cfg = compose_cfg([*overrides, f"paths.run_dir={tmp_path}"])
+        return OmegaConf.to_container(cfg, resolve=True)["reward"]
+
+    rules = "thtb.scorers.quality.HeuristicQualityScorer"
+    assert reward()["_target_"] == rules
+    assert reward("+experiment=alpaca_5pct", "scoring=offline")["_target_"] == rules
+    assert reward("+experiment=demo")["_target_"] == rules
+    proxy = reward("+experiment=demo", "reward=proxy")
+    assert proxy == {"_target_": "thtb.scorers.proxy.ProxyQualityScorer", "params_path": None}
+    assert reward("+experiment=demo", "reward=proxy", "reward.params_path=/x/quality.json")["params_path"] == \
+        "/x/quality.json"  # a fit --against resource
 
 
 @pytest.mark.parametrize(("old", "new"), [

@@ -66,7 +66,7 @@ def test_every_result_says_what_produced_it(pipeline):
     select = json.loads((run / "selection" / "summary.json").read_text())["provenance"]
     sel = select["selection"]
     assert (sel["method"], sel["fidelity"], sel["scorer_setup"]) == ("thtb", "reference", "offline")
-    assert sel["scorers"]["reward"]["backend"] == "ProxyQualityScorer"
+    assert sel["scorers"]["reward"]["backend"] == "HeuristicQualityScorer"  # stage 1's offline default: the rules
     assert sel["scorers"]["embedder"]["model"] == "minilm_offline" and sel["scorers"]["judge"]["model"] is None
     assert sel["fingerprint"] == json.loads((run / "selection" / "summary.json").read_text())["fingerprint"]
     for prov in (select,):

@@ -264,7 +264,7 @@ def test_a_killed_driver_reruns_scoring_only_the_rows_not_stored(tmp_path):
     summary = json.loads((tmp_path / "b" / "selection" / "summary.json").read_text(encoding="utf-8"))
     calls = {c["role"]: c for c in summary["scorers"]["executor"]["calls"]}
     assert calls["bloom"]["reused_rows"] == stored >= at_kill and calls["bloom"]["rows"] == 132
-    assert summary["scorers"]["score_cache"]["calls"]["quality:proxy_quality"] == "cached"  # finished before
+    assert summary["scorers"]["score_cache"]["calls"]["quality:heuristic_quality"] == "cached"  # finished before
     local, _ = subset_bytes(tmp_path, "local")
     assert (tmp_path / "b" / "selection" / "subset.jsonl").read_bytes() == local
 

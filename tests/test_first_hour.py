@@ -73,7 +73,7 @@ def test_an_ablated_demo_keeps_the_full_size(tmp_path):
     a, b = _summary(tmp_path / "full"), _summary(tmp_path / "ablated")
     assert a["n_selected"] == b["n_selected"] == 33
     assert b["provenance"]["selection"]["variant"] == "thtb_no_ihs"
-    assert b["scorers"]["score_cache"]["calls"] == {"quality:proxy_quality": "cached"}  # stage 1 reused
+    assert b["scorers"]["score_cache"]["calls"] == {"quality:heuristic_quality": "cached"}  # stage 1 reused
 
 
 def test_a_budget_recut_after_a_finished_run_scores_nothing_again(tmp_path):
@@ -86,7 +86,7 @@ def test_a_budget_recut_after_a_finished_run_scores_nothing_again(tmp_path):
     assert a["fingerprint"] != b["fingerprint"] and b["n_selected"] == 13 != a["n_selected"]
     assert a["scorers"]["score_cache"]["misses"] == 3
     assert b["scorers"]["score_cache"] == {**b["scorers"]["score_cache"], "hits": 3, "misses": 0}
-    scorer_calls = {"quality:proxy_quality", "bloom:proxy_bloom", "disciplines:proxy_disciplines"}
+    scorer_calls = {"quality:heuristic_quality", "bloom:proxy_bloom", "disciplines:proxy_disciplines"}
     assert scorer_calls <= set(a["timings_s"]) and scorer_calls.isdisjoint(b["timings_s"])  # nothing scored again
 
 
@@ -94,11 +94,11 @@ def test_a_budget_recut_after_a_finished_run_scores_nothing_again(tmp_path):
 def test_the_score_cache_never_serves_another_scorer(tmp_path):
     cache = tmp_path / "cache"
     run_py("+experiment=demo", "stages=[select]", f"hydra.run.dir={tmp_path / 'a'}", f"paths.cache_dir={cache}")
-    other = run_py("+experiment=demo", "stages=[select]", "reward=rules", "selection.budget=0.05",
+    other = run_py("+experiment=demo", "stages=[select]", "reward=proxy", "selection.budget=0.05",
                    f"hydra.run.dir={tmp_path / 'b'}", f"paths.cache_dir={cache}")
     assert other.returncode == 0, other.stderr[-2000:]
     calls = _summary(tmp_path / "b")["scorers"]["score_cache"]["calls"]
-    assert calls["quality:heuristic_quality"] == "scored"  # another reward: scored, not served from the cache
+    assert calls["quality:proxy_quality"] == "scored"  # another reward: scored, not served from the cache
 
 
 # ------------------------------------------------------------------------------------ degenerate stages

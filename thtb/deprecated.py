@@ -4,8 +4,9 @@ were renamed.
 **Config choices.** 0.2 renamed choices whose names misled: ``judge=offline`` → ``judge=rules`` (the hand-built
 classifiers: no judge is involved), ``reward=heuristic`` → ``reward=rules`` (the hand-built heuristic: not a reward
 model), ``scoring=paper`` → ``scoring=authors`` (the authors' models; "paper" also names the paper's text,
-``fidelity=paper``). The offline defaults became ``judge=proxy`` / ``reward=proxy``, fitted on ``calibration/``. Each old choice is still a file
-in its group that includes the new one and adds ``_deprecated_: {old: new}``; :func:`pop_deprecated` takes those
+``fidelity=paper``). The offline judge default became ``judge=proxy``, fitted on ``calibration/``; stage 1's
+offline default is ``reward=rules`` (docs/METHOD.md says why), ``reward=proxy`` by name. Each old choice is still a
+file in its group that includes the new one and adds ``_deprecated_: {old: new}``; :func:`pop_deprecated` takes those
 entries out of a composed config (so the old name computes and caches exactly what the new one does) and returns
 them for ``run.py`` to print.
 
