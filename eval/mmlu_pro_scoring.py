@@ -210,10 +210,9 @@ def score_rows(rows: Iterable[Mapping[str, Any]], *, schemes: Sequence[str] = SC
     for row in rows:
         r = dict(row)
         r.update(score_row(r, schemes))
+        letter = r.pop("_official_letter", None)
         if "official_guess" in schemes:
-            letter = r["_official_letter"]
             r["guess"] = None
-            r["expected_official_guess"] = None
             if letter is None:
                 n_opt = r.get("n_options")
                 idx = _answer_index(r)
@@ -229,13 +228,8 @@ def score_rows(rows: Iterable[Mapping[str, Any]], *, schemes: Sequence[str] = SC
                 r["pred_official_guess"] = letter
                 r["correct_official_guess"] = letter == r.get("target")
                 r["expected_official_guess"] = float(r["correct_official_guess"])
-        r.pop("_official_letter", None)
         r["truncated"] = is_truncated(r.get("n_response_tokens"), max_gen_toks)
-        found = {"strict": "pred_strict", "official": "pred_official", "official_guess": None}[primary]
-        if found is None:
-            r["extracted"] = None if r.get("guess") else r["pred_official_guess"]
-        else:
-            r["extracted"] = r[found]
+        r["extracted"] = r["pred_strict"] if primary == "strict" else letter  # a guess is no extracted letter
         r["correct"] = bool(r[f"correct_{primary}"])
         out_rows.append(r)
 
