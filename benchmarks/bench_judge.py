@@ -64,6 +64,7 @@ if str(REPO) not in sys.path:
 from thtb.judge.cache import CacheRecord, RequestCache  # noqa: E402
 from thtb.judge.client import OpenAIJudge  # noqa: E402
 from thtb.judge.local import HFJudge  # noqa: E402
+from thtb.io import read_jsonl  # noqa: E402
 from thtb.judge.prompts import DISCIPLINES  # noqa: E402
 
 DEMO = REPO / "thtb" / "resources" / "demo.jsonl"
@@ -72,19 +73,9 @@ DEMO = REPO / "thtb" / "resources" / "demo.jsonl"
 # --------------------------------------------------------------------------- helpers
 def demo_items(n: int) -> list[dict]:
     """The first ``n`` distinct queries (instruction + input) of the packaged demo file."""
-    out, seen = [], set()
-    with open(DEMO, encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            query = row.get("instruction", "").strip()
-            if row.get("input"):
-                query = f"{query}\n\n{row['input'].strip()}"
-            if query and query not in seen:
-                seen.add(query)
-                out.append({"query": query})
-            if len(out) >= n:
-                break
-    return out
+    queries = [r.get("instruction", "").strip() + (f"\n\n{r['input'].strip()}" if r.get("input") else "")
+               for r in read_jsonl(DEMO)]
+    return [{"query": q} for q in list(dict.fromkeys(q for q in queries if q))[:n]]
 
 
 # --------------------------------------------------------------------------- served

@@ -221,7 +221,7 @@ def generate_outputs(generator: JudgeBackend, instructions: Sequence[str], *, na
     )
 
 
-def model_generator(model: str, *, backend: str = "hf", adapter: str | None = None, **kwargs: Any) -> JudgeBackend:
+def model_generator(model: str, *, backend: str = "hf", **kwargs: Any) -> JudgeBackend:
     """An in-process generator (``hf``: :class:`~thtb.judge.HFJudge`, ``vllm``: :class:`~thtb.judge.VLLMJudge`) for
     ``model`` whose cache id is its content fingerprint (:func:`~thtb.eval.harness.model_fingerprint`), with
     one answer per prompt (no re-asks); ``kwargs`` go to the backend (e.g. ``dtype``, ``max_model_len``, or ``llm``,
@@ -234,8 +234,6 @@ def model_generator(model: str, *, backend: str = "hf", adapter: str | None = No
     starts its own."""
     from thtb.judge.local import HFJudge, VLLMJudge
 
-    if adapter is not None:
-        raise ValueError("generate from a merged model folder (the train stage writes train/merged/)")
     kwargs = {"max_attempts": 1, **kwargs}
     # content, not path: a moved or copied model stays cached
     # the backend too: greedy answers of the same weights differ between backends (vLLM vs HF on SmolLM2: 12 of 14

@@ -41,8 +41,7 @@ def _tensor_index(files: Sequence[Path]) -> dict[str, Path]:
     index: dict[str, Path] = {}
     for f in files:
         with safe_open(str(f), framework="pt") as fh:
-            for name in fh.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
-                index[name] = f
+            index.update(dict.fromkeys(fh.keys(), f))
     return index
 
 
@@ -61,16 +60,11 @@ def weights_differ(model: str | Path, base: str | Path, max_tensors: int = 16) -
         return None
     step = max(1, len(names) // max_tensors)
     picked = names[::step][:max_tensors]
-    compared = 0
-    for name in picked:
+    for compared, name in enumerate(picked, 1):
         with safe_open(str(a[name]), framework="pt") as fa, safe_open(str(b[name]), framework="pt") as fb:
-            ta, tb = fa.get_tensor(name), fb.get_tensor(name)
-        if ta.shape != tb.shape:
-            return True, compared + 1
-        compared += 1
-        if not torch.equal(ta, tb):
-            return True, compared
-    return False, compared
+            if not torch.equal(fa.get_tensor(name), fb.get_tensor(name)):  # False for another shape, too
+                return True, compared
+    return False, len(picked)
 
 
 def outputs_differ(model: str | Path, base: str | Path, *, atol: float = 1e-5, device: str = "cpu",

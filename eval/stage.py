@@ -497,11 +497,9 @@ def _log(tracker: Tracker, line: dict[str, Any], results: dict[str, dict], out: 
     m = line["metrics"]
     flat: dict[str, Any] = {}
     if "mmlu_pro" in m:
-        flat["eval/mmlu_pro/overall"] = m["mmlu_pro"]["overall"]
-        for c, v in m["mmlu_pro"]["categories"].items():
-            flat[f"eval/mmlu_pro/{c}"] = v["accuracy"]
-        for s, v in (m["mmlu_pro"].get("schemes") or {}).items():
-            flat[f"eval/mmlu_pro/scheme/{s}"] = v["overall"]
+        flat = {"eval/mmlu_pro/overall": m["mmlu_pro"]["overall"],
+                **{f"eval/mmlu_pro/{c}": v["accuracy"] for c, v in m["mmlu_pro"]["categories"].items()},
+                **{f"eval/mmlu_pro/scheme/{s}": v["overall"] for s, v in (m["mmlu_pro"].get("schemes") or {}).items()}}
         png = _plot_categories(results["mmlu_pro"], out / "mmlu_pro_categories.png")
         tracker.log_images("eval/mmlu_pro_categories", [png])
         rows = read_jsonl(out / "mmlu_pro_samples.jsonl")
@@ -509,8 +507,7 @@ def _log(tracker: Tracker, line: dict[str, Any], results: dict[str, dict], out: 
     if "pairwise" in m:
         flat.update({f"eval/pairwise/{k}": m["pairwise"]["overall"].get(k)
                      for k in ("win_rate", "win_rate_tie_half", "lc_win_rate")})
-        for s, v in m["pairwise"]["subsets"].items():
-            flat[f"eval/pairwise/{s}"] = v["win_rate"]
+        flat.update({f"eval/pairwise/{s}": v["win_rate"] for s, v in m["pairwise"]["subsets"].items()})
         rows = read_jsonl(out / "pairwise_samples.jsonl")
         tracker.log_table("eval/pairwise_samples", pd.DataFrame(rows).astype({"verdicts": str, "reasoning": str}))
     if "exam" in m:

@@ -642,10 +642,9 @@ def compare_methods(lines: Iterable[Mapping], experiments: Iterable[str] | None 
                             method, size, len(row), block, ", ".join(map(str, row["variant"])))
             cell = row.iloc[0] if len(row) else None
             have = cell is not None and not pd.isna(cell["ours"])
-            rec.update({col: cell["ours"] if have else math.nan, f"{col}_std": cell["ours_std"] if have else math.nan,
-                        f"{col}_ci_low": cell["ours_ci_low"] if have else math.nan,
-                        f"{col}_ci_high": cell["ours_ci_high"] if have else math.nan,
-                        f"{col}_n": cell["n"] if have else math.nan})
+            rec.update({f"{col}{suffix}": cell[key] if have else math.nan for suffix, key in
+                        (("", "ours"), ("_std", "ours_std"), ("_ci_low", "ours_ci_low"), ("_ci_high", "ours_ci_high"),
+                         ("_n", "n"))})
             if have:
                 seeds |= set(str(cell["seeds"]).split(","))
                 rec["smoke"] = bool(rec.get("smoke")) or bool(cell["smoke"])

@@ -46,10 +46,8 @@ def read_lines(tables: dict[str, Any]) -> tuple[list[dict], str]:
 
 def summary_table(lines: list[dict], experiments: list[str]) -> str:
     """A compact markdown table of the latest run line of each listed experiment (the demo's last word)."""
-    latest: dict[str, dict] = {}
-    for line in lines:
-        if line.get("experiment") in experiments:
-            latest[line["experiment"]] = line  # files are read in order: the last line wins
+    # files are read in order: the last line of an experiment wins
+    latest = {line["experiment"]: line for line in lines if line.get("experiment") in experiments}
     headers = ["experiment", "method", "model", "selection scorers", "MMLU-Pro [95% CI] (n, scheme)",
                "win rate vs baseline, ties 0 / ½ (n, failed)", "position consistency"]
     rows = []
