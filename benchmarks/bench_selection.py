@@ -3,7 +3,7 @@
 Sections (``--only``):
 
 * ``calibration`` — agreement of the offline scorers with the labels of ``calibration/`` on its held-out
-  split (538 Alpaca pairs): the fitted proxies (``judge=proxy``, ``reward=proxy``, the offline default) beside
+  split (538 Alpaca pairs): the fitted proxies (``judge=proxy``, ``reward=proxy``) beside
   the hand-built scorers (``judge=rules``, ``reward=rules``), recomputed here and checked against the figures the
   proxies' resources record.
 * ``silhouette`` — exact O(n·k·d) cosine silhouette vs ``sklearn.metrics.silhouette_samples`` on

@@ -1,6 +1,7 @@
 """Offline Bloom-level classifier: action-verb lexicon + MiniLM similarity to level descriptions.
 
-:class:`LexiconBloomClassifier` is the interpretable offline default of docs/METHOD.md "Bloom level".
+:class:`LexiconBloomClassifier` is the interpretable hand-built offline classifier (``judge=rules``) of docs/METHOD.md
+"Bloom level".
 It returns the LLM judge's fields: ``bloom_level``, ``bloom_score`` (1–21, reference bands) and a
 short ``bloom_reason``.
 

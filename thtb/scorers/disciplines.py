@@ -1,7 +1,7 @@
 """Offline discipline tagger: nearest disciplines of a fixed, project-written catalogue.
 
-:class:`CatalogueDisciplineTagger` is the offline default of docs/METHOD.md "Interdisciplinary complexity (IC)". The catalogue
-(``thtb/resources/disciplines.yaml``) holds every key of ``discipline_keys.txt`` with a human name
+:class:`CatalogueDisciplineTagger` is the hand-built offline tagger (``judge=rules``) of docs/METHOD.md
+"Interdisciplinary complexity (IC)". The catalogue (``thtb/resources/disciplines.yaml``) holds every key of ``discipline_keys.txt`` with a human name
 and a 3–5 sentence description; :meth:`~CatalogueDisciplineTagger.describe` returns those
 descriptions (they are what the IC distance term embeds).
 
