@@ -35,5 +35,5 @@ def test_the_compare_sweep_gives_one_row_per_method_with_its_seeds_ci_and_cost(t
         assert 0 <= row.win_rate <= 100 and row.pairwise_baseline == "base"
     assert frame.loc["thtb"].selection_device_hours > 0 and frame.loc["thtb"].training_device_hours > 0
     md = (tmp_path / "out" / "compare.md").read_text()
-    assert "2 (1,2)" in md and "Cost (device-hours)" in md
+    assert "2 (1,2)" in md and "cost (device-hours)" in md
     assert (tmp_path / "out" / "compare_mmlu_pro.png").stat().st_size > 0
