@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import thtb  # noqa: F401  # first, before anything loads torch: its OpenMP wait policy (thtb/__init__.py)
 from tests.helpers import SERVER_STOPS, shared_file
 
 pytest_plugins = ["tests.serving"]  # the real `transformers serve` fixtures

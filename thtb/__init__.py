@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
 __version__ = "0.2.0"
+
+# OpenMP threads that wait for each other sleep instead of spinning. libgomp (torch's OpenMP) reads this when torch
+# loads, so it is set here, before any thtb module imports torch; every process thtb starts inherits it. On 2 cores
+# beside one busy process, spinning threads made torch's small matmuls 15x slower; sleeping ones cost nothing on an
+# idle machine (`python benchmarks/bench_busy.py` prints both). A value set by the user is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 STAGE_PACKAGES = ("train", "eval")
 """The stage folders of a checkout that are subpackages of ``thtb`` (pyproject's ``package-dir``)."""
