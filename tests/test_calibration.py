@@ -417,3 +417,14 @@ def test_offline_selection_summary_names_the_proxies_and_their_agreement(tmp_pat
         assert cal[role]["imitates"]["role"] == "readers" and cal[role]["params"] is None  # the shipped parameters
     assert "coef" not in json.dumps(cal)  # figures and provenance, not the weights
     assert Path(summary["provenance"]["selection"]["scorers"]["reward"]["backend"]) == Path("ProxyQualityScorer")
+
+
+def test_the_proxies_are_fitted_and_measured_with_the_embedder_the_cascade_runs():
+    """``fit`` and ``evaluate`` embed with the settings of conf/embedder/minilm_offline.yaml (the offline cascade's),
+    so the held-out figures are those of the scorer a selection applies (truncation at 128 tokens included)."""
+    import yaml
+
+    conf = yaml.safe_load((ROOT / "conf" / "embedder" / "minilm_offline.yaml").read_text())
+    embedder = calibration._embedder()
+    for key in ("model", "max_seq_length", "pooling"):
+        assert getattr(embedder, "model_name" if key == "model" else key) == conf[key], key

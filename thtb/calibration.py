@@ -465,7 +465,8 @@ PROXY_NAMES = ("bloom", "disciplines", "quality")
 def _embedder():
     from thtb.scorers.embedder import SentenceTransformerEmbedder
 
-    return SentenceTransformerEmbedder(model="minilm_offline")
+    # the embedder the offline cascade runs (conf/embedder/minilm_offline.yaml): fitted and measured as applied
+    return SentenceTransformerEmbedder(model="minilm_offline", max_seq_length=128)
 
 
 def score_split(rows: pd.DataFrame, *, proxies: bool, embedder=None, params_dir: Path | None = None) -> Agreement:
