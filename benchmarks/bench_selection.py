@@ -11,11 +11,15 @@ Sections (``--only``):
 * ``data`` — facts about the Alpaca file that the docs quote: rows with an empty ``input`` (each of whose
   reference-fidelity queries ends in ``"\nnan"``).
 * ``cascade`` — the full offline cascade on Alpaca 52k through ``run.py`` (wall seconds with model
-  load, peak RSS, byte-identical subsets across runs), then a 2% re-cut of the same scores (score cache).
+  load, peak RSS, byte-identical subsets across runs), then a 2% re-cut of the same scores (score cache), then
+  the previous default (``reward=proxy``) once for the ratio of wall times.
 * ``scale`` (only with ``--only scale``) — one offline alpaca_5pct selection over a large pool (Alpaca repeated ``--rows`` / 52,002 times, each
   copy's text varied) with ``executor=local`` and with ``executor=ray`` (a local Ray), each through ``run.py`` in a
   process of its own (Ray's: each role's actor with every CPU): wall time and their ratio, the driver's own peak
   RSS (``VmHWM``: not Ray's workers), whether the two subsets are byte-identical, and each scorer's rows per second.
+* ``static`` (only with ``--only static``) — MiniLM against a static embedder distilled from it (model2vec): the
+  time to embed stage 2's 10,400 Alpaca queries, and the Bloom and discipline proxies' held-out agreement when
+  refitted on each: why the offline cascade keeps MiniLM.
 * ``stage3`` — the stage-3 maths on 1,000,000 synthetic English queries: preprocessing, TF-IDF,
   K-Means k=161, exact silhouette, IREI + EHS; total time and peak RSS.
 
@@ -325,17 +329,23 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
+PREVIOUS_DEFAULT = ("reward=proxy",)
+"""What the offline cascade's default was before stage 1 went back to the hand-built rules (issue 25): the cascade
+bench runs it once more (no cache) for the ratio."""
+
+
 def bench_cascade(data_path: Path = ALPACA, runs: int = 1) -> None:
     """The full offline cascade on Alpaca 52k through run.py: wall seconds (model load included) and
     peak RSS of each run, whether the runs give a byte-identical subset, then a 2% re-cut.
 
     The first run scores into a fresh score cache (``paths.cache_dir`` in a temporary folder), later runs with
     ``reuse=false`` (no cache: every scorer runs again); the re-cut (``selection.budget=0.02``) reads the first
-    run's cache, so it times what a researcher's second budget costs after a finished 5% run."""
+    run's cache, so it times what a researcher's second budget costs after a finished 5% run. Last, the previous
+    default (:data:`PREVIOUS_DEFAULT`) with no cache: today's first run over its wall time."""
     if not data_path.exists():
         print(f"cascade: skipped ({data_path} not found)")
         return
-    subsets, peaks = [], []
+    subsets, peaks, walls = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         cache = f"paths.cache_dir={Path(tmp) / 'cache'}"
         for i in range(runs):
@@ -343,6 +353,7 @@ def bench_cascade(data_path: Path = ALPACA, runs: int = 1) -> None:
             wall, peak, summary = _select(data_path, out, Path(tmp) / f"run{i}.log",
                                           *([cache] if i == 0 else ["reuse=false"]))
             peaks.append(peak)
+            walls.append(wall)
             counts = " → ".join(f"{v:,}" for v in summary["counts"].values())
             timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items())
             print(f"cascade alpaca run {i + 1}: {counts} in {wall:.1f} s wall ({timings})")
@@ -358,6 +369,10 @@ def bench_cascade(data_path: Path = ALPACA, runs: int = 1) -> None:
         print(f"cascade alpaca re-cut: 2% after the 5% run (same score cache) in {wall:.1f} s wall, peak RSS "
               f"{peak:.2f} GB, {summary['n_selected']:,} selected; score cache hits {hits.get('hits')}, "
               f"misses {hits.get('misses')}")
+        previous, peak, summary = _select(data_path, Path(tmp) / "previous", Path(tmp) / "previous.log",
+                                          "reuse=false", *PREVIOUS_DEFAULT)
+        print(f"cascade alpaca previous default ({' '.join(PREVIOUS_DEFAULT)}): {previous:.1f} s wall, peak RSS "
+              f"{peak:.2f} GB; today's default / previous: {walls[0] / previous:.2f}× the wall time")
 
 
 def make_pool(data_path: Path, rows: int, out: Path) -> int:
@@ -443,12 +458,76 @@ def bench_calibration(data_path: Path = ALPACA) -> None:
               f"{str(bool(row['current'])):>14s}")
 
 
+def static_embedder(folder: Path):
+    """The offline embedder with MiniLM swapped for a static model (model2vec's, a mean of per-token vectors): the
+    same memo, plain batches (a static model's row does not depend on its batch)."""
+    from thtb.scorers.embedder import SentenceTransformerEmbedder
+
+    class StaticEmbedder(SentenceTransformerEmbedder):
+        def _load(self):
+            from sentence_transformers import SentenceTransformer
+            from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+            return SentenceTransformer(modules=[StaticEmbedding.from_model2vec(str(folder))], device="cpu")
+
+        def _encode_canonically(self, unseen: list[str]) -> np.ndarray:
+            return np.asarray(self.model.encode(unseen, batch_size=1024, convert_to_numpy=True,
+                                                normalize_embeddings=False), dtype=np.float32)
+
+    return StaticEmbedder(model=f"static:{folder.name}", show_progress=False)
+
+
+def bench_static(data_path: Path = ALPACA, n: int = 10_400) -> None:
+    """Why the offline cascade keeps MiniLM (issue 25's ≤ 20 s): a static embedder distilled from it (model2vec
+    0.7, PCA to 256 dims; optimum's ONNX/OpenVINO backends cannot be installed beside transformers 5.19) embeds
+    stage 2's share of Alpaca (``n`` queries, cleaned as the proxies clean them) in a fraction of MiniLM's time,
+    but the Bloom and discipline proxies refitted on it (train split, the same cross-validation) agree less with
+    the labels on the held-out split. One run: both timings in this process."""
+    from model2vec.distill import distill
+
+    from thtb import calibration
+    from thtb.scorers.proxy import split_query
+
+    queries = alpaca_queries(data_path, n)
+    if queries is None:
+        print(f"static: skipped ({data_path} not found)")
+        return
+    texts = [split_query(q)[0] for q in queries]
+    minilm = calibration._embedder()
+    minilm.show_progress = False
+    minilm.encode(texts[:8])  # load the model before the clock starts
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        distill(model_name=str(minilm.model[0].auto_model.name_or_path), pca_dims=256,
+                device="cpu").save_pretrained(str(Path(tmp) / "minilm-static"))
+        print(f"static: distilled all-MiniLM-L6-v2 into a static model in {time.perf_counter() - start:.0f} s")
+        static = static_embedder(Path(tmp) / "minilm-static")
+        static.encode(texts[:8])
+        times = {}
+        for name, embedder in (("MiniLM", minilm), ("static", static)):
+            embedder.clear_cache()
+            start = time.perf_counter()
+            embedder.encode(texts)
+            times[name] = time.perf_counter() - start
+        print(f"static: {n:,} Alpaca queries embedded in {times['MiniLM']:.1f} s (MiniLM) vs {times['static']:.2f} s "
+              f"(static), {times['MiniLM'] / times['static']:.0f}× faster")
+        params = Path(tmp) / "proxies"
+        calibration.fit_proxies(alpaca=data_path, out_dir=params, embedder=static)
+        refit = calibration.evaluate_proxies(alpaca=data_path, params_dir=params, embedder=static)["proxies"]
+    shipped = json.loads((REPO / "thtb" / "resources" / "proxies" / "held_out.json").read_text())["proxies"]
+    print("static: held-out agreement with the labels, proxies fitted on each embedder (MiniLM: the shipped record)")
+    print(f"  {'figure':28s} {'MiniLM':>7s} {'static':>7s}")
+    for kind in ("bloom", "disciplines"):
+        for figure, value in shipped[kind]["proxy"].items():
+            print(f"  {figure:28s} {value:7.3f} {refit[kind]['proxy'][figure]:7.3f}")
+
+
 BENCHES = ("data", "calibration", "silhouette", "stage3", "cascade")  # "all"; scale (an hour at 1M rows) on its own
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=[*BENCHES, "scale", "all"], default="all")
+    parser.add_argument("--only", choices=[*BENCHES, "scale", "static", "all"], default="all")
     parser.add_argument("--sizes", default="5200,20000", help="silhouette: comma-separated n values")
     parser.add_argument("--k", type=int, default=161, help="K-Means clusters")
     parser.add_argument("--n-stage3", type=int, default=1_000_000, help="stage3: synthetic rows")
@@ -477,6 +556,8 @@ def main(argv=None) -> int:
         bench_cascade(args.data, runs=args.runs)
     if "scale" in run:
         bench_scale(args.data, rows=args.rows)
+    if "static" in run:
+        bench_static(args.data)
     return 0
 
 
