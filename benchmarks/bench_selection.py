@@ -13,10 +13,11 @@ Sections (``--only``):
 * ``cascade`` — the full offline cascade on Alpaca 52k through ``run.py`` (wall seconds with model
   load, peak RSS, byte-identical subsets across runs), then a 2% re-cut of the same scores (score cache), then
   the previous default (``reward=proxy``) once for the ratio of wall times.
-* ``scale`` (only with ``--only scale``) — one offline alpaca_5pct selection over a large pool (Alpaca repeated ``--rows`` / 52,002 times, each
-  copy's text varied) with ``executor=local`` and with ``executor=ray`` (a local Ray), each through ``run.py`` in a
-  process of its own (Ray's: each role's actor with every CPU): wall time and their ratio, the driver's own peak
-  RSS (``VmHWM``: not Ray's workers), whether the two subsets are byte-identical, and each scorer's rows per second.
+* ``scale`` (only with ``--only scale``) — one offline alpaca_5pct selection over a large pool (Alpaca repeated
+  ``--rows`` / 52,002 times, each copy's text varied) with ``executor=local`` and with ``executor=ray`` (a local
+  Ray), each through ``run.py`` in a process of its own (Ray's: each role's actor with every CPU): wall time and
+  their ratio, the driver's own peak RSS (``VmHWM``: not Ray's workers), whether the two subsets are
+  byte-identical, and each scorer's rows per second.
 * ``static`` (only with ``--only static``) — MiniLM against a static embedder distilled from it (model2vec): the
   time to embed stage 2's 10,400 Alpaca queries, and the Bloom and discipline proxies' held-out agreement when
   refitted on each: why the offline cascade keeps MiniLM.

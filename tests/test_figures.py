@@ -1,8 +1,9 @@
 """The figures the docs quote are printed by a command the text names, and say the same thing everywhere.
 
 * The Alpaca empty-input share: README quotes what ``make bench ARGS="--only data"`` prints from the file.
-* The offline cascade and its 2% re-cut: README's figures are the ones ``benchmarks/README.md`` records from
-  ``make bench ARGS="--only cascade"``, whose lines the bench prints in that format.
+* The offline cascade, its 2% re-cut and the previous default's run: README's figures are the ones
+  ``benchmarks/README.md`` records from ``make bench ARGS="--only cascade"``, whose lines the bench prints in that
+  format.
 * Training rows measured with other versions than today's pins name them in the row.
 * The judge bench has no row for a run it does not make.
 * Who wrote the calibration labels reads the same in every file that says it.
@@ -48,15 +49,19 @@ def test_cascade_figures_are_the_recorded_bench_lines():
     source = BENCH.read_text(encoding="utf-8")
     for printed, recorded_as in (('f"cascade alpaca run {i + 1}: ', "cascade alpaca run 1: "),
                                  ('f"cascade alpaca: peak RSS ', "cascade alpaca: peak RSS "),
-                                 ('f"cascade alpaca re-cut: 2% after the 5% run', "cascade alpaca re-cut: 2% after")):
+                                 ('f"cascade alpaca re-cut: 2% after the 5% run', "cascade alpaca re-cut: 2% after"),
+                                 ('f"cascade alpaca previous default (', "cascade alpaca previous default (")):
         assert printed in source and any(line.startswith(recorded_as) for line in recorded), (recorded_as, recorded)
     text = "\n".join(recorded)
     wall = re.search(r"run 1: .* in ([\d.]+) s wall", text).group(1)
     peak = re.search(r"peak RSS ([\d.]+) GB \(largest", text).group(1)
     recut = re.search(r"re-cut: .* in ([\d.]+) s wall", text).group(1)
+    previous, ratio = re.search(r"previous default \(reward=proxy\): ([\d.]+) s wall.* ([\d.]+)× the wall",
+                                text).groups()
     readme = flat(section(README.read_text(encoding="utf-8"), "Benchmarks"))
     assert f"in {round(float(wall))} s wall with a {peak} GB peak RSS" in readme, readme  # run 1's wall
     assert f"a 2% re-cut after the 5% run takes {round(float(recut))} s" in readme, readme
+    assert f"the previous default (`reward=proxy`) {round(float(previous))} s, a ratio of {ratio}" in readme, readme
     assert 'ARGS="--only cascade"' in readme
 
 
