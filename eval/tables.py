@@ -713,11 +713,17 @@ def plot_compare(frame: pd.DataFrame, path: str | Path, metric: str = "mmlu_pro"
     y = sub[metric].to_numpy(dtype=float)
     low = np.where(sub[f"{metric}_ci_low"].notna(), y - sub[f"{metric}_ci_low"].to_numpy(dtype=float), 0.0)
     high = np.where(sub[f"{metric}_ci_high"].notna(), sub[f"{metric}_ci_high"].to_numpy(dtype=float) - y, 0.0)
-    ax.errorbar(cost, y, yerr=np.vstack([low, high]), fmt="o", capsize=3, color="#1f77b4")
-    for k, (xi, yi, label, n) in enumerate(zip(cost, y, sub["label"], sub["n_seeds"], strict=True)):
-        # the method's name (its provenance is in the table), staggered so that equal scores stay readable
-        ax.annotate(f"{label.split(' · ')[0]} (n={n})", (xi, yi), textcoords="offset points",
-                    xytext=(5, 4 + 9 * (k % 3)), fontsize=7)
+    markers = "osD^vP*Xhp<>"
+    for k, (xi, yi, lo, hi, label, n) in enumerate(zip(cost, y, low, high, sub["label"], sub["n_seeds"],
+                                                       strict=True)):
+        # one colour and marker per method, named in the legend (its provenance is in the table): methods with
+        # equal scores and costs stay apart
+        ax.errorbar([xi], [yi], yerr=[[lo], [hi]], fmt=markers[k % len(markers)], capsize=3, color=f"C{k % 10}",
+                    label=f"{label.split(' · ')[0]} (n={n})")
+    if len(cost) and cost.min() > 0 and cost.max() / cost.min() > 100:
+        ax.set_xscale("log")  # costs that span orders of magnitude (random's draw vs an LM's IFD)
+    if len(cost):
+        ax.legend(fontsize=7, loc="best")
     ax.set_xlabel("selection + training cost (device-hours)")
     ax.set_ylabel(f"{name}, mean [95% CI]")
     ax.set_title(f"{name} vs cost, per selection method", fontsize=9)
