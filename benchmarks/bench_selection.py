@@ -487,6 +487,7 @@ def bench_static(data_path: Path = ALPACA, n: int = 10_400) -> None:
     from model2vec.distill import distill
 
     from thtb import calibration
+    from thtb.scorers.embedder import MINILM_OFFLINE, resolve_model_path
     from thtb.scorers.proxy import split_query
 
     queries = alpaca_queries(data_path, n)
@@ -499,7 +500,7 @@ def bench_static(data_path: Path = ALPACA, n: int = 10_400) -> None:
     minilm.encode(texts[:8])  # load the model before the clock starts
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        distill(model_name=str(minilm.model[0].auto_model.name_or_path), pca_dims=256,
+        distill(model_name=resolve_model_path(MINILM_OFFLINE), pca_dims=256,
                 device="cpu").save_pretrained(str(Path(tmp) / "minilm-static"))
         print(f"static: distilled all-MiniLM-L6-v2 into a static model in {time.perf_counter() - start:.0f} s")
         static = static_embedder(Path(tmp) / "minilm-static")
