@@ -178,10 +178,9 @@ def _no_gpu() -> bool:
 class KVCache:
     """The KV cache a vLLM server is given (:meth:`ServedModel.kv_cache_plan`).
 
-    ``bytes``: its size, ``None`` where vLLM sizes it (a GPU: ``gpu_memory_utilization``); ``source``: where the size
-    comes from — ``"computed"`` (from the model's config, :func:`kv_cache_bytes`), ``"--kv-cache-gb"``,
-    ``"VLLM_CPU_KVCACHE_SPACE"``, ``"--kv-cache-memory-bytes"`` (passed after ``--``) or ``"vllm"``; ``detail``:
-    how it was computed.
+    ``bytes``: its size, ``None`` where vLLM sizes it (a GPU); ``source``: where the size comes from —
+    ``"computed"``, ``"--kv-cache-gb"``, ``"--kv-cache-memory-bytes"``, ``"VLLM_CPU_KVCACHE_SPACE"`` or ``"vllm"``;
+    ``detail``: how it was computed.
     """
 
     bytes: int | None
@@ -270,13 +269,11 @@ def tree_memory(pid: int) -> dict[str, int]:
     except psutil.Error:
         return out
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             info = proc.memory_full_info()
-        except psutil.Error:
-            continue
-        out["pss"] += getattr(info, "pss", info.rss)
-        out["rss"] += info.rss
-        out["processes"] += 1
+            out["pss"] += getattr(info, "pss", info.rss)
+            out["rss"] += info.rss
+            out["processes"] += 1
     return out
 
 
@@ -322,12 +319,9 @@ _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _ID_LABELS = {"engine", "model_name"}
 
 
-_KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
-
-
 def _kv_tokens_from_log(text: str) -> int | None:
     """The tokens vLLM's KV cache holds, from its start-up log (``CPU KV cache size: 17,280 tokens``)."""
-    found = _KV_TOKENS.findall(text)
+    found = re.findall(r"KV cache size: ([\d,]+) tokens", text)
     return int(found[-1].replace(",", "")) if found else None
 
 
@@ -617,9 +611,8 @@ class ServedModel:
                          f"max_num_seqs {self.effective_max_num_seqs() or 'vLLM default'}")
             layout = self.engine_layout()
             if layout is not None:
-                where = ("the model runs in the EngineCore process" if layout == "uni"
-                         else "the model runs in worker processes")
-                lines.append(f"executor: {layout} ({where}; {_usable_cores()} usable cores)")
+                where = "the EngineCore process" if layout == "uni" else "worker processes"
+                lines.append(f"executor: {layout} (the model runs in {where}; {_usable_cores()} usable cores)")
         started = f"ready in {self.startup_s:.1f}s; " if self.startup_s is not None else ""
         lines.append(f"log:      {self.log_path}  ({started}Ctrl-C to stop)")
         return "\n".join(lines)
@@ -941,15 +934,11 @@ class _TreeWatch:
         with contextlib.suppress(psutil.Error):
             procs = psutil.Process(self.me).children(recursive=True)
         for proc in procs:
-            try:
-                if proc.status() == psutil.STATUS_ZOMBIE:
-                    code = _zombie_code(proc.pid)
-                    if code is not None:
-                        self.codes.setdefault(proc.pid, code)
-                    continue
-                live[proc.pid] = proc.name()
-            except psutil.Error:
-                continue
+            with contextlib.suppress(psutil.Error):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    live[proc.pid] = proc.name()
+                elif (code := _zombie_code(proc.pid)) is not None:
+                    self.codes.setdefault(proc.pid, code)
         for pid, name in live.items():
             if pid != self.server_pid:  # named "the server" once
                 self.names[pid] = name
@@ -1048,7 +1037,7 @@ def _kill_tree(me: int, child: subprocess.Popen, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-def _supervise(argv: list[str] | None = None) -> None:
+def _supervise() -> None:
     """Entry point of the supervisor: ``python -c _SUPERVISOR OWNER_PID GRACE -- SERVER_CMD...``.
 
     Runs SERVER_CMD as its child in its own process group (started by :class:`ServedModel` with a new session),
@@ -1065,17 +1054,12 @@ def _supervise(argv: list[str] | None = None) -> None:
     first process of its tree killed by a signal when the server itself exits 0 after it (vLLM does, when the
     OOM killer takes its worker).
     """
-    argv = sys.argv[1:] if argv is None else argv
-    owner, grace, cmd = int(argv[0]), float(argv[1]), argv[3:]
+    owner, grace, cmd = int(sys.argv[1]), float(sys.argv[2]), sys.argv[4:]
     me = os.getpid()
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     stop_requests: list[int] = []
-
-    def on_stop(signum, frame):
-        stop_requests.append(signum)
-
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_stop)
+        signal.signal(sig, lambda signum, frame: stop_requests.append(signum))
     signal.signal(_OWNER_SIGNAL, lambda signum, frame: None)  # wakes us; the loop checks getppid()
     if os.getppid() != owner:
         _say(f"owner {owner} exited before the server started")
