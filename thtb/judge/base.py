@@ -198,7 +198,8 @@ class JudgeBackend:
             self._parser_digests[template.id] = digest
         return digest
 
-    def _group(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[int]], dict[str, Messages]]:
+    def _group(self, template: PromptTemplate,
+               items: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[int]], dict[str, Messages]]:
         """Cache key → item positions, and key → rendered messages (duplicates asked once)."""
         groups: dict[str, list[int]] = {}
         messages: dict[str, Messages] = {}
@@ -213,14 +214,13 @@ class JudgeBackend:
     def _lookup(self, template: PromptTemplate, key: str) -> JudgeResult | None:
         """The cached result of ``key`` (reparsed in reparse mode), or ``None`` when it must be asked."""
         cached = self.cache.get(key) if self.cache is not None else None
-        if self.reparse:
-            if cached is None:
-                return JudgeResult(error="reparse: request not in cache")
-            return self._reparse(template, key, cached)
+        if self.reparse and cached is None:
+            return JudgeResult(error="reparse: request not in cache")
         if cached is None:
             return None
-        self._counters["cache_hits"] += 1
-        return self._from_row(template, key, cached)
+        if not self.reparse:
+            self._counters["cache_hits"] += 1
+        return self._from_row(template, key, cached, reparse=self.reparse)
 
     def _shared(self, template: PromptTemplate, key: str) -> JudgeResult | None:
         """The row another process wrote for ``key`` while it was in flight there (``None``: no row)."""
@@ -230,29 +230,22 @@ class JudgeBackend:
         self._counters["shared_in_flight"] += 1
         return self._from_row(template, key, cached)
 
-    def _from_row(self, template: PromptTemplate, key: str, cached: CacheRecord) -> JudgeResult:
-        if cached.parser != self.parser_digest(template):  # parsed by other parser code: parse the raw text again
-            return self._reparse(template, key, cached)
-        return JudgeResult(
-            value=cached.parsed if cached.error is None else None, error=cached.error, raw=cached.raw,
-            from_cache=True, attempts=cached.attempts, latency_s=cached.latency_s,
-            prompt_tokens=cached.prompt_tokens, completion_tokens=cached.completion_tokens,
-        )
-
-    def _reparse(self, template: PromptTemplate, key: str, cached: CacheRecord) -> JudgeResult:
-        self._counters["reparsed"] += 1
-        try:
-            value, error = template.parser(cached.raw), None
-        except ParseError as exc:
-            value, error = None, f"parse: {exc} (reparse)"
+    def _from_row(self, template: PromptTemplate, key: str, cached: CacheRecord, reparse: bool = False) -> JudgeResult:
+        """A cached answer's result; its raw text parsed again in reparse mode or when other parser code parsed it
+        (the row is updated where that changes it)."""
         digest = self.parser_digest(template)
-        if self.cache is not None and (error != cached.error or value != cached.parsed or cached.parser != digest):
+        if reparse or cached.parser != digest:
+            self._counters["reparsed"] += 1
+            try:
+                value, error = template.parser(cached.raw), None
+            except ParseError as exc:
+                value, error = None, f"parse: {exc} (reparse)"
+            changed = (error, value, digest) != (cached.error, cached.parsed, cached.parser)
             cached.parsed, cached.error, cached.parser = value, error, digest
-            self.cache.put(key, cached)
-        return JudgeResult(
-            value=value, error=error, raw=cached.raw, from_cache=True, attempts=cached.attempts,
-            latency_s=cached.latency_s, prompt_tokens=cached.prompt_tokens, completion_tokens=cached.completion_tokens,
-        )
+            if changed and self.cache is not None:
+                self.cache.put(key, cached)
+        return JudgeResult(cached.parsed if cached.error is None else None, cached.error, cached.raw, True,
+                           cached.attempts, cached.latency_s, cached.prompt_tokens, cached.completion_tokens)
 
     def _take_answer(self, template: PromptTemplate, result: JudgeResult, raw: str, ptok: int, ctok: int,
                      latency: float) -> bool:
@@ -268,6 +261,9 @@ class JudgeBackend:
         except ParseError as exc:
             result.value, result.error = None, f"parse: {exc}"
             return False
+
+    def _chat_template_kwargs(self) -> dict[str, Any]:
+        return dict((self.extra_body or {}).get("chat_template_kwargs") or {})
 
     def _release(self, keys: Sequence[str]) -> None:
         """End this run's leases of ``keys`` that are not finished (failed, or the run stops)."""
@@ -301,9 +297,13 @@ class JudgeBackend:
             )
         return result
 
-    def _tally(self, results: Sequence[JudgeResult | None], n_items: int, start: float) -> list[JudgeResult]:
+    def _tally(self, groups: Mapping[str, Sequence[int]], done: Mapping[str, JudgeResult],
+               start: float) -> list[JudgeResult]:
+        """Each item's result, in input order (``groups``: key → item positions); the run counted."""
+        at = {i: done[k] for k, positions in groups.items() for i in positions}
+        results = [at[i] for i in range(len(at))]
         c = self._counters
-        c["items"] += n_items
-        c["failures"] += sum(1 for r in results if r is not None and r.error is not None)
+        c["items"] += len(results)
+        c["failures"] += sum(1 for r in results if r.error is not None)
         c["wall_s"] += time.perf_counter() - start
-        return [r for r in results if r is not None]
+        return results

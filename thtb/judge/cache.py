@@ -44,6 +44,7 @@ its key, its owner (``host:pid:token``, one token per :class:`RequestCache` obje
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -54,7 +55,7 @@ import sys
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,23 +91,20 @@ CLAIMED, CACHED, HELD, FREE = "claimed", "cached", "held", "free"
 """Lease states: ours now, finished (a row exists), asked by a live owner, claimable."""
 
 
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/{pid}/stat`` after the command name (Linux), ``None`` where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` (clock ticks since boot, Linux ``/proc``), ``None`` where unknown;
-    tells a pid from a later process that reused it."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[19].decode() if len(fields) > 19 else None
-
-
-def _pid_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0].decode()
-    except (OSError, IndexError):
-        return None
+    """The start time of process ``pid`` (clock ticks since boot), ``None`` where unknown; tells a pid from a
+    later process that reused it."""
+    fields = _proc_stat(pid)
+    return fields[19].decode() if fields is not None and len(fields) > 19 else None
 
 
 def _host_id() -> str:
@@ -138,7 +136,8 @@ def process_alive(host: str, pid: int, started: str | None) -> bool:
     except OSError:
         return True
     if sys.platform.startswith("linux"):
-        if _pid_state(pid) in ("Z", "X"):  # killed, not yet reaped by its parent
+        state = _proc_stat(pid)
+        if state and state[0].decode() in ("Z", "X"):  # killed, not yet reaped by its parent
             return False
         now = _process_start(pid)
         if started is not None and now is not None and now != started:  # the pid was reused
@@ -233,44 +232,26 @@ class RequestCache:
         if row is None:
             return None
         raw, parsed, error, latency, ptok, ctok, attempts, model, template, created, parser = row
-        return CacheRecord(
-            raw=raw,
-            parsed=None if parsed is None else json.loads(parsed),
-            error=error,
-            latency_s=latency or 0.0,
-            prompt_tokens=ptok or 0,
-            completion_tokens=ctok or 0,
-            attempts=attempts or 1,
-            model=model or "",
-            template=template or "",
-            created=created,
-            parser=parser,
-        )
+        return CacheRecord(raw, None if parsed is None else json.loads(parsed), error, latency or 0.0, ptok or 0,
+                           ctok or 0, attempts or 1, model or "", template or "", created, parser)
 
     def put(self, key: str, record: CacheRecord) -> None:
         """Insert or replace ``key``'s row and commit at once; our lease on ``key`` (if any) ends in the same
         transaction."""
         if not isinstance(record.raw, str):
             raise TypeError("only finished requests (with raw text) are cached")
-        values = asdict(record)
-        parsed = None if record.error is not None else json.dumps(values["parsed"], ensure_ascii=False)
+        parsed = None if record.error is not None else json.dumps(record.parsed, ensure_ascii=False)
         with self._lock:
-            try:
+            with self._conn:  # one transaction: committed, or rolled back on any error
                 self._conn.execute(
                     "INSERT OR REPLACE INTO requests (key, model, template, raw, parsed, error, latency_s, "
                     "prompt_tokens, completion_tokens, attempts, created, parser) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        key, record.model, record.template, record.raw, parsed, record.error,
-                        float(record.latency_s), int(record.prompt_tokens), int(record.completion_tokens),
-                        int(record.attempts), float(record.created), record.parser,
-                    ),
+                    (key, record.model, record.template, record.raw, parsed, record.error,
+                     float(record.latency_s), int(record.prompt_tokens), int(record.completion_tokens),
+                     int(record.attempts), float(record.created), record.parser),
                 )
                 if key in self._held:
                     self._conn.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, self.owner))
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
             self._held.discard(key)
 
     # ------------------------------------------------------------------------------ leases
@@ -287,11 +268,11 @@ class RequestCache:
             return {}
         now = time.time()
         out: dict[str, str] = {}
-        alive: dict[tuple[str, int, str | None], bool] = {}
+        alive = functools.cache(process_alive)  # each owner looked at once
         n = 0
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._conn:
                 for key in keys:
                     if limit is not None and n >= limit:
                         break
@@ -301,23 +282,16 @@ class RequestCache:
                     row = self._conn.execute(
                         "SELECT owner, host, pid, started, expires FROM leases WHERE key = ?", (key,)
                     ).fetchone()
-                    if row is not None and row[0] != self.owner and row[4] > now and key not in force:
-                        who = (row[1], int(row[2]), row[3])
-                        if who not in alive:
-                            alive[who] = process_alive(*who)
-                        if alive[who]:
-                            out[key] = HELD
-                            continue
+                    if (row is not None and row[0] != self.owner and row[4] > now and key not in force
+                            and alive(row[1], int(row[2]), row[3])):
+                        out[key] = HELD
+                        continue
                     self._conn.execute(
                         "INSERT OR REPLACE INTO leases (key, owner, host, pid, started, expires) VALUES (?,?,?,?,?,?)",
                         (key, self.owner, _HOST, self._pid, self._started, now + self.lease_ttl_s),
                     )
                     out[key] = CLAIMED
                     n += 1
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
             self._held.update(k for k, state in out.items() if state == CLAIMED)
         if n:
             self._ensure_heartbeat()
@@ -328,7 +302,7 @@ class RequestCache:
         expired), :data:`CLAIMED` (ours) or :data:`FREE` (no lease, expired, or its owner is gone)."""
         now = time.time()
         out: dict[str, str] = {}
-        alive: dict[tuple[str, int, str | None], bool] = {}
+        alive = functools.cache(process_alive)
         for lo in range(0, len(keys), 500):
             part = list(keys[lo: lo + 500])
             marks = ",".join("?" * len(part))
@@ -345,10 +319,7 @@ class RequestCache:
                 elif lease[0] == self.owner:
                     out[key] = CLAIMED
                 else:
-                    who = (lease[1], int(lease[2]), lease[3])
-                    if who not in alive:
-                        alive[who] = process_alive(*who)
-                    out[key] = HELD if alive[who] else FREE
+                    out[key] = HELD if alive(lease[1], int(lease[2]), lease[3]) else FREE
         return out
 
     def release(self, keys: Iterable[str]) -> None:
@@ -357,13 +328,9 @@ class RequestCache:
         if not mine:
             return
         with self._lock:
-            try:
+            with self._conn:
                 self._conn.executemany("DELETE FROM leases WHERE key = ? AND owner = ?",
                                        [(k, self.owner) for k in mine])
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
             self._held.difference_update(mine)
 
     @property

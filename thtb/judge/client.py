@@ -2,35 +2,27 @@
 
 :class:`OpenAIJudge` sends a :class:`~thtb.judge.prompts.PromptTemplate` rendered for each item to
 ``POST {base_url}/chat/completions`` through the official :class:`openai.AsyncOpenAI` client (its
-own retries disabled), and returns one :class:`JudgeResult` per item, in input order.
+own retries disabled), and returns one :class:`JudgeResult` per item, in input order. Keys, cache hits,
+``reparse``, re-asks and requests shared with other processes follow :mod:`thtb.judge.base`; the decoding
+parameters keyed are the template's, then ``decoding`` overrides, then ``extra_body``.
 
-Per request
------------
-1. Key (:func:`~thtb.judge.cache.make_key`): model, template name+version, messages, decoding
-   parameters (template params, then ``decoding`` overrides, then ``extra_body``). Items with
-   the same key in one run are sent once.
-2. Cache hit (a finished request): its stored value/error is returned (``from_cache=True``, no
-   call). In ``reparse`` mode the template's parser is re-applied to the cached raw text, the row
-   is updated and **no** call is ever made (a key missing from the cache is an error).
-3. A prompt that cannot fit the judge's context — prompt tokens (the model's tokenizer and chat
+Per request not in the cache
+----------------------------
+1. A prompt that cannot fit the judge's context — prompt tokens (the model's tokenizer and chat
    template, where known: ``tokenizer``) + ``max_tokens`` > ``context_len`` (asked from the server's
    ``/v1/models`` when not given; vLLM reports ``max_model_len``) — is not sent: that item fails with
    the reason (``context: …``), not cached.
-4. Otherwise it waits for a slot of the :class:`~thtb.judge.flow.AdaptiveLimit` (at most
+2. Otherwise it waits for a slot of the :class:`~thtb.judge.flow.AdaptiveLimit` (at most
    ``concurrency`` in flight, halved when the server shows overload, grown back when healthy). Each
    send has a timeout of ``timeout_s + timeout_per_token_s × max_tokens``; a timed-out request is
    cancelled — its connection closed, which makes vLLM abort the generation — never left running
    while a duplicate queues behind it. Timeouts, connection errors, HTTP 408/409/429/5xx are retried
    with exponential backoff (:mod:`tenacity`, ``max_retries`` retries); first sends, re-asks and retries
    after a timeout draw on the run's :class:`~thtb.judge.flow.SendBudget` (``distinct requests ×
-   max_attempts`` in all), so a slow server never gets a storm of duplicates. A parse
-   failure is re-asked: the bad answer and the template's stricter follow-up are appended to the
-   conversation, up to ``max_attempts`` answers in all. Other HTTP errors fail at once, with the
-   server's reason (``HTTP 400: … maximum context length …``).
-5. The request is *finished* once an answer came back: it is cached (value or parse error) and
-   committed at once. A transport failure after all retries is returned as an error and not
-   cached, so a resumed run retries it.
-6. When the server makes no progress (no answer, no definite refusal) for ``stall_timeout_s`` while
+   max_attempts`` in all), so a slow server never gets a storm of duplicates. Other HTTP errors fail at
+   once, with the server's reason (``HTTP 400: … maximum context length …``).
+3. A transport failure after all retries is returned as an error and not cached, so a resumed run retries it.
+4. When the server makes no progress (no answer, no definite refusal) for ``stall_timeout_s`` while
    requests are out, the run stops with :class:`~thtb.judge.flow.JudgeStalledError` saying what was
    sent and what timed out; everything finished is in the cache, so the same command resumes. When
    ``unreachable_after`` (8) requests in a row fail on a refused or dropped connection, every retry spent,
@@ -38,12 +30,10 @@ Per request
    with :class:`~thtb.judge.flow.JudgeServerUnreachableError` naming the URL and how the connections broke,
    instead of failing every request left.
 
-Runs in other processes on the same cache file: a request is sent only under its lease, taken when
-it gets a concurrency slot (:mod:`thtb.judge.base`, "shared in flight"). A request another process is
-sending gives its slot back and waits — ``asyncio.sleep`` between looks, so the event loop keeps
-serving the other requests — for the row that process writes, or for the lease to become free (that
-process failed or died: then it is sent here). The wait is bounded by ``lease_wait_s``, by default
-the longest a request can take under this judge's own timeout, retries and re-asks (plus a minute).
+A request's lease (shared in flight) is taken when it gets a concurrency slot. A request another process is
+sending gives its slot back and waits — ``asyncio.sleep`` between looks, so the event loop keeps serving the
+other requests — by default at most the longest a request can take under this judge's own timeout, retries and
+re-asks (plus a minute).
 
 The API key comes from the environment variable ``api_key_env`` ("EMPTY" when unset, for local
 servers). It is kept in a private attribute only: never logged, cached or shown in ``repr``.
@@ -54,9 +44,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -121,13 +111,6 @@ def is_transient(exc: BaseException) -> bool:
 
 def _timed_out(exc: BaseException | None) -> bool:
     return isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError)
-
-
-def _overload(exc: BaseException) -> bool:
-    """A sign that the server has more than it can do (the concurrency limit halves)."""
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in _RETRY_STATUS or exc.status_code >= 500
-    return isinstance(exc, openai.APITimeoutError | openai.APIConnectionError | asyncio.TimeoutError)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -217,10 +200,8 @@ class OpenAIJudge(JudgeBackend):
         timeout_per_token_s: seconds allowed per requested completion token.
         stall_timeout_s: stop the run when the server made no progress for this long while requests
             are out (never shorter than two send timeouts).
-        unreachable_after: stop the run (:class:`~thtb.judge.flow.JudgeServerUnreachableError`) once this many
-            requests in a row failed on a refused or dropped connection, every retry spent, with no answer in
-            between: the server died or nothing listens at ``base_url``. 0: never (each such request fails on
-            its own, against the run's failure budget).
+        unreachable_after: stop the run once this many requests in a row failed on a broken connection (see
+            module doc); 0: never (each such request fails on its own, against the run's failure budget).
         max_retries: transport retries per answer (so ``max_retries + 1`` tries), within the send budget.
         max_attempts: answers asked per item when answers do not parse (1 = no re-ask); also the
             run's budget of sends per distinct request that the server may have worked on (first sends,
@@ -235,14 +216,10 @@ class OpenAIJudge(JudgeBackend):
         tokenizer: the tokenizer that counts prompt tokens for that check: ``"auto"`` (the model's, when
             it is available locally — a folder, ``smollm2``, the Hugging Face cache), a hub id or
             folder, or ``None`` (do not check).
-        extra_body: extra JSON fields for the server (e.g. ``{"chat_template_kwargs":
-            {"enable_thinking": False}}``); part of the cache key.
-        cache: a :class:`RequestCache`, a path to one, or ``None`` (no cache).
-        reparse: re-apply parsers to cached raw text; never call the server.
-        decoding: overrides of the templates' decoding parameters (e.g. ``max_tokens``).
+        extra_body: extra JSON fields for the server (e.g. ``{"chat_template_kwargs": {"enable_thinking": False}}``);
+            part of the cache key.
         backoff_initial_s, backoff_max_s: exponential backoff bounds of transport retries.
-        progress: show a tqdm progress bar.
-        lease_wait_s: the longest wait for a request another process is sending (see module doc).
+        cache, reparse, decoding, progress, lease_wait_s: see :class:`~thtb.judge.base.JudgeBackend`.
     """
 
     backend = "openai"
@@ -362,25 +339,13 @@ class OpenAIJudge(JudgeBackend):
             asyncio.get_running_loop()
         except RuntimeError:
             return asyncio.run(self.arun(template, items))
-        box: dict[str, Any] = {}
-
-        def target() -> None:  # called from inside a running loop (e.g. Jupyter): own thread
-            try:
-                box["out"] = asyncio.run(self.arun(template, items))
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                box["exc"] = exc
-
-        thread = threading.Thread(target=target)
-        thread.start()
-        thread.join()
-        if "exc" in box:
-            raise box["exc"]
-        return box["out"]
+        with ThreadPoolExecutor(1) as pool:  # called from inside a running loop (e.g. Jupyter): own thread
+            return pool.submit(asyncio.run, self.arun(template, items)).result()
 
     async def arun(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> list[JudgeResult]:
         start = time.perf_counter()
         groups, messages = self._group(template, items)
-        results: list[JudgeResult | None] = [None] * len(items)
+        done: dict[str, JudgeResult] = {}
         clients: list[openai.AsyncOpenAI] = []
         if not self.reparse:
             clients = [openai.AsyncOpenAI(api_key=self.__api_key, base_url=url, max_retries=0, timeout=self.timeout_s)
@@ -394,9 +359,7 @@ class OpenAIJudge(JudgeBackend):
 
         async def one(k: str) -> None:
             nonlocal answered
-            result = await self._one(clients, limit, budget, watch, template, k, messages[k])
-            for i in groups[k]:
-                results[i] = result
+            result = done[k] = await self._one(clients, limit, budget, watch, template, k, messages[k])
             if result.ok or result.raw is not None:
                 answered += 1
                 watch.progress()  # answered (now, earlier, or by another process); a failure is no progress
@@ -410,9 +373,9 @@ class OpenAIJudge(JudgeBackend):
         try:
             pending: set[asyncio.Task] = set(tasks)
             while pending:
-                done, pending = await asyncio.wait(pending, timeout=min(5.0, stall_s / 4),
-                                                   return_when=asyncio.FIRST_EXCEPTION)
-                for task in done:
+                ended, pending = await asyncio.wait(pending, timeout=min(5.0, stall_s / 4),
+                                                    return_when=asyncio.FIRST_EXCEPTION)
+                for task in ended:
                     task.result()  # an unexpected error: raised (the others are cancelled below)
                 if pending and watch.stalled():
                     self._counters["stalled"] = 1
@@ -427,7 +390,7 @@ class OpenAIJudge(JudgeBackend):
             self._counters["concurrency_decreases"] += limit.decreases
             for client in clients:
                 await client.close()
-        return self._tally(results, len(items), start)
+        return self._tally(groups, done, start)
 
     # ----------------------------------------------------------------------------- internals
     def _stall_message(self, template: PromptTemplate, watch: StallWatch, budget: SendBudget, finished: int,
@@ -585,7 +548,7 @@ class OpenAIJudge(JudgeBackend):
                         last = exc
                         if _timed_out(exc):
                             self._counters["timeouts"] += 1
-                        if _overload(exc):
+                        if is_transient(exc):  # a sign that the server has more than it can do: the limit halves
                             slot.feedback("overload")
                         else:
                             slot.feedback("neutral")
@@ -624,8 +587,7 @@ class OpenAIJudge(JudgeBackend):
         tokenizer, context_len = self._context
         params = {**dict(template.params), **self.decoding}
         max_tokens = int(params.get("max_tokens") or params.get("max_completion_tokens") or 0)
-        kwargs = dict((self.extra_body or {}).get("chat_template_kwargs") or {})
-        n_prompt = _count_chat_tokens(tokenizer, conversation, kwargs)
+        n_prompt = _count_chat_tokens(tokenizer, conversation, self._chat_template_kwargs())
         if n_prompt + max_tokens > context_len:
             return (f"the prompt has {n_prompt} tokens; with max_tokens {max_tokens} that is "
                     f"{n_prompt + max_tokens} > the judge's context of {context_len} tokens")

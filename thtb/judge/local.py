@@ -83,7 +83,6 @@ class LocalJudge(JudgeBackend):
     def run(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> list[JudgeResult]:
         start = time.perf_counter()
         groups, messages = self._group(template, items)
-        results: list[JudgeResult | None] = [None] * len(items)
         done: dict[str, JudgeResult] = {}
         pending: dict[str, tuple[Messages, JudgeResult]] = {}
         for k, msgs in messages.items():
@@ -123,10 +122,7 @@ class LocalJudge(JudgeBackend):
         finally:
             bar.close()
             self._release(list(pending))  # interrupted: the leases of unfinished requests end here
-        for k, positions in groups.items():
-            for i in positions:
-                results[i] = done[k]
-        return self._tally(results, len(items), start)
+        return self._tally(groups, done, start)
 
     def _fill_chunk(self, template: PromptTemplate, keys: deque, pending: dict[str, tuple[Messages, JudgeResult]],
                     waits: dict[str, LeaseWait], waiting: set[str], force: set[str], answered) -> list[str]:
@@ -219,9 +215,6 @@ class LocalJudge(JudgeBackend):
             else:
                 pending[k] = (self._reask(template, conversation, result), result)
         return finished
-
-    def _chat_template_kwargs(self) -> dict[str, Any]:
-        return dict((self.extra_body or {}).get("chat_template_kwargs") or {})
 
 
 def resolve_model_path(model: str) -> str:
@@ -370,18 +363,13 @@ class HFJudge(LocalJudge):
         with torch.inference_mode():
             out = model.generate(**enc, **gen_kwargs)
         new = out[:, enc["input_ids"].shape[1]:]
-        stop = {tokenizer.eos_token_id, *(_as_list(model.generation_config.eos_token_id))} - {None}
+        eos = model.generation_config.eos_token_id  # None, one id or several
+        stop = {tokenizer.eos_token_id, *(eos if isinstance(eos, list | tuple) else [eos])} - {None}
         answers: list[Generation] = []
         for row, prompt_len in zip(new.tolist(), enc["attention_mask"].sum(dim=1).tolist(), strict=True):
             n = next((j + 1 for j, t in enumerate(row) if t in stop), len(row))
             answers.append((tokenizer.decode(row[:n], skip_special_tokens=True), int(prompt_len), n))
         return answers
-
-
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 VLLM_MISSING = (
@@ -578,6 +566,8 @@ class VLLMJudge(LocalJudge):
     def sampling_params(self, params: Mapping[str, Any]):
         """``vllm.SamplingParams`` for the template's decoding params (+ the JSON schema when guided)."""
         vllm = import_vllm()
+        from vllm.sampling_params import StructuredOutputsParams
+
         kwargs: dict[str, Any] = {
             "temperature": float(params.get("temperature", 0.0) or 0.0),
             "max_tokens": int(params.get("max_tokens", 512)),
@@ -585,11 +575,10 @@ class VLLMJudge(LocalJudge):
         }
         if params.get("top_p") is not None:
             kwargs["top_p"] = float(params["top_p"])
-        schema = params.get("guided_json")
-        if schema is not None:
-            kwargs.update(_structured_outputs(schema))
+        if params.get("guided_json") is not None:
+            kwargs["structured_outputs"] = StructuredOutputsParams(json=dict(params["guided_json"]))
         if params.get("guided_choice"):
-            kwargs.update(_structured_outputs(choice=params["guided_choice"]))
+            kwargs["structured_outputs"] = StructuredOutputsParams(choice=list(params["guided_choice"]))
         return vllm.SamplingParams(**kwargs)
 
     def _generate(self, conversations: Sequence[Messages], params: Mapping[str, Any],
@@ -605,17 +594,3 @@ class VLLMJudge(LocalJudge):
             answers.append((completion.text, len(out.prompt_token_ids or []), len(completion.token_ids or [])))
         return answers
 
-
-def _structured_outputs(schema: Mapping[str, Any] | None = None, *, choice: Sequence[str] | None = None
-                        ) -> dict[str, Any]:
-    """The ``SamplingParams`` argument that constrains output to ``schema`` (or to one of ``choice``), across
-    vLLM versions: ``structured_outputs=StructuredOutputsParams(json=…|choice=…)`` (vLLM ≥ 0.10.2; 0.32 has only
-    this), else ``guided_decoding=GuidedDecodingParams(json=…|choice=…)``."""
-    sampling = importlib.import_module("vllm.sampling_params")
-    spec = {"choice": list(choice)} if choice is not None else {"json": dict(schema or {})}
-    if hasattr(sampling, "StructuredOutputsParams"):
-        return {"structured_outputs": sampling.StructuredOutputsParams(**spec)}
-    if hasattr(sampling, "GuidedDecodingParams"):
-        return {"guided_decoding": sampling.GuidedDecodingParams(**spec)}
-    raise RuntimeError(f"vLLM {getattr(importlib.import_module('vllm'), '__version__', '?')} has no structured-output "
-                       "API: set guided_json=false to judge without guided decoding")

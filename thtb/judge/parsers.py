@@ -10,15 +10,9 @@ Every parser first removes reasoning and formatting noise (:func:`strip_noise`):
 Bloom (:func:`parse_bloom`, :func:`parse_bloom_level`)
     The first JSON object in the text (surrounding prose is tolerated). ``level`` must name a level
     of :data:`~thtb.scorers.base.BLOOM_LEVELS` (case-insensitive; returned in canonical case).
-    ``score`` (:func:`eval_score`) is read as the authors' ``extract_final_score`` reads it, but only
-    where the answer names **one** number unambiguously: a JSON number (``8``, ``7.5``); an
-    arithmetic expression (``"3+4"``, ``"7/2"``: digits, ``+ - * /`` and parentheses only, evaluated
-    with :mod:`ast`, never ``eval``); a worked form ``"2+5 = 7"`` (the part after the last ``=``); or
-    a text with exactly one number in it (``"7 points"``, ``"about 9"``, ``"score: 8"``, ``"~9"``).
-    An unquoted value (``"score": 3+4`` or ``"score": about 9``, invalid JSON) is quoted before
-    decoding. A text naming two or more numbers that is not one expression (``"7 or 8"``, ``"between
-    7 and 9"``, a range ``"7-8 points"``) is ambiguous and rejected — the authors' function would
-    read ``"7 or 8"`` as 78. The score may be fractional (``7.5``, as the authors keep it: ``Bloom =
+    ``score`` is read by :func:`eval_score`, as the authors' ``extract_final_score`` reads it but only where
+    the answer names **one** number unambiguously; an unquoted value (``"score": 3+4``, invalid JSON) is
+    quoted before decoding. The score may be fractional (``7.5``, as the authors keep it: ``Bloom =
     (score − 1) / 20`` stays exact) and must lie inside the level's band ``[lo, hi]`` (Remember 1–3 …
     Create 16–21; ``9.5`` is in no band). The level-only variant needs ``level`` only (a bare level
     name as the whole answer is accepted too).
@@ -47,6 +41,7 @@ Free text (:func:`parse_text`)
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import math
 import numbers
@@ -69,14 +64,20 @@ _FENCE = re.compile(r"^\s*```[\w-]*\s*$", re.MULTILINE)
 _LEVELS = {level.lower(): level for level in BLOOM_LEVELS}
 
 
-def strip_noise(text: str) -> str:
-    """Remove ``<think>`` blocks and code-fence lines; raise on an unterminated ``<think>``."""
+def _drop_think(text: str) -> str:
+    """``text`` without complete ``<think>`` blocks, nor what precedes a lone ``</think>``."""
     if not isinstance(text, str):
         raise ParseError(f"expected text, got {type(text).__name__}")
     out = _THINK.sub("", text)
     low = out.lower()
     if "</think>" in low:  # the opening tag was part of the prompt
         out = out[low.rindex("</think>") + len("</think>"):]
+    return out
+
+
+def strip_noise(text: str) -> str:
+    """Remove ``<think>`` blocks and code-fence lines; raise on an unterminated ``<think>``."""
+    out = _drop_think(text)
     if "<think>" in out.lower():
         raise ParseError("unterminated <think> block (answer truncated?)")
     out = _FENCE.sub("", out)
@@ -158,8 +159,8 @@ def eval_score(value: Any) -> int | float:
 
     Returns an ``int`` when the value is whole, else a ``float``. Raises :class:`ParseError` — never
     a default — for no number (``"high"``), two or more numbers that are not one expression
-    (``"7 or 8"``, ``"between 7 and 9"``, ``"7-8 points"``: ambiguous), an invalid expression, NaN or
-    ±inf, and any other type (``None``, ``True``, lists, dicts).
+    (``"7 or 8"``, ``"between 7 and 9"``, ``"7-8 points"``: ambiguous; the authors' function reads ``"7 or 8"``
+    as 78), an invalid expression, NaN or ±inf, and any other type (``None``, ``True``, lists, dicts).
     """
     if isinstance(value, bool) or value is None:
         raise ParseError(f"score must be a number, got {_shown(value)}")
@@ -255,16 +256,12 @@ def to_snake_case(name: str) -> str:
 def parse_disciplines(text: str) -> list[str]:
     """Comma/newline-separated disciplines → de-duplicated ``lower_snake_case`` list, in order."""
     clean = strip_noise(text)
-    items: list[str] | None = None
+    items = re.split(r"[,;\n]", _LABEL.sub("", clean))
     if clean.startswith("["):
-        try:
+        with contextlib.suppress(json.JSONDecodeError):
             loaded = json.loads(clean)
-        except json.JSONDecodeError:
-            loaded = None
-        if isinstance(loaded, list) and all(isinstance(x, str) for x in loaded):
-            items = loaded
-    if items is None:
-        items = re.split(r"[,;\n]", _LABEL.sub("", clean))
+            if isinstance(loaded, list) and all(isinstance(x, str) for x in loaded):
+                items = loaded
     out: list[str] = []
     for item in items:
         item = _LABEL.sub("", _BULLET.sub("", item)).strip()
@@ -316,14 +313,7 @@ def parse_alpagasus(text: str) -> dict:
     return {"score": score, "reason": " ".join(" ".join(lines[1:]).split())}
 
 
-
 def parse_text(text: str) -> str:
     """The answer itself without complete ``<think>`` blocks, stripped (see module doc); never fails on
     a string, since any text — even empty — is a response."""
-    if not isinstance(text, str):
-        raise ParseError(f"expected text, got {type(text).__name__}")
-    out = _THINK.sub("", text)
-    low = out.lower()
-    if "</think>" in low:
-        out = out[low.rindex("</think>") + len("</think>"):]
-    return out.strip()
+    return _drop_think(text).strip()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -128,26 +129,15 @@ _BLOOM_LEVEL_SCHEMA = {
 }
 
 
-def _sample_block(item: Mapping[str, Any]) -> str:
-    return f"### Instruction\n{item['query']}\n\n### Response\n{item['response']}"
-
-
-def _bloom_messages(item: Mapping[str, Any]) -> Messages:
+def _bloom_messages(item: Mapping[str, Any], score: bool = True) -> Messages:
+    """The Bloom prompt; ``score=False``: the level-only one."""
+    score_text = f"{_BLOOM_SCORE_TEXT}\n\n" if score else ""
+    score_field = '"score": <integer in the level\'s band>, ' if score else ""
     user = (
-        f"{_BLOOM_LEVELS_TEXT}\n\nDecide which level the following task requires.\n\n{_BLOOM_SCORE_TEXT}\n\n"
-        f"{_sample_block(item)}\n\n"
+        f"{_BLOOM_LEVELS_TEXT}\n\nDecide which level the following task requires.\n\n{score_text}"
+        f"### Instruction\n{item['query']}\n\n### Response\n{item['response']}\n\n"
         'Answer with exactly one JSON object: {"level": "<Remember|Understand|Apply|Analyze|Evaluate|Create>", '
-        '"score": <integer in the level\'s band>, "reasoning": "<one or two sentences>"}'
-    )
-    return [{"role": "system", "content": _BLOOM_SYSTEM}, {"role": "user", "content": user}]
-
-
-def _bloom_level_messages(item: Mapping[str, Any]) -> Messages:
-    user = (
-        f"{_BLOOM_LEVELS_TEXT}\n\nDecide which level the following task requires.\n\n"
-        f"{_sample_block(item)}\n\n"
-        'Answer with exactly one JSON object: {"level": "<Remember|Understand|Apply|Analyze|Evaluate|Create>", '
-        '"reasoning": "<one or two sentences>"}'
+        f'{score_field}"reasoning": "<one or two sentences>"}}'
     )
     return [{"role": "system", "content": _BLOOM_SYSTEM}, {"role": "user", "content": user}]
 
@@ -172,7 +162,7 @@ BLOOM = PromptTemplate(
 BLOOM_LEVEL = PromptTemplate(
     name="bloom_level",
     version="1",
-    build=_bloom_level_messages,
+    build=partial(_bloom_messages, score=False),
     parser=parsers.parse_bloom_level,
     fields=("query", "response"),
     params=MappingProxyType({"temperature": 0.0, "max_tokens": 384}),

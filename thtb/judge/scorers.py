@@ -70,8 +70,7 @@ def _query(text: Any, strip_nan: bool) -> str:
 
 class _JudgeBacked:
     """What every judge-backed scorer shares: the judge client, the ``strip_nan`` switch, and running one
-    template over the non-empty queries. Accepts and ignores ``embedder=`` (the pipeline passes the shared
-    embedder to every judge scorer)."""
+    template over the non-empty queries."""
 
     def __init__(
         self,
@@ -126,22 +125,15 @@ class JudgeBloomScorer(_JudgeBacked, BloomScorer):
 
     def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
         values, error = self._run(self.template, queries, responses)
-        n = len(values)
         level = [v["level"] if v is not None else None for v in values]
         if self.fidelity == "reference":
             score = [v["score"] if v is not None else None for v in values]  # int, or float if fractional
         else:
             score = [BLOOM_BANDS[v["level"]][0] if v is not None else None for v in values]
         reason = [v.get("reasoning", "") if v is not None else None for v in values]
-        frame = pd.DataFrame(
-            {
-                "bloom_level": pd.Series(level, dtype=object),
-                "bloom_score": pd.Series(score, dtype=object),
-                "bloom_reason": pd.Series(reason, dtype=object),
-                "error": pd.Series(error, dtype=object),
-            }
-        )
-        return check_result(frame, n, ("bloom_level", "bloom_score", "bloom_reason"), self.name)
+        frame = pd.DataFrame({"bloom_level": level, "bloom_score": score, "bloom_reason": reason, "error": error},
+                             dtype=object)
+        return check_result(frame, len(values), ("bloom_level", "bloom_score", "bloom_reason"), self.name)
 
 
 class JudgeDisciplineTagger(_JudgeBacked, DisciplineTagger):
@@ -151,10 +143,9 @@ class JudgeDisciplineTagger(_JudgeBacked, DisciplineTagger):
 
     def tag(self, queries: Sequence[str]) -> pd.DataFrame:
         values, error = self._run(DISCIPLINES, queries)
-        n = len(values)
         disciplines = [list(v) if v is not None else None for v in values]
-        frame = pd.DataFrame({"disciplines": pd.Series(disciplines, dtype=object), "error": pd.Series(error, dtype=object)})
-        return check_result(frame, n, ("disciplines",), self.name)
+        frame = pd.DataFrame({"disciplines": disciplines, "error": error}, dtype=object)
+        return check_result(frame, len(values), ("disciplines",), self.name)
 
     def describe(self, disciplines: Sequence[str]) -> dict[str, str]:
         names = list(dict.fromkeys(disciplines))
@@ -173,14 +164,8 @@ class JudgeAlpaGasusScorer(_JudgeBacked):
 
     def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
         values, error = self._run(ALPAGASUS, queries, responses)
-        n = len(values)
         score = [float(v["score"]) if v is not None else float("nan") for v in values]
         reason = [v.get("reason", "") if v is not None else None for v in values]
-        frame = pd.DataFrame(
-            {
-                "alpagasus_score": pd.Series(score, dtype="float64"),
-                "alpagasus_reason": pd.Series(reason, dtype=object),
-                "error": pd.Series(error, dtype=object),
-            }
-        )
-        return check_result(frame, n, ("alpagasus_score", "alpagasus_reason"), self.name)
+        frame = pd.DataFrame({"alpagasus_score": score, "alpagasus_reason": reason, "error": error}, dtype=object)
+        return check_result(frame.astype({"alpagasus_score": "float64"}), len(values),
+                            ("alpagasus_score", "alpagasus_reason"), self.name)
