@@ -1,21 +1,18 @@
 """Hardness formulas: IC and IHS (stage 2), IREI, the silhouette component and EHS (stage 3).
 
-All functions are pure and vectorised, take 1-D arrays aligned on the stage's samples, and take
-their min–max normalisations over the arrays they are given (the stage's own input). Formulas are in
-each docstring; where two readings differ (docs/METHOD.md "Two readings: fidelity"), ``fidelity="reference"`` reproduces the
-authors' code and ``fidelity="paper"`` the paper's text.
+All functions are pure and vectorised, take 1-D arrays aligned on the stage's samples, and take their min–max
+normalisations over the arrays they are given (the stage's own input). Formulas are in each docstring; where two
+readings differ (docs/METHOD.md "Two readings: fidelity"), ``fidelity="reference"`` reproduces the authors' code
+and ``fidelity="paper"`` the paper's text.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from thtb.maths.normalize import as_float_vector, check_fidelity, minmax
-
-log = logging.getLogger(__name__)
 
 GRAM_MAX_DISCIPLINES = 4096
 """Up to this many distinct disciplines, :func:`ic_scores` precomputes the full cosine Gram matrix
@@ -41,16 +38,7 @@ def mean_pairwise_cosine_distance(vectors) -> float:
     """Mean cosine distance over the unordered pairs of the given vectors.
 
     ``mean_{i<j} (1 − cos(e_i, e_j))`` with ``cos(u, v) = u·v / (‖u‖ ‖v‖)`` (true cosine: the
-    vectors need not be unit-norm), and ``0.0`` when there are fewer than two vectors.
-
-    Parameters
-    ----------
-    vectors : array-like of shape (n, d)
-
-    Returns
-    -------
-    float
-    """
+    vectors need not be unit-norm) over the rows of an (n, d) array, and ``0.0`` when n < 2."""
     e = np.asarray(vectors, dtype=np.float64)
     if e.ndim != 2:
         raise ValueError(f"vectors must be 2-D (n, d), got shape {e.shape}")
@@ -77,19 +65,6 @@ def interdisciplinary_complexity(counts, mean_distances, *, round_multi: bool = 
     ``normalized_subject_count`` as is otherwise) — and is **off** under ``fidelity="paper"``, whose
     formula has no rounding (:class:`thtb.cascade.CascadeConfig` ``ic_round=None`` resolves it by
     fidelity and passes it here).
-
-    Parameters
-    ----------
-    counts : array-like of int, shape (n_samples,)
-        Number of disciplines per sample (>= 0).
-    mean_distances : array-like of float, shape (n_samples,)
-        ``D`` per sample, e.g. from :func:`mean_pairwise_cosine_distance`.
-    round_multi : bool, default True
-        Reference rounding (above); ``False`` for ``fidelity="paper"``.
-
-    Returns
-    -------
-    ndarray of shape (n_samples,), float64.
     """
     n = as_float_vector(counts, "counts", allow_negative=False)
     dist = as_float_vector(mean_distances, "mean_distances")
@@ -107,51 +82,25 @@ def interdisciplinary_complexity(counts, mean_distances, *, round_multi: bool = 
     return ic
 
 
-def ic_scores(
-    discipline_lists: Sequence[Sequence[str]],
-    embeddings: Mapping[str, np.ndarray],
-    *,
-    round_multi: bool = True,
-) -> np.ndarray:
+def ic_scores(discipline_lists: Sequence[Sequence[str]], embeddings: Mapping[str, np.ndarray], *,
+              round_multi: bool = True) -> np.ndarray:
     """Interdisciplinary complexity of each sample from its disciplines and a shared embedding table.
 
     ``IC = (n − n_min) / (n_max − n_min) + mean_{i<j} (1 − cos(e_i, e_j))`` — see
     :func:`interdisciplinary_complexity` for the count term, its 0.5 convention and the rounding.
-    ``e_i = embeddings[s_i]``; cosine is computed exactly in float64 (vectors need not be unit-norm).
-    Lists are used as given (the tagger de-duplicates them).
-
-    Vectorised: samples are grouped by their number of disciplines and all their pairs are looked up
-    at once in the cosine Gram matrix of the distinct disciplines (or, for more than
-    :data:`GRAM_MAX_DISCIPLINES` distinct names, computed row-wise in chunks).
-
-    Parameters
-    ----------
-    discipline_lists : sequence of sequences of str, length n_samples
-    embeddings : mapping name -> 1-D vector; every name in ``discipline_lists`` must be present.
-    round_multi : bool, default True
-        Round IC to 2 decimals for samples with ``n ≥ 2``: the reference (authors' code) behaviour;
-        pass ``False`` for ``fidelity="paper"`` (see :func:`interdisciplinary_complexity`).
-
-    Returns
-    -------
-    ndarray of shape (n_samples,), float64.
+    ``e_i = embeddings[s_i]`` (every name must have one); cosine is computed exactly in float64 (vectors need not
+    be unit-norm). Lists are used as given (the tagger de-duplicates them). Vectorised: samples are grouped by their
+    number of disciplines and all their pairs are looked up at once in the cosine Gram matrix of the distinct
+    disciplines (row-wise in chunks above :data:`GRAM_MAX_DISCIPLINES` distinct names).
     """
     counts, mean_dist = discipline_distance_means(discipline_lists, embeddings)
     return interdisciplinary_complexity(counts, mean_dist, round_multi=round_multi)
 
 
-def discipline_distance_means(
-    discipline_lists: Sequence[Sequence[str]],
-    embeddings: Mapping[str, np.ndarray],
-    *,
-    gram_max: int = GRAM_MAX_DISCIPLINES,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per sample, its discipline count ``n`` and ``mean_{i<j} (1 − cos(e_i, e_j))`` (0 when n ≤ 1).
-
-    Returns
-    -------
-    (counts, mean_distances) : int64 and float64 ndarrays of shape (n_samples,).
-    """
+def discipline_distance_means(discipline_lists: Sequence[Sequence[str]], embeddings: Mapping[str, np.ndarray], *,
+                              gram_max: int = GRAM_MAX_DISCIPLINES) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample, its discipline count ``n`` (int64) and ``mean_{i<j} (1 − cos(e_i, e_j))`` (float64, 0 when
+    n ≤ 1)."""
     lists = _check_lists(discipline_lists)
     counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
     mean_dist = np.zeros(len(lists), dtype=np.float64)
@@ -212,15 +161,7 @@ def irei(query_len, response_len, fidelity: str = "reference") -> np.ndarray:
     * ``reference``: ``IREI = (minmax(T) + minmax(ρ)) / 2``  — in [0, 1];
     * ``paper``:     ``IREI = minmax(T) + ρ``                 — unbounded above.
 
-    min–max over the given samples (0.5 for a constant array).
-
-    Parameters
-    ----------
-    query_len, response_len : array-like of shape (n,), non-negative.
-
-    Returns
-    -------
-    ndarray of shape (n,), float64.
+    min–max over the given samples (0.5 for a constant array); lengths must be non-negative.
     """
     check_fidelity(fidelity)
     lq = as_float_vector(query_len, "query_len", allow_negative=False)
@@ -235,10 +176,8 @@ def irei(query_len, response_len, fidelity: str = "reference") -> np.ndarray:
 
 
 def silhouette_component(s, fidelity: str = "reference") -> np.ndarray:
-    """Silhouette component SC' of EHS: ``reference`` ``(s + 1) / 2`` (in [0, 1]); ``paper`` ``s``.
-
-    ``s`` are per-sample silhouettes in [−1, 1].
-    """
+    """Silhouette component SC' of EHS from silhouettes ``s`` in [−1, 1]: ``reference`` ``(s + 1) / 2`` (in
+    [0, 1]); ``paper`` ``s``."""
     check_fidelity(fidelity)
     arr = as_float_vector(s, "s")
     if ((arr < -1.0) | (arr > 1.0)).any():

@@ -53,19 +53,10 @@ def as_float_vector(x, name: str, *, allow_negative: bool = True) -> np.ndarray:
 
 
 def minmax(x) -> np.ndarray:
-    """Min–max normalise over the given array.
+    """Min–max normalise over the given 1-D array of finite numbers (float64 values in [0, 1]).
 
     ``minmax(x)_i = (x_i − min x) / (max x − min x)``, and ``0.5`` for every element when
     ``max x = min x`` (constant input). An empty input gives an empty float64 array.
-
-    Parameters
-    ----------
-    x : array-like of shape (n,)
-        Finite numbers (NaN/inf raise :class:`ValueError`).
-
-    Returns
-    -------
-    ndarray of shape (n,), float64, values in [0, 1].
     """
     arr = as_float_vector(x, "x")
     if arr.size == 0:
@@ -73,9 +64,7 @@ def minmax(x) -> np.ndarray:
     lo, hi = arr.min(), arr.max()
     if hi == lo:
         return np.full(arr.shape, 0.5)
-    out = (arr - lo) / (hi - lo)
-    # Guard the float rounding of (x − lo) / (hi − lo) at the ends of the range.
-    return np.clip(out, 0.0, 1.0)
+    return np.clip((arr - lo) / (hi - lo), 0.0, 1.0)  # guards the float rounding at the ends of the range
 
 
 def quality_normalized(raw, method: str = "reward_clip") -> np.ndarray:
@@ -85,10 +74,6 @@ def quality_normalized(raw, method: str = "reward_clip") -> np.ndarray:
     * ``"minmax"``: :func:`minmax` over the given scores (heuristic scorers with no natural scale).
 
     Ranking is done on the raw reward (the clip creates ties); this value is only reported.
-
-    Returns
-    -------
-    ndarray of shape (n,), float64.
     """
     r = as_float_vector(raw, "raw")
     if method == "reward_clip":
@@ -108,10 +93,6 @@ def bloom_normalized(score=None, level_index=None, fidelity: str = "reference") 
       ``Bloom = (i − min i) / (max i − min i)`` over the given input (0.5 when all levels are equal).
 
     Only the argument the chosen fidelity uses is required and validated; the other may be ``None``.
-
-    Returns
-    -------
-    ndarray of shape (n,), float64.
     """
     check_fidelity(fidelity)
     if fidelity == "reference":
@@ -133,8 +114,6 @@ def _as_range(x, name: str, lo: int, hi: int, *, integral: bool = True) -> np.nd
         bad |= arr != np.round(arr)
     if bad.any():
         idx = np.flatnonzero(bad)
-        raise ValueError(
-            f"{name} must be {'integers' if integral else 'numbers'} in {lo}..{hi}; {idx.size} invalid value(s), "
-            f"e.g. {arr[idx[:5]].tolist()} at {idx[:5].tolist()}"
-        )
+        raise ValueError(f"{name} must be {'integers' if integral else 'numbers'} in {lo}..{hi}; {idx.size} invalid "
+                         f"value(s), e.g. {arr[idx[:5]].tolist()} at {idx[:5].tolist()}")
     return arr

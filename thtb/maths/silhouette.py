@@ -71,35 +71,21 @@ def _check_k(k, n_samples: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
         raise ValueError(f"k must be an integer (config key `{K_CONFIG_KEY}`), got {k!r}")
     if not 2 <= k <= n_samples - 1:
-        raise ValueError(
-            f"K-Means needs 2 <= k <= n_samples - 1 for a silhouette, got k={k} for {n_samples} samples; "
-            f"set `{K_CONFIG_KEY}` to a value in [2, {max(n_samples - 1, 2)}]"
-            + (" (the stage input is too small for a silhouette)" if n_samples < 3 else "")
-        )
+        raise ValueError(f"K-Means needs 2 <= k <= n_samples - 1 for a silhouette, got k={k} for {n_samples} samples; "
+                         f"set `{K_CONFIG_KEY}` to a value in [2, {max(n_samples - 1, 2)}]"
+                         + (" (the stage input is too small for a silhouette)" if n_samples < 3 else ""))
     return int(k)
 
 
-def kmeans_labels(
-    X,
-    k: int,
-    random_state: int = 42,
-    *,
-    max_iter: int = 300,
-    algorithm: str = "lloyd",
-) -> np.ndarray:
-    """Cluster rows with ``KMeans(n_clusters=k, random_state=random_state, n_init="auto")``.
+def kmeans_labels(X, k: int, random_state: int = 42, *, max_iter: int = 300, algorithm: str = "lloyd") -> np.ndarray:
+    """Cluster rows with ``KMeans(n_clusters=k, random_state=random_state, n_init="auto")``: int64 labels in 0..k−1.
 
     ``max_iter`` and ``algorithm`` default to scikit-learn's (300, ``"lloyd"``), which the reference
     uses. ``2 ≤ k ≤ n − 1`` is required (change ``selection.extrinsic.k`` otherwise).
-
-    Returns
-    -------
-    ndarray of shape (n,), int64 labels in 0..k−1.
     """
     from sklearn.cluster import KMeans
 
-    n = X.shape[0]
-    k = _check_k(k, n)
+    k = _check_k(k, X.shape[0])
     model = KMeans(n_clusters=k, random_state=random_state, n_init="auto", max_iter=max_iter, algorithm=algorithm)
     labels = model.fit_predict(X).astype(np.int64)
     log.debug("KMeans k=%d on %s: %d iterations, inertia %.6g", k, X.shape, model.n_iter_, model.inertia_)
@@ -117,37 +103,18 @@ def sklearn_zero_row_self_distance(n_samples: int) -> float:
     return 0.0 if rows >= n_samples else 1.0
 
 
-def silhouette_samples_cosine(
-    X,
-    labels,
-    *,
-    zero_row_self_distance: float = 0.0,
-    chunk_rows: int = _CHUNK_ROWS,
-) -> np.ndarray:
+def silhouette_samples_cosine(X, labels, *, zero_row_self_distance: float = 0.0,
+                              chunk_rows: int = _CHUNK_ROWS) -> np.ndarray:
     """Exact per-sample silhouette with cosine distance, in O(n·k·d) time and O(n·k) memory per chunk.
 
     ``s(x) = (b − a) / max(a, b)`` (0 if both are 0) with ``a`` the mean cosine distance to the other
     members of x's cluster and ``b`` the smallest mean distance to another cluster, computed from
     cluster sums (``Σ_{y∈C} (1 − x̂·ŷ) = |C| − x̂·S_C``, module docstring). Members of singleton
     clusters get 0. Equals ``sklearn.metrics.silhouette_samples(X, labels, metric="cosine")`` to
-    ~1e-15 for sparse and dense input, with all-zero rows scored by ``zero_row_self_distance``
-    (0.0: ``s = 0``, sklearn on one block; 1.0: ``s = −1/|C|``, the authors' batched distances and
-    sklearn when chunked; see the module docstring).
-
-    Parameters
-    ----------
-    X : {ndarray, sparse matrix} of shape (n, d)
-        Rows need not be normalised (they are L2-normalised in float64 first). NaN/inf rejected.
-    labels : array-like of shape (n,)
-        Any hashable, sortable labels; ``2 ≤ n_labels ≤ n − 1``.
-    zero_row_self_distance : {0.0, 1.0}, default 0.0
-        Distance of an all-zero row to itself (no effect on non-zero rows).
-    chunk_rows : int
-        Rows per block of the n×k product (memory bound).
-
-    Returns
-    -------
-    ndarray of shape (n,), float64, in [−1, 1].
+    ~1e-15 for sparse and dense input, with all-zero rows scored by ``zero_row_self_distance`` (module docstring).
+    ``X`` (dense or sparse, n × d; NaN/inf rejected) need not be normalised: rows are L2-normalised in float64
+    first. ``labels``: any sortable labels, ``2 ≤ n_labels ≤ n − 1``. ``chunk_rows`` bounds the memory of the n×k
+    product.
     """
     from sklearn.preprocessing import normalize
     from sklearn.utils import check_array
@@ -199,62 +166,37 @@ def silhouette_samples_cosine(
 
 @dataclass
 class SilhouetteResult:
-    """Per-sample silhouettes of the stage-3 query clustering.
+    """Per-sample silhouettes of the stage-3 query clustering."""
 
-    Attributes
-    ----------
-    s : ndarray (n,) float64 — silhouette after the singleton policy, in [−1, 1].
-    sc : ndarray (n,) float64 — SC' component: ``(s + 1) / 2`` (reference) or ``s`` (paper).
-    labels : ndarray (n,) int64 — K-Means labels in 0..k−1.
-    n_clusters : int — distinct labels K-Means produced (≤ k).
-    cluster_sizes : ndarray (k,) int64 — members per label 0..k−1 (0 for a label K-Means left empty).
-    k : int — requested number of clusters.
-    singleton_policy : str — the policy applied.
-    n_zero_rows : int — queries with an all-zero TF-IDF row (none of the ``max_features`` terms).
-    warnings : list[str] — messages also emitted with :func:`warnings.warn`.
-    """
-
-    s: np.ndarray
-    sc: np.ndarray
-    labels: np.ndarray
-    n_clusters: int
-    cluster_sizes: np.ndarray
-    k: int
-    singleton_policy: str
-    n_zero_rows: int = 0
-    warnings: list[str] = field(default_factory=list)
+    s: np.ndarray  # (n,) float64: silhouette after the singleton policy, in [−1, 1]
+    sc: np.ndarray  # (n,) float64: SC' component, ``(s + 1) / 2`` (reference) or ``s`` (paper)
+    labels: np.ndarray  # (n,) int64: K-Means labels in 0..k−1
+    n_clusters: int  # distinct labels K-Means produced (≤ k)
+    cluster_sizes: np.ndarray  # (k,) int64: members per label 0..k−1 (0 for a label K-Means left empty)
+    k: int  # requested number of clusters
+    singleton_policy: str  # the policy applied
+    n_zero_rows: int = 0  # queries with an all-zero TF-IDF row (none of the ``max_features`` terms)
+    warnings: list[str] = field(default_factory=list)  # messages also emitted with :func:`warnings.warn`
 
 
-def silhouette_scores(
-    texts: Sequence[str],
-    k: int,
-    *,
-    fidelity: str = "reference",
-    random_state: int = 42,
-    max_features: int = 100,
-    singleton_policy: str | None = None,
-    zero_row_self_distance: float | None = None,
-) -> SilhouetteResult:
+def silhouette_scores(texts: Sequence[str], k: int, *, fidelity: str = "reference", random_state: int = 42,
+                      max_features: int = 100, singleton_policy: str | None = None,
+                      zero_row_self_distance: float | None = None) -> SilhouetteResult:
     """Stage-3 silhouette of each query: preprocess → TF-IDF → K-Means → exact cosine silhouette.
 
     ``X = TfidfVectorizer(max_features).fit_transform(preprocess(texts))``,
     ``labels = KMeans(k, random_state, n_init="auto").fit_predict(X)``,
     ``s = silhouette_samples_cosine(X, labels)``, ``SC' = (s + 1) / 2`` (reference) or ``s`` (paper).
 
-    ``zero_row_self_distance`` is the self distance of an all-zero TF-IDF row (module docstring);
-    ``None`` = by fidelity: reference ``1.0`` (the authors' code: ``s = −1/|C|``), paper ``0.0`` (the
-    metric convention: ``s = 0``).
-
-    ``singleton_policy`` (``None`` = by fidelity: reference ``"zero_all"``, paper ``"sklearn"``):
+    ``zero_row_self_distance``: the self distance of an all-zero TF-IDF row (module docstring); ``None`` = by
+    fidelity (reference ``1.0``, paper ``0.0``). ``singleton_policy`` (``None`` = by fidelity: reference
+    ``"zero_all"``, paper ``"sklearn"``):
     ``"zero_all"`` sets *every* s to 0 when a cluster has fewer than 2 members (the authors' code),
     ``"sklearn"`` gives 0 to singleton members only. Clusters are the labels K-Means actually used;
     both cases are warned about with the cluster sizes.
 
-    Raises
-    ------
-    ValueError
-        if ``k`` is not in ``[2, n − 1]`` (config ``selection.extrinsic.k``), if the texts yield no
-        TF-IDF term, or if K-Means finds fewer than 2 distinct clusters (e.g. all texts identical).
+    :class:`ValueError` if ``k`` is not in ``[2, n − 1]`` (config ``selection.extrinsic.k``), if the texts yield
+    no TF-IDF term, or if K-Means finds fewer than 2 distinct clusters (e.g. all texts identical).
     """
     check_fidelity(fidelity)
     if singleton_policy is None:
@@ -266,29 +208,23 @@ def silhouette_scores(
         zero_row_self_distance = 1.0 if fidelity == "reference" else 0.0
     k = _check_k(k, len(texts))
     X = tfidf_matrix(texts, max_features=max_features)
-    notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         labels = kmeans_labels(X, k, random_state=random_state)
-    for w in caught:
-        notes.append(f"KMeans: {w.message}")
+    notes = [f"KMeans: {w.message}" for w in caught]
     sizes = np.bincount(labels, minlength=k).astype(np.int64)
     present = sizes[sizes > 0]
     n_clusters = int(present.size)
     if n_clusters < 2:
-        raise ValueError(
-            f"K-Means found {n_clusters} distinct cluster(s) among {len(texts)} queries (identical texts?); "
-            "the silhouette is undefined"
-        )
+        raise ValueError(f"K-Means found {n_clusters} distinct cluster(s) among {len(texts)} queries (identical "
+                         "texts?); the silhouette is undefined")
     if n_clusters < k:
         notes.append(f"K-Means used {n_clusters} of k={k} clusters ({k - n_clusters} empty)")
     s = silhouette_samples_cosine(X, labels, zero_row_self_distance=zero_row_self_distance)
     small = np.flatnonzero(sizes == 1)
     if small.size:
-        detail = (
-            f"{small.size} singleton cluster(s) (labels {small[:20].tolist()}); cluster sizes "
-            f"smallest {np.sort(present)[:10].tolist()}, max {present.max()}, n={len(texts)}, k={k}"
-        )
+        detail = (f"{small.size} singleton cluster(s) (labels {small[:20].tolist()}); cluster sizes "
+                  f"smallest {np.sort(present)[:10].tolist()}, max {present.max()}, n={len(texts)}, k={k}")
         if singleton_policy == "zero_all":
             s = np.zeros_like(s)
             notes.append(f"{detail}: every silhouette set to 0 (singleton_policy='zero_all', reference)")
@@ -296,15 +232,6 @@ def silhouette_scores(
             notes.append(f"{detail}: their members get silhouette 0 (singleton_policy='sklearn')")
     for msg in notes:
         warnings.warn(f"silhouette: {msg}", stacklevel=2)
-    n_zero = int((np.diff(X.indptr) == 0).sum())
-    return SilhouetteResult(
-        s=s,
-        sc=silhouette_component(s, fidelity),
-        labels=labels,
-        n_clusters=n_clusters,
-        cluster_sizes=sizes,
-        k=k,
-        singleton_policy=singleton_policy,
-        n_zero_rows=n_zero,
-        warnings=notes,
-    )
+    return SilhouetteResult(s=s, sc=silhouette_component(s, fidelity), labels=labels, n_clusters=n_clusters,
+                            cluster_sizes=sizes, k=k, singleton_policy=singleton_policy,
+                            n_zero_rows=int((np.diff(X.indptr) == 0).sum()), warnings=notes)

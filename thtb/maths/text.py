@@ -24,14 +24,13 @@ otherwise.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
-
-log = logging.getLogger(__name__)
 
 ASCII_THRESHOLD = 0.8
 """A text is English (regex path) when *more than* this fraction of its characters is ASCII."""
@@ -45,18 +44,14 @@ _ASCII_TABLE = str.maketrans({chr(c): " " for c in range(128) if _PUNCT_OR_DIGIT
 it matches (punctuation except ``_``, digits, control characters that are not whitespace) become
 spaces. Built from the regex itself, so the fast path cannot drift from it."""
 
-_jieba = None
 
-
+@functools.cache
 def _get_jieba():
     """Import jieba lazily (its dictionary load costs ~0.5–1 s) and silence its start-up log."""
-    global _jieba
-    if _jieba is None:
-        import jieba
+    import jieba
 
-        jieba.setLogLevel(logging.WARNING)
-        _jieba = jieba
-    return _jieba
+    jieba.setLogLevel(logging.WARNING)
+    return jieba
 
 
 def ascii_ratio(text: str) -> float:
@@ -77,7 +72,7 @@ def is_ascii_text(text: str) -> bool:
 
 
 def _english(text: str) -> str:
-    """The English path: ``lower()``, ``[^\\w\\s]|\\d`` → space, whitespace runs → one space, stripped."""
+    """The English path (module docstring)."""
     return _WHITESPACE.sub(" ", _PUNCT_OR_DIGIT.sub(" ", text.lower())).strip()
 
 
@@ -89,15 +84,9 @@ def _english_ascii(text: str) -> str:
 
 
 def preprocess_query(text: str) -> str:
-    """Normalise one query for TF-IDF exactly as the authors' ``preprocess_text`` (module docstring).
-
-    * non-empty and more than 80% ASCII characters: ``lower()``, ``re.sub(r"[^\\w\\s]|[\\d]", " ")``,
-      whitespace runs → one space, stripped: ``"Add 2+3, then DIVIDE!"`` → ``"add then divide"``,
-      ``"snake_case_name"`` unchanged;
-    * otherwise (the empty text included): ``" ".join(jieba.cut(text))`` (jieba imported on first use).
-
-    Unlike the authors' ``str(text)``, a non-string is an error, not its ``repr``.
-    """
+    """Normalise one query for TF-IDF exactly as the authors' ``preprocess_text`` (module docstring):
+    ``"Add 2+3, then DIVIDE!"`` → ``"add then divide"``, ``"snake_case_name"`` unchanged. Unlike the authors'
+    ``str(text)``, a non-string is an error, not its ``repr``."""
     if not isinstance(text, str):
         raise ValueError(f"query text must be str, got {type(text).__name__}: {text!r}")
     if is_ascii_text(text):
@@ -121,19 +110,8 @@ def tfidf_matrix(texts: Sequence[str], max_features: int = 100, *, preprocess: b
 
     scikit-learn defaults otherwise: lowercase, token pattern ``\\b\\w\\w+\\b``, smooth IDF
     ``idf = ln((1 + n) / (1 + df)) + 1``, sublinear TF off, rows L2-normalised. A row with none of the
-    ``max_features`` most frequent terms is all-zero (see
-    :func:`thtb.maths.silhouette.silhouette_samples_cosine` for how such rows are scored).
-
-    Parameters
-    ----------
-    texts : sequence of str
-    max_features : int, default 100
-    preprocess : bool, default True
-        Apply :func:`preprocess_queries` first (pass False if the texts are already preprocessed).
-
-    Returns
-    -------
-    scipy.sparse.csr_matrix of shape (n, n_terms), float64, with n_terms ≤ max_features.
+    ``max_features`` most frequent terms is all-zero (:func:`thtb.maths.silhouette.silhouette_samples_cosine`
+    scores it). ``preprocess=False``: the texts are already preprocessed (:func:`preprocess_queries`).
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
