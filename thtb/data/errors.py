@@ -37,26 +37,12 @@ class DataError(ValueError):
         detail: the message without the path and location prefix.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        detail: str,
-        *,
-        row: int | None = None,
-        unit: RowUnit = "row",
-        field: str | None = None,
-        line: int | None = None,
-        column: int | None = None,
-        byte_offset: int | None = None,
-    ) -> None:
-        self.path = os.fspath(path)
-        self.row = row
-        self.field = field
+    def __init__(self, path: str | os.PathLike[str], detail: str, *, row: int | None = None, unit: RowUnit = "row",
+                 field: str | None = None, line: int | None = None, column: int | None = None,
+                 byte_offset: int | None = None) -> None:
+        self.path, self.detail, self.row, self.unit, self.field = os.fspath(path), detail, row, unit, field
         self.line = row + 1 if (line is None and row is not None and unit == "line") else line
-        self.column = column
-        self.byte_offset = byte_offset
-        self.detail = detail
-        self.unit = unit
+        self.column, self.byte_offset = column, byte_offset
         where = f"row {row}" if row is not None and unit == "row" else ""
         where = where or (f"line {self.line}" if self.line is not None else "")
         where += f", column {column}" if where and column is not None else ""

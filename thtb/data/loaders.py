@@ -29,16 +29,9 @@ SUBSET_MESSAGES_FILE = Path("selection") / "subset_messages.jsonl"
 included. What the train stage reads when it is there (older selections without it: ``subset.jsonl``)."""
 
 
-def load_records(
-    source: str | os.PathLike[str],
-    *,
-    format: str | None = None,
-    fidelity: str = "reference",
-    split: str = "train",
-    drop_empty: bool = False,
-    limit: int | None = None,
-    dedupe: bool = False,
-) -> tuple[pd.DataFrame, LoadReport]:
+def load_records(source: str | os.PathLike[str], *, format: str | None = None, fidelity: str = "reference",
+                 split: str = "train", drop_empty: bool = False, limit: int | None = None,
+                 dedupe: bool = False) -> tuple[pd.DataFrame, LoadReport]:
     """Load an instruction dataset as canonical records.
 
     Args:

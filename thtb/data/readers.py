@@ -117,8 +117,7 @@ def fetch_url(url: str, root: str | os.PathLike[str] | None = None) -> Path:
         with atomic_path(target) as tmp, open(tmp, "wb") as handle:
             with httpx.stream("GET", url, follow_redirects=True, timeout=DOWNLOAD_TIMEOUT_S) as response:
                 response.raise_for_status()
-                for chunk in response.iter_bytes():
-                    handle.write(chunk)
+                handle.writelines(response.iter_bytes())
     except httpx.HTTPError as exc:
         why = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, httpx.HTTPStatusError):
@@ -279,9 +278,7 @@ def too_deep(text: str) -> str:
 
 def _columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Dict records → columns over the union of keys, :data:`MISSING` where a key is absent."""
-    names: dict[str, None] = {}
-    for record in records:
-        names.update(dict.fromkeys(record))
+    names = dict.fromkeys(name for record in records for name in record)
     return {name: [record.get(name, MISSING) for record in records] for name in names}
 
 

@@ -24,11 +24,8 @@ from thtb.io import atomic_write_bytes
 def write_jsonl(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """One ``{"id", "query", "response"}`` object per line (``ensure_ascii=False``)."""
     ids, queries, responses = (_texts(frame, name) for name in ("id", "query", "response"))
-    lines = (
-        json.dumps({"id": i, "query": q, "response": r}, ensure_ascii=False)
-        for i, q, r in zip(ids, queries, responses)
-    )
-    return atomic_write_bytes(path, _join_lines(lines))
+    return atomic_write_bytes(path, _join_lines(json.dumps({"id": i, "query": q, "response": r}, ensure_ascii=False)
+                                                for i, q, r in zip(ids, queries, responses)))
 
 
 def write_alpaca_json(frame: pd.DataFrame, path: str | os.PathLike[str], *, ensure_ascii: bool = True) -> Path:
@@ -41,8 +38,7 @@ def write_alpaca_json(frame: pd.DataFrame, path: str | os.PathLike[str], *, ensu
     defaults (``indent=4``, ASCII escapes) reproduce ``alpaca_data.json`` byte for byte.
     """
     queries, responses = _texts(frame, "query"), _texts(frame, "response")
-    instructions = _optional(frame, "instruction")
-    inputs = _optional(frame, "input")
+    instructions, inputs = _optional(frame, "instruction"), _optional(frame, "input")
     records = []
     for query, response, instruction, input_text in zip(queries, responses, instructions, inputs):
         if isinstance(instruction, str):
@@ -79,9 +75,7 @@ def _texts(frame: pd.DataFrame, column: str) -> list[str]:
     values = frame[column].tolist()
     for position, value in enumerate(values):
         if not isinstance(value, str):
-            raise ValueError(
-                f"records frame: column {column!r} at position {position} must be a string, got {value!r}"
-            )
+            raise ValueError(f"records frame: column {column!r} at position {position} must be a string, got {value!r}")
     return values
 
 
