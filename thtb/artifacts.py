@@ -17,6 +17,7 @@ is opened (:func:`remove_stale_staging`), so a crash or a full disk does not lea
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -89,9 +90,7 @@ class StageArtifact:
 
     def __init__(self, cache_dir: str | os.PathLike, stage: str, key: str) -> None:
         self.root = Path(cache_dir).expanduser() / "artifacts" / stage
-        self.stage = stage
-        self.key = key
-        self.path = self.root / key
+        self.stage, self.key, self.path = stage, key, self.root / key
         remove_stale_staging(self.root)
 
     # ------------------------------------------------------------------------------------ reading
@@ -130,10 +129,8 @@ class StageArtifact:
         aside = self.root / f"{self.key}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}"
         log.warning("%s artifact %s fails its manifest (%s); moved aside to %s and recomputed", self.stage,
                     self.path, "; ".join(problems[:3]), aside)
-        try:
+        with contextlib.suppress(OSError):
             os.replace(self.path, aside)
-        except OSError:
-            pass
         return False
 
     def restore(self, dst: str | os.PathLike) -> Path:
@@ -164,23 +161,11 @@ class StageArtifact:
                 self.is_complete()  # a corrupt folder under the final name is moved aside; an intact one stays
             os.replace(staging, self.path)
         except OSError as exc:
-            if self.path.is_dir() and (self.path / MANIFEST).is_file():  # a concurrent job published first
-                shutil.rmtree(staging, ignore_errors=True)
-                return self.path
             shutil.rmtree(staging, ignore_errors=True)
+            if self.path.is_dir() and (self.path / MANIFEST).is_file():  # a concurrent job published first
+                return self.path
             raise io_error(exc, f"publishing the {self.stage} artifact", self.path) from exc
         return self.path
-
-    def publish_files(self, src: str | os.PathLike, manifest: dict[str, Any], files: list[str]) -> Path:
-        """Publish copies of ``files`` of ``src`` (a folder this process wrote) through a staging folder."""
-        staging = self.staging()
-        try:
-            for name in files:
-                copy_file(Path(src) / name, staging / name)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return self.publish(staging, manifest)
 
 
 def copy_file(src: Path, dst: Path) -> None:

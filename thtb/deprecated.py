@@ -10,11 +10,11 @@ file in its group that includes the new one and adds ``_deprecated_: {old: new}`
 entries out of a composed config (so the old name computes and caches exactly what the new one does) and returns
 them for ``run.py`` to print.
 
-**Modules.** 0.2 gave the pipeline's stages their own rooms: the SFT stage is ``train/`` (imported as ``thtb.train``) and the
-evaluation stage is ``eval/`` (``thtb.eval``). ``import thtb.training…`` / ``thtb.evaluation…`` / ``thtb.tables``
-still work: the old package imports the new one, registers each new submodule under its old name (so
-``from thtb.evaluation.mmlu_pro import run_mmlu_pro`` keeps working) and warns once with the new name.
-The new names are passed as strings: the selection library itself never imports a stage package.
+**Modules.** 0.2 moved the SFT stage to ``train/`` (``thtb.train``) and the evaluation stage to ``eval/``
+(``thtb.eval``). ``import thtb.training…`` / ``thtb.evaluation…`` / ``thtb.tables`` still work: the old package
+imports the new one, registers each new submodule under its old name (``from thtb.evaluation.mmlu_pro import
+run_mmlu_pro`` keeps working) and warns once. The new names are strings: the selection library never imports a
+stage package.
 """
 
 from __future__ import annotations

@@ -12,15 +12,8 @@ from typing import Any
 
 FULL_HASH_LIMIT = 512 * 2**20  # files above this get a sampled digest (size + 4 chunks), see file_digest
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
-_META_FILES = (
-    "config.json",
-    "generation_config.json",
-    "adapter_config.json",
-    "model.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-)
+_META_FILES = ("config.json", "generation_config.json", "adapter_config.json", "model.safetensors.index.json",
+               "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
 def fingerprint(obj: Any, length: int = 16) -> str:
@@ -38,24 +31,20 @@ def records_digest(records: Any, fmt: str | None = None) -> str:
     h.update(f"format:{fmt}\n".encode())
     columns = ["id", "query", "response"] + (["messages"] if "messages" in records.columns else [])
     for row in records[columns].itertuples(index=False, name=None):
-        h.update(json.dumps(row, ensure_ascii=False, default=_plain).encode("utf-8"))
-        h.update(b"\n")
+        h.update(json.dumps(row, ensure_ascii=False, default=_plain).encode("utf-8") + b"\n")
     return h.hexdigest()[:16]
 
 
 def _plain(obj: Any) -> Any:
     """JSON for numpy arrays / scalars in record cells (conversations read from parquet)."""
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
+    return obj.tolist() if hasattr(obj, "tolist") else str(obj)
 
 
 def ids_digest(ids: Iterable[str]) -> str:
     """Order-sensitive digest of a sequence of sample ids (the identity of a dataset or subset)."""
     h = hashlib.sha256()
     for i in ids:
-        h.update(i.encode("utf-8"))
-        h.update(b"\n")
+        h.update(i.encode("utf-8") + b"\n")
     return h.hexdigest()[:16]
 
 
@@ -97,12 +86,6 @@ def describe_model_dir(path: str | os.PathLike | None) -> dict[str, Any] | None:
 def model_fingerprint(model_path: str | os.PathLike, adapter: str | os.PathLike | None = None) -> dict[str, Any]:
     """``{"model": ..., "adapter": ..., "fingerprint": <16 hex>}``; the fingerprint ignores local paths, so the
     same weights moved elsewhere keep it."""
-    model = describe_model_dir(model_path)
-    adapter_info = describe_model_dir(adapter)
-
-    def content(info):
-        if info is None:
-            return None
-        return info.get("files") or info.get("hub_id")
-
-    return {"model": model, "adapter": adapter_info, "fingerprint": fingerprint([content(model), content(adapter_info)])}
+    model, adapter_info = describe_model_dir(model_path), describe_model_dir(adapter)
+    content = [None if info is None else info.get("files") or info.get("hub_id") for info in (model, adapter_info)]
+    return {"model": model, "adapter": adapter_info, "fingerprint": fingerprint(content)}

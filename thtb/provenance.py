@@ -5,8 +5,8 @@ Two jobs, one module:
 * **Identity** (:func:`environment` and the scorer identities here; a training's in
   :func:`thtb.train.artifacts.training_provenance`, the evaluation protocols in :mod:`thtb.eval.protocol`): the
   scorers and models behind a result (backend, model id and revision of the reward model, the judge with its prompt
-  versions, the embedder), the ``fidelity``, the key package versions and the project's version / commit. Every artifact summary, run line, W&B run and table cell
-  carries them, so a number always says what made it.
+  versions, the embedder), the ``fidelity``, the key package versions and the project's version / commit. Every
+  artifact summary, run line, W&B run and table cell carries them, so a number always says what made it.
 * **Cache keys** (:func:`code_digest`, :func:`stage_key_inputs`): a stage's fingerprint hashes, besides its
   config and inputs, the source of every ``thtb`` module the stage can import (the closure of its ``import``
   statements, found with :mod:`ast`, plus the modules named by the config's Hydra ``_target_`` s), the package
@@ -17,6 +17,7 @@ Two jobs, one module:
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -45,19 +46,11 @@ STAGE_PACKAGES = {
 }
 """The libraries whose versions key each stage's cache (a new scikit-learn may cluster differently)."""
 
-STAGE_MODULES = {
-    "select": ("thtb.stages.select",),
-    "train": ("thtb.train.stage",),
-    "eval": ("thtb.eval.stage",),
-    "score": ("thtb.stages.score",),
-}
+STAGE_MODULES = {"select": ("thtb.stages.select",), "train": ("thtb.train.stage",), "eval": ("thtb.eval.stage",),
+                 "score": ("thtb.stages.score",)}
 
-PAPER_SETUP: dict[str, Any] = {
-    "fidelity": "reference",
-    "reward": "internlm/internlm2-7b-reward",
-    "judge": "Qwen/Qwen3-32B",
-    "embedder": "BAAI/bge-large-en-v1.5",
-}
+PAPER_SETUP: dict[str, Any] = {"fidelity": "reference", "reward": "internlm/internlm2-7b-reward",
+                               "judge": "Qwen/Qwen3-32B", "embedder": "BAAI/bge-large-en-v1.5"}
 """The authors' selection setup (docs/METHOD.md): their fidelity and scorers (their training recipe and evaluation
 protocol: :data:`thtb.eval.provenance.PAPER_SETUP`)."""
 
@@ -123,7 +116,8 @@ def _hash_files(files: Iterable[tuple[str, Path]]) -> str:
 
 def resource_files(root: Path = RESOURCES) -> list[tuple[str, Path]]:
     """The package's resource files (lexicons, catalogues, demo sets), relative name → path."""
-    return sorted((str(p.relative_to(root)), p) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return sorted((str(p.relative_to(root)), p) for p in root.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts)
 
 
 def config_targets(cfg: Any) -> list[str]:
@@ -158,10 +152,8 @@ def package_versions(names: Iterable[str] = KEY_PACKAGES) -> dict[str, str]:
     """``{distribution: version}`` of the installed ones among ``names``."""
     out = {}
     for name in names:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
     return out
 
 
@@ -215,15 +207,13 @@ def model_revision(model: str | None) -> str | None:
         from thtb.fingerprint import model_fingerprint
 
         return "content:" + model_fingerprint(model)["fingerprint"]
-    try:
+    with contextlib.suppress(ImportError, ValueError):
         from huggingface_hub import try_to_load_from_cache
 
         for name in ("config.json", "modules.json"):
             found = try_to_load_from_cache(model, name)
             if isinstance(found, str) and "/snapshots/" in found:
                 return "hub:" + found.split("/snapshots/", 1)[1].split("/", 1)[0]
-    except (ImportError, ValueError):
-        pass
     return "hub:unresolved"
 
 
@@ -234,11 +224,9 @@ def short_target(cfg: Mapping | None) -> str | None:
 
 def reward_identity(reward: Mapping | None) -> dict[str, Any]:
     reward = reward or {}
-    ident = {"backend": short_target(reward), "model": reward.get("model"), "revision": model_revision(reward.get("model"))}
-    for key in ("last_logit", "normalization"):
-        if key in reward:
-            ident[key] = reward[key]
-    return ident
+    model = reward.get("model")
+    return {"backend": short_target(reward), "model": model, "revision": model_revision(model),
+            **{key: reward[key] for key in ("last_logit", "normalization") if key in reward}}
 
 
 def judge_identity(judge: Mapping | None, templates: Iterable[str] = ()) -> dict[str, Any]:
@@ -268,8 +256,8 @@ def scorer_setup(scorers: Mapping[str, Mapping]) -> str:
     ``"none"`` when the method uses no scorer, else ``"custom"``."""
     if not scorers:
         return "none"
-    paper = {"reward": PAPER_SETUP["reward"], "judge": PAPER_SETUP["judge"], "embedder": PAPER_SETUP["embedder"]}
-    if all(role in paper and s.get("model") == paper[role] for role, s in scorers.items()):
+    if all(role in ("reward", "judge", "embedder") and s.get("model") == PAPER_SETUP[role]
+           for role, s in scorers.items()):
         return "authors"
     offline = {"reward": lambda s: s.get("backend") in ("ProxyQualityScorer", "HeuristicQualityScorer"),
                "judge": lambda s: s.get("model") is None,

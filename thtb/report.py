@@ -16,6 +16,7 @@ from thtb.scorers.base import BLOOM_LEVELS
 
 log = logging.getLogger(__name__)
 
+
 def score_statistics(card: pd.DataFrame, columns: Iterable[str] = SCORE_COLUMNS) -> dict[str, dict[str, float]]:
     """count/mean/std/min/quartiles/max of every score of ``columns`` over the samples that have it."""
     stats = {}
@@ -26,16 +27,8 @@ def score_statistics(card: pd.DataFrame, columns: Iterable[str] = SCORE_COLUMNS)
         if len(x) == 0:
             continue
         q = np.quantile(x, [0.25, 0.5, 0.75])
-        stats[col] = {
-            "count": int(len(x)),
-            "mean": float(x.mean()),
-            "std": float(x.std()),
-            "min": float(x.min()),
-            "p25": float(q[0]),
-            "median": float(q[1]),
-            "p75": float(q[2]),
-            "max": float(x.max()),
-        }
+        stats[col] = {"count": int(len(x)), "mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()),
+                      "p25": float(q[0]), "median": float(q[1]), "p75": float(q[2]), "max": float(x.max())}
     return stats
 
 
@@ -73,13 +66,11 @@ def bloom_accuracy(card: pd.DataFrame, labels: pd.Series) -> dict | None:
     invalid: list[object] = []  # the raw invalid labels, aligned with `gold` (None where valid/empty)
     for value in labels.to_numpy():
         try:
-            label = bloom_label(value)
+            label, wrong = bloom_label(value), None
         except ValueError:
-            gold.append(None)
-            invalid.append(value)
-            continue
+            label, wrong = None, value
         gold.append(None if label is None else BLOOM_LEVELS.index(label))
-        invalid.append(None)
+        invalid.append(wrong)
     if all(g is None for g in gold) and all(v is None for v in invalid):
         return None
     n = n_unscored = n_unlabelled = 0
@@ -100,16 +91,9 @@ def bloom_accuracy(card: pd.DataFrame, labels: pd.Series) -> dict | None:
     if bad:
         log.warning("bloom accuracy: %d scored samples carry a label that is not a Bloom level (e.g. %s)",
                     len(bad), ", ".join(map(repr, examples[:3])))
-    return {
-        "n": n,
-        "accuracy": float(hits / n) if n else None,
-        "within_one_level": float(near / n) if n else None,
-        "n_samples": len(gold),
-        "n_unscored": n_unscored,
-        "n_unlabelled": n_unlabelled,
-        "n_invalid_labels": len(bad),
-        "invalid_label_examples": examples,
-    }
+    return {"n": n, "accuracy": float(hits / n) if n else None, "within_one_level": float(near / n) if n else None,
+            "n_samples": len(gold), "n_unscored": n_unscored, "n_unlabelled": n_unlabelled,
+            "n_invalid_labels": len(bad), "invalid_label_examples": examples}
 
 
 def build_summary(result: SelectionResult, *, fingerprint: str, load_report: dict, labels: pd.Series | None) -> dict:
@@ -128,18 +112,12 @@ def build_summary(result: SelectionResult, *, fingerprint: str, load_report: dic
         "cutoffs": {s: {"column": result.rank_columns[s], "value": v} for s, v in result.cutoffs.items()},
         "score_stats": score_statistics(card, result.score_columns),
         "score_stats_selected": score_statistics(card[card["selected"]], result.score_columns),
-        "bloom_levels": {
-            "scored": bloom_distribution(card.get("bloom_level", pd.Series(dtype=object))),
-            "selected": bloom_distribution(card.loc[card["selected"], "bloom_level"])
-            if "bloom_level" in card
-            else {},
-        },
-        "disciplines": {
-            "scored": discipline_distribution(card.get("disciplines", pd.Series(dtype=object))),
-            "selected": discipline_distribution(card.loc[card["selected"], "disciplines"])
-            if "disciplines" in card
-            else {},
-        },
+        "bloom_levels": {"scored": bloom_distribution(card.get("bloom_level", pd.Series(dtype=object))),
+                         "selected": bloom_distribution(card.loc[card["selected"], "bloom_level"])
+                         if "bloom_level" in card else {}},
+        "disciplines": {"scored": discipline_distribution(card.get("disciplines", pd.Series(dtype=object))),
+                        "selected": discipline_distribution(card.loc[card["selected"], "disciplines"])
+                        if "disciplines" in card else {}},
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "scorers": result.scorer_stats,
         "warnings": result.warnings,
@@ -185,8 +163,7 @@ def plot_histograms(result: SelectionResult, out_dir: Path) -> list[Path]:
         elif len(kept) and stage in result.cutoffs:  # ranked on another column: where this one's kept values end
             ax.axvline(float(kept.min()), color="k", ls=":", lw=1.2,
                        label=f"lowest kept value (the stage ranks on {rank_column})")
-        ax.set_xlabel(label)
-        ax.set_ylabel("samples")
+        ax.set(xlabel=label, ylabel="samples")
         ax.legend(fontsize=8, frameon=False)
         fig.tight_layout()
         path = out_dir / f"hist_{col}.png"

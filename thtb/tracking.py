@@ -23,9 +23,8 @@ _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization)", r
 def redact(config: Any) -> Any:
     """A copy of a (nested) config with every secret-looking key's value replaced by ``"***"``."""
     if isinstance(config, Mapping):
-        return {
-            k: ("***" if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v)) for k, v in config.items()
-        }
+        return {k: ("***" if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v))
+                for k, v in config.items()}
     if isinstance(config, list | tuple):
         return [redact(v) for v in config]
     return config
@@ -69,17 +68,8 @@ class WandbTracker(Tracker):
         import wandb
 
         self._wandb = wandb
-        self.run = wandb.init(
-            project=project,
-            entity=entity,
-            mode=mode,
-            name=name,
-            group=group,
-            tags=list(tags or []),
-            config=redact(dict(config)),
-            dir=str(dir) if dir else None,
-            reinit="finish_previous",
-        )
+        self.run = wandb.init(project=project, entity=entity, mode=mode, name=name, group=group, tags=list(tags or []),
+                              config=redact(dict(config)), dir=str(dir) if dir else None, reinit="finish_previous")
         log.info("W&B run %s (%s) in %s", self.run.name, mode, self.run.dir)
 
     def log_metrics(self, metrics, prefix=""):
@@ -117,14 +107,7 @@ def make_tracker(cfg: Mapping | None, *, name: str, config: Mapping, run_dir: Pa
         from thtb.provenance import environment
 
         config = {**config, "provenance": environment()}  # the project's commit and the key package versions
-        return WandbTracker(
-            project=cfg.get("project", "thtb"),
-            mode=cfg.get("mode", "online"),
-            name=name,
-            group=cfg.get("group"),
-            entity=cfg.get("entity"),
-            tags=cfg.get("tags"),
-            config=config,
-            dir=run_dir,
-        )
+        return WandbTracker(project=cfg.get("project", "thtb"), mode=cfg.get("mode", "online"), name=name,
+                            group=cfg.get("group"), entity=cfg.get("entity"), tags=cfg.get("tags"), config=config,
+                            dir=run_dir)
     raise ValueError(f"unknown logger.backend {backend!r}: use none or wandb")
