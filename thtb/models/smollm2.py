@@ -99,12 +99,8 @@ def smollm2_gguf() -> Path:
 def _source_info(gguf: Path) -> dict:
     import transformers
 
-    return {
-        "format": _FORMAT,
-        "gguf_file": gguf.name,
-        "gguf_size": gguf.stat().st_size,
-        "transformers": transformers.__version__,
-    }
+    return {"format": _FORMAT, "gguf_file": gguf.name, "gguf_size": gguf.stat().st_size,
+            "transformers": transformers.__version__}
 
 
 def _is_valid(folder: Path, info: dict) -> bool:
@@ -114,7 +110,9 @@ def _is_valid(folder: Path, info: dict) -> bool:
     return (folder / "config.json").is_file() and all(saved.get(k) == info[k] for k in keys)
 
 
-def _convert(gguf: Path, out: Path) -> None:
+def _convert(gguf: Path, info: dict, out: Path) -> None:
+    """The model folder ``out`` from ``gguf``, marked with ``info`` and the seconds it took."""
+    start = time.perf_counter()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = str(gguf.parent)
@@ -129,6 +127,8 @@ def _convert(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
     if not tokenizer.chat_template:
         raise RuntimeError(f"{gguf} carries no chat template")
+    info["conversion_s"] = round(time.perf_counter() - start, 2)
+    (out / SOURCE_MARKER).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def smollm2_path(cache_dir: str | os.PathLike | None = None, *, force: bool = False) -> Path:
@@ -142,14 +142,8 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None, *, force: bool = Fa
     """
     gguf = smollm2_gguf()
     info = _source_info(gguf)
-
-    def convert(folder: Path) -> None:
-        start = time.perf_counter()
-        _convert(gguf, folder)
-        info["conversion_s"] = round(time.perf_counter() - start, 2)
-        (folder / SOURCE_MARKER).write_text(json.dumps(info, indent=2) + "\n")
-
-    return build_once(cache_dir, SMOLLM2_DIRNAME, convert, lambda folder: _is_valid(folder, info), force=force)
+    return build_once(cache_dir, SMOLLM2_DIRNAME, lambda folder: _convert(gguf, info, folder),
+                      lambda folder: _is_valid(folder, info), force=force)
 
 
 SMOLLM2_ALIASES = frozenset({"smollm2", "smollm2-135m-instruct"})
