@@ -1,17 +1,12 @@
 """The selection-method interface: one class per method, one ``conf/selection/<name>.yaml`` with its ``_target_``.
 
 A method is built from ``cfg.selection`` (:func:`build_method`, Hydra's ``instantiate``) and declares everything
-the rest of the pipeline reads — nothing outside a method's own module and config compares its name:
-
-- ``display_name``: its row label in the tables; ``variant()``: its name on run lines (a THTB ablation says so);
-- ``roles``: the names of its per-row scorers; ``build_scorer(role, cfg)`` builds one, in this process or in a Ray
-  actor (:mod:`thtb.executor`: every role runs on ``executor=ray`` with ``executor.scorers.<role>`` resources);
-- ``scorer_configs(cfg)``: the configs its subset depends on (fingerprint, score-cache key);
-- ``identities(cfg)``: which models and prompt versions score (provenance), ``problems(cfg)``: which of them
-  cannot run here (preflight);
-- ``seeded``: whether the seed changes its subset (it is deterministic given the seed either way);
-- ``select(pool, n, context)``: the ranked selection, a :class:`~thtb.cascade.SelectionResult` (ids best first,
-  one score-card row per input row with every score, the stage each row fell at and why).
+the rest of the pipeline reads (:class:`SelectionMethod`: its labels, its per-row scorers' roles, configs (the
+fingerprint and score-cache key), identities (provenance) and problems (preflight), whether it is seeded, and
+``select``) — nothing outside a method's own module and config compares its name. Every scorer role runs in this
+process or in a Ray actor (:mod:`thtb.executor`, ``executor.scorers.<role>`` resources). ``select`` returns a
+:class:`~thtb.cascade.SelectionResult`: ids best first, one score-card row per input row with every score, the
+stage each row fell at and why.
 
 Size: every method keeps ``n_select(len(pool))`` rows — ``size`` when set, else the THTB cascade's size given
 ``stages``, ``fractions`` and ``budget`` (the keys of ``conf/selection/thtb.yaml`` that a baseline inherits), so a
@@ -44,8 +39,7 @@ THTB_FRACTIONS = {"quality": 0.2, "intrinsic": 0.5, "extrinsic": 0.5}
 class SelectionContext:
     """What a method's ``select`` may use besides the pool: the run's config (the scorers' configs), the seed, the
     fidelity (``reference``: the authors' code; ``paper``: the paper's text), the executor its per-row scorers run on,
-    and the score cache. ``score`` runs one scorer call
-    through all of them."""
+    and the score cache. ``score`` runs one scorer call through all of them."""
 
     cfg: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 42
@@ -265,10 +259,8 @@ def check_scorers_available(cfg: Mapping[str, Any], method: SelectionMethod | No
     problems = scorer_problems(cfg, method)
     if problems:
         lines = "\n".join(f"  - {what}; {fix}" for what, fix in problems)
-        raise ScorerUnavailableError(
-            f"experiment {cfg.get('experiment_name')!r} cannot select: its scorers are not available here\n{lines}\n"
-            f"Make them available, {OFFLINE_HINT}."
-        )
+        raise ScorerUnavailableError(f"experiment {cfg.get('experiment_name')!r} cannot select: its scorers are not "
+                                     f"available here\n{lines}\nMake them available, {OFFLINE_HINT}.")
 
 
 def selection_provenance(cfg: Mapping[str, Any], fingerprint: str | None = None,
@@ -276,17 +268,8 @@ def selection_provenance(cfg: Mapping[str, Any], fingerprint: str | None = None,
     """Which method (its name, label, class), fidelity, size settings and scorers (model ids, revisions, prompt
     versions) produced a subset — everything read from the method object."""
     method = method or build_method(cfg)
-    scorers = method.identities(cfg)
-    kind = type(method)
-    return {
-        "method": method.name,
-        "label": method.label if method.variant() == method.name else method.variant(),
-        "class": f"{kind.__module__}.{kind.__qualname__}",
-        "fidelity": str(cfg["fidelity"]),
-        **method.describe(),
-        "variant": method.variant(),
-        "seed": cfg.get("seed") if method.seeded else None,
-        "fingerprint": fingerprint,
-        "scorers": scorers,
-        "scorer_setup": method.scorer_setup(scorers),
-    }
+    scorers, kind, variant = method.identities(cfg), type(method), method.variant()
+    return {"method": method.name, "label": method.label if variant == method.name else variant,
+            "class": f"{kind.__module__}.{kind.__qualname__}", "fidelity": str(cfg["fidelity"]), **method.describe(),
+            "variant": variant, "seed": cfg.get("seed") if method.seeded else None, "fingerprint": fingerprint,
+            "scorers": scorers, "scorer_setup": method.scorer_setup(scorers)}

@@ -23,6 +23,8 @@ class IFD(SelectionMethod):
     display_name = "IFD"
     roles = ("ifd",)
     score_columns = {"ifd": ("ifd", "IFD = L(r|q) / L(r)")}
+    scoring_model = "IFD scoring model"
+    """What preflight calls the scorer's model."""
 
     def __init__(self, *, ifd: Mapping[str, Any] | Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -45,7 +47,7 @@ class IFD(SelectionMethod):
     def problems(self, cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
         from thtb.scorers.availability import model_problem
 
-        return model_problem("IFD scoring model", self.ifd.get("model")) if isinstance(self.ifd, Mapping) else []
+        return model_problem(self.scoring_model, self.ifd.get("model")) if isinstance(self.ifd, Mapping) else []
 
     def select(self, pool: Any, n: int, context: SelectionContext) -> SelectionResult:
         start = time.perf_counter()

@@ -36,17 +36,12 @@ def round_robin(similarity: np.ndarray) -> np.ndarray:
     taken = np.zeros(n_rows, dtype=bool)
     cursor = np.zeros(n_targets, dtype=np.int64)
     order = np.empty(n_rows, dtype=np.int64)
-    k = 0
-    while k < n_rows:
-        for t in range(n_targets):
-            column = ranked[t]
-            while taken[column[cursor[t]]]:
-                cursor[t] += 1
-            row = column[cursor[t]]
-            taken[row], order[k] = True, row
-            k += 1
-            if k == n_rows:
-                break
+    for k in range(n_rows):
+        t = k % n_targets
+        while taken[ranked[t][cursor[t]]]:
+            cursor[t] += 1
+        row = ranked[t][cursor[t]]
+        taken[row], order[k] = True, row
     return order
 
 

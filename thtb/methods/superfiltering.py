@@ -8,9 +8,6 @@ counted against the failure budget (their script drops them silently)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from thtb.methods.ifd import IFD
 
 
@@ -20,10 +17,4 @@ class Superfiltering(IFD):
 
     display_name = "Superfiltering"
     score_columns = {"ifd": ("superfiltering", "IFD = PPL(r|q) / PPL(r), small LM")}
-
-    def problems(self, cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
-        from thtb.scorers.availability import model_problem
-
-        if not isinstance(self.ifd, Mapping):
-            return []
-        return model_problem("Superfiltering's small LM", self.ifd.get("model"))
+    scoring_model = "Superfiltering's small LM"
