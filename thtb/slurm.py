@@ -45,8 +45,8 @@ def render(overrides: list[str], *, nodes: int, cpus_per_node: int, gpus_per_nod
     sbatch += [f"--account={account}"] * bool(account)
     run = [python, "run.py", *overrides, "executor=ray", "executor.address=auto"]
     ray = str(Path(python).with_name("ray")) if "/" in python else "ray"  # the environment's own Ray CLI
-    start = [shlex.quote(ray), "symmetric-run", "--address", '"$head_ip:$port"', "--min-nodes", '"$SLURM_JOB_NUM_NODES"',
-             "--num-cpus", '"$SLURM_CPUS_PER_TASK"', "--num-gpus", str(gpus_per_node), "--"]
+    start = [shlex.quote(ray), "symmetric-run", "--address", '"$head_ip:$port"', "--min-nodes",
+             '"$SLURM_JOB_NUM_NODES"', "--num-cpus", '"$SLURM_CPUS_PER_TASK"', "--num-gpus", str(gpus_per_node), "--"]
     made_by = " ".join(["python -m thtb.slurm", f"--nodes {nodes}", f"--cpus-per-node {cpus_per_node}",
                         f"--gpus-per-node {gpus_per_node}", "--", *map(shlex.quote, overrides)])
     lines = [
@@ -84,12 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable, help="the interpreter every node runs")
     parser.add_argument("--setup", help="shell lines run first, e.g. 'module load cuda'")
     parser.add_argument("overrides", nargs="*", help="run.py's overrides, after --")
-    args = parser.parse_args(argv)
+    args = vars(parser.parse_args(argv))  # every option is one of render's keyword arguments
     try:
-        script = render(args.overrides, nodes=args.nodes, cpus_per_node=args.cpus_per_node,
-                        gpus_per_node=args.gpus_per_node, partition=args.partition, time=args.time,
-                        job_name=args.job_name, port=args.port, workdir=args.workdir, python=args.python,
-                        setup=args.setup, account=args.account)
+        script = render(args.pop("overrides"), **args)
     except ValueError as exc:
         parser.error(str(exc))
     sys.stdout.write(script)
