@@ -5,11 +5,9 @@ using THTB" (0.5518 for the 200 THTB-guided "higher-order" annotations, 0.3544 f
 ones) and says nothing more about the formula. This module's reading, stated once here:
 
 1. **Score every sample with THTB's three stages and keep every one.** The pooled records go through
-   :class:`thtb.cascade.Cascade` with every stage fraction set to 1 (``n_keep(n, 1) = n``), so each stage
-   scores the whole set: quality (the reward scorer), IHS = (Bloom + IC) / 2, EHS = (IREI + SC') / 2, with
-   the cascade's own formulas (:mod:`thtb.maths`), fidelity switch and failure budget. Nothing here
-   recomputes a formula; every min–max inside IC / Bloom (paper) / IREI is therefore taken over the
-   scored set, exactly as a cascade stage takes it over its input.
+   :class:`thtb.cascade.Cascade` with every stage fraction set to 1, so each stage scores the whole set with the
+   cascade's own formulas (quality, IHS = (Bloom + IC) / 2, EHS = (IREI + SC') / 2), fidelity switch and failure
+   budget; every min–max inside them is taken over the scored set, as a cascade stage takes it over its input.
 2. **Normalise each stage score to [0, 1]** over the scored set (``normalize="minmax"``, default):
    ``q̂ = minmax(quality_raw)``, ``îhs = minmax(IHS)``, ``êhs = minmax(EHS)`` with
    :func:`thtb.maths.minmax` (constant → 0.5). The stage scores need it: IC's two terms add up to at most
@@ -26,18 +24,16 @@ the scores of the datasets it was scored **together** with: pool the datasets to
 is how Table 3's two numbers are reproduced (``+experiment=tcm_2pct`` pools the higher- and lower-order
 sets). A dataset scored alone is normalised against itself only.
 
-Chinese text (the TCM sets) is handled by the same scorers: the offline quality heuristic counts Han
-characters as words, the offline Bloom classifier has Chinese action-word phrase rules (比较, 创作, …),
-the silhouette's TF-IDF segments non-ASCII queries with jieba; the offline discipline tagger's MiniLM
-reads Chinese poorly (use ``scoring=authors``, whose Qwen3 judge and InternLM2 reward are bilingual, for
-numbers meant to be compared with the paper).
+Chinese text (the TCM sets) is handled by the same scorers (Han characters count as words, Chinese Bloom
+phrase rules, jieba for the silhouette), but the offline discipline tagger's MiniLM reads Chinese poorly: use
+``scoring=authors`` (bilingual Qwen3 judge and InternLM2 reward) for numbers meant to be compared with the paper.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -72,22 +68,8 @@ class ScoreResult:
 
 def score_all(records: pd.DataFrame, config: CascadeConfig, **scorers: Any) -> SelectionResult:
     """Every stage of ``config`` over every record (fractions 1, no budget): the cascade's score card.
-
-    ``scorers`` are :class:`~thtb.cascade.Cascade`'s keyword scorers (``quality``, ``bloom``,
-    ``disciplines``, ``embedder``)."""
-    every = CascadeConfig(
-        stages=list(STAGES),
-        fractions=dict.fromkeys(STAGES, 1.0),
-        budget=None,
-        failure_budget=config.failure_budget,
-        fidelity=config.fidelity,
-        ic_round=config.ic_round,
-        k=config.k,
-        max_features=config.max_features,
-        random_state=config.random_state,
-        singleton_policy=config.singleton_policy,
-        zero_row_self_distance=config.zero_row_self_distance,
-    )
+    ``scorers``: :class:`~thtb.cascade.Cascade`'s (``quality``, ``bloom``, ``disciplines``, ``embedder``)."""
+    every = replace(config, stages=list(STAGES), fractions=dict.fromkeys(STAGES, 1.0), budget=None)
     return Cascade(every, **scorers).run(records)
 
 
@@ -111,24 +93,17 @@ def normalized_stage_scores(card: pd.DataFrame, normalize: str = "minmax") -> pd
     return out
 
 
-def score_datasets(
-    datasets: Sequence[pd.DataFrame],
-    config: CascadeConfig,
-    *,
-    normalize: str = "minmax",
-    **scorers: Any,
-) -> ScoreResult:
+def score_datasets(datasets: Sequence[pd.DataFrame], config: CascadeConfig, *, normalize: str = "minmax",
+                   **scorers: Any) -> ScoreResult:
     """Pool ``datasets`` (canonical records frames), score them together and report each one's THTB score.
 
     Ids are made unique across datasets by a ``<dataset index>:`` prefix for the cascade (a row shared by
     two datasets is scored once in each); the card keeps each dataset's own ``id``."""
     if not datasets:
         raise ValueError("score_datasets needs at least one dataset")
-    pooled = pd.concat(
-        [pd.DataFrame({"id": [f"{k}:{i}" for i in d["id"]], "query": d["query"].to_numpy(),
-                       "response": d["response"].to_numpy()}) for k, d in enumerate(datasets)],
-        ignore_index=True,
-    )
+    pooled = pd.concat([pd.DataFrame({"id": [f"{k}:{i}" for i in d["id"]], "query": d["query"].to_numpy(),
+                                      "response": d["response"].to_numpy()}) for k, d in enumerate(datasets)],
+                       ignore_index=True)
     dataset_index = np.concatenate([np.full(len(d), k) for k, d in enumerate(datasets)])
     result = score_all(pooled, config, **scorers)
     card = result.card.drop(columns=["fell_at", "why", "selected", "rank"], errors="ignore")
@@ -142,9 +117,7 @@ def score_datasets(
         rows = card[card["dataset"] == k]
         scored = rows[rows["thtb_score"].notna()]
         summaries.append({
-            "n": len(d),
-            "n_scored": len(scored),
-            "n_failed": len(d) - len(scored),
+            "n": len(d), "n_scored": len(scored), "n_failed": len(d) - len(scored),
             "thtb_score": _mean(scored["thtb_score"]),
             "means": {stage: _mean(scored[column]) for stage, column in NORM_COLUMNS.items()},
             "raw_means": {c: _mean(scored[c]) for c in ("quality_raw", "quality", "bloom", "ic", "ihs", "irei",
