@@ -627,8 +627,7 @@ class ServedModel:
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> ServedModel:
-        reason = serving_available(self.engine)
-        if reason:
+        if reason := serving_available(self.engine):
             raise ServerStartError(reason)
         if self.process is not None:
             raise RuntimeError("server already started")
@@ -684,8 +683,7 @@ class ServedModel:
         deadline = start + self.startup_timeout
         healthy = False
         while True:
-            code = self.process.poll()
-            if code is not None:
+            if (code := self.process.poll()) is not None:
                 raise self._fail(f"exited with code {code} before becoming healthy")
             try:
                 if not healthy:
@@ -932,11 +930,9 @@ class _TreeWatch:
                 with contextlib.suppress(OSError):
                     self.pidfds[pid] = os.pidfd_open(pid)
         self.gone += [pid for pid in self.names if pid not in live and pid not in self.gone]
-        for pid in self.gone:
-            if pid not in self.codes and pid in self.pidfds:
-                code = _pidfd_exit_code(self.pidfds[pid])
-                if code is not None:
-                    self.codes[pid] = code
+        for pid in [p for p in self.gone if p not in self.codes and p in self.pidfds]:
+            if (code := _pidfd_exit_code(self.pidfds[pid])) is not None:
+                self.codes[pid] = code
         self._scan_log()
         self.report()
 
