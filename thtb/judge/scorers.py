@@ -24,16 +24,16 @@
     :meth:`~JudgeAlpaGasusScorer.score` asks the :data:`~thtb.judge.prompts.ALPAGASUS` prompt with
     the query and the response: ``alpagasus_score`` (float, 0–5) and ``alpagasus_reason``.
 
-Queries are sent as the data layer built them (docs/METHOD.md "Input text": the same query text everywhere), so in
-``reference`` fidelity the judge sees the authors' ``"\\nnan"`` placeholder for an empty Alpaca
-input, as their pipeline did; ``strip_nan=True`` passes queries through
-:func:`~thtb.scorers.embedder.clean_query` instead. A sample the judge could not score gets ``error`` set and ``None`` fields,
-never a default; an empty query is an error without a call.
+Queries are sent as the data layer built them (docs/METHOD.md "Input text": the same query text everywhere), so
+in ``reference`` fidelity the judge sees the authors' ``"\\nnan"`` placeholder for an empty Alpaca input, as their
+pipeline did; ``strip_nan=True`` passes queries through :func:`~thtb.scorers.embedder.clean_query` instead. A
+sample the judge could not score gets ``error`` set and ``None`` fields, never a default; an empty query is an
+error without a call.
 
 Every constructor takes ``judge`` as any judge backend (:class:`~thtb.judge.client.OpenAIJudge`,
-:class:`~thtb.judge.local.HFJudge`, :class:`~thtb.judge.local.VLLMJudge`) or as a mapping of
-OpenAIJudge's constructor arguments, and accept and ignore ``embedder=`` (the pipeline
-passes the shared embedder to every judge scorer).
+:class:`~thtb.judge.local.HFJudge`, :class:`~thtb.judge.local.VLLMJudge`) or as a mapping of OpenAIJudge's
+constructor arguments, and accepts and ignores ``embedder=`` (the pipeline passes the shared embedder to every
+judge scorer).
 """
 
 from __future__ import annotations
