@@ -28,17 +28,15 @@ Length-controlled (LC) win rate — :func:`fit_length_glm`, :func:`length_contro
     two raw rates differ only by the identical-output ties.
 
     Where the GLM says little: on a small or noisy run the cross-validation may pick the strongest penalty,
-    which zeroes both coefficients — the LC rate is then exactly 50 whatever the raw rate; and a judge whose every verdict follows the length difference makes the data separable — the
-    length coefficient runs to its bound and the model term is ill-determined, so the LC rate need not be near
-    50. AlpacaEval's own code does the same in both cases (``tests/test_length_control.py``).
+    which zeroes both coefficients — the LC rate is then exactly 50 whatever the raw rate; and a judge whose every
+    verdict follows the length difference makes the data separable — the length coefficient runs to its bound and
+    the model term is ill-determined, so the LC rate need not be near 50. AlpacaEval's own code does the same in
+    both cases (``tests/test_length_control.py``).
 
     Command line: ``python -m thtb.eval.length_control RUN/pairwise_samples.jsonl [OTHER/pairwise_samples.jsonl]``
     prints the LC summary of one run, or the paired differences (every metric) of two.
 
-Paired comparison — :func:`paired_difference`
-    Two methods judged against the same baseline on the same prompts: the difference of their win rates
-    (raw, tie-½ or LC) over the prompts both judged, a percentile-bootstrap 95% interval resampling those
-    prompts jointly (the pairing kept), and a two-sided bootstrap p-value.
+Paired comparison — :func:`paired_difference`: two methods judged against the same baseline on the same prompts.
 """
 
 from __future__ import annotations
@@ -88,11 +86,8 @@ def _soft(X: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 @contextlib.contextmanager
-def _quiet_stderr(quiet: bool):
-    """Silence file descriptor 2 (liblinear writes its warnings there from C) while ``quiet``."""
-    if not quiet:
-        yield
-        return
+def _quiet_stderr():
+    """Silence file descriptor 2 (liblinear writes its warnings there from C)."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -116,7 +111,8 @@ def _l1_fit(C: float, X: np.ndarray, y: np.ndarray, w: np.ndarray):
     # scikit-learn >= 1.8 (pinned 1.9) spells the L1 penalty l1_ratio=1 (penalty="l1" is deprecated)
     model = LogisticRegression(C=C, solver="liblinear", fit_intercept=False, dual=False, random_state=RANDOM_STATE,
                                l1_ratio=1.0)
-    with warnings.catch_warnings(record=True) as caught, _quiet_stderr(one_label):  # counted, not printed
+    quiet = _quiet_stderr() if one_label else contextlib.nullcontext()
+    with warnings.catch_warnings(record=True) as caught, quiet:  # counted, not printed
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(X, y, sample_weight=w)
     model.converged_ = not any(issubclass(c.category, ConvergenceWarning) for c in caught)
@@ -283,15 +279,15 @@ def _key(record: Mapping[str, Any]) -> tuple[str, str]:
 
 def paired_difference(samples_a: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
                       samples_b: str | os.PathLike[str] | Iterable[Mapping[str, Any]], *, metric: str = "win_rate",
-                      n_boot: int = 2000, seed: int = 42, same_baseline: bool = True) -> dict[str, Any]:
+                      n_boot: int = 2000, seed: int = 42) -> dict[str, Any]:
     """``metric(A) − metric(B)`` (percentage points) for two methods judged against one baseline: prompts
     matched by (dataset, instruction), kept where both runs judged them; a percentile-bootstrap 95% interval
     resampling the matched prompts jointly; a two-sided p-value ``(1 + #{|d* − d| ≥ |d|}) / (1 + n_boot)``
     (the bootstrap distribution shifted to the null of no difference).
 
     ``metric``: ``win_rate`` (ties 0, the paper's), ``win_rate_tie_half`` or ``lc_win_rate`` (each replicate
-    refits both GLMs at their full-data ``C``). ``same_baseline``: a matched prompt whose baseline outputs
-    differ between the runs is an error (the runs did not judge against the same baseline)."""
+    refits both GLMs at their full-data ``C``). A matched prompt whose baseline outputs differ between the runs is
+    an error (the runs did not judge against the same baseline)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     runs = [read_samples(s) for s in (samples_a, samples_b)]
@@ -304,11 +300,10 @@ def paired_difference(samples_a: str | os.PathLike[str] | Iterable[Mapping[str, 
             keyed[_key(r)] = r
         by_key.append(keyed)
     common = [k for k in by_key[0] if k in by_key[1]]
-    if same_baseline:
-        differ = [k for k in common if by_key[0][k].get("baseline_output") != by_key[1][k].get("baseline_output")]
-        if differ:
-            raise ValueError(f"{len(differ)} of {len(common)} matched prompts have different baseline outputs in the "
-                             f"two runs (first: {differ[0][1][:60]!r}): not judged against the same baseline")
+    differ = [k for k in common if by_key[0][k].get("baseline_output") != by_key[1][k].get("baseline_output")]
+    if differ:
+        raise ValueError(f"{len(differ)} of {len(common)} matched prompts have different baseline outputs in the "
+                         f"two runs (first: {differ[0][1][:60]!r}): not judged against the same baseline")
     judged = [k for k in common if by_key[0][k].get("score") is not None and by_key[1][k].get("score") is not None]
     out: dict[str, Any] = {
         "metric": metric, "n_a": len(runs[0]), "n_b": len(runs[1]), "n_matched": len(common), "n": len(judged),

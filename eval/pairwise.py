@@ -5,36 +5,29 @@ with those of the **full-data model of the same size**, judged pairwise by Qwen3
 win rate per subset and overall, a tie counting 0 (its integer win rates imply the judge could not tie).
 
 Pipeline (:func:`run_pairwise`)
-    1. Prompts: :func:`load_eval_set` (AlpacaEval's ``alpaca_eval.jsonl``/``.json``: ``instruction``,
-       ``dataset`` = subset, ``output``), optionally a subset of subsets and a per-run ``limit``.
-    2. Outputs of each side: :func:`generate_outputs` (greedy, ``max_new_tokens``) through an in-process
-       judge backend used as a plain generator (:data:`~thtb.eval.prompts.RESPOND`, the instruction as the
-       only user turn), cached in the request cache under the model's **content fingerprint** — so a
-       model's 805 responses are generated once, whatever runs reuse them — or a reference-outputs file
-       (:func:`load_outputs`: text-davinci-003 in ``alpaca_eval.jsonl``, GPT-4-turbo in
-       ``gpt4_turbo_baseline.json``); every prompt must be present in it. An output that **hit the
-       ``max_new_tokens`` cap** is flagged ``truncated``: the generation layer returns no finish reason, so
-       its completion-token count (the stop token included) is compared to the cap — a count at the cap is
-       a truncated output (or, rarely, one whose stop token was exactly the last allowed token); a backend
-       that reports no token count leaves the flag unknown (``None``), as does a reference-outputs file.
-    3. Judging (:func:`judge_pairs`) with a pairwise template through any judge backend (cache, retries,
-       re-asks, failure accounting as in selection): ``template="forced"``
-       (:data:`~thtb.eval.prompts.PAIRWISE_FORCED`, the paper's default: no tie option; a "Tie" answer is a
-       parse failure, re-asked, then counted as a failure) or ``"with_tie"``
-       (:data:`~thtb.eval.prompts.PAIRWISE`). ``order="random"``:
-       the model's output is shown as (a) or (b) by a seeded coin per prompt; ``order="both"``: judged in
-       both orders, the prompt's outcome is the mean preference (1 win, ½ tie, 0 loss per order: above
-       ½ a win, below a loss, exactly ½ a tie) and the *position-consistency rate* is the share of prompts
-       whose two verdicts agree (with the forced template a disagreement is the only judged tie). Identical
-       outputs are a tie without a call.
-    4. :func:`win_rates`: per subset and overall, the paper's win rate (ties 0) and the tie-½ variant,
-       with percentile-bootstrap 95% intervals (seeded) over prompts; mean output length (characters) of
-       both sides and their ratio; per-side truncation rates. Overall, AlpacaEval 2.0's **length-controlled**
-       win rate (:func:`~thtb.eval.length_control.length_controlled`: ``lc_win_rate`` with its
-       bootstrap interval, on the tie-½ scale; details under ``length_controlled``) from the per-prompt
-       records written to ``pairwise_samples.jsonl``. A prompt whose generation or judgement failed is
-       excluded and listed — never scored; more failures than ``failure_budget`` stop the run
-       (:class:`EvaluationError`, with the indices).
+    1. Prompts: :func:`load_eval_set` (AlpacaEval's ``alpaca_eval.jsonl``/``.json``), optionally some subsets and
+       a per-subset ``limit``.
+    2. Outputs of each side: :func:`generate_outputs` (greedy, ``max_new_tokens``, the
+       :data:`~thtb.eval.prompts.RESPOND` template) through an in-process judge backend used as a plain generator,
+       cached in the request cache under the model's **content fingerprint** — so a model's 805 responses are
+       generated once, whatever runs reuse them — or a reference-outputs file (:func:`load_outputs`:
+       text-davinci-003 in ``alpaca_eval.jsonl``, GPT-4-turbo in ``gpt4_turbo_baseline.json``). An output that
+       **hit the ``max_new_tokens`` cap** is flagged ``truncated`` (:func:`hit_cap`: the generation layer returns no
+       finish reason, so the completion-token count is compared to the cap).
+    3. Judging (:func:`judge_pairs`) through any judge backend (cache, retries, re-asks, failure accounting as in
+       selection) with ``template="forced"`` (:data:`~thtb.eval.prompts.PAIRWISE_FORCED`, the paper's default: no
+       tie option; a "Tie" answer is a parse failure, re-asked, then counted as a failure) or ``"with_tie"``
+       (:data:`~thtb.eval.prompts.PAIRWISE`). ``order="random"``: the model's output is shown as (a) or (b) by a
+       seeded coin per prompt; ``order="both"``: judged in both orders, the prompt's outcome is the mean
+       preference (1 win, ½ tie, 0 loss per order: above ½ a win, below a loss, exactly ½ a tie) and the
+       *position-consistency rate* is the share of prompts whose two verdicts agree (with the forced template a
+       disagreement is the only judged tie). Identical outputs are a tie without a call.
+    4. :func:`win_rates`: per subset and overall, the paper's win rate (ties 0) and the tie-½ variant, with
+       percentile-bootstrap 95% intervals (seeded) over prompts; mean output lengths (characters), their ratio,
+       per-side truncation rates; overall, AlpacaEval 2.0's **length-controlled** win rate
+       (:func:`~thtb.eval.length_control.length_controlled`, on the tie-½ scale) from the per-prompt records of
+       ``pairwise_samples.jsonl``. A prompt whose generation or judgement failed is excluded and listed — never
+       scored; more failures than ``failure_budget`` stop the run (:class:`EvaluationError`, with the indices).
 """
 
 from __future__ import annotations
@@ -124,15 +117,22 @@ def resolve_prompts(spec: str) -> str:
     return spec
 
 
+def _read(path: str | os.PathLike[str], fields: Sequence[str]):
+    """The file's table (``read_source``), with a DataError naming the first of ``fields`` it lacks."""
+    table = read_source(path, split="eval")
+    for name in fields:
+        if name not in table.columns:
+            raise DataError(os.fspath(path), f"no {name!r} field (fields: {', '.join(table.columns) or 'none'})",
+                            field=name)
+    return table
+
+
 def load_eval_set(path: str | os.PathLike[str], *, subsets: Sequence[str] | None = None,
                   limit: int | None = None) -> pd.DataFrame:
     """AlpacaEval prompts: columns ``instruction``, ``dataset`` (``"default"`` when absent) and
     ``reference`` (the file's own ``output``, ``""`` when absent), in file order; ``subsets`` keeps those
     datasets only, ``limit`` then keeps the first N per subset (a stratified smoke set)."""
-    table = read_source(path, split="eval")
-    if "instruction" not in table.columns:
-        raise DataError(os.fspath(path), f"no 'instruction' field (fields: {', '.join(table.columns) or 'none'})",
-                        field="instruction")
+    table = _read(path, ("instruction",))
     instructions = text_column(table, "instruction")
     for i, text in enumerate(instructions):
         if not text.strip():
@@ -145,8 +145,8 @@ def load_eval_set(path: str | os.PathLike[str], *, subsets: Sequence[str] | None
     if subsets:
         unknown = sorted(set(subsets) - set(frame["dataset"]))
         if unknown:
-            raise DataError(os.fspath(path), f"subset(s) {unknown} not in the file (it has {sorted(set(frame['dataset']))})",
-                            field="dataset")
+            raise DataError(os.fspath(path), f"subset(s) {unknown} not in the file (it has "
+                            f"{sorted(set(frame['dataset']))})", field="dataset")
         frame = frame[frame["dataset"].isin(list(subsets))]
     if limit is not None:
         frame = frame.groupby("dataset", sort=False, group_keys=False).head(int(limit))
@@ -156,11 +156,7 @@ def load_eval_set(path: str | os.PathLike[str], *, subsets: Sequence[str] | None
 def load_outputs(path: str | os.PathLike[str], instructions: Sequence[str]) -> list[str]:
     """The outputs of a reference-outputs file (records with ``instruction`` and ``output``), in the order
     of ``instructions``; a prompt the file lacks is an error listing how many and which."""
-    table = read_source(path, split="eval")
-    for name in ("instruction", "output"):
-        if name not in table.columns:
-            raise DataError(os.fspath(path), f"no {name!r} field (fields: {', '.join(table.columns) or 'none'})",
-                            field=name)
+    table = _read(path, ("instruction", "output"))
     by_instruction = dict(zip(text_column(table, "instruction"), text_column(table, "output"), strict=True))
     missing = [i for i, text in enumerate(instructions) if text not in by_instruction]
     if missing:
@@ -189,9 +185,6 @@ class Outputs:
     def flags(self) -> list[bool | None]:
         return list(self.truncated) if self.truncated is not None else [None] * len(self.text)
 
-    def token_counts(self) -> list[int | None]:
-        return list(self.tokens) if self.tokens is not None else [None] * len(self.text)
-
 
 def hit_cap(completion_tokens: int | None, max_tokens: int | None) -> bool | None:
     """Whether an answer of ``completion_tokens`` tokens (the stop token included, as the backends count) used
@@ -209,25 +202,20 @@ def generate_outputs(generator: JudgeBackend, instructions: Sequence[str], *, na
     cap = generator.params(RESPOND).get("max_tokens")
     cap = int(cap) if cap is not None else None
     tokens = [int(r.completion_tokens) if r.ok and r.completion_tokens else None for r in results]
-    return Outputs(
-        name=name or generator.model,
-        text=[r.value if r.ok else None for r in results],
-        error=[r.error for r in results],
-        fingerprint=generator.model_id,
-        stats=generator.stats(),
-        tokens=tokens,
-        truncated=[hit_cap(t, cap) if r.ok else None for t, r in zip(tokens, results, strict=True)],
-        max_tokens=cap,
-    )
+    return Outputs(name=name or generator.model, text=[r.value if r.ok else None for r in results],
+                   error=[r.error for r in results], fingerprint=generator.model_id, stats=generator.stats(),
+                   tokens=tokens, max_tokens=cap,
+                   truncated=[hit_cap(t, cap) if r.ok else None for t, r in zip(tokens, results, strict=True)])
 
 
 def model_generator(model: str, *, backend: str = "hf", **kwargs: Any) -> JudgeBackend:
     """An in-process generator (``hf``: :class:`~thtb.judge.HFJudge`, ``vllm``: :class:`~thtb.judge.VLLMJudge`) for
     ``model`` whose cache id is its content fingerprint (:func:`~thtb.eval.harness.model_fingerprint`), with
     one answer per prompt (no re-asks); ``kwargs`` go to the backend (e.g. ``dtype``, ``max_model_len``, or ``llm``,
-    a running ``vllm.LLM`` of the same model to share). The cache id names the backend other than ``hf``
-    (``model@<fingerprint>+vllm``): the two backends' greedy answers of the same weights differ, so each is
-    cached as its own result.
+    a running ``vllm.LLM`` of the same model to share). Content, not path: a moved or copied model stays cached.
+    The cache id names the backend other than ``hf`` (``model@<fingerprint>+vllm``): the two backends' greedy
+    answers of the same weights differ (vLLM vs HF on SmolLM2: 12 of 14 MMLU-Pro answers identical), and a cached
+    answer must say what produced it.
 
     vLLM runs on the CPU build too (eager mode by default there). A vLLM generator's engine stops when the
     generator is closed (``with model_generator(...) as gen:``) or dropped — before the baseline's generator
@@ -235,9 +223,6 @@ def model_generator(model: str, *, backend: str = "hf", **kwargs: Any) -> JudgeB
     from thtb.judge.local import HFJudge, VLLMJudge
 
     kwargs = {"max_attempts": 1, **kwargs}
-    # content, not path: a moved or copied model stays cached
-    # the backend too: greedy answers of the same weights differ between backends (vLLM vs HF on SmolLM2: 12 of 14
-    # MMLU-Pro answers identical), and a cached answer must say what produced it
     model_id = f"model@{model_fingerprint(model)['fingerprint']}" + ("" if backend == "hf" else f"+{backend}")
     if backend == "hf":
         return HFJudge(model, model_id=model_id, **kwargs)
@@ -345,20 +330,10 @@ def win_rates(frame: pd.DataFrame, subsets: Sequence[str], *, n_boot: int = 2000
 
 
 # -------------------------------------------------------------------------------------------- run
-def run_pairwise(
-    prompts: pd.DataFrame,
-    model: Outputs,
-    baseline: Outputs,
-    judge: JudgeBackend,
-    *,
-    out_dir: str | os.PathLike[str],
-    order: str = "random",
-    seed: int = 42,
-    failure_budget: int = 0,
-    n_boot: int = 2000,
-    template: str | PromptTemplate = "forced",
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def run_pairwise(prompts: pd.DataFrame, model: Outputs, baseline: Outputs, judge: JudgeBackend, *,
+                 out_dir: str | os.PathLike[str], order: str = "random", seed: int = 42, failure_budget: int = 0,
+                 n_boot: int = 2000, template: str | PromptTemplate = "forced",
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Judge ``model`` against ``baseline`` on ``prompts`` with the pairwise ``template`` (``forced`` |
     ``with_tie``) and write ``pairwise.json`` (with ``extra`` fields added) and ``pairwise_samples.jsonl`` under
     ``out_dir``; return the summary (see module doc)."""
@@ -372,10 +347,11 @@ def run_pairwise(
                 frame.loc[i, "error"] = f"{side} generation: {err}"
     failed = frame.index[frame["outcome"].isna()].tolist()
     subsets = [s for s in SUBSETS if s in set(prompts["dataset"])] + sorted(set(prompts["dataset"]) - set(SUBSETS))
-    lengths = {side: round(float(np.mean([len(t) for t in o.text if t is not None])), 1) if any(t is not None for t in o.text) else None
-               for side, o in (("model", model), ("baseline", baseline))}
-    flags = {"model": model.flags(), "baseline": baseline.flags()}
-    tokens = {"model": model.token_counts(), "baseline": baseline.token_counts()}
+    sides = {"model": model, "baseline": baseline}
+    lengths = {side: round(float(np.mean(n)), 1) if (n := [len(t) for t in o.text if t is not None]) else None
+               for side, o in sides.items()}
+    flags = {side: o.flags() for side, o in sides.items()}
+    tokens = {side: o.tokens if o.tokens is not None else [None] * len(o.text) for side, o in sides.items()}
     samples = [
         {"index": i, "dataset": r["dataset"], "instruction": prompts.loc[i, "instruction"],
          "model_output": model.text[i], "baseline_output": baseline.text[i], "model_first": _scalar(r["model_first"]),
@@ -389,7 +365,7 @@ def run_pairwise(
     lc = length_controlled(samples, n_boot=n_boot, seed=seed)
     rates["overall"].update(lc_win_rate=lc["lc_win_rate"], lc_win_rate_ci95=lc["lc_win_rate_ci95"])
     truncation = truncation_rates(samples)
-    for side, o in (("model", model), ("baseline", baseline)):
+    for side, o in sides.items():
         truncation[side]["max_new_tokens"] = o.max_tokens
     summary: dict[str, Any] = {
         "model": {"name": model.name, "id": model.fingerprint},
@@ -419,12 +395,9 @@ def run_pairwise(
     atomic_write_text(out / "pairwise.json", json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     if len(failed) > failure_budget:
         first = frame.loc[failed[0], "error"]
-        raise EvaluationError(
-            f"{len(failed)} pairwise comparison(s) failed (failure budget {failure_budget}); first: prompt "
-            f"{failed[0]}: {first}; indices: {failed[:20]}{' …' if len(failed) > 20 else ''} "
-            f"(details in {out / 'pairwise.json'})",
-            failed=failed,
-        )
+        raise EvaluationError(f"{len(failed)} pairwise comparison(s) failed (failure budget {failure_budget}); first: "
+                              f"prompt {failed[0]}: {first}; indices: {failed[:20]}{' …' if len(failed) > 20 else ''} "
+                              f"(details in {out / 'pairwise.json'})", failed=failed)
     return summary
 
 

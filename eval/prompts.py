@@ -4,37 +4,30 @@ They run on the same judge backends as the selection's prompts (:class:`~thtb.ju
 request cache, the strict-parser contract of :mod:`thtb.judge.parsers`); what they ask and how an answer is read is
 evaluation policy, kept here beside the protocol that uses them (:mod:`thtb.eval.pairwise`).
 
-Templates
----------
-``pairwise_forced`` (:data:`PAIRWISE_FORCED`, the ``eval=paper`` default)
-    An instruction and two outputs shown as (a) and (b); the verdict ``Output (a)`` or ``Output (b)`` on the
-    first line — no tie option (the paper's integer win rates imply ties could not happen) — and a one-sentence
-    reason on the next (AlpacaEval's classic answer form, which small judges follow too):
-    ``{"winner": a|b, "reasoning"}`` (:func:`parse_pairwise_forced`; a "Tie" answer is a parse failure, re-asked
-    and then counted, never a verdict).
-``pairwise`` (:data:`PAIRWISE`, the same with a tie option)
-    The verdict ``Output (a)`` / ``Output (b)`` / ``Tie`` on the first line: ``{"winner": a|b|tie, "reasoning"}``.
-    System and user message ask for the same plain-text answer (version 2's system message asked for JSON).
-``respond`` (:data:`RESPOND`)
-    The instruction as the only user turn: a model's own response (free text,
+Templates (all decode greedily, ``temperature = 0``, so a cached answer is what a rerun would get)
+    ``pairwise_forced`` (:data:`PAIRWISE_FORCED`, the ``eval=paper`` default): an instruction and two outputs shown
+    as (a) and (b); the verdict ``Output (a)`` or ``Output (b)`` on the first line — no tie option (the paper's
+    integer win rates imply ties could not happen) — and a one-sentence reason on the next (AlpacaEval's classic
+    answer form, which small judges follow too). ``pairwise`` (:data:`PAIRWISE`): the same with a tie option
+    (system and user message ask for the same plain-text answer; version 2's system message asked for JSON).
+    ``respond`` (:data:`RESPOND`): the instruction as the only user turn, a model's own response (free text,
     :func:`~thtb.judge.parsers.parse_text`).
-
-All decode greedily (``temperature = 0``) so a cached answer is what a rerun would get.
 
 Parsing a verdict (:func:`parse_pairwise`)
     ``{"winner": "a" | "b" | "tie", "reasoning": str}`` from the first line: a bare verdict (``Output (a)``,
     ``(b)``, ``A``, ``Tie``), or a verdict sentence that starts with it (``Output (a) is better.``,
     ``Output (b) is clearly the better one``); the following lines are the reasoning. A JSON object with a
     ``winner`` field is accepted too. Anything else — prose naming no verdict ("The output is better."),
-    a first line naming both outputs as better — is a :class:`ParseError`.
-    :func:`parse_pairwise_forced` (the forced-choice template) reads the same way but a ``Tie`` verdict is a
-    :class:`ParseError` too (re-asked with the follow-up, then counted as a failure — never a verdict).
+    a first line naming both outputs as better — is a :class:`ParseError`. :func:`parse_pairwise_forced` (the
+    forced-choice template) reads the same way but a ``Tie`` verdict is a :class:`ParseError` too (re-asked with the
+    follow-up, then counted as a failure — never a verdict).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -105,59 +98,34 @@ _PAIRWISE_FORCED_SYSTEM = (
 )
 
 
-def _pairwise_block(item: Mapping[str, Any]) -> str:
-    return (
-        f"## Instruction\n{item['instruction']}\n\n"
-        f"## Output (a)\n{item['output_a']}\n\n"
-        f"## Output (b)\n{item['output_b']}\n\n"
-    )
+def _pairwise_messages(system: str, ask: str, item: Mapping[str, Any]) -> Messages:
+    """The system message, then the instruction and both outputs followed by ``ask``."""
+    user = (f"## Instruction\n{item['instruction']}\n\n## Output (a)\n{item['output_a']}\n\n"
+            f"## Output (b)\n{item['output_b']}\n\n{ask}")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def _pairwise_messages(item: Mapping[str, Any]) -> Messages:
-    user = (
-        _pairwise_block(item)
-        + 'Which output is better? On the first line write only "Output (a)" or "Output (b)" — or "Tie" if they '
-        "are equally good (or equally bad). On the second line, give one short sentence saying why."
-    )
-    return [{"role": "system", "content": _PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
-
-
-def _pairwise_forced_messages(item: Mapping[str, Any]) -> Messages:
-    user = (
-        _pairwise_block(item)
-        + 'Which output is better? On the first line write only "Output (a)" or "Output (b)" — you must choose '
-        "one, even if they are very similar (a tie is not an answer). On the second line, give one short sentence "
-        "saying why."
-    )
-    return [{"role": "system", "content": _PAIRWISE_FORCED_SYSTEM}, {"role": "user", "content": user}]
-
+_PAIRWISE_FIELDS = {"fields": ("instruction", "output_a", "output_b"),
+                    "params": MappingProxyType({"temperature": 0.0, "max_tokens": 96})}
 
 PAIRWISE = PromptTemplate(
-    name="pairwise",
-    version="3",
-    build=_pairwise_messages,
-    parser=parse_pairwise,
-    fields=("instruction", "output_a", "output_b"),
-    params=MappingProxyType({"temperature": 0.0, "max_tokens": 96}),
-    followup=(
-        "Your answer could not be used: {error}. Answer with exactly \"Output (a)\", \"Output (b)\" or "
-        "\"Tie\" on the first line. No other text on that line."
-    ),
+    name="pairwise", version="3", parser=parse_pairwise, **_PAIRWISE_FIELDS,
+    build=partial(_pairwise_messages, _PAIRWISE_SYSTEM, 'Which output is better? On the first line write only "Output '
+                  '(a)" or "Output (b)" — or "Tie" if they are equally good (or equally bad). On the second line, give '
+                  "one short sentence saying why."),
+    followup=("Your answer could not be used: {error}. Answer with exactly \"Output (a)\", \"Output (b)\" or "
+              "\"Tie\" on the first line. No other text on that line."),
     choices=("Output (a)", "Output (b)", "Tie"),
 )
 """AlpacaEval-style pairwise comparison of two outputs to one instruction, ties allowed (wording ours)."""
 
 PAIRWISE_FORCED = PromptTemplate(
-    name="pairwise_forced",
-    version="1",
-    build=_pairwise_forced_messages,
-    parser=parse_pairwise_forced,
-    fields=("instruction", "output_a", "output_b"),
-    params=MappingProxyType({"temperature": 0.0, "max_tokens": 96}),
-    followup=(
-        "Your answer could not be used: {error}. Answer with exactly \"Output (a)\" or \"Output (b)\" on the "
-        "first line — a tie is not allowed, choose the better one. No other text on that line."
-    ),
+    name="pairwise_forced", version="1", parser=parse_pairwise_forced, **_PAIRWISE_FIELDS,
+    build=partial(_pairwise_messages, _PAIRWISE_FORCED_SYSTEM, 'Which output is better? On the first line write only '
+                  '"Output (a)" or "Output (b)" — you must choose one, even if they are very similar (a tie is not an '
+                  "answer). On the second line, give one short sentence saying why."),
+    followup=("Your answer could not be used: {error}. Answer with exactly \"Output (a)\" or \"Output (b)\" on the "
+              "first line — a tie is not allowed, choose the better one. No other text on that line."),
     choices=("Output (a)", "Output (b)"),
 )
 """AlpacaEval-style forced choice between two outputs (no tie option; the ``eval=paper`` default)."""
@@ -170,14 +138,8 @@ def _respond_messages(item: Mapping[str, Any]) -> Messages:
     return [{"role": "user", "content": str(item["instruction"])}]
 
 
-RESPOND = PromptTemplate(
-    name="respond",
-    version="1",
-    build=_respond_messages,
-    parser=parse_text,
-    fields=("instruction",),
-    params=MappingProxyType({"temperature": 0.0, "max_tokens": 1024}),
-    followup="{error}",
-)
+RESPOND = PromptTemplate(name="respond", version="1", build=_respond_messages, parser=parse_text,
+                         fields=("instruction",), params=MappingProxyType({"temperature": 0.0, "max_tokens": 1024}),
+                         followup="{error}")
 """A model's own greedy response to an evaluation prompt (user turn only, no system prompt); used to
 generate — and cache — the outputs that the pairwise judge compares."""
