@@ -31,15 +31,12 @@ class NotTrainedError(RuntimeError):
     """The evaluated model is indistinguishable from its base model."""
 
 
-def _safetensors(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-
-
-def _tensor_index(files: Sequence[Path]) -> dict[str, Path]:
+def _tensor_index(folder: Path) -> dict[str, Path]:
+    """Each tensor's name → the file of a local folder's ``*.safetensors`` holding it ({}: none)."""
     from safetensors import safe_open
 
     index: dict[str, Path] = {}
-    for f in files:
+    for f in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
         with safe_open(str(f), framework="pt") as fh:
             index.update(dict.fromkeys(fh.keys(), f))
     return index
@@ -51,10 +48,7 @@ def weights_differ(model: str | Path, base: str | Path, max_tensors: int = 16) -
     import torch
     from safetensors import safe_open
 
-    mine, theirs = _safetensors(Path(model)), _safetensors(Path(base))
-    if not mine or not theirs:
-        return None
-    a, b = _tensor_index(mine), _tensor_index(theirs)
+    a, b = _tensor_index(Path(model)), _tensor_index(Path(base))
     names = sorted(n for n in set(a) & set(b) if n.endswith(".weight") and "norm" not in n and "embed" not in n)
     if not names:
         return None

@@ -56,10 +56,8 @@ def evaluated_model(cfg: dict[str, Any], run_dir: Path) -> tuple[str, bool]:
     if choice == "trained":
         merged = run_dir / "train" / "merged"
         if not (merged / "config.json").is_file():
-            raise EvalConfigError(
-                f"eval.model=trained but {merged} holds no model: run the train stage first "
-                "(stages=[select,train,eval]) or set eval.model=base or eval.model=<model folder>"
-            )
+            raise EvalConfigError(f"eval.model=trained but {merged} holds no model: run the train stage first "
+                                  "(stages=[select,train,eval]) or set eval.model=base or eval.model=<model folder>")
         return str(merged.resolve()), True
     if choice == "base":
         return base_model_path(cfg), False
@@ -91,8 +89,7 @@ def baseline_model(cfg: dict[str, Any]) -> tuple[str, str]:
             f"no finished training of experiment {experiment!r} for model {model_name!r} and seed {seed} in "
             f"{Path(cfg['paths']['cache_dir']) / 'artifacts' / 'train'}: train the baseline first "
             f"(python run.py +experiment={experiment} model={model_name} seed={seed}), or set "
-            "eval.pairwise.baseline to {kind: base} / {kind: model, path: …} / {kind: outputs, path: …}"
-        )
+            "eval.pairwise.baseline to {kind: base} / {kind: model, path: …} / {kind: outputs, path: …}")
     return kind, str(found / "merged")
 
 
@@ -114,10 +111,8 @@ def check_config(cfg: dict[str, Any]) -> list[str]:
     except ValueError as err:
         raise EvalConfigError(str(err)) from err
     if "pairwise" in tasks and not ev["pairwise"].get("judge"):
-        raise EvalConfigError(
-            "eval.pairwise needs an LLM judge: judge=openai (judge.base_url=…, judge.model=…), judge=hf or "
-            "judge=vllm, or set eval.pairwise.judge to a judge backend config"
-        )
+        raise EvalConfigError("eval.pairwise needs an LLM judge: judge=openai (judge.base_url=…, judge.model=…), "
+                              "judge=hf or judge=vllm, or set eval.pairwise.judge to a judge backend config")
     if "exam" in tasks:
         path = ev["exam"].get("path")
         if not path or not Path(path).is_file():
@@ -145,24 +140,16 @@ def _mmlu_pro(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
     from thtb.eval.mmlu_pro import config_kwargs
 
     ev, mp = cfg["eval"], cfg["eval"]["mmlu_pro"]
-    return run_mmlu_pro(
-        model, data_dir=mp.get("data_dir"), builtin=not mp.get("data_dir"), out_dir=out,
-        batch_size=ev.get("batch_size", "auto"), **_lm_eval_kwargs(ev),
-        **config_kwargs(mp),  # fewshot, limit, max_gen_toks, prompt_format, chat template, schemes, primary
-    )
+    return run_mmlu_pro(model, data_dir=mp.get("data_dir"), builtin=not mp.get("data_dir"), out_dir=out,
+                        batch_size=ev.get("batch_size", "auto"), **_lm_eval_kwargs(ev),
+                        **config_kwargs(mp))  # fewshot, limit, max_gen_toks, prompt_format, chat template, schemes
 
 
 def _pairwise(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
     from hydra.utils import instantiate
 
-    from thtb.eval.pairwise import (
-        generate_outputs,
-        load_eval_set,
-        model_generator,
-        outputs_from_file,
-        resolve_prompts,
-        run_pairwise,
-    )
+    from thtb.eval.pairwise import (generate_outputs, load_eval_set, model_generator, outputs_from_file,
+                                    resolve_prompts, run_pairwise)
     from thtb.judge.cache import RequestCache
 
     ev, pw = cfg["eval"], cfg["eval"]["pairwise"]
@@ -192,11 +179,9 @@ def _exam(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
     from thtb.eval import run_exam
 
     ev, ex = cfg["eval"], cfg["eval"]["exam"]
-    return run_exam(
-        model, exam_path=ex["path"], out_dir=out, batch_size=ev.get("batch_size", 1), **_lm_eval_kwargs(ev),
-        max_gen_toks=ex.get("max_gen_toks"), prompt_language=ex.get("prompt_language", "auto"), limit=ex.get("limit"),
-        extra_model_args=exam_model_args(ex),
-    )
+    return run_exam(model, exam_path=ex["path"], out_dir=out, batch_size=ev.get("batch_size", 1),
+                    **_lm_eval_kwargs(ev), max_gen_toks=ex.get("max_gen_toks"), limit=ex.get("limit"),
+                    prompt_language=ex.get("prompt_language", "auto"), extra_model_args=exam_model_args(ex))
 
 
 def exam_model_args(ex: dict[str, Any]) -> dict[str, Any] | None:
@@ -220,16 +205,13 @@ def model_identity(model: str) -> str:
     from thtb.eval.harness import model_fingerprint
 
     path = Path(model)
-    manifest = path.parent / MANIFEST
-    if manifest.is_file():
-        try:
-            body = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            body = {}
-        files = body.get("files") or {}
-        if body.get("stage") == "train" and body.get("fingerprint") and any(
-                f.startswith(f"{path.name}/") for f in files):
-            return f"train:{body['fingerprint']}"
+    try:
+        body = json.loads((path.parent / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no manifest (or an unreadable one): not a training artifact
+        body = {}
+    if body.get("stage") == "train" and body.get("fingerprint") and any(
+            f.startswith(f"{path.name}/") for f in body.get("files") or {}):
+        return f"train:{body['fingerprint']}"
     return model_fingerprint(model)["fingerprint"]
 
 
@@ -309,12 +291,10 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict], *, ti
         r = results["mmlu_pro"]
         o = r["overall"]
         metrics["mmlu_pro"] = {
-            "overall": _pct(o["accuracy"]), "n": o["n"],
-            "parse_failures": o["parse_failures"], "limit": cfg["eval"]["mmlu_pro"].get("limit"),
-            "scheme": o.get("scheme", "strict"),
+            "overall": _pct(o["accuracy"]), "n": o["n"], "parse_failures": o["parse_failures"],
+            "limit": cfg["eval"]["mmlu_pro"].get("limit"), "scheme": o.get("scheme", "strict"),
             "prompt_format": (r.get("settings") or {}).get("prompt_format", "lm_eval"),
-            "ci95": _pct_ci(o.get("ci95")),
-            "truncation_rate": _pct(o.get("truncation_rate")),
+            "ci95": _pct_ci(o.get("ci95")), "truncation_rate": _pct(o.get("truncation_rate")),
             "categories": {c: {"accuracy": _pct(v["accuracy"]), "n": v["n"], "ci95": _pct_ci(v.get("ci95"))}
                            for c, v in r["per_category"].items()},
             "schemes": {s: {"overall": _pct(b["overall"]["accuracy"]), "ci95": _pct_ci(b["overall"].get("ci95")),
@@ -330,7 +310,8 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict], *, ti
             "baseline": r["baseline"]["name"], "judge": r["judge"]["model"], "n_prompts": r["n_prompts"],
             "limit": cfg["eval"]["pairwise"].get("limit"), "order": r["order"],
             "template": r["judge"].get("template"), "length_ratio": r.get("length_ratio"),
-            "truncation": {side: (r.get("truncation") or {}).get(side, {}).get("rate") for side in ("model", "baseline")},
+            "truncation": {side: (r.get("truncation") or {}).get(side, {}).get("rate")
+                           for side in ("model", "baseline")},
             "overall": {**{k: r["overall"][k] for k in keep}, "lc_win_rate": r["overall"].get("lc_win_rate"),
                         "lc_win_rate_ci95": r["overall"].get("lc_win_rate_ci95")},
             "subsets": {s: {k: v[k] for k in keep} for s, v in r["subsets"].items()},
@@ -351,16 +332,11 @@ def run_line(cfg: dict[str, Any], run_dir: Path, results: dict[str, dict], *, ti
     return {
         "experiment": cfg.get("experiment_name"),
         "method": method_name(cfg) if cfg["eval"].get("model", "trained") != "base" else "vanilla",
-        "data": (cfg.get("data") or {}).get("name"),
-        "model": model_cfg.get("name"),
-        "model_size": model_cfg.get("size"),
-        "seed": int(cfg.get("seed", 42)),
-        "subset_fingerprint": trained.get("subset_fingerprint"),
-        "train_fingerprint": trained.get("fingerprint"),
-        "n_train": trained.get("n_train"),
-        "run_dir": str(run_dir),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "thtb_version": __version__,
+        "data": (cfg.get("data") or {}).get("name"), "model": model_cfg.get("name"),
+        "model_size": model_cfg.get("size"), "seed": int(cfg.get("seed", 42)),
+        "subset_fingerprint": trained.get("subset_fingerprint"), "train_fingerprint": trained.get("fingerprint"),
+        "n_train": trained.get("n_train"), "run_dir": str(run_dir),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "thtb_version": __version__,
         "provenance": {**_provenance(cfg, run_dir, trained, results),
                        **({"score": (score.get("provenance") or {}).get("selection")} if score else {})},
         "metrics": metrics,
@@ -451,12 +427,13 @@ def run_eval(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None)
     if trained and cfg["eval"]["sanity"].get("enabled", True):
         from thtb.eval.sanity import check_trained
 
-        sanity = {"checked": True, **check_trained(model, base_model_path(cfg), method=cfg["eval"]["sanity"].get("method", "auto"))}
+        sanity = {"checked": True,
+                  **check_trained(model, base_model_path(cfg), method=cfg["eval"]["sanity"].get("method", "auto"))}
     atomic_write_text(out / "sanity.json", json.dumps(sanity, indent=2) + "\n")
     results: dict[str, dict] = {}
     timings: dict[str, float] = {}
-    runners = {"mmlu_pro": _mmlu_pro, "pairwise": _pairwise, "exam": _exam}
     reused: dict[str, bool] = {}
+    runners = {"mmlu_pro": _mmlu_pro, "pairwise": _pairwise, "exam": _exam}
     for task in tasks:
         log.info("eval: %s on %s", task, model)
         start = time.perf_counter()
@@ -500,16 +477,15 @@ def _log(tracker: Tracker, line: dict[str, Any], results: dict[str, dict], out: 
         flat = {"eval/mmlu_pro/overall": m["mmlu_pro"]["overall"],
                 **{f"eval/mmlu_pro/{c}": v["accuracy"] for c, v in m["mmlu_pro"]["categories"].items()},
                 **{f"eval/mmlu_pro/scheme/{s}": v["overall"] for s, v in (m["mmlu_pro"].get("schemes") or {}).items()}}
-        png = _plot_categories(results["mmlu_pro"], out / "mmlu_pro_categories.png")
-        tracker.log_images("eval/mmlu_pro_categories", [png])
-        rows = read_jsonl(out / "mmlu_pro_samples.jsonl")
-        tracker.log_table("eval/mmlu_pro_samples", pd.DataFrame(rows))
+        tracker.log_images("eval/mmlu_pro_categories",
+                           [_plot_categories(results["mmlu_pro"], out / "mmlu_pro_categories.png")])
+        tracker.log_table("eval/mmlu_pro_samples", pd.DataFrame(read_jsonl(out / "mmlu_pro_samples.jsonl")))
     if "pairwise" in m:
         flat.update({f"eval/pairwise/{k}": m["pairwise"]["overall"].get(k)
                      for k in ("win_rate", "win_rate_tie_half", "lc_win_rate")})
         flat.update({f"eval/pairwise/{s}": v["win_rate"] for s, v in m["pairwise"]["subsets"].items()})
-        rows = read_jsonl(out / "pairwise_samples.jsonl")
-        tracker.log_table("eval/pairwise_samples", pd.DataFrame(rows).astype({"verdicts": str, "reasoning": str}))
+        tracker.log_table("eval/pairwise_samples", pd.DataFrame(read_jsonl(out / "pairwise_samples.jsonl")).astype(
+            {"verdicts": str, "reasoning": str}))
     if "exam" in m:
         flat["eval/exam/accuracy"] = m["exam"]["accuracy"]
     tracker.log_summary({k: v for k, v in flat.items() if v is not None})
@@ -536,13 +512,10 @@ def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str
         attempt(baseline_model, cfg)
         judge = cfg["eval"]["pairwise"].get("judge") or {}
         if judge.get("base_url"):
-            why = server_unavailable(str(judge["base_url"]))
-            if why:
+            if why := server_unavailable(str(judge["base_url"])):
                 problems.append(f"eval: the pairwise judge at {judge['base_url']}: {why}")
-        elif judge.get("model"):
-            why = model_unavailable(str(judge["model"]))
-            if why:
-                problems.append(f"eval: the pairwise judge {judge['model']}: {why}")
+        elif judge.get("model") and (why := model_unavailable(str(judge["model"]))):
+            problems.append(f"eval: the pairwise judge {judge['model']}: {why}")
     choice = str(cfg["eval"].get("model", "trained"))
     if choice != "trained" or "train" not in stages:
         attempt(evaluated_model, cfg, Path(run_dir))

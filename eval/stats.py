@@ -140,17 +140,9 @@ def paired_comparison(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.n
     a_only = int(((x == 1) & (y == 0)).sum())
     b_only = int(((x == 0) & (y == 1)).sum())
     boot = paired_bootstrap_diff(x, y, n_boot=n_boot, seed=seed, confidence=confidence)
-    return {
-        "n": n,
-        "accuracy_a": float(x.mean()) if n else None,
-        "accuracy_b": float(y.mean()) if n else None,
-        "diff": boot["diff"] if boot else None,
-        "ci": boot["ci"] if boot else None,
-        "ci_method": f"paired bootstrap, percentile, {n_boot} resamples, seed {seed}",
-        "confidence": confidence,
-        "a_only": a_only,
-        "b_only": b_only,
-        "n_discordant": a_only + b_only,
-        "p_value": mcnemar_exact(a_only, b_only),
-        "test": "exact McNemar (two-sided binomial test on the discordant pairs)",
-    }
+    return {"n": n, "accuracy_a": float(x.mean()) if n else None, "accuracy_b": float(y.mean()) if n else None,
+            "diff": boot["diff"] if boot else None, "ci": boot["ci"] if boot else None,
+            "ci_method": f"paired bootstrap, percentile, {n_boot} resamples, seed {seed}", "confidence": confidence,
+            "a_only": a_only, "b_only": b_only, "n_discordant": a_only + b_only,
+            "p_value": mcnemar_exact(a_only, b_only),
+            "test": "exact McNemar (two-sided binomial test on the discordant pairs)"}

@@ -60,10 +60,9 @@ no SFT); a selected subset's row is named by its method (``label`` in the run li
 paper's own rows keep the paper's labels."""
 TIDY_COLUMNS = ("table", "model_size", "method", "label", "column", "header", "ours", "ours_std", "n_seeds", "seeds",
                 "ours_ci_low", "ours_ci_high", "ci_over", "n", "smoke", "smoke_reason", "published", "delta",
-                "published_note",
-                "variant", "differs", "significant", "experiments", "provenance", "selection_device_hours",
-                "training_device_hours", "judge_requests", "training_tokens", "cost", "overlap", "row_variant",
-                "row_label")
+                "published_note", "variant", "differs", "significant", "experiments", "provenance",
+                "selection_device_hours", "training_device_hours", "judge_requests", "training_tokens", "cost",
+                "overlap", "row_variant", "row_label")
 
 
 @dataclass(frozen=True)
@@ -77,9 +76,6 @@ class TableSpec:
     decimals: Mapping[str, int] = field(default_factory=dict)  # per column; default 2
     sized_labels: bool = True  # "Ours-1B" (Tables 1–2) or the method's name alone (Table 3)
     contamination_set: str | None = None  # the evaluation set whose overlap with the training subset a row shows
-
-    def digits(self, column: str) -> int:
-        return self.decimals.get(column, 2)
 
 
 TABLES = {
@@ -337,10 +333,9 @@ def _label(spec: TableSpec, method: str, size: str, runs: list[Mapping]) -> str:
     return f"{name}-{size}" if spec.sized_labels else f"{name} ({size})"
 
 
-def _variant_label(label: str, variant: tuple) -> str:
+def _variant_label(label: str, *differences: str) -> str:
     """``Ours-1B`` → ``Ours-1B · offline scorers; lm-eval protocol`` (every difference from the paper)."""
-    parts = [*variant[0], *variant[1]]
-    return f"{label} · {'; '.join(parts)}" if parts else label
+    return f"{label} · {'; '.join(differences)}" if differences else label
 
 
 def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSpec, **select_kw) -> pd.DataFrame:
@@ -351,7 +346,6 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
     sizes = list(dict.fromkeys(published["model_size"]))
     sizes += sorted({s for _, s, _ in groups} - set(sizes), key=_size_key)
     order = {m: i for i, m in enumerate(dict.fromkeys(published["method"]))}  # the paper's rows first, in its order
-    none: tuple = ((), ())
     rows: list[tuple] = []  # (method, size, variant); variant None: a paper row with no comparable run
     for size in sizes:
         for key in (k for k in labels if k[1] == size):
@@ -365,8 +359,9 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
         price = row_cost(runs)
         overlap = row_overlap(runs, spec.contamination_set)
         base = labels.get((method, size)) or _label(spec, method, size, runs)
-        label = _variant_label(base, variant or none)
-        beside = variant is None or not variant[0]  # the published number only beside runs made the paper's way
+        differs_row, differs_eval = variant or ((), ())
+        label = _variant_label(base, *differs_row, *differs_eval)
+        beside = not differs_row  # the published number only beside runs made the paper's way
         for column, header in spec.columns:
             have = [r for r in runs if column in r["cells"]]
             values = [r["cells"][column]["value"] for r in have]
@@ -388,14 +383,14 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
                 "n": min(ns) if ns else math.nan, "smoke": bool(smoke), "smoke_reason": "; ".join(smoke),
                 "published": published_value, "delta": round(ours - published_value, 6),
                 "published_note": p.note if p is not None else "",
-                "variant": "; ".join([*(variant or none)[0], *(variant or none)[1]]),
-                "differs": "; ".join((variant or none)[1]) if p is not None and values else "",
+                "variant": "; ".join([*differs_row, *differs_eval]),
+                "differs": "; ".join(differs_eval) if p is not None and values else "",
                 "significant": (not ci[0] <= published_value <= ci[1])
                 if ci and not math.isnan(published_value) else None,
                 "experiments": ",".join(sorted({str(r["line"].get("experiment")) for r in have})),
                 "provenance": " | ".join(sorted({describe(r["line"], spec.block) for r in have})),
-                **price, "overlap": overlap, "row_variant": "; ".join((variant or none)[0]),
-                "row_label": _variant_label(base, ((variant or none)[0], ())),
+                **price, "overlap": overlap, "row_variant": "; ".join(differs_row),
+                "row_label": _variant_label(base, *differs_row),
             })
     return pd.DataFrame(records, columns=list(TIDY_COLUMNS))
 
@@ -472,10 +467,10 @@ def cell_text(rec: Mapping, digits: int = 2) -> str:
 def footnotes(frame: pd.DataFrame, spec: TableSpec | None = None) -> list[str]:
     notes = ["Each cell: ours / published (Δ = ours − published). Ours is one run with its 95% CI over the items "
              "[a, b], or over n seeds the mean ± std with the 95% t-interval of the mean [a, b] (n seeds). — : not "
-             "run (ours) or not in the paper (published); never filled in."]
-    notes.append("Cost: device-hours (devices × wall time) of the selection (sel; with its judge requests) and of "
-                 "the training (train; with the tokens trained), the mean over a row's seeds, as the stages recorded "
-                 "them (a cached result keeps the cost of the run that computed it). — : not recorded.")
+             "run (ours) or not in the paper (published); never filled in.",
+             "Cost: device-hours (devices × wall time) of the selection (sel; with its judge requests) and of "
+             "the training (train; with the tokens trained), the mean over a row's seeds, as the stages recorded "
+             "them (a cached result keeps the cost of the run that computed it). — : not recorded."]
     if spec is not None and spec.contamination_set:
         notes.append("Eval-set overlap: rows of the training subset sharing a 13-word n-gram with "
                      f"{spec.contamination_set} (the select stage's check, thtb/contamination.py) / rows in the "
@@ -489,8 +484,7 @@ def footnotes(frame: pd.DataFrame, spec: TableSpec | None = None) -> list[str]:
     for rec in frame[frame["differs"].astype(bool)].drop_duplicates(["label", "differs"]).to_dict("records"):
         notes.append(f"{DIFFERS} {rec['label']}: evaluated differently from the paper ({rec['differs']}); the "
                      f"published number was made with {PAPER_EVAL[rec['table']]}.")
-    variants = frame[frame["variant"].astype(bool) & frame["ours"].notna()]["label"].unique()
-    if len(variants):
+    if (frame["variant"].astype(bool) & frame["ours"].notna()).any():
         notes.append("A label after · says how the run differs from the paper's setup (scorers, fidelity, training "
                      "recipe, evaluation); runs that differ in selection or training have no published number "
                      "beside them.")
@@ -504,7 +498,7 @@ def _grid(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     """The table as shown: per row (in the frame's order) its label, one :func:`cell_text` per column, its cost and
     eval-set overlap; indexed by model size."""
     rows = frame.drop_duplicates(ROW)
-    cells = frame.assign(text=[cell_text(r, spec.digits(r["column"])) for r in frame.to_dict("records")])
+    cells = frame.assign(text=[cell_text(r, spec.decimals.get(r["column"], 2)) for r in frame.to_dict("records")])
     grid = cells.pivot(index=ROW, columns="header", values="text").reindex(
         index=pd.MultiIndex.from_frame(rows[ROW]), columns=[h for _, h in spec.columns])
     grid.insert(0, "Method", rows["label"].to_numpy())
@@ -560,11 +554,9 @@ def plot_overall(frame: pd.DataFrame, spec: TableSpec, path: str | Path) -> Path
             bar.set_hatch("//")
             bar.set_alpha(0.6)
     # a missing value is drawn as missing — a word where its bar would stand, never a bar of height 0
-    for i in np.flatnonzero(~ours.to_numpy()):
-        ax.text(x[i] + width / 2, 0, "not run", ha="center", va="bottom", rotation=90, fontsize=7, color="#555555")
-    for i in np.flatnonzero(~pub.to_numpy()):
-        ax.text(x[i] - width / 2, 0, "not published", ha="center", va="bottom", rotation=90, fontsize=7,
-                color="#555555")
+    for drawn, dx, word in ((ours, width / 2, "not run"), (pub, -width / 2, "not published")):
+        for i in np.flatnonzero(~drawn.to_numpy()):
+            ax.text(x[i] + dx, 0, word, ha="center", va="bottom", rotation=90, fontsize=7, color="#555555")
     header = dict(spec.columns)[spec.chart_column]
     ax.set_ylabel(header)
     ax.set_title(f"{spec.title} — {header}: ours vs published", fontsize=9)
@@ -640,8 +632,8 @@ def compare_methods(lines: Iterable[Mapping], experiments: Iterable[str] | None 
             if len(row) > 1:
                 log.warning("compare: %s %s has %d %s evaluations made differently (%s); the table shows the first",
                             method, size, len(row), block, ", ".join(map(str, row["variant"])))
-            cell = row.iloc[0] if len(row) else None
-            have = cell is not None and not pd.isna(cell["ours"])
+            have = len(row) > 0  # the row holds only cells with a value of ours
+            cell = row.iloc[0] if have else None
             rec.update({f"{col}{suffix}": cell[key] if have else math.nan for suffix, key in
                         (("", "ours"), ("_std", "ours_std"), ("_ci_low", "ours_ci_low"), ("_ci_high", "ours_ci_high"),
                          ("_n", "n"))})

@@ -102,34 +102,27 @@ def run_tables(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = Non
     """Run the tables stage from a resolved config dict; returns the summary."""
     tracker = tracker or Tracker()
     tables = cfg["tables"]
+    out_dir, plots = Path(tables["out_dir"]), bool(tables.get("plots", True))
     lines, source = read_lines(tables)
     if tables.get("summary_of"):  # a compact table of the named experiments, printed (the demo)
         text = summary_table(lines, list(tables["summary_of"]))
         note = tables.get("note") or ""
-        out = Path(tables["out_dir"]) / "summary_table.md"
-        atomic_write_text(out, text + (f"\n{note}\n" if note else ""))
-        print(f"\n{text}\n{note}\n(also in {out})\n", flush=True)
-    result = write_tables(lines, tables["paper_dir"], tables["out_dir"], plots=bool(tables.get("plots", True)),
-                          filters=tables.get("filters"), baseline=str(tables.get("pairwise_baseline", "full")))
-    compared = None
-    if tables.get("compare"):  # selection methods side by side over seeds, with their costs (make compare)
-        compared = write_comparison(lines, list(tables["compare"]), Path(tables["out_dir"]),
-                                    plots=bool(tables.get("plots", True)))
+        atomic_write_text(out_dir / "summary_table.md", text + (f"\n{note}\n" if note else ""))
+        print(f"\n{text}\n{note}\n(also in {out_dir / 'summary_table.md'})\n", flush=True)
+    result = write_tables(lines, tables["paper_dir"], tables["out_dir"], plots=plots, filters=tables.get("filters"),
+                          baseline=str(tables.get("pairwise_baseline", "full")))
+    # selection methods side by side over seeds, with their costs (make compare)
+    compared = write_comparison(lines, list(tables["compare"]), out_dir, plots=plots) if tables.get("compare") else None
     paired = paired_comparisons(lines)  # THTB vs every other method on the same items, where samples remain
-    paired_md = atomic_write_text(Path(tables["out_dir"]) / "paired.md", paired_markdown(paired))
-    atomic_write_text(Path(tables["out_dir"]) / "paired.csv", paired.to_csv(index=False))
+    paired_md = atomic_write_text(out_dir / "paired.md", paired_markdown(paired))
+    atomic_write_text(out_dir / "paired.csv", paired.to_csv(index=False))
     if tables.get("summary_of") and not paired.empty:
         print(paired_markdown(paired), flush=True)
-    summary = {
-        "source": source,
-        "n_run_lines": len(lines),
-        "out_dir": str(tables["out_dir"]),
-        "tables": {name: {k: [str(f) for f in v] if k == "files" else v for k, v in info.items() if k != "frame"}
-                   for name, info in result.items()},
-        "paired": {"file": str(paired_md), "comparisons": paired.to_dict("records")},
-        "compare": compared,
-        "thtb_version": __version__,
-    }
+    summary = {"source": source, "n_run_lines": len(lines), "out_dir": str(tables["out_dir"]),
+               "tables": {name: {k: [str(f) for f in v] if k == "files" else v for k, v in info.items() if k != "frame"}
+                          for name, info in result.items()},
+               "paired": {"file": str(paired_md), "comparisons": paired.to_dict("records")},
+               "compare": compared, "thtb_version": __version__}
     atomic_write_text(Path(run_dir) / "tables" / "summary.json", json.dumps(summary, indent=2) + "\n")
     for name, info in result.items():
         tracker.log_table(f"tables/{name}", info["frame"])
