@@ -21,20 +21,16 @@ Engines (``engine=``, CLI ``--engine``; the default is ``vllm`` where vLLM is im
 The served model name (what clients send as ``model``, and part of the judge's cache key) is stable (see
 ``served_name`` in :class:`ServedModel`); a request naming another model gets an HTTP 4xx.
 
-Process hygiene: the server runs on ``host`` (127.0.0.1) and a free port under a supervisor process
-(:func:`_supervise`) that takes its whole tree — vLLM's ``EngineCore`` and workers included — down on
-:meth:`ServedModel.stop` (SIGTERM, then SIGKILL after ``grace_period``) or within 3 s of the owner's death, even
-by SIGKILL, and names in the log any process of the tree killed by a signal (:meth:`ServedModel.deaths`). The log
-(stdout+stderr of everything) goes to ``log_path``. Startup waits for ``GET /health`` and (vLLM)
-``GET /v1/models`` listing the model, and fails with :class:`ServerStartError` carrying the log's tail when the
-server exits or is not ready in ``startup_timeout``.
+Process hygiene: the server runs under a supervisor process (:func:`_supervise`) that takes its whole tree —
+vLLM's ``EngineCore`` and workers included — down on :meth:`ServedModel.stop` or within 3 s of the owner's death,
+even by SIGKILL, and names in the log any process of the tree killed by a signal (:meth:`ServedModel.deaths`).
+Startup fails with :class:`ServerStartError`, carrying the log's tail, when the server exits or is not ready in
+``startup_timeout``.
 
-CLI: ``python -m thtb.serve --model smollm2 [--engine vllm|transformers] [OPTIONS] [-- EXTRA SERVER ARGS]``
-(``--help``) serves until Ctrl-C or SIGTERM. Once ready it prints one JSON line on stdout (:meth:`ServedModel.info`:
-``base_url``, ``model``, ``engine``, ``max_model_len``, with vLLM the ``kv_cache_*``, ``max_num_seqs`` and
-``executor`` fields, ``pid``, ``port``, ``log``, ``startup_s``) and a readable summary on stderr, e.g.
-``python -m thtb.serve > server.json &`` then ``jq -r .base_url server.json``. When the server dies it says which
-process died and how, and exits non-zero.
+CLI: ``python -m thtb.serve --model smollm2 [OPTIONS] [-- EXTRA SERVER ARGS]`` (``--help``) serves until Ctrl-C or
+SIGTERM; once ready it prints :meth:`ServedModel.info` as one JSON line on stdout
+(``python -m thtb.serve > server.json &`` then ``jq -r .base_url server.json``) and :meth:`ServedModel.summary` on
+stderr. When the server dies it says which process died and how, and exits non-zero.
 """
 
 from __future__ import annotations
@@ -362,8 +358,7 @@ class ServedModel:
         served_name: the model name clients send (vLLM ``--served-model-name``); default ``"smollm2"`` for the
             alias, else ``model`` as given (a Hub id or a folder path, as ``vllm serve`` names it).
             ``transformers serve`` cannot rename: it answers to the path it loaded.
-        port: defaults to a free port.
-        host: listen address (default ``127.0.0.1``).
+        host, port: where it listens (default ``127.0.0.1`` and a free port).
         dtype: ``--dtype`` (e.g. ``"bfloat16"``); default: the engine's own (``auto``).
         max_model_len: vLLM ``--max-model-len``; default ``SMOLLM2_MAX_MODEL_LEN`` (2048) for the packaged
             ``smollm2``, else the model's context length.
@@ -768,11 +763,9 @@ def _signal_on_parent_death() -> None:
 def spawn_supervised(
     cmd: list[str], log_file, *, env: dict[str, str] | None = None, grace_period: float = 10.0
 ) -> subprocess.Popen:
-    """Start ``cmd`` under the supervisor (see :func:`_supervise`), stdout+stderr to ``log_file``.
+    """Start ``cmd`` under the supervisor (:func:`_supervise`: stop it with SIGTERM), stdout+stderr to ``log_file``.
 
-    Returns the supervisor's Popen; its pid is the process-group id of everything ``cmd`` starts. Stop it
-    with SIGTERM to that pid (the supervisor passes it on, SIGKILLs after ``grace_period`` and reaps); if the
-    calling process dies, the supervisor stops the server by itself.
+    Returns the supervisor's Popen; its pid is the process-group id of everything ``cmd`` starts.
     """
     _libc_prctl()  # look libc's prctl up here: the preexec_fn below runs no imports in the forked child
     supervisor = [sys.executable, "-c", _SUPERVISOR, str(os.getpid()), str(grace_period), "--"]
@@ -1022,19 +1015,17 @@ def _kill_tree(me: int, child: subprocess.Popen, timeout: float = 10.0) -> None:
 def _supervise() -> None:
     """Entry point of the supervisor: ``python -c _SUPERVISOR OWNER_PID GRACE -- SERVER_CMD...``.
 
-    Runs SERVER_CMD as its child in its own process group (started by :class:`ServedModel` with a new session),
-    as a child subreaper so orphaned grandchildren (vLLM's EngineCore, workers) are re-parented to it, and:
+    Runs SERVER_CMD as its child in its own process group (:func:`spawn_supervised` starts a new session), as a
+    child subreaper so orphaned grandchildren (vLLM's EngineCore, workers) are re-parented to it, and:
 
     - SIGTERM/SIGINT/SIGHUP: SIGTERM to the group, SIGKILL whatever is left after GRACE seconds;
     - owner gone (``_OWNER_SIGNAL`` from ``PR_SET_PDEATHSIG``, or ``getppid()`` changed): the same with at most
-      ``_OWNER_GONE_GRACE`` (3) seconds;
+      ``_OWNER_GONE_GRACE`` seconds;
     - the server exits by itself: SIGKILL what it left behind;
-    - every second, and once the server has exited, a look at its processes (:class:`_TreeWatch`), naming at once
-      one killed by a signal while the server was meant to run.
+    - every second, and once the server has exited, :class:`_TreeWatch` names at once a process killed by a signal.
 
-    then reaps everything and exits with the server's exit code (128+signal when killed), or 128+signal of the
-    first process of its tree killed by a signal when the server itself exits 0 after it (vLLM does, when the
-    OOM killer takes its worker).
+    It exits with the server's exit code (128+signal when killed), or 128+signal of the first process of its tree
+    killed by a signal when the server itself exits 0 after it (vLLM does, when the OOM killer takes its worker).
     """
     owner, grace, cmd = int(sys.argv[1]), float(sys.argv[2]), sys.argv[4:]
     me = os.getpid()

