@@ -9,12 +9,10 @@ Key (:func:`make_key`): sha256 of the JSON (sorted keys) of the backend model id
 name and version, the rendered messages and the decoding parameters (including any ``extra_body``).
 The API key, base URL and other transport settings are not part of the key and never stored.
 
-A row holds the raw answer text (the last attempt's, after any re-asks), the parsed value (JSON),
-the parse error (``None`` when parsed), latency in seconds, prompt/completion tokens summed over
-the attempts, the number of attempts, the creation time (Unix seconds) and the digest of the parser
-code that produced the parsed value (``parser``): a row whose parser digest differs from today's is
-re-parsed from its raw text when read (no request is sent), so a changed parser never serves a stale
-parsed value. Databases written before the column existed get it added (``NULL``: re-parsed on read).
+A row (:class:`CacheRecord`) holds the last answer's raw text, its parsed value (JSON) or parse error, latency
+and tokens summed over the attempts, and the digest of the parser code that parsed it (``parser``): a row whose
+digest differs from today's is re-parsed from its raw text when read (no request is sent). Databases written
+before the column existed get it added (``NULL``: re-parsed on read).
 
 Thread safety: one connection shared under a :class:`threading.Lock` (``check_same_thread=False``);
 several :class:`RequestCache` objects (or processes) may open the same file — WAL lets readers
@@ -145,20 +143,11 @@ def process_alive(host: str, pid: int, started: str | None) -> bool:
     return True
 
 
-def make_key(
-    model: str,
-    template_name: str,
-    template_version: str | int,
-    messages: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
-) -> str:
+def make_key(model: str, template_name: str, template_version: str | int, messages: Sequence[Mapping[str, Any]],
+             params: Mapping[str, Any]) -> str:
     """The cache key of one request: sha256 hex of the canonical JSON of its content."""
-    payload = {
-        "model": model,
-        "template": f"{template_name}@{template_version}",
-        "messages": list(messages),
-        "params": dict(params),
-    }
+    payload = {"model": model, "template": f"{template_name}@{template_version}", "messages": list(messages),
+               "params": dict(params)}
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -224,11 +213,9 @@ class RequestCache:
 
     def get(self, key: str) -> CacheRecord | None:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT raw, parsed, error, latency_s, prompt_tokens, completion_tokens, attempts, model, "
-                "template, created, parser FROM requests WHERE key = ?",
-                (key,),
-            ).fetchone()
+            row = self._conn.execute("SELECT raw, parsed, error, latency_s, prompt_tokens, completion_tokens, "
+                                     "attempts, model, template, created, parser FROM requests WHERE key = ?",
+                                     (key,)).fetchone()
         if row is None:
             return None
         raw, parsed, error, latency, ptok, ctok, attempts, model, template, created, parser = row
@@ -279,9 +266,8 @@ class RequestCache:
                     if self._conn.execute("SELECT 1 FROM requests WHERE key = ?", (key,)).fetchone() is not None:
                         out[key] = CACHED
                         continue
-                    row = self._conn.execute(
-                        "SELECT owner, host, pid, started, expires FROM leases WHERE key = ?", (key,)
-                    ).fetchone()
+                    row = self._conn.execute("SELECT owner, host, pid, started, expires FROM leases WHERE key = ?",
+                                             (key,)).fetchone()
                     if (row is not None and row[0] != self.owner and row[4] > now and key not in force
                             and alive(row[1], int(row[2]), row[3])):
                         out[key] = HELD

@@ -12,23 +12,17 @@ Per request not in the cache
    template, where known: ``tokenizer``) + ``max_tokens`` > ``context_len`` (asked from the server's
    ``/v1/models`` when not given; vLLM reports ``max_model_len``) — is not sent: that item fails with
    the reason (``context: …``), not cached.
-2. Otherwise it waits for a slot of the :class:`~thtb.judge.flow.AdaptiveLimit` (at most
-   ``concurrency`` in flight, halved when the server shows overload, grown back when healthy). Each
-   send has a timeout of ``timeout_s + timeout_per_token_s × max_tokens``; a timed-out request is
-   cancelled — its connection closed, which makes vLLM abort the generation — never left running
-   while a duplicate queues behind it. Timeouts, connection errors, HTTP 408/409/429/5xx are retried
-   with exponential backoff (:mod:`tenacity`, ``max_retries`` retries); first sends, re-asks and retries
-   after a timeout draw on the run's :class:`~thtb.judge.flow.SendBudget` (``distinct requests ×
-   max_attempts`` in all), so a slow server never gets a storm of duplicates. Other HTTP errors fail at
-   once, with the server's reason (``HTTP 400: … maximum context length …``).
+2. Otherwise it waits for a slot of the :class:`~thtb.judge.flow.AdaptiveLimit` (``concurrency`` at most).
+   Each send has a timeout of ``timeout_s + timeout_per_token_s × max_tokens``; a timed-out request is
+   cancelled — its connection closed, which makes vLLM abort the generation — never left running while a
+   duplicate queues behind it. Timeouts, connection errors, HTTP 408/409/429/5xx are retried with exponential
+   backoff (:mod:`tenacity`, ``max_retries`` retries) within the run's :class:`~thtb.judge.flow.SendBudget`.
+   Other HTTP errors fail at once, with the server's reason (``HTTP 400: … maximum context length …``).
 3. A transport failure after all retries is returned as an error and not cached, so a resumed run retries it.
-4. When the server makes no progress (no answer, no definite refusal) for ``stall_timeout_s`` while
-   requests are out, the run stops with :class:`~thtb.judge.flow.JudgeStalledError` saying what was
-   sent and what timed out; everything finished is in the cache, so the same command resumes. When
-   ``unreachable_after`` (8) requests in a row fail on a refused or dropped connection, every retry spent,
-   with no answer in between, the server is gone (died, or nothing listens at ``base_url``): the run stops
-   with :class:`~thtb.judge.flow.JudgeServerUnreachableError` naming the URL and how the connections broke,
-   instead of failing every request left.
+4. The run stops, resumable, with :class:`~thtb.judge.flow.JudgeStalledError` when the server made no progress
+   for ``stall_timeout_s``, and with :class:`~thtb.judge.flow.JudgeServerUnreachableError` (naming the URL and
+   how the connections broke) after ``unreachable_after`` requests in a row lost to broken connections
+   (:class:`~thtb.judge.flow.StallWatch`).
 
 A request's lease (shared in flight) is taken when it gets a concurrency slot. A request another process is
 sending gives its slot back and waits — ``asyncio.sleep`` between looks, so the event loop keeps serving the
@@ -299,8 +293,8 @@ class OpenAIJudge(JudgeBackend):
             return {}
         out: dict[str, Any] = {}
         if template.json_schema is not None:
-            schema = plain(template.json_schema)
-            out["response_format"] = {"type": "json_schema", "json_schema": {"name": template.name, "schema": schema}}
+            out["response_format"] = {"type": "json_schema",
+                                      "json_schema": {"name": template.name, "schema": plain(template.json_schema)}}
         if template.choices:
             out["structured_outputs"] = {"choice": list(template.choices)}
         return out
@@ -342,10 +336,8 @@ class OpenAIJudge(JudgeBackend):
         start = time.perf_counter()
         groups, messages = self._group(template, items)
         done: dict[str, JudgeResult] = {}
-        clients: list[openai.AsyncOpenAI] = []
-        if not self.reparse:
-            clients = [openai.AsyncOpenAI(api_key=self.__api_key, base_url=url, max_retries=0, timeout=self.timeout_s)
-                       for url in self.base_urls]
+        clients = [] if self.reparse else [openai.AsyncOpenAI(api_key=self.__api_key, base_url=url, max_retries=0,
+                                                              timeout=self.timeout_s) for url in self.base_urls]
         limit = ServerLimits(len(self.base_urls), self.concurrency, self.min_concurrency)
         budget = SendBudget(self.max_attempts)
         stall_s = max(self.stall_timeout_s, 2 * self._template_timeout_s(template))
@@ -416,16 +408,8 @@ class OpenAIJudge(JudgeBackend):
             f"answered and {where}: rerun the same command to resume once the server is back."
         )
 
-    async def _one(
-        self,
-        clients: list[openai.AsyncOpenAI],
-        limit: ServerLimits,
-        budget: SendBudget,
-        watch: StallWatch,
-        template: PromptTemplate,
-        key: str,
-        msgs: Messages,
-    ) -> JudgeResult:
+    async def _one(self, clients: list[openai.AsyncOpenAI], limit: ServerLimits, budget: SendBudget, watch: StallWatch,
+                   template: PromptTemplate, key: str, msgs: Messages) -> JudgeResult:
         hit = self._lookup(template, key)
         if hit is not None:
             return hit
@@ -509,12 +493,9 @@ class OpenAIJudge(JudgeBackend):
         structured = params.pop("structured_outputs", None)  # not an openai-client argument: in the body
         extra_body = {**(self.extra_body or {}), **({"structured_outputs": structured} if structured else {})} or None
         timeout = self.send_timeout_s(params)
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=wait_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
-            retry=retry_if_exception(is_transient),
-            reraise=True,
-        )
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.max_retries + 1), retry=retry_if_exception(is_transient),
+                                 wait=wait_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
+                                 reraise=True)
         last: BaseException | None = None
         async for attempt in retrying:
             with attempt:
@@ -556,11 +537,9 @@ class OpenAIJudge(JudgeBackend):
                     slot.feedback("ok")
                 finally:
                     slot.give()
-                content = response.choices[0].message.content
                 usage = response.usage
-                ptok = int(getattr(usage, "prompt_tokens", 0) or 0)
-                ctok = int(getattr(usage, "completion_tokens", 0) or 0)
-                return (content or "", ptok, ctok, latency)
+                return (response.choices[0].message.content or "", int(getattr(usage, "prompt_tokens", 0) or 0),
+                        int(getattr(usage, "completion_tokens", 0) or 0), latency)
         raise AssertionError("unreachable")
 
     # --------------------------------------------------------------------- context length check

@@ -3,24 +3,22 @@
 (:mod:`thtb.judge.base`).
 
 How a run goes (:meth:`LocalJudge.run`)
-    1. Items are keyed and looked up in the cache; hits (and, in ``reparse`` mode, every item) need
-       no model — the model is loaded lazily, at the first answer actually generated.
+    1. Cache hits (and, in ``reparse`` mode, every item) need no model: it is loaded at the first answer
+       actually generated.
     2. The remaining requests are answered in chunks of ``batch_size`` conversations (sorted by
        length, so padding stays small); each chunk's finished requests are committed to the cache
-       before the next chunk starts, so a killed run loses at most one chunk of work.
-    3. Unparsable answers are re-asked (the template's stricter follow-up appended) in later rounds,
-       up to ``max_attempts`` answers; then recorded as parse failures.
-    4. A chunk whose generation raises (out of memory, a CUDA error, …) returns that error for each of
+       before the next chunk starts, so a killed run loses at most one chunk of work. Unparsable answers
+       are re-asked in later rounds.
+    3. A chunk whose generation raises (out of memory, a CUDA error, …) returns that error for each of
        its requests — counted as failures, not cached, so a rerun retries them — and the run goes on. A
        model that cannot be loaded at all stops the run (:class:`ModelLoadError`).
-    5. Shared in flight (:mod:`thtb.judge.base`): a chunk is filled with requests whose leases this run
+    4. Shared in flight (:mod:`thtb.judge.base`): a chunk is filled with requests whose leases this run
        holds or takes as it fills it, so concurrent runs split the work chunk by chunk. Requests another
        process is generating are set aside and looked at again after each round (with a backoff when
        nothing else is left). A lease is held until its request is finished, re-asks included.
 
-``extra_body`` carries backend options that change the answers (so they are part of the cache key):
-``chat_template_kwargs`` (e.g. ``{enable_thinking: false}`` for Qwen3) is passed to the chat template
-by both backends.
+``extra_body``'s ``chat_template_kwargs`` (e.g. ``{enable_thinking: false}`` for Qwen3) is passed to the chat
+template by both backends (part of the cache key, as it changes the answers).
 """
 
 from __future__ import annotations
@@ -81,14 +79,9 @@ class LocalJudge(JudgeBackend):
     def run(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> list[JudgeResult]:
         start = time.perf_counter()
         groups, messages = self._group(template, items)
-        done: dict[str, JudgeResult] = {}
-        pending: dict[str, tuple[Messages, JudgeResult]] = {}
-        for k, msgs in messages.items():
-            hit = self._lookup(template, k)
-            if hit is not None:
-                done[k] = hit
-            else:
-                pending[k] = (list(msgs), JudgeResult())
+        hits = {k: self._lookup(template, k) for k in messages}
+        done = {k: hit for k, hit in hits.items() if hit is not None}
+        pending = {k: (list(msgs), JudgeResult()) for k, msgs in messages.items() if k not in done}
         params = self.params(template)
         bar = tqdm(total=len(items), desc=f"judge:{template.name}", disable=not self.progress, leave=False)
         bar.update(sum(len(groups[k]) for k in done))

@@ -157,7 +157,6 @@ BLOOM = PromptTemplate(
         "(Remember 1-3, Understand 4-6, Apply 7-9, Analyze 10-12, Evaluate 13-15, Create 16-21). No other text."
     ),
 )
-"""Reference Bloom prompt: level, score 1–21 in the level's band, reasoning."""
 
 BLOOM_LEVEL = PromptTemplate(
     name="bloom_level",
@@ -173,7 +172,6 @@ BLOOM_LEVEL = PromptTemplate(
         "Evaluate, Create. No other text."
     ),
 )
-"""Paper-fidelity Bloom prompt: the level only."""
 
 # ------------------------------------------------------------------------------- disciplines
 _DISCIPLINE_SYSTEM = (
@@ -215,7 +213,6 @@ DISCIPLINES = PromptTemplate(
         "discipline names in lower_snake_case (for example: physics, computer_science). No other text."
     ),
 )
-"""Discipline tags of a query (the query only)."""
 
 
 def _description_messages(item: Mapping[str, Any]) -> Messages:
@@ -240,7 +237,6 @@ DISCIPLINE_DESCRIPTION = PromptTemplate(
         "description of the discipline. No other text."
     ),
 )
-"""A 3–5 sentence description of one discipline."""
 
 # --------------------------------------------------------------------------------- AlpaGasus
 _ALPAGASUS_SYSTEM = (
@@ -274,7 +270,6 @@ ALPAGASUS = PromptTemplate(
         "number from 0 to 5 (for example: 4.5). On the next line, give your explanation."
     ),
 )
-"""AlpaGasus's accuracy rating (0–5) of a response to its instruction (the AlpaGasus baseline)."""
 
 TEMPLATES: Mapping[str, PromptTemplate] = MappingProxyType(
     {t.name: t for t in (BLOOM, BLOOM_LEVEL, DISCIPLINES, DISCIPLINE_DESCRIPTION, ALPAGASUS)}

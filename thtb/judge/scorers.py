@@ -57,10 +57,8 @@ def _as_judge(judge: JudgeBackend | Mapping[str, Any]) -> JudgeBackend:
         return judge
     if isinstance(judge, Mapping):
         return OpenAIJudge(**dict(judge))
-    raise TypeError(
-        "judge must be a judge backend (OpenAIJudge, HFJudge, VLLMJudge) or a mapping of OpenAIJudge "
-        f"arguments, got {type(judge).__name__}"
-    )
+    raise TypeError("judge must be a judge backend (OpenAIJudge, HFJudge, VLLMJudge) or a mapping of OpenAIJudge "
+                    f"arguments, got {type(judge).__name__}")
 
 
 def _query(text: Any, strip_nan: bool) -> str:
@@ -72,12 +70,8 @@ class _JudgeBacked:
     """What every judge-backed scorer shares: the judge client, the ``strip_nan`` switch, and running one
     template over the non-empty queries."""
 
-    def __init__(
-        self,
-        judge: JudgeBackend | Mapping[str, Any],
-        strip_nan: bool = False,
-        embedder: Any = None,  # noqa: ARG002 - accepted and ignored (pipeline convention)
-    ) -> None:
+    def __init__(self, judge: JudgeBackend | Mapping[str, Any], strip_nan: bool = False,
+                 embedder: Any = None) -> None:  # noqa: ARG002 - embedder accepted and ignored (pipeline convention)
         self.judge = _as_judge(judge)
         self.strip_nan = bool(strip_nan)
 
@@ -110,13 +104,8 @@ class JudgeBloomScorer(_JudgeBacked, BloomScorer):
 
     name = "judge_bloom"
 
-    def __init__(
-        self,
-        judge: JudgeBackend | Mapping[str, Any],
-        fidelity: str = "reference",
-        strip_nan: bool = False,
-        embedder: Any = None,  # noqa: ARG002 - accepted and ignored (pipeline convention)
-    ) -> None:
+    def __init__(self, judge: JudgeBackend | Mapping[str, Any], fidelity: str = "reference", strip_nan: bool = False,
+                 embedder: Any = None) -> None:  # noqa: ARG002 - embedder accepted and ignored (pipeline convention)
         if fidelity not in FIDELITIES:
             raise ValueError(f"fidelity must be one of {FIDELITIES}, got {fidelity!r}")
         super().__init__(judge, strip_nan)
