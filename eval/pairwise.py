@@ -303,17 +303,12 @@ def _rates(frame: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> dict[s
     wins = (ok["outcome"] == "win").to_numpy(np.float64)
     half = wins + 0.5 * (ok["outcome"] == "tie").to_numpy(np.float64)
     n = len(ok)
-    return {
-        "n": n,
-        "n_wins": int(wins.sum()),
-        "n_ties": int((ok["outcome"] == "tie").sum()),
-        "n_losses": int((ok["outcome"] == "loss").sum()),
-        "n_failed": int(frame["outcome"].isna().sum()),
-        "win_rate": round(100 * float(wins.mean()), 2) if n else None,
-        "win_rate_ci95": _bootstrap(wins, rng, n_boot),
-        "win_rate_tie_half": round(100 * float(half.mean()), 2) if n else None,
-        "win_rate_tie_half_ci95": _bootstrap(half, rng, n_boot),
-    }
+    return {"n": n, "n_wins": int(wins.sum()), "n_ties": int((ok["outcome"] == "tie").sum()),
+            "n_losses": int((ok["outcome"] == "loss").sum()), "n_failed": int(frame["outcome"].isna().sum()),
+            "win_rate": round(100 * float(wins.mean()), 2) if n else None,
+            "win_rate_ci95": _bootstrap(wins, rng, n_boot),  # drawn before the tie-½ interval (one rng)
+            "win_rate_tie_half": round(100 * float(half.mean()), 2) if n else None,
+            "win_rate_tie_half_ci95": _bootstrap(half, rng, n_boot)}
 
 
 def win_rates(frame: pd.DataFrame, subsets: Sequence[str], *, n_boot: int = 2000, seed: int = 42) -> dict[str, Any]:
@@ -371,23 +366,14 @@ def run_pairwise(prompts: pd.DataFrame, model: Outputs, baseline: Outputs, judge
         "model": {"name": model.name, "id": model.fingerprint},
         "baseline": {"name": baseline.name, "id": baseline.fingerprint},
         "judge": {"backend": judge.backend, "model": judge.model_id, "template": prompt.id},
-        "order": order,
-        "seed": seed,
-        "n_prompts": len(prompts),
-        "prompts_digest": ids_digest(prompts["instruction"]),
-        **rates,
-        "length_controlled": lc,
-        "mean_length": lengths,
+        "order": order, "seed": seed, "n_prompts": len(prompts), "prompts_digest": ids_digest(prompts["instruction"]),
+        **rates, "length_controlled": lc, "mean_length": lengths,
         "length_ratio": (round(lengths["model"] / lengths["baseline"], 3)
                          if lengths["model"] is not None and lengths["baseline"] else None),
-        "truncation": truncation,
-        "n_identical": int(frame["identical"].sum()),
-        "n_failed": len(failed),
-        "failed": [{"index": int(i), "error": frame.loc[i, "error"]} for i in failed],
-        "judge_stats": judge.stats(),
+        "truncation": truncation, "n_identical": int(frame["identical"].sum()), "n_failed": len(failed),
+        "failed": [{"index": int(i), "error": frame.loc[i, "error"]} for i in failed], "judge_stats": judge.stats(),
         "tie_convention": "win_rate counts a tie as 0 (the paper); win_rate_tie_half counts it as 0.5",
-        "tie_policy": tie_policy(prompt),
-        **(extra or {}),
+        "tie_policy": tie_policy(prompt), **(extra or {}),
     }
     out = Path(out_dir)
     atomic_write_text(out / "pairwise_samples.jsonl",

@@ -29,21 +29,14 @@ def mmlu_pro_protocol(ev: Mapping) -> dict[str, Any]:
     else:
         protocol = f"{fmt} prompt{'' if chat else ' without chat template'}, {primary} scoring"
     return {
-        "protocol": protocol,
-        "prompt_format": fmt,
+        "protocol": protocol, "prompt_format": fmt,
         "task": (f"thtb_mmlu_pro_tiger ({'local parquet' if mp.get('data_dir') else 'hub'})" if fmt == "tiger_api"
                  else "thtb_mmlu_pro (local parquet)" if mp.get("data_dir") else "mmlu_pro (lm-eval built-in)"),
-        "extraction": DESCRIPTIONS[primary],
-        "primary_scheme": primary,
-        "schemes": list(kw["schemes"]),
-        "guess_seed": GUESS_SEED if "official_guess" in kw["schemes"] else None,
-        "fewshot": kw["fewshot"],
-        "apply_chat_template": chat,
-        "fewshot_as_multiturn": kw["fewshot_as_multiturn"] and chat and fmt == "lm_eval",
+        "extraction": DESCRIPTIONS[primary], "primary_scheme": primary, "schemes": list(kw["schemes"]),
+        "guess_seed": GUESS_SEED if "official_guess" in kw["schemes"] else None, "fewshot": kw["fewshot"],
+        "apply_chat_template": chat, "fewshot_as_multiturn": kw["fewshot_as_multiturn"] and chat and fmt == "lm_eval",
         "max_gen_toks": kw["max_gen_toks"] or DEFAULT_MAX_GEN_TOKS[fmt],
-        "stop": "Question:" if fmt == "lm_eval" else None,
-        "limit": kw["limit"],
-        "backend": ev.get("backend", "hf"),
+        "stop": "Question:" if fmt == "lm_eval" else None, "limit": kw["limit"], "backend": ev.get("backend", "hf"),
     }
 
 

@@ -94,15 +94,13 @@ def describe(line: Mapping, block: str) -> str:
     if not isinstance(prov, Mapping):
         return "provenance unknown"
     parts = []
-    sel = prov.get("selection") or {}
-    if sel:
+    if sel := prov.get("selection") or {}:
         scorers = ", ".join(f"{role} {_short(s.get('model') or s.get('backend'))}"
                             + (f" ({', '.join((s.get('prompts') or {}).values())})" if s.get("prompts") else "")
                             for role, s in sorted((sel.get("scorers") or {}).items()))
         parts.append(f"selection {sel.get('method')}" + (f" [{scorers}]" if scorers else "")
                      + (f", fidelity={sel['fidelity']}" if sel.get("fidelity") and scorers else ""))
-    train = prov.get("training") or {}
-    if train:
+    if train := prov.get("training") or {}:
         parts.append(f"train {train.get('recipe')} on {train.get('model')}")
     protocol = (prov.get("eval") or {}).get(block) or {}
     if block == "mmlu_pro" and protocol:
@@ -110,8 +108,7 @@ def describe(line: Mapping, block: str) -> str:
                      + (", chat template" if protocol.get("apply_chat_template") else ""))
     elif block == "pairwise" and protocol:
         parts.append(f"judge {_short(protocol.get('judge'))} ({protocol.get('prompt')}, order {protocol.get('order')})")
-    thtb = prov.get("thtb") or {}
-    if thtb:
+    if thtb := prov.get("thtb") or {}:
         commit = (thtb.get("commit") or "")[:10] or "no commit"
         parts.append(f"thtb {thtb.get('version')} @ {commit}{' (dirty)' if thtb.get('dirty') else ''}")
     return "; ".join(parts)

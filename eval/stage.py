@@ -162,15 +162,11 @@ def _pairwise(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
     mine = generate_outputs(model_generator(model, **gen_kw), instructions, name=cfg.get("experiment_name"))
     kind, where = baseline_model(cfg)
     name = pw["baseline"].get("name") or kind
-    if kind == "outputs":
-        theirs = outputs_from_file(where, instructions, name=name)
-    else:
-        theirs = generate_outputs(model_generator(where, **gen_kw), instructions, name=name)
-    judge = instantiate(pw["judge"])
-    return run_pairwise(prompts, mine, theirs, judge, out_dir=out, order=pw.get("order", "random"),
-                        template=pw.get("template", "forced"),
-                        seed=int(pw.get("seed", 42)), failure_budget=int(pw.get("failure_budget", 0)),
-                        n_boot=int(pw.get("bootstrap", 2000)),
+    theirs = (outputs_from_file(where, instructions, name=name) if kind == "outputs"
+              else generate_outputs(model_generator(where, **gen_kw), instructions, name=name))
+    return run_pairwise(prompts, mine, theirs, instantiate(pw["judge"]), out_dir=out, order=pw.get("order", "random"),
+                        template=pw.get("template", "forced"), seed=int(pw.get("seed", 42)),
+                        failure_budget=int(pw.get("failure_budget", 0)), n_boot=int(pw.get("bootstrap", 2000)),
                         extra={"baseline_kind": kind,
                                "generation_stats": {"model": mine.stats, "baseline": theirs.stats}})
 

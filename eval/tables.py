@@ -177,8 +177,6 @@ def line_from_wandb(config: Mapping, summary: Mapping, created_at: str | None = 
     """
     if isinstance(summary.get("run_line"), Mapping):
         return dict(summary["run_line"])
-    config = {k: v["value"] if isinstance(v, Mapping) and set(v) <= {"value", "desc"} and "value" in v else v
-              for k, v in config.items()}  # older API: {"key": {"value": ...}}
     line = {
         "experiment": _first(summary.get("experiment"), config.get("experiment"), config.get("experiment_name")),
         "method": _first(summary.get("method"), config.get("method"), _dig(config, "train", "method"),
