@@ -788,18 +788,14 @@ def _say(msg: str) -> None:
 
 def _tree(me: int) -> list:
     """Every live process in our process group or below us, except ourselves."""
-    procs = {}
-    with contextlib.suppress(psutil.Error):
-        procs = {p.pid: p for p in psutil.Process(me).children(recursive=True)}
     pgid = os.getpgid(0)
+    below = set()
+    with contextlib.suppress(psutil.Error):
+        below = {p.pid for p in psutil.Process(me).children(recursive=True)}
+    alive = []
     for p in psutil.process_iter():
         with contextlib.suppress(OSError, psutil.Error):
-            if p.pid != me and p.pid not in procs and os.getpgid(p.pid) == pgid:
-                procs[p.pid] = p
-    alive = []
-    for p in procs.values():
-        with contextlib.suppress(psutil.Error):
-            if p.status() != psutil.STATUS_ZOMBIE:
+            if p.pid != me and (p.pid in below or os.getpgid(p.pid) == pgid) and p.status() != psutil.STATUS_ZOMBIE:
                 alive.append(p)
     return alive
 
@@ -992,10 +988,7 @@ def _kill_tree(me: int, child: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGKILL every process in our group or below us (not ourselves), reaping what becomes ours
     (``child`` through its Popen, so its exit code is kept)."""
     deadline = time.monotonic() + timeout
-    while True:
-        procs = _tree(me)
-        if not procs or time.monotonic() > deadline:
-            break
+    while (procs := _tree(me)) and time.monotonic() <= deadline:
         for p in procs:
             with contextlib.suppress(Exception):  # gone already
                 p.kill()
