@@ -44,7 +44,6 @@ def _host() -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with ``pid`` exists on this host."""
     if pid <= 0:
         return False
     try:
@@ -169,7 +168,6 @@ class StageArtifact:
 
 
 def copy_file(src: Path, dst: Path) -> None:
-    """``shutil.copy2`` whose errors name both paths."""
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)

@@ -91,9 +91,7 @@ def load_items(spec: Mapping[str, Any], nonempty: bool = False) -> tuple[list[st
     if missing:
         raise table.error(0, f"no column {missing[0]!r} (columns: {list(table.columns)})", field=missing[0])
     texts = [item_text([table.columns[c][i] for c in columns]) for i in range(len(table))]
-    if nonempty:
-        if not texts:
-            raise table.error(0, "the set has no rows")
+    if nonempty:  # (read_source already rejects a set with no rows)
         for i, text in enumerate(texts):
             if not text.strip():
                 raise table.error(i, f"empty text in {columns}", field=columns[0])

@@ -35,7 +35,7 @@ def stage_cost(wall_s: float | None, *, devices: Mapping[str, Any] | None = None
     client's counters (``calls`` — requests sent, cache hits excluded — and the tokens the server reported)."""
     devices = dict(devices or visible_devices())
     wall = float(wall_s) if wall_s is not None else None
-    out: dict[str, Any] = {
+    return {
         "wall_s": round(wall, 3) if wall is not None else None,
         "devices": devices,
         "device_hours": round(devices["count"] * wall / 3600.0, 6) if wall is not None else None,
@@ -43,9 +43,8 @@ def stage_cost(wall_s: float | None, *, devices: Mapping[str, Any] | None = None
         "token_kind": token_kind if tokens is not None else None,
         "judge_requests": int(judge.get("calls", 0)) if judge else 0,
         "judge_tokens": int(judge.get("prompt_tokens", 0)) + int(judge.get("completion_tokens", 0)) if judge else 0,
+        **extra,
     }
-    out.update(extra)
-    return out
 
 
 def run_cost(selection: Mapping[str, Any] | None, training: Mapping[str, Any] | None,

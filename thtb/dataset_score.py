@@ -31,7 +31,6 @@ phrase rules, jieba for the silhouette), but the offline discipline tagger's Min
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -41,8 +40,6 @@ import pandas as pd
 
 from thtb import maths
 from thtb.cascade import STAGES, Cascade, CascadeConfig, SelectionResult
-
-log = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("minmax", "stage")
 STAGE_VALUE = {

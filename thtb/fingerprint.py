@@ -76,10 +76,8 @@ def describe_model_dir(path: str | os.PathLike | None) -> dict[str, Any] | None:
         return {"hub_id": str(path)}
     if p.is_file():
         return {"path": str(p.resolve()), "files": {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)}}}
-    files = {}
-    for f in sorted(p.iterdir()):
-        if f.is_file() and (f.name in _META_FILES or f.name.endswith(_WEIGHT_SUFFIXES)):
-            files[f.name] = {"size": f.stat().st_size, "sha256": file_digest(f)}
+    files = {f.name: {"size": f.stat().st_size, "sha256": file_digest(f)} for f in sorted(p.iterdir())
+             if f.is_file() and (f.name in _META_FILES or f.name.endswith(_WEIGHT_SUFFIXES))}
     return {"path": str(p.resolve()), "files": files}
 
 

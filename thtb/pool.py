@@ -163,7 +163,6 @@ def _mapped(column: Any) -> np.ndarray:
 
 
 def read_texts(table: Any, rows: np.ndarray, columns: Sequence[str]) -> list[list[str]]:
-    """``columns`` of an Arrow table at ``rows`` (positions), as Python lists."""
     import pyarrow as pa
 
     index = pa.array(np.asarray(rows, dtype=np.int64))

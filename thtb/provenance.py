@@ -56,7 +56,6 @@ protocol: :data:`thtb.eval.provenance.PAPER_SETUP`)."""
 
 # ------------------------------------------------------------------------------------------- code digests
 def _module_file(name: str) -> Path | None:
-    """The source file of module ``name`` if it belongs to this package (``None`` otherwise)."""
     if name != "thtb" and not name.startswith("thtb."):
         return None
     try:
@@ -185,7 +184,6 @@ def project_info() -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
-    """The project's version / commit and the key package versions."""
     return {"thtb": project_info(), "packages": package_versions()}
 
 

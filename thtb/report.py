@@ -45,10 +45,9 @@ def discipline_distribution(lists: pd.Series, top: int = 30) -> dict[str, int]:
 def bloom_accuracy(card: pd.DataFrame, labels: pd.Series) -> dict | None:
     """Accuracy of the predicted Bloom level against a label column (e.g. the demo's ``bloom_level``).
 
-    Counted over the samples that were Bloom-scored and carry a valid label; also the share within
-    one level (adjacent levels are easily confused, even by human annotators). No sample is left
-    out silently, the block partitions them all:
-    ``n + n_unscored + n_unlabelled + n_invalid_labels == n_samples``, where
+    Counted over the samples that were Bloom-scored and carry a valid label; also the share within one level
+    (adjacent levels are easily confused, even by human annotators). No sample is left out silently, the block
+    partitions them all: ``n + n_unscored + n_unlabelled + n_invalid_labels == n_samples``, where
 
     * ``n_unscored``: no Bloom prediction (fell before the Bloom stage, or its scoring failed);
     * ``n_unlabelled``: scored, but the label is empty/missing;

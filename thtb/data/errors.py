@@ -2,14 +2,13 @@
 
 Location conventions (used by every message, and by :attr:`DataError.row`):
 
-* ``row`` is always a **0-based** position in the source, the same number the canonical frame
-  stores in its ``row`` column: the JSON array index, the JSON Lines *physical line* index
-  (blank lines count), the parquet / csv data row, the HF dataset row.
-* JSON Lines sources are addressed by line in messages, **1-based** like an editor:
-  ``row=17`` is printed as ``line 18``.
+* ``row`` is always a **0-based** position in the source, the same number the canonical frame stores in its
+  ``row`` column: the JSON array index, the JSON Lines *physical line* index (blank lines count), the parquet /
+  csv data row, the HF dataset row.
+* JSON Lines sources are addressed by line in messages, **1-based** like an editor: ``row=17`` is ``line 18``.
 * Array and table sources are printed as ``row N`` with the same 0-based ``N`` as ``row``.
-* Errors found before records exist (invalid JSON in an array file, invalid UTF-8) carry
-  ``line`` (1-based) and ``column`` (1-based) or ``byte_offset`` (0-based) instead of ``row``.
+* Errors found before records exist (invalid JSON in an array file, invalid UTF-8) carry ``line`` (1-based) and
+  ``column`` (1-based) or ``byte_offset`` (0-based) instead of ``row``.
 
 Example: ``alpaca_data.json: row 17: field 'output' must be a string, got int``.
 """
@@ -17,6 +16,7 @@ Example: ``alpaca_data.json: row 17: field 'output' must be a string, got int``.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from typing import Any, Literal
 
@@ -27,14 +27,10 @@ RowUnit = Literal["row", "line"]
 class DataError(ValueError):
     """Bad instruction data: the message names the file, the line/row and the field.
 
-    Attributes:
-        path: the file, directory or hub id as the caller gave it.
-        row: 0-based record position in the source (see module docstring), or ``None``.
-        field: the offending field (``"output"``, ``"conversations[2].from"``), or ``None``.
-        line: 1-based line in the file when known (always set for JSON Lines rows).
-        column: 1-based column for JSON syntax errors, else ``None``.
-        byte_offset: 0-based byte offset for encoding errors, else ``None``.
-        detail: the message without the path and location prefix.
+    Attributes: ``path`` (the file, directory or hub id as the caller gave it), ``row``, ``line``, ``column``,
+    ``byte_offset`` (module docstring; ``None`` when unknown, ``line`` always set for JSON Lines rows), ``field``
+    (the offending field: ``"output"``, ``"conversations[2].from"``, or ``None``) and ``detail`` (the message
+    without the path and location prefix).
     """
 
     def __init__(self, path: str | os.PathLike[str], detail: str, *, row: int | None = None, unit: RowUnit = "row",
@@ -51,13 +47,8 @@ class DataError(ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled with its keyword arguments (a Ray task that reads the data raises it in the driver as it is)."""
-        return (_rebuild, (self.path, self.detail, {"row": self.row, "unit": self.unit, "field": self.field,
-                                                   "line": self.line, "column": self.column,
-                                                   "byte_offset": self.byte_offset}))
-
-
-def _rebuild(path: str, detail: str, kwargs: dict[str, Any]) -> DataError:
-    return DataError(path, detail, **kwargs)
+        return functools.partial(DataError, row=self.row, unit=self.unit, field=self.field, line=self.line,
+                                 column=self.column, byte_offset=self.byte_offset), (self.path, self.detail)
 
 
 def type_name(value: Any) -> str:

@@ -174,11 +174,8 @@ def dataset_source(cfg: dict[str, Any], run_dir: Path) -> str:
 def datasets_offline() -> str | None:
     """The variable that keeps ``datasets`` from the hub (``HF_DATASETS_OFFLINE``, else ``HF_HUB_OFFLINE``, as
     ``datasets.config`` reads them), or ``None`` when it may download."""
-    on = ("1", "ON", "YES", "TRUE")
-    own = os.environ.get("HF_DATASETS_OFFLINE")
-    if own is not None:
-        return "HF_DATASETS_OFFLINE" if own.strip().upper() in on else None
-    return "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in on else None
+    variable = "HF_DATASETS_OFFLINE" if "HF_DATASETS_OFFLINE" in os.environ else "HF_HUB_OFFLINE"
+    return variable if os.environ.get(variable, "").strip().upper() in ("1", "ON", "YES", "TRUE") else None
 
 
 def data_source_problem(source: str) -> str | None:

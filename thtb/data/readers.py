@@ -87,7 +87,6 @@ def looks_like_hub_id(source: str) -> bool:
 
 
 def is_url(source: str | os.PathLike[str]) -> bool:
-    """``source`` is an ``http://`` or ``https://`` URL."""
     return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
 
 
@@ -277,7 +276,6 @@ def too_deep(text: str) -> str:
 
 
 def _columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Dict records → columns over the union of keys, :data:`MISSING` where a key is absent."""
     names = dict.fromkeys(name for record in records for name in record)
     return {name: [record.get(name, MISSING) for record in records] for name in names}
 

@@ -1,9 +1,8 @@
 """Write records frames as training/interchange files: atomic and byte-deterministic.
 
-Every writer renders the whole file in memory, writes it to a temporary file in the target's
-directory, fsyncs it and ``os.replace``-s it over the target, so a killed run never leaves a
-half-written file under the final name. The same frame always gives identical bytes: UTF-8,
-``"\\n"`` line ends, a final newline, keys in a fixed order.
+Every writer renders the whole file in memory, writes it to a temporary file in the target's directory, fsyncs it
+and ``os.replace``-s it over the target, so a killed run never leaves a half-written file under the final name. The
+same frame always gives identical bytes: UTF-8, ``"\\n"`` line ends, a final newline, keys in a fixed order.
 """
 
 from __future__ import annotations
@@ -31,11 +30,10 @@ def write_jsonl(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 def write_alpaca_json(frame: pd.DataFrame, path: str | os.PathLike[str], *, ensure_ascii: bool = True) -> Path:
     """A JSON array of ``{"instruction", "input", "output"}`` in Alpaca's own layout.
 
-    ``output`` is the response. A row with a string ``instruction`` column value (an Alpaca
-    source) writes its original ``instruction``/``input``; any other row writes
-    ``instruction`` = the query without the authors' ``"\\nnan"`` artefact and ``input = ""``,
-    so reloading gives the same ids (and, in reference fidelity, the same query back). The
-    defaults (``indent=4``, ASCII escapes) reproduce ``alpaca_data.json`` byte for byte.
+    ``output`` is the response. A row with a string ``instruction`` column value (an Alpaca source) writes its
+    original ``instruction``/``input``; any other row writes ``instruction`` = the query without the authors'
+    ``"\\nnan"`` artefact and ``input = ""``, so reloading gives the same ids (and, in reference fidelity, the same
+    query back). The defaults (``indent=4``, ASCII escapes) reproduce ``alpaca_data.json`` byte for byte.
     """
     queries, responses = _texts(frame, "query"), _texts(frame, "response")
     instructions, inputs = _optional(frame, "instruction"), _optional(frame, "input")
@@ -69,7 +67,6 @@ def write_messages_jsonl(frame: pd.DataFrame, path: str | os.PathLike[str]) -> P
 
 
 def _texts(frame: pd.DataFrame, column: str) -> list[str]:
-    """Column values, all strings, or a ValueError naming the column and the first bad row."""
     if column not in frame.columns:
         raise ValueError(f"records frame has no {column!r} column (columns: {', '.join(map(str, frame.columns))})")
     values = frame[column].tolist()
@@ -80,7 +77,6 @@ def _texts(frame: pd.DataFrame, column: str) -> list[str]:
 
 
 def _optional(frame: pd.DataFrame, column: str) -> Sequence[Any]:
-    """Column values, or ``None`` for every row when the column is absent."""
     return frame[column].tolist() if column in frame.columns else [None] * len(frame)
 
 

@@ -23,7 +23,6 @@ _PAIR_CHUNK = 65536  # (sample, pair) rows per chunk on the row-wise path
 
 # --------------------------------------------------------------------------- IC (stage 2)
 def _unit_rows(vectors: np.ndarray, names: Sequence[str] | None = None) -> np.ndarray:
-    """Rows divided by their L2 norm (float64); :class:`ValueError` on NaN/inf or a zero vector."""
     if not np.isfinite(vectors).all():
         raise ValueError("embeddings contain NaN/inf")
     norms = np.linalg.norm(vectors, axis=1)
@@ -58,13 +57,12 @@ def interdisciplinary_complexity(counts, mean_distances, *, round_multi: bool = 
     when all ``n`` are equal, see :func:`~thtb.maths.normalize.minmax`), and
     ``D = mean_{i<j} (1 − cos(e_i, e_j))`` must be 0 for samples with ``n ≤ 1``.
 
-    ``round_multi``: IC is rounded to 2 decimals, with Python's ``round(x, 2)``, for samples with
-    ``n ≥ 2``; single- and zero-discipline samples are left unrounded. This is the reference
-    behaviour — an artefact of the authors' code (``IC/3_recalculate_subject_distances.py``:
-    ``round(normalized_subject_count + avg_distance, 2)`` for rows with more than one subject,
-    ``normalized_subject_count`` as is otherwise) — and is **off** under ``fidelity="paper"``, whose
-    formula has no rounding (:class:`thtb.cascade.CascadeConfig` ``ic_round=None`` resolves it by
-    fidelity and passes it here).
+    ``round_multi``: IC is rounded to 2 decimals, with Python's ``round(x, 2)``, for samples with ``n ≥ 2``; single-
+    and zero-discipline samples are left unrounded. This is the reference behaviour — an artefact of the authors'
+    code (``IC/3_recalculate_subject_distances.py``: ``round(normalized_subject_count + avg_distance, 2)`` for rows
+    with more than one subject, ``normalized_subject_count`` as is otherwise) — and is **off** under
+    ``fidelity="paper"``, whose formula has no rounding (:class:`thtb.cascade.CascadeConfig` ``ic_round=None``
+    resolves it by fidelity and passes it here).
     """
     n = as_float_vector(counts, "counts", allow_negative=False)
     dist = as_float_vector(mean_distances, "mean_distances")

@@ -3,12 +3,12 @@
 Conventions, used everywhere in :mod:`thtb.maths`:
 
 * every normalisation is taken over the array it is given — the caller passes the stage's own input
-  (docs/METHOD.md "Selection mechanics": every min–max is taken over the stage's own input);
-* a constant array min–max normalises to **0.5** everywhere (no sample is better than another, and
-  0.5 is the midpoint of the [0, 1] range; the authors' IC count term uses 0.5 when all ``n`` are
-  equal, and the same rule is applied to every min–max: docs/METHOD.md "Selection mechanics");
-* NaN/inf inputs are rejected with :class:`ValueError`: a failed score must be removed (and counted)
-  by the caller, never normalised into a number.
+  (docs/METHOD.md "Selection mechanics");
+* a constant array min–max normalises to **0.5** everywhere (no sample is better than another, and 0.5 is the
+  midpoint of [0, 1]; the authors' IC count term uses 0.5 when all ``n`` are equal, and the same rule is applied
+  to every min–max);
+* NaN/inf inputs are rejected with :class:`ValueError`: a failed score must be removed (and counted) by the
+  caller, never normalised into a number.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ BLOOM_N_LEVELS = 6
 
 
 def check_fidelity(fidelity: str) -> str:
-    """Return ``fidelity`` if it is one of :data:`FIDELITIES`, else raise :class:`ValueError`."""
     if fidelity not in FIDELITIES:
         raise ValueError(f"fidelity must be one of {FIDELITIES}, got {fidelity!r}")
     return fidelity

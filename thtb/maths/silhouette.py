@@ -2,44 +2,40 @@
 
 Exact silhouette without the n×n distance matrix
 ------------------------------------------------
-Rows are L2-normalised first (``x̂ = x / ‖x‖``, an all-zero row stays zero), as scikit-learn's cosine
-distance does. With ``S_C = Σ_{y∈C} ŷ`` the sum of the normalised rows of cluster ``C``, the
-cosine distance ``1 − x̂·ŷ`` summed over a cluster is::
-
-    Σ_{y∈C} (1 − x̂·ŷ) = |C| − x̂·S_C
-
-so all n×k cluster sums come from one (sparse n×d) @ (dense d×k) product. Then
+Rows are L2-normalised first (``x̂ = x / ‖x‖``, an all-zero row stays zero), as scikit-learn's cosine distance
+does. With ``S_C = Σ_{y∈C} ŷ`` the sum of the normalised rows of cluster ``C``, the cosine distance summed over a
+cluster is ``Σ_{y∈C} (1 − x̂·ŷ) = |C| − x̂·S_C``, so all n×k cluster sums come from one (sparse n×d) @ (dense
+d×k) product. Then
 
 * ``b(x) = min_{C ∌ x} (|C| − x̂·S_C) / |C|`` (mean distance to the nearest other cluster),
-* ``a(x) = (|C_x| − x̂·S_{C_x} − δ) / (|C_x| − 1)`` where ``δ`` removes the self term ``1 − x̂·x̂``:
-  for a non-zero row ``x̂·x̂ = 1`` so the self term is already 0 (``δ = 0``),
+* ``a(x) = (|C_x| − x̂·S_{C_x} − δ) / (|C_x| − 1)`` where ``δ`` removes the self term ``1 − x̂·x̂`` (already 0
+  for a non-zero row: ``x̂·x̂ = 1``, ``δ = 0``),
 * ``s = (b − a) / max(a, b)``, 0 when both are 0, and 0 for members of a singleton cluster.
 
 Zero rows (a query with none of the TF-IDF terms)
 -------------------------------------------------
-A zero vector has cosine similarity 0, hence distance 1, to every *other* vector. Its distance to
-*itself* is a convention, and the three implementations that matter disagree:
+A zero vector has cosine similarity 0, hence distance 1, to every *other* vector. Its distance to *itself* is a
+convention, and the three implementations that matter disagree:
 
 * **the authors' code** (``calculate_silhouette_all`` in ``silhouette_Coefficient.py``) computes
-  ``pairwise_distances(X_batch, X, metric="cosine")`` batch by batch. ``X_batch`` is a copy, never
-  ``X`` itself, so the diagonal is never zeroed and a zero row is at distance **1** from itself;
+  ``pairwise_distances(X_batch, X, metric="cosine")`` batch by batch. ``X_batch`` is a copy, never ``X`` itself,
+  so the diagonal is never zeroed and a zero row is at distance **1** from itself;
 * **the metric convention** ``d(x, x) = 0``;
-* **scikit-learn's** ``silhouette_samples(metric="cosine")`` does either, depending on chunking:
-  when the whole n×n matrix fits in ``working_memory`` (default 1024 MiB, i.e. n ≤ 11,585 in
-  float64) it is computed in one block with ``X is Y`` and the diagonal is set to 0; when it is
-  chunked (larger n), the self distance of a zero row stays 1.
-  :func:`sklearn_zero_row_self_distance` says which one sklearn uses for a given n.
+* **scikit-learn's** ``silhouette_samples(metric="cosine")`` does either, depending on chunking: when the whole
+  n×n matrix fits in ``working_memory`` (default 1024 MiB, i.e. n ≤ 11,585 in float64) it is computed in one
+  block with ``X is Y`` and the diagonal is set to 0; chunked (larger n), the self distance of a zero row stays 1
+  (:func:`sklearn_zero_row_self_distance` says which one sklearn uses for a given n).
 
 Hence, for a zero row in a cluster ``C`` (``|C| ≥ 2``), every other distance being 1:
 
-* ``zero_row_self_distance=1.0`` — ``fidelity="reference"`` (the authors' code, which produced the
-  released data): ``a = |C| / (|C| − 1)``, ``b = 1``, so ``s = −1/|C|``;
-* ``zero_row_self_distance=0.0`` — ``fidelity="paper"`` (the metric convention, and sklearn on one
-  block): ``a = 1``, ``b = 1``, so ``s = 0``.
+* ``zero_row_self_distance=1.0`` — ``fidelity="reference"`` (the authors' code, which produced the released
+  data): ``a = |C| / (|C| − 1)``, ``b = 1``, so ``s = −1/|C|``;
+* ``zero_row_self_distance=0.0`` — ``fidelity="paper"`` (the metric convention, and sklearn on one block):
+  ``a = 1``, ``b = 1``, so ``s = 0``.
 
-Either way a zero row contributes distance 1 to every other row's cluster means, so the other rows'
-silhouettes do not depend on the convention. :func:`silhouette_scores` picks the convention by
-fidelity unless told; :func:`silhouette_samples_cosine` defaults to 0.0 (sklearn's one-block result).
+Either way a zero row contributes distance 1 to every other row's cluster means, so the other rows' silhouettes
+do not depend on the convention. :func:`silhouette_scores` picks the convention by fidelity unless told;
+:func:`silhouette_samples_cosine` defaults to 0.0 (sklearn's one-block result).
 """
 
 from __future__ import annotations
@@ -107,14 +103,13 @@ def silhouette_samples_cosine(X, labels, *, zero_row_self_distance: float = 0.0,
                               chunk_rows: int = _CHUNK_ROWS) -> np.ndarray:
     """Exact per-sample silhouette with cosine distance, in O(n·k·d) time and O(n·k) memory per chunk.
 
-    ``s(x) = (b − a) / max(a, b)`` (0 if both are 0) with ``a`` the mean cosine distance to the other
-    members of x's cluster and ``b`` the smallest mean distance to another cluster, computed from
-    cluster sums (``Σ_{y∈C} (1 − x̂·ŷ) = |C| − x̂·S_C``, module docstring). Members of singleton
-    clusters get 0. Equals ``sklearn.metrics.silhouette_samples(X, labels, metric="cosine")`` to
-    ~1e-15 for sparse and dense input, with all-zero rows scored by ``zero_row_self_distance`` (module docstring).
-    ``X`` (dense or sparse, n × d; NaN/inf rejected) need not be normalised: rows are L2-normalised in float64
-    first. ``labels``: any sortable labels, ``2 ≤ n_labels ≤ n − 1``. ``chunk_rows`` bounds the memory of the n×k
-    product.
+    ``s(x) = (b − a) / max(a, b)`` (0 if both are 0) with ``a`` the mean cosine distance to the other members of x's
+    cluster and ``b`` the smallest mean distance to another cluster, computed from cluster sums (``Σ_{y∈C} (1 −
+    x̂·ŷ) = |C| − x̂·S_C``, module docstring). Members of singleton clusters get 0. Equals
+    ``sklearn.metrics.silhouette_samples(X, labels, metric="cosine")`` to ~1e-15 for sparse and dense input, with
+    all-zero rows scored by ``zero_row_self_distance`` (module docstring). ``X`` (dense or sparse, n × d; NaN/inf
+    rejected) need not be normalised: rows are L2-normalised in float64 first. ``labels``: any sortable labels, ``2
+    ≤ n_labels ≤ n − 1``. ``chunk_rows`` bounds the memory of the n×k product.
     """
     from sklearn.preprocessing import normalize
     from sklearn.utils import check_array
@@ -190,10 +185,9 @@ def silhouette_scores(texts: Sequence[str], k: int, *, fidelity: str = "referenc
 
     ``zero_row_self_distance``: the self distance of an all-zero TF-IDF row (module docstring); ``None`` = by
     fidelity (reference ``1.0``, paper ``0.0``). ``singleton_policy`` (``None`` = by fidelity: reference
-    ``"zero_all"``, paper ``"sklearn"``):
-    ``"zero_all"`` sets *every* s to 0 when a cluster has fewer than 2 members (the authors' code),
-    ``"sklearn"`` gives 0 to singleton members only. Clusters are the labels K-Means actually used;
-    both cases are warned about with the cluster sizes.
+    ``"zero_all"``, paper ``"sklearn"``): ``"zero_all"`` sets *every* s to 0 when a cluster has fewer than 2 members
+    (the authors' code), ``"sklearn"`` gives 0 to singleton members only. Clusters are the labels K-Means actually
+    used; both cases are warned about with the cluster sizes.
 
     :class:`ValueError` if ``k`` is not in ``[2, n − 1]`` (config ``selection.extrinsic.k``), if the texts yield
     no TF-IDF term, or if K-Means finds fewer than 2 distinct clusters (e.g. all texts identical).

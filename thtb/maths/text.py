@@ -1,25 +1,23 @@
 """Query-text preprocessing and TF-IDF for the stage-3 silhouette.
 
-Preprocessing is the authors' ``preprocess_text`` (``silhouette/silhouette_Coefficient.py``),
-character for character (docs/METHOD.md "Preprocessing the queries"). With ``a`` the number of ASCII characters
-(``ord(c) < 128``) of a text of ``len(text)`` characters:
+Preprocessing is the authors' ``preprocess_text`` (``silhouette/silhouette_Coefficient.py``), character for
+character (docs/METHOD.md "Preprocessing the queries"). With ``a`` the number of ASCII characters (``ord(c) < 128``)
+of a text of ``len(text)`` characters:
 
-* **English path**, when the text is non-empty and ``a > 0.8 · len(text)`` (*strictly* more than
-  80%, evaluated as the float expression ``a > len(text) * 0.8``)::
+* **English path**, when the text is non-empty and ``a > 0.8 · len(text)`` (*strictly* more than 80%, evaluated as
+  the float expression ``a > len(text) * 0.8``)::
 
-      t = text.lower()
-      t = re.sub(r"[^\\w\\s]|[\\d]", " ", t)     # punctuation, symbols and digits → space
-      t = re.sub(r"\\s+", " ", t).strip()       # collapse whitespace
+      t = text.lower() t = re.sub(r"[^\\w\\s]|[\\d]", " ", t)     # punctuation, symbols and digits → space t =
+      re.sub(r"\\s+", " ", t).strip()       # collapse whitespace
 
-  ``\\w``, ``\\s`` and ``\\d`` are Unicode classes, so ``_`` (a word character) survives, while
-  non-ASCII punctuation (“ ” ‘ ’ — …) and any Unicode decimal digit (Arabic-Indic ``٣``,
-  fullwidth ``３``) become spaces; non-ASCII letters (``é``, ``中``) are kept.
-* **jieba path** otherwise — including the empty text, which the authors' ``if text else False``
-  sends there (``""`` → ``""``): ``" ".join(jieba.cut(text))`` (Chinese word segmentation).
+  ``\\w``, ``\\s`` and ``\\d`` are Unicode classes, so ``_`` (a word character) survives, while non-ASCII
+  punctuation (“ ” ‘ ’ — …) and any Unicode decimal digit (Arabic-Indic ``٣``, fullwidth ``３``) become spaces;
+  non-ASCII letters (``é``, ``中``) are kept.
+* **jieba path** otherwise — including the empty text, which the authors' ``if text else False`` sends there
+  (``""`` → ``""``): ``" ".join(jieba.cut(text))`` (Chinese word segmentation).
 
-So ``"abcd中"`` (4 of 5 characters ASCII, exactly 80%) goes to jieba, ``"abcdefghi中"`` (90%) to the
-English path. The vectoriser is ``TfidfVectorizer(max_features=100)`` with scikit-learn's defaults
-otherwise.
+So ``"abcd中"`` (4 of 5 characters ASCII, exactly 80%) goes to jieba, ``"abcdefghi中"`` (90%) to the English
+path. The vectoriser is ``TfidfVectorizer(max_features=100)`` with scikit-learn's defaults otherwise.
 """
 
 from __future__ import annotations

@@ -115,7 +115,6 @@ class SelectionMethod:
     # ------------------------------------------------------------------ what the method declares
     @property
     def label(self) -> str:
-        """Its row label in the tables."""
         return self.display_name or self.name
 
     def variant(self) -> str:
