@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -31,8 +30,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(temp, target)
     except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+        temp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and str(target) not in str(exc):  # e.g. pyarrow's "Error writing bytes to file"
             raise io_error(exc, "writing", target) from exc
         raise

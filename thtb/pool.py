@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from thtb.io import atomic_path
 
 POOL_VERSION = 2
 """Part of a stored pool's file name: a change in what the file holds never reads an older one."""
@@ -211,12 +211,6 @@ def store_pool(records: pd.DataFrame, folder: str | Path, digest: str) -> Path:
         columns["bloom_level"] = pa.array([v if isinstance(v, str) else None for v in records["bloom_level"]],
                                           pa.string())
     table = pa.table(columns)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")  # nodes may share the folder
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
     return path

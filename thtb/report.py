@@ -101,12 +101,8 @@ def build_summary(result: SelectionResult, *, fingerprint: str, load_report: dic
     n_failed = sum(len(v) for v in result.failures.values())
     dropped = {s: int(((card["fell_at"] == s) & card["error"].isna()).sum()) for s in result.counts if s != "input"}
     summary = {
-        "fingerprint": fingerprint,
-        "n_input": result.counts["input"],
-        "counts": result.counts,
-        "n_selected": len(result.selected_ids),
-        "n_dropped_per_stage": dropped,
-        "n_failed": n_failed,
+        "fingerprint": fingerprint, "n_input": result.counts["input"], "counts": result.counts,
+        "n_selected": len(result.selected_ids), "n_dropped_per_stage": dropped, "n_failed": n_failed,
         "failed_ids": result.failures,
         "cutoffs": {s: {"column": result.rank_columns[s], "value": v} for s, v in result.cutoffs.items()},
         "score_stats": score_statistics(card, result.score_columns),
@@ -118,9 +114,7 @@ def build_summary(result: SelectionResult, *, fingerprint: str, load_report: dic
                         "selected": discipline_distribution(card.loc[card["selected"], "disciplines"])
                         if "disciplines" in card else {}},
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
-        "scorers": result.scorer_stats,
-        "warnings": result.warnings,
-        "data": load_report,
+        "scorers": result.scorer_stats, "warnings": result.warnings, "data": load_report,
     }
     if labels is not None:
         summary["bloom_accuracy"] = bloom_accuracy(card, labels)
@@ -165,8 +159,7 @@ def plot_histograms(result: SelectionResult, out_dir: Path) -> list[Path]:
         ax.set(xlabel=label, ylabel="samples")
         ax.legend(fontsize=8, frameon=False)
         fig.tight_layout()
-        path = out_dir / f"hist_{col}.png"
-        fig.savefig(path)
+        paths.append(out_dir / f"hist_{col}.png")
+        fig.savefig(paths[-1])
         plt.close(fig)
-        paths.append(path)
     return paths

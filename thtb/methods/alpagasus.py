@@ -64,8 +64,7 @@ class AlpaGasus(SelectionMethod):
             if judge is not None:  # also when the run stops on its failure budget
                 from thtb.executor import merge_judge_stats
 
-                stats = merge_judge_stats(judge.stats(), context.executor.judge_stats())
-                context.judge_stats = stats
+                context.judge_stats = merge_judge_stats(judge.stats(), context.executor.judge_stats())
         rating = pd.to_numeric(out["alpagasus_score"], errors="coerce").to_numpy(np.float64)
         errors = np.array(out["error"].tolist(), dtype=object)
         errors[np.isnan(rating) & pd.isna(errors)] = "scorer returned no alpagasus_score"  # no score, no error: failed
@@ -74,8 +73,7 @@ class AlpaGasus(SelectionMethod):
         if "alpagasus_reason" in out:
             card["alpagasus_reason"] = out["alpagasus_reason"].to_numpy()
         failed = ~pd.isna(errors)
-        if failed.any():
-            self.fail(card, rows[failed], list(errors[failed]), failures)
+        self.fail(card, rows[failed], list(errors[failed]), failures)
         below = ~failed & (rating < self.threshold)
         card.loc[below, "why"] = [f"alpagasus score {v:g} below the threshold {self.threshold:g}"
                                   for v in rating[below]]

@@ -223,8 +223,9 @@ class SelectionMethod:
         return card
 
     def fail(self, card: pd.DataFrame, rows: np.ndarray, errors: Sequence[str], failures: dict[str, list[str]]) -> None:
-        """Mark ``rows`` as failed (their errors in the card), counted against the failure budget."""
-        record_failures(card, rows, list(errors), self.name, failures, self.failure_budget)
+        """Mark ``rows`` as failed (their errors in the card), counted against the failure budget (none: nothing)."""
+        if len(rows):
+            record_failures(card, rows, list(errors), self.name, failures, self.failure_budget)
 
 
 def build_method(cfg: Mapping[str, Any]) -> SelectionMethod:

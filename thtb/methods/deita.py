@@ -149,11 +149,10 @@ class Deita(EmbeddingMethod):
                 fidelity=context.fidelity))
         card["deita_complexity"], card["deita_quality"] = complexity, qual
         score = complexity * qual
-        if failed.any():
-            self.fail(card, rows[failed], list(errors[failed]), failures)
+        self.fail(card, rows[failed], list(errors[failed]), failures)
         vectors = self.embed(pool, context, shared)
-        kept, similarity, nearest = repr_filter(score[ok], vectors[ok], n, self.threshold)
-        kept, close = ok[kept], ~np.isnan(similarity) & (similarity > self.threshold)
+        _, similarity, nearest = repr_filter(score[ok], vectors[ok], n, self.threshold)
+        close = ~np.isnan(similarity) & (similarity > self.threshold)
         card["deita_similarity"] = np.nan
         card.loc[ok, "deita_similarity"] = similarity
         redundant = ok[close]

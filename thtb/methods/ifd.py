@@ -57,8 +57,7 @@ class IFD(SelectionMethod):
         for col in out.columns.drop("error"):
             card[col] = out[col].to_numpy()
         failed = out["error"].notna().to_numpy()
-        if failed.any():
-            self.fail(card, rows[failed], out.loc[failed, "error"].tolist(), failures)
+        self.fail(card, rows[failed], out.loc[failed, "error"].tolist(), failures)
         scores = out["ifd"].to_numpy(np.float64)
         misaligned = ~failed & (scores >= 1)
         card.loc[misaligned, "why"] = MISALIGNED

@@ -45,9 +45,6 @@ def farthest_first(vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]
 
 
 class KCenterGreedy(EmbeddingMethod):
-    """``embedder``: the embedder's config (``_target_``…, default the run's ``embedder``) or a built embedder;
-    ``text``: ``query`` | ``response`` | ``pair``."""
-
     display_name = "k-Center"
     score_columns = {"kcenter_distance": ("kcenter", "distance to the nearest earlier pick")}
 
