@@ -41,6 +41,7 @@ Paired comparison — :func:`paired_difference`: two methods judged against the 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -242,11 +243,8 @@ def length_controlled(samples: str | os.PathLike[str] | Iterable[Mapping[str, An
         "method": (f"alpaca_eval {GLM_NAME} GLM ({GLM_FORMULA}): logit P(model preferred) = theta + "
                    "phi*tanh(d/sd(d)), d = len(baseline) - len(model) in characters; LC = 100*sigmoid(theta) "
                    "(d = 0); soft labels (ties 1/2), L1 logistic regression, C by 5-fold grouped CV"),
-        "n": n,
-        "lc_win_rate": None, "lc_win_rate_ci95": None,
-        "win_rate": _pct(a["win"].mean()) if n else None,
-        "win_rate_tie_half": _pct(a["preference"].mean()) if n else None,
-        "glm": None,
+        "n": n, "lc_win_rate": None, "lc_win_rate_ci95": None, "win_rate": _pct(a["win"].mean()) if n else None,
+        "win_rate_tie_half": _pct(a["preference"].mean()) if n else None, "glm": None,
         "mean_length": {"model": round(float(a["model_len"].mean()), 1) if n else None,
                         "baseline": round(float(a["baseline_len"].mean()), 1) if n else None},
         "length_ratio": (round(float(a["model_len"].mean() / a["baseline_len"].mean()), 3)
@@ -336,8 +334,6 @@ def paired_difference(samples_a: str | os.PathLike[str] | Iterable[Mapping[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m thtb.eval.length_control",
                                      description="LC win rate of one pairwise run, or paired differences of two")
     parser.add_argument("samples", nargs="+", help="pairwise_samples.jsonl of one run (or of two runs: A B)")

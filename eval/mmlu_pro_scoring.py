@@ -35,6 +35,7 @@ slack``, the response re-tokenised with the model's tokenizer; unknown when no t
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import re
@@ -46,7 +47,7 @@ from typing import Any
 
 from thtb.eval import stats
 from thtb.eval.mmlu_pro_prompts import drop_na
-from thtb.io import read_jsonl
+from thtb.io import atomic_write_text, read_jsonl
 
 SCHEMES = ("strict", "official", "official_guess")
 GUESS_SEED = 12345
@@ -415,8 +416,6 @@ def compare(path_a: str | Path, path_b: str | Path, *, scheme: str = "official",
 def main(argv: Sequence[str] | None = None) -> int:
     """``rescore SAMPLES [--schemes …] [--primary …] [--max-gen-toks N] [--out FILE]`` and
     ``compare A B [--scheme official] [--n-boot N] [--seed S] [--out FILE]``: JSON to ``--out`` or stdout."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m thtb.eval.mmlu_pro",
                                      description="Re-score finished MMLU-Pro runs offline (no generation).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -447,8 +446,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                          data_dir=args.data_dir)
     text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
     if args.out:
-        from thtb.io import atomic_write_text
-
         atomic_write_text(Path(args.out), text)
         print(_headline(result))
     else:

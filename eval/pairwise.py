@@ -48,7 +48,7 @@ from thtb.data.formats import text_column
 from thtb.data.readers import read_source
 from thtb.eval.harness import model_fingerprint
 from thtb.eval.length_control import length_controlled, truncation_rates
-from thtb.fingerprint import ids_digest
+from thtb.fingerprint import fingerprint, ids_digest
 from thtb.io import atomic_write_text
 from thtb.judge.base import JudgeBackend
 from thtb.eval.prompts import PAIRWISE_TEMPLATES, RESPOND
@@ -396,8 +396,6 @@ def _scalar(value: Any) -> Any:
 
 def outputs_from_file(path: str | os.PathLike[str], instructions: Sequence[str], name: str | None = None) -> Outputs:
     """A reference-outputs file as one side of the comparison."""
-    from thtb.fingerprint import fingerprint
-
     text = load_outputs(path, instructions)
     return Outputs(name=name or Path(path).name, text=list(text), error=[None] * len(text),
                    fingerprint=f"file:{fingerprint(text)}", stats={})

@@ -7,6 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from thtb.eval.mmlu_pro import config_kwargs
+from thtb.eval.mmlu_pro_prompts import DEFAULT_MAX_GEN_TOKS
+from thtb.eval.mmlu_pro_scoring import DESCRIPTIONS, GUESS_SEED
 from thtb.provenance import short_target
 
 
@@ -15,10 +18,6 @@ def mmlu_pro_protocol(ev: Mapping) -> dict[str, Any]:
     (:data:`thtb.eval.provenance.PAPER_SETUP`: TIGER-AI-Lab's evaluate_from_api.py prompt through the chat template,
     scored by their extraction chain + seeded guess), ``lm-eval`` for lm-eval's task with its strict regex, else a
     phrase naming format and scheme."""
-    from thtb.eval.mmlu_pro import config_kwargs
-    from thtb.eval.mmlu_pro_prompts import DEFAULT_MAX_GEN_TOKS
-    from thtb.eval.mmlu_pro_scoring import DESCRIPTIONS, GUESS_SEED
-
     mp = ev.get("mmlu_pro") or {}
     kw = config_kwargs(mp)
     fmt, primary, chat = kw["prompt_format"], kw["primary_scheme"], kw["apply_chat_template"]

@@ -18,6 +18,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from safetensors import safe_open
+
 log = logging.getLogger(__name__)
 
 PROBES = (
@@ -33,8 +35,6 @@ class NotTrainedError(RuntimeError):
 
 def _tensor_index(folder: Path) -> dict[str, Path]:
     """Each tensor's name → the file of a local folder's ``*.safetensors`` holding it ({}: none)."""
-    from safetensors import safe_open
-
     index: dict[str, Path] = {}
     for f in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
         with safe_open(str(f), framework="pt") as fh:
@@ -46,7 +46,6 @@ def weights_differ(model: str | Path, base: str | Path, max_tensors: int = 16) -
     """Compare up to ``max_tensors`` shared 2-D weights; ``(differ, n_compared)``, or ``None`` when either
     side is not a local safetensors folder (nothing to compare without loading)."""
     import torch
-    from safetensors import safe_open
 
     a, b = _tensor_index(Path(model)), _tensor_index(Path(base))
     names = sorted(n for n in set(a) & set(b) if n.endswith(".weight") and "norm" not in n and "embed" not in n)

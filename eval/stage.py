@@ -30,7 +30,14 @@ from typing import Any
 import pandas as pd
 
 from thtb import __version__
+from thtb.artifacts import MANIFEST, StageArtifact, copy_outputs
+from thtb.cost import run_cost, stage_cost
+from thtb.eval import harness, run_exam, run_mmlu_pro
+from thtb.eval.mmlu_pro import config_kwargs, data_fingerprint
+from thtb.eval.protocol import eval_provenance
+from thtb.fingerprint import fingerprint
 from thtb.io import atomic_write_text, read_jsonl
+from thtb.provenance import environment, stage_key_inputs
 from thtb.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -105,8 +112,6 @@ def check_config(cfg: dict[str, Any]) -> list[str]:
 
             pairwise_template(ev["pairwise"].get("template", "forced"))
         if "mmlu_pro" in tasks:
-            from thtb.eval.mmlu_pro import config_kwargs
-
             config_kwargs(ev["mmlu_pro"])  # prompt format, schemes, budget: checked before any model loads
     except ValueError as err:
         raise EvalConfigError(str(err)) from err
@@ -118,8 +123,6 @@ def check_config(cfg: dict[str, Any]) -> list[str]:
         if not path or not Path(path).is_file():
             raise EvalConfigError(f"eval.exam.path={path!r} is not a file (the multiple-choice exam to score)")
     if "mmlu_pro" in tasks and ev["mmlu_pro"].get("data_dir"):
-        from thtb.eval.mmlu_pro import data_fingerprint
-
         data_fingerprint(ev["mmlu_pro"]["data_dir"])  # a missing parquet fails now, naming the path
     return tasks
 
@@ -128,17 +131,12 @@ def check_config(cfg: dict[str, Any]) -> list[str]:
 def _lm_eval_kwargs(ev: dict[str, Any]) -> dict[str, Any]:
     """The settings MMLU-Pro and the exam share: backend, dtype, parallelism, and the device (``eval.device``, or
     CUDA when available, else CPU)."""
-    from thtb.eval import harness
-
     return {"backend": ev.get("backend", "hf"), "device": harness.resolve_device(ev.get("device")),
             "dtype": ev.get("dtype", "auto"), "tensor_parallel_size": int(ev.get("tensor_parallel_size", 1)),
             "data_parallel_size": int(ev.get("data_parallel_size", 1))}
 
 
 def _mmlu_pro(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
-    from thtb.eval import run_mmlu_pro
-    from thtb.eval.mmlu_pro import config_kwargs
-
     ev, mp = cfg["eval"], cfg["eval"]["mmlu_pro"]
     return run_mmlu_pro(model, data_dir=mp.get("data_dir"), builtin=not mp.get("data_dir"), out_dir=out,
                         batch_size=ev.get("batch_size", "auto"), **_lm_eval_kwargs(ev),
@@ -172,8 +170,6 @@ def _pairwise(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
 
 
 def _exam(cfg: dict[str, Any], model: str, out: Path) -> dict[str, Any]:
-    from thtb.eval import run_exam
-
     ev, ex = cfg["eval"], cfg["eval"]["exam"]
     return run_exam(model, exam_path=ex["path"], out_dir=out, batch_size=ev.get("batch_size", 1),
                     **_lm_eval_kwargs(ev), max_gen_toks=ex.get("max_gen_toks"), limit=ex.get("limit"),
@@ -197,9 +193,6 @@ def model_identity(model: str) -> str:
     """A trained model is identified by its training artifact's fingerprint, read from the artifact's manifest
     (``manifest.json`` beside the model folder, ``stage: train``, listing the model's files) wherever the folder
     lies; any other model by its content."""
-    from thtb.artifacts import MANIFEST
-    from thtb.eval.harness import model_fingerprint
-
     path = Path(model)
     try:
         body = json.loads((path.parent / MANIFEST).read_text(encoding="utf-8"))
@@ -208,21 +201,15 @@ def model_identity(model: str) -> str:
     if body.get("stage") == "train" and body.get("fingerprint") and any(
             f.startswith(f"{path.name}/") for f in body.get("files") or {}):
         return f"train:{body['fingerprint']}"
-    return model_fingerprint(model)["fingerprint"]
+    return harness.model_fingerprint(model)["fingerprint"]
 
 
 def task_fingerprint(cfg: dict[str, Any], task: str, model: str) -> str:
     """Everything that determines a task's result: the model, the task's config, the shared eval settings,
     the data files, the eval code with the lm-eval task files it reads, and the libraries' versions."""
-    from thtb.eval import harness
-    from thtb.fingerprint import fingerprint
-    from thtb.provenance import stage_key_inputs
-
     ev = cfg["eval"]
     data: Any = None
     if task == "mmlu_pro" and ev["mmlu_pro"].get("data_dir"):
-        from thtb.eval.mmlu_pro import data_fingerprint
-
         data = data_fingerprint(ev["mmlu_pro"]["data_dir"])
     elif task == "exam":
         data = harness.file_digest(ev["exam"]["path"])
@@ -234,8 +221,6 @@ def task_fingerprint(cfg: dict[str, Any], task: str, model: str) -> str:
 
 def _cached(cfg: dict[str, Any], task: str, model: str, out: Path, runner) -> tuple[dict[str, Any], bool]:
     """Run ``task`` or restore its stored result (``<cache>/artifacts/eval/<fingerprint>/``)."""
-    from thtb.artifacts import StageArtifact, copy_outputs
-
     artifact = StageArtifact(cfg["paths"]["cache_dir"], "eval", task_fingerprint(cfg, task, model))
     summary_name = CACHED_TASKS[task][0]
     if cfg.get("reuse", True) and artifact.is_complete():
@@ -254,9 +239,6 @@ def _cached(cfg: dict[str, Any], task: str, model: str, out: Path, runner) -> tu
 
 def stamp_provenance(path: Path, result: dict[str, Any], cfg: dict[str, Any], task: str) -> dict[str, Any]:
     """Add ``provenance`` (the task's protocol, the environment) to a task's result and its JSON file."""
-    from thtb.eval.protocol import eval_provenance
-    from thtb.provenance import environment
-
     result = {**result, "provenance": {"protocol": eval_provenance(cfg, [task])[task], **environment()}}
     atomic_write_text(path, json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
     return result
@@ -354,8 +336,6 @@ def _cost(run_dir: Path, trained: dict[str, Any], results: dict[str, dict], timi
     """The run line's ``cost`` (:mod:`thtb.cost`): the selection's and the training's as their summaries recorded
     them (the runs that computed them), and this evaluation's: its wall time, devices, and the judge's and the
     generators' requests (tasks reused from a cache are listed: their cost was paid earlier)."""
-    from thtb.cost import run_cost, stage_cost
-
     selection = _stage_summary(run_dir, "selection").get("cost")
     judge: dict[str, int] = {}
     for r in results.values():
@@ -370,8 +350,6 @@ def _cost(run_dir: Path, trained: dict[str, Any], results: dict[str, dict], timi
 def _provenance(cfg: dict[str, Any], run_dir: Path, trained: dict[str, Any], results: dict[str, dict]) -> dict:
     """What produced the evaluated model (selection, training: from the train stage's summary) and how it was
     evaluated (protocol per task), with the environment."""
-    from thtb.eval.protocol import eval_provenance
-    from thtb.provenance import environment
     from thtb.train.artifacts import training_provenance
 
     base = cfg["eval"].get("model", "trained") == "base"

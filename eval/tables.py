@@ -40,9 +40,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from thtb.cost import cost_text
+from thtb.eval.length_control import paired_difference, read_samples
+from thtb.eval.mmlu_pro_scoring import compare_pooled
+from thtb.eval.provenance import describe, deviations
 from thtb.eval.stats import t_interval
 from thtb.io import atomic_path, atomic_write_text
-from thtb.eval.provenance import describe, deviations
 
 log = logging.getLogger(__name__)
 
@@ -396,8 +399,6 @@ def build_table(lines: Iterable[Mapping], published: pd.DataFrame, spec: TableSp
 def row_cost(runs: list[Mapping]) -> dict[str, Any]:
     """A row's cost (:mod:`thtb.cost`), the mean over its seeds' run lines of each stage's device-hours, the
     selection's judge requests and the tokens trained; ``cost``: the same as text ("—" where no line records it)."""
-    from thtb.cost import cost_text
-
     costs = [r["line"].get("cost") or {} for r in runs]
     names = {"selection.device_hours": "selection_device_hours", "training.device_hours": "training_device_hours",
              "selection.judge_requests": "judge_requests", "training.tokens": "training_tokens"}
@@ -735,8 +736,6 @@ def _samples(line: Mapping, name: str) -> Path | None:
 
 def _seeded_pairwise(line: Mapping, tag: str) -> list[dict]:
     """A run's pairwise samples with its seed in each prompt's key, so several seeds' prompts pool without clashing."""
-    from thtb.eval.length_control import read_samples
-
     records = read_samples(_samples(line, "pairwise_samples.jsonl"))
     return [{**r, "dataset": f"{r.get('dataset', '')}#{tag}"} for r in records]
 
@@ -744,9 +743,6 @@ def _seeded_pairwise(line: Mapping, tag: str) -> list[dict]:
 def _paired(block: str, pairs: list[tuple[Mapping, Mapping]], n_boot: int) -> dict[str, Any] | None:
     """One paired test of A vs B over ``pairs`` of (A's run line, B's run line): one pair, or several pooled (each
     pair's items counted once per pair). None when nothing is comparable."""
-    from thtb.eval.length_control import paired_difference
-    from thtb.eval.mmlu_pro_scoring import compare_pooled
-
     if block == "mmlu_pro":
         scheme = pairs[0][0]["metrics"]["mmlu_pro"].get("scheme", "strict")
         out = compare_pooled([(_samples(a, "mmlu_pro_samples.jsonl"), _samples(b, "mmlu_pro_samples.jsonl"))
