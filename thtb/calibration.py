@@ -27,13 +27,9 @@ Fitting the proxies of :mod:`thtb.scorers.proxy` and measuring them are separate
   digest no longer matches the parameters is reported as stale, not as the parameters' figures.
 * ``python -m thtb.calibration report`` prints both recorded tables, computing nothing.
 * ``python -m thtb.calibration fit --against <run> --out <dir>`` (:func:`fit_against`) fits the same proxies to
-  the outputs of the real scorers a run recorded in its score card (``selection/scores.parquet``: the reward's
-  raw score, the judge's Bloom level and score, its disciplines) instead of the labels — only the kinds whose
-  real scorer ran there, saying why it skips the others. It holds out a share of the scored rows by id hash,
-  fits on the rest with the cross-validation above, writes the parameters with what they imitate and their
-  source (the run, its summary's scorer provenance, the score card's sha256) and measures them on the held-out
-  rows, beside the hand-built scorers and the shipped proxies, into ``<dir>/held_out.json``. It never writes the
-  packaged parameters unless asked (``--replace-shipped``).
+  the outputs of the real scorers a run recorded in its score card (``selection/scores.parquet``) instead of the
+  labels, and measures them on rows held out by id hash. It never writes the packaged parameters unless asked
+  (``--replace-shipped``).
 """
 
 from __future__ import annotations
@@ -48,7 +44,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thtb.scorers.base import BLOOM_LEVELS
+from thtb.scorers.base import BLOOM_BANDS, BLOOM_LEVELS
+from thtb.scorers.fitted import (FORMAT, HELD_OUT_FORMAT, LABELS_PROVENANCE, PROXY_KINDS, cv_figures, cv_setting,
+                                 held_out_path, labels_digest, load_held_out, load_params, params_digest, proxy_path)
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION = ROOT / "calibration"
@@ -127,22 +125,10 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
     return float(spearmanr(a[keep], b[keep]).statistic)
 
 
-@dataclass(frozen=True)
-class Agreement:
-    """A scorer's agreement with the labels on one split (``None`` where the scorer gave nothing to compare)."""
-
-    split: str
-    n: int
-    bloom_spearman: float | None = None
-    bloom_level_exact: float | None = None
-    bloom_level_within_one: float | None = None
-    discipline_micro_f1: float | None = None
-    discipline_count_agreement: float | None = None
-    quality_spearman: float | None = None
-    n_failed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+FIGURES = {"bloom": ("bloom_spearman", "bloom_level_exact", "bloom_level_within_one"),
+           "disciplines": ("discipline_micro_f1", "discipline_count_agreement"),
+           "quality": ("quality_spearman",)}
+"""The agreement figures of each proxy (:func:`agreement`)."""
 
 
 def bloom_agreement(labels: pd.DataFrame, levels: Sequence[str | None], scores: Sequence[float | None]) -> dict:
@@ -175,23 +161,21 @@ def discipline_agreement(labels: pd.DataFrame, predicted: Sequence[Sequence[str]
 
 
 def agreement(labels: pd.DataFrame, *, bloom: pd.DataFrame | None = None, disciplines: pd.DataFrame | None = None,
-              quality: pd.DataFrame | None = None) -> Agreement:
-    """Agreement of scorer outputs (frames with the :mod:`thtb.scorers.base` columns, aligned with ``labels``)."""
-    splits = sorted(set(labels["split"]))
-    figures: dict[str, Any] = {}
-    failed = 0
+              quality: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Agreement of scorer outputs (frames with the :mod:`thtb.scorers.base` columns, aligned with ``labels``) on
+    one split: ``split``, ``n``, the figures of :data:`FIGURES` rounded to 4 places (``None`` where the scorer gave
+    nothing to compare) and ``n_failed``."""
+    figures: dict[str, Any] = dict.fromkeys(name for names in FIGURES.values() for name in names)
     if bloom is not None:
         figures.update(bloom_agreement(labels, bloom["bloom_level"].tolist(), bloom["bloom_score"].tolist()))
-        failed += int(bloom["error"].notna().sum())
     if disciplines is not None:
-        figures.update(discipline_agreement(
-            labels, [d if e is None else None for d, e in zip(disciplines["disciplines"], disciplines["error"],
-                                                               strict=True)]))
-        failed += int(disciplines["error"].notna().sum())
+        pairs = zip(disciplines["disciplines"], disciplines["error"], strict=True)
+        figures.update(discipline_agreement(labels, [d if e is None else None for d, e in pairs]))
     if quality is not None:
         figures["quality_spearman"] = spearman(quality["quality_raw"], labels["quality"])
-        failed += int(quality["error"].notna().sum())
-    return Agreement(split="+".join(splits), n=len(labels), n_failed=failed, **figures)
+    failed = sum(int(frame["error"].notna().sum()) for frame in (bloom, disciplines, quality) if frame is not None)
+    return {"split": "+".join(sorted(set(labels["split"]))), "n": len(labels),
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}, "n_failed": failed}
 
 
 # ------------------------------------------------------------------------------------------------ fitting
@@ -250,25 +234,24 @@ def _folds(y: np.ndarray, stratify: bool = True):
     from sklearn.model_selection import KFold, StratifiedKFold
 
     stratify = stratify and np.unique(y, return_counts=True)[1].min() >= FOLDS
-    splitter = StratifiedKFold(FOLDS, shuffle=True, random_state=SEED) if stratify else \
-        KFold(FOLDS, shuffle=True, random_state=SEED)
+    splitter = (StratifiedKFold if stratify else KFold)(FOLDS, shuffle=True, random_state=SEED)
     return list(splitter.split(np.zeros(len(y)), y if stratify else None))
 
 
 def _bloom_predict(probs: np.ndarray, level_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from thtb.scorers.base import BLOOM_BANDS
-
     k = probs.argmax(axis=1)
-    expected = probs @ level_scores
-    lo = np.array([BLOOM_BANDS[BLOOM_LEVELS[i]][0] for i in k])
-    hi = np.array([BLOOM_BANDS[BLOOM_LEVELS[i]][1] for i in k])
-    return k, np.clip(expected, lo, hi)
+    bands = np.array([BLOOM_BANDS[lv] for lv in BLOOM_LEVELS])[k]
+    return k, np.clip(probs @ level_scores, bands[:, 0], bands[:, 1])
 
 
-def _fitted_on() -> str:
-    from thtb.scorers.fitted import LABELS_PROVENANCE
-
-    return f"calibration/ train split ({LABELS_PROVENANCE})"
+def _params(kind: str, head: dict[str, Any], train: pd.DataFrame, columns: tuple[str, ...], fitted_on: str | None,
+            body: dict[str, Any], cv: dict[str, Any], choose: str, table: str) -> dict[str, Any]:
+    """A proxy's parameters in the resource's key order; ``cv`` (by setting) only where cross-validation ran.
+    ``fitted_on``: what the labels are (default: the calibration readers')."""
+    return {"format": FORMAT, "kind": kind, **head, "n_train": len(train),
+            "train_labels_sha256": labels_digest(train, columns),
+            "fitted_on": fitted_on or f"calibration/ train split ({LABELS_PROVENANCE})", **body,
+            **({"cv": {"folds": FOLDS, "seed": SEED, "choose": f"max {choose}", table: cv}} if cv else {})}
 
 
 def _r4(value: float | None) -> float | None:
@@ -280,19 +263,9 @@ def _best(values: Sequence[float | None]) -> float:
     return -np.inf if values is None else values
 
 
-def _level_probs(model, probs: np.ndarray) -> np.ndarray:
-    """``(n, 6)`` level probabilities from a classifier fitted on the levels it saw (a level the rows never name
-    has probability 0; with every level seen, the classifier's own columns)."""
-    out = np.zeros((len(probs), len(BLOOM_LEVELS)))
-    out[:, model.classes_] = probs
-    return out
-
-
 def _level_means(score: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Each level's mean score over the rows labelled with it (a level no row names: its band's midpoint, with
     probability 0 wherever it is used)."""
-    from thtb.scorers.base import BLOOM_BANDS
-
     return np.array([score[y == i].mean() if (y == i).any() else sum(BLOOM_BANDS[lv]) / 2
                      for i, lv in enumerate(BLOOM_LEVELS)])
 
@@ -300,13 +273,12 @@ def _level_means(score: np.ndarray, y: np.ndarray) -> np.ndarray:
 def fit_bloom(train: pd.DataFrame, embedder, *, C: float | None = None, fitted_on: str | None = None
               ) -> dict[str, Any]:
     """Multinomial logistic head of :class:`~thtb.scorers.proxy.ProxyBloomScorer`; C by cross-validated ρ, or
-    ``C`` as given (no cross-validation, no ``cv`` section: a refit with recorded hyper-parameters). ``fitted_on``:
-    what the labels are (default: the calibration readers'). Levels the labels never name get probability 0."""
+    ``C`` as given (no cross-validation, no ``cv`` section: a refit with recorded hyper-parameters). Levels the
+    labels never name get probability 0."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     from thtb.scorers.bloom import LexiconBloomClassifier
-    from thtb.scorers.fitted import FORMAT, labels_digest
     from thtb.scorers.proxy import BLOOM_FEATURES, bloom_features
 
     train = _train_only(train)
@@ -320,16 +292,15 @@ def fit_bloom(train: pd.DataFrame, embedder, *, C: float | None = None, fitted_o
         k_pred, s_pred = np.zeros(len(y), int), np.zeros(len(y))
         for a, b in _folds(y):
             scaler = StandardScaler().fit(x[a])
+            probs = np.zeros((len(b), len(BLOOM_LEVELS)))  # a level the fold never names: probability 0
             if len(set(y[a])) < 2:  # a tiny set's fold that saw one level: it predicts that level
-                probs = np.zeros((len(b), len(BLOOM_LEVELS)))
                 probs[:, y[a][0]] = 1.0
             else:
                 model = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x[a]), y[a])
-                probs = _level_probs(model, model.predict_proba(scaler.transform(x[b])))
+                probs[:, model.classes_] = model.predict_proba(scaler.transform(x[b]))
             k_pred[b], s_pred[b] = _bloom_predict(probs, _level_means(score[a], y[a]))
-        cv[str(c)] = {"bloom_spearman": _r4(spearman(s_pred, score)),
-                      "bloom_level_exact": round(float((k_pred == y).mean()), 4),
-                      "bloom_level_within_one": round(float((np.abs(k_pred - y) <= 1).mean()), 4)}
+        figures = bloom_agreement(train, [BLOOM_LEVELS[k] for k in k_pred], list(s_pred))
+        cv[str(c)] = {k: _r4(v) for k, v in figures.items()}
     best = max(BLOOM_C, key=lambda c: (_best(cv[str(c)]["bloom_spearman"]), -c)) if C is None else float(C)
     scaler = StandardScaler().fit(x)
     model = LogisticRegression(C=best, max_iter=5000).fit(scaler.transform(x), y)
@@ -339,29 +310,25 @@ def fit_bloom(train: pd.DataFrame, embedder, *, C: float | None = None, fitted_o
         intercept[model.classes_] = [-model.intercept_[0] / 2, model.intercept_[0] / 2]
     else:
         coef[model.classes_], intercept[model.classes_] = model.coef_, model.intercept_
-    return {"format": FORMAT, "kind": "bloom", "features": list(BLOOM_FEATURES),
-            "n_train": len(train), "train_labels_sha256": labels_digest(train, ("bloom_level", "bloom_score")),
-            "fitted_on": fitted_on or _fitted_on(),
-            "model": {"type": "sklearn LogisticRegression (multinomial, lbfgs)", "C": best,
-                      "coef": coef.tolist(), "intercept": intercept.tolist()},
-            "scaler": {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist()},
-            "level_mean_scores": _level_means(score, y).tolist(),
-            **({"cv": {"folds": FOLDS, "seed": SEED, "choose": "max bloom_spearman", "by_C": cv}} if cv else {})}
+    return _params("bloom", {"features": list(BLOOM_FEATURES)}, train, ("bloom_level", "bloom_score"), fitted_on,
+                   {"model": {"type": "sklearn LogisticRegression (multinomial, lbfgs)", "C": best,
+                              "coef": coef.tolist(), "intercept": intercept.tolist()},
+                    "scaler": {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist()},
+                    "level_mean_scores": _level_means(score, y).tolist()}, cv, "bloom_spearman", "by_C")
 
 
 def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None, threshold: float | None = None,
                     fitted_on: str | None = None, name_undescribed: bool = False) -> dict[str, Any]:
     """Per-discipline logistic heads of :class:`~thtb.scorers.proxy.ProxyDisciplineTagger`; C and the threshold
-    by cross-validated micro-F1, or both as given (no cross-validation, no ``cv`` section). ``fitted_on``: what
-    the labels are (default: the calibration readers'). A discipline named neither by the catalogue nor by
-    :data:`PROXY_DESCRIPTIONS` is an error, or with ``name_undescribed`` (a judge's free names, whose own
-    descriptions the score card does not hold) described by its name, listed under ``described_by_name``."""
+    by cross-validated micro-F1, or both as given (no cross-validation, no ``cv`` section). A discipline named
+    neither by the catalogue nor by :data:`PROXY_DESCRIPTIONS` is an error, or with ``name_undescribed`` (a judge's
+    free names, whose own descriptions the score card does not hold) described by its name, listed under
+    ``described_by_name``."""
     from collections import Counter
 
     from sklearn.linear_model import LogisticRegression
 
-    from thtb.scorers.disciplines import load_catalogue
-    from thtb.scorers.fitted import FORMAT, labels_digest
+    from thtb.scorers.disciplines import load_catalogue, top_labels
     from thtb.scorers.proxy import split_query
 
     train = _train_only(train)
@@ -387,11 +354,6 @@ def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None, th
                 coef[j], intercept[j] = model.coef_[0], model.intercept_[0]
         return coef, intercept
 
-    def choose(probs, threshold):
-        order = np.argsort(-probs, kind="stable")
-        keep = [order[0]] + [j for j in order[1:] if probs[j] >= threshold]
-        return [labels[j] for j in keep[:DISCIPLINE_MAX]]
-
     cv: dict[str, dict[str, Any]] = {}
     first = np.array([labels.index(ds[0]) if ds[0] in labels else -1 for ds in truth])
     if (C is None) != (threshold is None):
@@ -402,7 +364,7 @@ def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None, th
             coef, intercept = heads(c, a)
             probs[b] = 1 / (1 + np.exp(-(x[b] @ coef.T + intercept)))
         for t in DISCIPLINE_THRESHOLDS:
-            pred = [choose(p, t) for p in probs]
+            pred = [top_labels(p, labels, t, DISCIPLINE_MAX) for p in probs]
             cv[f"C={c},threshold={t}"] = {k: _r4(v) for k, v in discipline_agreement(train, pred).items()}
     if C is None:
         best = max(cv, key=lambda k: (cv[k]["discipline_micro_f1"], cv[k]["discipline_count_agreement"]))
@@ -410,28 +372,23 @@ def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None, th
     else:
         c, t = float(C), float(threshold)
     coef, intercept = heads(c, np.arange(len(train)))
-    return {"format": FORMAT, "kind": "disciplines", "labels": labels,
-            "descriptions": {d: own[d] for d in labels if d not in catalogue},
-            **({"described_by_name": undescribed} if undescribed else {}),
-            "n_train": len(train), "train_labels_sha256": labels_digest(train, ("disciplines",)),
-            "fitted_on": fitted_on or _fitted_on(),
-            "model": {"type": "sklearn LogisticRegression per discipline (one-vs-rest) on the MiniLM query "
-                              "embedding", "C": c, "min_count": DISCIPLINE_MIN_COUNT,
-                      "coef": coef.tolist(), "intercept": intercept.tolist()},
-            "threshold": t, "max_disciplines": DISCIPLINE_MAX,
-            **({"cv": {"folds": FOLDS, "seed": SEED, "choose": "max discipline_micro_f1", "by_setting": cv}}
-               if cv else {})}
+    head = {"labels": labels, "descriptions": {d: own[d] for d in labels if d not in catalogue},
+            **({"described_by_name": undescribed} if undescribed else {})}
+    return _params("disciplines", head, train, ("disciplines",), fitted_on,
+                   {"model": {"type": "sklearn LogisticRegression per discipline (one-vs-rest) on the MiniLM query "
+                                      "embedding", "C": c, "min_count": DISCIPLINE_MIN_COUNT,
+                              "coef": coef.tolist(), "intercept": intercept.tolist()},
+                    "threshold": t, "max_disciplines": DISCIPLINE_MAX}, cv, "discipline_micro_f1", "by_setting")
 
 
 def fit_quality(train: pd.DataFrame, *, alpha: float | None = None, fitted_on: str | None = None
                 ) -> dict[str, Any]:
     """Ridge head of :class:`~thtb.scorers.proxy.ProxyQualityScorer`; alpha by cross-validated ρ, or ``alpha`` as
-    given (no cross-validation, no ``cv`` section). ``fitted_on``: what ``quality`` is (default: the calibration
-    readers' 1–10 rating; ``fit --against``: a reward model's raw score)."""
+    given (no cross-validation, no ``cv`` section). ``quality``: the calibration readers' 1–10 rating, or for
+    ``fit --against`` a reward model's raw score."""
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
 
-    from thtb.scorers.fitted import FORMAT, labels_digest
     from thtb.scorers.proxy import QUALITY_FEATURES, quality_features
 
     train = _train_only(train)
@@ -449,19 +406,14 @@ def fit_quality(train: pd.DataFrame, *, alpha: float | None = None, fitted_on: s
     scaler = StandardScaler().fit(x)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     model = Ridge(alpha=best).fit((x - scaler.mean_) / scale, y)
-    return {"format": FORMAT, "kind": "quality", "features": list(QUALITY_FEATURES),
-            "n_train": len(train), "train_labels_sha256": labels_digest(train, ("quality",)),
-            "fitted_on": fitted_on or _fitted_on(),
-            "model": {"type": "sklearn Ridge", "alpha": best, "coef": model.coef_.tolist(),
-                      "intercept": float(model.intercept_)},
-            "scaler": {"mean": scaler.mean_.tolist(), "scale": scale.tolist()},
-            **({"cv": {"folds": FOLDS, "seed": SEED, "choose": "max quality_spearman", "by_alpha": cv}} if cv else {})}
+    return _params("quality", {"features": list(QUALITY_FEATURES)}, train, ("quality",), fitted_on,
+                   {"model": {"type": "sklearn Ridge", "alpha": best, "coef": model.coef_.tolist(),
+                              "intercept": float(model.intercept_)},
+                    "scaler": {"mean": scaler.mean_.tolist(), "scale": scale.tolist()}}, cv, "quality_spearman",
+                   "by_alpha")
 
 
 # ------------------------------------------------------------------------------------- fit, measure, report
-PROXY_NAMES = ("bloom", "disciplines", "quality")
-
-
 def _embedder():
     from thtb.scorers.embedder import SentenceTransformerEmbedder
 
@@ -469,31 +421,32 @@ def _embedder():
     return SentenceTransformerEmbedder(model="minilm_offline", max_seq_length=128)
 
 
-def score_split(rows: pd.DataFrame, *, proxies: bool, embedder=None, params_dir: Path | None = None) -> Agreement:
-    """Agreement on ``rows`` of the trained proxies (``proxies=True``) or the hand-built offline scorers."""
+def _scorer(kind: str, embedder, path: Path | None, *, proxy: bool = True):
+    """The proxy of ``kind`` (parameters at ``path``; ``None``: the shipped reader-calibrated ones), or the
+    hand-built scorer of that kind."""
     from thtb.scorers.bloom import LexiconBloomClassifier
     from thtb.scorers.disciplines import CatalogueDisciplineTagger
     from thtb.scorers.proxy import ProxyBloomScorer, ProxyDisciplineTagger, ProxyQualityScorer
     from thtb.scorers.quality import HeuristicQualityScorer
 
+    if kind == "quality":
+        return ProxyQualityScorer(path) if proxy else HeuristicQualityScorer()
+    if kind == "bloom":
+        return ProxyBloomScorer(embedder, path) if proxy else LexiconBloomClassifier(embedder)
+    return ProxyDisciplineTagger(embedder, path) if proxy else CatalogueDisciplineTagger(embedder)
+
+
+def score_split(rows: pd.DataFrame, *, proxies: bool, embedder=None, params_dir: Path | None = None
+                ) -> dict[str, Any]:
+    """Agreement on ``rows`` of the trained proxies (``proxies=True``) or the hand-built offline scorers."""
     embedder = embedder or _embedder()
     queries, responses = rows["query"].tolist(), rows["response"].tolist()
-    if proxies:
-        path = (lambda name: Path(params_dir) / f"{name}.json") if params_dir else (lambda name: None)
-        bloom = ProxyBloomScorer(embedder, path("bloom"))
-        tagger = ProxyDisciplineTagger(embedder, path("disciplines"))
-        quality = ProxyQualityScorer(path("quality"))
-    else:
-        bloom, tagger, quality = LexiconBloomClassifier(embedder), CatalogueDisciplineTagger(embedder), \
-            HeuristicQualityScorer()
+    bloom, tagger, quality = (_scorer(kind, embedder, Path(params_dir) / f"{kind}.json" if params_dir else None,
+                                      proxy=proxies) for kind in ("bloom", "disciplines", "quality"))
     return agreement(rows, bloom=bloom.score(queries, responses), disciplines=tagger.tag(queries),
                      quality=quality.score(queries, responses))
 
 
-FIGURES = {"bloom": ("bloom_spearman", "bloom_level_exact", "bloom_level_within_one"),
-           "disciplines": ("discipline_micro_f1", "discipline_count_agreement"),
-           "quality": ("quality_spearman",)}
-"""The agreement figures of each proxy (:class:`Agreement`'s fields)."""
 LABEL_COLUMNS = ("bloom_level", "bloom_score", "disciplines", "quality")
 
 
@@ -507,8 +460,6 @@ def fit_proxies(*, alpaca: str | Path = DEFAULT_ALPACA, out_dir: str | Path | No
     """Fit the three proxies on the train split (hyper-parameters by cross-validation inside it) and write
     ``<out_dir>/{bloom,disciplines,quality}.json`` (default: the packaged resources). Loads the train split only:
     the held-out test split is :func:`evaluate_proxies`' alone. Returns the parameters written."""
-    from thtb.scorers.fitted import proxy_path
-
     out = Path(out_dir) if out_dir else proxy_path("bloom").parent
     embedder = embedder or _embedder()
     train = load_calibration("train", alpaca=alpaca)
@@ -520,8 +471,6 @@ def fit_proxies(*, alpaca: str | Path = DEFAULT_ALPACA, out_dir: str | Path | No
 
 
 def _load_proxies(params_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    from thtb.scorers.fitted import PROXY_KINDS, load_params, proxy_path
-
     return {name: load_params(Path(params_dir) / f"{name}.json" if params_dir else proxy_path(name), name)
             for name in PROXY_KINDS}
 
@@ -529,17 +478,11 @@ def _load_proxies(params_dir: str | Path | None = None) -> dict[str, dict[str, A
 def cv_table(params: dict[str, dict[str, Any]] | None = None, params_dir: str | Path | None = None) -> pd.DataFrame:
     """The cross-validated (train split) figures of each proxy's chosen setting, one row per figure: what `fit`
     prints and records."""
-    from thtb.scorers.fitted import cv_figures, cv_setting
-
     params = params or _load_proxies(params_dir)
-    rows = []
-    for name, body in params.items():
-        figures = cv_figures(body) or {}
-        cv = body.get("cv") or {}
-        for figure in FIGURES[name]:
-            rows.append({"proxy": name, "setting": cv_setting(body)[1], "figure": figure,
-                         "n_train": body["n_train"], "folds": cv.get("folds"), "cv_value": figures.get(figure)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"proxy": name, "setting": cv_setting(body)[1], "figure": figure, "n_train": body["n_train"],
+                          "folds": (body.get("cv") or {}).get("folds"),
+                          "cv_value": (cv_figures(body) or {}).get(figure)}
+                         for name, body in params.items() for figure in FIGURES[name]])
 
 
 def evaluate_proxies(*, alpaca: str | Path = DEFAULT_ALPACA, params_dir: str | Path | None = None,
@@ -547,13 +490,11 @@ def evaluate_proxies(*, alpaca: str | Path = DEFAULT_ALPACA, params_dir: str | P
     """Score the held-out test split with the proxies' parameters (default: the shipped ones) and with the
     hand-built scorers: the held-out record (format :data:`~thtb.scorers.fitted.HELD_OUT_FORMAT`), each proxy's
     figures beside the sha256 of the parameters they were measured with."""
-    from thtb.scorers.fitted import HELD_OUT_FORMAT, LABELS_PROVENANCE, labels_digest, params_digest
-
     params = _load_proxies(params_dir)
     embedder = embedder or _embedder()
     test = load_calibration("test", alpaca=alpaca)
-    proxy = score_split(test, proxies=True, embedder=embedder, params_dir=params_dir).as_dict()
-    hand = score_split(test, proxies=False, embedder=embedder).as_dict()
+    proxy = score_split(test, proxies=True, embedder=embedder, params_dir=params_dir)
+    hand = score_split(test, proxies=False, embedder=embedder)
     if proxy["n_failed"] or hand["n_failed"]:
         raise RuntimeError(f"scoring the held-out split failed for {proxy['n_failed']} (proxies) / "
                            f"{hand['n_failed']} (hand-built) pairs")
@@ -571,19 +512,14 @@ def held_out_table(params_dir: str | Path | None = None, record: dict[str, Any] 
     """A held-out record (default: the packaged one, ``held_out.json``) as one row per figure, proxy vs
     hand-built; ``current`` says whether it was measured with the parameters in ``params_dir`` (default: the
     packaged ones) — a refit since makes it ``False``."""
-    from thtb.scorers.fitted import load_held_out, params_digest
-
     record = record or load_held_out()
     if record is None:
         raise FileNotFoundError("no held-out record; measure one with `python -m thtb.calibration evaluate --write`")
     params = _load_proxies(params_dir)
-    rows = []
-    for name, entry in record["proxies"].items():
-        current = name in params and entry["params_sha256"] == params_digest(params[name])
-        for figure, value in entry["proxy"].items():
-            rows.append({"proxy": name, "figure": figure, "n": record["n"], "proxy_value": value,
-                         "hand_built_value": entry["hand_built"][figure], "current": current})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"proxy": name, "figure": figure, "n": record["n"], "proxy_value": value,
+                          "hand_built_value": entry["hand_built"][figure],
+                          "current": name in params and entry["params_sha256"] == params_digest(params[name])}
+                         for name, entry in record["proxies"].items() for figure, value in entry["proxy"].items()])
 
 
 # ------------------------------------------------------------------------- fitting against a run's scorers
@@ -618,11 +554,7 @@ class RunScores:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_run_scores(against: str | Path) -> RunScores:
@@ -732,29 +664,9 @@ def _scored_rows(card: pd.DataFrame, kind: str) -> pd.DataFrame:
 def _measure(kind: str, rows: pd.DataFrame, scorer) -> dict[str, Any]:
     """Agreement of one scorer of ``kind`` with the run's scorer on ``rows`` (figures of :data:`FIGURES`)."""
     queries, responses = rows["query"].tolist(), rows["response"].tolist()
-    if kind == "quality":
-        figures = agreement(rows, quality=scorer.score(queries, responses))
-    elif kind == "bloom":
-        figures = agreement(rows, bloom=scorer.score(queries, responses))
-    else:
-        figures = agreement(rows, disciplines=scorer.tag(queries))
-    out = figures.as_dict()
+    frame = scorer.tag(queries) if kind == "disciplines" else scorer.score(queries, responses)
+    out = agreement(rows, **{kind: frame})
     return {k: out[k] for k in FIGURES[kind]}
-
-
-def _scorers_of(kind: str, path: Path | None, embedder):
-    """The proxy of ``kind`` (parameters at ``path``; ``None``: the shipped reader-calibrated ones) and the
-    hand-built scorer of the same kind."""
-    from thtb.scorers.bloom import LexiconBloomClassifier
-    from thtb.scorers.disciplines import CatalogueDisciplineTagger
-    from thtb.scorers.proxy import ProxyBloomScorer, ProxyDisciplineTagger, ProxyQualityScorer
-    from thtb.scorers.quality import HeuristicQualityScorer
-
-    if kind == "quality":
-        return ProxyQualityScorer(path), HeuristicQualityScorer()
-    if kind == "bloom":
-        return ProxyBloomScorer(embedder, path), LexiconBloomClassifier(embedder)
-    return ProxyDisciplineTagger(embedder, path), CatalogueDisciplineTagger(embedder)
 
 
 def fit_against(against: str | Path, out_dir: str | Path, *, fraction: float = HOLD_OUT, embedder=None,
@@ -772,8 +684,6 @@ def fit_against(against: str | Path, out_dir: str | Path, *, fraction: float = H
     ``evaluate --write`` keys its record (entries of other kinds already there are kept). ``out_dir`` may not be
     the packaged ``thtb/resources/proxies/`` unless ``replace_shipped``. Returns ``{run, score_card,
     score_card_sha256, fitted: {kind: params}, skipped: {kind: why}, held_out: record, written: [paths]}``."""
-    from thtb.scorers.fitted import HELD_OUT_FORMAT, labels_digest, load_held_out, params_digest, proxy_path
-
     out = Path(out_dir).expanduser().resolve()
     if out == proxy_path("quality").parent.resolve() and not replace_shipped:
         raise ValueError(f"{out} holds the shipped reader-calibrated proxies; fit --against writes them only when "
@@ -829,12 +739,11 @@ def fit_against(against: str | Path, out_dir: str | Path, *, fraction: float = H
         _write_json(path, params)
         written.append(path)
         fitted[kind] = params
-        proxy, hand = _scorers_of(kind, path, embedder)
-        reader, _ = _scorers_of(kind, None, embedder)
         entries[kind] = {"params_sha256": params_digest(params), "split": f"held out by id hash ({fraction:g})",
                          "n": len(held), "labels_sha256": labels_digest(held, FRAME_COLUMNS[kind]),
-                         "imitates": fitted_on, "proxy": _measure(kind, held, proxy),
-                         "hand_built": _measure(kind, held, hand), "reader_proxy": _measure(kind, held, reader)}
+                         "imitates": fitted_on, "proxy": _measure(kind, held, _scorer(kind, embedder, path)),
+                         "hand_built": _measure(kind, held, _scorer(kind, embedder, None, proxy=False)),
+                         "reader_proxy": _measure(kind, held, _scorer(kind, embedder, None))}
     previous = load_held_out(out / "held_out.json") if (out / "held_out.json").is_file() else None
     for kind, entry in ((previous or {}).get("proxies") or {}).items():
         if kind not in entries:  # another kind's record stays, with its own rows
@@ -855,26 +764,16 @@ def fit_against(against: str | Path, out_dir: str | Path, *, fraction: float = H
 def against_table(record: dict[str, Any], kinds: Iterable[str] | None = None) -> pd.DataFrame:
     """A ``fit --against`` held-out record as one row per figure: the fitted proxy, the hand-built scorer and the
     shipped reader-calibrated proxy, each against the run's scorer on the same held-out rows."""
-    rows = []
-    for kind, entry in record["proxies"].items():
-        if kinds is not None and kind not in kinds:
-            continue
-        for figure, value in entry["proxy"].items():
-            rows.append({"proxy": kind, "figure": figure, "n": entry.get("n", record["n"]), "proxy_value": value,
-                         "hand_built_value": entry["hand_built"].get(figure),
-                         "reader_proxy_value": (entry.get("reader_proxy") or {}).get(figure)})
-    return pd.DataFrame(rows)
-
-
-def _format_table(table: pd.DataFrame) -> str:
-    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
+    return pd.DataFrame([{"proxy": kind, "figure": figure, "n": entry.get("n", record["n"]), "proxy_value": value,
+                          "hand_built_value": entry["hand_built"].get(figure),
+                          "reader_proxy_value": (entry.get("reader_proxy") or {}).get(figure)}
+                         for kind, entry in record["proxies"].items() if kinds is None or kind in kinds
+                         for figure, value in entry["proxy"].items()])
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
-
-    from thtb.scorers.fitted import held_out_path
 
     parser = argparse.ArgumentParser(
         prog="python -m thtb.calibration",
@@ -923,7 +822,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {kind}: skipped — {why}")
         print(f"held-out agreement with the run's scorers (rows held out by id hash, share {args.hold_out:g}; "
               "hand_built: the rules, reader_proxy: the shipped reader-calibrated proxy, on the same rows):")
-        print(_format_table(against_table(result["held_out"], result["fitted"])))
+        print(against_table(result["held_out"], result["fitted"]).to_string(
+            index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
         print("written: " + ", ".join(str(p) for p in result["written"]))
         return 0
     if args.command == "fit":
@@ -943,8 +843,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("cross-validated on the train split (recorded by `fit`):")
     print(cv_table(params_dir=args.params_dir).to_string(index=False))
-    from thtb.scorers.fitted import load_held_out
-
     record = load_held_out(args.held_out)
     if record is None:
         print("held-out: no record; measure one with `python -m thtb.calibration evaluate --write`")
