@@ -37,10 +37,9 @@ def model_unavailable(model: str) -> str | None:
         return f"no folder {model}"
     from huggingface_hub import try_to_load_from_cache
 
-    for name in ("config.json", "modules.json", "tokenizer_config.json"):
-        found = try_to_load_from_cache(model, name)
-        if isinstance(found, str):
-            return None
+    if any(isinstance(try_to_load_from_cache(model, name), str)
+           for name in ("config.json", "modules.json", "tokenizer_config.json")):
+        return None
     if _offline():
         return "not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it"
     from huggingface_hub import HfApi

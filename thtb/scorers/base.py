@@ -12,8 +12,8 @@ Column contracts
 scorer                 columns (besides ``error``)
 =====================  =====================================================================
 QualityScorer          ``quality_raw`` (float, higher is better), ``quality_reason`` (str)
-BloomScorer            ``bloom_level`` (one of :data:`BLOOM_LEVELS`), ``bloom_score``
-                       (1–21 within the level's band; an LLM judge may answer a fraction such as 7.5), ``bloom_reason`` (str)
+BloomScorer            ``bloom_level`` (one of :data:`BLOOM_LEVELS`), ``bloom_score`` (1–21 within the level's
+                       band; an LLM judge may answer a fraction such as 7.5), ``bloom_reason`` (str)
 DisciplineTagger       ``disciplines`` (list[str], ``lower_snake_case``, de-duplicated, in order)
 =====================  =====================================================================
 
@@ -36,14 +36,8 @@ import pandas as pd
 BLOOM_LEVELS: tuple[str, ...] = ("Remember", "Understand", "Apply", "Analyze", "Evaluate", "Create")
 """Bloom's revised taxonomy, lowest to highest cognitive level."""
 
-BLOOM_BANDS: Mapping[str, tuple[int, int]] = {
-    "Remember": (1, 3),
-    "Understand": (4, 6),
-    "Apply": (7, 9),
-    "Analyze": (10, 12),
-    "Evaluate": (13, 15),
-    "Create": (16, 21),
-}
+BLOOM_BANDS: Mapping[str, tuple[int, int]] = {"Remember": (1, 3), "Understand": (4, 6), "Apply": (7, 9),
+                                               "Analyze": (10, 12), "Evaluate": (13, 15), "Create": (16, 21)}
 """Score bands of the authors' Bloom prompt: ``score`` 1–21, ``Bloom = (score − 1) / 20``."""
 
 

@@ -54,6 +54,7 @@ An empty query is an error (``bloom_level``/``bloom_score`` ``None``), never a d
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -64,21 +65,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from scipy.special import softmax
 
 from thtb.scorers.base import BLOOM_BANDS, BLOOM_LEVELS, BloomScorer, Embedder, check_result
 from thtb.scorers.embedder import clean_query
+from thtb.scorers.fitted import hand_built_calibration
 from thtb.scorers.stemming import respell, stem
 
 log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"[a-z]+")
-_POLITE = frozenset(
-    "please kindly can could would will you i we want need to me us help let lets let's now just "
-    "also then first briefly quickly simply try".split()
-)
-_CLAUSE_OPENERS = frozenset(
-    "given using based for in with from after by consider considering assuming according".split()
-)
+_POLITE = frozenset("please kindly can could would will you i we want need to me us help let lets let's now just "
+                    "also then first briefly quickly simply try".split())
+_CLAUSE_OPENERS = frozenset("given using based for in with from after by consider considering assuming according"
+                            .split())
 _PARTICLES = frozenset({"up", "down", "out", "in"})
 
 
@@ -114,25 +114,18 @@ def _vector(weights: dict[str, float], where: str) -> np.ndarray:
 
 def load_bloom_lexicon(path: str | Path | None = None) -> BloomLexicon:
     """Read ``bloom.yaml`` (default: the packaged copy) into a :class:`BloomLexicon`."""
-    if path is None:
-        text = resources.files("thtb.resources").joinpath("bloom.yaml").read_text(encoding="utf-8")
-    else:
-        text = Path(path).read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    source = resources.files("thtb.resources") / "bloom.yaml" if path is None else Path(path)
+    data = yaml.safe_load(source.read_text(encoding="utf-8"))
     levels = data["levels"]
     missing = [lv for lv in BLOOM_LEVELS if lv not in levels]
     if missing:
         raise ValueError(f"bloom lexicon lacks level(s) {missing}")
     verbs: dict[str, dict[str, float]] = {}
-    descriptions: dict[str, tuple[str, ...]] = {}
     for level in BLOOM_LEVELS:
-        descriptions[level] = tuple(levels[level]["descriptions"])
         for verb, weight in levels[level]["verbs"].items():
             verbs.setdefault(str(verb), {})[level] = float(weight)
-    phrases = tuple(
-        (re.compile(item["pattern"], re.IGNORECASE), _vector(item["weights"], item["pattern"]))
-        for item in data.get("phrases", [])
-    )
+    phrases = tuple((re.compile(item["pattern"], re.IGNORECASE), _vector(item["weights"], item["pattern"]))
+                    for item in data.get("phrases", []))
     stems: dict[str, str] = {}
     collisions: dict[str, tuple[str, ...]] = {}
     for verb in verbs:  # lexicon order: the first lemma keeps a shared stem
@@ -143,59 +136,33 @@ def load_bloom_lexicon(path: str | Path | None = None) -> BloomLexicon:
             stems[key] = verb
     for key, lost in collisions.items():
         log.warning("bloom lexicon: %s share the stem %r with %r, which keeps it", lost, key, stems[key])
-    return BloomLexicon(
-        verbs={v: _vector(w, v) for v, w in verbs.items()},
-        phrases=phrases,
-        descriptions=descriptions,
-        stems=stems,
-        heads={v: respell(v.split("_")[0])[:-1] for v in verbs},
-        collisions=collisions,
-    )
+    return BloomLexicon(verbs={v: _vector(w, v) for v, w in verbs.items()}, phrases=phrases,
+                        descriptions={level: tuple(levels[level]["descriptions"]) for level in BLOOM_LEVELS},
+                        stems=stems, heads={v: respell(v.split("_")[0])[:-1] for v in verbs}, collisions=collisions)
 
 
 class LexiconBloomClassifier(BloomScorer):
-    """Bloom level from the query's action verbs, phrases and similarity to level descriptions.
-
-    Args:
-        embedder: the shared :class:`~thtb.scorers.base.Embedder` (MiniLM offline).
-        lexicon_path: a ``bloom.yaml``; ``None`` for the packaged one.
-        lead_weight, other_weight, phrase_weight, similarity_weight: logit weights (module doc).
-    """
+    """Bloom level from the query's action verbs, phrases and similarity to level descriptions, with the shared
+    ``embedder`` (MiniLM offline), the ``bloom.yaml`` at ``lexicon_path`` (``None``: the packaged one) and the logit
+    weights of the module doc."""
 
     name = "lexicon_bloom"
+    calibration = property(lambda self: hand_built_calibration("bloom"))
+    """Held-out agreement with the labels of ``calibration/`` (``python -m thtb.calibration evaluate --write``)."""
 
-    @property
-    def calibration(self) -> dict | None:
-        """Held-out agreement with the labels of ``calibration/`` (``python -m thtb.calibration evaluate --write``)."""
-        from thtb.scorers.fitted import hand_built_calibration
-
-        return hand_built_calibration("bloom", self.name)
-
-    def __init__(
-        self,
-        embedder: Embedder,
-        lexicon_path: str | Path | None = None,
-        lead_weight: float = 1.5,
-        other_weight: float = 0.3,
-        phrase_weight: float = 1.0,
-        similarity_weight: float = 5.0,
-    ) -> None:
+    def __init__(self, embedder: Embedder, lexicon_path: str | Path | None = None, lead_weight: float = 1.5,
+                 other_weight: float = 0.3, phrase_weight: float = 1.0, similarity_weight: float = 5.0) -> None:
         self.embedder = embedder
         self.lexicon = load_bloom_lexicon(lexicon_path)
         self.lead_weight = float(lead_weight)
         self.other_weight = float(other_weight)
         self.phrase_weight = float(phrase_weight)
         self.similarity_weight = float(similarity_weight)
-        self._desc_matrix: np.ndarray | None = None
-        self._desc_level: np.ndarray | None = None
 
-    # ------------------------------------------------------------------ lexicon
     def _match(self, key: str, token: str) -> str | None:
         """The lemma indexed under stem ``key`` if ``token`` passes its prefix check (rule 1)."""
         lemma = self.lexicon.stems.get(key)
-        if lemma is None or not respell(token).startswith(self.lexicon.heads[lemma]):
-            return None
-        return lemma
+        return lemma if lemma is not None and respell(token).startswith(self.lexicon.heads[lemma]) else None
 
     def lemma(self, token: str) -> str | None:
         """The lexicon lemma a lowercase token inflects (rule 1), or ``None``."""
@@ -238,25 +205,18 @@ class LexiconBloomClassifier(BloomScorer):
         fired.sort(key=lambda item: -item[0])
         return logits, [f for _, f in fired]
 
-    # --------------------------------------------------------------- similarity
+    @functools.cached_property
     def _descriptions(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._desc_matrix is None:
-            texts, owner = [], []
-            for i, level in enumerate(BLOOM_LEVELS):
-                texts += list(self.lexicon.descriptions[level])
-                owner += [i] * len(self.lexicon.descriptions[level])
-            self._desc_matrix = self.embedder.encode(texts)
-            self._desc_level = np.asarray(owner)
-        assert self._desc_level is not None
-        return self._desc_matrix, self._desc_level
+        """Embeddings of every level description and the level owning each (once)."""
+        owned = [(i, text) for i, level in enumerate(BLOOM_LEVELS) for text in self.lexicon.descriptions[level]]
+        return self.embedder.encode([text for _, text in owned]), np.asarray([i for i, _ in owned])
 
     def level_similarity(self, query_vectors: np.ndarray) -> np.ndarray:
         """``(n, 6)``: per level, the best cosine of each query to that level's descriptions."""
-        desc, owner = self._descriptions()
+        desc, owner = self._descriptions
         cos = query_vectors @ desc.T
         return np.stack([cos[:, owner == i].max(axis=1) for i in range(len(BLOOM_LEVELS))], axis=1)
 
-    # -------------------------------------------------------------------- score
     @staticmethod
     def score_from_probabilities(probs: np.ndarray, level_index: int) -> int:
         """Rule 7: position inside the chosen level's 1–21 band from its neighbours' probabilities."""
@@ -269,10 +229,6 @@ class LexiconBloomClassifier(BloomScorer):
         lo, hi = BLOOM_BANDS[BLOOM_LEVELS[level_index]]
         return int(lo + np.floor(t * (hi - lo) + 0.5))
 
-    def predict_proba(self, queries: Sequence[str]) -> np.ndarray:
-        """``(n, 6)`` level probabilities (rule 6) for cleaned, non-empty queries."""
-        return self._classify([clean_query(str(q)) for q in queries])[0]
-
     def _classify(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
         sims = self.level_similarity(self.embedder.encode(texts))
         logits = self.similarity_weight * sims
@@ -281,10 +237,7 @@ class LexiconBloomClassifier(BloomScorer):
             lex, fired = self.lexical_evidence(text.split("\n", 1)[0])
             logits[i] += lex
             evidence.append(fired)
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
-        return probs, sims, evidence
+        return softmax(logits, axis=1), sims, evidence
 
     def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
         """Columns ``bloom_level``, ``bloom_score``, ``bloom_reason``, ``error`` (responses unused)."""
@@ -308,12 +261,8 @@ class LexiconBloomClassifier(BloomScorer):
                 parts.append(f"closest description {BLOOM_LEVELS[best_sim]} {sims[row, best_sim]:.2f}")
                 reasons[i] = f"{'; '.join(parts)}; p({BLOOM_LEVELS[k]})={probs[row, k]:.2f}"
                 errors[i] = None
-        frame = pd.DataFrame(
-            {
-                "bloom_level": pd.Series(levels, dtype=object),
-                "bloom_score": pd.Series(scores, dtype="Int64"),
-                "bloom_reason": pd.Series(reasons, dtype=object),
-                "error": pd.Series(errors, dtype=object),
-            }
-        )
+        frame = pd.DataFrame({"bloom_level": pd.Series(levels, dtype=object),
+                              "bloom_score": pd.Series(scores, dtype="Int64"),
+                              "bloom_reason": pd.Series(reasons, dtype=object),
+                              "error": pd.Series(errors, dtype=object)})
         return check_result(frame, n, ("bloom_level", "bloom_score", "bloom_reason"), self.name)

@@ -32,7 +32,7 @@ Rules
 
 from __future__ import annotations
 
-import logging
+import functools
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -44,8 +44,7 @@ import yaml
 
 from thtb.scorers.base import DisciplineTagger, Embedder, check_result
 from thtb.scorers.embedder import clean_query
-
-log = logging.getLogger(__name__)
+from thtb.scorers.fitted import hand_built_calibration
 
 
 def split_sentences(text: str) -> list[str]:
@@ -53,13 +52,18 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
 
 
+def top_labels(scores: np.ndarray, labels: Sequence[str], floor: float, cap: int) -> list[str]:
+    """The best-scoring label, then every other one scoring at least ``floor``, in descending score (ties: label
+    order), at most ``cap``."""
+    order = np.argsort(-scores, kind="stable")
+    keep = [order[0]] + [j for j in order[1:] if scores[j] >= floor]
+    return [labels[j] for j in keep[:cap]]
+
+
 def load_catalogue(path: str | Path | None = None) -> dict[str, dict[str, str]]:
     """Read a discipline catalogue: ``{key: {"name": ..., "description": ...}}`` in file order."""
-    if path is None:
-        text = resources.files("thtb.resources").joinpath("disciplines.yaml").read_text(encoding="utf-8")
-    else:
-        text = Path(path).read_text(encoding="utf-8")
-    entries = yaml.safe_load(text)["disciplines"]
+    source = resources.files("thtb.resources") / "disciplines.yaml" if path is None else Path(path)
+    entries = yaml.safe_load(source.read_text(encoding="utf-8"))["disciplines"]
     catalogue: dict[str, dict[str, str]] = {}
     for key, entry in entries.items():
         name, description = entry.get("name"), entry.get("description")
@@ -72,33 +76,16 @@ def load_catalogue(path: str | Path | None = None) -> dict[str, dict[str, str]]:
 
 
 class CatalogueDisciplineTagger(DisciplineTagger):
-    """Multi-label discipline tags by cosine similarity to catalogue entries (rules in module doc).
-
-    Args:
-        embedder: the shared :class:`~thtb.scorers.base.Embedder`.
-        catalogue_path: a catalogue YAML; ``None`` for the packaged ``disciplines.yaml``.
-        threshold: absolute cosine a non-best discipline must reach.
-        margin: how far below the best cosine a further discipline may be.
-        max_disciplines: most labels per query.
-    """
+    """Multi-label discipline tags by cosine similarity to catalogue entries (``threshold``, ``margin`` and
+    ``max_disciplines``: the rules of the module doc), with the shared ``embedder`` and a catalogue YAML at
+    ``catalogue_path`` (``None``: the packaged ``disciplines.yaml``)."""
 
     name = "catalogue_disciplines"
+    calibration = property(lambda self: hand_built_calibration("disciplines"))
+    """Held-out agreement with the labels of ``calibration/`` (``python -m thtb.calibration evaluate --write``)."""
 
-    @property
-    def calibration(self) -> dict | None:
-        """Held-out agreement with the labels of ``calibration/`` (``python -m thtb.calibration evaluate --write``)."""
-        from thtb.scorers.fitted import hand_built_calibration
-
-        return hand_built_calibration("disciplines", self.name)
-
-    def __init__(
-        self,
-        embedder: Embedder,
-        catalogue_path: str | Path | None = None,
-        threshold: float = 0.30,
-        margin: float = 0.10,
-        max_disciplines: int = 4,
-    ) -> None:
+    def __init__(self, embedder: Embedder, catalogue_path: str | Path | None = None, threshold: float = 0.30,
+                 margin: float = 0.10, max_disciplines: int = 4) -> None:
         if max_disciplines < 1:
             raise ValueError(f"max_disciplines must be >= 1, got {max_disciplines}")
         if margin < 0:
@@ -109,35 +96,24 @@ class CatalogueDisciplineTagger(DisciplineTagger):
         self.threshold = float(threshold)
         self.margin = float(margin)
         self.max_disciplines = int(max_disciplines)
-        self._matrix: np.ndarray | None = None
-        self._owner: np.ndarray = np.zeros(0, dtype=int)
 
+    @functools.cached_property
     def _sentence_matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings of every ``"name: sentence"`` and the catalogue index owning each (once)."""
-        if self._matrix is None:
-            texts, owner = [], []
-            for j, entry in enumerate(self.catalogue.values()):
-                for sentence in split_sentences(entry["description"]):
-                    texts.append(f"{entry['name']}: {sentence}")
-                    owner.append(j)
-            self._matrix = self.embedder.encode(texts)
-            self._owner = np.asarray(owner)
-        return self._matrix, self._owner
+        owned = [(j, f"{entry['name']}: {sentence}") for j, entry in enumerate(self.catalogue.values())
+                 for sentence in split_sentences(entry["description"])]
+        return self.embedder.encode([text for _, text in owned]), np.asarray([j for j, _ in owned])
 
     def similarities(self, queries: Sequence[str]) -> np.ndarray:
         """``(n, n_disciplines)``: best cosine of each cleaned query to a sentence of each entry."""
-        matrix, owner = self._sentence_matrix()
+        matrix, owner = self._sentence_matrix
         texts = [clean_query(str(q)) for q in queries]
         cos = self.embedder.encode(texts) @ matrix.T
         return np.stack([cos[:, owner == j].max(axis=1) for j in range(len(self.keys))], axis=1)
 
     def select(self, sims: np.ndarray) -> list[str]:
         """Apply the best + margin + threshold + cap rule to one row of similarities."""
-        order = np.argsort(-sims, kind="stable")
-        best = float(sims[order[0]])
-        floor = max(self.threshold, best - self.margin)
-        chosen = [order[0]] + [j for j in order[1:] if sims[j] >= floor]
-        return [self.keys[j] for j in chosen[: self.max_disciplines]]
+        return top_labels(sims, self.keys, max(self.threshold, float(sims.max()) - self.margin), self.max_disciplines)
 
     def tag(self, queries: Sequence[str]) -> pd.DataFrame:
         """Columns ``disciplines`` (keys, most similar first) and ``error``."""

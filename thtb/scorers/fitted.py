@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ def proxy_path(name: str) -> Path:
 
 def held_out_path() -> Path:
     """The packaged held-out record (``python -m thtb.calibration evaluate --write``)."""
-    return Path(str(resources.files("thtb") / "resources" / "proxies" / "held_out.json"))
+    return proxy_path("held_out")
 
 
 def params_digest(params: dict[str, Any]) -> str:
@@ -104,18 +104,11 @@ def held_out_record_for(params_path: str | Path, params: dict[str, Any]) -> dict
     return None if is_fitted_against(params) else load_held_out()
 
 
-def params_file_digest(path: str | Path) -> str:
-    """sha256 of a parameter file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def fitted_params_identity(cfg: Any) -> dict[str, Any]:
     """What a scorer config's ``params_path`` (a proxy's parameters outside the package, e.g. a ``fit --against``
     resource) adds to its identity: ``{"params": {<where>: {"path", "sha256"}}}`` for each one set — the
     select stage's keys hash the package's resources, not a file named by a path; ``{}`` when none is set (the
     packaged parameters), so the default identities stay as they were."""
-    from collections.abc import Mapping
-
     found: dict[str, Any] = {}
 
     def walk(node: Any, where: str) -> None:
@@ -124,8 +117,8 @@ def fitted_params_identity(cfg: Any) -> dict[str, Any]:
         path = node.get("params_path")
         if path:
             file = Path(str(path)).expanduser()  # a missing file is the scorer's error to name when it loads
-            found[where or "params_path"] = {"path": str(path),
-                                             "sha256": params_file_digest(file) if file.is_file() else None}
+            digest = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
+            found[where or "params_path"] = {"path": str(path), "sha256": digest}
         for key, value in node.items():
             walk(value, f"{where}.{key}" if where else str(key))
 
@@ -163,7 +156,7 @@ def load_params(path: str | Path, kind: str) -> dict[str, Any]:
     return params
 
 
-def hand_built_calibration(kind: str, name: str) -> dict[str, Any] | None:
+def hand_built_calibration(kind: str) -> dict[str, Any] | None:
     """A hand-built offline scorer's held-out agreement with the calibration labels, as measured beside the
     ``kind`` proxy by ``python -m thtb.calibration evaluate --write`` (``None`` when there is no such record)."""
     try:

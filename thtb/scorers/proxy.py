@@ -6,19 +6,12 @@ pairs (``calibration/``, the ``train`` split; the 538 ``test`` pairs are held ou
 sessions reading each pair under ``calibration/README.md``'s guideline, and stay CPU-fast and download-free.
 Each one's parameters are a versioned JSON resource (``thtb/resources/proxies/{bloom,disciplines,quality}.json``:
 weights, feature names, the hyper-parameters cross-validation inside the train split chose and its figures, the
-digest of the training labels), written by ``python -m thtb.calibration fit``, which never reads the test split.
-Held-out agreement is measured apart, with the shipped parameters, by ``python -m thtb.calibration evaluate``;
-``evaluate --write`` records it in ``thtb/resources/proxies/held_out.json`` beside the sha256 of each parameter
-file it was measured with (:func:`thtb.scorers.fitted.params_digest`), so a record left behind by a refit is
-detected, not reported.
-``python -m thtb.calibration fit --against <run>`` fits the same heads to the outputs of the real scorers a run
-recorded in its score card (the reward's raw score, the judge's Bloom level and score, its disciplines) instead
-of the labels: a parameter folder of its own, whose files say which scorer they imitate (``imitates``) and which
-run and score card they come from (``source``), with a ``held_out.json`` beside them measuring the agreement
-with that scorer on the rows held out by id hash (:func:`thtb.calibration.fit_against`). Such a folder is used
-by ``reward.params_path=<dir>/quality.json``, ``judge.bloom.params_path=…``, ``judge.disciplines.params_path=…``.
-The selection cache keys cover these resources like any other (a file outside the package by the sha256 its
-config's ``params_path`` adds to the scorer's identity, :func:`thtb.scorers.fitted.fitted_params_identity`), and
+digest of the training labels). :mod:`thtb.calibration` fits them (``fit``, never reading the test split; or
+``fit --against <run>``, to the outputs of a run's real scorers, into a parameter folder of its own used by
+``reward.params_path=<dir>/quality.json``, ``judge.bloom.params_path=…``, ``judge.disciplines.params_path=…``) and
+measures them apart (``evaluate --write``: figures keyed by :func:`thtb.scorers.fitted.params_digest`, so a record
+left behind by a refit is detected, not reported). The selection cache keys cover these resources like any other (a
+``params_path`` outside the package by its sha256, :func:`thtb.scorers.fitted.fitted_params_identity`), and
 :attr:`calibration` puts what the proxy imitates and the figures into every selection summary next to the
 scorer's name.
 
@@ -52,28 +45,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import softmax
 
-from thtb.scorers.base import (
-    BLOOM_BANDS,
-    BLOOM_LEVELS,
-    BloomScorer,
-    DisciplineTagger,
-    Embedder,
-    QualityScorer,
-    check_result,
-)
+from thtb.scorers import quality as heuristic
+from thtb.scorers.base import (BLOOM_BANDS, BLOOM_LEVELS, BloomScorer, DisciplineTagger, Embedder, QualityScorer,
+                               check_result)
 from thtb.scorers.bloom import LexiconBloomClassifier
-from thtb.scorers.disciplines import load_catalogue
+from thtb.scorers.disciplines import load_catalogue, top_labels
 from thtb.scorers.embedder import clean_query
-from thtb.scorers.fitted import (
-    LABELS_PROVENANCE,
-    cv_figures,
-    held_out_figures,
-    held_out_record_for,
-    is_fitted_against,
-    load_params,
-    proxy_path,
-)
+from thtb.scorers.fitted import (LABELS_PROVENANCE, cv_figures, held_out_figures, held_out_record_for,
+                                 is_fitted_against, load_params, proxy_path)
 
 BLOOM_FEATURES = (*(f"lexicon_{lv.lower()}" for lv in BLOOM_LEVELS),
                   *(f"similarity_{lv.lower()}" for lv in BLOOM_LEVELS),
@@ -109,13 +90,10 @@ class _Calibrated:
 
     @property
     def calibration(self) -> dict[str, Any]:
-        """What the selection summary records beside the scorer's name (the select stage reads any scorer's
-        ``calibration`` attribute, so it imports none of them): what the proxy imitates (the calibration
-        readers, or — parameters of ``fit --against`` — a run's real scorer, with that run and its score card's
-        digest), the fit's provenance (model type and chosen hyper-parameters, not the weights), the
-        cross-validated figures of the chosen setting, and the held-out agreement recorded for exactly these
-        parameters (:func:`~thtb.scorers.fitted.held_out_figures`, from the record beside the parameters or the
-        packaged one: ``None`` with a ``held_out_stale`` note when the record is for other parameters)."""
+        """What the selection summary records beside the scorer's name: what the proxy imitates (the calibration
+        readers, or a run's real scorer with that run and its score card's digest), the fit's provenance (model type
+        and chosen hyper-parameters, not the weights), the cross-validated figures of the chosen setting, and
+        :func:`~thtb.scorers.fitted.held_out_figures` for exactly these parameters."""
         keys = ("kind", "fitted_on", "n_train", "train_labels_sha256")
         model = {k: v for k, v in self.params["model"].items() if k not in ("coef", "intercept")}
         cv = self.params.get("cv") or {}
@@ -167,10 +145,7 @@ class ProxyBloomScorer(_Calibrated, BloomScorer):
     def predict_proba(self, queries: Sequence[str], responses: Sequence[str]) -> tuple[np.ndarray, list[list[str]]]:
         """Level probabilities ``(n, 6)`` and each query's fired lexicon evidence."""
         features, evidence = bloom_features(self.lexicon, queries, responses)
-        logits = (features - self.mean) / self.scale @ self.coef.T + self.intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        return probs / probs.sum(axis=1, keepdims=True), evidence
+        return softmax((features - self.mean) / self.scale @ self.coef.T + self.intercept, axis=1), evidence
 
     def score(self, queries: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
         if len(queries) != len(responses):
@@ -224,9 +199,7 @@ class ProxyDisciplineTagger(_Calibrated, DisciplineTagger):
         return 1.0 / (1.0 + np.exp(-(vectors @ self.coef.T + self.intercept)))
 
     def select(self, probs: np.ndarray) -> list[str]:
-        order = np.argsort(-probs, kind="stable")
-        keep = [order[0]] + [j for j in order[1:] if probs[j] >= self.threshold]
-        return [self.labels[j] for j in keep[: self.max_disciplines]]
+        return top_labels(probs, self.labels, self.threshold, self.max_disciplines)
 
     def tag(self, queries: Sequence[str]) -> pd.DataFrame:
         n = len(queries)
@@ -253,8 +226,6 @@ def quality_features(queries: Sequence[str], responses: Sequence[str],
                      heuristic_raw: Sequence[float] | None = None) -> np.ndarray:
     """``(n, len(QUALITY_FEATURES))`` features in :data:`QUALITY_FEATURES` order (no model: the 52k Alpaca pool
     in seconds); ``heuristic_raw``: the hand-built scorer's ``quality_raw`` for these pairs when already computed."""
-    from thtb.scorers import quality as heuristic
-
     raw = heuristic_raw if heuristic_raw is not None else \
         heuristic.HeuristicQualityScorer().score(list(queries), list(responses))["quality_raw"].to_numpy()
     rows = []
@@ -291,28 +262,14 @@ class ProxyQualityScorer(_Calibrated, QualityScorer):
 
     # the hand-built scorer's TF-IDF relevance (a feature) is fitted on the pool: scored in parts, the pool's
     # statistics come first (thtb.scorers.base.PoolDependent)
-    def pool_counts(self, queries: Sequence[str], responses: Sequence[str], rows: Sequence[int]) -> dict:
-        from thtb.scorers.quality import HeuristicQualityScorer
-
-        return HeuristicQualityScorer().pool_counts(queries, responses, rows)
-
-    @staticmethod
-    def merge_pool_counts(a: dict, b: dict) -> dict:
-        from thtb.scorers.quality import merge_relevance_counts
-
-        return merge_relevance_counts(a, b)
-
-    def pool(self, counts: dict, n_rows: int) -> Any:
-        from thtb.scorers.quality import HeuristicQualityScorer
-
-        return HeuristicQualityScorer().pool(counts, n_rows)
+    pool_counts = heuristic.HeuristicQualityScorer.pool_counts
+    merge_pool_counts = staticmethod(heuristic.merge_relevance_counts)
+    pool = heuristic.HeuristicQualityScorer.pool
 
     def score(self, queries: Sequence[str], responses: Sequence[str], pool: Any = None) -> pd.DataFrame:
         if len(queries) != len(responses):
             raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
-        from thtb.scorers.quality import BROKEN_TOP, HeuristicQualityScorer
-
-        rules = HeuristicQualityScorer().score(list(queries), list(responses), pool=pool)
+        rules = heuristic.HeuristicQualityScorer().score(list(queries), list(responses), pool=pool)
         features = quality_features(queries, responses, rules["quality_raw"].to_numpy())
         contributions = (features - self.mean) / self.scale * self.coef
         predicted = contributions.sum(axis=1) + self.intercept
@@ -323,7 +280,7 @@ class ProxyQualityScorer(_Calibrated, QualityScorer):
         # broken pairs (empty, refusal, truncated, off-topic, degenerate repetition) are too rare in the calibration
         # sample for the head to learn (the rubric rates them 1–3): the hand-built rules place them below every
         # predicted rating, at their own broken-tier value in [−5, −2.5]
-        for i in np.flatnonzero(features[:, 0] <= BROKEN_TOP):
+        for i in np.flatnonzero(features[:, 0] <= heuristic.BROKEN_TOP):
             predicted[i], reasons[i] = features[i, 0], f"broken: {rules['quality_reason'].iloc[i]}"
         frame = pd.DataFrame({"quality_raw": predicted, "quality_reason": reasons, "error": [None] * len(predicted)})
         return check_result(frame, len(predicted), ("quality_raw", "quality_reason"), self.name)

@@ -67,6 +67,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer,
 
 from thtb.scorers.base import QualityScorer, check_result
 from thtb.scorers.embedder import clean_query
+from thtb.scorers.fitted import hand_built_calibration
 from thtb.scorers.stemming import stem
 
 log = logging.getLogger(__name__)
@@ -131,14 +132,9 @@ def stemmed_tokens(text: str) -> list[str]:
 
 
 def truncation_flags(response: str) -> tuple[bool, bool]:
-    """Return ``(strong, mild)`` truncation evidence for a stripped, non-empty response.
-
-    strong: trailing "..."/"…" (≥ 15 words), a dangling lowercase article, conjunction,
-    possessive or copula ("the", "and", "their", "is", …), a trailing "," (last line
-    ≥ 3 words) or ":", or an odd number of ``` fences. mild: a last prose line of ≥ 8 words that
-    ends in a lowercase word (not code, a list item, a hashtag or a name) in a response that has
-    at least one earlier full sentence (so titles and single phrases are not flagged).
-    """
+    """``(strong, mild)`` truncation evidence for a stripped, non-empty response: the ``truncated`` flag and the
+    ``no-final-punct`` penalty of the module doc (the last line is prose: not code, a list item, a hashtag or a
+    name; the earlier full sentence keeps titles and single phrases unflagged)."""
     n_words = len(response.split())
     if response.count("```") % 2 == 1:
         return True, False
@@ -156,8 +152,7 @@ def truncation_flags(response: str) -> tuple[bool, bool]:
             return True, False
         prose = not _CODEISH.search(last_line) and not _LISTLINE.match(last_line)
         sentences_before = re.search(r"[.!?]\s", response) is not None
-        last_token = last_line.rsplit(None, 1)[-1] if last_line else ""
-        lowercase_word = last_token[:1].islower()  # not a hashtag, name ("- Helen Keller") or acronym
+        lowercase_word = last_word[:1].islower()  # not a hashtag, name ("- Helen Keller") or acronym
         if prose and sentences_before and lowercase_word and len(last_line.split()) >= 8:
             return False, True
     return False, False
@@ -225,17 +220,10 @@ def merge_relevance_counts(a: dict, b: dict) -> dict:
     """Two parts' :func:`relevance_counts` as one (document frequencies add, the earlier first appearance wins)."""
     out = {term: list(entry) for term, entry in a.items()}
     for term, (df, first) in b.items():
-        entry = out.get(term)
-        if entry is None:
-            out[term] = [df, first]
-        else:
-            entry[0] += df
-            entry[1] = min(entry[1], first)
+        entry = out.setdefault(term, [0, first])
+        entry[0] += df
+        entry[1] = min(entry[1], first)
     return out
-
-
-def _as_is(terms: list[str]) -> list[str]:
-    return terms
 
 
 class RelevancePool:
@@ -246,16 +234,10 @@ class RelevancePool:
     def __init__(self, terms_by_first_use: list[str], df: np.ndarray, n_rows: int) -> None:
         self.n_rows = int(n_rows)
         self._vocabulary = {term: i for i, term in enumerate(terms_by_first_use)}
-        alphabetical = sorted(terms_by_first_use)
-        self._alphabetical = np.empty(len(alphabetical), dtype=np.int64)  # first-use id → sorted id
-        for new, term in enumerate(alphabetical):
-            self._alphabetical[self._vocabulary[term]] = new
-        df = np.asarray(df, dtype=np.float32)[np.argsort(self._alphabetical)] + np.float32(1.0)
-        idf = np.full_like(df, fill_value=2 * self.n_rows + 1, dtype=np.float32)
-        idf /= df
-        np.log(idf, out=idf)
-        idf += np.float32(1.0)
-        self.idf = idf
+        order = sorted(range(len(terms_by_first_use)), key=terms_by_first_use.__getitem__)  # first-use ids, sorted
+        self._alphabetical = np.argsort(order).astype(np.int64)  # first-use id → sorted id
+        df = np.asarray(df, dtype=np.float32)[order] + np.float32(1.0)
+        self.idf = np.log(np.float32(2 * self.n_rows + 1) / df) + np.float32(1.0)
 
     @classmethod
     def from_counts(cls, counts: dict, n_rows: int) -> RelevancePool:
@@ -270,7 +252,7 @@ class RelevancePool:
         if not self._vocabulary or n == 0:  # empty vocabulary: nothing but stop words in the whole pool
             return np.zeros(n), np.zeros(n, dtype=int)
         q_terms, r_terms = terms if terms is not None else relevance_terms(queries, responses)
-        counts = CountVectorizer(analyzer=_as_is, vocabulary=self._vocabulary, dtype=np.float32
+        counts = CountVectorizer(analyzer=lambda terms: terms, vocabulary=self._vocabulary, dtype=np.float32
                                  ).transform(q_terms + r_terms)
         counts.indices = self._alphabetical.take(counts.indices).astype(counts.indices.dtype)  # as sklearn's fit
         tfidf = TfidfTransformer(sublinear_tf=True)
@@ -282,43 +264,25 @@ class RelevancePool:
 
 
 class HeuristicQualityScorer(QualityScorer):
-    """Offline stage-1 quality heuristic; see the module docstring for the exact rules and weights.
-
-    Args:
-        substance_words: length scale (words) of the saturating substance term.
-        relevance_saturation: TF-IDF cosine at which the relevance bonus saturates.
-        offtopic_min_words: shortest response for which zero lexical overlap means off-topic.
-        offtopic_min_terms: fewest query content terms for the off-topic rule.
-    """
+    """Offline stage-1 quality heuristic; the module docstring gives the exact rules and weights (its
+    ``substance_words``, ``relevance_saturation``, ``offtopic_min_words`` and ``offtopic_min_terms``)."""
 
     name = "heuristic_quality"
-
-    @property
-    def calibration(self) -> dict | None:
-        """Held-out agreement with the labels of ``calibration/`` (``python -m thtb.calibration evaluate --write``)."""
-        from thtb.scorers.fitted import hand_built_calibration
-
-        return hand_built_calibration("quality", self.name)
     normalization = "reward_clip"
+    calibration = property(lambda self: hand_built_calibration("quality"))
+    """Held-out agreement with the labels of ``calibration/`` (``python -m thtb.calibration evaluate --write``)."""
 
-    def __init__(
-        self,
-        substance_words: float = 25.0,
-        relevance_saturation: float = 0.3,
-        offtopic_min_words: int = 60,
-        offtopic_min_terms: int = 4,
-    ) -> None:
+    def __init__(self, substance_words: float = 25.0, relevance_saturation: float = 0.3, offtopic_min_words: int = 60,
+                 offtopic_min_terms: int = 4) -> None:
         self.substance_words = float(substance_words)
         self.relevance_saturation = float(relevance_saturation)
         self.offtopic_min_words = int(offtopic_min_words)
         self.offtopic_min_terms = int(offtopic_min_terms)
 
-    # ------------------------------------------------------------------ the pool's TF-IDF (two passes)
+    # the pool's TF-IDF in two passes (thtb.scorers.base.PoolDependent): scored in parts (Ray blocks), every pair
+    # gets the bytes one call over the pool gives
     def pool_counts(self, queries: Sequence[str], responses: Sequence[str], rows: Sequence[int]) -> dict:
-        """The relevance vectoriser's statistics of a part of the pool (``rows``: the pairs' positions in it),
-        additive over parts (:meth:`merge_pool_counts`): each term's document frequency over the queries and
-        responses, and where it first appears. :meth:`pool` turns the whole pool's into what :meth:`score` needs,
-        so the pool scored in parts (Ray blocks) gives every pair the bytes one call over the pool gives."""
+        """:func:`relevance_counts` of a part of the pool (``rows``: the pairs' positions in it)."""
         return relevance_counts([_clean_query(q) for q in queries], [_clean_response(r) for r in responses], rows)
 
     merge_pool_counts = staticmethod(merge_relevance_counts)
@@ -341,13 +305,9 @@ class HeuristicQualityScorer(QualityScorer):
             pool = RelevancePool.from_counts(relevance_counts(qs, rs, range(len(qs)), terms), len(qs))
         cosine, q_terms = pool.relevance(qs, rs, terms)
 
-        raws: list[float] = []
-        reasons: list[str] = []
-        for q, r, cos, n_terms in zip(qs, rs, cosine, q_terms):
-            raw, reason = self._score_one(q, r, float(cos), int(n_terms))
-            raws.append(raw)
-            reasons.append(reason)
-        frame = pd.DataFrame({"quality_raw": raws, "quality_reason": reasons, "error": [None] * len(qs)})
+        scored = [self._score_one(q, r, float(cos), int(n)) for q, r, cos, n in zip(qs, rs, cosine, q_terms)]
+        frame = pd.DataFrame({"quality_raw": [raw for raw, _ in scored], "quality_reason": [why for _, why in scored],
+                              "error": [None] * len(qs)})
         log.info("heuristic quality: %d pairs in %.2fs", len(qs), time.perf_counter() - start)
         return check_result(frame, len(qs), ("quality_raw", "quality_reason"), self.name)
 
@@ -366,8 +326,7 @@ class HeuristicQualityScorer(QualityScorer):
         broken: list[str] = []
         mild: list[str] = []
         penalty = 0.0
-        head = response[:300]
-        if REFUSAL.match(head):
+        if REFUSAL.match(response[:300]):
             broken.append("refusal")
         elif _DISCLAIMER.search(response):
             mild.append("ai-disclaimer")
@@ -389,12 +348,8 @@ class HeuristicQualityScorer(QualityScorer):
         elif dup >= 0.4:
             mild.append("repetitive")
             penalty += 5.0 * (dup - 0.4)
-        if (
-            cosine == 0.0
-            and n_words >= self.offtopic_min_words
-            and q_terms >= self.offtopic_min_terms
-            and not CREATIVE.match(query)
-        ):
+        if cosine == 0.0 and n_words >= self.offtopic_min_words and q_terms >= self.offtopic_min_terms \
+                and not CREATIVE.match(query):
             broken.append("off-topic")
 
         ok_value = float(np.clip(base - penalty, OK_FLOOR, RAW_MAX))
