@@ -2,7 +2,7 @@
 
 The paper reports, for its two TCM annotation sets, "the three-stage average normalized scores calculated
 using THTB" (0.5518 for the 200 THTB-guided "higher-order" annotations, 0.3544 for the 10,000 "lower-order"
-ones) and says nothing more about the formula. This module's reading, stated once here:
+ones) and says nothing more about the formula. This module's reading (docs/METHOD.md "THTB score of a dataset"):
 
 1. **Score every sample with THTB's three stages and keep every one.** The pooled records go through
    :class:`thtb.cascade.Cascade` with every stage fraction set to 1, so each stage scores the whole set with the
@@ -10,19 +10,16 @@ ones) and says nothing more about the formula. This module's reading, stated onc
    budget; every min–max inside them is taken over the scored set, as a cascade stage takes it over its input.
 2. **Normalise each stage score to [0, 1]** over the scored set (``normalize="minmax"``, default):
    ``q̂ = minmax(quality_raw)``, ``îhs = minmax(IHS)``, ``êhs = minmax(EHS)`` with
-   :func:`thtb.maths.minmax` (constant → 0.5). The stage scores need it: IC's two terms add up to at most
-   2, so IHS lies in [0, 1.5]; the ``paper`` fidelity's IREI and SC' are unbounded / in [−1, 1]; and a
-   reward model's raw scale is arbitrary. ``normalize="stage"`` instead uses the cascade's own values
-   (``quality`` — the scorer's normalisation, e.g. the reward clip — ``ihs``, ``ehs``) unchanged; they are
-   then not guaranteed to lie in [0, 1].
-3. **Per sample** ``t_i = (q̂_i + îhs_i + êhs_i) / 3``; **per dataset** ``THTB score = mean_i t_i`` over
-   its successfully scored samples.
+   :func:`thtb.maths.minmax` (constant → 0.5). The stage scores need it: IHS lies in [0, 1.5] (IC's two terms add
+   up to at most 2), the ``paper`` fidelity's IREI and SC' are unbounded / in [−1, 1], and a reward model's raw
+   scale is arbitrary. ``normalize="stage"`` instead uses the cascade's own values (``quality`` — the scorer's
+   normalisation, e.g. the reward clip — ``ihs``, ``ehs``) unchanged, not guaranteed to lie in [0, 1].
+3. **Per sample** ``t_i = (q̂_i + îhs_i + êhs_i) / 3``; **per dataset** ``THTB score = mean_i t_i`` over its
+   successfully scored samples.
 
-Because every normalisation is relative to the scored set, a THTB score means something only next to
-the scores of the datasets it was scored **together** with: pool the datasets to compare
-(:func:`score_datasets`, ``score.with`` in the config) and read each one's score from the same run. That
-is how Table 3's two numbers are reproduced (``+experiment=tcm_2pct`` pools the higher- and lower-order
-sets). A dataset scored alone is normalised against itself only.
+A THTB score is therefore comparable only with those of the datasets scored **together** with it: pool them
+(:func:`score_datasets`, ``score.with``) and read each score from the same run, as Table 3's two numbers are
+reproduced (``+experiment=tcm_2pct``). A dataset scored alone is normalised against itself only.
 
 Chinese text (the TCM sets) is handled by the same scorers (Han characters count as words, Chinese Bloom
 phrase rules, jieba for the silhouette), but the offline discipline tagger's MiniLM reads Chinese poorly: use

@@ -12,9 +12,9 @@ them for ``run.py`` to print.
 
 **Modules.** 0.2 moved the SFT stage to ``train/`` (``thtb.train``) and the evaluation stage to ``eval/``
 (``thtb.eval``). ``import thtb.training…`` / ``thtb.evaluation…`` / ``thtb.tables`` still work: the old package
-imports the new one, registers each new submodule under its old name (``from thtb.evaluation.mmlu_pro import
-run_mmlu_pro`` keeps working) and warns once. The new names are strings: the selection library never imports a
-stage package.
+imports the new one, registers each new submodule under its old name (so that
+``from thtb.evaluation.mmlu_pro import run_mmlu_pro`` keeps working) and warns once. The new names are strings:
+the selection library never imports a stage package.
 """
 
 from __future__ import annotations

@@ -72,9 +72,8 @@ def bloom_accuracy(card: pd.DataFrame, labels: pd.Series) -> dict | None:
         invalid.append(wrong)
     if all(g is None for g in gold) and all(v is None for v in invalid):
         return None
-    n = n_unscored = n_unlabelled = 0
+    n = n_unscored = n_unlabelled = hits = near = 0
     bad: list[object] = []
-    hits = near = 0
     for p, g, v in zip(pred, gold, invalid, strict=True):
         if p is None or (isinstance(p, float) and np.isnan(p)):
             n_unscored += 1

@@ -91,8 +91,7 @@ class WandbTracker(Tracker):
         self.run.log({name: [self._wandb.Image(str(p), caption=Path(p).stem) for p in paths]})
 
     def log_summary(self, values):
-        for k, v in values.items():
-            self.run.summary[k] = v
+        self.run.summary.update(dict(values))
 
     def close(self, failed=False):
         self.run.finish(exit_code=1 if failed else 0)

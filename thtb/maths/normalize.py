@@ -85,9 +85,9 @@ def quality_normalized(raw, method: str = "reward_clip") -> np.ndarray:
 def bloom_normalized(score=None, level_index=None, fidelity: str = "reference") -> np.ndarray:
     """Normalise Bloom judgements to [0, 1].
 
-    * ``reference``: ``Bloom = (score − 1) / 20`` with ``score`` the judge's score in [1, 21]
-      (bands Remember 1–3, Understand 4–6, Apply 7–9, Analyze 10–12, Evaluate 13–15, Create 16–21);
-      a fractional score ("7.5") is taken as the authors' ``extract_final_score`` reads it.
+    * ``reference``: ``Bloom = (score − 1) / 20`` with ``score`` the judge's score in [1, 21] (bands Remember 1–3,
+      Understand 4–6, Apply 7–9, Analyze 10–12, Evaluate 13–15, Create 16–21); a fractional score ("7.5") is taken
+      as the authors' ``extract_final_score`` reads it.
     * ``paper``: level index ``i ∈ 1..6`` (Remember = 1 … Create = 6),
       ``Bloom = (i − min i) / (max i − min i)`` over the given input (0.5 when all levels are equal).
 

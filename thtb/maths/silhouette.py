@@ -12,30 +12,24 @@ d×k) product. Then
   for a non-zero row: ``x̂·x̂ = 1``, ``δ = 0``),
 * ``s = (b − a) / max(a, b)``, 0 when both are 0, and 0 for members of a singleton cluster.
 
-Zero rows (a query with none of the TF-IDF terms)
--------------------------------------------------
-A zero vector has cosine similarity 0, hence distance 1, to every *other* vector. Its distance to *itself* is a
-convention, and the three implementations that matter disagree:
-
-* **the authors' code** (``calculate_silhouette_all`` in ``silhouette_Coefficient.py``) computes
-  ``pairwise_distances(X_batch, X, metric="cosine")`` batch by batch. ``X_batch`` is a copy, never ``X`` itself,
-  so the diagonal is never zeroed and a zero row is at distance **1** from itself;
-* **the metric convention** ``d(x, x) = 0``;
-* **scikit-learn's** ``silhouette_samples(metric="cosine")`` does either, depending on chunking: when the whole
-  n×n matrix fits in ``working_memory`` (default 1024 MiB, i.e. n ≤ 11,585 in float64) it is computed in one
-  block with ``X is Y`` and the diagonal is set to 0; chunked (larger n), the self distance of a zero row stays 1
-  (:func:`sklearn_zero_row_self_distance` says which one sklearn uses for a given n).
-
-Hence, for a zero row in a cluster ``C`` (``|C| ≥ 2``), every other distance being 1:
+Zero rows (a query with none of the TF-IDF terms; docs/METHOD.md "All-zero rows")
+---------------------------------------------------------------------------------
+A zero vector is at cosine distance 1 from every *other* vector; its distance to *itself* is a convention on which
+the implementations disagree. The authors' code (``calculate_silhouette_all`` in ``silhouette_Coefficient.py``)
+computes ``pairwise_distances(X_batch, X, metric="cosine")`` against a copy of ``X``, so the diagonal is never
+zeroed (distance **1**); the metric convention is ``d(x, x) = 0``; scikit-learn's
+``silhouette_samples(metric="cosine")`` zeroes the diagonal only when the n×n matrix fits ``working_memory`` in one
+block (default 1024 MiB, i.e. n ≤ 11,585 in float64; :func:`sklearn_zero_row_self_distance`). Hence, for a zero
+row in a cluster ``C`` (``|C| ≥ 2``), every other distance being 1:
 
 * ``zero_row_self_distance=1.0`` — ``fidelity="reference"`` (the authors' code, which produced the released
   data): ``a = |C| / (|C| − 1)``, ``b = 1``, so ``s = −1/|C|``;
 * ``zero_row_self_distance=0.0`` — ``fidelity="paper"`` (the metric convention, and sklearn on one block):
   ``a = 1``, ``b = 1``, so ``s = 0``.
 
-Either way a zero row contributes distance 1 to every other row's cluster means, so the other rows' silhouettes
-do not depend on the convention. :func:`silhouette_scores` picks the convention by fidelity unless told;
-:func:`silhouette_samples_cosine` defaults to 0.0 (sklearn's one-block result).
+The other rows' silhouettes do not depend on the convention (a zero row is at distance 1 from each of them).
+:func:`silhouette_scores` picks it by fidelity unless told; :func:`silhouette_samples_cosine` defaults to 0.0
+(sklearn's one-block result).
 """
 
 from __future__ import annotations
@@ -103,13 +97,11 @@ def silhouette_samples_cosine(X, labels, *, zero_row_self_distance: float = 0.0,
                               chunk_rows: int = _CHUNK_ROWS) -> np.ndarray:
     """Exact per-sample silhouette with cosine distance, in O(n·k·d) time and O(n·k) memory per chunk.
 
-    ``s(x) = (b − a) / max(a, b)`` (0 if both are 0) with ``a`` the mean cosine distance to the other members of x's
-    cluster and ``b`` the smallest mean distance to another cluster, computed from cluster sums (``Σ_{y∈C} (1 −
-    x̂·ŷ) = |C| − x̂·S_C``, module docstring). Members of singleton clusters get 0. Equals
-    ``sklearn.metrics.silhouette_samples(X, labels, metric="cosine")`` to ~1e-15 for sparse and dense input, with
-    all-zero rows scored by ``zero_row_self_distance`` (module docstring). ``X`` (dense or sparse, n × d; NaN/inf
-    rejected) need not be normalised: rows are L2-normalised in float64 first. ``labels``: any sortable labels, ``2
-    ≤ n_labels ≤ n − 1``. ``chunk_rows`` bounds the memory of the n×k product.
+    ``s(x) = (b − a) / max(a, b)`` (0 if both are 0, and for members of singleton clusters) from cluster sums
+    (module docstring). Equals ``sklearn.metrics.silhouette_samples(X, labels, metric="cosine")`` to ~1e-15 for
+    sparse and dense input, all-zero rows scored by ``zero_row_self_distance``. ``X`` (n × d, dense or sparse, no
+    NaN/inf) is L2-normalised in float64 first; ``labels``: any sortable labels, ``2 ≤ n_labels ≤ n − 1``;
+    ``chunk_rows`` bounds the memory of the n×k product.
     """
     from sklearn.preprocessing import normalize
     from sklearn.utils import check_array

@@ -38,8 +38,7 @@ def farthest_first(vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]
         picks[i], score[j] = j, nearest[j]
         nearest = np.minimum(nearest, np.sqrt(np.maximum(0.0, 2.0 - 2.0 * (x @ x[j]))))
         nearest[picks[: i + 1]] = -1.0
-    unpicked = np.ones(len(x), dtype=bool)
-    unpicked[picks] = False
+    unpicked = np.setdiff1d(np.arange(len(x)), picks)
     score[unpicked] = nearest[unpicked]
     return picks, score
 

@@ -46,8 +46,7 @@ def round_robin(similarity: np.ndarray) -> np.ndarray:
 
 
 class RDSPlus(EmbeddingMethod):
-    """``embedder``: the embedder's config or a built one; ``target``: ``{path, columns, split}``; ``text``: what is
-    embedded of each candidate (``query`` | ``response`` | ``pair``)."""
+    """``target``: ``{path, columns, split}``; ``embedder``, ``text``: as for the other embedding methods."""
 
     display_name = "RDS+"
     score_columns = {"rds_similarity": ("rds", "highest cosine similarity to a target example")}
