@@ -142,7 +142,6 @@ class JudgeBackend:
             "prompt_tokens": 0, "completion_tokens": 0, "wall_s": 0.0,
         }
 
-    # ------------------------------------------------------------------------------- public
     def run(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> list[JudgeResult]:
         """Judge every item; results in input order."""
         raise NotImplementedError
@@ -182,7 +181,6 @@ class JudgeBackend:
         out["cache"] = str(self.cache.path) if self.cache is not None else None
         return out
 
-    # ----------------------------------------------------------------------------- helpers
     def parser_digest(self, template: PromptTemplate) -> str:
         """Digest of the code that parses ``template``'s answers (its module and what that imports), stored with
         every cached answer: an answer parsed by other code is re-parsed from its raw text when read."""
@@ -272,11 +270,8 @@ class JudgeBackend:
         """The conversation extended by the unparsable answer and the template's stricter follow-up."""
         self._counters["reasks"] += 1
         detail = (result.error or "").removeprefix("parse: ")
-        return [
-            *conversation,
-            {"role": "assistant", "content": result.raw or ""},
-            {"role": "user", "content": template.followup_message(detail)},
-        ]
+        return [*conversation, {"role": "assistant", "content": result.raw or ""},
+                {"role": "user", "content": template.followup_message(detail)}]
 
     def _finish(self, template: PromptTemplate, key: str, result: JudgeResult) -> JudgeResult:
         """A request that got its last answer: mark an unparsed one, cache it (committed at once)."""

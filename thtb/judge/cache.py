@@ -241,7 +241,6 @@ class RequestCache:
                     self._conn.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, self.owner))
             self._held.discard(key)
 
-    # ------------------------------------------------------------------------------ leases
     def claim(self, keys: Iterable[str], limit: int | None = None, force: Collection[str] = ()) -> dict[str, str]:
         """Try to take the leases of ``keys``, in order, in one transaction, until ``limit`` are ours.
 
@@ -367,18 +366,11 @@ class RequestCache:
         with self._lock:
             total, errors, ptok, ctok = self._conn.execute(
                 "SELECT COUNT(*), COUNT(error), COALESCE(SUM(prompt_tokens),0), "
-                "COALESCE(SUM(completion_tokens),0) FROM requests"
-            ).fetchone()
+                "COALESCE(SUM(completion_tokens),0) FROM requests").fetchone()
             by_template = dict(self._conn.execute("SELECT template, COUNT(*) FROM requests GROUP BY template"))
-        return {
-            "path": str(self.path),
-            "entries": int(total),
-            "parsed": int(total - errors),
-            "parse_errors": int(errors),
-            "prompt_tokens": int(ptok),
-            "completion_tokens": int(ctok),
-            "by_template": by_template,
-        }
+        return {"path": str(self.path), "entries": int(total), "parsed": int(total - errors),
+                "parse_errors": int(errors), "prompt_tokens": int(ptok), "completion_tokens": int(ctok),
+                "by_template": by_template}
 
     def close(self) -> None:
         """Release our leases (a waiter takes them over) and close the connection."""

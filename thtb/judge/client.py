@@ -274,10 +274,8 @@ class OpenAIJudge(JudgeBackend):
         self._server_calls = [0] * len(self.base_urls)
 
     def __repr__(self) -> str:
-        return (
-            f"OpenAIJudge(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
-            f"concurrency={self.concurrency}, cache={self.cache!r}, reparse={self.reparse})"
-        )
+        return (f"OpenAIJudge(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
+                f"concurrency={self.concurrency}, cache={self.cache!r}, reparse={self.reparse})")
 
     def params(self, template: PromptTemplate) -> dict[str, Any]:
         """The decoding parameters as keyed: the base ones, plus the JSON schema when ``guided_json``."""
@@ -286,9 +284,8 @@ class OpenAIJudge(JudgeBackend):
         return params
 
     def _guided(self, template: PromptTemplate) -> dict[str, Any]:
-        """When ``guided_json``: ``response_format`` constraining the answer to the template's JSON schema
-        (OpenAI's structured outputs; vLLM, SGLang and hosted APIs accept it), and ``structured_outputs``
-        restricting it to the template's choices (a vLLM request field, sent in the request body)."""
+        """The request fields of ``guided_json``: ``response_format`` (OpenAI's structured outputs; vLLM, SGLang and
+        hosted APIs accept it) and ``structured_outputs`` (a vLLM request field, sent in the request body)."""
         if not self.guided_json:
             return {}
         out: dict[str, Any] = {}
@@ -301,8 +298,7 @@ class OpenAIJudge(JudgeBackend):
 
     def stats(self) -> dict[str, Any]:
         """The base counters, plus whether answers were constrained to the templates' JSON schemas."""
-        out = super().stats()
-        out["guided_json"] = self.guided_json
+        out = {**super().stats(), "guided_json": self.guided_json}
         if len(self.base_urls) > 1:  # how the sends split over the servers
             out["server_calls"] = dict(zip(self.base_urls, self._server_calls))
         return out
@@ -322,7 +318,6 @@ class OpenAIJudge(JudgeBackend):
         backoffs = sum(min(self.backoff_initial_s * 2 ** i, self.backoff_max_s) for i in range(self.max_retries))
         return ((self.max_retries + 1) * timeout + backoffs) * self.max_attempts + 60.0
 
-    # ------------------------------------------------------------------------------- public
     def run(self, template: PromptTemplate, items: Sequence[Mapping[str, Any]]) -> list[JudgeResult]:
         """Judge every item (sync wrapper over :meth:`arun`); results in input order."""
         try:
@@ -380,7 +375,6 @@ class OpenAIJudge(JudgeBackend):
                 await client.close()
         return self._tally(groups, done, start)
 
-    # ----------------------------------------------------------------------------- internals
     def _stall_message(self, template: PromptTemplate, watch: StallWatch, budget: SendBudget, finished: int,
                        total: int) -> str:
         c = self._counters
@@ -542,7 +536,6 @@ class OpenAIJudge(JudgeBackend):
                         int(getattr(usage, "completion_tokens", 0) or 0), latency)
         raise AssertionError("unreachable")
 
-    # --------------------------------------------------------------------- context length check
     async def _too_long(self, client: openai.AsyncOpenAI, template: PromptTemplate,
                         conversation: Messages) -> str | None:
         """Why ``conversation`` cannot fit the judge's context (``None``: it fits, or it cannot be told)."""
@@ -595,8 +588,8 @@ class OpenAIJudge(JudgeBackend):
         from thtb.models import resolve_model_name
 
         try:
-            path = resolve_model_name(name)
-            return AutoTokenizer.from_pretrained(path, **({"local_files_only": True} if auto else {}))
+            return AutoTokenizer.from_pretrained(resolve_model_name(name),
+                                                 **({"local_files_only": True} if auto else {}))
         except Exception as exc:  # noqa: BLE001 - auto: not available here → no check
             if not auto:
                 raise ValueError(f"judge.tokenizer={name!r} could not be loaded: {exc}") from exc

@@ -359,7 +359,6 @@ VLLM_MISSING = (
 )
 
 
-_VLLM_ENTRY_POINTS = ("vllm.entrypoints.llm", "vllm.sampling_params")
 _vllm_imported = False
 
 
@@ -378,7 +377,7 @@ def import_vllm():
 
         def work() -> None:
             try:
-                for name in ("vllm", *_VLLM_ENTRY_POINTS):
+                for name in ("vllm", "vllm.entrypoints.llm", "vllm.sampling_params"):
                     importlib.import_module(name)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                 failure.append(exc)
@@ -505,9 +504,7 @@ class VLLMJudge(LocalJudge):
         return args
 
     def stats(self) -> dict[str, Any]:
-        out = super().stats()
-        out["guided_json"] = self.guided_json
-        return out
+        return {**super().stats(), "guided_json": self.guided_json}
 
     def params(self, template: PromptTemplate) -> dict[str, Any]:
         params = super().params(template)
@@ -568,9 +565,6 @@ class VLLMJudge(LocalJudge):
             [list(c) for c in conversations], self.sampling_params(params), use_tqdm=False,
             chat_template_kwargs=self._chat_template_kwargs() or None,
         )
-        answers: list[Generation] = []
-        for out in outputs:
-            completion = out.outputs[0]
-            answers.append((completion.text, len(out.prompt_token_ids or []), len(completion.token_ids or [])))
-        return answers
+        return [(out.outputs[0].text, len(out.prompt_token_ids or []), len(out.outputs[0].token_ids or []))
+                for out in outputs]
 

@@ -24,18 +24,12 @@ Disciplines (:func:`parse_disciplines`)
     Zero items, or an item of more than :data:`MAX_DISCIPLINE_WORDS` words (prose, not a list),
     is a :class:`ParseError`.
 
-Description (:func:`parse_description`)
-    Non-empty text after :func:`strip_noise`, whitespace collapsed.
-
 AlpaGasus rating (:func:`parse_alpagasus`)
     The first non-empty line holds the score, alone: a number (``4``, ``4.5``), optionally after a
     short label (``Score: 4.5``, ``Rating - 4``), optionally over 5 (``4.5/5``, ``4.5 out of 5``),
     optionally in markdown emphasis (``**4.5**``) or followed by a full stop. The score must lie in
     ``[0, 5]``. Any other first line (prose, two numbers, another denominator) is a
     :class:`ParseError`, never a default score. The following lines are the explanation.
-
-Free text (:func:`parse_text`)
-    The answer itself, stripped (a model's response to an evaluation prompt; empty is a valid answer).
 """
 
 from __future__ import annotations
@@ -90,9 +84,8 @@ _UNOPS = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _EXPR_CHARS = re.compile(r"^[0-9\s+\-*/().]+$")
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 _MAX_EXPRESSION = 100
-_SCORE_CHARS = str.maketrans(
-    {"＋": "+", "－": "-", "−": "-", "×": "*", "÷": "/", "（": "(", "）": ")", "＝": "="}
-)
+_SCORE_CHARS = str.maketrans({"＋": "+", "－": "-", "−": "-", "×": "*", "÷": "/", "（": "(", "）": ")",
+                              "＝": "="})
 """Full-width operators as the authors' ``_normalize_text`` maps them, plus the minus sign U+2212."""
 
 
@@ -297,8 +290,7 @@ _RATING = re.compile(
 
 def parse_alpagasus(text: str) -> dict:
     """``{"score": float in [0, 5], "reason": str}`` from an AlpaGasus rating (see module doc)."""
-    lines = [line.strip() for line in strip_noise(text).splitlines()]
-    lines = [line for line in lines if line]
+    lines = [line.strip() for line in strip_noise(text).splitlines() if line.strip()]
     if not lines:
         raise ParseError("empty answer")
     first = lines[0].replace("*", "").replace("`", "").lstrip("#").strip()
@@ -314,6 +306,6 @@ def parse_alpagasus(text: str) -> dict:
 
 
 def parse_text(text: str) -> str:
-    """The answer itself without complete ``<think>`` blocks, stripped (see module doc); never fails on
-    a string, since any text — even empty — is a response."""
+    """A model's response to an evaluation prompt: the answer itself without complete ``<think>`` blocks,
+    stripped; never fails on a string, since any text — even empty — is a response."""
     return _drop_think(text).strip()

@@ -1,10 +1,8 @@
 """Versioned prompt templates for the LLM judge of the selection (docs/METHOD.md "Stage 2 — intrinsic hardness");
 the evaluation's own (pairwise verdicts, a model's responses) are in :mod:`thtb.eval.prompts`.
 
-A :class:`PromptTemplate` bundles a name and version (both part of every cache key: bump the
-version whenever the wording, the decoding parameters or the parser change meaning), a messages
-builder, the decoding parameters, the parser of its answers and the stricter follow-up used when
-an answer does not parse.
+A :class:`PromptTemplate`'s name and version are part of every cache key: bump the version whenever the
+wording, the decoding parameters or the parser change meaning.
 
 Templates
 ---------
@@ -122,11 +120,8 @@ _BLOOM_SCHEMA = {  # one alternative per level, its score tied to the level's ba
         for level, (lo, hi) in parsers.BLOOM_BANDS.items()
     ]
 }
-_BLOOM_LEVEL_SCHEMA = {
-    "type": "object",
-    "properties": {"level": _LEVEL_SCHEMA, "reasoning": _REASONING_SCHEMA},
-    "required": ["level", "reasoning"],
-}
+_BLOOM_LEVEL_SCHEMA = {"type": "object", "properties": {"level": _LEVEL_SCHEMA, "reasoning": _REASONING_SCHEMA},
+                       "required": ["level", "reasoning"]}
 
 
 def _bloom_messages(item: Mapping[str, Any], score: bool = True) -> Messages:
@@ -196,8 +191,7 @@ def _discipline_messages(item: Mapping[str, Any]) -> Messages:
 _DISCIPLINES_SCHEMA = {  # a JSON list of names: parse_disciplines reads it like the comma-separated answer
     "type": "array",
     "items": {"type": "string", "pattern": f"^[a-z]+(_[a-z]+){{0,{parsers.MAX_DISCIPLINE_WORDS - 1}}}$"},  # a name
-    "minItems": 1,
-    "maxItems": 6,
+    "minItems": 1, "maxItems": 6,
 }
 
 DISCIPLINES = PromptTemplate(
