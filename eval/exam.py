@@ -299,8 +299,7 @@ def run_exam(model_path: str | os.PathLike, *, exam_path: str | os.PathLike, out
         apply_chat_template=apply_chat_template)
     summary, rows = summarize(results, max_response_chars=max_response_chars)
     summary.update({
-        "task": TASK,
-        "model": harness.model_fingerprint(model_path, adapter),
+        "task": TASK, "model": harness.model_fingerprint(model_path, adapter),
         "data": {"path": str(exam), "sha256": harness.file_digest(exam), "questions": len(records),
                  "types": {t: sum(r["type"] == t for r in records) for t in ("single", "multiple")}},
         "settings": {"backend": backend, "model_args": margs, "prompt_language": prompt_language,
@@ -308,8 +307,7 @@ def run_exam(model_path: str | os.PathLike, *, exam_path: str | os.PathLike, out
                      "generation_kwargs": results.get("configs", {}).get(TASK, {}).get("generation_kwargs"),
                      "scoring": "exact match of the set of option letters", "batch_size": batch_size,
                      "device": device, "dtype": dtype},
-        "lm_eval_version": harness.lm_eval_version(),
-        "wall_s": round(time.time() - started, 2),
+        "lm_eval_version": harness.lm_eval_version(), "wall_s": round(time.time() - started, 2),
     })
     harness.write_outputs(out_dir, JSON_NAME, summary, SAMPLES_NAME, rows)
     return summary

@@ -210,44 +210,37 @@ def run_lm_eval(*, backend: Any, model_args: Mapping[str, Any], tasks: list[str]
     return results
 
 
-class _RepeatFilter(logging.Filter):
-    """Lets the first of each distinct lm-eval warning through and counts the repeats (lm-eval warns once per
-    task: 14 MMLU-Pro categories print the same "Overwriting default num_fewshot…" 14 times)."""
+@contextlib.contextmanager
+def collapsed_repeats(prefix: str = "lm_eval") -> Iterator[None]:
+    """Within the block, only the first of each distinct warning of the loggers under ``prefix`` is shown, the
+    repeats are counted, one summary line after (lm-eval warns once per task: 14 MMLU-Pro categories print the
+    same "Overwriting default num_fewshot…" 14 times)."""
+    seen: set[tuple[str, str]] = set()
+    repeats: Counter[str] = Counter()
 
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-        self.seen: set[tuple[str, str]] = set()
-        self.repeats: Counter[str] = Counter()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(self.prefix) or record.levelno < logging.WARNING:
+    def first_only(record: logging.LogRecord) -> bool:
+        if not record.name.startswith(prefix) or record.levelno < logging.WARNING:
             return True
         text = re.sub(r"\b[\w.-]*_[\w.-]*\b|\d+(?:\.\d+)?", "*", record.getMessage())  # task names, numbers
         key = (record.name, text[:80])
-        if key in self.seen:
-            self.repeats[text[:60]] += 1
+        if key in seen:
+            repeats[text[:60]] += 1
             return False
-        self.seen.add(key)
+        seen.add(key)
         return True
 
-
-@contextlib.contextmanager
-def collapsed_repeats(prefix: str = "lm_eval") -> Iterator[None]:
-    """Within the block, repeated warnings of loggers under ``prefix`` are shown once; one summary line after."""
     handlers = {*logging.getLogger().handlers, *logging.getLogger(prefix).handlers}
-    only = _RepeatFilter(prefix)
     for handler in handlers:
-        handler.addFilter(only)
+        handler.addFilter(first_only)
     try:
         yield
     finally:
         for handler in handlers:
-            handler.removeFilter(only)
-        if only.repeats:
+            handler.removeFilter(first_only)
+        if repeats:
             logging.getLogger(__name__).info(
-                "lm-eval: %d repeated warning(s) shown once: %s", sum(only.repeats.values()),
-                "; ".join(f'{n}× "{msg.strip()}…"' for msg, n in only.repeats.most_common(3)))
+                "lm-eval: %d repeated warning(s) shown once: %s", sum(repeats.values()),
+                "; ".join(f'{n}× "{msg.strip()}…"' for msg, n in repeats.most_common(3)))
 
 
 def _build_lm(backend: str, model_args: Mapping[str, Any], batch_size: int | str, device: str | None):

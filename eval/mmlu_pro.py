@@ -51,9 +51,7 @@ SAMPLES_NAME = "mmlu_pro_samples.jsonl"
 
 def task_group(*, builtin: bool = False, prompt_format: str = "lm_eval") -> str:
     """The lm-eval group of a prompt format (``tiger_api`` has one task set, hub or local data alike)."""
-    if prompt_format == "tiger_api":
-        return TIGER_GROUP
-    return BUILTIN_GROUP if builtin else LOCAL_GROUP
+    return TIGER_GROUP if prompt_format == "tiger_api" else BUILTIN_GROUP if builtin else LOCAL_GROUP
 
 
 def task_name(category: str, *, builtin: bool = False, prompt_format: str = "lm_eval") -> str:
@@ -193,11 +191,9 @@ def token_counter(model_path: str | os.PathLike, adapter: str | os.PathLike | No
     except Exception:  # noqa: BLE001 - a missing tokenizer only loses the truncation rate
         return None, None
 
-    def count(texts: list[str]) -> list[int]:
-        out: list[int] = []
-        for start in range(0, len(texts), 512):
-            out.extend(len(ids) for ids in tok(texts[start:start + 512], add_special_tokens=False)["input_ids"])
-        return out
+    def count(texts: list[str]) -> list[int]:  # 512 texts at a time
+        return [len(ids) for start in range(0, len(texts), 512)
+                for ids in tok(texts[start:start + 512], add_special_tokens=False)["input_ids"]]
 
     template = getattr(tok, "chat_template", None)
     digest = hashlib.sha256(str(template).encode()).hexdigest() if isinstance(template, str) else None
@@ -306,10 +302,8 @@ def run_mmlu_pro(model_path: str | os.PathLike, *, adapter: str | os.PathLike | 
                               max_response_chars=max_response_chars, log_prompts=log_prompts)
     any_task = next(iter(results.get("configs", {}).values()), {})
     summary.update({
-        "task": group,
-        "task_version": (any_task.get("metadata") or {}).get("version"),
-        "model": harness.model_fingerprint(model_path, adapter),
-        "data": data_info,
+        "task": group, "task_version": (any_task.get("metadata") or {}).get("version"),
+        "model": harness.model_fingerprint(model_path, adapter), "data": data_info,
         "settings": {
             "backend": backend, "vllm": harness.vllm_distribution() if backend == "vllm" else None,
             "model_args": margs, "prompt_format": prompt_format, "num_fewshot": int(fewshot),
@@ -326,8 +320,7 @@ def run_mmlu_pro(model_path: str | os.PathLike, *, adapter: str | os.PathLike | 
             "primary_scheme": primary_scheme, "batch_size": batch_size, "device": device, "dtype": dtype,
             "max_response_chars": max_response_chars,
         },
-        "lm_eval_version": harness.lm_eval_version(),
-        "wall_s": round(time.time() - started, 2),
+        "lm_eval_version": harness.lm_eval_version(), "wall_s": round(time.time() - started, 2),
     })
     harness.write_outputs(out_dir, JSON_NAME, summary, SAMPLES_NAME, rows)
     return summary

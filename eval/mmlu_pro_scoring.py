@@ -21,10 +21,7 @@ Three schemes, reported side by side (``mmlu_pro.json``'s ``schemes``):
 
 TIGER's last two regexes are quadratic in the response length (an 8B model's 12,032 outputs take ~6 minutes
 through them; a degenerate, repetitive output alone can take minutes); :func:`extract_official` computes the same
-letters in linear time: the second step is the last ``[aA]nswer:\\s*[A-J]`` that starts on the first line
-holding one (``.`` stops at ``\\n``, so the greedy ``.*`` of the first start position that succeeds — the start
-of that line — backtracks to the line's last occurrence; ``\\s*`` may still run past the line), the third is
-simply the last ``\\b[A-J]\\b`` (a standalone letter followed by no other standalone letter).
+letters in linear time (:func:`extract_again`, :func:`extract_final` say why they are the same).
 ``tests/test_mmlu_pro_tiger.py`` checks both against TIGER's own functions and their released ``pred`` s.
 
 Every count is reported overall (question-weighted) and per category, with the parse-failure rate (no letter)
@@ -85,7 +82,7 @@ def extract_again(text: str) -> str | None:
 
     Without DOTALL the leading ``.*`` cannot cross ``\\n``: the search succeeds first at the start of the first
     line that holds an occurrence of ``[aA]nswer:\\s*[A-J]`` (starting on that line), and greedy backtracking
-    then picks the last occurrence starting on that line."""
+    then picks the last occurrence starting on that line (whose ``\\s*`` may still run past the line)."""
     first = _AGAIN_AT.search(text)
     if first is None:
         return None

@@ -59,8 +59,6 @@ log = logging.getLogger(__name__)
 SUBSETS = ("helpful_base", "koala", "selfinstruct", "oasst", "vicuna")
 """AlpacaEval's five source datasets (its ``dataset`` field), in the paper's order."""
 ORDERS = ("random", "both")
-TEMPLATE_CHOICES = tuple(PAIRWISE_TEMPLATES)
-"""``eval.pairwise.template``: ``forced`` (no tie option, the paper's default) or ``with_tie``."""
 TIE_POLICY = {
     "forced": ("forced choice: the judge is offered no tie and a 'Tie' answer is a parse failure (re-asked, then "
                "counted as a failed prompt); identical outputs are a tie without a call; in both-orders mode two "
@@ -75,16 +73,15 @@ def pairwise_template(template: str | PromptTemplate) -> PromptTemplate:
     if isinstance(template, PromptTemplate):
         return template
     if template not in PAIRWISE_TEMPLATES:
-        raise ValueError(f"eval.pairwise.template must be one of {TEMPLATE_CHOICES}, got {template!r}")
+        raise ValueError(f"eval.pairwise.template must be one of {tuple(PAIRWISE_TEMPLATES)}, got {template!r}")
     return PAIRWISE_TEMPLATES[template]
 
 
 def tie_policy(template: str | PromptTemplate) -> str:
     """How ties arise and count under ``template`` (for pairwise.json and provenance)."""
     t = pairwise_template(template)
-    for choice, known in PAIRWISE_TEMPLATES.items():
-        if t.name == known.name:
-            return TIE_POLICY[choice]
+    if choice := next((c for c, known in PAIRWISE_TEMPLATES.items() if t.name == known.name), None):
+        return TIE_POLICY[choice]
     return f"custom template {t.id}: ties as its parser allows; win_rate counts a tie as 0, win_rate_tie_half as 0.5"
 
 

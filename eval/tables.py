@@ -729,9 +729,8 @@ PAIRED_COLUMNS = ("task", "model_size", "model", "method_a", "method_b", "seeds"
 
 
 def _samples(line: Mapping, name: str) -> Path | None:
-    run_dir = line.get("run_dir")
-    path = Path(run_dir) / "eval" / name if run_dir else None
-    return path if path is not None and path.is_file() else None
+    path = Path(line["run_dir"]) / "eval" / name if line.get("run_dir") else None
+    return path if path and path.is_file() else None
 
 
 def _seeded_pairwise(line: Mapping, tag: str) -> list[dict]:
