@@ -167,14 +167,6 @@ class StageArtifact:
         return self.path
 
 
-def copy_file(src: Path, dst: Path) -> None:
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
-    except OSError as exc:
-        raise io_error(exc, f"copying {src} to", dst) from exc
-
-
 def copy_outputs(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy every file and folder of ``src`` except the manifest into ``dst`` (replacing what is there)."""
     src, dst = Path(src), Path(dst)
@@ -183,14 +175,14 @@ def copy_outputs(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         if item.name == MANIFEST:
             continue
         target = dst / item.name
-        if item.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
-            try:
+        try:
+            if item.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(item, target)
-            except OSError as exc:
-                raise io_error(exc, f"copying {item} to", target) from exc
-        else:
-            copy_file(item, target)
+            else:
+                shutil.copy2(item, target)
+        except OSError as exc:
+            raise io_error(exc, f"copying {item} to", target) from exc
     return dst
 
 

@@ -58,13 +58,11 @@ protocol: :data:`thtb.eval.provenance.PAPER_SETUP`)."""
 def _module_file(name: str) -> Path | None:
     if name != "thtb" and not name.startswith("thtb."):
         return None
-    try:
+    with contextlib.suppress(ImportError, ValueError, AttributeError):
         spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError, AttributeError):
-        return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    return Path(spec.origin)
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            return Path(spec.origin)
+    return None
 
 
 def _imports(path: Path, module: str) -> set[str]:
@@ -121,17 +119,13 @@ def resource_files(root: Path = RESOURCES) -> list[tuple[str, Path]]:
 
 def config_targets(cfg: Any) -> list[str]:
     """Modules named by the ``_target_`` s of a (nested) config that live in this package."""
-    found: list[str] = []
-    if isinstance(cfg, Mapping):
-        target = cfg.get("_target_")
-        if isinstance(target, str) and target.startswith("thtb."):
-            found.append(target.rpartition(".")[0])
-        for value in cfg.values():
-            found.extend(config_targets(value))
-    elif isinstance(cfg, list | tuple):
-        for value in cfg:
-            found.extend(config_targets(value))
-    return found
+    if isinstance(cfg, list | tuple):
+        return [module for value in cfg for module in config_targets(value)]
+    if not isinstance(cfg, Mapping):
+        return []
+    target = cfg.get("_target_")
+    found = [target.rpartition(".")[0]] if isinstance(target, str) and target.startswith("thtb.") else []
+    return found + [module for value in cfg.values() for module in config_targets(value)]
 
 
 def code_digest(roots: Iterable[str], *, extra_files: Iterable[str | Path] = ()) -> str:
@@ -172,14 +166,12 @@ def project_info() -> dict[str, Any]:
     root = PACKAGE_ROOT.parent
     if not (root / ".git").exists():
         return info
-    try:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
         status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                 capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return info
-    info.update(commit=commit or None, dirty=bool(status.strip()))
+        info.update(commit=commit or None, dirty=bool(status.strip()))
     return info
 
 

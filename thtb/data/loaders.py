@@ -35,9 +35,8 @@ def load_records(source: str | os.PathLike[str], *, format: str | None = None, f
     """Load an instruction dataset as canonical records.
 
     Args:
-        source: a file (``.json`` array or JSON Lines, ``.jsonl``, ``.parquet``, ``.csv``, ``.tsv``), a URL to
-            one, a directory saved with ``datasets.save_to_disk``, or a Hugging Face hub id such as
-            ``"tatsu-lab/alpaca"`` (used only when no local path of that name exists).
+        source: a file, a URL to one, a ``datasets.save_to_disk`` directory or a Hugging Face hub id such as
+            ``"tatsu-lab/alpaca"`` (used only when no local path of that name exists): :mod:`thtb.data.readers`.
         format: ``alpaca | query_response | sharegpt | messages``; detected from the fields when ``None``.
         fidelity: ``reference`` (the authors' query text, ``"\\nnan"`` for an empty Alpaca input) or ``paper``
             (clean query). See :mod:`thtb.data.records`.
