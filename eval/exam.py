@@ -112,11 +112,10 @@ def _parse_options(row: Mapping[str, Any], where: str) -> list[str]:
         except json.JSONDecodeError:
             raise ExamFormatError(f"{where}: field 'options': a string must be a JSON list or object") from None
     if isinstance(raw, Mapping):
-        keys = [str(k).strip().upper() for k in raw]
-        if sorted(keys) != list(LETTERS[: len(keys)]):
-            raise ExamFormatError(f"{where}: field 'options': keys must be consecutive letters from A, got {list(raw)}")
         by_letter = {str(k).strip().upper(): v for k, v in raw.items()}
-        raw = [by_letter[letter] for letter in LETTERS[: len(keys)]]
+        if sorted(by_letter) != list(LETTERS[: len(raw)]):  # a key repeated once normalised fails too
+            raise ExamFormatError(f"{where}: field 'options': keys must be consecutive letters from A, got {list(raw)}")
+        raw = [by_letter[letter] for letter in sorted(by_letter)]
     if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
         raise ExamFormatError(f"{where}: field 'options': expected a list or a letter→text object")
     options = [str(o).strip() for o in raw]
@@ -281,8 +280,7 @@ def run_exam(model_path: str | os.PathLike, *, exam_path: str | os.PathLike, out
     ``max_gen_toks`` overrides the task's 64. ``extra_model_args={"enable_thinking": False}`` turns a
     Qwen3-family template's thinking off (``eval.exam.enable_thinking``, off by default for every row alike).
     ``limit`` = the first N questions. The exam is validated (and a bad file reported) before any model is loaded.
-    Other arguments as in :func:`thtb.eval.mmlu_pro.run_mmlu_pro`.
-    """
+    Other arguments as in :func:`thtb.eval.mmlu_pro.run_mmlu_pro`."""
     if prompt_language not in ("auto", "zh", "en"):
         raise ValueError(f"prompt_language must be 'auto', 'zh' or 'en', got {prompt_language!r}")
     records = load_exam(exam_path)

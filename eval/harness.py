@@ -184,8 +184,7 @@ def run_lm_eval(*, backend: Any, model_args: Mapping[str, Any], tasks: list[str]
     ``custom_dataset`` hook. ``limit`` is per task; ``max_gen_toks`` overrides the tasks' generation length.
     With ``"vllm"`` the model is built here (as ``simple_evaluate`` would), under :func:`vllm_distribution_alias`,
     and its engine is shut down when the evaluation ends or fails — left to garbage collection it would hold its
-    memory (a GPU's, at 90 %) and its process while the next engine (another task, pairwise generation) starts.
-    """
+    memory (a GPU's, at 90 %) and its process while the next engine (another task, pairwise generation) starts."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 

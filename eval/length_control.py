@@ -182,9 +182,7 @@ def fit_length_glm(preference: Sequence[float], model_len: Sequence[float], base
 # ---------------------------------------------------------------------------------- annotations
 def read_samples(source: str | os.PathLike[str] | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The per-prompt records of a run: a ``pairwise_samples.jsonl`` path, or the records themselves."""
-    if isinstance(source, str | os.PathLike):
-        return read_jsonl(source)
-    return [dict(r) for r in source]
+    return read_jsonl(source) if isinstance(source, str | os.PathLike) else [dict(r) for r in source]
 
 
 def annotations(samples: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:

@@ -269,8 +269,7 @@ def run_mmlu_pro(model_path: str | os.PathLike, *, adapter: str | os.PathLike | 
     can no longer be re-scored faithfully); ``log_prompts`` also stores each rendered prompt (large).
 
     Raises FileNotFoundError for a missing parquet file (before any model is loaded), ImportError for
-    ``backend="vllm"`` without vLLM.
-    """
+    ``backend="vllm"`` without vLLM."""
     schemes = tuple(schemes)
     check_settings(prompt_format=prompt_format, schemes=schemes, primary_scheme=primary_scheme, fewshot=fewshot,
                    limit=limit, max_gen_toks=max_gen_toks)

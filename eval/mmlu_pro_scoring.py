@@ -152,9 +152,9 @@ def truncation_slack(max_gen_toks: int) -> int:
 
 
 def is_truncated(n_tokens: int | None, max_gen_toks: int | None) -> bool | None:
-    if n_tokens is None or not max_gen_toks:
-        return None
-    return int(n_tokens) >= int(max_gen_toks) - truncation_slack(max_gen_toks)
+    if n_tokens is not None and max_gen_toks:
+        return int(n_tokens) >= int(max_gen_toks) - truncation_slack(max_gen_toks)
+    return None
 
 
 def _answer_index(row: Mapping[str, Any]) -> int | None:
@@ -177,8 +177,7 @@ def score_rows(rows: Iterable[Mapping[str, Any]], *, schemes: Sequence[str] = SC
     first), ``overall`` / ``per_category`` with ``accuracy``, ``n``, ``correct``, ``parse_failures``; each row
     gains ``pred_<scheme>``, ``correct_<scheme>``, ``official_step``, ``guess`` (official_guess: the drawn
     letter where no letter was found), ``truncated``, and ``extracted`` / ``correct`` of the primary scheme
-    (``extracted``: the letter found in the response, None when none was found, whatever the guess).
-    """
+    (``extracted``: the letter found in the response, None when none was found, whatever the guess)."""
     schemes = tuple(schemes)
     primary = primary or next(iter(schemes), None)
     check_schemes(schemes, primary)
@@ -435,9 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.command == "rescore":
-        schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
-        result = rescore(args.samples, schemes=schemes, primary=args.primary, max_gen_toks=args.max_gen_toks,
-                         seed=args.seed, data_dir=args.data_dir)
+        result = rescore(args.samples, schemes=[s.strip() for s in args.schemes.split(",") if s.strip()],
+                         primary=args.primary, max_gen_toks=args.max_gen_toks, seed=args.seed, data_dir=args.data_dir)
     else:
         result = compare(args.a, args.b, scheme=args.scheme, n_boot=args.n_boot, seed=args.seed,
                          data_dir=args.data_dir)

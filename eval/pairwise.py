@@ -186,9 +186,7 @@ class Outputs:
 def hit_cap(completion_tokens: int | None, max_tokens: int | None) -> bool | None:
     """Whether an answer of ``completion_tokens`` tokens (the stop token included, as the backends count) used
     the whole ``max_tokens`` budget; ``None`` when either is unknown (0 tokens: the backend did not report)."""
-    if not completion_tokens or not max_tokens:
-        return None
-    return int(completion_tokens) >= int(max_tokens)
+    return int(completion_tokens) >= int(max_tokens) if completion_tokens and max_tokens else None
 
 
 def generate_outputs(generator: JudgeBackend, instructions: Sequence[str], *, name: str | None = None) -> Outputs:

@@ -84,27 +84,23 @@ def check_trained(model: str | Path, base: str | Path, *, method: str = "auto", 
     checked (``{"method", "differ", ...}``) for the eval summary."""
     if method not in ("auto", "weights", "outputs"):
         raise ValueError(f"method must be auto, weights or outputs, got {method!r}")
-    same_path = Path(model).resolve() == Path(base).resolve() if Path(model).exists() else str(model) == str(base)
-    if same_path:
+    if Path(model).resolve() == Path(base).resolve() if Path(model).exists() else str(model) == str(base):
         raise NotTrainedError(f"the evaluated model {model} is the base model itself")
     if method in ("auto", "weights"):
         result = weights_differ(model, base)
         if result is not None:
             differ, n = result
             if not differ:
-                raise NotTrainedError(
-                    f"{model} has the same weights as the base model {base} ({n} weight tensors compared): the "
-                    "adapter was not merged or the wrong model was saved; refusing to evaluate it as trained"
-                )
+                raise NotTrainedError(f"{model} has the same weights as the base model {base} ({n} weight tensors "
+                                      "compared): the adapter was not merged or the wrong model was saved; refusing to "
+                                      "evaluate it as trained")
             log.info("sanity: %s differs from its base in its weights (%d tensors compared)", model, n)
             return {"method": "weights", "differ": True, "tensors_compared": n}
         if method == "weights":
             raise ValueError(f"cannot compare weights: {model} or {base} is not a local safetensors folder")
     differ, delta = outputs_differ(model, base, atol=atol, device=device)
     if not differ:
-        raise NotTrainedError(
-            f"{model} gives the same outputs as the base model {base} (max |Δlogit| {delta:.2e} ≤ {atol:g} on "
-            f"{len(PROBES)} prompts): refusing to evaluate it as trained"
-        )
+        raise NotTrainedError(f"{model} gives the same outputs as the base model {base} (max |Δlogit| {delta:.2e} ≤ "
+                              f"{atol:g} on {len(PROBES)} prompts): refusing to evaluate it as trained")
     log.info("sanity: %s differs from its base in its outputs (max |Δlogit| %.3g)", model, delta)
     return {"method": "outputs", "differ": True, "max_abs_logit_diff": delta}

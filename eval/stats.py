@@ -87,14 +87,12 @@ def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, *, n_boot: int = 10_
     return float(ci.low), float(ci.high)
 
 
-def paired_bootstrap_diff(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
-                          n_boot: int = 10_000, seed: int = 0,
-                          confidence: float = 0.95) -> dict[str, Any] | None:
+def paired_bootstrap_diff(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, n_boot: int = 10_000,
+                          seed: int = 0, confidence: float = 0.95) -> dict[str, Any] | None:
     """Paired bootstrap of the difference of two means on the same items: :func:`bootstrap_mean_ci` of
     ``d_i = a_i − b_i`` (each resample draws the same item indices for both systems, which keeps the pairing; the
     estimate is ``mean(a) − mean(b) = mean(d)``). Returns ``{"diff", "ci", "n", "n_boot", "seed",
-    "confidence"}``, or None for empty input.
-    """
+    "confidence"}``, or None for empty input."""
     x, y = _as_array(a, "a"), _as_array(b, "b")
     if len(x) != len(y):
         raise ValueError(f"paired samples need equal lengths, got {len(x)} and {len(y)}")
@@ -115,8 +113,7 @@ def mcnemar_exact(b: int, c: int) -> float:
         p = min(1, 2 · Σ_{i=0}^{min(b,c)} C(b+c, i) / 2^(b+c))
 
     computed as ``scipy.stats.binomtest(b, b + c, 0.5).pvalue`` (two-sided; for p = 1/2 it equals the doubled
-    tail above). 1.0 when there is no discordant pair.
-    """
+    tail above). 1.0 when there is no discordant pair."""
     if b < 0 or c < 0 or int(b) != b or int(c) != c:
         raise ValueError(f"discordant counts must be non-negative integers, got b={b}, c={c}")
     n = int(b) + int(c)
@@ -129,8 +126,7 @@ def paired_comparison(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.n
 
     Returns ``n``, both accuracies, ``diff = acc_a − acc_b`` with its paired-bootstrap percentile interval
     (:func:`paired_bootstrap_diff`), the discordant counts ``a_only`` (a right, b wrong) and ``b_only``,
-    ``n_discordant = a_only + b_only`` and the exact McNemar p-value (:func:`mcnemar_exact`).
-    """
+    ``n_discordant = a_only + b_only`` and the exact McNemar p-value (:func:`mcnemar_exact`)."""
     x, y = _as_array(a, "a"), _as_array(b, "b")
     if len(x) != len(y):
         raise ValueError(f"paired samples need equal lengths, got {len(x)} and {len(y)}")

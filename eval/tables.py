@@ -176,8 +176,7 @@ def line_from_wandb(config: Mapping, summary: Mapping, created_at: str | None = 
 
     A summary key ``run_line`` holding the whole line wins. Otherwise the fields come from the summary, then
     the (Hydra) config (``experiment_name``, ``selection.name``, ``model.size``, ``seed``…), and the metric
-    blocks from ``summary["metrics"]`` or from flat keys ``[eval/|metrics/]<block>/<a>/<b>``.
-    """
+    blocks from ``summary["metrics"]`` or from flat keys ``[eval/|metrics/]<block>/<a>/<b>``."""
     if isinstance(summary.get("run_line"), Mapping):
         return dict(summary["run_line"])
     line = {

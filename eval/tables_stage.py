@@ -56,9 +56,7 @@ def summary_table(lines: list[dict], experiments: list[str]) -> str:
         if line is None:
             rows.append([name] + ["—"] * 6)
             continue
-        m = line.get("metrics", {})
-        mp = m.get("mmlu_pro")
-        pw = m.get("pairwise")
+        mp, pw = (line.get("metrics", {}).get(block) for block in ("mmlu_pro", "pairwise"))
         mmlu = "—"
         if mp:
             ci = f" [{mp['ci95'][0]:.1f}, {mp['ci95'][1]:.1f}]" if mp.get("ci95") else ""
