@@ -415,10 +415,8 @@ class OpenAIJudge(JudgeBackend):
             await slot.take()  # the lease is taken with a slot: a run claims only what it can send now
             try:
                 state = CLAIMED if self.cache is None else self.cache.claim([key], force=(key,) if force else ())[key]
-                if state == CACHED:
-                    shared = self._shared(template, key)
-                    if shared is not None:
-                        return shared
+                if state == CACHED and (shared := self._shared(template, key)) is not None:
+                    return shared
                 if state == CLAIMED or force:  # forced: ours, unless a row came and went — asked anyway
                     try:
                         return await self._ask(clients, slot, budget, watch, template, msgs, key)
@@ -437,10 +435,8 @@ class OpenAIJudge(JudgeBackend):
                     break
                 await asyncio.sleep(wait.next_delay())
                 state = self.cache.lease_states([key])[key]
-                if state == CACHED:
-                    shared = self._shared(template, key)
-                    if shared is not None:
-                        return shared
+                if state == CACHED and (shared := self._shared(template, key)) is not None:
+                    return shared
                 if state != HELD:
                     break
 

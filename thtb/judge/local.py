@@ -131,12 +131,10 @@ class LocalJudge(JudgeBackend):
             states = self.cache.claim(to_claim, force=force.intersection(to_claim)) if to_claim else {}
             for k in candidates:
                 state = states.get(k, CLAIMED)
-                if state == CACHED:
-                    shared = self._shared(template, k)
-                    if shared is not None:
-                        del pending[k]
-                        answered(k, shared)
-                        continue
+                if state == CACHED and (shared := self._shared(template, k)) is not None:
+                    del pending[k]
+                    answered(k, shared)
+                    continue
                 if state == CLAIMED or k in force:  # forced: ours, unless a row came and went — generated anyway
                     force.discard(k)
                     chunk.append(k)
@@ -153,13 +151,11 @@ class LocalJudge(JudgeBackend):
         past ``lease_wait_s``) → back to ``pending`` to generate here. ``True`` when anything moved."""
         moved = False
         for k, state in self.cache.lease_states(sorted(waiting)).items():
-            if state == CACHED:
-                shared = self._shared(template, k)
-                if shared is not None:
-                    waiting.discard(k)
-                    answered(k, shared)
-                    moved = True
-                    continue
+            if state == CACHED and (shared := self._shared(template, k)) is not None:
+                waiting.discard(k)
+                answered(k, shared)
+                moved = True
+                continue
             if state == HELD and not waits[k].expired():
                 continue
             if waits[k].expired():
@@ -319,20 +315,15 @@ class HFJudge(LocalJudge):
         import torch
 
         tokenizer, model = self._load()
-        texts = [
-            tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False,
-                                          **self._chat_template_kwargs())
-            for conv in conversations
-        ]
+        kwargs = self._chat_template_kwargs()
+        texts = [tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False, **kwargs)
+                 for conv in conversations]
         if params.get("choices"):
             return self._choose(texts, params["choices"])
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         temperature = float(params.get("temperature", 0.0) or 0.0)
-        gen_kwargs: dict[str, Any] = {
-            "max_new_tokens": int(params.get("max_tokens", 512)),
-            "pad_token_id": tokenizer.pad_token_id,
-            "do_sample": temperature > 0,
-        }
+        gen_kwargs: dict[str, Any] = {"max_new_tokens": int(params.get("max_tokens", 512)),
+                                      "pad_token_id": tokenizer.pad_token_id, "do_sample": temperature > 0}
         if temperature > 0:
             gen_kwargs["temperature"] = temperature
             if params.get("top_p") is not None:
@@ -545,11 +536,8 @@ class VLLMJudge(LocalJudge):
         vllm = import_vllm()
         from vllm.sampling_params import StructuredOutputsParams
 
-        kwargs: dict[str, Any] = {
-            "temperature": float(params.get("temperature", 0.0) or 0.0),
-            "max_tokens": int(params.get("max_tokens", 512)),
-            "seed": self.llm_args["seed"],
-        }
+        kwargs: dict[str, Any] = {"temperature": float(params.get("temperature", 0.0) or 0.0),
+                                  "max_tokens": int(params.get("max_tokens", 512)), "seed": self.llm_args["seed"]}
         if params.get("top_p") is not None:
             kwargs["top_p"] = float(params["top_p"])
         if params.get("guided_json") is not None:
@@ -560,11 +548,8 @@ class VLLMJudge(LocalJudge):
 
     def _generate(self, conversations: Sequence[Messages], params: Mapping[str, Any],
                   template: PromptTemplate) -> list[Generation]:
-        llm = self._load()
-        outputs = llm.chat(
-            [list(c) for c in conversations], self.sampling_params(params), use_tqdm=False,
-            chat_template_kwargs=self._chat_template_kwargs() or None,
-        )
+        outputs = self._load().chat([list(c) for c in conversations], self.sampling_params(params), use_tqdm=False,
+                                    chat_template_kwargs=self._chat_template_kwargs() or None)
         return [(out.outputs[0].text, len(out.prompt_token_ids or []), len(out.outputs[0].token_ids or []))
                 for out in outputs]
 
