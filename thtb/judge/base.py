@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +40,13 @@ LEASE_POLL_S = (0.2, 2.0)
 """First and longest delay between two looks at a request another process is asking (doubling)."""
 
 
+@dataclass
 class LeaseWait:
     """The bounded wait for requests another process is asking: backoff delays and the give-up time."""
 
-    def __init__(self, limit_s: float) -> None:
-        self.start = time.monotonic()
-        self.limit_s = float(limit_s)
-        self.delay = LEASE_POLL_S[0]
+    limit_s: float
+    start: float = field(default_factory=time.monotonic)
+    delay: float = LEASE_POLL_S[0]
 
     def expired(self) -> bool:
         return time.monotonic() - self.start >= self.limit_s

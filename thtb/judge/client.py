@@ -41,6 +41,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +71,15 @@ class SendBudgetSpent(RuntimeError):
     """The run's send budget is spent: the request is not sent again (not cached; a rerun retries it)."""
 
 
+@dataclass
 class _Slot:
     """One request's hold on a slot of a server's :class:`~thtb.judge.flow.AdaptiveLimit`
     (:class:`~thtb.judge.flow.ServerLimits` picks the server, ``index``): taken for a send, given back after it (so
     backoff sleeps and re-ask preparation hold none; the next send is routed again)."""
 
-    def __init__(self, limits: ServerLimits) -> None:
-        self.limits = limits
-        self.index = 0
-        self.token: int | None = None
+    limits: ServerLimits
+    index: int = 0
+    token: int | None = None
 
     async def take(self) -> None:
         if self.token is None:
@@ -185,8 +186,7 @@ class OpenAIJudge(JudgeBackend):
         api_key_env: environment variable holding the API key ("EMPTY" when unset).
         concurrency: most requests in flight per server (the adaptive limit starts here and never exceeds it).
         min_concurrency: the adaptive limit's floor.
-        timeout_s: per-send timeout before generation (connection, queueing, the prompt); each send
-            gets ``timeout_s + timeout_per_token_s × max_tokens``.
+        timeout_s: per-send timeout before generation (connection, queueing, the prompt; see module doc).
         timeout_per_token_s: seconds allowed per requested completion token.
         stall_timeout_s: stop the run when the server made no progress for this long while requests
             are out (never shorter than two send timeouts).

@@ -30,10 +30,8 @@ pipeline did; ``strip_nan=True`` passes queries through :func:`~thtb.scorers.emb
 sample the judge could not score gets ``error`` set and ``None`` fields, never a default; an empty query is an
 error without a call.
 
-Every constructor takes ``judge`` as any judge backend (:class:`~thtb.judge.client.OpenAIJudge`,
-:class:`~thtb.judge.local.HFJudge`, :class:`~thtb.judge.local.VLLMJudge`) or as a mapping of OpenAIJudge's
-constructor arguments, and accepts and ignores ``embedder=`` (the pipeline passes the shared embedder to every
-judge scorer).
+Every constructor takes ``judge`` as a judge backend or a mapping of OpenAIJudge's constructor arguments, and
+accepts and ignores ``embedder=`` (the pipeline passes the shared embedder to every judge scorer).
 """
 
 from __future__ import annotations
