@@ -717,7 +717,6 @@ def fit_against(against: str | Path, out_dir: str | Path, *, fraction: float = H
               "provenance": {"selection": prov, "thtb": source.summary["provenance"].get("thtb")}}
     fitted: dict[str, dict[str, Any]] = {}
     entries: dict[str, dict[str, Any]] = {}
-    written: list[Path] = []
     for kind, scorer in imitate.items():
         fit, held = splits[kind]
         fitted_on = f"the outputs of {describe_scorer(scorer)} in run {source.run}"
@@ -737,7 +736,6 @@ def fit_against(against: str | Path, out_dir: str | Path, *, fraction: float = H
             "held_out_ids_sha256": ids_digest(held["id"])}}
         path = out / f"{kind}.json"
         _write_json(path, params)
-        written.append(path)
         fitted[kind] = params
         entries[kind] = {"params_sha256": params_digest(params), "split": f"held out by id hash ({fraction:g})",
                          "n": len(held), "labels_sha256": labels_digest(held, FRAME_COLUMNS[kind]),
@@ -756,9 +754,9 @@ def fit_against(against: str | Path, out_dir: str | Path, *, fraction: float = H
               "source": {k: origin[k] for k in ("run", "score_card", "score_card_sha256", "fingerprint")},
               "proxies": {k: entries[k] for k in sorted(entries)}}
     _write_json(out / "held_out.json", record)
-    written.append(out / "held_out.json")
     return {"run": str(source.run), "score_card": str(source.card_path), "score_card_sha256": source.card_sha256,
-            "fitted": fitted, "skipped": skipped, "held_out": record, "written": written}
+            "fitted": fitted, "skipped": skipped, "held_out": record,
+            "written": [out / f"{kind}.json" for kind in fitted] + [out / "held_out.json"]}
 
 
 def against_table(record: dict[str, Any], kinds: Iterable[str] | None = None) -> pd.DataFrame:

@@ -1,32 +1,28 @@
 """Offline discipline tagger: nearest disciplines of a fixed, project-written catalogue.
 
 :class:`CatalogueDisciplineTagger` is the hand-built offline tagger (``judge=rules``) of docs/METHOD.md
-"Interdisciplinary complexity (IC)". The catalogue (``thtb/resources/disciplines.yaml``) holds every key of ``discipline_keys.txt`` with a human name
-and a 3–5 sentence description; :meth:`~CatalogueDisciplineTagger.describe` returns those
-descriptions (they are what the IC distance term embeds).
+"Interdisciplinary complexity (IC)". The catalogue (``thtb/resources/disciplines.yaml``) holds every key of
+``discipline_keys.txt`` with a human name and a 3–5 sentence description; :meth:`~CatalogueDisciplineTagger.describe`
+returns those descriptions (they are what the IC distance term embeds).
 
 Rules
 -----
-* Each catalogue entry is embedded once, sentence by sentence, each sentence prefixed by the
-  name (``"Chemistry: It covers atoms and molecules, …"``); each query (after
-  :func:`~thtb.scorers.embedder.clean_query`, the same text the Bloom classifier embeds, so a shared
-  embedder serves both from one encoding) is embedded once.
-* ``s_j`` = the best cosine of the query to any sentence of discipline ``j``. A short query
-  matches one facet of a field (its methods, or its typical questions) far better than the
-  average of the whole paragraph: on a hand-labelled development set of 50 clear queries the
-  top-1 accuracy was about 0.77 for the best sentence against 0.66 for the whole
-  "name: description" text.
-* The tagger keeps the best discipline always, plus every other discipline with
-  ``s_j ≥ threshold`` **and** ``s_j ≥ s_best − margin``, at most ``max_disciplines``, in
-  descending similarity (ties: catalogue order).
-* Defaults ``threshold = 0.30``, ``margin = 0.10``, ``max_disciplines = 4``, measured with
-  all-MiniLM-L6-v2 on 1,500 random Alpaca queries: the best match has median cosine 0.32
-  (5–95%: 0.18–0.52) and the runner-up trails it by a median 0.04, while disciplines a reader
-  would not name score below ~0.3. With these defaults 72% of Alpaca queries get one label and
-  the mean is 1.45, single-topic queries ("Balance this chemical equation") keep one, and
-  clearly interdisciplinary ones ("machine learning to diagnose diseases from medical images",
-  "climate change and agricultural productivity") get two or more. The cap of four keeps a
-  vague query that is loosely near many fields from dominating IC's count term.
+* Each catalogue entry is embedded once, sentence by sentence, each sentence prefixed by the name
+  (``"Chemistry: It covers atoms and molecules, …"``); each query (after :func:`~thtb.scorers.embedder.clean_query`,
+  the same text the Bloom classifier embeds, so a shared embedder serves both from one encoding) is embedded once.
+* ``s_j`` = the best cosine of the query to any sentence of discipline ``j``. A short query matches one facet of a
+  field (its methods, or its typical questions) far better than the average of the whole paragraph: on a hand-labelled
+  development set of 50 clear queries the top-1 accuracy was about 0.77 for the best sentence against 0.66 for the
+  whole "name: description" text.
+* The tagger keeps the best discipline always, plus every other discipline with ``s_j ≥ threshold`` **and**
+  ``s_j ≥ s_best − margin``, at most ``max_disciplines``, in descending similarity (ties: catalogue order).
+* Defaults ``threshold = 0.30``, ``margin = 0.10``, ``max_disciplines = 4``, measured with all-MiniLM-L6-v2 on 1,500
+  random Alpaca queries: the best match has median cosine 0.32 (5–95%: 0.18–0.52) and the runner-up trails it by a
+  median 0.04, while disciplines a reader would not name score below ~0.3. With these defaults 72% of Alpaca queries
+  get one label and the mean is 1.45, single-topic queries ("Balance this chemical equation") keep one, and clearly
+  interdisciplinary ones ("machine learning to diagnose diseases from medical images", "climate change and
+  agricultural productivity") get two or more. The cap of four keeps a vague query that is loosely near many fields
+  from dominating IC's count term.
 * An empty query is an error (``disciplines`` ``None``), never a default label.
 """
 
@@ -58,6 +54,18 @@ def top_labels(scores: np.ndarray, labels: Sequence[str], floor: float, cap: int
     order = np.argsort(-scores, kind="stable")
     keep = [order[0]] + [j for j in order[1:] if scores[j] >= floor]
     return [labels[j] for j in keep[:cap]]
+
+
+def tag_rows(tagger: DisciplineTagger, queries: Sequence[str], scores) -> pd.DataFrame:
+    """A tagger's frame: ``tagger.select`` of each row of ``scores(ok)`` (one row per non-empty cleaned query, at
+    the positions ``ok``); an empty query is an error (``disciplines`` ``None``)."""
+    ok = [i for i, q in enumerate(queries) if clean_query("" if q is None else str(q))]
+    labels: list[list[str] | None] = [None] * len(queries)
+    errors: list[str | None] = ["empty query"] * len(queries)
+    for i, row in zip(ok, scores(ok) if ok else ()):
+        labels[i], errors[i] = tagger.select(row), None
+    frame = pd.DataFrame({"disciplines": pd.Series(labels, dtype=object), "error": errors})
+    return check_result(frame, len(queries), ("disciplines",), tagger.name)
 
 
 def load_catalogue(path: str | Path | None = None) -> dict[str, dict[str, str]]:
@@ -118,16 +126,7 @@ class CatalogueDisciplineTagger(DisciplineTagger):
     def tag(self, queries: Sequence[str]) -> pd.DataFrame:
         """Columns ``disciplines`` (keys, most similar first) and ``error``."""
         texts = [clean_query("" if q is None else str(q)) for q in queries]
-        ok = [i for i, t in enumerate(texts) if t]
-        labels: list[list[str] | None] = [None] * len(texts)
-        errors: list[str | None] = ["empty query"] * len(texts)
-        if ok:
-            sims = self.similarities([texts[i] for i in ok])
-            for row, i in enumerate(ok):
-                labels[i] = self.select(sims[row])
-                errors[i] = None
-        frame = pd.DataFrame({"disciplines": pd.Series(labels, dtype=object), "error": errors})
-        return check_result(frame, len(texts), ("disciplines",), self.name)
+        return tag_rows(self, queries, lambda ok: self.similarities([texts[i] for i in ok]))
 
     def describe(self, disciplines: Sequence[str]) -> dict[str, str]:
         """Catalogue description of each key; an unknown key raises ``KeyError`` naming it."""

@@ -51,7 +51,7 @@ from thtb.scorers import quality as heuristic
 from thtb.scorers.base import (BLOOM_BANDS, BLOOM_LEVELS, BloomScorer, DisciplineTagger, Embedder, QualityScorer,
                                check_result)
 from thtb.scorers.bloom import LexiconBloomClassifier
-from thtb.scorers.disciplines import load_catalogue, top_labels
+from thtb.scorers.disciplines import load_catalogue, tag_rows, top_labels
 from thtb.scorers.embedder import clean_query
 from thtb.scorers.fitted import (LABELS_PROVENANCE, cv_figures, held_out_figures, held_out_record_for,
                                  is_fitted_against, load_params, proxy_path)
@@ -79,7 +79,8 @@ def split_query(query: str) -> tuple[str, bool]:
 
 
 class _Calibrated:
-    """Shared by the proxies: the parameters and the figures a summary shows."""
+    """Shared by the proxies: the parameters (the head's weights and any feature scaler as arrays) and the figures
+    a summary shows."""
 
     params: dict[str, Any]
     params_path: Path
@@ -87,6 +88,9 @@ class _Calibrated:
     def _load(self, params_path: str | Path | None, kind: str) -> None:
         self.params_path = Path(params_path) if params_path else proxy_path(kind)
         self.params = load_params(self.params_path, kind)
+        self.coef, self.intercept = (np.asarray(self.params["model"][k]) for k in ("coef", "intercept"))
+        if "scaler" in self.params:
+            self.mean, self.scale = (np.asarray(self.params["scaler"][k]) for k in ("mean", "scale"))
 
     @property
     def calibration(self) -> dict[str, Any]:
@@ -136,10 +140,6 @@ class ProxyBloomScorer(_Calibrated, BloomScorer):
             raise ValueError(f"bloom proxy features {self.params['features']} are not {list(BLOOM_FEATURES)}")
         self.lexicon = LexiconBloomClassifier(embedder)
         self.embedder = embedder
-        self.mean = np.asarray(self.params["scaler"]["mean"])
-        self.scale = np.asarray(self.params["scaler"]["scale"])
-        self.coef = np.asarray(self.params["model"]["coef"])
-        self.intercept = np.asarray(self.params["model"]["intercept"])
         self.level_scores = np.asarray(self.params["level_mean_scores"])
 
     def predict_proba(self, queries: Sequence[str], responses: Sequence[str]) -> tuple[np.ndarray, list[list[str]]]:
@@ -183,8 +183,6 @@ class ProxyDisciplineTagger(_Calibrated, DisciplineTagger):
         self._load(params_path, "disciplines")
         self.embedder = embedder
         self.labels: tuple[str, ...] = tuple(self.params["labels"])
-        self.coef = np.asarray(self.params["model"]["coef"])
-        self.intercept = np.asarray(self.params["model"]["intercept"])
         self.threshold = float(self.params["threshold"])
         self.max_disciplines = int(self.params["max_disciplines"])
         catalogue = load_catalogue(catalogue_path)
@@ -202,16 +200,7 @@ class ProxyDisciplineTagger(_Calibrated, DisciplineTagger):
         return top_labels(probs, self.labels, self.threshold, self.max_disciplines)
 
     def tag(self, queries: Sequence[str]) -> pd.DataFrame:
-        n = len(queries)
-        ok = [i for i, q in enumerate(queries) if split_query(q)[0]]
-        labels: list[list[str] | None] = [None] * n
-        errors: list[str | None] = ["empty query"] * n
-        if ok:
-            probs = self.predict_proba([queries[i] for i in ok])
-            for row, i in enumerate(ok):
-                labels[i], errors[i] = self.select(probs[row]), None
-        frame = pd.DataFrame({"disciplines": pd.Series(labels, dtype=object), "error": errors})
-        return check_result(frame, n, ("disciplines",), self.name)
+        return tag_rows(self, queries, lambda ok: self.predict_proba([queries[i] for i in ok]))
 
     def describe(self, disciplines: Sequence[str]) -> dict[str, str]:
         """The catalogue's description of each discipline, or the proxy's own for the few the catalogue lacks."""
@@ -255,10 +244,6 @@ class ProxyQualityScorer(_Calibrated, QualityScorer):
         self._load(params_path, "quality")
         if tuple(self.params["features"]) != QUALITY_FEATURES:
             raise ValueError(f"quality proxy features {self.params['features']} are not {list(QUALITY_FEATURES)}")
-        self.mean = np.asarray(self.params["scaler"]["mean"])
-        self.scale = np.asarray(self.params["scaler"]["scale"])
-        self.coef = np.asarray(self.params["model"]["coef"])
-        self.intercept = float(self.params["model"]["intercept"])
 
     # the hand-built scorer's TF-IDF relevance (a feature) is fitted on the pool: scored in parts, the pool's
     # statistics come first (thtb.scorers.base.PoolDependent)

@@ -1,54 +1,50 @@
 """Offline stage-1 quality: a cheap, interpretable heuristic standing in for the reward model.
 
-:class:`HeuristicQualityScorer` is the offline default of docs/METHOD.md "Stage 1 — quality". It uses no
-neural model (the full 52,002-row Alpaca pool scores in a few seconds on two CPU cores) and is
-built so that **obviously broken pairs rank last**.
+:class:`HeuristicQualityScorer` is the offline default of docs/METHOD.md "Stage 1 — quality". It uses no neural model
+(the full 52,002-row Alpaca pool scores in a few seconds on two CPU cores) and is built so that **obviously broken
+pairs rank last**.
 
 Scale
 -----
-``quality_raw`` lies in **[−5, 5]**, the range of InternLM2-Reward, so it shares the reference
-normalisation ``clip((r + 5) / 10, 0, 1)`` (``normalization = "reward_clip"``). Two tiers:
+``quality_raw`` lies in **[−5, 5]**, the range of InternLM2-Reward, so it shares the reference normalisation
+``clip((r + 5) / 10, 0, 1)`` (``normalization = "reward_clip"``). Two tiers:
 
 * **ok tier, [−2, 5]** — ``raw = clip(base − penalties, −2, 5)`` with
   ``base = −1 + 4.5 · substance + 1.5 · relevance``
 
-  - ``substance = 1 − exp(−words / substance_words)`` (saturating response length, 25 words → 0.63;
-    Chinese text counts 1.5 Han characters as a word)
-  - ``relevance = min(tfidf_cos / relevance_saturation, 1)``: lexical TF-IDF cosine of query and
-    response (sklearn, fitted on the scored pool's queries + responses; lowercase word tokens
-    reduced to their Snowball stems by :func:`thtb.scorers.stemming.stem`, English and
-    instruction-boilerplate stop words stemmed alike; Han characters are single tokens so Chinese
-    pairs get a character-overlap relevance)
-  - mild penalties: ``no-final-punct`` (last prose line of ≥ 8 words ending in a lowercase
-    letter after an earlier full sentence) 1.0, ``unbalanced-brackets`` 1.0, ``ai-disclaimer``
-    (an AI disclaimer after the opening) 1.5, ``repetitive`` ``5 · (dup − 0.4)`` for a
-    duplicated-word-trigram share ``dup`` in [0.4, 0.7) (refrains, tables, schedules).
+  - ``substance = 1 − exp(−words / substance_words)`` (saturating response length, 25 words → 0.63; Chinese text
+    counts 1.5 Han characters as a word)
+  - ``relevance = min(tfidf_cos / relevance_saturation, 1)``: lexical TF-IDF cosine of query and response (sklearn,
+    fitted on the scored pool's queries + responses; lowercase word tokens reduced to their Snowball stems by
+    :func:`thtb.scorers.stemming.stem`, English and instruction-boilerplate stop words stemmed alike; Han characters
+    are single tokens so Chinese pairs get a character-overlap relevance)
+  - mild penalties: ``no-final-punct`` (last prose line of ≥ 8 words ending in a lowercase letter after an earlier
+    full sentence) 1.0, ``unbalanced-brackets`` 1.0, ``ai-disclaimer`` (an AI disclaimer after the opening) 1.5,
+    ``repetitive`` ``5 · (dup − 0.4)`` for a duplicated-word-trigram share ``dup`` in [0.4, 0.7) (refrains, tables,
+    schedules).
 
-* **broken tier, [−5, −2.5]** — when any *broken* flag fires, ``raw = −5 + 2.5 · (b + 2) / 7``
-  with ``b`` the clipped ok-tier value, so broken pairs sort below every unbroken pair and, among
-  themselves, by substance/relevance. Broken flags:
+* **broken tier, [−5, −2.5]** — when any *broken* flag fires, ``raw = −5 + 2.5 · (b + 2) / 7`` with ``b`` the clipped
+  ok-tier value, so broken pairs sort below every unbroken pair and, among themselves, by substance/relevance. Broken
+  flags:
 
   - ``empty`` (empty response or query): exactly −5;
   - ``refusal``: a refusal / "cannot be done by a GPT model" / "No output" opening;
-  - ``truncated``: ends with "..."/"…" (≥ 15 words), with a dangling article, conjunction,
-    possessive or copula ("the", "and", "their", "is", …), with "," (last line ≥ 3 words) or ":",
-    or an odd number of code fences;
-  - ``off-topic``: TF-IDF cosine exactly 0 although the query has ≥ ``offtopic_min_terms``
-    content terms and the response ≥ ``offtopic_min_words`` words, and the query is not an
-    open creative request (leading write/compose/invent…, or a story/poem/song/dialogue/… noun)
-    or a URL, where no lexical overlap is expected;
+  - ``truncated``: ends with "..."/"…" (≥ 15 words), with a dangling article, conjunction, possessive or copula
+    ("the", "and", "their", "is", …), with "," (last line ≥ 3 words) or ":", or an odd number of code fences;
+  - ``off-topic``: TF-IDF cosine exactly 0 although the query has ≥ ``offtopic_min_terms`` content terms and the
+    response ≥ ``offtopic_min_words`` words, and the query is not an open creative request (leading
+    write/compose/invent…, or a story/poem/song/dialogue/… noun) or a URL, where no lexical overlap is expected;
   - ``repetitive``: duplicated-word-trigram share ≥ 0.7 over ≥ 20 words (degenerate loops).
 
-``quality_reason`` names the flags that fired (comma-separated) or, for a clean pair, its
-dominant features ("substantive, relevant", "short", "low-overlap"). Deterministic: no sampling,
-and TF-IDF vocabulary order is sorted by sklearn.
+``quality_reason`` names the flags that fired (comma-separated) or, for a clean pair, its dominant features
+("substantive, relevant", "short", "low-overlap"). Deterministic: no sampling, and TF-IDF vocabulary order is sorted
+by sklearn.
 
-On the 52,002 Alpaca pairs (about 3 s on two CPU cores) the broken tier holds 181 pairs (0.35%):
-57 refusals, 56 off-topic, 37 truncated, 28 empty, 4 degenerate repetitions. (The Snowball
-stemmer, which replaced a hand-written suffix stripper, matches "tips"/"tip" and "dogs"/"dog":
-that cleared 15 false off-topic flags and added one, as it keeps "players" apart from "play".)
-The lexical off-topic rule is the weakest: some of its hits are list answers that paraphrase
-every query word ("Name five historical figures who influenced democracy" → a list of names).
+On the 52,002 Alpaca pairs (about 3 s on two CPU cores) the broken tier holds 181 pairs (0.35%): 57 refusals, 56
+off-topic, 37 truncated, 28 empty, 4 degenerate repetitions. (The Snowball stemmer, which replaced a hand-written
+suffix stripper, matches "tips"/"tip" and "dogs"/"dog": that cleared 15 false off-topic flags and added one, as it
+keeps "players" apart from "play".) The lexical off-topic rule is the weakest: some of its hits are list answers that
+paraphrase every query word ("Name five historical figures who influenced democracy" → a list of names).
 """
 
 from __future__ import annotations
@@ -126,15 +122,15 @@ _LISTLINE = re.compile(r"^\s*(?:\d+[.)]|[-*•]|[A-Za-z][.)])\s")
 
 
 def stemmed_tokens(text: str) -> list[str]:
-    """The vectoriser's tokens of lowercased ``text``: English words (≥ 2 letters) as their stems, Han
-    characters as they are."""
+    """The vectoriser's tokens of lowercased ``text``: English words (≥ 2 letters) as their stems, Han characters as
+    they are."""
     return [stem(tok) if tok[0] < "\u3400" else tok for tok in _TOKEN.findall(text)]
 
 
 def truncation_flags(response: str) -> tuple[bool, bool]:
     """``(strong, mild)`` truncation evidence for a stripped, non-empty response: the ``truncated`` flag and the
-    ``no-final-punct`` penalty of the module doc (the last line is prose: not code, a list item, a hashtag or a
-    name; the earlier full sentence keeps titles and single phrases unflagged)."""
+    ``no-final-punct`` penalty of the module doc (the last line is prose: not code, a list item, a hashtag or a name;
+    the earlier full sentence keeps titles and single phrases unflagged)."""
     n_words = len(response.split())
     if response.count("```") % 2 == 1:
         return True, False
@@ -181,26 +177,22 @@ def _vectorizer_args() -> dict:
     return {"lowercase": True, "tokenizer": stemmed_tokens, "token_pattern": None, "stop_words": stop}
 
 
-def _analyzer():
-    with warnings.catch_warnings():  # stop words are pre-stemmed; sklearn's consistency check is noisy
-        warnings.simplefilter("ignore", UserWarning)
-        return CountVectorizer(**_vectorizer_args()).build_analyzer()
-
-
 def relevance_terms(queries: Sequence[str], responses: Sequence[str]) -> tuple[list[list[str]], list[list[str]]]:
     """The relevance vectoriser's terms of each cleaned query and response (stop words removed), in order."""
-    analyze = _analyzer()
+    with warnings.catch_warnings():  # stop words are pre-stemmed; sklearn's consistency check is noisy
+        warnings.simplefilter("ignore", UserWarning)
+        analyze = CountVectorizer(**_vectorizer_args()).build_analyzer()
     return [analyze(q) for q in queries], [analyze(r) for r in responses]
 
 
 def relevance_counts(queries: Sequence[str], responses: Sequence[str], rows: Sequence[int],
                      terms: tuple[list[list[str]], list[list[str]]] | None = None) -> dict:
-    """``term → [document frequency, first appearance]`` over cleaned ``queries`` and ``responses`` (the documents
-    of the relevance TF-IDF: every query, then every response), ``rows`` being the pairs' positions in the pool;
-    ``terms``: their :func:`relevance_terms`, when already made. A first appearance is ``(0 query | 1 response,
-    row, index among the document's distinct terms)``: scikit-learn numbers a fitted vocabulary in order of first
-    appearance before sorting it, and that order is the order each document's terms are summed in (the last bits
-    of a float32 cosine), so runs over parts keep it."""
+    """``term → [document frequency, first appearance]`` over cleaned ``queries`` and ``responses`` (the documents of
+    the relevance TF-IDF: every query, then every response), ``rows`` being the pairs' positions in the pool;
+    ``terms``: their :func:`relevance_terms`, when already made. A first appearance is
+    ``(0 query | 1 response, row, index among the document's distinct terms)``: scikit-learn numbers a fitted
+    vocabulary in order of first appearance before sorting it, and that order is the order each document's terms are
+    summed in (the last bits of a float32 cosine), so runs over parts keep it."""
     q_terms, r_terms = terms if terms is not None else relevance_terms(queries, responses)
     df: Counter[str] = Counter()
     first: dict[str, tuple[int, int, int]] = {}
@@ -227,9 +219,9 @@ def merge_relevance_counts(a: dict, b: dict) -> dict:
 
 
 class RelevancePool:
-    """The relevance TF-IDF of a whole pool (vocabulary and IDF), applied to any part of it: equal, byte for byte,
-    to scikit-learn's ``TfidfVectorizer(sublinear_tf=True, dtype=float32).fit_transform`` over the pool's queries
-    and responses (``idf = ln((1 + 2n) / (1 + df)) + 1`` in float32; tests/test_scorers_offline.py checks it)."""
+    """The relevance TF-IDF of a whole pool (vocabulary and IDF), applied to any part of it: equal, byte for byte, to
+    scikit-learn's ``TfidfVectorizer(sublinear_tf=True, dtype=float32).fit_transform`` over the pool's queries and
+    responses (``idf = ln((1 + 2n) / (1 + df)) + 1`` in float32; tests/test_scorers_offline.py checks it)."""
 
     def __init__(self, terms_by_first_use: list[str], df: np.ndarray, n_rows: int) -> None:
         self.n_rows = int(n_rows)
