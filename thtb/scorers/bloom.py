@@ -1,53 +1,48 @@
 """Offline Bloom-level classifier: action-verb lexicon + MiniLM similarity to level descriptions.
 
 :class:`LexiconBloomClassifier` is the interpretable hand-built offline classifier (``judge=rules``) of docs/METHOD.md
-"Bloom level".
-It returns the LLM judge's fields: ``bloom_level``, ``bloom_score`` (1–21, reference bands) and a
-short ``bloom_reason``.
+"Bloom level". It returns the LLM judge's fields: ``bloom_level``, ``bloom_score`` (1–21, reference bands) and a short
+``bloom_reason``.
 
-It reads the **query only** (the LLM judge sees query and response): the lexicon works on the
-instruction's verbs, and the query embedding is the one the discipline tagger needs anyway, so
-with a shared :class:`~thtb.scorers.embedder.SentenceTransformerEmbedder` the classifier costs no
-extra model call; embedding 10,400 (longer) responses as well would at least double stage 2's run
-time for a signal the response adds little to at this level of precision.
+It reads the **query only** (the LLM judge sees query and response): the lexicon works on the instruction's verbs, and
+the query embedding is the one the discipline tagger needs anyway, so with a shared
+:class:`~thtb.scorers.embedder.SentenceTransformerEmbedder` the classifier costs no extra model call; embedding 10,400
+(longer) responses as well would at least double stage 2's run time for a signal the response adds little to at this
+level of precision.
 
 Rules (weights are constructor arguments; defaults in brackets)
 ---------------------------------------------------------------
-Text: :func:`~thtb.scorers.embedder.clean_query` (strips the reference ``"\\nnan"``); the
-lexicon reads the **instruction** (first line), the embedding the whole cleaned query.
+Text: :func:`~thtb.scorers.embedder.clean_query` (strips the reference ``"\\nnan"``); the lexicon reads the
+**instruction** (first line), the embedding the whole cleaned query.
 
 1. *Lemmas*: lowercase word tokens; a token matches the lexicon lemma with the same stem
-   (:func:`thtb.scorers.stemming.stem`: nltk's Snowball stemmer, British -ise/-yse respelled
-   -ize/-yze first) provided the (respelled) token starts with the lemma less its last letter,
-   so "composing", "composes" and "composed" all match ``compose``, "classified" ``classify``
-   and "analyse" ``analyze``; "make up", "break down"… (the verb's stem, then the particle)
-   match the phrasal lemmas ``make_up``…. Each lexicon lemma is stemmed once, when the lexicon
-   loads. The prefix check drops what Snowball over-conflates with a longer lemma: "improve"
-   (stem ``improv``) is not ``improvise``, "valid" not ``validate``, "critical" not
-   ``criticize``. Derived words that start with the whole lemma still match ("computer" →
-   ``compute``, "expression" → ``express``); they are rarely the leading verb, so they weigh in
-   at ``other_weight``. "adding"/"added" miss ``add`` (Snowball stems them ``ad``). Two lemmas
-   with one stem would collide: the first in lexicon order (levels Remember → Create, verbs in
-   file order) keeps the stem and the load logs a warning; the packaged lexicon has none.
-2. *Leading verb*: the first token of the main clause, after politeness ("please", "can you") and
-   after a leading "Given …," / "Using …," clause. Its level vector × ``lead_weight`` [1.5].
+   (:func:`thtb.scorers.stemming.stem`: nltk's Snowball stemmer, British -ise/-yse respelled -ize/-yze first) provided
+   the (respelled) token starts with the lemma less its last letter, so "composing", "composes" and "composed" all
+   match ``compose``, "classified" ``classify`` and "analyse" ``analyze``; "make up", "break down"… (the verb's stem,
+   then the particle) match the phrasal lemmas ``make_up``…. Each lexicon lemma is stemmed once, when the lexicon
+   loads. The prefix check drops what Snowball over-conflates with a longer lemma: "improve" (stem ``improv``) is not
+   ``improvise``, "valid" not ``validate``, "critical" not ``criticize``. Derived words that start with the whole
+   lemma still match ("computer" → ``compute``, "expression" → ``express``); they are rarely the leading verb, so they
+   weigh in at ``other_weight``. "adding"/"added" miss ``add`` (Snowball stems them ``ad``). Two lemmas with one stem
+   would collide: the first in lexicon order (levels Remember → Create, verbs in file order) keeps the stem and the
+   load logs a warning; the packaged lexicon has none.
+2. *Leading verb*: the first token of the main clause, after politeness ("please", "can you") and after a leading
+   "Given …," / "Using …," clause. Its level vector × ``lead_weight`` [1.5].
 3. *Other verbs*: every other distinct lexicon lemma in the instruction × ``other_weight`` [0.3].
-4. *Phrases*: each matching pattern of ``bloom.yaml`` (question words, "Write a poem", "Explain
-   why", "Compare and contrast", "pros and cons", …, and Chinese action words such as 比较 or
-   创作 for the paper's TCM data, which MiniLM and the English verb lexicon cannot read) ×
-   ``phrase_weight`` [1.0]. Phrase weights may be negative ("Generate a list of" cancels the
-   Create reading of "generate").
-5. *Similarity*: ``S_l`` = max cosine of the query to level ``l``'s descriptions, ×
-   ``similarity_weight`` [5.0] (cosines differ by ~0.05–0.2 between levels).
+4. *Phrases*: each matching pattern of ``bloom.yaml`` (question words, "Write a poem", "Explain why", "Compare and
+   contrast", "pros and cons", …, and Chinese action words such as 比较 or 创作 for the paper's TCM data, which MiniLM and
+   the English verb lexicon cannot read) × ``phrase_weight`` [1.0]. Phrase weights may be negative ("Generate a list
+   of" cancels the Create reading of "generate").
+5. *Similarity*: ``S_l`` = max cosine of the query to level ``l``'s descriptions, × ``similarity_weight`` [5.0]
+   (cosines differ by ~0.05–0.2 between levels).
 6. ``p = softmax(logits)`` with ``logits = Σ (1–5)``; ``bloom_level = argmax p`` (ties → lower).
-7. *Score*: with ``k`` the chosen level (1..6) and its band ``[lo, hi]``, take the
-   probability-weighted mean level over ``k`` and its neighbours,
-   ``E = Σ_{i∈{k−1,k,k+1}} p_i · i / Σ_{i∈{k−1,k,k+1}} p_i``, so ``d = E − k ∈ [−0.5, 0.5]``
-   (``p_k`` is the largest). The position in the band is ``t = 0.5 + d`` for the middle levels,
-   ``t = 2d`` for Remember and ``t = 1 + 2d`` for Create, and ``bloom_score = lo + round(t · (hi −
-   lo))``. A confident middle level lands mid-band, one leaning towards the level above (below)
-   moves to the band's top (bottom); a confident Remember scores 1 and a confident Create 21.
-   Only the neighbours count, so the position is not biased by how many levels lie on each side.
+7. *Score*: with ``k`` the chosen level (1..6) and its band ``[lo, hi]``, take the probability-weighted mean level
+   over ``k`` and its neighbours, ``E = Σ_{i∈{k−1,k,k+1}} p_i · i / Σ_{i∈{k−1,k,k+1}} p_i``, so
+   ``d = E − k ∈ [−0.5, 0.5]`` (``p_k`` is the largest). The position in the band is ``t = 0.5 + d`` for the middle
+   levels, ``t = 2d`` for Remember and ``t = 1 + 2d`` for Create, and ``bloom_score = lo + round(t · (hi − lo))``. A
+   confident middle level lands mid-band, one leaning towards the level above (below) moves to the band's top
+   (bottom); a confident Remember scores 1 and a confident Create 21. Only the neighbours count, so the position is
+   not biased by how many levels lie on each side.
 
 An empty query is an error (``bloom_level``/``bloom_score`` ``None``), never a default.
 """
@@ -84,10 +79,9 @@ _PARTICLES = frozenset({"up", "down", "out", "in"})
 
 @dataclass(frozen=True)
 class BloomLexicon:
-    """The parsed ``bloom.yaml``: verb and phrase level vectors, the level descriptions and the stem
-    index of the verbs (``stems``: :func:`stem_key` → lemma; ``heads``: lemma → the prefix a
-    matching token must start with, its respelled verb less the last letter; ``collisions``: stem
-    key → the lemmas that lost it to the first one)."""
+    """The parsed ``bloom.yaml``: verb and phrase level vectors, the level descriptions and the stem index of the
+    verbs (``stems``: :func:`stem_key` → lemma; ``heads``: lemma → the prefix a matching token must start with, its
+    respelled verb less the last letter; ``collisions``: stem key → the lemmas that lost it to the first one)."""
 
     verbs: dict[str, np.ndarray]
     phrases: tuple[tuple[re.Pattern[str], np.ndarray], ...]
@@ -98,8 +92,8 @@ class BloomLexicon:
 
 
 def stem_key(words: Sequence[str]) -> str:
-    """The lookup key of a (phrasal) verb: its words' stems joined by ``_`` (``["coming", "up"]`` →
-    ``come_up``, ``["analyse"]`` → ``analyz``)."""
+    """The lookup key of a (phrasal) verb: its words' stems joined by ``_`` (``["coming", "up"]`` → ``come_up``,
+    ``["analyse"]`` → ``analyz``)."""
     return "_".join(stem(w) for w in words)
 
 

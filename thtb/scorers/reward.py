@@ -2,54 +2,48 @@
 
 Two backends share one batching engine (:class:`_BatchedRewardScorer`):
 
-* :class:`SequenceClassificationReward` — any Hugging Face ``AutoModelForSequenceClassification``
-  reward model with a single-label head (Skywork-Reward-V2-Llama-3.1-8B,
-  Skywork-Reward-Llama-3.1-8B-v0.2, …). ``quality_raw = logits[0]``. ``normalization="minmax"``
-  by default (these rewards have no fixed range).
-* :class:`InternLM2Reward` — ``internlm/internlm2-7b-reward`` (remote code), the paper's reference
-  model, ``normalization="reward_clip"`` (``clip((r + 5) / 10, 0, 1)``).
+* :class:`SequenceClassificationReward` — any Hugging Face ``AutoModelForSequenceClassification`` reward model with a
+  single-label head (Skywork-Reward-V2-Llama-3.1-8B, Skywork-Reward-Llama-3.1-8B-v0.2, …).
+  ``quality_raw = logits[0]``. ``normalization="minmax"`` by default (these rewards have no fixed range).
+* :class:`InternLM2Reward` — ``internlm/internlm2-7b-reward`` (remote code), the paper's reference model,
+  ``normalization="reward_clip"`` (``clip((r + 5) / 10, 0, 1)``).
 
 Input construction
 ------------------
-The conversation is ``[{"role": "user", "content": query}, {"role": "assistant", "content":
-response}]``; the model's own chat template is applied with ``tokenize=False,
-add_generation_prompt=False`` and the text is then tokenised:
+The conversation is ``[{"role": "user", "content": query}, {"role": "assistant", "content": response}]``; the model's
+own chat template is applied with ``tokenize=False, add_generation_prompt=False`` and the text is then tokenised:
 
-* sequence classification: ``add_special_tokens=False`` when the templated text already starts
-  with the tokenizer's BOS token (Llama-3 templates do; this avoids the double BOS the Skywork
-  model cards warn about), otherwise ``add_special_tokens=True``. The model's head reads the
-  logit at the rightmost non-pad token (Hugging Face ``*ForSequenceClassification``).
+* sequence classification: ``add_special_tokens=False`` when the templated text already starts with the tokenizer's
+  BOS token (Llama-3 templates do; this avoids the double BOS the Skywork model cards warn about), otherwise
+  ``add_special_tokens=True``. The model's head reads the logit at the rightmost non-pad token (Hugging Face
+  ``*ForSequenceClassification``).
 * InternLM2, two modes:
 
-  - ``last_logit=False`` (reference, = ``model.get_scores(tokenizer, chats)``): the text is
-    tokenised with ``add_special_tokens=False`` (the template writes ``<s>`` itself), the reward
-    token ``[UNUSED_TOKEN_130]`` (id 92527) is appended, and the remote ``forward`` reads the score
-    at it (the last attended position).
-  - ``last_logit=True`` (the authors' selection script, ``reward_score.py``
-    ``_local_model_inference``): ``tokenizer(text)`` with the tokenizer's defaults, i.e.
-    ``add_special_tokens=True`` — InternLM2's tokenizer (``add_bos_token=True``) therefore puts a
-    second ``<s>`` in front of the template's — and no reward token; the score is
-    ``outputs.logits[0, -1]``, the same forward's score at the last template token. Scores differ
-    from the reference; use it only to reproduce the released data.
+  - ``last_logit=False`` (reference, = ``model.get_scores(tokenizer, chats)``): the text is tokenised with
+    ``add_special_tokens=False`` (the template writes ``<s>`` itself), the reward token ``[UNUSED_TOKEN_130]`` (id
+    92527) is appended, and the remote ``forward`` reads the score at it (the last attended position).
+  - ``last_logit=True`` (the authors' selection script, ``reward_score.py`` ``_local_model_inference``):
+    ``tokenizer(text)`` with the tokenizer's defaults, i.e. ``add_special_tokens=True`` — InternLM2's tokenizer
+    (``add_bos_token=True``) therefore puts a second ``<s>`` in front of the template's — and no reward token; the
+    score is ``outputs.logits[0, -1]``, the same forward's score at the last template token. Scores differ from the
+    reference; use it only to reproduce the released data.
 
 Batching
 --------
-Samples are sorted by token length, **longest first** (an out-of-memory error shows up on the
-first batch, not after hours), cut into ``batch_size`` batches, **right-padded** (causal models:
-padding after the text cannot change the real tokens' hidden states, and positions stay
-0..n−1 as in an unpadded pass) with an attention mask, and the scores are scattered back to
-input order. A batch whose forward raises (e.g. CUDA OOM) is retried one sample at a time; a
-sample that still fails, or yields a non-finite score, gets ``error`` and ``quality_raw = NaN``
-— never a default value.
+Samples are sorted by token length, **longest first** (an out-of-memory error shows up on the first batch, not after
+hours), cut into ``batch_size`` batches, **right-padded** (causal models: padding after the text cannot change the
+real tokens' hidden states, and positions stay 0..n−1 as in an unpadded pass) with an attention mask, and the scores
+are scattered back to input order. A batch whose forward raises (e.g. CUDA OOM) is retried one sample at a time; a
+sample that still fails, or yields a non-finite score, gets ``error`` and ``quality_raw = NaN`` — never a default
+value.
 
 Truncation
 ----------
-A conversation longer than ``max_length`` tokens is, with ``truncate=True`` (default), shortened
-by cutting the **end of the response** (then, if needed, the end of the query) at the token level
-and re-applying the template, so the template's closing tokens — where the score is read — stay
-intact. The cut is reported in ``quality_reason`` (``"reward 1.234; truncated: response −517
-tokens"``) and counted in a single warning per call. With ``truncate=False`` such a sample gets
-``error`` instead.
+A conversation longer than ``max_length`` tokens is, with ``truncate=True`` (default), shortened by cutting the **end
+of the response** (then, if needed, the end of the query) at the token level and re-applying the template, so the
+template's closing tokens — where the score is read — stay intact. The cut is reported in ``quality_reason``
+(``"reward 1.234; truncated: response −517 tokens"``) and counted in a single warning per call. With
+``truncate=False`` such a sample gets ``error`` instead.
 """
 
 from __future__ import annotations
@@ -225,8 +219,8 @@ class _BatchedRewardScorer(QualityScorer):
         return ids, f"truncated: {note}"
 
     def _forward(self, input_ids: Any, attention_mask: Any) -> Any:
-        """A 1-D tensor of one score per row: the model's first logit (sequence classification) or score
-        (InternLM2's remote ``forward``)."""
+        """A 1-D tensor of one score per row: the model's first logit (sequence classification) or score (InternLM2's
+        remote ``forward``)."""
         out = self._model(input_ids=input_ids, attention_mask=attention_mask)
         scores = out.logits if hasattr(out, "logits") else out[0]
         return scores.reshape(scores.shape[0], -1)[:, 0]
@@ -321,12 +315,12 @@ class _BatchedRewardScorer(QualityScorer):
 
 
 class SequenceClassificationReward(_BatchedRewardScorer):
-    """Any ``AutoModelForSequenceClassification`` reward model with a single-label head: ``model`` a hub id or
-    local path (e.g. ``Skywork/Skywork-Reward-V2-Llama-3.1-8B``), ``device`` ``None`` for CUDA when available,
-    ``dtype`` ``"auto"`` or a torch dtype name (:func:`resolve_dtype`), the others as the module doc says.
+    """Any ``AutoModelForSequenceClassification`` reward model with a single-label head: ``model`` a hub id or local
+    path (e.g. ``Skywork/Skywork-Reward-V2-Llama-3.1-8B``), ``device`` ``None`` for CUDA when available, ``dtype``
+    ``"auto"`` or a torch dtype name (:func:`resolve_dtype`), the others as the module doc says.
 
-    ``quality_raw = logits[:, 0]`` read by the model at the rightmost non-pad token. If the model
-    config has no ``pad_token_id`` it is set to the tokenizer's pad id (else its EOS id).
+    ``quality_raw = logits[:, 0]`` read by the model at the rightmost non-pad token. If the model config has no
+    ``pad_token_id`` it is set to the tokenizer's pad id (else its EOS id).
     """
 
     def _resolve_pad_id(self, tokenizer: Any, model: Any) -> int:
@@ -354,14 +348,13 @@ class SequenceClassificationReward(_BatchedRewardScorer):
 class InternLM2Reward(_BatchedRewardScorer):
     """``internlm/internlm2-7b-reward`` with the semantics of its remote ``get_score``/``get_scores``.
 
-    ``last_logit``: ``False`` (reference, ``get_scores``) or ``True`` (the authors' script), as the module doc
-    says; ``trust_remote_code`` must be ``True`` for the hub model (its modelling code is remote); the others as
+    ``last_logit``: ``False`` (reference, ``get_scores``) or ``True`` (the authors' script), as the module doc says;
+    ``trust_remote_code`` must be ``True`` for the hub model (its modelling code is remote); the others as
     :class:`SequenceClassificationReward`'s (``max_length`` counts the reward token).
 
-    The model is loaded with ``AutoModel.from_pretrained(..., trust_remote_code=True)`` (the model
-    card's recipe). Its ``forward`` returns the per-row score at the last attended position
-    (``attention_mask.cumsum(1).argmax(1)``), so right padding with a mask is exactly
-    ``get_scores``' own padding.
+    The model is loaded with ``AutoModel.from_pretrained(..., trust_remote_code=True)`` (the model card's recipe). Its
+    ``forward`` returns the per-row score at the last attended position (``attention_mask.cumsum(1).argmax(1)``), so
+    right padding with a mask is exactly ``get_scores``' own padding.
     """
 
     auto_class = "AutoModel"
@@ -384,8 +377,8 @@ class InternLM2Reward(_BatchedRewardScorer):
         return int(token_id)
 
     def _tokenize(self, text: str) -> list[int]:
-        """``last_logit``: the authors' ``tokenizer(text)`` (special tokens added); otherwise
-        ``get_score``'s ``encode(text, add_special_tokens=False)`` + the reward token."""
+        """``last_logit``: the authors' ``tokenizer(text)`` (special tokens added); otherwise ``get_score``'s
+        ``encode(text, add_special_tokens=False)`` + the reward token."""
         tokenizer = self.tokenizer
         if self.last_logit:
             return list(tokenizer(text, add_special_tokens=True)["input_ids"])
