@@ -224,13 +224,11 @@ def config_kwargs(mp: Mapping[str, Any]) -> dict[str, Any]:
     schemes = tuple(mp.get("scoring") or SCHEMES)
     max_gen_toks = mp.get("max_gen_toks")
     kwargs = {
-        "fewshot": int(mp.get("fewshot", 5)),
-        "limit": mp.get("limit"),
+        "fewshot": int(mp.get("fewshot", 5)), "limit": mp.get("limit"),
         "max_gen_toks": None if max_gen_toks is None else int(max_gen_toks),
         "prompt_format": str(mp.get("prompt_format") or "lm_eval"),
         "apply_chat_template": bool(mp.get("apply_chat_template", False)),
-        "fewshot_as_multiturn": bool(mp.get("fewshot_as_multiturn", True)),
-        "schemes": schemes,
+        "fewshot_as_multiturn": bool(mp.get("fewshot_as_multiturn", True)), "schemes": schemes,
         "primary_scheme": str(mp.get("primary_scheme") or ("strict" if "strict" in schemes else schemes[0])),
     }
     try:

@@ -308,12 +308,10 @@ def _rates(frame: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> dict[s
 
 def win_rates(frame: pd.DataFrame, subsets: Sequence[str], *, n_boot: int = 2000, seed: int = 42) -> dict[str, Any]:
     """Overall and per-subset rates (see module doc); ``frame`` = :func:`judge_pairs` plus ``dataset``."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, Any] = {"overall": _rates(frame, rng, n_boot), "subsets": {}}
-    for name in subsets:
-        part = frame[frame["dataset"] == name]
-        if len(part):
-            out["subsets"][name] = _rates(part, rng, n_boot)
+    rng = np.random.default_rng(seed)  # one stream: overall first, then the subsets in order
+    parts = {name: frame[frame["dataset"] == name] for name in subsets}
+    out: dict[str, Any] = {"overall": _rates(frame, rng, n_boot),
+                           "subsets": {name: _rates(part, rng, n_boot) for name, part in parts.items() if len(part)}}
     both = frame[frame["consistent"].notna()]
     out["position_consistency"] = round(float(both["consistent"].astype(bool).mean()), 4) if len(both) else None
     return out

@@ -35,6 +35,7 @@ from thtb.cost import run_cost, stage_cost
 from thtb.eval import harness, run_exam, run_mmlu_pro
 from thtb.eval.mmlu_pro import config_kwargs, data_fingerprint
 from thtb.eval.protocol import eval_provenance
+from thtb.eval.sanity import check_trained
 from thtb.fingerprint import fingerprint
 from thtb.io import atomic_write_text, read_jsonl
 from thtb.provenance import environment, stage_key_inputs
@@ -399,8 +400,6 @@ def run_eval(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None)
     model, trained = evaluated_model(cfg, run_dir)
     sanity = {"checked": False}
     if trained and cfg["eval"]["sanity"].get("enabled", True):
-        from thtb.eval.sanity import check_trained
-
         sanity = {"checked": True,
                   **check_trained(model, base_model_path(cfg), method=cfg["eval"]["sanity"].get("method", "auto"))}
     atomic_write_text(out / "sanity.json", json.dumps(sanity, indent=2) + "\n")

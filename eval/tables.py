@@ -612,8 +612,8 @@ def compare_methods(lines: Iterable[Mapping], experiments: Iterable[str] | None 
     baselines = [ln["metrics"]["pairwise"].get("baseline") for ln in lines if "pairwise" in ln["metrics"]]
     baseline = max(set(baselines), key=baselines.count) if baselines else "full"
     empty = pd.DataFrame(columns=["method", "model_size", "column", "value", "label", "note"])
-    frames = {block: build_table(lines, empty, TABLES[name], baseline=baseline)
-              for block, name in (("mmlu_pro", "table1_mmlu_pro"), ("pairwise", "table2_alpacaeval"))}
+    specs = {"mmlu_pro": ("mmlu_pro", TABLES["table1_mmlu_pro"]), "pairwise": ("win_rate", TABLES["table2_alpacaeval"])}
+    frames = {block: build_table(lines, empty, spec, baseline=baseline) for block, (_, spec) in specs.items()}
     # a row is a method, size and the way its subset and model were made (row_variant); each metric's evaluation
     # differences (e.g. another judge) are named in its own cell's provenance, not in the row
     keys = list(dict.fromkeys(k for frame in frames.values()
@@ -623,7 +623,7 @@ def compare_methods(lines: Iterable[Mapping], experiments: Iterable[str] | None 
         rec: dict[str, Any] = {"model_size": size, "method": method, "variant": variant,
                                "pairwise_baseline": baseline if baselines else None}
         seeds: set[str] = set()
-        for block, col in (("mmlu_pro", "mmlu_pro"), ("pairwise", "win_rate")):
+        for block, (col, spec) in specs.items():
             frame = frames[block]
             row = frame[(frame["model_size"] == size) & (frame["method"] == method)
                         & (frame["row_variant"] == variant) & (frame["column"] == "overall") & frame["ours"].notna()]
@@ -643,7 +643,6 @@ def compare_methods(lines: Iterable[Mapping], experiments: Iterable[str] | None 
                             "cost"):
                     rec.setdefault(key, cell[key])
                 rec["provenance"] = " | ".join(filter(None, [rec.get("provenance"), cell["provenance"]]))
-                spec = TABLES["table1_mmlu_pro" if block == "mmlu_pro" else "table2_alpacaeval"]
                 rec[f"overlap_{spec.contamination_set}"] = cell["overlap"]
         if not seeds:
             continue
