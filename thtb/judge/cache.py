@@ -42,6 +42,7 @@ its key, its owner (``host:pid:token``, one token per :class:`RequestCache` obje
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -375,10 +376,8 @@ class RequestCache:
     def close(self) -> None:
         """Release our leases (a waiter takes them over) and close the connection."""
         self._stop.set()
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self.release(list(self._held))
-        except sqlite3.Error:
-            pass
         with self._lock:
             self._conn.close()
 

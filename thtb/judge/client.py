@@ -279,9 +279,7 @@ class OpenAIJudge(JudgeBackend):
 
     def params(self, template: PromptTemplate) -> dict[str, Any]:
         """The decoding parameters as keyed: the base ones, plus the JSON schema when ``guided_json``."""
-        params = super().params(template)
-        params.update(self._guided(template))
-        return params
+        return {**super().params(template), **self._guided(template)}
 
     def _guided(self, template: PromptTemplate) -> dict[str, Any]:
         """The request fields of ``guided_json``: ``response_format`` (OpenAI's structured outputs; vLLM, SGLang and
