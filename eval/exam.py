@@ -231,10 +231,7 @@ def load_exam_dataset(**metadata):
     if not path:
         raise ValueError(f"no exam file given: pass lm-eval metadata '{EXAM_PATH_KEY}' or set $THTB_EXAM_PATH")
     language = metadata.get(LANGUAGE_KEY) or "auto"
-    records = load_exam(path)
-    for r in records:
-        r["prompt"] = render_prompt(r, language)
-        r["n_options"] = len(r["options"])
+    records = [{**r, "prompt": render_prompt(r, language), "n_options": len(r["options"])} for r in load_exam(path)]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(records)})
 
 

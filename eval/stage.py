@@ -338,12 +338,10 @@ def _cost(run_dir: Path, trained: dict[str, Any], results: dict[str, dict], timi
     them (the runs that computed them), and this evaluation's: its wall time, devices, and the judge's and the
     generators' requests (tasks reused from a cache are listed: their cost was paid earlier)."""
     selection = _stage_summary(run_dir, "selection").get("cost")
-    judge: dict[str, int] = {}
-    for r in results.values():
-        for stats in (r.get("judge_stats") or {}, *(r.get("generation_stats") or {}).values()):
-            for k in ("calls", "prompt_tokens", "completion_tokens"):
-                judge[k] = judge.get(k, 0) + int(stats.get(k, 0) or 0)
-    evaluation = stage_cost(sum(timings.values()) if timings else None, judge=judge or None,
+    counts = [s for r in results.values()
+              for s in (r.get("judge_stats") or {}, *(r.get("generation_stats") or {}).values())]
+    judge = {k: sum(int(s.get(k, 0) or 0) for s in counts) for k in ("calls", "prompt_tokens", "completion_tokens")}
+    evaluation = stage_cost(sum(timings.values()) if timings else None, judge=judge if counts else None,
                             reused_tasks=sorted(t for t, r in reused.items() if r))
     return run_cost(selection, trained.get("cost"), evaluation)
 

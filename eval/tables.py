@@ -17,11 +17,9 @@ Aggregation, per table
 Outputs (:func:`write_tables`)
     ``<table>.md`` / ``.tex``: the paper's layout (rows = method–size blocks, columns = categories or
     subsets + Overall), each cell ``ours / published (Δ)``; missing numbers are "—", never filled in.
-    Provenance: each line's ``provenance`` is compared with the paper's setup (:func:`thtb.eval.provenance.deviations`).
-    Runs whose selection or training differs (offline scorers, ``fidelity=paper``, another recipe, unknown
-    provenance) get their own row, labelled with the difference, with no published number beside them; runs
-    evaluated with another protocol stay beside the published number, marked § with a footnote saying what
-    differs. Runs of different provenance never share a cell.
+    Provenance: runs whose selection or training differs from the paper's setup get their own row, labelled with
+    the difference; runs evaluated otherwise stay beside the published number, marked § with a footnote
+    (:func:`thtb.eval.provenance.deviations`). Runs of different provenance never share a cell.
     ``<table>.csv``: tidy, one row per cell (ours, ours_std, n_seeds, CI, smoke flag, published, delta).
     ``<table>.png``: ours vs published overall per method and size.
 """
