@@ -191,8 +191,7 @@ class LexiconBloomClassifier(BloomScorer):
         for other in dict.fromkeys(lm for lm in lemmas if lm is not None and lm != lead):
             logits += self.other_weight * self.lexicon.verbs[other]
         for pattern, vec in self.lexicon.phrases:
-            match = pattern.search(text)
-            if match:
+            if match := pattern.search(text):
                 logits += self.phrase_weight * vec
                 snippet = match.group(0).strip()[:30]
                 fired.append((self.phrase_weight * vec.max(), f"'{snippet}' → {BLOOM_LEVELS[int(vec.argmax())]}"))

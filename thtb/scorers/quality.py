@@ -132,17 +132,14 @@ def truncation_flags(response: str) -> tuple[bool, bool]:
     ``no-final-punct`` penalty of the module doc (the last line is prose: not code, a list item, a hashtag or a name;
     the earlier full sentence keeps titles and single phrases unflagged)."""
     n_words = len(response.split())
-    if response.count("```") % 2 == 1:
+    if response.count("```") % 2 == 1 or response.endswith(":"):
         return True, False
     if response.endswith(("...", "…")):
         return n_words >= 15, n_words < 15
     last_line = response.rsplit("\n", 1)[-1].strip()
-    last_char = response[-1]
-    if last_char == ":":
-        return True, False
-    if last_char == ",":
+    if response.endswith(","):
         return len(last_line.split()) >= 3, False
-    if last_char.isalpha():
+    if response[-1].isalpha():
         last_word = last_line.rsplit(None, 1)[-1] if last_line else ""
         if n_words >= 5 and last_word in _DANGLING:
             return True, False
