@@ -1,12 +1,10 @@
 """The ``train`` config → TRL ``SFTConfig`` and PEFT ``LoraConfig``; the values the project derives.
 
 ``train.sft`` holds ``SFTConfig``'s own arguments and ``train.lora`` ``LoraConfig``'s, passed unchanged: any TRL or
-PEFT setting works from YAML (``train.sft.neftune_noise_alpha=5``, ``train.lora.use_rslora=true``). The project's
-own keys sit at ``train.*``, and this module derives from them, in one place (:data:`DERIVED`), the arguments a user
-does not set directly: gradient accumulation from the effective batch
-(``effective_batch_size = per_device_train_batch_size × gradient_accumulation_steps × world_size``, the world size
-from ``accelerate launch``/``torchrun``'s ``WORLD_SIZE``), ``bf16``/``fp16`` from ``precision`` and the GPU, Liger
-kernels and the attention implementation from what is installed, the loss mask, seed, output folder and logging.
+PEFT setting works from YAML (``train.sft.neftune_noise_alpha=5``, ``train.lora.use_rslora=true``). The arguments a
+user does not set directly are derived here from the project's ``train.*`` keys (:data:`DERIVED`): gradient
+accumulation from ``effective_batch_size = per_device_train_batch_size × gradient_accumulation_steps × world_size``
+(:func:`world_size`), precision, Liger kernels and attention from what is installed, loss mask, seed, logging.
 """
 
 from __future__ import annotations
@@ -17,34 +15,30 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import OmegaConf
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 DERIVED = {
-    "gradient_accumulation_steps": "train.effective_batch_size",
-    "bf16": "train.precision", "fp16": "train.precision",
-    "use_liger_kernel": "train.liger",
-    "assistant_only_loss": "train.loss_mask", "completion_only_loss": "train.loss_mask",
-    "output_dir": "paths.cache_dir (the training artifact's folder)",
-    "seed": "seed", "data_seed": "seed",
-    "report_to": "logger", "run_name": "experiment_name",
+    "gradient_accumulation_steps": "train.effective_batch_size", "bf16": "train.precision", "fp16": "train.precision",
+    "use_liger_kernel": "train.liger", "assistant_only_loss": "train.loss_mask",
+    "completion_only_loss": "train.loss_mask", "output_dir": "paths.cache_dir (the training artifact's folder)",
+    "seed": "seed", "data_seed": "seed", "report_to": "logger", "run_name": "experiment_name",
 }
 """``SFTConfig`` arguments the train stage computes, and the key to set instead of each."""
 
 
 def plain(block: Any) -> dict[str, Any]:
     """A config block as plain Python (OmegaConf lists and dicts converted), for the libraries' own classes."""
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_container(OmegaConf.create(block or {}), resolve=True)
 
 
 def sft_args(train: dict[str, Any]) -> dict[str, Any]:
     """``train.sft`` as plain Python; a ValueError naming the project key when it sets a derived argument."""
     sft = plain(train["sft"])
-    clash = sorted(DERIVED.keys() & sft.keys())
-    if clash:
+    if clash := sorted(DERIVED.keys() & sft.keys()):
         raise ValueError("; ".join(f"train.sft.{key} is computed by the train stage: set {DERIVED[key]} instead"
                                    for key in clash))
     return sft
@@ -63,18 +57,16 @@ def gradient_accumulation(effective: int, per_device: int, world: int) -> int:
             raise ValueError(f"train.{name} must be ≥ 1, got {value}")
     per_step = per_device * world
     if effective % per_step:
-        raise ValueError(
-            f"train.effective_batch_size={effective} is not a multiple of per_device_train_batch_size × world size = "
-            f"{per_device} × {world} = {per_step}; change train.sft.per_device_train_batch_size or the number of "
-            "processes"
-        )
+        raise ValueError(f"train.effective_batch_size={effective} is not a multiple of per_device_train_batch_size × "
+                         f"world size = {per_device} × {world} = {per_step}; change "
+                         "train.sft.per_device_train_batch_size or the number of processes")
     return effective // per_step
 
 
 def accumulation(train: dict[str, Any], world: int) -> int:
     """The gradient accumulation steps of a ``train`` config on ``world`` processes."""
-    return gradient_accumulation(int(train["effective_batch_size"]), int(train["sft"]["per_device_train_batch_size"]),
-                                 world)
+    per_device = int(train["sft"]["per_device_train_batch_size"])
+    return gradient_accumulation(int(train["effective_batch_size"]), per_device, world)
 
 
 def cuda_available() -> bool:
@@ -146,11 +138,10 @@ def sft_config(train: dict[str, Any], *, output_dir: str, seed: int, precision: 
     from trl import SFTConfig
 
     derived = {
-        "gradient_accumulation_steps": accumulation(train, world or world_size()),
-        "bf16": precision == "bf16", "fp16": precision == "fp16",
-        "use_liger_kernel": options.liger,
-        "assistant_only_loss": assistant_only, "completion_only_loss": None if assistant_only else True,
-        "output_dir": output_dir, "seed": seed, "data_seed": seed, "report_to": report_to, "run_name": run_name,
+        "gradient_accumulation_steps": accumulation(train, world or world_size()), "bf16": precision == "bf16",
+        "fp16": precision == "fp16", "use_liger_kernel": options.liger, "assistant_only_loss": assistant_only,
+        "completion_only_loss": None if assistant_only else True, "output_dir": output_dir, "seed": seed,
+        "data_seed": seed, "report_to": report_to, "run_name": run_name,
     }
     if not has_eval:
         derived["eval_strategy"] = "no"  # nothing held out: no eval loss to compute

@@ -1,14 +1,10 @@
 """Content-addressed training artifacts: ``<cache>/artifacts/train/<fingerprint>/{adapter,merged,summary.json}``.
 
-The fingerprint hashes what determines the trained weights — the subset's ids digest, the model config, the
-train config without its logging/checkpointing keys, the seed, the precision, the train stage's code and the
-versions of torch, transformers, TRL, PEFT, accelerate and datasets — so a sweep never trains the same thing
-twice, and a changed recipe or library never returns an old model. Training happens in ``<fingerprint>.partial/``
-(checkpoints under ``checkpoints/``, from which an interrupted run resumes — from the newest *complete* one: a
-checkpoint cut short by a kill mid-save is set aside as ``incomplete-checkpoint-N``), under ``<fingerprint>.lock``
-so two runs never train one fingerprint at once. The finished folder is published like every stage's artifact
-(:class:`thtb.artifacts.StageArtifact`): a ``manifest.json`` of every file's size and digest, then one rename; a
-reader verifies it before reusing, and a damaged artifact is moved aside and retrained.
+The fingerprint hashes what determines the trained weights (:func:`train_fingerprint`: the training text, the model
+and train configs without their logging/checkpointing keys, the seed, the precision, the stage's code and library
+versions), so a sweep never trains the same thing twice and a changed recipe or library never returns an old model.
+Training happens in ``<fingerprint>.partial/`` (:class:`TrainingWorkspace`), and the finished folder is published
+like every stage's artifact (:class:`thtb.artifacts.StageArtifact`), verified before reuse.
 """
 
 from __future__ import annotations
@@ -19,9 +15,14 @@ import logging
 import os
 import re
 import shutil
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from thtb.artifacts import StageArtifact
+from thtb.fingerprint import fingerprint
+from thtb.provenance import stage_key_inputs
 
 try:
     import fcntl
@@ -30,22 +31,17 @@ except ImportError:  # not POSIX: no cross-process training lock
 
 log = logging.getLogger(__name__)
 
-from thtb.fingerprint import fingerprint
-from thtb.provenance import stage_key_inputs
-
 STAGE_VERSION = 2
 """Part of the fingerprint, with the train stage's code digest and library versions
 (:func:`thtb.provenance.stage_key_inputs`), which change by themselves."""
 
-NOT_FINGERPRINTED = frozenset({
-    "name", "method", "keep_checkpoints", "dataset", "dataset_format", "dataset_split", "limit",
-})
+NOT_FINGERPRINTED = frozenset({"name", "method", "keep_checkpoints", "dataset", "dataset_format", "dataset_split",
+                               "limit"})
 """Train-config keys that do not change the trained weights (the data enters through its ids digest)."""
 SFT_NOT_FINGERPRINTED = frozenset({
     "save_strategy", "save_steps", "save_total_limit", "logging_strategy", "logging_steps", "logging_first_step",
     "eval_strategy", "eval_steps", "dataset_num_proc", "per_device_eval_batch_size", "include_num_input_tokens_seen",
-    "disable_tqdm",
-})
+    "disable_tqdm"})
 """``train.sft`` (``SFTConfig``) arguments that do not change the trained weights: checkpointing, logging, eval."""
 MODEL_NOT_FINGERPRINTED = frozenset({"name", "size"})
 
@@ -53,25 +49,18 @@ MODEL_NOT_FINGERPRINTED = frozenset({"name", "size"})
 def train_fingerprint(*, data_digest: str, model: dict[str, Any], train: dict[str, Any], seed: int,
                       precision: str, loss_mask: str, n_train: int) -> str:
     return fingerprint({
-        "version": STAGE_VERSION,
-        "data": data_digest,
-        "n_train": n_train,
+        "version": STAGE_VERSION, "data": data_digest, "n_train": n_train,
         "model": {k: v for k, v in model.items() if k not in MODEL_NOT_FINGERPRINTED},
         "train": {**{k: v for k, v in train.items() if k not in NOT_FINGERPRINTED},
                   "sft": {k: v for k, v in train["sft"].items() if k not in SFT_NOT_FINGERPRINTED}},
-        "seed": seed,
-        "precision": precision,
-        "loss_mask": loss_mask,
-        **stage_key_inputs("train"),
+        "seed": seed, "precision": precision, "loss_mask": loss_mask, **stage_key_inputs("train"),
     })
 
 
 class TrainingWorkspace:
-    """One training's resumable work folder (``<fingerprint>.partial/``: checkpoints, a lock) and its hand-over to
-    the project's one artifact store: :meth:`commit` publishes it as the ``train`` :class:`thtb.artifacts.StageArtifact`
-    (manifest of every file, one atomic rename), which is also what :meth:`is_complete` verifies. Unlike a select or
-    eval staging folder, the work folder is shared by successive runs of the same fingerprint (a killed training
-    resumes from its last complete checkpoint), hence the lock."""
+    """One training's resumable work folder (``<fingerprint>.partial/``), which :meth:`commit` publishes as the
+    ``train`` :class:`thtb.artifacts.StageArtifact`. Unlike a select or eval staging folder, successive runs of one
+    fingerprint share it (a killed training resumes from its last complete checkpoint), hence the lock."""
 
     SUMMARY = "summary.json"
 
@@ -86,9 +75,7 @@ class TrainingWorkspace:
         """A committed artifact whose manifest verifies (a damaged one is moved aside and retrained)."""
         return (self.final / self.SUMMARY).is_file() and self._stage_artifact().is_complete()
 
-    def _stage_artifact(self):
-        from thtb.artifacts import StageArtifact
-
+    def _stage_artifact(self) -> StageArtifact:
         return StageArtifact(self.root.parent.parent, "train", self.key)
 
     @contextlib.contextmanager
@@ -121,15 +108,11 @@ class TrainingWorkspace:
         own ``get_last_checkpoint`` would pick it anyway and every rerun would fail on it."""
         if not self.checkpoints.is_dir():
             return None, []
-        found = []
-        for path in self.checkpoints.iterdir():
-            match = CHECKPOINT_RE.match(path.name)
-            if match and path.is_dir():
-                found.append((int(match.group(1)), path))
+        found = [(int(match.group(1)), path) for path in self.checkpoints.iterdir()
+                 if (match := CHECKPOINT_RE.match(path.name)) and path.is_dir()]
         resume, incomplete = None, []
         for _, path in sorted(found, reverse=True):
-            problem = checkpoint_problem(path)
-            if problem:
+            if problem := checkpoint_problem(path):
                 incomplete.append((path, problem))
             elif resume is None:
                 resume = path
@@ -159,28 +142,24 @@ class TrainingWorkspace:
         if not keep_checkpoints:
             shutil.rmtree(self.checkpoints, ignore_errors=True)
         summary = json.loads((self.partial / self.SUMMARY).read_text(encoding="utf-8"))
+        meta = {k: summary.get(k) for k in ("n_train", "steps", "thtb_version")}
         # the same store as select and eval: a manifest of every file (size, digest) written last, then one rename;
         # an intact artifact published first by a concurrent run is kept
-        return self._stage_artifact().publish(self.partial, {
-            "n_train": summary.get("n_train"), "steps": summary.get("steps"), "thtb_version": summary.get("thtb_version"),
-        })
+        return self._stage_artifact().publish(self.partial, meta)
 
 
 def training_space_needed(model_path: str, merge: bool) -> int:
     """Bytes a training needs in the cache, estimated before it starts: the merged model (about the base model's
     weight files) when merging, plus 256 MiB for the adapter, checkpoints and logs. A hub id not yet downloaded
     counts 0 for its weights (its size is unknown here)."""
-    weights = 0
     folder = Path(model_path)
-    if merge and folder.is_dir():
-        weights = sum(p.stat().st_size for p in folder.iterdir()
-                      if p.is_file() and p.name.endswith((".safetensors", ".bin", ".gguf", ".pt")))
-    return weights + 256 * 2**20
+    files = folder.iterdir() if merge and folder.is_dir() else ()
+    suffixes = (".safetensors", ".bin", ".gguf", ".pt")
+    return sum(p.stat().st_size for p in files if p.is_file() and p.name.endswith(suffixes)) + 256 * 2**20
 
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-"""transformers' checkpoint folder name (``PREFIX_CHECKPOINT_DIR``), matched as its ``get_last_checkpoint``
-does."""
+"""transformers' checkpoint folder name (``PREFIX_CHECKPOINT_DIR``), matched as its ``get_last_checkpoint`` does."""
 INCOMPLETE_PREFIX = "incomplete-"
 TRAINER_STATE = "trainer_state.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin",
@@ -216,23 +195,19 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
     if match and state["global_step"] != int(match.group(1)):
         return f"{TRAINER_STATE} says global_step {state['global_step']}, not {match.group(1)}"
 
-    weights = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
-    adapter_dirs = [d for d in path.iterdir() if d.is_dir() and any((d / n).is_file() for n in WEIGHT_FILES[:2])]
+    weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()][:1]  # the first layout found
+    weights += [d / n for d in path.iterdir() if d.is_dir() for n in WEIGHT_FILES[:2] if (d / n).is_file()]  # adapters
     deepspeed = sorted(d for d in path.glob("global_step*") if d.is_dir())
     fsdp = [d for d in path.iterdir() if d.name.startswith("pytorch_model_fsdp")]
-    if weights is None and not (adapter_dirs or deepspeed or fsdp):
+    if not (weights or deepspeed or fsdp):
         return f"no model or adapter weights ({', '.join(WEIGHT_FILES[:2])}, …)"
-    for file in ([weights] if weights else []) + [d / n for d in adapter_dirs for n in WEIGHT_FILES[:2]
-                                                  if (d / n).is_file()]:
-        problem = _weights_problem(file)
-        if problem:
-            return problem
+    if problem := next(filter(None, map(_weights_problem, weights)), None):
+        return problem
 
     if deepspeed:  # the engine's own files hold the optimizer (and its scheduler)
-        parts = [p for d in deepspeed for p in sorted(d.glob("*.pt"))]
+        parts, required = [p for d in deepspeed for p in sorted(d.glob("*.pt"))], []
         if not parts:
             return f"{deepspeed[-1].name}/ holds no .pt files"
-        required = []
     elif fsdp:  # FSDP saves its optimizer as optimizer_<i>(.bin or a sharded folder)
         if not any(p.name.startswith("optimizer") for p in path.iterdir()):
             return "no FSDP optimizer state"
@@ -246,11 +221,8 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
     rng = sorted(path.glob("rng_state*.pth"))
     if not rng:
         return "no rng_state.pth"
-    for file in parts + rng + ([path / "scaler.pt"] if (path / "scaler.pt").is_file() else []):
-        problem = _torch_file_problem(file)
-        if problem:
-            return problem
-    return None
+    scaler = [path / "scaler.pt"] if (path / "scaler.pt").is_file() else []
+    return next(filter(None, map(_torch_file_problem, parts + rng + scaler)), None)  # the first problem
 
 
 def _weights_problem(file: Path) -> str | None:
@@ -262,8 +234,7 @@ def _weights_problem(file: Path) -> str | None:
         for shard in sorted(shards):
             if not (file.parent / shard).is_file():
                 return f"{file.name} names {shard}, which is missing"
-            problem = _weights_problem(file.parent / shard)
-            if problem:
+            if problem := _weights_problem(file.parent / shard):
                 return problem
         return None
     if file.suffix == ".safetensors":
@@ -284,8 +255,7 @@ def _safetensors_problem(file: Path) -> str | None:
                 return f"{file.name} is truncated ({size} bytes, header alone needs {n + 8})"
             header = json.loads(fh.read(n))
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, IndexError,
-            AttributeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, IndexError, AttributeError) as err:
         return f"{file.name} has an unreadable header ({err})"
     if size < 8 + n + end:
         return f"{file.name} is truncated ({size} of {8 + n + end} bytes)"
@@ -294,8 +264,6 @@ def _safetensors_problem(file: Path) -> str | None:
 
 def _torch_file_problem(file: Path) -> str | None:
     """``torch.save`` writes a zip archive; a cut file lacks the central directory at its end."""
-    import zipfile
-
     name = f"{file.parent.name}/{file.name}" if file.parent.name.startswith("global_step") else file.name
     if file.stat().st_size == 0:
         return f"{name} is empty"
@@ -322,29 +290,20 @@ def link_outputs(artifact: Path, out_dir: Path, names: tuple[str, ...] = ("adapt
 
 
 INDEX = "index.jsonl"
-"""``<cache>/artifacts/train/index.jsonl``: one line per finished or reused training — which experiment,
-method, model and seed produced which artifact — so later stages can find, e.g., the full-data model of the
-same size to compare against."""
+"""``<cache>/artifacts/train/index.jsonl``: one line per finished or reused training — which experiment, method,
+model and seed produced which artifact — so later stages can find, e.g., the full-data model of the same size."""
 
 
 def record_artifact(cache_dir: str | os.PathLike, entry: dict[str, Any]) -> None:
     """Append ``entry`` (needs ``fingerprint``) to the store's index (one short ``O_APPEND`` write)."""
-    import json
-
     root = Path(cache_dir).expanduser() / "artifacts" / "train"
     root.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(entry, sort_keys=True, ensure_ascii=False, default=str) + "\n"
-    fd = os.open(root / INDEX, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line.encode("utf-8"))
-    finally:
-        os.close(fd)
+    with open(root / INDEX, "a", encoding="utf-8") as index:
+        index.write(json.dumps(entry, sort_keys=True, ensure_ascii=False, default=str) + "\n")
 
 
 def find_artifact(cache_dir: str | os.PathLike, **match: Any) -> Path | None:
     """The most recently recorded *complete* artifact whose index entry has every ``match`` field equal."""
-    import json
-
     root = Path(cache_dir).expanduser() / "artifacts" / "train"
     index = root / INDEX
     if not index.is_file():

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from thtb.data import load_records
 from thtb.data.loaders import SUBSET_FILE, SUBSET_MESSAGES_FILE, dataset_source
 from thtb.fingerprint import ids_digest, records_digest
 
@@ -63,28 +64,20 @@ def load_train_data(cfg: dict[str, Any], run_dir: Path) -> TrainData:
 
     From the selection, the records keep the selection's ids (the ``id`` each line was written with) and must
     list the same samples, in the same order, as ``subset.jsonl``."""
-    from thtb.data import load_records
-
     train = cfg["train"]
     source, fmt = training_source(cfg, run_dir)
-    from_selection = not train.get("dataset")
     path = Path(source)
     if path.is_file() and not path.read_text(encoding="utf-8", errors="replace").strip():
         raise ValueError(f"train: the training set {source} has 0 rows (the selection kept nothing?)")
     try:
-        records, report = load_records(
-            source,
-            format=fmt,
-            fidelity=cfg["fidelity"],
-            split=train["dataset_split"],
-            limit=train["limit"],
-        )
+        records, report = load_records(source, format=fmt, fidelity=cfg["fidelity"], split=train["dataset_split"],
+                                       limit=train["limit"])
     except FileNotFoundError as err:
         raise FileNotFoundError(f"train: dataset not found (train.dataset={source!r}): {err}") from err
     if len(records) == 0:
         raise ValueError(f"train: the training set {source} has 0 rows")
     selection_fp = None
-    if from_selection:
+    if not train.get("dataset"):  # from the selection
         _check_same_subset(records, path, Path(run_dir) / SUBSET_FILE, train["limit"])
         records = _selection_ids(records, source)
         summary = Path(run_dir) / "selection" / "summary.json"
@@ -131,20 +124,17 @@ def _check_same_subset(records: pd.DataFrame, path: Path, subset: Path, limit: i
         listed = listed[:limit]
     if listed != written:
         where = next((i for i, (a, b) in enumerate(zip(listed, written)) if a != b), min(len(listed), len(written)))
-        raise ValueError(
-            f"train: {path} and {subset} list different samples ({len(written)} and {len(listed)} rows, first "
-            f"difference at row {where}): the selection's files are out of step; rerun the select stage "
-            "(reuse=false) or delete the run's selection folder"
-        )
+        raise ValueError(f"train: {path} and {subset} list different samples ({len(written)} and {len(listed)} rows, "
+                         f"first difference at row {where}): the selection's files are out of step; rerun the select "
+                         "stage (reuse=false) or delete the run's selection folder")
 
 
 def conversations(records: pd.DataFrame, system_prompt: str | None = None) -> list[list[dict[str, str]]]:
     """One conversation per record: its ``messages`` if it has them, else ``[user: query, assistant: response]``;
     a configured system prompt goes first (unless the conversation has its own)."""
     out = []
-    has_messages = "messages" in records.columns
     for row in records.itertuples(index=False):
-        turns = getattr(row, "messages", None) if has_messages else None
+        turns = getattr(row, "messages", None)
         if isinstance(turns, (list, tuple, np.ndarray)) and len(turns):
             conv = [{"role": str(t["role"]), "content": str(t["content"])} for t in turns]
         else:
@@ -157,14 +147,10 @@ def conversations(records: pd.DataFrame, system_prompt: str | None = None) -> li
     return out
 
 
-def has_generation_markers(template: Any) -> bool:
-    from trl.chat_template_utils import has_generation_markers as trl_has_markers
-
-    return bool(template) and trl_has_markers(template)
-
-
 def pick_loss_mask(requested: str, chat_template: Any) -> str:
     """``auto`` → ``assistant`` when the template has ``{% generation %}`` markers, else ``completion``."""
+    from trl.chat_template_utils import has_generation_markers
+
     if requested not in LOSS_MASKS:
         raise ValueError(f"train.loss_mask must be one of {LOSS_MASKS}, got {requested!r}")
     if not chat_template:
@@ -185,17 +171,13 @@ def to_example(conv: list[dict[str, str]], mask: str) -> dict[str, Any]:
 
 def token_lengths(tokenizer, convs: list[list[dict[str, str]]]) -> tuple[np.ndarray, np.ndarray]:
     """(full length, prompt length incl. the generation prompt) in tokens, per conversation."""
-    full, prompt = [], []
-    for conv in convs:
-        full.append(len(_ids(tokenizer, conv, add_generation_prompt=False)))
-        prompt.append(len(_ids(tokenizer, conv[:-1], add_generation_prompt=True)))
+    def length(conv, generation_prompt: bool) -> int:
+        return len(tokenizer.apply_chat_template(conv, tokenize=True, add_generation_prompt=generation_prompt,
+                                                 return_dict=True)["input_ids"])
+
+    full = [length(conv, False) for conv in convs]
+    prompt = [length(conv[:-1], True) for conv in convs]
     return np.asarray(full, dtype=int), np.asarray(prompt, dtype=int)
-
-
-def _ids(tokenizer, conv, *, add_generation_prompt: bool) -> list[int]:
-    out = tokenizer.apply_chat_template(conv, tokenize=True, add_generation_prompt=add_generation_prompt,
-                                        return_dict=True)
-    return list(out["input_ids"])
 
 
 def fit_to_length(convs: list, full: np.ndarray, prompt: np.ndarray, max_length: int) -> tuple[list[int], dict]:
@@ -203,18 +185,14 @@ def fit_to_length(convs: list, full: np.ndarray, prompt: np.ndarray, max_length:
     one whose prompt alone fills ``max_length`` would keep no assistant token and is dropped. A ValueError when
     every example is longer than ``max_length``."""
     if len(convs) and (full > max_length).all():
-        raise ValueError(
-            f"train.sft.max_length={max_length} is too small for every example: the shortest needs {int(full.min())} "
-            f"tokens (median {int(np.median(full))}); raise train.sft.max_length"
-        )
+        raise ValueError(f"train.sft.max_length={max_length} is too small for every example: the shortest needs "
+                         f"{int(full.min())} tokens (median {int(np.median(full))}); raise train.sft.max_length")
     keep = [i for i in range(len(convs)) if prompt[i] < max_length]
-    counts = {
-        "n_truncated": int(((full > max_length) & (prompt < max_length)).sum()),
-        "n_dropped_prompt_too_long": int(len(convs) - len(keep)),
-        "tokens_min": int(full.min()) if len(full) else 0,
-        "tokens_median": float(np.median(full)) if len(full) else 0.0,
-        "tokens_max": int(full.max()) if len(full) else 0,
-    }
+    counts = {"n_truncated": int(((full > max_length) & (prompt < max_length)).sum()),
+              "n_dropped_prompt_too_long": int(len(convs) - len(keep)),
+              "tokens_min": int(full.min()) if len(full) else 0,
+              "tokens_median": float(np.median(full)) if len(full) else 0.0,
+              "tokens_max": int(full.max()) if len(full) else 0}
     if counts["n_truncated"] or counts["n_dropped_prompt_too_long"]:
         log.warning("max_length=%d: %d examples truncated, %d dropped (prompt alone too long)", max_length,
                     counts["n_truncated"], counts["n_dropped_prompt_too_long"])

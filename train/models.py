@@ -7,13 +7,14 @@ random Llama of :mod:`thtb.models.tiny`. With ``HF_HUB_OFFLINE=1`` a hub id must
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from thtb.models import smollm2_path
+from thtb.models.tiny import tiny_random_path
+from thtb.scorers.availability import _offline  # HF_HUB_OFFLINE read as the scorers read it
 
 SOURCES = ("hub", "smollm2", "tiny_random")
 CONF_MODELS = Path(__file__).resolve().parents[1] / "conf" / "model"  # the checkout's conf/ (absent when installed)
@@ -25,24 +26,15 @@ def model_choices() -> list[str]:
     return sorted(p.stem for p in CONF_MODELS.glob("*.yaml"))
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def resolve_model(model: dict[str, Any] | None, cache_dir: str | os.PathLike | None = None) -> str:
     """The folder or hub id to load; a ValueError naming the choices for an unknown model."""
     choices = ", ".join(model_choices())
     if not model:
         raise ValueError(f"train: no model configured; pick one with model=<name> ({choices})")
-    source = model["source"]
-    name = model.get("name", "?")
+    source, name = model["source"], model.get("name", "?")
     if source == "smollm2":
-        from thtb.models import smollm2_path
-
         return str(smollm2_path())
     if source == "tiny_random":
-        from thtb.models.tiny import tiny_random_path
-
         return str(tiny_random_path(Path(cache_dir) if cache_dir else None))
     if source != "hub":
         raise ValueError(f"unknown model source {source!r} for model {name!r}: use one of {SOURCES}")
@@ -55,19 +47,16 @@ def resolve_model(model: dict[str, Any] | None, cache_dir: str | os.PathLike | N
             raise ValueError(f"model {name!r}: {local} is not a model folder (no config.json)")
         return str(local)
     if not _HUB_ID.fullmatch(str(path)):
-        raise ValueError(
-            f"unknown model {path!r} (model {name!r}): neither a local model folder nor a hub id like "
-            f"'org/name'; choices: {choices}"
-        )
+        raise ValueError(f"unknown model {path!r} (model {name!r}): neither a local model folder nor a hub id like "
+                         f"'org/name'; choices: {choices}")
     if _offline():
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(str(path), "config.json", revision=model.get("revision"))
         if not isinstance(cached, str):
-            raise ValueError(
-                f"model {name!r} ({path}) is not in the local Hugging Face cache and HF_HUB_OFFLINE=1: download it "
-                f"first (huggingface-cli download {path}) or pick an offline model (model=smollm2_135m|tiny_random)"
-            )
+            raise ValueError(f"model {name!r} ({path}) is not in the local Hugging Face cache and HF_HUB_OFFLINE=1: "
+                             f"download it first (huggingface-cli download {path}) or pick an offline model "
+                             "(model=smollm2_135m|tiny_random)")
     return str(path)
 
 
@@ -77,8 +66,7 @@ def load_tokenizer(path: str, model: dict[str, Any]):
 
     tok = AutoTokenizer.from_pretrained(path, revision=model.get("revision"),
                                         trust_remote_code=bool(model["trust_remote_code"]))
-    template = model.get("chat_template")
-    if template:
+    if template := model.get("chat_template"):
         candidate = Path(str(template)).expanduser()
         tok.chat_template = candidate.read_text() if candidate.suffix in (".jinja", ".j2") and candidate.is_file() \
             else str(template)
@@ -91,10 +79,6 @@ def load_model(path: str, model: dict[str, Any], *, precision: str, attn_impleme
     from transformers import AutoModelForCausalLM
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    return AutoModelForCausalLM.from_pretrained(
-        path,
-        revision=model.get("revision"),
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-        trust_remote_code=bool(model["trust_remote_code"]),
-    )
+    return AutoModelForCausalLM.from_pretrained(path, revision=model.get("revision"), dtype=dtype,
+                                                attn_implementation=attn_implementation,
+                                                trust_remote_code=bool(model["trust_remote_code"]))

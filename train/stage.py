@@ -1,16 +1,9 @@
 """The ``train`` stage: LoRA SFT of a base model on the selected subset (or any dataset) with TRL + PEFT.
 
-Outputs, under ``<run_dir>/train/`` (links into the content-addressed artifact
-``<paths.cache_dir>/artifacts/train/<fingerprint>/``, so an identical training is never repeated):
-
-- ``adapter/``      the LoRA adapter (PEFT) and the tokenizer with the chat template used
-- ``merged/``       base + adapter merged (``merge_and_unload``): a plain model folder for lm-eval / vLLM
-- ``summary.json``  train/eval loss, steps, tokens seen, tokens/s, wall time, effective batch, trainable
-  parameters, the subset fingerprint, whether the artifact was reused and where it is
-
-Every check that can fail (dataset, model, sizes, batch arithmetic, lengths) runs before any weight is loaded.
-An interrupted run resumes from the newest complete ``checkpoint-*`` of its partial artifact; one cut short by a kill
-mid-save is skipped (set aside as ``incomplete-checkpoint-*``, named in the summary's ``skipped_checkpoints``).
+Outputs ``<run_dir>/train/{adapter,merged,summary.json}``, links into the content-addressed artifact
+``<paths.cache_dir>/artifacts/train/<fingerprint>/`` (so an identical training is never repeated); the README's
+"Training" section describes them. Every check that can fail runs before any weight is loaded
+(:func:`plan_training`); an interrupted run resumes from the newest complete checkpoint (:func:`resume_point`).
 """
 
 from __future__ import annotations
@@ -25,38 +18,16 @@ from typing import Any
 from thtb import __version__
 from thtb.io import atomic_write_text
 from thtb.cost import stage_cost, visible_devices
-from thtb.provenance import model_revision
+from thtb.data.loaders import data_source_problem, dataset_source
+from thtb.provenance import environment, model_revision
 from thtb.tracking import Tracker
-from thtb.train.args import (
-    accumulation,
-    lora_config,
-    method_name,
-    pick_options,
-    pick_precision,
-    run_name,
-    sft_args,
-    sft_config,
-    world_size,
-)
+from thtb.train.args import (accumulation, lora_config, method_name, pick_options, pick_precision, run_name, sft_args,
+                             sft_config, world_size)
 from thtb.artifacts import check_free_space
-from thtb.train.artifacts import (
-    TrainingWorkspace,
-    link_outputs,
-    record_artifact,
-    train_fingerprint,
-    training_provenance,
-    training_space_needed,
-)
-from thtb.train.data import (
-    TrainData,
-    conversations,
-    eval_split,
-    fit_to_length,
-    load_train_data,
-    pick_loss_mask,
-    to_example,
-    token_lengths,
-)
+from thtb.train.artifacts import (TrainingWorkspace, link_outputs, record_artifact, train_fingerprint,
+                                  training_provenance, training_space_needed)
+from thtb.train.data import (TrainData, conversations, eval_split, fit_to_length, load_train_data, pick_loss_mask,
+                             to_example, token_lengths)
 from thtb.train.models import load_model, load_tokenizer, resolve_model
 
 log = logging.getLogger(__name__)
@@ -82,62 +53,37 @@ class TrainingPlan:
     def meta(self, cfg: dict[str, Any]) -> dict[str, Any]:
         train, model_cfg = cfg["train"], cfg["model"]
         return {
-            "fingerprint": self.key,
-            "subset_fingerprint": self.data.digest,
-            "selection_fingerprint": self.data.selection_fingerprint,
-            "dataset": self.data.source,
-            "n_rows": len(self.data.records),
-            "data_format": self.data.info.get("format"),
-            "n_multi_turn": self.data.info.get("n_multi_turn"),
-            "n_train": len(self.train_examples),
-            "n_eval": len(self.eval_examples),
-            "lengths": self.lengths,
+            "fingerprint": self.key, "subset_fingerprint": self.data.digest,
+            "selection_fingerprint": self.data.selection_fingerprint, "dataset": self.data.source,
+            "n_rows": len(self.data.records), "data_format": self.data.info.get("format"),
+            "n_multi_turn": self.data.info.get("n_multi_turn"), "n_train": len(self.train_examples),
+            "n_eval": len(self.eval_examples), "lengths": self.lengths,
             "model": {"name": model_cfg.get("name"), "path": self.model_path, "size": model_cfg.get("size"),
                       "revision": model_revision(self.model_path)},
-            "loss_mask": self.mask,
-            "precision": self.precision,
-            "seed": int(cfg["seed"]),
+            "loss_mask": self.mask, "precision": self.precision, "seed": int(cfg["seed"]),
             "effective_batch_size": int(train["effective_batch_size"]),
             "per_device_train_batch_size": int(train["sft"]["per_device_train_batch_size"]),
-            "gradient_accumulation_steps": self.accum,
-            "world_size": self.world,
-            "train_config": dict(train),
-            "thtb_version": __version__,
-            "environment": _environment(),
+            "gradient_accumulation_steps": self.accum, "world_size": self.world, "train_config": dict(train),
+            "thtb_version": __version__, "environment": environment(),
         }
-
-
-def _training_devices(world: int) -> dict[str, Any]:
-    """The devices training held: one GPU per process on CUDA, else the CPU host."""
-    devices = visible_devices()
-    return {**devices, "count": max(1, int(world))} if devices["kind"] == "cuda" else devices
-
-
-def _environment() -> dict[str, Any]:
-    from thtb.provenance import environment
-
-    return environment()
 
 
 def run_provenance(cfg: dict[str, Any], run_dir: Path, train_summary: dict[str, Any]) -> dict[str, Any]:
     """What produced this run's model: the selection behind its data (this run's ``selection/summary.json``; a
     dataset given with ``train.dataset`` has none), the training recipe and model, the environment."""
-    from thtb.provenance import environment
-
-    selection = None
+    dataset = (cfg.get("train") or {}).get("dataset")
     sel_summary = Path(run_dir) / "selection" / "summary.json"
-    if not (cfg.get("train") or {}).get("dataset") and sel_summary.is_file():
+    selection = None
+    if dataset:
+        selection = {"method": method_name(cfg, False), "source": str(dataset), "scorers": {}, "scorer_setup": "none"}
+    elif sel_summary.is_file():
         selection = (json.loads(sel_summary.read_text(encoding="utf-8")).get("provenance") or {}).get("selection")
-    elif (cfg.get("train") or {}).get("dataset"):
-        selection = {"method": method_name(cfg, False), "source": str(cfg["train"]["dataset"]), "scorers": {},
-                     "scorer_setup": "none"}
     return {"selection": selection, "training": training_provenance(cfg, train_summary), **environment()}
 
 
 def plan_training(cfg: dict[str, Any], run_dir: Path) -> TrainingPlan:
     """Every check that can fail, before any weight loads: dataset, model, batch arithmetic, lengths."""
-    train, model_cfg = dict(cfg["train"]), cfg.get("model")
-    seed = int(cfg["seed"])
+    train, model_cfg, seed = dict(cfg["train"]), cfg.get("model"), int(cfg["seed"])
     sft = sft_args(train)  # a derived argument set in train.sft stops the run here
     data = load_train_data(cfg, Path(run_dir))
     model_path = resolve_model(model_cfg, Path(cfg["paths"]["cache_dir"]))
@@ -161,10 +107,8 @@ def plan_training(cfg: dict[str, Any], run_dir: Path) -> TrainingPlan:
 
 def run_train(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None, *,
               callbacks: list | None = None) -> dict[str, Any]:
-    """Run the train stage from a resolved config dict; returns the run's training summary.
-
-    ``callbacks``: extra ``transformers.TrainerCallback`` instances (tests, custom monitoring).
-    """
+    """Run the train stage from a resolved config dict; returns the run's training summary. ``callbacks``: extra
+    ``transformers.TrainerCallback`` instances (tests, custom monitoring)."""
     from accelerate import PartialState
 
     tracker = tracker or Tracker()
@@ -190,7 +134,7 @@ def run_train(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
                 if state.is_main_process:
                     check_free_space(store.root, training_space_needed(plan.model_path, bool(train["merge"])),
                                      f"training {plan.key}")
-                _train(cfg, store, plan, callbacks=callbacks)
+                _train(cfg, store, plan, state, callbacks=callbacks)
             state.wait_for_everyone()
 
     summary = json.loads((store.final / TrainingWorkspace.SUMMARY).read_text())
@@ -202,10 +146,9 @@ def run_train(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
         link_outputs(store.final, out)
         record_artifact(cfg["paths"]["cache_dir"], {
             "fingerprint": plan.key, "experiment": cfg.get("experiment_name"), "method": method_name(cfg),
-            "model": (cfg.get("model") or {}).get("name"), "seed": int(cfg["seed"]),
-            "train": train.get("name"), "run_dir": str(run_dir), "reused": reused,
-            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        })
+            "model": (cfg.get("model") or {}).get("name"), "seed": int(cfg["seed"]), "train": train.get("name"),
+            "run_dir": str(run_dir), "reused": reused,
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
         _log_to_tracker(tracker, summary, plan.name)
     log.info("train: %s (%s) → %s", "reused" if reused else "trained", plan.key, run_dir / "train")
@@ -231,28 +174,21 @@ def build_trainer(cfg: dict[str, Any], plan: TrainingPlan, output_dir: str | Pat
         options.notes.append(f"gradient_checkpointing: {type(model).__name__} does not support it; off")
         log.warning("train option unavailable — %s", options.notes[-1])
         args.gradient_checkpointing = False
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(examples),
-        eval_dataset=Dataset.from_list(plan.eval_examples) if plan.eval_examples else None,
-        processing_class=plan.tokenizer,
-        peft_config=lora_config(train),
-        callbacks=[progress_callback(), *(callbacks or [])],
-    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                         eval_dataset=Dataset.from_list(plan.eval_examples) if plan.eval_examples else None,
+                         processing_class=plan.tokenizer, peft_config=lora_config(train),
+                         callbacks=[progress_callback(), *(callbacks or [])])
     return trainer, options
 
 
 def progress_callback():
     """A ``TrainerCallback`` that logs the total number of optimizer steps when training starts and, at every
     logging step, ``step i/N (p%), elapsed, ETA`` (the trainer's own progress bar is off in non-TTY logs)."""
-    import time as _time
-
     from transformers import TrainerCallback
 
     class StepsAndETA(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            self.start, self.first = _time.perf_counter(), state.global_step
+            self.start, self.first = time.perf_counter(), state.global_step
             log.info("train: %d optimizer steps (%s epoch(s), effective batch %d)%s", state.max_steps,
                      f"{args.num_train_epochs:g}" if args.max_steps <= 0 else "max_steps",
                      args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size),
@@ -263,7 +199,7 @@ def progress_callback():
             if done <= max(self.first, getattr(self, "last", -1)):  # the end-of-training logs repeat the last step
                 return
             self.last = done
-            elapsed = _time.perf_counter() - self.start
+            elapsed = time.perf_counter() - self.start
             eta = elapsed / (done - self.first) * (total - done)
             log.info("train: step %d/%d (%.0f%%), %.0f s elapsed, ETA %.0f s", done, total, 100 * done / total,
                      elapsed, eta)
@@ -271,12 +207,11 @@ def progress_callback():
     return StepsAndETA()
 
 
-def _train(cfg: dict[str, Any], store: TrainingWorkspace, plan: TrainingPlan, *, callbacks: list | None = None) -> None:
-    """Train into the store's partial folder (resuming from its last checkpoint) and commit it."""
-    from accelerate import PartialState
-
+def _train(cfg: dict[str, Any], store: TrainingWorkspace, plan: TrainingPlan, state, *,
+           callbacks: list | None = None) -> None:
+    """Train into the store's partial folder (resuming from its last checkpoint) and commit it; ``state``:
+    accelerate's ``PartialState``."""
     train, model_cfg = cfg["train"], cfg["model"]
-    state = PartialState()
     partial = store.start()
     trainer, options = build_trainer(cfg, plan, store.checkpoints, callbacks=callbacks)
     trainable, total = trainer.model.get_nb_trainable_parameters()
@@ -294,23 +229,20 @@ def _train(cfg: dict[str, Any], store: TrainingWorkspace, plan: TrainingPlan, *,
             merge_adapter(plan.model_path, model_cfg, adapter, partial / "merged", precision=plan.precision,
                           tokenizer=plan.tokenizer)
         tokens = int(trainer.state.num_input_tokens_seen or 0)
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        devices = visible_devices()  # the devices training held: one GPU per process on CUDA, else the CPU host
+        if devices["kind"] == "cuda":
+            devices = {**devices, "count": max(1, int(plan.world))}
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h] or [None]
         summary = {
-            **plan.meta(cfg),
-            "train_loss": result.training_loss,
-            "train_loss_first_logged": losses[0] if losses else None,
-            "train_loss_last_logged": losses[-1] if losses else None,
-            "eval_loss": eval_metrics.get("eval_loss"),
-            "steps": int(trainer.state.global_step),
-            "epochs": float(trainer.state.epoch or 0.0),
-            "tokens_seen": tokens,
+            **plan.meta(cfg), "train_loss": result.training_loss,
+            "train_loss_first_logged": losses[0], "train_loss_last_logged": losses[-1],
+            "eval_loss": eval_metrics.get("eval_loss"), "steps": int(trainer.state.global_step),
+            "epochs": float(trainer.state.epoch or 0.0), "tokens_seen": tokens,
             "tokens_per_s": round((tokens - tokens_before) / wall, 2) if wall > 0 else None,
             "train_wall_time_s": round(wall, 3),
-            "cost": stage_cost(wall, devices=_training_devices(plan.world), tokens=tokens, token_kind="trained"),
-            "resumed_from": str(resume) if resume else None,
-            "skipped_checkpoints": skipped,
-            "trainable_parameters": int(trainable),
-            "total_parameters": int(total),
+            "cost": stage_cost(wall, devices=devices, tokens=tokens, token_kind="trained"),
+            "resumed_from": str(resume) if resume else None, "skipped_checkpoints": skipped,
+            "trainable_parameters": int(trainable), "total_parameters": int(total),
             "options": {"gradient_checkpointing": trainer.args.gradient_checkpointing, "packing": trainer.args.packing,
                         "liger": options.liger, "attn_implementation": options.attn_implementation,
                         "unavailable": options.notes},
@@ -341,7 +273,7 @@ def resume_point(store: TrainingWorkspace, state) -> tuple[Path | None, list[dic
     return resume, skipped
 
 
-def merge_adapter(base_path: str, model_cfg: dict, adapter: Path, out: Path, *, precision: str, tokenizer) -> Path:
+def merge_adapter(base_path: str, model_cfg: dict, adapter: Path, out: Path, *, precision: str, tokenizer) -> None:
     """Base model + LoRA adapter → ``merge_and_unload`` → a plain model folder (with the tokenizer)."""
     import torch
     from peft import PeftModel
@@ -350,24 +282,21 @@ def merge_adapter(base_path: str, model_cfg: dict, adapter: Path, out: Path, *, 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, "auto")
     base = AutoModelForCausalLM.from_pretrained(base_path, revision=model_cfg.get("revision"), dtype=dtype,
                                                 trust_remote_code=bool(model_cfg["trust_remote_code"]))
-    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-    merged.save_pretrained(str(out))
+    PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
-    return out
 
 
 def _tokens_in_checkpoint(checkpoint: Path | None) -> int:
-    if checkpoint is None or not (checkpoint / "trainer_state.json").is_file():
-        return 0
-    return int(json.loads((checkpoint / "trainer_state.json").read_text()).get("num_input_tokens_seen") or 0)
+    state = checkpoint / "trainer_state.json" if checkpoint else None
+    return int(json.loads(state.read_text()).get("num_input_tokens_seen") or 0) if state and state.is_file() else 0
 
 
 def _log_to_tracker(tracker: Tracker, summary: dict, name: str) -> None:
     keys = ("train_loss", "eval_loss", "steps", "tokens_seen", "tokens_per_s", "train_wall_time_s",
             "effective_batch_size", "gradient_accumulation_steps", "world_size", "trainable_parameters", "reused")
-    tracker.log_summary({f"train/{k}": summary.get(k) for k in keys if summary.get(k) is not None})
-    tracker.log_summary({"train/provenance": summary.get("provenance"), "train/cost": summary.get("cost")})
-    tracker.log_summary({"train/fingerprint": summary["fingerprint"], "train/run_name": name,
+    tracker.log_summary({**{f"train/{k}": summary.get(k) for k in keys if summary.get(k) is not None},
+                         "train/provenance": summary.get("provenance"), "train/cost": summary.get("cost"),
+                         "train/fingerprint": summary["fingerprint"], "train/run_name": name,
                          "train/subset_fingerprint": summary["subset_fingerprint"]})
     run = getattr(tracker, "run", None)
     if run is not None:  # W&B: name the run after experiment, method, model size and seed
@@ -380,9 +309,6 @@ def _log_to_tracker(tracker: Tracker, summary: dict, name: str) -> None:
 def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str]:
     """Every problem the train stage would hit, found before the run's first stage: the base model (resolvable;
     in the local cache when offline), the training data when no select stage of this run writes it."""
-    from thtb.data.loaders import data_source_problem, dataset_source
-    from thtb.train.models import resolve_model
-
     problems = []
     try:
         resolve_model(cfg.get("model"), Path(cfg["paths"]["cache_dir"]))
@@ -394,7 +320,6 @@ def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str
         except FileNotFoundError as exc:
             problems.append(f"train: {exc}")
         else:
-            problem = data_source_problem(source)
-            if problem:
+            if problem := data_source_problem(source):
                 problems.append(f"train: train.dataset={source} {problem}")
     return problems
