@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
@@ -23,10 +24,8 @@ OmegaConf.register_new_resolver("thtb_run_suffix", lambda: f"{time.time_ns() // 
                                 use_cache=True, replace=True)
 
 STAGES = {
-    "score": "thtb.stages.score:run_score",
-    "select": "thtb.stages.select:run_select",
-    "train": "thtb.train.stage:run_train",
-    "eval": "thtb.eval.stage:run_eval",
+    "score": "thtb.stages.score:run_score", "select": "thtb.stages.select:run_select",
+    "train": "thtb.train.stage:run_train", "eval": "thtb.eval.stage:run_eval",
     "tables": "thtb.eval.tables_stage:run_tables",
 }
 """Stage name → ``module:function(cfg: dict, run_dir: Path, tracker) -> dict``."""
@@ -37,20 +36,11 @@ class RunCannotStart(RuntimeError):
 
 
 PROJECT_ERRORS = frozenset({
-    "thtb.data.errors.DataError",
-    "thtb.scorers.availability.ScorerUnavailableError",
-    "thtb.scorers.base.DescriptionError",
-    "thtb.cascade.SelectionError",
-    "thtb.calibration.CalibrationError",
-    "thtb.models.smollm2.SmolLM2NotInstalled",
-    "thtb.judge.flow.JudgeStalledError",
-    "thtb.judge.local.ModelLoadError",
-    "thtb.serve.ServerStartError",
-    "thtb.eval.stage.EvalConfigError",
-    "thtb.eval.pairwise.EvaluationError",
-    "thtb.eval.sanity.NotTrainedError",
-    "thtb.eval.exam.ExamFormatError",
-    "thtb.eval.tables.RunLineError",
+    "thtb.data.errors.DataError", "thtb.scorers.availability.ScorerUnavailableError",
+    "thtb.scorers.base.DescriptionError", "thtb.cascade.SelectionError", "thtb.calibration.CalibrationError",
+    "thtb.models.smollm2.SmolLM2NotInstalled", "thtb.judge.flow.JudgeStalledError", "thtb.judge.local.ModelLoadError",
+    "thtb.serve.ServerStartError", "thtb.eval.stage.EvalConfigError", "thtb.eval.pairwise.EvaluationError",
+    "thtb.eval.sanity.NotTrainedError", "thtb.eval.exam.ExamFormatError", "thtb.eval.tables.RunLineError",
 })
 """The project's errors whose message says all a user needs (what, where, the fix): a run stopped by one prints
 that message alone, no traceback (``HYDRA_FULL_ERROR=1`` shows it). Any other exception keeps its traceback."""
@@ -79,21 +69,16 @@ def _stopped(exc: BaseException) -> RunStopped:
 
 def _preflight(names: list[str], cfg: dict, run_dir: Path) -> list[str]:
     """Every listed stage's ``preflight(cfg, run_dir, stages)`` problems, all at once (no model loads)."""
-    import importlib
-
-    problems: list[str] = []
-    for name in dict.fromkeys(names):
-        check = getattr(importlib.import_module(STAGES[name].split(":")[0]), "preflight", None)
-        if check is not None:
-            problems += check(cfg, run_dir, list(names))
-    return problems
+    modules = [importlib.import_module(STAGES[name].split(":")[0]) for name in dict.fromkeys(names)]
+    checks = [module.preflight for module in modules if hasattr(module, "preflight")]
+    return [problem for check in checks for problem in check(cfg, run_dir, list(names))]
 
 
 def _stage(name: str):
     if name not in STAGES:
         raise RunCannotStart(f"unknown stage {name!r} in `stages`; available: {sorted(STAGES)}; nothing has run")
     module, func = STAGES[name].split(":")
-    return getattr(__import__(module, fromlist=[func]), func)
+    return getattr(importlib.import_module(module), func)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -114,13 +99,11 @@ def _run(cfg: DictConfig) -> None:
     for noisy in ("httpx", "httpx2"):  # the openai client's HTTP layer logs every request at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
     container = OmegaConf.to_container(cfg, resolve=True)
-    renamed = pop_deprecated(container)
-    if renamed:
+    if renamed := pop_deprecated(container):
         log.warning("renamed config choices:\n%s", deprecation_message(renamed))
     run_dir = Path(container["paths"]["run_dir"])
     stages = [_stage(name) for name in container["stages"]]  # fail before any work on a typo
-    problems = _preflight(container["stages"], container, run_dir)
-    if problems:
+    if problems := _preflight(container["stages"], container, run_dir):
         raise RunCannotStart(f"{len(problems)} problem(s) found before the first stage; nothing has run:\n  - "
                              + "\n  - ".join(problems))
     report = []

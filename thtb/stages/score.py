@@ -1,14 +1,9 @@
 """The ``score`` stage: a training dataset's THTB score (the paper's Table 3), every sample scored, none dropped.
 
-THTB's three stages (quality, IHS, EHS) score the training dataset (``score.dataset``, else
-``train.dataset``, else this run's ``selection/subset.jsonl``, loaded with :func:`thtb.data.load_records`)
-together with the datasets of ``score.with``, through the same scorers (``reward=``, ``judge=``,
-``embedder=``, ``scoring=``) and the same :class:`~thtb.cascade.Cascade` as the select stage, with every
-stage fraction set to 1. ``thtb_score`` = the mean over samples of the mean of the three normalised stage
-scores, each min–max normalised to [0, 1] **over the pooled scored set** (:mod:`thtb.dataset_score` states
-the reading: the paper says only "mean of its normalised stage scores"). Scores are therefore comparable
-only between datasets scored in the same run: ``score.with`` pools the other datasets for the
-normalisation and the summary reports each one's score — how Table 3's two numbers are reproduced.
+The training dataset (``score.dataset``, else ``train.dataset``, else this run's ``selection/subset.jsonl``) is
+scored with the datasets of ``score.with``, through the select stage's scorers (``reward=``, ``judge=``,
+``embedder=``, ``scoring=``) and :class:`~thtb.cascade.Cascade` with every stage fraction set to 1;
+:mod:`thtb.dataset_score` states the reading of the score and why only datasets pooled in one run compare.
 
 Outputs, under ``<run_dir>/score/``:
 
@@ -29,7 +24,8 @@ from typing import Any
 
 from thtb import __version__
 from thtb.cascade import STAGES
-from thtb.data import load_records
+from thtb.data import load_records, resolve_data_path
+from thtb.data.loaders import dataset_source
 from thtb.fingerprint import fingerprint, ids_digest
 from thtb.methods import selection_provenance
 from thtb.methods.cascade import THTB
@@ -46,9 +42,6 @@ STAGE_VERSION = 1
 
 def score_sources(cfg: dict[str, Any], run_dir: Path) -> list[str]:
     """The scored dataset first (``score.dataset`` / ``train.dataset`` / the run's subset), then ``score.with``."""
-    from thtb.data import resolve_data_path
-    from thtb.data.loaders import dataset_source
-
     sc = cfg.get("score") or {}
     main = resolve_data_path(str(sc["dataset"])) if sc.get("dataset") else dataset_source(cfg, run_dir)
     return [main, *(resolve_data_path(str(p)) for p in (sc.get("with") or []))]
@@ -64,13 +57,10 @@ def run_score(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
     limit = sc.get("limit")
     frames, reports = [], []
     for i, source in enumerate(sources):
-        records, report = load_records(
-            source,
-            format=train.get("dataset_format") if i == 0 and not sc.get("dataset") else None,
-            fidelity=cfg["fidelity"],
-            split=train.get("dataset_split", "train"),
-            limit=limit if limit is not None else (train.get("limit") if i == 0 else None),
-        )
+        fmt = train.get("dataset_format") if i == 0 and not sc.get("dataset") else None
+        records, report = load_records(source, format=fmt, fidelity=cfg["fidelity"],
+                                       split=train.get("dataset_split", "train"),
+                                       limit=limit if limit is not None else (train.get("limit") if i == 0 else None))
         frames.append(records)
         reports.append(report)
     load_s = time.perf_counter() - start
@@ -103,26 +93,15 @@ def run_score(cfg: dict[str, Any], run_dir: Path, tracker: Tracker | None = None
                 for k, (s, r, d) in enumerate(zip(sources, reports, result.datasets, strict=True))]
     main = datasets[0]
     scorer_cfg = {"reward": cfg.get("reward"), "judge": cfg.get("judge"), "embedder": cfg.get("embedder")}
-    cascade = {"fidelity": config.fidelity, "k": config.k, "max_features": config.max_features,
-               "random_state": config.random_state, "ic_round": config.ic_round,
-               "singleton_policy": config.singleton_policy, "zero_row_self_distance": config.zero_row_self_distance,
-               "failure_budget": config.failure_budget}
+    cascade = {k: getattr(config, k) for k in ("fidelity", "k", "max_features", "random_state", "ic_round",
+                                               "singleton_policy", "zero_row_self_distance", "failure_budget")}
     summary = {
-        "thtb_score": main["thtb_score"],
-        "means": main["means"],
-        "n": main["n"],
-        "n_scored": main["n_scored"],
-        "n_failed": main["n_failed"],
-        "source": main["source"],
-        "n_pooled": len(card),
-        "normalize": normalize,
+        **{k: main[k] for k in ("thtb_score", "means", "n", "n_scored", "n_failed", "source")},
+        "n_pooled": len(card), "normalize": normalize,
         "definition": "mean over samples of (q̂ + îhs + êhs) / 3, each stage score min-max normalised over the "
                       "pooled scored set (thtb.dataset_score)" if normalize == "minmax" else
                       "mean over samples of (quality + ihs + ehs) / 3, the cascade's values (thtb.dataset_score)",
-        "datasets": datasets,
-        "cascade": cascade,
-        "scorers": scorer_cfg,
-        "warnings": result.warnings,
+        "datasets": datasets, "cascade": cascade, "scorers": scorer_cfg, "warnings": result.warnings,
         "fingerprint": fingerprint({"version": STAGE_VERSION, "data": [ids_digest(f["id"]) for f in frames],
                                     "cascade": cascade, "normalize": normalize, **scorer_cfg,
                                     **stage_key_inputs("score", scorer_cfg)}),

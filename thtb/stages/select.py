@@ -1,23 +1,15 @@
 """The ``select`` stage: data → the selection method (THTB's cascade or a baseline, :mod:`thtb.methods`) → subset,
 score card, summary, plots (+ W&B).
 
-Outputs, under ``<run_dir>/selection/``:
-
-- ``subset.jsonl``      the selected samples ``{id, query, response}``, best first
-- ``subset_alpaca.json`` / ``subset_messages.jsonl``  the same subset for Alpaca tooling and TRL
-- ``scores.parquet``    one row per input sample: every raw and normalised score, Bloom level,
-  disciplines, cluster, the stage it fell at and why, its rank per stage and overall
-- ``summary.json``      counts per stage (they add up), score statistics, Bloom-level and
-  discipline distributions, per-scorer wall time, the fingerprint
-- ``hist_<score>.png``  each score's distribution with the stage cut-off marked
-
-The folder is also published as a content-addressed artifact (``<cache>/artifacts/select/<fingerprint>/``,
-the fingerprint of the data ids and every config that shapes the subset): a rerun or a sweep job with the
-same fingerprint restores it instead of selecting again (``reuse=false`` forces a fresh selection).
+Outputs ``<run_dir>/selection/{subset.jsonl, subset_alpaca.json, subset_messages.jsonl, scores.parquet,
+summary.json, hist_<score>.png}`` (the README's "What a run writes"), also published as a content-addressed
+artifact (``<cache>/artifacts/select/<fingerprint>/``, :func:`selection_fingerprint`): a rerun or a sweep job with
+the same fingerprint restores it instead of selecting again (``reuse=false`` forces a fresh selection).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -27,11 +19,12 @@ from typing import Any
 
 import pandas as pd
 
-from thtb import __version__
+from thtb import __version__, contamination
 from thtb.artifacts import StageArtifact, copy_outputs
 from thtb.cascade import SelectionError, SelectionResult
 from thtb.cost import stage_cost
 from thtb.data import load_records, resolve_data_path, write_alpaca_json, write_jsonl, write_messages_jsonl
+from thtb.data.loaders import data_source_problem
 from thtb.executor import build_executor, executor_problems
 from thtb.fingerprint import fingerprint, records_digest
 from thtb.io import atomic_write_text, atomic_path
@@ -40,6 +33,7 @@ from thtb.methods import SelectionContext, SelectionMethod, build_method, check_
 from thtb.provenance import environment, stage_key_inputs
 from thtb.report import build_summary, plot_histograms
 from thtb.score_cache import ScoreCache
+from thtb.scorers.availability import OFFLINE_HINT
 from thtb.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -59,19 +53,17 @@ def selection_fingerprint(cfg: dict[str, Any], data_ids: str, method: SelectionM
     method = method or build_method(cfg)
     scorer_cfg = method.scorer_configs(cfg)
     selection = {k: v for k, v in cfg["selection"].items() if k != "plots"}
-    return fingerprint(
-        {"version": STAGE_VERSION, "data": data_ids, "fidelity": cfg.get("fidelity"), "selection": selection,
-         "seed": cfg.get("seed") if method.seeded else None,  # a scored ranking does not change with the seed
-         "scorer_configs": scorer_cfg, "scorers": method.identities(cfg),
-         **stage_key_inputs("select", {"selection": selection, **scorer_cfg}, extra_files=method.key_files())}
-    )
+    return fingerprint({
+        "version": STAGE_VERSION, "data": data_ids, "fidelity": cfg.get("fidelity"), "selection": selection,
+        "seed": cfg.get("seed") if method.seeded else None,  # a scored ranking does not change with the seed
+        "scorer_configs": scorer_cfg, "scorers": method.identities(cfg),
+        **stage_key_inputs("select", {"selection": selection, **scorer_cfg}, extra_files=method.key_files())})
 
 
-def score_cache_key(cfg: dict[str, Any], method: SelectionMethod | None = None) -> str:
+def score_cache_key(cfg: dict[str, Any], method: SelectionMethod) -> str:
     """What the raw scores of a scorer call depend on besides its texts: the method's scorers' configs and identities
     (:meth:`~thtb.methods.SelectionMethod.cache_inputs`), the select stage's code, resources and libraries — not its
     size settings (budget, fractions, stages) nor the data."""
-    method = method or build_method(cfg)
     inputs = method.cache_inputs(cfg)
     return fingerprint({"version": STAGE_VERSION, "fidelity": cfg.get("fidelity"), **inputs,
                         **stage_key_inputs("select", inputs["configs"], extra_files=method.key_files())})
@@ -117,51 +109,36 @@ def _run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker, executor: 
     result = select(pool, cfg, executor=executor, cache=cache, method=method)
     result.timings["load"] = load_s
     if not result.selected_ids:  # written for inspection (the score card says why), never published as a result
-        summary, _, _ = _write_outputs(out, pool, report, result, cfg, fp, start, method)
+        summary, _ = _write_outputs(out, pool, report, result, cfg, fp, start, method)
         summary.update(reused=False, artifact=None, error="nothing selected")
         _write_summary(out / "summary.json", summary)
-        raise SelectionError(
-            f"the selection kept 0 of {len(pool)} samples ({' → '.join(str(v) for v in result.counts.values())}; "
-            f"{sum(len(v) for v in result.failures.values())} failed): nothing to train on. The score card and "
-            f"summary are in {out} (not stored as a result)"
-        )
+        raise SelectionError(f"the selection kept 0 of {len(pool)} samples ("
+                             f"{' → '.join(str(v) for v in result.counts.values())}; "
+                             f"{sum(len(v) for v in result.failures.values())} failed): nothing to train on. The "
+                             f"score card and summary are in {out} (not stored as a result)")
 
     work = artifact.staging()  # written by this process only, then published whole
     try:
-        summary, card, plots = _write_outputs(work, pool, report, result, cfg, fp, start, method)
+        summary, plots = _write_outputs(work, pool, report, result, cfg, fp, start, method)
         summary.update(reused=False, artifact=str(artifact.path))
         _write_summary(work / "summary.json", summary)
         copy_outputs(work, out)  # the run directory gets exactly what this process computed
         artifact.publish(work, {"n_input": summary["n_input"], "n_selected": summary["n_selected"],
-                                "method": method.name, "thtb_version": __version__,
-                                "data": data_fp})
+                                "method": method.name, "thtb_version": __version__, "data": data_fp})
     finally:
         shutil.rmtree(work, ignore_errors=True)  # gone after a publish; removed after a failure
-    plots = [out / p.name for p in plots]
-    _log_to_tracker(tracker, summary, card, plots, pool)
-    log.info(
-        "selected %d of %d (%s) in %.1f s → %s",
-        summary["n_selected"],
-        summary["n_input"],
-        " → ".join(str(v) for v in result.counts.values()),
-        summary["timings_s"]["total"],
-        out,
-    )
+    _log_to_tracker(tracker, summary, result.card, [out / p.name for p in plots], pool)
+    log.info("selected %d of %d (%s) in %.1f s → %s", summary["n_selected"], summary["n_input"],
+             " → ".join(str(v) for v in result.counts.values()), summary["timings_s"]["total"], out)
     return summary
 
 
 def _load(cfg: dict[str, Any]) -> tuple[pd.DataFrame, Any]:
     """``data.*`` → the records frame and its load report."""
     data = cfg["data"]
-    return load_records(
-        resolve_data_path(str(data["path"])),
-        format=data.get("format"),
-        fidelity=cfg["fidelity"],
-        split=data.get("split", "train"),
-        drop_empty=bool(data.get("drop_empty", False)),
-        dedupe=bool(data.get("dedupe", False)),
-        limit=data.get("limit"),
-    )
+    return load_records(resolve_data_path(str(data["path"])), format=data.get("format"), fidelity=cfg["fidelity"],
+                        split=data.get("split", "train"), drop_empty=bool(data.get("drop_empty", False)),
+                        dedupe=bool(data.get("dedupe", False)), limit=data.get("limit"))
 
 
 def load_pool(cfg: dict[str, Any], executor: Any) -> tuple[Any, Any, str]:
@@ -189,54 +166,38 @@ def _write_summary(path: Path, summary: dict[str, Any]) -> None:
 
 
 def _write_outputs(out: Path, pool: Any, report: Any, result: SelectionResult, cfg: dict[str, Any],
-                   fp: str, start: float, method: SelectionMethod) -> tuple[dict, pd.DataFrame, list[Path]]:
-    """The subset files, the score card, the plots and the summary, written into ``out``; returns the score card
-    without its texts."""
-    positions = pd.Index(result.card["id"]).get_indexer(result.selected_ids)
-    subset = pool.frame(result.card["row"].to_numpy()[positions])
+                   fp: str, start: float, method: SelectionMethod) -> tuple[dict, list[Path]]:
+    """The subset files, the score card and the plots written into ``out``; returns the summary and the plots."""
+    rows = result.card["row"].to_numpy()[pd.Index(result.card["id"]).get_indexer(result.selected_ids)]
+    subset = pool.frame(rows)
     write_jsonl(subset, out / "subset.jsonl")
     write_alpaca_json(subset, out / "subset_alpaca.json")
     write_messages_jsonl(subset, out / "subset_messages.jsonl")
     write_score_card(result, pool, out / "scores.parquet")
-    card = result.card
-    labels = pool.column(LABEL_COLUMN)
-    summary = build_summary(result, fingerprint=fp, load_report=_jsonable(report), labels=labels)
+    report = dataclasses.asdict(report) if dataclasses.is_dataclass(report) else report
+    summary = build_summary(result, fingerprint=fp, load_report=report, labels=pool.column(LABEL_COLUMN))
     summary["timings_s"]["total"] = round(time.perf_counter() - start, 3)
     summary["cost"] = stage_cost(summary["timings_s"]["total"], judge=(summary.get("scorers") or {}).get("judge"),
                                  executor=(cfg.get("executor") or {}).get("name", "local"))
     summary["thtb_version"] = __version__
     summary["provenance"] = {"selection": selection_provenance(cfg, fp, method), **environment()}
-    summary["contamination"] = _contamination(cfg, pool, result.card["row"].to_numpy()[positions])
+    summary["contamination"] = _contamination(cfg, pool, rows)
     plots = plot_histograms(result, out) if method.plots else []
-    return summary, card, plots
+    return summary, plots
 
 
 def _contamination(cfg: dict[str, Any], pool: Any, rows: Any) -> dict[str, Any]:
     """The subset's overlap with the evaluation sets of ``cfg.contamination`` (:mod:`thtb.contamination`)."""
-    from thtb.contamination import check
-
     spec = cfg.get("contamination") or {}
-    return check(pool, rows, spec.get("sets") or {}, ngram=int(spec.get("ngram", 13)),
+    return contamination.check(pool, rows, spec.get("sets") or {}, ngram=int(spec.get("ngram", 13)),
                  min_tokens=int(spec.get("min_tokens", 8)))
 
 
-def select(records: pd.DataFrame | Any, cfg: dict[str, Any], executor: Any = None,
-           cache: ScoreCache | None = None, method: SelectionMethod | None = None) -> SelectionResult:
-    """The selection method of ``cfg.selection`` (:mod:`thtb.methods`; default: built here) over ``records`` (a records
-    frame or a pool, :mod:`thtb.pool`), keeping ``method.n_select(len(pool))`` rows. ``executor``: where its
-    scorers run (started by the caller; default: ``cfg.executor``, started and closed here); ``cache``: the score
-    cache (default: none)."""
-    pool = records if hasattr(records, "texts") else FramePool(records)
-    method = method or build_method(cfg)
-    if executor is None:
-        executor = build_executor(cfg, factory=method.build_scorer)
-        executor.start()
-        try:
-            return select(pool, cfg, executor, cache, method)
-        finally:
-            executor.close()
-    unused = executor.unused_roles(method.roles)
-    if unused:
+def select(pool: Any, cfg: dict[str, Any], executor: Any, cache: ScoreCache | None,
+           method: SelectionMethod) -> SelectionResult:
+    """The selection ``method`` over ``pool`` (:mod:`thtb.pool`), keeping ``method.n_select(len(pool))`` rows, its
+    scorers run by ``executor`` (started by the caller), with the score ``cache`` (``None``: none)."""
+    if unused := executor.unused_roles(method.roles):
         log.info("select: executor.scorers configures %s, which selection %s does not use (its scorer roles: %s)",
                  unused, method.name, list(method.roles) or "none")
     context = SelectionContext(cfg=cfg, seed=int(cfg["seed"]), fidelity=str(cfg["fidelity"]), executor=executor,
@@ -257,7 +218,7 @@ def select(records: pd.DataFrame | Any, cfg: dict[str, Any], executor: Any = Non
     return result
 
 
-def write_score_card(result: SelectionResult, pool: Any, path: Path) -> Path:
+def write_score_card(result: SelectionResult, pool: Any, path: Path) -> None:
     """``scores.parquet``: the score card with each sample's query and response beside its id (for inspection;
     list columns stay lists). The texts go from the pool to the file as Arrow arrays (a pool file's are views of
     the mapped file), never as Python strings."""
@@ -269,12 +230,10 @@ def write_score_card(result: SelectionResult, pool: Any, path: Path) -> Path:
     table = table.add_column(2, "query", texts["query"]).add_column(3, "response", texts["response"])
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-    return path
 
 
 def _log_to_tracker(tracker: Tracker, summary: dict, card: pd.DataFrame, plots: list[Path], pool: Any) -> None:
-    counts = summary["counts"]
-    tracker.log_metrics({f"count/{k}": v for k, v in counts.items()}, prefix="select/")
+    tracker.log_metrics({f"count/{k}": v for k, v in summary["counts"].items()}, prefix="select/")
     tracker.log_metrics({f"time/{k}": v for k, v in summary["timings_s"].items()}, prefix="select/")
     for col in ("quality_raw", "bloom", "ic", "ihs", "irei", "sc", "ehs"):
         if col in card:
@@ -293,29 +252,15 @@ def _log_to_tracker(tracker: Tracker, summary: dict, card: pd.DataFrame, plots: 
         tracker.log_summary({"select/bloom_accuracy": summary["bloom_accuracy"]["accuracy"]})
 
 
-def _jsonable(obj: Any) -> Any:
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
-    return obj
-
-
 def preflight(cfg: dict[str, Any], run_dir: Path, stages: list[str]) -> list[str]:
-    """Every problem the select stage would hit, found before the run's first stage without loading a model:
-    its data source (:func:`~thtb.data.loaders.data_source_problem`: a missing file, a hub dataset that cannot
-    be downloaded and is not cached) and every scorer its selection uses that cannot run here
-    (its method's :meth:`~thtb.methods.SelectionMethod.problems`: a model neither local nor cached when offline, a judge
-    server that does not answer within a few seconds) and ``executor=ray`` without Ray or with an address nobody
-    answers at (:func:`~thtb.executor.executor_problems`). Missing scorers are no problem when a finished selection
-    of this very config and data is there to reuse (``reuse=true``); only then is the data read here."""
-    from thtb.data.loaders import data_source_problem
-    from thtb.scorers.availability import OFFLINE_HINT
-
+    """Every problem the select stage would hit, found before the run's first stage without loading a model: its
+    data source (:func:`~thtb.data.loaders.data_source_problem`), every scorer its selection uses that cannot run
+    here (:meth:`~thtb.methods.SelectionMethod.problems`), Ray's (:func:`~thtb.executor.executor_problems`).
+    Missing scorers are no problem when a finished selection of this very config and data is there to reuse
+    (``reuse=true``); only then is the data read here."""
     problems: list[str] = []
     path = cfg["data"]["path"]
-    data_why = data_source_problem(resolve_data_path(str(path)))
-    if data_why:
+    if data_why := data_source_problem(resolve_data_path(str(path))):
         problems.append(f"select: data.path={path} {data_why}")
     try:
         method = build_method(cfg)
