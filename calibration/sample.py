@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from thtb.calibration import pair_digest  # noqa: E402 - the checkout's thtb, whether installed or not
 from thtb.scorers.base import BLOOM_BANDS  # noqa: E402
+
 DEFAULT_ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_data.json"
 SAMPLE = HERE / "sample.jsonl"
 LABELS = HERE / "labels"
@@ -37,11 +38,18 @@ SEED = 20261130
 N_SAMPLE = 1540
 TEST_FRACTION = 0.35
 N_BATCHES = 7
+
+
 def load_alpaca(path: Path) -> list[dict]:
     rows = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(rows, list):
         raise SystemExit(f"{path}: expected a JSON list of Alpaca rows")
     return rows
+
+
+def _digest(row: dict) -> str:
+    """The pair's digest (:func:`thtb.calibration.pair_digest`), which the sample file holds."""
+    return pair_digest(row.get("instruction", ""), row.get("input", ""), row.get("output", ""))
 
 
 def project_ids(path: Path) -> list[str]:
@@ -65,9 +73,7 @@ def allocate(sizes: np.ndarray, n: int) -> np.ndarray:
     """Proportional allocation of ``n`` over strata of ``sizes`` by largest remainders (ties: lower stratum)."""
     exact = sizes / sizes.sum() * n
     base = np.floor(exact).astype(int)
-    order = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - base[i]), i))
-    for i in order[: n - base.sum()]:
-        base[i] += 1
+    base[np.argsort(-(exact - base), kind="stable")[: n - base.sum()]] += 1  # stable: ties go to the lower stratum
     return base
 
 
@@ -76,25 +82,15 @@ def draw(alpaca: Path) -> list[dict]:
     ids = project_ids(alpaca)
     stratum = strata(rows)
     rng = np.random.default_rng(SEED)
-    sizes = np.bincount(stratum, minlength=8)
-    take = allocate(sizes, N_SAMPLE)
+    take = allocate(np.bincount(stratum, minlength=8), N_SAMPLE)
     picked = []
     for s in range(8):
-        members = np.flatnonzero(stratum == s)
-        chosen = rng.choice(members, size=take[s], replace=False)
+        chosen = rng.choice(np.flatnonzero(stratum == s), size=take[s], replace=False)
         n_test = int(round(TEST_FRACTION * take[s]))
-        order = rng.permutation(len(chosen))
-        for rank, j in enumerate(order):
-            row = int(chosen[j])
-            picked.append({"row": row, "stratum": int(s), "split": "test" if rank < n_test else "train"})
-    batch_order = rng.permutation(len(picked))
-    out = []
-    for position, j in enumerate(batch_order):
-        p = picked[int(j)]
-        r = rows[p["row"]]
-        out.append({"row": p["row"], "id": ids[p["row"]], "split": p["split"], "stratum": p["stratum"],
-                    "batch": position // (N_SAMPLE // N_BATCHES) + 1,
-                    "digest": pair_digest(r.get("instruction", ""), r.get("input", ""), r.get("output", ""))})
+        picked += [{"row": int(chosen[j]), "stratum": int(s), "split": "test" if rank < n_test else "train"}
+                   for rank, j in enumerate(rng.permutation(len(chosen)))]
+    out = [{**picked[j], "id": ids[picked[j]["row"]], "batch": position // (N_SAMPLE // N_BATCHES) + 1,
+            "digest": _digest(rows[picked[j]["row"]])} for position, j in enumerate(rng.permutation(len(picked)))]
     out.sort(key=lambda d: (d["batch"], d["row"]))
     return out
 
@@ -109,7 +105,7 @@ def show(alpaca: Path, batch: int, start: int = 0, count: int | None = None) -> 
     items = [item for item in read_sample() if item["batch"] == batch]
     for position, item in enumerate(items[start: None if count is None else start + count], start):
         r = rows[item["row"]]
-        if pair_digest(r.get("instruction", ""), r.get("input", ""), r.get("output", "")) != item["digest"]:
+        if _digest(r) != item["digest"]:
             raise SystemExit(f"{alpaca} row {item['row']}: text differs from the digest in {SAMPLE.name}")
         print(f"=== [{position}] row {item['row']}  id {item['id']}")
         print(f"[instruction]\n{r.get('instruction', '')}")
