@@ -2,20 +2,12 @@
 
 Sections (``--only``):
 
-* ``vllm`` — the judge client against a real vLLM server (``thtb.serve``, SmolLM2-135M-Instruct): its
-  requests/s vs the server's own ceiling on the same prompts (a raw async loop at its best concurrency),
-  and, with every send timing out, how many requests a run sends (≤ distinct × max_attempts) and whether
-  vLLM is still generating cancelled ones; the server's KV cache and the peak memory of its whole process
-  tree (API server, EngineCore, worker) over the run (see :func:`bench_vllm`).
-
-* ``vllm2`` — the judge over two vLLM servers (``judge.base_url`` a list; ``thtb.serve``'s defaults, SmolLM2) vs
-  their joint ceiling: a raw async loop with as many workers per server, pulling from one queue, in the same run;
-  the judge's requests/s as a share of it, and how its sends split between the servers.
-
+* ``vllm`` — the judge client against a real vLLM server (``thtb.serve``, SmolLM2-135M-Instruct) vs the server's
+  own ceiling, the requests a run sends when every send times out, the server's memory (:func:`bench_vllm`).
+* ``vllm2`` — the judge over two vLLM servers (``judge.base_url`` a list) vs their joint ceiling, and how its sends
+  split between the servers (:func:`bench_vllm2`).
 * ``demo`` — the served-judge demo (``run.py +experiment=demo stages=[select] scoring=served``) against
-  ``python -m thtb.serve --model smollm2``'s defaults (vLLM): the server tree's resident memory ready and at its
-  peak over the whole demo (PSS), where the model runs (``executor``), the demo's wall time and judge requests.
-
+  ``python -m thtb.serve --model smollm2``'s defaults (vLLM): memory, wall time, judge requests (:func:`bench_demo`).
 * ``served`` — requests/s and mean latency through :class:`~thtb.judge.client.OpenAIJudge` against a
   local ``transformers serve`` SmolLM2-135M-Instruct server: concurrency 1 (the authors' sequential
   loop) vs concurrency 8, N distinct DISCIPLINES prompts from ``thtb/resources/demo.jsonl``
@@ -43,16 +35,19 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import io
 import json
 import os
 import pstats
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import httpx
+import openai
 
 for _k, _v in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("WANDB_MODE", "disabled")):
     os.environ.setdefault(_k, _v)
@@ -61,16 +56,17 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from thtb.io import read_jsonl  # noqa: E402
 from thtb.judge.cache import CacheRecord, RequestCache  # noqa: E402
 from thtb.judge.client import OpenAIJudge  # noqa: E402
+from thtb.judge.flow import JudgeStalledError  # noqa: E402
 from thtb.judge.local import HFJudge  # noqa: E402
-from thtb.io import read_jsonl  # noqa: E402
-from thtb.judge.prompts import DISCIPLINES  # noqa: E402
+from thtb.judge.prompts import BLOOM, DISCIPLINES  # noqa: E402
+from thtb.serve import PeakMemory, ServedModel, serving_available  # noqa: E402
 
 DEMO = REPO / "thtb" / "resources" / "demo.jsonl"
 
 
-# --------------------------------------------------------------------------- helpers
 def demo_items(n: int) -> list[dict]:
     """The first ``n`` distinct queries (instruction + input) of the packaged demo file."""
     queries = [r.get("instruction", "").strip() + (f"\n\n{r['input'].strip()}" if r.get("input") else "")
@@ -78,12 +74,14 @@ def demo_items(n: int) -> list[dict]:
     return [{"query": q} for q in list(dict.fromkeys(q for q in queries if q))[:n]]
 
 
-# --------------------------------------------------------------------------- served
-def bench_served(n: int = 24, concurrencies=(1, 8), max_tokens: int = 32, modes=(False, True)) -> None:
-    from thtb.serve import ServedModel, serving_available
+def _timed(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), the seconds it took)``."""
+    t0 = time.perf_counter()
+    return fn(*args, **kwargs), time.perf_counter() - t0
 
-    reason = serving_available("transformers")
-    if reason:
+
+def bench_served(n: int = 24, concurrencies=(1, 8), max_tokens: int = 32, modes=(False, True)) -> None:
+    if reason := serving_available("transformers"):
         print(f"served: skipped ({reason})")
         return
     items = demo_items(n)
@@ -105,42 +103,32 @@ def bench_served(n: int = 24, concurrencies=(1, 8), max_tokens: int = 32, modes=
                 with tempfile.TemporaryDirectory() as tmp:
                     judge = OpenAIJudge(server.model, server.base_url, concurrency=conc,
                                         cache=Path(tmp) / "cache.sqlite", **kw)
-                    t0 = time.perf_counter()
-                    results = judge.run(DISCIPLINES, items)
-                    wall = time.perf_counter() - t0
+                    results, wall = _timed(judge.run, DISCIPLINES, items)
                     judge.cache.close()
                 st = judge.stats()
                 lat = [r.latency_s for r in results if r.latency_s > 0]
                 mean_lat = sum(lat) / len(lat) if lat else float("nan")
                 ok = sum(r.ok for r in results)
-                print(
-                    f"served {label} concurrency={conc}: {len(items)} req in {wall:.2f} s = "
-                    f"{len(items) / wall:.2f} req/s, mean latency {mean_lat * 1000:.0f} ms "
-                    f"(calls {st['calls']}, cache_hits {st['cache_hits']}, parsed {ok}/{len(items)}, "
-                    f"transport_failures {st['transport_failures']}, completion_tokens {st['completion_tokens']})"
-                )
+                print(f"served {label} concurrency={conc}: {len(items)} req in {wall:.2f} s = "
+                      f"{len(items) / wall:.2f} req/s, mean latency {mean_lat * 1000:.0f} ms "
+                      f"(calls {st['calls']}, cache_hits {st['cache_hits']}, parsed {ok}/{len(items)}, "
+                      f"transport_failures {st['transport_failures']}, completion_tokens {st['completion_tokens']})")
         finally:
             server.stop()
 
 
-# --------------------------------------------------------------------------- vllm (served)
 def _raw_loop(base_url: str | list[str], model: str, convs: list, params: dict, concurrency: int) -> tuple[float, int]:
     """The servers' ceiling: a bare AsyncOpenAI loop (no cache, no parsing), ``concurrency`` workers per server
     pulling the next prompt from one shared queue (several servers: their joint ceiling); (wall s, tokens)."""
-    import openai
-
     urls = [base_url] if isinstance(base_url, str) else list(base_url)
 
     async def go() -> tuple[float, int]:
         clients = [openai.AsyncOpenAI(base_url=u, api_key="EMPTY", max_retries=0, timeout=600) for u in urls]
-        queue: asyncio.Queue = asyncio.Queue()
-        for c in convs:
-            queue.put_nowait(c)
+        pending = iter(convs)  # one queue for every worker: each pulls the next prompt when it is free
         tokens: list[int] = []
 
         async def worker(client) -> None:
-            while not queue.empty():
-                messages = queue.get_nowait()
+            for messages in pending:
                 r = await client.chat.completions.create(model=model, messages=messages, **params)
                 tokens.append(r.usage.completion_tokens)
 
@@ -156,10 +144,7 @@ def _raw_loop(base_url: str | list[str], model: str, convs: list, params: dict, 
 
 def _vllm_prompts(section: str, n: int, max_tokens: int) -> tuple[list, dict, list] | None:
     """(items, decoding params, conversations) of ``n`` DISCIPLINES prompts, or ``None`` (said) without vLLM."""
-    from thtb.serve import serving_available
-
-    reason = serving_available("vllm")
-    if reason:
+    if reason := serving_available("vllm"):
         print(f"{section}: skipped ({reason})")
         return None
     items = demo_items(n)
@@ -182,10 +167,6 @@ def bench_vllm(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8, 16, 32), 
     requests 2 s after the stop (cancelled sends are aborted). Memory: the server tree's resident memory when
     ready and its peak over the whole run (:class:`thtb.serve.PeakMemory`: PSS, shared pages split between the
     processes, and RSS summed per process)."""
-    from thtb.judge.flow import JudgeStalledError
-    from thtb.judge.prompts import BLOOM
-    from thtb.serve import PeakMemory, ServedModel
-
     prompts = _vllm_prompts("vllm", n, max_tokens)
     if prompts is None:
         return
@@ -207,13 +188,11 @@ def bench_vllm(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8, 16, 32), 
         conc = best[1]
         judge = OpenAIJudge(server.model, server.base_url, concurrency=conc, cache=None, decoding={"max_tokens": max_tokens},
                             max_attempts=1, progress=False)
-        t0 = time.perf_counter()  # one-time set-up, like the raw loop's warm-up: the context check's tokenizer
-        judge.run(DISCIPLINES, [{"query": "Warm-up: what is 2 + 2?"}])  # and /v1/models, looked up once per judge
-        print(f"vllm judge set-up (tokenizer + /v1/models + one request): {time.perf_counter() - t0:.2f} s")
+        # one-time set-up, like the raw loop's warm-up: the context check's tokenizer and /v1/models, once per judge
+        _, setup = _timed(judge.run, DISCIPLINES, [{"query": "Warm-up: what is 2 + 2?"}])
+        print(f"vllm judge set-up (tokenizer + /v1/models + one request): {setup:.2f} s")
         calls0, toks0 = judge.stats()["calls"], judge.stats()["completion_tokens"]
-        t0 = time.perf_counter()
-        results = judge.run(DISCIPLINES, items)
-        jwall = time.perf_counter() - t0
+        results, jwall = _timed(judge.run, DISCIPLINES, items)
         st = judge.stats()
         st["calls"] -= calls0
         st["completion_tokens"] -= toks0
@@ -231,7 +210,6 @@ def bench_vllm(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8, 16, 32), 
                                 cache=Path(tmp) / "storm.sqlite", decoding={"max_tokens": 512, "temperature": 0.0},
                                 context_len=0, progress=False)
             t0 = time.perf_counter()
-            outcome = "finished"
             try:
                 out = judge.run(BLOOM, storm)
                 outcome = f"finished ({sum(r.ok for r in out)} answered)"
@@ -252,20 +230,15 @@ def bench_vllm(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8, 16, 32), 
           f"{_gib(ready['rss'])}, peak {_gib(peak['rss'])})")
 
 
-# --------------------------------------------------------------------------- vllm2 (two servers)
 def bench_vllm2(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8)) -> None:
-    """OpenAIJudge over two vLLM servers vs the two servers' joint ceiling on the same prompts (one run): the best
-    raw loop over ``concurrencies`` (workers per server), the judge at that concurrency per server, the raw loop
-    again; ratio = judge / mean(raw best, raw again)."""
-    from contextlib import ExitStack
-
-    from thtb.serve import ServedModel
-
+    """OpenAIJudge over two vLLM servers (``thtb.serve``'s defaults, SmolLM2) vs their joint ceiling on the same
+    prompts (one run): the best raw loop over ``concurrencies`` (workers per server, pulling from one queue), the
+    judge at that concurrency per server, the raw loop again; ratio = judge / mean(raw best, raw again)."""
     prompts = _vllm_prompts("vllm2", n, max_tokens)
     if prompts is None:
         return
     items, params, convs = prompts
-    with ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         servers = [stack.enter_context(ServedModel("smollm2", engine="vllm", env={"VLLM_CPU_KVCACHE_SPACE": ""},
                                                    extra_args=["--no-enable-prefix-caching"])) for _ in range(2)]
         urls = [s.base_url for s in servers]
@@ -285,9 +258,7 @@ def bench_vllm2(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8)) -> None
                             max_attempts=1, progress=False)
         judge.run(DISCIPLINES, [{"query": "Warm-up: what is 2 + 2?"}])  # tokenizer + /v1/models, once per judge
         calls0 = dict(judge.stats()["server_calls"])
-        t0 = time.perf_counter()
-        results = judge.run(DISCIPLINES, items)
-        jwall = time.perf_counter() - t0
+        results, jwall = _timed(judge.run, DISCIPLINES, items)
         split = [judge.stats()["server_calls"][u] - calls0[u] for u in urls]
         again, _ = _raw_loop(urls, model, convs, params, conc)
     ceiling = (best[0] + n / again) / 2
@@ -296,17 +267,11 @@ def bench_vllm2(n: int = 64, max_tokens: int = 64, concurrencies=(4, 8)) -> None
           f"raw again {n / again:.2f}): **{100 * n / jwall / ceiling:.0f}%** (goal ≥ 90%)")
 
 
-# --------------------------------------------------------------------------- demo (served judge, vLLM)
 def bench_demo() -> None:
     """The served-judge demo against the project's vLLM server as ``python -m thtb.serve --model smollm2`` starts
     it (no option given): the server tree's PSS when ready and its peak while the demo runs (sampled every 0.2 s),
-    the demo's wall time, judge requests and whether it selected."""
-    import subprocess
-
-    from thtb.serve import PeakMemory, ServedModel, serving_available
-
-    reason = serving_available("vllm")
-    if reason:
+    where the model runs (``executor``), the demo's wall time, judge requests and whether it selected."""
+    if reason := serving_available("vllm"):
         print(f"demo: skipped ({reason})")
         return
     env = {"VLLM_CPU_KVCACHE_SPACE": ""}  # the server's own sizing, as the CLI does without the variable
@@ -314,13 +279,12 @@ def bench_demo() -> None:
         info = server.info()
         with PeakMemory(server.pid, interval_s=0.2) as memory:
             ready = memory.sample()
-            t0 = time.perf_counter()
-            proc = subprocess.run(
+            proc, wall = _timed(
+                subprocess.run,
                 [sys.executable, str(REPO / "run.py"), "+experiment=demo", "stages=[select]", "scoring=served",
                  f"judge.base_url={server.base_url}", f"judge.model={server.model}", f"judge.cache={tmp}/judge.sqlite",
                  "judge.failure_budget=1000", "reuse=false", f"hydra.run.dir={tmp}/run", f"paths.cache_dir={tmp}/cache"],
                 capture_output=True, text=True, cwd=REPO)
-            wall = time.perf_counter() - t0
         peak = memory.peak
         if proc.returncode != 0:
             print(f"demo: run.py exited {proc.returncode}:\n{proc.stderr[-2000:]}")
@@ -335,90 +299,62 @@ def bench_demo() -> None:
           f"summed per process: ready {_gib(ready['rss'])}, peak {_gib(peak['rss'])})")
 
 
-# --------------------------------------------------------------------------- hf (in-process)
 def bench_hf(n: int = 24, batch_sizes=(1, 8), max_tokens: int = 32, model: str = "smollm2",
              device: str = "auto") -> None:
     items = demo_items(n)
     judge = HFJudge(model, device=device, batch_size=1, decoding={"max_tokens": max_tokens}, max_attempts=1,
                     progress=False)
-    t0 = time.perf_counter()
-    _, loaded = judge._load()
-    print(f"hf: {model} loaded on {loaded.device} ({loaded.dtype}) in {time.perf_counter() - t0:.1f} s")
+    (_, loaded), load_s = _timed(judge._load)
+    print(f"hf: {model} loaded on {loaded.device} ({loaded.dtype}) in {load_s:.1f} s")
     judge.run(DISCIPLINES, [{"query": "Warm-up: what is 2 + 2?"}])
     for bs in batch_sizes:
         judge.batch_size = bs
-        before = judge.stats()
-        t0 = time.perf_counter()
-        results = judge.run(DISCIPLINES, items)
-        wall = time.perf_counter() - t0
-        st = judge.stats()
-        ctok = st["completion_tokens"] - before["completion_tokens"]
+        before = judge.stats()["completion_tokens"]
+        results, wall = _timed(judge.run, DISCIPLINES, items)
+        ctok = judge.stats()["completion_tokens"] - before
         ok = sum(r.ok for r in results)
         print(f"hf batch_size={bs}: {len(items)} req in {wall:.2f} s = {len(items) / wall:.2f} req/s, "
               f"{ctok / wall:.0f} generated tok/s (parsed {ok}/{len(items)})")
 
 
-# --------------------------------------------------------------------------- replay
 def bench_replay(n: int = 10_000, profile: bool = False, top: int = 25) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = RequestCache(Path(tmp) / "replay.sqlite")
-        judge = OpenAIJudge(
-            "synthetic-model", "http://127.0.0.1:9/v1", concurrency=8, cache=cache, progress=False,
-        )
+        judge = OpenAIJudge("synthetic-model", "http://127.0.0.1:9/v1", concurrency=8, cache=cache, progress=False)
         items = [{"query": f"Synthetic question number {i}: explain topic {i % 97} in detail."} for i in range(n)]
         t0 = time.perf_counter()
-        for i, item in enumerate(items):
-            cache.put(
-                judge.key(DISCIPLINES, item),
-                CacheRecord(
-                    raw="physics, mathematics", parsed=["physics", "mathematics"], latency_s=0.5,
-                    prompt_tokens=100, completion_tokens=5, model=judge.model, template=DISCIPLINES.id,
-                ),
-            )
+        for item in items:
+            cache.put(judge.key(DISCIPLINES, item),
+                      CacheRecord(raw="physics, mathematics", parsed=["physics", "mathematics"], latency_s=0.5,
+                                  prompt_tokens=100, completion_tokens=5, model=judge.model, template=DISCIPLINES.id))
         fill = time.perf_counter() - t0
         print(f"replay: filled {len(cache):,} records in {fill:.2f} s (one commit per put, not counted)")
 
         prof = cProfile.Profile() if profile else None
         t0 = time.perf_counter()
-        if prof is not None:
-            prof.enable()
-        results = judge.run(DISCIPLINES, items)
-        if prof is not None:
-            prof.disable()
+        with prof or contextlib.nullcontext():  # a Profile is a context manager: enabled inside, disabled after
+            results = judge.run(DISCIPLINES, items)
         wall = time.perf_counter() - t0
         st = judge.stats()
         hits = sum(r.from_cache for r in results)
-        print(
-            f"replay: run() over {n:,} cached items in {wall:.2f} s ({wall / n * 1e6:.0f} us/item; "
-            f"calls {st['calls']}, cache_hits {st['cache_hits']}, from_cache {hits}/{n})"
-            + (" [under cProfile]" if profile else "")
-        )
+        print(f"replay: run() over {n:,} cached items in {wall:.2f} s ({wall / n * 1e6:.0f} us/item; "
+              f"calls {st['calls']}, cache_hits {st['cache_hits']}, from_cache {hits}/{n})"
+              + (" [under cProfile]" if profile else ""))
         # Break-down without the event loop: key computation and cache lookups alone.
-        t0 = time.perf_counter()
-        keys = [judge.key(DISCIPLINES, it) for it in items]
-        t_keys = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for k in keys:
-            cache.get(k)
-        t_get = time.perf_counter() - t0
+        keys, t_keys = _timed(lambda: [judge.key(DISCIPLINES, it) for it in items])
+        _, t_get = _timed(lambda: [cache.get(k) for k in keys])
         print(f"replay: keys alone {t_keys:.2f} s, cache.get alone {t_get:.2f} s ({t_get / n * 1e6:.0f} us/get)")
         for order in ("cumulative", "tottime") if prof is not None else ():
-            s = io.StringIO()
-            pstats.Stats(prof, stream=s).sort_stats(order).print_stats(top)
             print(f"replay profile ({order}):")
-            print(s.getvalue())
+            pstats.Stats(prof, stream=sys.stdout).sort_stats(order).print_stats(top)
+            print()
         cache.close()
 
 
-# --------------------------------------------------------------------------- overhead
 _CANNED = {
-    "id": "chatcmpl-bench",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "canned",
-    "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "physics, mathematics"}, "finish_reason": "stop"}
-    ],
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "canned",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "physics, mathematics"},
+                 "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
 }
 
@@ -459,15 +395,12 @@ def _canned_server():
 
 
 def bench_overhead(n: int = 500, repeats: int = 3) -> None:
-    import httpx
-
     items = [{"query": f"Overhead probe {i}: what field studies topic {i}?"} for i in range(n)]
     with _canned_server() as base_url:
         url = f"{base_url}/chat/completions"
         judge0 = OpenAIJudge("canned", base_url, concurrency=1, cache=None, progress=False)
-        payloads = [
-            {"model": "canned", "messages": DISCIPLINES.messages(it), **judge0.params(DISCIPLINES)} for it in items
-        ]
+        payloads = [{"model": "canned", "messages": DISCIPLINES.messages(it), **judge0.params(DISCIPLINES)}
+                    for it in items]
         raw_ms, judge_ms = [], []
         for _ in range(repeats):
             with httpx.Client(timeout=30) as client:
@@ -479,17 +412,13 @@ def bench_overhead(n: int = 500, repeats: int = 3) -> None:
                     r.json()
                 raw_ms.append((time.perf_counter() - t0) / n * 1000)
             judge = OpenAIJudge("canned", base_url, concurrency=1, cache=None, progress=False, max_attempts=1)
-            t0 = time.perf_counter()
-            results = judge.run(DISCIPLINES, items)
-            judge_ms.append((time.perf_counter() - t0) / n * 1000)
-        st = judge.stats()
+            results, seconds = _timed(judge.run, DISCIPLINES, items)
+            judge_ms.append(seconds / n * 1000)
         ok = sum(r.ok for r in results)
         raw, jm = min(raw_ms), min(judge_ms)
         print(f"overhead: raw httpx POST loop {raw:.2f} ms/request (best of {repeats} x {n}; all {', '.join(f'{x:.2f}' for x in raw_ms)})")
-        print(
-            f"overhead: OpenAIJudge.run concurrency=1 no cache {jm:.2f} ms/request (best of {repeats} x {n}; "
-            f"all {', '.join(f'{x:.2f}' for x in judge_ms)}; calls {st['calls']}, parsed {ok}/{n})"
-        )
+        print(f"overhead: OpenAIJudge.run concurrency=1 no cache {jm:.2f} ms/request (best of {repeats} x {n}; "
+              f"all {', '.join(f'{x:.2f}' for x in judge_ms)}; calls {judge.stats()['calls']}, parsed {ok}/{n})")
         print(f"overhead: client adds {jm - raw:.2f} ms/request over raw httpx")
 
 

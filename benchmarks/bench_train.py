@@ -31,8 +31,20 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
+
+import numpy as np
+import torch  # before thtb, which sets OpenMP's wait policy on import (build_model imports it for local models)
+from datasets import Dataset
+from peft import LoraConfig
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
+                          TrainerCallback)
+from trl import SFTConfig, SFTTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,17 +62,11 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "
 
 
 def peak_tflops(name: str) -> float | None:
-    for key, value in PEAK_BF16_TFLOPS.items():  # most specific first
-        if key in name:
-            return value
-    return None
+    return next((value for key, value in PEAK_BF16_TFLOPS.items() if key in name), None)  # most specific first
 
 
 def build_model(name: str, device: str, attn: str):
     """(model, vocab_size) for a benchmark model."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
-
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if name == "llama32_1b_random":
         config = LlamaConfig(**LLAMA32_1B)
@@ -69,34 +75,24 @@ def build_model(name: str, device: str, attn: str):
         with torch.device(device):
             model = LlamaForCausalLM(config).to(dtype)
         return model, config.vocab_size
-    sys.path.insert(0, str(REPO))
-    if name == "tiny_random":
-        from thtb.models.tiny import tiny_random_path
-
-        path = tiny_random_path()
-    elif name == "smollm2_135m":
-        from thtb.models import smollm2_path
-
-        path = smollm2_path()
-    else:
+    source = {"tiny_random": "tiny_random", "smollm2_135m": "smollm2"}.get(name)
+    if source is None:
         raise SystemExit(f"unknown model {name!r}: tiny_random | smollm2_135m | llama32_1b_random")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
+    sys.path.insert(0, str(REPO))
+    from thtb.train.models import resolve_model
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model({"source": source}), dtype=dtype,
+                                                 attn_implementation=attn)
     return model, model.config.vocab_size
 
 
 def pad_tokenizer():
     """A stub tokenizer: the data are pre-tokenized, the trainer only needs a pad token (id 0 here)."""
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<pad>": 0, "<unk>": 1}, "<unk>")),
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"<pad>": 0, "<unk>": 1}, "<unk>")),
                                    pad_token="<pad>", unk_token="<unk>")
 
 
 def synthetic(n: int, seq_len: int, vocab: int, seed: int = 0):
-    import numpy as np
-    from datasets import Dataset
-
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):
@@ -108,21 +104,14 @@ def synthetic(n: int, seq_len: int, vocab: int, seed: int = 0):
 
 
 def run_case(args) -> dict:
-    import torch
-    from peft import LoraConfig
-    from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
-
     torch.manual_seed(0)
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda but no CUDA device")
-    attn = args.attn
-    model, vocab = build_model(args.model, args.device, attn)
+    model, vocab = build_model(args.model, args.device, args.attn)
     n_params = sum(p.numel() for p in model.parameters())
     steps = args.steps + args.warmup
     data = synthetic(steps * args.batch * args.grad_accum * 4, args.seq_len, vocab)
-    tok = pad_tokenizer()
     lora = LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     sft = SFTConfig(
         output_dir=str(Path(args.tmp) / "out"), max_steps=steps, per_device_train_batch_size=args.batch,
@@ -131,8 +120,7 @@ def run_case(args) -> dict:
         bf16=cuda, max_length=args.seq_len, packing=args.packing == "on", completion_only_loss=True,
         gradient_checkpointing=args.grad_ckpt, save_strategy="no", eval_strategy="no", logging_steps=10**6,
         report_to="none", include_num_input_tokens_seen="non_padding", disable_tqdm=True, seed=0,
-        dataloader_pin_memory=cuda,
-    )
+        dataloader_pin_memory=cuda)
 
     class Clock(TrainerCallback):
         start = tokens0 = None
@@ -143,7 +131,7 @@ def run_case(args) -> dict:
                     torch.cuda.synchronize()
                 Clock.start, Clock.tokens0 = time.perf_counter(), state.num_input_tokens_seen
 
-    trainer = SFTTrainer(model=model, args=sft, train_dataset=data, processing_class=tok, peft_config=lora,
+    trainer = SFTTrainer(model=model, args=sft, train_dataset=data, processing_class=pad_tokenizer(), peft_config=lora,
                          callbacks=[Clock()])
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -155,7 +143,7 @@ def run_case(args) -> dict:
     tps = tokens / seconds
     out = {"model": args.model, "device": args.device, "packing": args.packing, "steps": args.steps,
            "seq_len": args.seq_len, "batch": args.batch, "grad_accum": args.grad_accum, "params": n_params,
-           "tokens": int(tokens), "seconds": round(seconds, 3), "tokens_per_s": round(tps, 1), "attn": attn,
+           "tokens": int(tokens), "seconds": round(seconds, 3), "tokens_per_s": round(tps, 1), "attn": args.attn,
            "grad_ckpt": args.grad_ckpt, "threads": torch.get_num_threads()}
     if cuda:
         name = torch.cuda.get_device_name()
@@ -198,23 +186,15 @@ def main() -> None:
         print("RESULT " + json.dumps(run_case(args)))
         return
 
-    import tempfile
-
     models = args.model or (["llama32_1b_random"] if cuda else ["tiny_random", "smollm2_135m"])
     print("versions: " + _versions())  # every row below was produced with these; a table row names them
     packings = ["off", "on"] if args.packing == "both" else [args.packing]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     for model in models:
         for packing in packings:
-            with tempfile.TemporaryDirectory() as tmp:
-                cmd = [sys.executable, __file__, "--case", "--tmp", tmp, "--device", args.device, "--model", model,
-                       "--packing", packing, "--steps", str(args.steps), "--warmup", str(args.warmup),
-                       "--seq-len", str(args.seq_len), "--batch", str(args.batch), "--grad-accum",
-                       str(args.grad_accum), "--attn", args.attn]
-                if args.grad_ckpt:
-                    cmd.append("--grad-ckpt")
-                if args.peak_tflops:
-                    cmd += ["--peak-tflops", str(args.peak_tflops)]
+            with tempfile.TemporaryDirectory() as tmp:  # the case gets this run's options; the last --model wins
+                cmd = [sys.executable, __file__, *sys.argv[1:], "--case", "--tmp", tmp, "--model", model,
+                       "--packing", packing]
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode or not lines:
@@ -234,10 +214,6 @@ def main() -> None:
 
 def _versions() -> str:
     """The packages that set a training row's speed (and the CUDA build of torch, where there is one)."""
-    from importlib.metadata import version
-
-    import torch
-
     names = ("torch", "transformers", "trl", "peft", "accelerate")
     text = ", ".join(f"{name} {version(name)}" for name in names)
     return text + (f" (CUDA {torch.version.cuda})" if torch.version.cuda else " (CPU build)")
