@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -44,6 +45,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -55,51 +57,28 @@ SHARED = Path(os.environ.get("THTB_SHARED_DATA", REPO.parent / "shared" / "data"
 ALPACA = Path(os.environ.get("THTB_ALPACA", SHARED / "alpaca" / "alpaca_data.json"))
 
 
-# --------------------------------------------------------------------------- helpers
-def _peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux ``ru_maxrss`` is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _rss_mib() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-class _Timer:
-    """Collects ``name -> seconds`` for consecutive steps."""
-
-    def __init__(self):
-        self.times: dict[str, float] = {}
-
-    def __call__(self, name, fn, *args, **kwargs):
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.times[name] = time.perf_counter() - start
-        return out
+def _timed(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), the seconds it took)``."""
+    t0 = time.perf_counter()
+    return fn(*args, **kwargs), time.perf_counter() - t0
 
 
 def alpaca_queries(path: Path = ALPACA, n: int | None = None) -> list[str] | None:
     """Reference-fidelity queries ``instruction + "\\n" + (input or "nan")``; None if the file is absent."""
     if not path.is_file():
         return None
-    with path.open(encoding="utf-8") as fh:
-        rows = json.load(fh)
-    rows = rows if n is None else rows[:n]
+    rows = json.loads(path.read_text(encoding="utf-8"))[:n]
     return [r["instruction"] + "\n" + (r["input"] if r["input"] else "nan") for r in rows]
 
 
-# --------------------------------------------------------------------------- (a) silhouette
-def bench_silhouette(sizes=(5200, 20000), k: int = 161, data: Path = ALPACA) -> list[dict]:
+def bench_silhouette(sizes=(5200, 20000), k: int = 161, data: Path = ALPACA) -> None:
     """Exact cosine silhouette vs sklearn on Alpaca TF-IDF of the first n queries."""
     from sklearn.metrics import silhouette_samples
 
     queries = alpaca_queries(data)
     if queries is None:
         print(f"silhouette: skipped, Alpaca data not found at {data} (set THTB_ALPACA)")
-        return []
-    results = []
+        return
     for n in sizes:
         if n > len(queries):
             print(f"silhouette n={n}: skipped, only {len(queries)} rows")
@@ -109,29 +88,17 @@ def bench_silhouette(sizes=(5200, 20000), k: int = 161, data: Path = ALPACA) -> 
         n_zero = int((np.diff(X.indptr) == 0).sum())
         singletons = int((np.bincount(labels) == 1).sum())
         convention = maths.sklearn_zero_row_self_distance(n)
-        t0 = time.perf_counter()
-        ref = silhouette_samples(X, labels, metric="cosine")
-        t_sk = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ours = maths.silhouette_samples_cosine(X, labels, zero_row_self_distance=convention)
-        t_ex = time.perf_counter() - t0
+        ref, t_sk = _timed(silhouette_samples, X, labels, metric="cosine")
+        ours, t_ex = _timed(maths.silhouette_samples_cosine, X, labels, zero_row_self_distance=convention)
         diff = float(np.abs(ours - ref).max())
         authors = maths.silhouette_samples_cosine(X, labels, zero_row_self_distance=1.0)  # reference fidelity
         diff_authors = float(np.abs(authors - ref).max())
-        print(
-            f"silhouette n={n}: sklearn {t_sk:.2f} s, exact {t_ex:.3f} s, speedup {t_sk / t_ex:.0f}x, "
-            f"max|diff| {diff:.1e}  [k={k}, zero TF-IDF rows {n_zero}, singleton clusters {singletons}, "
-            f"sklearn zero-row self distance {convention:g}; the authors' (reference) self distance 1: "
-            f"max|diff| {diff_authors:.1e}]"
-        )
-        results.append(
-            dict(n=n, sklearn_s=t_sk, exact_s=t_ex, speedup=t_sk / t_ex, max_abs_diff=diff,
-                 zero_rows=n_zero, singleton_clusters=singletons, zero_row_self_distance=convention)
-        )
-    return results
+        print(f"silhouette n={n}: sklearn {t_sk:.2f} s, exact {t_ex:.3f} s, speedup {t_sk / t_ex:.0f}x, "
+              f"max|diff| {diff:.1e}  [k={k}, zero TF-IDF rows {n_zero}, singleton clusters {singletons}, "
+              f"sklearn zero-row self distance {convention:g}; the authors' (reference) self distance 1: "
+              f"max|diff| {diff_authors:.1e}]")
 
 
-# --------------------------------------------------------------------------- (b) stage 3 at 1M
 _COMMON = (
     "the a an of to and in for on with by from as at is are be this that it its your their can "
     "how what why which who when where does do should would could will most more best between about"
@@ -178,63 +145,43 @@ def synthetic_queries(n: int, seed: int = 0, vocab_tail: int = 20000) -> list[st
     ends = np.array([".", "?", "!", ":", "."], dtype=object)[rng.integers(0, 5, size=n)]
     has_input = rng.random(n) < 0.4
     nums = rng.integers(0, 2000, size=n)
-    out = []
-    for i in range(n):
-        body = " ".join(words[bounds[i] : bounds[i + 1]])
-        q = f"{tasks[i]} {body}{ends[i]}"
-        if has_input[i]:
-            q += f"\nInput: {words[bounds[i]]}, {nums[i]} and ({words[bounds[i + 1] - 1]})."
-        else:
-            q += "\nnan"
-        out.append(q)
-    return out
+    return [f"{task} {' '.join(words[b:e])}{end}"
+            + (f"\nInput: {words[b]}, {num} and ({words[e - 1]})." if has else "\nnan")
+            for task, b, e, end, has, num in zip(tasks, bounds[:-1], bounds[1:], ends, has_input, nums, strict=True)]
 
 
-def bench_stage3_1m(
-    n: int = 1_000_000,
-    k: int = 161,
-    seed: int = 0,
-    *,
-    max_iter: int = 300,
-    algorithm: str = "lloyd",
-    fidelity: str = "reference",
-) -> dict:
+def bench_stage3_1m(n: int = 1_000_000, k: int = 161, seed: int = 0, *, max_iter: int = 300,
+                    algorithm: str = "lloyd", fidelity: str = "reference") -> None:
     """Stage-3 maths on ``n`` synthetic rows, step by step, with total time and peak RSS."""
-    t0 = time.perf_counter()
-    queries = synthetic_queries(n, seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    response_len = np.round(rng.lognormal(mean=5.5, sigma=1.0, size=n)).astype(np.int64)
-    t_gen = time.perf_counter() - t0
-    print(f"stage3 n={n:,}: generated synthetic queries in {t_gen:.1f} s (not counted), RSS {_rss_mib():.0f} MiB")
+    queries, t_gen = _timed(synthetic_queries, n, seed=seed)
+    response_len = np.round(np.random.default_rng(seed + 1).lognormal(mean=5.5, sigma=1.0, size=n)).astype(np.int64)
+    print(f"stage3 n={n:,}: generated synthetic queries in {t_gen:.1f} s (not counted), "
+          f"RSS {psutil.Process().memory_info().rss / 2**20:.0f} MiB")
 
-    timer = _Timer()
-    docs = timer("preprocess", maths.preprocess_queries, queries)
-    X = timer("tfidf", maths.tfidf_matrix, docs, 100, preprocess=False)
-    labels = timer("kmeans", maths.kmeans_labels, X, k, 42, max_iter=max_iter, algorithm=algorithm)
+    times = {}
+    docs, times["preprocess"] = _timed(maths.preprocess_queries, queries)
+    X, times["tfidf"] = _timed(maths.tfidf_matrix, docs, 100, preprocess=False)
+    labels, times["kmeans"] = _timed(maths.kmeans_labels, X, k, 42, max_iter=max_iter, algorithm=algorithm)
     zero_self = 1.0 if fidelity == "reference" else 0.0  # the authors' batched distances vs d(x, x) = 0
-    s = timer("silhouette", maths.silhouette_samples_cosine, X, labels, zero_row_self_distance=zero_self)
+    s, times["silhouette"] = _timed(maths.silhouette_samples_cosine, X, labels, zero_row_self_distance=zero_self)
 
     def _ehs():
         qlen = np.fromiter((len(q) for q in queries), dtype=np.int64, count=n)
         r = maths.irei(qlen, response_len, fidelity=fidelity)
         return maths.ehs(r, maths.silhouette_component(s, fidelity))
 
-    e = timer("irei+ehs", _ehs)
-    total = sum(timer.times.values())
+    e, times["irei+ehs"] = _timed(_ehs)
     sizes = np.bincount(labels, minlength=k)
-    for name, sec in timer.times.items():
+    for name, sec in times.items():
         print(f"stage3 n={n:,}: {name} {sec:.2f} s")
-    print(
-        f"stage3 n={n:,}: total {total:.1f} s (limit 120 s), peak RSS {_peak_rss_mib():.0f} MiB  "
-        f"[KMeans k={k} max_iter={max_iter} algorithm={algorithm}; TF-IDF {X.shape[1]} terms, nnz/row "
-        f"{X.nnz / n:.1f}, zero rows {int((np.diff(X.indptr) == 0).sum())}; "
-        f"cluster sizes {sizes.min()}..{sizes.max()}; "
-        f"mean s {s.mean():.3f}, mean EHS {e.mean():.3f}]"
-    )
-    return dict(n=n, times=timer.times, total_s=total, peak_rss_mib=_peak_rss_mib())
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux ru_maxrss is in KiB
+    print(f"stage3 n={n:,}: total {sum(times.values()):.1f} s (limit 120 s), peak RSS {peak_mib:.0f} MiB  "
+          f"[KMeans k={k} max_iter={max_iter} algorithm={algorithm}; TF-IDF {X.shape[1]} terms, nnz/row "
+          f"{X.nnz / n:.1f}, zero rows {int((np.diff(X.indptr) == 0).sum())}; "
+          f"cluster sizes {sizes.min()}..{sizes.max()}; "
+          f"mean s {s.mean():.3f}, mean EHS {e.mean():.3f}]")
 
 
-# --------------------------------------------------------------------------- CLI
 def check_stage3_silhouette(scores: Path, k: int) -> None:
     """The score card's stage-3 silhouettes against sklearn on the authors' preprocessing (their regex, written
     out here): ``silhouette_samples(TfidfVectorizer(max_features=100) of the preprocessed queries, KMeans labels,
@@ -242,8 +189,6 @@ def check_stage3_silhouette(scores: Path, k: int) -> None:
     reference default, sets every silhouette of the card to 0; the line says so). Rows whose TF-IDF is all zero
     are listed apart: reference fidelity gives them the authors' ``-1/|C|`` where sklearn (one block,
     n < 11,586) gives 0."""
-    import re
-
     import pandas as pd
     from sklearn.cluster import KMeans
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -277,21 +222,16 @@ def check_stage3_silhouette(scores: Path, k: int) -> None:
           f"{'all 0 (the authors rule, singleton_policy=zero_all)' if singletons and not card_s.any() else 'as above'}")
 
 
-def empty_input_rows(path: Path = ALPACA) -> tuple[int, int]:
-    """(rows whose reference-fidelity query ends in ``"\nnan"``, rows): the rows with an empty ``input``, read
-    through the project's own loader (``fidelity=reference`` writes the authors' ``instruction + "\nnan"``)."""
+def bench_data(data_path: Path = ALPACA) -> None:
+    """The Alpaca facts the README quotes, computed from the file by the project's own loader: the rows with an
+    empty ``input``, whose reference-fidelity query is the authors' ``instruction + "\\nnan"``."""
     from thtb.data import load_records
 
-    records, _ = load_records(path, fidelity="reference")
-    return int(records["query"].str.endswith("\nnan").sum()), len(records)
-
-
-def bench_data(data_path: Path = ALPACA) -> None:
-    """The Alpaca facts the README quotes, computed from the file."""
     if not data_path.exists():
         print(f"data: skipped ({data_path} not found)")
         return
-    empty, rows = empty_input_rows(data_path)
+    records, _ = load_records(data_path, fidelity="reference")
+    empty, rows = int(records["query"].str.endswith("\nnan").sum()), len(records)
     print(f"data alpaca: empty input in {empty:,} of {rows:,} rows ({100 * empty / rows:.1f}%): "
           f"under fidelity=reference each of those queries ends in \"\\nnan\"")
 
@@ -322,12 +262,11 @@ def _select(data_path: Path, out: Path, log: Path, *overrides: str) -> tuple[flo
 def _hwm_kb(pid: int) -> int:
     """A live process's own peak resident set (``VmHWM`` in /proc/<pid>/status), kB; 0 once it is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
+        status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        pass
-    return 0
+        return 0
+    match = re.search(r"^VmHWM:\s+(\d+)", status, re.M)
+    return int(match.group(1)) if match else 0
 
 
 PREVIOUS_DEFAULT = ("reward=proxy",)
@@ -508,9 +447,7 @@ def bench_static(data_path: Path = ALPACA, n: int = 10_400) -> None:
         times = {}
         for name, embedder in (("MiniLM", minilm), ("static", static)):
             embedder.clear_cache()
-            start = time.perf_counter()
-            embedder.encode(texts)
-            times[name] = time.perf_counter() - start
+            times[name] = _timed(embedder.encode, texts)[1]
         print(f"static: {n:,} Alpaca queries embedded in {times['MiniLM']:.1f} s (MiniLM) vs {times['static']:.2f} s "
               f"(static), {times['MiniLM'] / times['static']:.0f}× faster")
         params = Path(tmp) / "proxies"
@@ -544,22 +481,17 @@ def main(argv=None) -> int:
         for section in BENCHES:
             subprocess.run([sys.executable, __file__, *argv, "--only", section], check=True)
         return 0
-    run = (args.only,)
-    if "data" in run:
-        bench_data(args.data)
-    if "calibration" in run:
-        bench_calibration(args.data)
-    if "silhouette" in run:
-        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
-        bench_silhouette(sizes, k=args.k, data=args.data)
-    if "stage3" in run:
-        bench_stage3_1m(args.n_stage3, k=args.k, max_iter=args.max_iter, algorithm=args.algorithm)
-    if "cascade" in run:
-        bench_cascade(args.data, runs=args.runs)
-    if "scale" in run:
-        bench_scale(args.data, rows=args.rows)
-    if "static" in run:
-        bench_static(args.data)
+    sections = {
+        "data": lambda: bench_data(args.data),
+        "calibration": lambda: bench_calibration(args.data),
+        "silhouette": lambda: bench_silhouette([int(x) for x in args.sizes.split(",") if x.strip()], k=args.k,
+                                               data=args.data),
+        "stage3": lambda: bench_stage3_1m(args.n_stage3, k=args.k, max_iter=args.max_iter, algorithm=args.algorithm),
+        "cascade": lambda: bench_cascade(args.data, runs=args.runs),
+        "scale": lambda: bench_scale(args.data, rows=args.rows),
+        "static": lambda: bench_static(args.data),
+    }
+    sections[args.only]()
     return 0
 
 
