@@ -44,8 +44,7 @@ class JudgeStalledError(RuntimeError):
 
 
 class JudgeServerUnreachableError(JudgeStalledError):
-    """The judge's server refuses or drops every connection (it died, or nothing listens at ``base_url``); the run
-    stopped (resumable once the server is back)."""
+    """The server refuses or drops every connection (died, or nothing listens at ``base_url``); stopped (resumable)."""
 
 
 class _Waiters:
@@ -142,7 +141,7 @@ class ServerLimits:
     async def acquire(self) -> tuple[int, int]:
         while True:
             free = [limit.limit - limit.in_flight for limit in self.limits]
-            best = max(range(len(free)), key=lambda i: (free[i], -i))
+            best = free.index(max(free))  # the first of the freest
             if free[best] > 0:
                 return best, await self.limits[best].acquire()  # a free slot: returns at once
             await self._waiters.wait()
