@@ -67,6 +67,8 @@ def test_demo_subset_is_byte_identical_on_local_ray(local_ray, tmp_path, blocks)
     assert [(c["role"], c["rows"], c["blocks"]) for c in executor["calls"]] == [
         ("quality", 264, blocks), ("bloom", 132, blocks), ("disciplines", 132, blocks)]
     assert executor["calls"][0]["pool_statistics"]  # the proxy quality's TF-IDF, gathered over the blocks
+    # Bloom and disciplines ran in one actor pool: one embedding of each query, as in one process
+    assert [c.get("actors_shared_by") for c in executor["calls"]] == [None, "bloom+disciplines", "bloom+disciplines"]
     # the driver read the pool through a pool file (written by a Ray task); the score card is the same, texts too
     assert len(list((tmp_path / "ray" / "cache" / "pools").glob("pool-*.arrow"))) == 1
     cards = [pd.read_parquet(tmp_path / name / "selection" / "scores.parquet") for name in ("local", "ray")]
@@ -92,6 +94,20 @@ def test_a_plugin_methods_scorer_runs_in_ray_actors(local_ray, tmp_path):
     executor = summaries[1]["scorers"]["executor"]
     assert [(c["role"], c["rows"], c["blocks"]) for c in executor["calls"]] == [("query_length", 264, 3)]
     assert executor["scorers"]["query_length"] == {"num_cpus": 0.5}
+
+
+def test_an_actor_builds_the_intrinsic_scorers_sharing_one_embedder(tmp_path):
+    """In one process (a Ray actor scoring both intrinsic roles) THTB's factory builds the Bloom and disciplines
+    scorers once per config: they share the embedder, so the disciplines pay nothing for queries Bloom embedded; a
+    different config builds anew."""
+    from thtb.methods import build_method
+
+    cfg = select_cfg(tmp_path, "factory")
+    method = build_method(cfg)
+    bloom, disciplines = method.build_scorer("bloom", cfg), method.build_scorer("disciplines", cfg)
+    assert bloom.embedder is disciplines.embedder
+    other = {**cfg, "seed": cfg["seed"] + 1}
+    assert method.build_scorer("bloom", other).embedder is not bloom.embedder
 
 
 def test_bad_data_read_by_a_ray_task_is_the_same_data_error(local_ray, tmp_path):

@@ -321,6 +321,31 @@ class Cascade:
             return compute()
         return self.score_cache.get_or_compute(name, [pool.keys(rows, columns)], compute)
 
+    def _scored_together(self, pool: Any, rows: np.ndarray, calls: list[tuple[str, Any, str, tuple[str, ...]]]
+                         ) -> list[pd.DataFrame]:
+        """:meth:`_scored` of several calls ``(role, scorer, method, columns)`` over the same rows; those the score
+        cache lacks go to the executor together (``map_many``: one Ray actor pool, where the intrinsic scorers share
+        their embedding), each timed as its share of the wall time."""
+        names = [f"{role}:{scorer.name}" for role, scorer, _, _ in calls]
+        texts = [[pool.keys(rows, columns)] for _, _, _, columns in calls]
+        missing = [i for i, (name, t) in enumerate(zip(names, texts, strict=True))
+                   if self.score_cache is None or not self.score_cache.has(name, t)]
+        fresh: dict[int, pd.DataFrame] = {}
+        if len(missing) > 1:
+            frames, seconds = self.executor.map_many([calls[i] for i in missing], pool, rows)
+            for i, frame, took in zip(missing, frames, seconds, strict=True):
+                fresh[i] = frame
+                self._timings[names[i]] = self._timings.get(names[i], 0.0) + took
+        out = []
+        for i, (role, scorer, method, columns) in enumerate(calls):
+            if i in fresh and self.score_cache is not None:
+                out.append(self.score_cache.get_or_compute(names[i], texts[i], lambda i=i: fresh[i]))
+            elif i in fresh:
+                out.append(fresh[i])
+            else:
+                out.append(self._scored(role, scorer, method, pool, rows, *columns))
+        return out
+
     # ------------------------------------------------------------------ stages
     def _score_quality(self, pool: Any, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
         scorer = self.quality
@@ -337,9 +362,9 @@ class Cascade:
 
     def _score_intrinsic(self, pool: Any, card: pd.DataFrame, alive: np.ndarray) -> pd.DataFrame:
         cfg = self.config
-        b = self._scored("bloom", self.bloom, "score", pool, alive, "query", "response")
+        b, d = self._scored_together(pool, alive, [("bloom", self.bloom, "score", ("query", "response")),
+                                                   ("disciplines", self.disciplines, "tag", ("query",))])
         b = check_result(b, len(alive), ("bloom_level", "bloom_score", "bloom_reason"), self.bloom.name)
-        d = self._scored("disciplines", self.disciplines, "tag", pool, alive, "query")
         d = check_result(d, len(alive), ("disciplines",), self.disciplines.name)
         error = b["error"].where(b["error"].notna(), d["error"])
         card.loc[alive, "bloom_level"] = b["bloom_level"].to_numpy()

@@ -12,7 +12,9 @@ rows, columns)``: the role (one of the method's ``roles``: THTB's ``quality``, `
   replicas, each with its ``num_cpus``/``num_gpus``), each holding its own copy of the role's scorer, built from
   the run's config by the selection method's ``build_scorer(role, cfg)`` (the executor's ``factory``), and
   reading its rows' texts from the pool file (an Arrow file every node sees, written by a Ray task that read the
-  data: :meth:`RayExecutor.run`); the rows come back in order. A scorer is row-wise (a row's
+  data: :meth:`RayExecutor.run`); the rows come back in order. Calls over the same rows can share one actor pool
+  (``map_many``: THTB's Bloom and disciplines scorers, built in one process, embed each query once). A scorer is
+  row-wise (a row's
   output depends on that row alone) or pool-dependent (:class:`~thtb.scorers.base.PoolDependent`: the offline
   quality scorers' TF-IDF is fitted on the pool): then a first pass gathers the pool's statistics (additive counts
   per block, merged on the driver) and the second scores every block with them, which gives each row what one call
@@ -31,6 +33,7 @@ import json
 import logging
 import pickle
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,20 @@ from thtb.scorers.base import PoolDependent
 log = logging.getLogger(__name__)
 
 RAY_EXTRA = "pip install 'thtb[ray]'"
+
+Call = tuple[str, Any, str, Sequence[str]]
+"""One scorer call of :meth:`~RayExecutor.map_many`: ``(role, scorer, method, columns)``."""
+
+
+def map_in_turn(executor: Any, calls: Sequence[Call], pool: Any, rows: np.ndarray
+                ) -> tuple[list[pd.DataFrame], list[float]]:
+    """``executor.map`` of each call in turn: the frames and each call's wall seconds."""
+    frames, seconds = [], []
+    for role, scorer, method, columns in calls:
+        start = time.perf_counter()
+        frames.append(executor.map(role, scorer, method, pool, rows, columns))
+        seconds.append(time.perf_counter() - start)
+    return frames, seconds
 
 
 class ExecutorError(RuntimeError):
@@ -65,6 +82,11 @@ class LocalExecutor:
     def map(self, role: str, scorer: Any, method: str, pool: Any, rows: np.ndarray,
             columns: Sequence[str]) -> pd.DataFrame:
         return getattr(scorer, method)(*pool.texts(rows, columns))
+
+    def map_many(self, calls: Sequence[Call], pool: Any, rows: np.ndarray) -> tuple[list[pd.DataFrame], list[float]]:
+        """Several calls ``(role, scorer, method, columns)`` over the same rows, one after the other: their frames
+        and each one's wall seconds."""
+        return map_in_turn(self, calls, pool, rows)
 
     def judge_stats(self) -> dict[str, Any]:
         return {}  # the judge ran in this process: its own stats() say everything
@@ -92,7 +114,10 @@ class RayExecutor:
         init: more ``ray.init`` arguments (e.g. ``num_cpus`` for a local Ray).
         override_num_blocks: Ray Data blocks per scorer call (``None``: one per ``batch_size`` rows); the
             result does not depend on it.
-        batch_size: rows per call of an actor.
+        batch_size: rows per call of an actor (at most; a call's rows are cut into at least 4 batches per
+            replica). Large batches embed faster: the embedder's canonical batching fills each token length's last
+            forward pass with copies, and a small batch has few texts of each length (``--only scale`` in
+            benchmarks/README.md).
         scorers: per role, ``map_batches`` arguments: ``concurrency`` (replicas), ``num_cpus``, ``num_gpus``, …
         parts_dir: where each scored batch is stored, keyed by its rows' content (:func:`thtb.pool.row_key`)
             under the scorer's role and name (and, for a pool-dependent scorer, the pool): a rerun after a killed driver
@@ -104,7 +129,7 @@ class RayExecutor:
 
     def __init__(self, run_config: Mapping[str, Any], factory: Any = None, address: str = "local",
                  init: Mapping[str, Any] | None = None,
-                 override_num_blocks: int | None = None, batch_size: int = 256,
+                 override_num_blocks: int | None = None, batch_size: int = 8192,
                  scorers: Mapping[str, Mapping[str, Any]] | None = None, parts_dir: str | Path | None = None) -> None:
         if batch_size < 1 or (override_num_blocks is not None and override_num_blocks < 1):
             raise ValueError(f"executor.batch_size and override_num_blocks must be >= 1, got {batch_size} and "
@@ -180,62 +205,91 @@ class RayExecutor:
 
     def map(self, role: str, scorer: Any, method: str, pool: Any, rows: np.ndarray,
             columns: Sequence[str]) -> pd.DataFrame:
+        return self.map_many([(role, scorer, method, columns)], pool, rows)[0][0]
+
+    def map_many(self, calls: Sequence[Call], pool: Any, rows: np.ndarray) -> tuple[list[pd.DataFrame], list[float]]:
+        """Several calls ``(role, scorer, method, columns)`` over the same rows in one actor pool (the first role's
+        ``executor.scorers`` resources): each actor builds every call's scorer in one process, so THTB's Bloom and
+        disciplines scorers share one embedder and embed each query once, as in one process. Returns each call's
+        frame and its share of the wall time (split as the actors' own time per call). A pool-dependent scorer
+        (two passes) is mapped on its own."""
         if self.factory is None:
             raise ExecutorError("the Ray executor has no scorer factory: build it with the selection method's "
                                 "build_scorer (build_executor(cfg, factory=method.build_scorer))")
-        n = len(rows)
+        n, started = len(rows), time.perf_counter()
         if n == 0:
-            return getattr(scorer, method)(*pool.texts(rows, columns))
-        keys = pool.keys(rows, columns)
-        pool_dependent = isinstance(scorer, PoolDependent)
-        parts = None
-        if self.parts_dir is not None:
-            scope = hashlib.sha256("\0".join(keys).encode()).hexdigest()[:24] if pool_dependent else "rows"
-            parts = self.parts_dir / f"{role}-{_safe(scorer.name)}" / scope
-        done = read_parts(parts, set(keys)) if parts is not None else {}
-        todo = np.array([i for i, k in enumerate(keys) if k not in done], dtype=np.int64)
-        rows_frame = pd.DataFrame({"pos": np.arange(n), "key": keys})
+            return [getattr(s, m)(*pool.texts(rows, cols)) for _, s, m, cols in calls], [0.0] * len(calls)
+        if len(calls) > 1 and any(isinstance(scorer, PoolDependent) for _, scorer, _, _ in calls):
+            return map_in_turn(self, calls, pool, rows)
+        keys = [pool.keys(rows, cols) for _, _, _, cols in calls]
+        first = calls[0][1]
+        pool_dependent = isinstance(first, PoolDependent)
+        parts: list[Path | None] = []
+        for (role, scorer, _, _), call_keys in zip(calls, keys, strict=True):
+            scope = hashlib.sha256("\0".join(call_keys).encode()).hexdigest()[:24] if pool_dependent else "rows"
+            parts.append(self.parts_dir / f"{role}-{_safe(scorer.name)}" / scope if self.parts_dir else None)
+        done = [read_parts(folder, set(k)) if folder is not None else {} for folder, k in zip(parts, keys, strict=True)]
+        todo = np.array([i for i in range(n) if any(k[i] not in d for k, d in zip(keys, done, strict=True))],
+                        dtype=np.int64)
+        columns = list(dict.fromkeys(c for _, _, _, cols in calls for c in cols))
+        rows_frame = pd.DataFrame({"pos": np.arange(n), **{f"key{c}": k for c, k in enumerate(keys)}})
         if pool.path is not None:  # the actors read the texts from the pool file
             rows_frame["row"] = np.asarray(rows, dtype=np.int64)
         else:  # a pool in this process's memory: its texts travel with the rows
             for i, text in enumerate(pool.texts(rows, columns)):
                 rows_frame[f"c{i}"] = text
-        args = {"batch_size": self.batch_size, "batch_format": "pandas", **self.scorers.get(role, {})}
-        spec = {"run_config": self.run_config, "factory": self.factory, "role": role, "method": method,
-                "columns": list(columns),
+        args = {"batch_size": self.batch_size, "batch_format": "pandas", **self.scorers.get(calls[0][0], {})}
+        replicas = args.get("concurrency") or 1  # an int, or a (min, max) autoscaling range
+        replicas = max(replicas) if isinstance(replicas, list | tuple) else int(replicas)
+        # at least 4 batches per replica, so every replica has work; large batches otherwise (module doc)
+        args["batch_size"] = max(1, min(int(args["batch_size"]), -(-max(len(todo), 1) // (4 * replicas))))
+        spec = {"run_config": self.run_config, "factory": self.factory, "columns": columns,
+                "calls": [{"role": role, "method": method, "columns": list(cols)} for role, _, method, cols in calls],
                 "pool": str(pool.path) if pool.path is not None else None}
-        call = {"role": role, "method": method, "rows": n, "reused_rows": n - len(todo), "blocks": 0, "batches": 0,
-                "pool_statistics": pool_dependent}
-        frames = []
+        group = "+".join(role for role, _, _, _ in calls) if len(calls) > 1 else None
+        records = [{"role": role, "method": method, "rows": n, "blocks": 0, "batches": 0,
+                    "pool_statistics": pool_dependent, **({"actors_shared_by": group} if group else {})}
+                   for role, _, method, _ in calls]
+        frames: list[list[pd.DataFrame]] = [[] for _ in calls]
+        actor_s = np.zeros(len(calls))
         if len(todo):
             statistics = None
             if pool_dependent:  # the whole call's statistics first: each block is scored against the pool
                 counts = None
-                for blob in self._dataset(rows_frame, n)[0].map_batches(
+                for blob in self._dataset(rows_frame, n, args["batch_size"])[0].map_batches(
                         _PoolCounter, fn_constructor_kwargs={"spec": spec}, **args).to_pandas()["counts"]:
                     part = pickle.loads(blob)
-                    counts = part if counts is None else scorer.merge_pool_counts(counts, part)
-                statistics = scorer.pool(counts, n)
-            ds, call["blocks"] = self._dataset(rows_frame.iloc[todo], len(todo))
-            scored = ds.map_batches(_Scorer, fn_constructor_kwargs={"spec": spec, "pool": statistics,
-                                                                    "parts": str(parts) if parts else None},
-                                    **args).to_pandas()
-            call["batches"] = len(scored)
-            frames = [pickle.loads(blob) for blob in scored["frame"]]
+                    counts = part if counts is None else first.merge_pool_counts(counts, part)
+                statistics = first.pool(counts, n)
+            ds, blocks = self._dataset(rows_frame.iloc[todo], len(todo), args["batch_size"])
+            scored = ds.map_batches(_Scorer, fn_constructor_kwargs={
+                "spec": spec, "pool": statistics, "parts": [str(p) if p else None for p in parts]}, **args).to_pandas()
             for blob in scored["judge"]:
                 if blob is not None:
                     delta = pickle.loads(blob)
                     self.judge_counts = merge_judge_stats(self.judge_counts, delta)
-                    call["judge_calls"] = call.get("judge_calls", 0) + int(delta.get("calls", 0))
-        if done:
-            frames.append(_frame_of(done, keys))
-        self.calls.append(call)
-        return _in_order(frames, n)
+                    records[0]["judge_calls"] = records[0].get("judge_calls", 0) + int(delta.get("calls", 0))
+            for c, record in enumerate(records):
+                record.update(blocks=blocks, batches=len(scored))
+                for blob in scored[f"frame{c}"]:  # rows stored for this call before are taken from the store
+                    frame = pickle.loads(blob)
+                    frames[c].append(frame[[keys[c][i] not in done[c] for i in frame["pos"]]])
+            actor_s = np.array([sum(s[c] for s in scored["seconds"]) for c in range(len(calls))])
+        wall = time.perf_counter() - started
+        share = actor_s / actor_s.sum() if actor_s.sum() > 0 else np.full(len(calls), 1 / len(calls))
+        out = []
+        for c, record in enumerate(records):
+            record["reused_rows"] = sum(k in done[c] for k in keys[c])
+            if record["reused_rows"]:
+                frames[c].append(_frame_of(done[c], keys[c]))
+            self.calls.append(record)
+            out.append(_in_order(frames[c], n))
+        return out, [float(wall * s) for s in share]
 
-    def _dataset(self, rows: pd.DataFrame, n: int) -> tuple[Any, int]:
+    def _dataset(self, rows: pd.DataFrame, n: int, batch_size: int) -> tuple[Any, int]:
         import ray
 
-        blocks = min(n, self.override_num_blocks or -(-n // self.batch_size))
+        blocks = min(n, self.override_num_blocks or -(-n // batch_size))
         # split here: from_pandas(override_num_blocks=) splits with np.array_split, which gives arrays on pandas 3
         return ray.data.from_pandas([rows.iloc[part] for part in np.array_split(np.arange(n), blocks)]), blocks
 
@@ -334,44 +388,55 @@ def merge_judge_stats(base: Mapping[str, Any], more: Mapping[str, Any]) -> dict[
 
 
 class _RoleScorer:
-    """An actor's copy of the role's scorer, built from the run's config."""
+    """An actor's copies of its calls' scorers, built from the run's config in one process (a method's factory may
+    let them share a model: THTB's Bloom and disciplines scorers share the embedder)."""
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
-        self.role, self.method = spec["role"], spec["method"]
-        self.scorer = spec["factory"](self.role, spec["run_config"])
-        self.pool_path, self.text_columns = spec.get("pool"), spec.get("columns", [])
+        self.calls = [(call["role"], call["method"], call["columns"]) for call in spec["calls"]]
+        self.scorers = [spec["factory"](role, spec["run_config"]) for role, _, _ in self.calls]
+        self.pool_path, self.text_columns = spec.get("pool"), spec["columns"]
 
-    def columns(self, batch: pd.DataFrame) -> list[list]:
-        """The batch's texts: read from the pool file at the batch's ``row`` positions, or carried in ``c0, c1…``."""
+    def texts(self, batch: pd.DataFrame) -> dict[str, list]:
+        """The batch's texts by column: read from the pool file at the batch's ``row`` positions, or carried in
+        ``c0, c1…``."""
         if self.pool_path is not None:
-            return read_texts(open_table(self.pool_path), batch["row"].to_numpy(), self.text_columns)
-        texts = [c for c in batch.columns if c.startswith("c") and c[1:].isdigit()]
-        return [batch[c].tolist() for c in sorted(texts, key=lambda c: int(c[1:]))]
+            values = read_texts(open_table(self.pool_path), batch["row"].to_numpy(), self.text_columns)
+        else:
+            values = [batch[f"c{i}"].tolist() for i in range(len(self.text_columns))]
+        return dict(zip(self.text_columns, values, strict=True))
 
 
 class _PoolCounter(_RoleScorer):
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        cols = self.columns(batch)
-        counts = self.scorer.pool_counts(*cols[:2], batch["pos"].tolist())
+        texts = self.texts(batch)
+        counts = self.scorers[0].pool_counts(*[texts[c] for c in self.calls[0][2][:2]], batch["pos"].tolist())
         return pd.DataFrame({"counts": [pickle.dumps(counts)]})
 
 
 class _Scorer(_RoleScorer):
-    def __init__(self, spec: Mapping[str, Any], pool: Any = None, parts: str | None = None) -> None:
+    def __init__(self, spec: Mapping[str, Any], pool: Any = None, parts: Sequence[str | None] = ()) -> None:
         super().__init__(spec)
         self.pool = pool
-        self.parts = Path(parts) if parts else None
+        self.parts = [Path(p) if p else None for p in parts]
+        # judge-backed scorers (one judge may serve several): their counters go back to the driver
+        self.judges = list({id(j): j for s in self.scorers if (j := getattr(s, "judge", None)) is not None}.values())
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         kwargs = {"pool": self.pool} if self.pool is not None else {}
-        judge = getattr(self.scorer, "judge", None)  # a judge-backed scorer: its counters go back to the driver
-        before = judge.stats() if judge is not None else None
-        frame = getattr(self.scorer, self.method)(*self.columns(batch), **kwargs).reset_index(drop=True)
-        delta = pickle.dumps(judge_delta(before, judge.stats())) if judge is not None else None
-        if self.parts is not None:  # stored before it is returned: a killed driver's rerun scores only the rest
-            write_part(self.parts, frame, batch["key"].tolist())
-        frame.insert(0, "pos", batch["pos"].to_numpy())
-        return pd.DataFrame({"frame": [pickle.dumps(frame)], "judge": [delta]})
+        before = [judge.stats() for judge in self.judges]
+        texts, out, seconds = self.texts(batch), {}, []
+        for c, ((_, method, columns), scorer) in enumerate(zip(self.calls, self.scorers, strict=True)):
+            start = time.perf_counter()
+            frame = getattr(scorer, method)(*[texts[col] for col in columns], **kwargs).reset_index(drop=True)
+            seconds.append(time.perf_counter() - start)
+            if self.parts and self.parts[c] is not None:  # stored before it is returned: a killed driver's rerun
+                write_part(self.parts[c], frame, batch[f"key{c}"].tolist())  # scores only the rest
+            frame.insert(0, "pos", batch["pos"].to_numpy())
+            out[f"frame{c}"] = [pickle.dumps(frame)]
+        delta = {}
+        for judge, stats in zip(self.judges, before, strict=True):
+            delta = merge_judge_stats(delta, judge_delta(stats, judge.stats()))
+        return pd.DataFrame({**out, "judge": [pickle.dumps(delta) if self.judges else None], "seconds": [seconds]})
 
 
 # ---------------------------------------------------------------------------------------------- config, preflight

@@ -62,6 +62,10 @@ class ScoreCache:
                 h.update(str(text).encode("utf-8") + b"\0")
         return self.root / f"{h.hexdigest()[:32]}.json"
 
+    def has(self, name: str, texts: Sequence[Sequence[str]]) -> bool:
+        """Whether scorer call ``name`` on ``texts`` is stored (:meth:`get_or_compute` would not compute)."""
+        return self._path(name, texts).is_file()
+
     def get_or_compute(self, name: str, texts: Sequence[Sequence[str]], compute: Callable[[], pd.DataFrame]
                        ) -> pd.DataFrame:
         """The cached frame of scorer call ``name`` on ``texts`` (lists of query/response strings), or

@@ -5,6 +5,7 @@ method. The cascade itself is :class:`thtb.cascade.Cascade`; this class says wha
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -15,6 +16,9 @@ from thtb.executor import merge_judge_stats
 from thtb.methods.base import SelectionContext, SelectionMethod
 
 log = logging.getLogger(__name__)
+
+_INTRINSIC: dict[str, Any] = {}
+"""The intrinsic scorers last built in this process, and the config they were built from (``build_scorer``)."""
 
 STAGE_SHORT = {"quality": "quality", "intrinsic": "ihs", "extrinsic": "ehs"}
 """How a variant's name spells a dropped stage (``thtb_no_ihs``: the paper's ablation without intrinsic hardness)."""
@@ -115,8 +119,11 @@ class THTB(SelectionMethod):
 
         if role == "quality":
             return build_scorers(cfg, ["quality"]).quality
-        if role in ("bloom", "disciplines"):
-            return getattr(build_scorers(cfg, ["intrinsic"]), role)
+        if role in ("bloom", "disciplines"):  # one build per config in a process: a Ray actor scoring both roles
+            key = json.dumps(cfg, sort_keys=True, default=str)  # gets them sharing one embedder (and judge)
+            if _INTRINSIC.get("key") != key:
+                _INTRINSIC.update(key=key, scorers=build_scorers(cfg, ["intrinsic"]))
+            return getattr(_INTRINSIC["scorers"], role)
         return super().build_scorer(role, cfg)
 
     # ------------------------------------------------------------------ the selection
