@@ -14,7 +14,7 @@ from typing import Any
 
 from thtb.models import smollm2_path
 from thtb.models.tiny import tiny_random_path
-from thtb.scorers.availability import _offline  # HF_HUB_OFFLINE read as the scorers read it
+from thtb.scorers.availability import hub_offline
 
 SOURCES = ("hub", "smollm2", "tiny_random")
 CONF_MODELS = Path(__file__).resolve().parents[1] / "conf" / "model"  # the checkout's conf/ (absent when installed)
@@ -49,7 +49,7 @@ def resolve_model(model: dict[str, Any] | None, cache_dir: str | os.PathLike | N
     if not _HUB_ID.fullmatch(str(path)):
         raise ValueError(f"unknown model {path!r} (model {name!r}): neither a local model folder nor a hub id like "
                          f"'org/name'; choices: {choices}")
-    if _offline():
+    if hub_offline():
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(str(path), "config.json", revision=model.get("revision"))

