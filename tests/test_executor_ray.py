@@ -69,6 +69,7 @@ def test_demo_subset_is_byte_identical_on_local_ray(local_ray, tmp_path, blocks)
     assert executor["calls"][0]["pool_statistics"]  # the proxy quality's TF-IDF, gathered over the blocks
     # Bloom and disciplines ran in one actor pool: one embedding of each query, as in one process
     assert [c.get("actors_shared_by") for c in executor["calls"]] == [None, "bloom+disciplines", "bloom+disciplines"]
+    assert [c["batch_size"] for c in executor["calls"]] == [66, 33, 33]  # at least 4 batches for the one replica
     # the driver read the pool through a pool file (written by a Ray task); the score card is the same, texts too
     assert len(list((tmp_path / "ray" / "cache" / "pools").glob("pool-*.arrow"))) == 1
     cards = [pd.read_parquet(tmp_path / name / "selection" / "scores.parquet") for name in ("local", "ray")]

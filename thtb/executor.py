@@ -270,7 +270,7 @@ class RayExecutor:
                     self.judge_counts = merge_judge_stats(self.judge_counts, delta)
                     records[0]["judge_calls"] = records[0].get("judge_calls", 0) + int(delta.get("calls", 0))
             for c, record in enumerate(records):
-                record.update(blocks=blocks, batches=len(scored))
+                record.update(blocks=blocks, batches=len(scored), batch_size=args["batch_size"])
                 for blob in scored[f"frame{c}"]:  # rows stored for this call before are taken from the store
                     frame = pickle.loads(blob)
                     frames[c].append(frame[[keys[c][i] not in done[c] for i in frame["pos"]]])
