@@ -994,15 +994,16 @@ def _kill_tree(me: int, child: subprocess.Popen, timeout: float = 10.0) -> None:
                 p.kill()
         time.sleep(0.05)
         _reap_all(child)
-    # children still exiting (zombies not yet reaped): give them a moment
+    # children still exiting (zombies not yet reaped): give them a moment, reaping ``child`` through its Popen
+    # (a bare ``waitpid(-1)`` could take the server's exit code away from ``child.wait()``)
     end = time.monotonic() + 2.0
     while time.monotonic() < end:
+        _reap_all(child)
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
-            break
-        if pid == 0:
-            time.sleep(0.02)
+            break  # no child left
+        time.sleep(0.02)
 
 
 def _supervise() -> None:
