@@ -178,7 +178,7 @@ def _assert_same_parameters(name, refit, shipped):
         assert a.shape == b.shape, (outer, inner)
         error = np.abs(a - b).max() / np.abs(b).max()
         assert error <= rtol, (name, outer, inner, error)
-    for key in ("format", "kind", "features", "labels", "descriptions", "n_train", "train_labels_sha256",
+    for key in ("format", "kind", "features", "embedder", "labels", "descriptions", "n_train", "train_labels_sha256",
                 "fitted_on", "threshold", "max_disciplines"):
         assert refit.get(key) == shipped.get(key), key
     assert {k: v for k, v in refit["model"].items() if k not in ("coef", "intercept")} == \
@@ -392,6 +392,29 @@ def test_a_proxy_with_the_wrong_resource_is_refused(tmp_path):
         ProxyQualityScorer(wrong)
     with pytest.raises(FileNotFoundError, match="python -m thtb.calibration fit"):
         ProxyQualityScorer(tmp_path / "missing.json")
+
+
+def test_a_proxy_refuses_an_embedder_other_than_the_one_it_was_fitted_over():
+    """The Bloom and discipline heads read MiniLM's coordinates (max_seq_length 128): another model, or the same one
+    truncating elsewhere, would give other scores with no error (another width: a shape error far from the cause).
+    The shipped parameters say which space they were fitted over, and the proxies refuse any other, by name."""
+    from thtb.scorers.embedder import SentenceTransformerEmbedder
+    from thtb.scorers.fitted import load_params, proxy_path
+    from thtb.scorers.proxy import ProxyBloomScorer, ProxyDisciplineTagger
+
+    fitted = calibration._embedder()
+    for name in ("bloom", "disciplines"):
+        assert load_params(proxy_path(name), name)["embedder"] == fitted.space() == \
+            "minilm_offline|pooling=default|max_seq_length=128|normalize=True"
+    ProxyBloomScorer(fitted), ProxyDisciplineTagger(fitted)  # the space they were fitted over: accepted
+    for other in (SentenceTransformerEmbedder("BAAI/bge-large-en-v1.5", pooling="cls", max_seq_length=512),
+                  SentenceTransformerEmbedder("minilm_offline", max_seq_length=256)):
+        for proxy in (ProxyBloomScorer, ProxyDisciplineTagger):
+            with pytest.raises(ValueError, match=re.escape(f"fitted over the embedder '{fitted.space()}', this run's "
+                                                           f"is '{other.space()}'")) as error:
+                proxy(other)
+            assert str(proxy_path(proxy.name.removeprefix("proxy_"))) in str(error.value)
+            assert other._model is None  # refused before any model was loaded
 
 
 def test_offline_selection_summary_names_the_proxies_and_their_agreement(tmp_path):

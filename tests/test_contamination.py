@@ -56,6 +56,7 @@ def test_planted_benchmark_items_are_flagged(shared_data, tmp_path):
                                  resolve=True)["contamination"]
     rows = [0, 1, len(pool) - 2, len(pool) - 1]  # two demo rows and the two planted ones
     report = check(pool, rows, cfg["sets"], cfg["ngram"], cfg["min_tokens"])
+    assert list(report["sets"]) == ["mmlu_pro", "alpaca_eval", "gone"]  # the config's order, an unread set too
     mmlu, alpaca = report["sets"]["mmlu_pro"], report["sets"]["alpaca_eval"]
     assert mmlu["checked"] and mmlu["n_items"] == 12032 and mmlu["sha256"]
     assert [f["id"] for f in mmlu["flagged"]] == ["leak_mmlu"] and mmlu["rate"] == 0.25

@@ -39,7 +39,7 @@ def test_demo_summary_counts_add_up(demo_run):
     # the subset is the card's selected rows, best first
     selected = card[card["selected"]].sort_values("rank")
     assert [r["id"] for r in subset] == selected["id"].tolist()
-    assert set(summary["timings_s"]) >= {"load", "total"}
+    assert set(summary["timings_s"]) >= {"load", "contamination", "total"}
     assert summary["fingerprint"] and len(summary["fingerprint"]) == 16
 
 

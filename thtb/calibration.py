@@ -254,6 +254,12 @@ def _params(kind: str, head: dict[str, Any], train: pd.DataFrame, columns: tuple
             **({"cv": {"folds": FOLDS, "seed": SEED, "choose": f"max {choose}", table: cv}} if cv else {})}
 
 
+def _space(embedder) -> dict[str, str]:
+    """``{"embedder": …}``, the space of the vectors a proxy is fitted over (none where the embedder does not say)."""
+    space = embedder.space()
+    return {"embedder": space} if space else {}
+
+
 def _r4(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
@@ -310,7 +316,8 @@ def fit_bloom(train: pd.DataFrame, embedder, *, C: float | None = None, fitted_o
         intercept[model.classes_] = [-model.intercept_[0] / 2, model.intercept_[0] / 2]
     else:
         coef[model.classes_], intercept[model.classes_] = model.coef_, model.intercept_
-    return _params("bloom", {"features": list(BLOOM_FEATURES)}, train, ("bloom_level", "bloom_score"), fitted_on,
+    return _params("bloom", {"features": list(BLOOM_FEATURES), **_space(embedder)}, train,
+                   ("bloom_level", "bloom_score"), fitted_on,
                    {"model": {"type": "sklearn LogisticRegression (multinomial, lbfgs)", "C": best,
                               "coef": coef.tolist(), "intercept": intercept.tolist()},
                     "scaler": {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist()},
@@ -372,7 +379,7 @@ def fit_disciplines(train: pd.DataFrame, embedder, *, C: float | None = None, th
     else:
         c, t = float(C), float(threshold)
     coef, intercept = heads(c, np.arange(len(train)))
-    head = {"labels": labels, "descriptions": {d: own[d] for d in labels if d not in catalogue},
+    head = {"labels": labels, **_space(embedder), "descriptions": {d: own[d] for d in labels if d not in catalogue},
             **({"described_by_name": undescribed} if undescribed else {})}
     return _params("disciplines", head, train, ("disciplines",), fitted_on,
                    {"model": {"type": "sklearn LogisticRegression per discipline (one-vs-rest) on the MiniLM query "

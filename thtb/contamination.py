@@ -66,11 +66,17 @@ class NgramIndex:
     def first_match(self, text: str) -> str | None:
         """The first n-gram of ``text`` found in the set (``None``: no overlap): the longest grams first, then by
         position. A row without overlap, nearly every row, costs one C-level ``isdisjoint`` per gram length."""
-        w = words(text)
+        return self.match(words(text), {})
+
+    def match(self, w: list[str], row_grams: dict[int, list[tuple[str, ...]]]) -> str | None:
+        """:meth:`first_match` of the words ``w``; ``row_grams`` (their grams by length) is filled here as needed and
+        shared by the indexes that check the same row."""
         for size in self.sizes:
+            if size not in row_grams:
+                row_grams[size] = list(_grams(w, size))
             grams = self.grams[size]
-            if not grams.isdisjoint(_grams(w, size)):
-                return " ".join(next(g for g in _grams(w, size) if g in grams))
+            if not grams.isdisjoint(row_grams[size]):
+                return " ".join(next(g for g in row_grams[size] if g in grams))
         return None
 
 
@@ -102,33 +108,44 @@ def check(pool: Any, selected_rows: np.ndarray, sets: Mapping[str, Mapping[str, 
           min_tokens: int = 8) -> dict[str, Any]:
     """The contamination report of a selection: per set, the subset's flagged rows and rate, the pool's rate."""
     selected = set(np.asarray(selected_rows, dtype=np.int64).tolist())
-    report: dict[str, Any] = {"ngram": ngram, "min_tokens": min_tokens, "sets": {}}
+    unread: dict[str, dict[str, Any]] = {}
+    indexes: dict[str, tuple[NgramIndex, str]] = {}
     for name, spec in sets.items():
         try:
             items, sha256 = load_items(spec)
         except (OSError, ValueError) as exc:  # DataError is a ValueError: a set we cannot read is said, not skipped
-            report["sets"][name] = {"source": str(spec.get("path")), "checked": False, "why": str(exc)}
+            unread[name] = {"source": str(spec.get("path")), "checked": False, "why": str(exc)}
             log.warning("contamination: %s not checked: %s", name, exc)
             continue
-        index = NgramIndex(items, ngram, min_tokens)
-        flagged, n_pool = [], 0
+        indexes[name] = NgramIndex(items, ngram, min_tokens), sha256
+    flagged: dict[str, list[dict[str, Any]]] = {name: [] for name in indexes}
+    n_pool = dict.fromkeys(indexes, 0)
+    if indexes:  # one pass over the pool: each row read and split into words once for all the sets
         for start in range(0, len(pool), CHUNK):
             rows = np.arange(start, min(start + CHUNK, len(pool)))
             queries, responses = pool.texts(rows, ["query", "response"])
             for row, q, r in zip(rows.tolist(), queries, responses, strict=True):
-                gram = index.first_match(f"{q}\n{r}")
-                if gram is not None:
-                    n_pool += 1
-                    if row in selected:
-                        flagged.append({"id": pool.ids[row], "ngram": gram})
+                w, row_grams = words(f"{q}\n{r}"), {}
+                for name, (index, _) in indexes.items():
+                    gram = index.match(w, row_grams)
+                    if gram is not None:
+                        n_pool[name] += 1
+                        if row in selected:
+                            flagged[name].append({"id": pool.ids[row], "ngram": gram})
+    report: dict[str, Any] = {"ngram": ngram, "min_tokens": min_tokens, "sets": {}}
+    for name, spec in sets.items():
+        if name in unread:
+            report["sets"][name] = unread[name]
+            continue
+        (index, sha256), hits = indexes[name], flagged[name]
         report["sets"][name] = {
             "source": str(spec.get("path")), "sha256": sha256, "checked": True, "n_items": index.n_items,
-            "n_items_too_short": index.n_too_short, "n_selected": len(selected), "n_flagged": len(flagged),
-            "rate": round(len(flagged) / len(selected), 6) if selected else None,
-            "pool_n_flagged": n_pool, "pool_rate": round(n_pool / len(pool), 6) if len(pool) else None,
-            "flagged": flagged,
+            "n_items_too_short": index.n_too_short, "n_selected": len(selected), "n_flagged": len(hits),
+            "rate": round(len(hits) / len(selected), 6) if selected else None,
+            "pool_n_flagged": n_pool[name], "pool_rate": round(n_pool[name] / len(pool), 6) if len(pool) else None,
+            "flagged": hits,
         }
-        if flagged:
+        if hits:
             log.warning("contamination: %d of %d selected rows share a %d-gram with %s (%d of %d in the pool)",
-                        len(flagged), len(selected), ngram, name, n_pool, len(pool))
+                        len(hits), len(selected), ngram, name, n_pool[name], len(pool))
     return report

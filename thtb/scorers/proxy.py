@@ -6,7 +6,8 @@ pairs (``calibration/``, the ``train`` split; the 538 ``test`` pairs are held ou
 sessions reading each pair under ``calibration/README.md``'s guideline, and stay CPU-fast and download-free.
 Each one's parameters are a versioned JSON resource (``thtb/resources/proxies/{bloom,disciplines,quality}.json``:
 weights, feature names, the hyper-parameters cross-validation inside the train split chose and its figures, the
-digest of the training labels). :mod:`thtb.calibration` fits them (``fit``, never reading the test split; or
+digest of the training labels; for the Bloom and discipline heads, the embedder space their features come from,
+:meth:`~thtb.scorers.base.Embedder.space`, and a proxy given an embedder of another space refuses it). :mod:`thtb.calibration` fits them (``fit``, never reading the test split; or
 ``fit --against <run>``, to the outputs of a run's real scorers, into a parameter folder of its own used by
 ``reward.params_path=<dir>/quality.json``, ``judge.bloom.params_path=…``, ``judge.disciplines.params_path=…``) and
 measures them apart (``evaluate --write``: figures keyed by :func:`thtb.scorers.fitted.params_digest`, so a record
@@ -92,6 +93,15 @@ class _Calibrated:
         if "scaler" in self.params:
             self.mean, self.scale = (np.asarray(self.params["scaler"][k]) for k in ("mean", "scale"))
 
+    def _check_embedder(self, embedder: Embedder) -> None:
+        """Refuse an embedder whose vectors are not the ones the head was fitted over (its weights would read
+        another model's coordinates: wrong scores with no error, or a shape error far from the cause)."""
+        fitted, given = self.params.get("embedder"), embedder.space()
+        if fitted and given and fitted != given:
+            raise ValueError(f"{self.params_path}: the {self.params['kind']} proxy was fitted over the embedder "
+                             f"{fitted!r}, this run's is {given!r}; run it with that embedder (the shipped proxies: "
+                             "embedder=minilm_offline, as scoring=offline sets)")
+
     @property
     def calibration(self) -> dict[str, Any]:
         """What the selection summary records beside the scorer's name: what the proxy imitates (the calibration
@@ -138,6 +148,7 @@ class ProxyBloomScorer(_Calibrated, BloomScorer):
         self._load(params_path, "bloom")
         if tuple(self.params["features"]) != BLOOM_FEATURES:
             raise ValueError(f"bloom proxy features {self.params['features']} are not {list(BLOOM_FEATURES)}")
+        self._check_embedder(embedder)
         self.lexicon = LexiconBloomClassifier(embedder)
         self.embedder = embedder
         self.level_scores = np.asarray(self.params["level_mean_scores"])
@@ -181,6 +192,7 @@ class ProxyDisciplineTagger(_Calibrated, DisciplineTagger):
     def __init__(self, embedder: Embedder, params_path: str | Path | None = None,
                  catalogue_path: str | Path | None = None) -> None:
         self._load(params_path, "disciplines")
+        self._check_embedder(embedder)
         self.embedder = embedder
         self.labels: tuple[str, ...] = tuple(self.params["labels"])
         self.threshold = float(self.params["threshold"])
