@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.helpers import compose_cfg
-from thtb.contamination import NgramIndex, check
+from thtb.contamination import NgramIndex, PoolScans, check
 from thtb.pool import FramePool
 
 LONG = "the quick brown fox jumps over the lazy dog near the river bank at dawn today"  # 16 words
@@ -75,6 +75,51 @@ def test_the_select_stage_reports_it_fresh_and_reused(shared_data, tmp_path):
     fresh = run_select(cfg, tmp_path / "a")
     assert set(fresh["contamination"]["sets"]) == {"mmlu_pro", "alpaca_eval"}
     assert all(s["checked"] and s["n_selected"] == 33 for s in fresh["contamination"]["sets"].values())
+    assert all(s["pool_scan"] == "read" for s in fresh["contamination"]["sets"].values())
+    again = run_select(cfg, tmp_path / "b")  # the finished selection reused: its subset checked, the pool not read
+    assert again["reused"] and all(s["pool_scan"] == "stored" for s in again["contamination"]["sets"].values())
+    assert {k: {f: v for f, v in s.items() if f != "pool_scan"} for k, s in again["contamination"]["sets"].items()} \
+        == {k: {f: v for f, v in s.items() if f != "pool_scan"} for k, s in fresh["contamination"]["sets"].items()}
     cfg["contamination"]["sets"] = {}
-    reused = run_select(cfg, tmp_path / "b")
+    reused = run_select(cfg, tmp_path / "c")
     assert reused["reused"] and reused["contamination"]["sets"] == {}  # checked again with the run's own sets
+
+
+def _without_scan(report):
+    return {name: {k: v for k, v in s.items() if k != "pool_scan"} for name, s in report["sets"].items()}
+
+
+def test_a_stored_pool_scan_is_used_only_for_the_same_pool_sets_and_settings(shared_data, tmp_path, monkeypatch):
+    """Each set's scan of the pool is stored by the pool's digest, the set file's sha256 and columns, the n-gram
+    settings and the code: the same ones check another subset without reading the pool; any other is read."""
+    pool, _ = _demo_with_planted(shared_data)
+    sets = OmegaConf.to_container(compose_cfg(["+experiment=demo", f"paths.run_dir={tmp_path}", *_sets(shared_data)]),
+                                  resolve=True)["contamination"]["sets"]
+    rows, root = [0, 1, len(pool) - 2, len(pool) - 1], tmp_path / "scans"
+    scans = PoolScans(root, {"pool": "pool-a", "code": "code-1"})
+    first = check(pool, rows, sets, 13, 8, scans=scans)
+    assert [s["pool_scan"] for s in first["sets"].values()] == ["read", "read"] and len(list(root.iterdir())) == 2
+
+    with monkeypatch.context() as patched:  # stored: a new subset's flags come from the scan, the pool is not read
+        patched.setattr(FramePool, "texts", lambda *a, **k: pytest.fail("the pool was read"))
+        assert _without_scan(check(pool, rows, sets, 13, 8, scans=scans)) == _without_scan(first)
+        other = check(pool, [len(pool) - 1], sets, 13, 8, scans=scans)
+        assert [f["id"] for f in other["sets"]["alpaca_eval"]["flagged"]] == ["leak_alpaca"]
+        assert other["sets"]["mmlu_pro"]["flagged"] == [] and other["sets"]["mmlu_pro"]["rate"] == 0.0
+        assert other["sets"]["mmlu_pro"]["pool_n_flagged"] == first["sets"]["mmlu_pro"]["pool_n_flagged"]
+
+    def scanned(report):
+        return {name: s["pool_scan"] for name, s in report["sets"].items()}
+
+    assert scanned(check(pool, rows, sets, 13, 8, scans=PoolScans(root, {"pool": "pool-b", "code": "code-1"}))) == \
+        {"mmlu_pro": "read", "alpaca_eval": "read"}  # another pool
+    assert scanned(check(pool, rows, sets, 13, 8, scans=PoolScans(root, {"pool": "pool-a", "code": "code-2"}))) == \
+        {"mmlu_pro": "read", "alpaca_eval": "read"}  # other code
+    assert scanned(check(pool, rows, sets, 12, 8, scans=scans)) == {"mmlu_pro": "read", "alpaca_eval": "read"}
+    edited = tmp_path / "alpaca_eval.jsonl"  # the same set with one more prompt: another sha256
+    text = open(sets["alpaca_eval"]["path"], encoding="utf-8").read()
+    edited.write_text(text.rstrip("\n") + "\n" + json.dumps({"instruction": LONG}) + "\n", encoding="utf-8")
+    report = check(pool, rows, {**sets, "alpaca_eval": {**sets["alpaca_eval"], "path": str(edited)}}, 13, 8,
+                   scans=scans)
+    assert scanned(report) == {"mmlu_pro": "stored", "alpaca_eval": "read"}
+    assert report["sets"]["alpaca_eval"]["n_items"] == first["sets"]["alpaca_eval"]["n_items"] + 1

@@ -10,16 +10,24 @@ comparison, and the flagged rows with the first n-gram each shares.
 - An item shorter than ``ngram`` words contributes its whole word sequence when it has at least ``min_tokens`` words;
   shorter items are counted (``n_items_too_short``) and not checked, never dropped silently.
 - A set that cannot be read here (a hub id offline, a missing file) is reported as not checked, with the reason.
+- The pool's scan is the cost (minutes at a million rows): with a :class:`PoolScans` store, each set's pool matches are
+  kept under a key of the pool's digest, the set file's sha256 and columns, the n-gram settings and this module's
+  code, so a reused selection or a re-cut of the same pool checks its new subset without reading the pool again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from thtb.fingerprint import fingerprint
+from thtb.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +93,31 @@ def _grams(w: list[str], size: int):
     return zip(*(w[i:] for i in range(size)))
 
 
+class PoolScans:
+    """Each set's matches in one pool, stored as JSON under ``root`` keyed by ``base`` (what the caller knows the
+    scan depends on: the pool's digest, the code) and the set's own file sha256, columns and n-gram settings."""
+
+    def __init__(self, root: str | Path, base: Mapping[str, Any]) -> None:
+        self.root, self.base = Path(root), dict(base)
+
+    def path(self, spec: Mapping[str, Any], sha256: str | None, ngram: int, min_tokens: int) -> Path | None:
+        if sha256 is None:  # a set without a file digest (a hub dataset): no key that would see it change
+            return None
+        key = fingerprint({**self.base, "set_sha256": sha256, "columns": list(spec["columns"]),
+                           "split": str(spec.get("split", "test")), "ngram": ngram, "min_tokens": min_tokens}, 32)
+        return self.root / f"{key}.json"
+
+    def get(self, path: Path | None) -> dict[str, Any] | None:
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path is not None else None
+        except FileNotFoundError:
+            return None
+
+    def put(self, path: Path | None, scan: dict[str, Any]) -> None:
+        if path is not None:
+            atomic_write_text(path, json.dumps(scan, ensure_ascii=False) + "\n")
+
+
 def load_items(spec: Mapping[str, Any], nonempty: bool = False) -> tuple[list[str], str | None]:
     """A set's item texts and its file's sha256, from ``{path, columns, split}``; ``nonempty``: an empty item or set
     is a :class:`~thtb.data.DataError` naming the row."""
@@ -105,47 +138,59 @@ def load_items(spec: Mapping[str, Any], nonempty: bool = False) -> tuple[list[st
 
 
 def check(pool: Any, selected_rows: np.ndarray, sets: Mapping[str, Mapping[str, Any]], ngram: int = 13,
-          min_tokens: int = 8) -> dict[str, Any]:
-    """The contamination report of a selection: per set, the subset's flagged rows and rate, the pool's rate."""
+          min_tokens: int = 8, scans: PoolScans | None = None) -> dict[str, Any]:
+    """The contamination report of a selection: per set, the subset's flagged rows and rate, the pool's rate. With
+    ``scans``, a set's pool matches stored before are used instead of reading the pool (module doc)."""
     selected = set(np.asarray(selected_rows, dtype=np.int64).tolist())
     unread: dict[str, dict[str, Any]] = {}
-    indexes: dict[str, tuple[NgramIndex, str]] = {}
+    found: dict[str, dict[str, Any]] = {}  # set → {n_items, n_items_too_short, rows, grams} over the whole pool
+    indexes: dict[str, NgramIndex] = {}
+    digests: dict[str, str | None] = {}
     for name, spec in sets.items():
         try:
-            items, sha256 = load_items(spec)
+            items, digests[name] = load_items(spec)
         except (OSError, ValueError) as exc:  # DataError is a ValueError: a set we cannot read is said, not skipped
             unread[name] = {"source": str(spec.get("path")), "checked": False, "why": str(exc)}
             log.warning("contamination: %s not checked: %s", name, exc)
             continue
-        indexes[name] = NgramIndex(items, ngram, min_tokens), sha256
-    flagged: dict[str, list[dict[str, Any]]] = {name: [] for name in indexes}
-    n_pool = dict.fromkeys(indexes, 0)
-    if indexes:  # one pass over the pool: each row read and split into words once for all the sets
+        stored = scans.get(scans.path(spec, digests[name], ngram, min_tokens)) if scans is not None else None
+        if stored is not None:
+            found[name] = stored
+        else:
+            indexes[name] = NgramIndex(items, ngram, min_tokens)
+            found[name] = {"n_items": indexes[name].n_items, "n_items_too_short": indexes[name].n_too_short,
+                           "rows": [], "grams": []}
+    if indexes:  # one pass over the pool: each row read and split into words once for the sets not stored
         for start in range(0, len(pool), CHUNK):
             rows = np.arange(start, min(start + CHUNK, len(pool)))
             queries, responses = pool.texts(rows, ["query", "response"])
             for row, q, r in zip(rows.tolist(), queries, responses, strict=True):
                 w, row_grams = words(f"{q}\n{r}"), {}
-                for name, (index, _) in indexes.items():
+                for name, index in indexes.items():
                     gram = index.match(w, row_grams)
                     if gram is not None:
-                        n_pool[name] += 1
-                        if row in selected:
-                            flagged[name].append({"id": pool.ids[row], "ngram": gram})
+                        found[name]["rows"].append(row)
+                        found[name]["grams"].append(gram)
+        if scans is not None:
+            for name in indexes:
+                scans.put(scans.path(sets[name], digests[name], ngram, min_tokens), found[name])
     report: dict[str, Any] = {"ngram": ngram, "min_tokens": min_tokens, "sets": {}}
     for name, spec in sets.items():
         if name in unread:
             report["sets"][name] = unread[name]
             continue
-        (index, sha256), hits = indexes[name], flagged[name]
+        scan = found[name]
+        hits = [{"id": pool.ids[row], "ngram": gram} for row, gram in zip(scan["rows"], scan["grams"], strict=True)
+                if row in selected]
+        n_pool = len(scan["rows"])
         report["sets"][name] = {
-            "source": str(spec.get("path")), "sha256": sha256, "checked": True, "n_items": index.n_items,
-            "n_items_too_short": index.n_too_short, "n_selected": len(selected), "n_flagged": len(hits),
+            "source": str(spec.get("path")), "sha256": digests[name], "checked": True, "n_items": scan["n_items"],
+            "n_items_too_short": scan["n_items_too_short"], "n_selected": len(selected), "n_flagged": len(hits),
             "rate": round(len(hits) / len(selected), 6) if selected else None,
-            "pool_n_flagged": n_pool[name], "pool_rate": round(n_pool[name] / len(pool), 6) if len(pool) else None,
-            "flagged": hits,
+            "pool_n_flagged": n_pool, "pool_rate": round(n_pool / len(pool), 6) if len(pool) else None,
+            "flagged": hits, "pool_scan": "stored" if name not in indexes else "read",
         }
         if hits:
             log.warning("contamination: %d of %d selected rows share a %d-gram with %s (%d of %d in the pool)",
-                        len(hits), len(selected), ngram, name, n_pool[name], len(pool))
+                        len(hits), len(selected), ngram, name, n_pool, len(pool))
     return report

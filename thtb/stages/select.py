@@ -30,7 +30,7 @@ from thtb.fingerprint import fingerprint, records_digest
 from thtb.io import atomic_write_text, atomic_path
 from thtb.pool import ArrowPool, FramePool, store_pool
 from thtb.methods import SelectionContext, SelectionMethod, build_method, check_scorers_available, selection_provenance
-from thtb.provenance import environment, stage_key_inputs
+from thtb.provenance import code_digest, environment, stage_key_inputs
 from thtb.report import build_summary, plot_histograms
 from thtb.score_cache import ScoreCache
 from thtb.scorers.availability import OFFLINE_HINT
@@ -98,7 +98,7 @@ def _run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker, executor: 
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         subset = [json.loads(line)["id"] for line in (out / "subset.jsonl").read_text(encoding="utf-8").splitlines()]
         summary.update(reused=True, artifact=str(artifact.path),  # checked again: the sets or their files may differ
-                       contamination=_contamination(cfg, pool, pd.Index(pool.ids).get_indexer(subset)))
+                       contamination=_contamination(cfg, pool, pd.Index(pool.ids).get_indexer(subset), data_fp))
         _write_summary(out / "summary.json", summary)
         tracker.log_summary({"select/n_selected": summary["n_selected"], "select/fingerprint": fp,
                              "select/reused": True, "select/provenance": summary.get("provenance")})
@@ -109,7 +109,7 @@ def _run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker, executor: 
     result = select(pool, cfg, executor=executor, cache=cache, method=method)
     result.timings["load"] = load_s
     if not result.selected_ids:  # written for inspection (the score card says why), never published as a result
-        summary, _ = _write_outputs(out, pool, report, result, cfg, fp, start, method)
+        summary, _ = _write_outputs(out, pool, report, result, cfg, fp, start, method, data_fp)
         summary.update(reused=False, artifact=None, error="nothing selected")
         _write_summary(out / "summary.json", summary)
         raise SelectionError(f"the selection kept 0 of {len(pool)} samples ("
@@ -119,7 +119,7 @@ def _run_select(cfg: dict[str, Any], run_dir: Path, tracker: Tracker, executor: 
 
     work = artifact.staging()  # written by this process only, then published whole
     try:
-        summary, plots = _write_outputs(work, pool, report, result, cfg, fp, start, method)
+        summary, plots = _write_outputs(work, pool, report, result, cfg, fp, start, method, data_fp)
         summary.update(reused=False, artifact=str(artifact.path))
         _write_summary(work / "summary.json", summary)
         copy_outputs(work, out)  # the run directory gets exactly what this process computed
@@ -166,7 +166,7 @@ def _write_summary(path: Path, summary: dict[str, Any]) -> None:
 
 
 def _write_outputs(out: Path, pool: Any, report: Any, result: SelectionResult, cfg: dict[str, Any],
-                   fp: str, start: float, method: SelectionMethod) -> tuple[dict, list[Path]]:
+                   fp: str, start: float, method: SelectionMethod, data_fp: str) -> tuple[dict, list[Path]]:
     """The subset files, the score card and the plots written into ``out``; returns the summary and the plots."""
     rows = result.card["row"].to_numpy()[pd.Index(result.card["id"]).get_indexer(result.selected_ids)]
     subset = pool.frame(rows)
@@ -180,7 +180,7 @@ def _write_outputs(out: Path, pool: Any, report: Any, result: SelectionResult, c
     summary["provenance"] = {"selection": selection_provenance(cfg, fp, method), **environment()}
     timings = summary["timings_s"]
     begin = time.perf_counter()
-    summary["contamination"] = _contamination(cfg, pool, rows)  # reads the whole pool: the pool's rate beside
+    summary["contamination"] = _contamination(cfg, pool, rows, data_fp)  # the pool's rate beside the subset's
     timings["contamination"] = round(time.perf_counter() - begin, 3)
     plots = plot_histograms(result, out) if method.plots else []
     timings["total"] = round(time.perf_counter() - start, 3)  # from reading the data to the last file written
@@ -189,11 +189,14 @@ def _write_outputs(out: Path, pool: Any, report: Any, result: SelectionResult, c
     return summary, plots
 
 
-def _contamination(cfg: dict[str, Any], pool: Any, rows: Any) -> dict[str, Any]:
-    """The subset's overlap with the evaluation sets of ``cfg.contamination`` (:mod:`thtb.contamination`)."""
+def _contamination(cfg: dict[str, Any], pool: Any, rows: Any, data_fp: str) -> dict[str, Any]:
+    """The subset's overlap with the evaluation sets of ``cfg.contamination`` (:mod:`thtb.contamination`); with
+    ``reuse``, each set's scan of this pool (``data_fp``) is stored under ``<cache_dir>/contamination/``."""
     spec = cfg.get("contamination") or {}
+    scans = contamination.PoolScans(Path(cfg["paths"]["cache_dir"]) / "contamination", {
+        "version": 1, "pool": data_fp, "code": code_digest(["thtb.contamination"])}) if cfg["reuse"] else None
     return contamination.check(pool, rows, spec.get("sets") or {}, ngram=int(spec.get("ngram", 13)),
-                 min_tokens=int(spec.get("min_tokens", 8)))
+                               min_tokens=int(spec.get("min_tokens", 8)), scans=scans)
 
 
 def select(pool: Any, cfg: dict[str, Any], executor: Any, cache: ScoreCache | None,
