@@ -89,7 +89,8 @@ def _without_scan(report):
     return {name: {k: v for k, v in s.items() if k != "pool_scan"} for name, s in report["sets"].items()}
 
 
-def test_a_stored_pool_scan_is_used_only_for_the_same_pool_sets_and_settings(shared_data, tmp_path, monkeypatch):
+def test_a_stored_pool_scan_is_used_only_for_the_same_pool_sets_and_settings(shared_data, tmp_path, monkeypatch,
+                                                                             caplog):
     """Each set's scan of the pool is stored by the pool's digest, the set file's sha256 and columns, the n-gram
     settings and the code: the same ones check another subset without reading the pool; any other is read."""
     pool, _ = _demo_with_planted(shared_data)
@@ -123,3 +124,11 @@ def test_a_stored_pool_scan_is_used_only_for_the_same_pool_sets_and_settings(sha
                    scans=scans)
     assert scanned(report) == {"mmlu_pro": "stored", "alpaca_eval": "read"}
     assert report["sets"]["alpaca_eval"]["n_items"] == first["sets"]["alpaca_eval"]["n_items"] + 1
+    for stored in root.iterdir():  # a stored scan cut short or edited: said, the pool read again, the file rewritten
+        stored.write_text('{"rows": [1, 2], "grams": ["x"]')
+    with caplog.at_level("WARNING", logger="thtb.contamination"):
+        again = check(pool, rows, sets, 13, 8, scans=scans)
+    assert "unreadable" in caplog.text and str(root) in caplog.text
+    assert scanned(again) == {"mmlu_pro": "read", "alpaca_eval": "read"}
+    assert _without_scan(again) == _without_scan(first)
+    assert scanned(check(pool, rows, sets, 13, 8, scans=scans)) == {"mmlu_pro": "stored", "alpaca_eval": "stored"}

@@ -108,9 +108,17 @@ class PoolScans:
         return self.root / f"{key}.json"
 
     def get(self, path: Path | None) -> dict[str, Any] | None:
+        """The stored scan, or ``None``: none stored, or one that cannot be read (said, then the pool is read again
+        and the file rewritten)."""
+        if path is None or not path.is_file():
+            return None
         try:
-            return json.loads(path.read_text(encoding="utf-8")) if path is not None else None
-        except FileNotFoundError:
+            scan = json.loads(path.read_text(encoding="utf-8"))
+            if len(scan["rows"]) != len(scan["grams"]) or not {"n_items", "n_items_too_short"} <= set(scan):
+                raise ValueError("rows and grams differ in length, or n_items is missing")
+            return scan
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("contamination: stored pool scan %s unreadable (%s): reading the pool again", path, exc)
             return None
 
     def put(self, path: Path | None, scan: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ sessions reading each pair under ``calibration/README.md``'s guideline, and stay
 Each one's parameters are a versioned JSON resource (``thtb/resources/proxies/{bloom,disciplines,quality}.json``:
 weights, feature names, the hyper-parameters cross-validation inside the train split chose and its figures, the
 digest of the training labels; for the Bloom and discipline heads, the embedder space their features come from,
-:meth:`~thtb.scorers.base.Embedder.space`, and a proxy given an embedder of another space refuses it). :mod:`thtb.calibration` fits them (``fit``, never reading the test split; or
+:meth:`~thtb.scorers.base.Embedder.space`, and a proxy given an embedder of another space refuses it).
+:mod:`thtb.calibration` fits them (``fit``, never reading the test split; or
 ``fit --against <run>``, to the outputs of a run's real scorers, into a parameter folder of its own used by
 ``reward.params_path=<dir>/quality.json``, ``judge.bloom.params_path=…``, ``judge.disciplines.params_path=…``) and
 measures them apart (``evaluate --write``: figures keyed by :func:`thtb.scorers.fitted.params_digest`, so a record
